@@ -1,0 +1,329 @@
+//! Block and inode allocators: DRAM only, rebuilt by recovery or loaded from the state saved at
+//! clean unmount.
+//!
+//! Blocks are split by address into shards (one per CPU), each a map of free extents
+//! (start -> length) behind its own lock. A thread allocates from its home shard and steals from
+//! the others when it runs dry; a freed block returns to the shard that owns its address, where
+//! it merges with its neighbours.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// A run of blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Extent {
+    /// First block.
+    pub start: u64,
+    /// Blocks.
+    pub len: u64,
+}
+
+struct Shard {
+    free: BTreeMap<u64, u64>,
+}
+
+impl Shard {
+    fn insert(&mut self, mut start: u64, mut len: u64) {
+        if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
+            debug_assert!(ps + pl <= start, "double free of block {start}");
+            if ps + pl == start {
+                self.free.remove(&ps);
+                start = ps;
+                len += pl;
+            }
+        }
+        if let Some(&nl) = self.free.get(&(start + len)) {
+            self.free.remove(&(start + len));
+            len += nl;
+        }
+        self.free.insert(start, len);
+    }
+
+    /// Take up to `want` blocks, preferring one contiguous run.
+    fn take(&mut self, want: u64, out: &mut Vec<Extent>) -> u64 {
+        let mut got = 0;
+        // First fit for the whole request.
+        let fit = self
+            .free
+            .iter()
+            .find(|(_, &l)| l >= want)
+            .map(|(&s, &l)| (s, l));
+        if let Some((s, l)) = fit {
+            self.free.remove(&s);
+            if l > want {
+                self.free.insert(s + want, l - want);
+            }
+            out.push(Extent {
+                start: s,
+                len: want,
+            });
+            return want;
+        }
+        while got < want {
+            let Some((&s, &l)) = self.free.iter().next() else {
+                break;
+            };
+            self.free.remove(&s);
+            let n = l.min(want - got);
+            if l > n {
+                self.free.insert(s + n, l - n);
+            }
+            out.push(Extent { start: s, len: n });
+            got += n;
+        }
+        got
+    }
+}
+
+/// The block allocator.
+pub struct BlockAlloc {
+    shards: Vec<Mutex<Shard>>,
+    first: u64,
+    end: u64,
+    shard_span: u64,
+    free: AtomicU64,
+}
+
+thread_local! {
+    static HOME: usize = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::thread::current().id().hash(&mut h);
+        h.finish() as usize
+    };
+}
+
+impl BlockAlloc {
+    /// An allocator for blocks `[first, end)`, all in use until [`BlockAlloc::free`]d.
+    pub fn new(first: u64, end: u64, shards: usize) -> BlockAlloc {
+        let shards = shards.max(1);
+        let span = (end.saturating_sub(first)).div_ceil(shards as u64).max(1);
+        BlockAlloc {
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        free: BTreeMap::new(),
+                    })
+                })
+                .collect(),
+            first,
+            end,
+            shard_span: span,
+            free: AtomicU64::new(0),
+        }
+    }
+
+    fn shard_of(&self, block: u64) -> usize {
+        (((block - self.first) / self.shard_span) as usize).min(self.shards.len() - 1)
+    }
+
+    /// Blocks free now.
+    pub fn free_blocks(&self) -> u64 {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// Managed range.
+    pub fn range(&self) -> (u64, u64) {
+        (self.first, self.end)
+    }
+
+    /// Allocate `n` blocks (as few extents as the free space allows). All or nothing.
+    pub fn alloc(&self, n: u64) -> Result<Vec<Extent>> {
+        let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
+        // Reserve the count first so that concurrent allocators cannot both over-commit.
+        let mut cur = self.free.load(Ordering::Relaxed);
+        loop {
+            if cur < n {
+                return Err(Error::NoSpace);
+            }
+            match self
+                .free
+                .compare_exchange_weak(cur, cur - n, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        let home = HOME.with(|h| *h) % self.shards.len();
+        let mut got = 0;
+        for i in 0..self.shards.len() {
+            let s = (home + i) % self.shards.len();
+            got += self.shards[s].lock().take(n - got, &mut out);
+            if got == n {
+                break;
+            }
+        }
+        if got < n {
+            // Another thread holds reserved-but-not-yet-taken blocks; give back and fail.
+            for e in &out {
+                self.insert(e.start, e.len);
+            }
+            self.free.fetch_add(n - got, Ordering::AcqRel);
+            return Err(Error::NoSpace);
+        }
+        Ok(out)
+    }
+
+    /// Allocate exactly one contiguous run of `n` blocks.
+    pub fn alloc_contiguous(&self, n: u64) -> Result<u64> {
+        let ext = self.alloc(n)?;
+        if ext.len() == 1 {
+            return Ok(ext[0].start);
+        }
+        // Try each shard for a run that fits.
+        self.free_extents(&ext);
+        for s in &self.shards {
+            let mut sh = s.lock();
+            let fit = sh.free.iter().find(|(_, &l)| l >= n).map(|(&s, &l)| (s, l));
+            if let Some((st, l)) = fit {
+                sh.free.remove(&st);
+                if l > n {
+                    sh.free.insert(st + n, l - n);
+                }
+                self.free.fetch_sub(n, Ordering::AcqRel);
+                return Ok(st);
+            }
+        }
+        Err(Error::NoSpace)
+    }
+
+    fn insert(&self, start: u64, len: u64) {
+        // Split at shard boundaries.
+        let mut s = start;
+        let end = start + len;
+        while s < end {
+            let sh = self.shard_of(s);
+            let shard_end = if sh + 1 == self.shards.len() {
+                self.end
+            } else {
+                self.first + (sh as u64 + 1) * self.shard_span
+            };
+            let e = end.min(shard_end);
+            self.shards[sh].lock().insert(s, e - s);
+            s = e;
+        }
+    }
+
+    /// Return blocks to the free pool.
+    pub fn free(&self, start: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        assert!(
+            start >= self.first && start + len <= self.end,
+            "freeing blocks {start}+{len} outside [{}, {})",
+            self.first,
+            self.end
+        );
+        self.insert(start, len);
+        self.free.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// Return extents to the free pool.
+    pub fn free_extents(&self, ext: &[Extent]) {
+        for e in ext {
+            self.free(e.start, e.len);
+        }
+    }
+
+    /// All free extents, sorted (for saving state and for fsck).
+    pub fn extents(&self) -> Vec<Extent> {
+        let mut v: Vec<Extent> = Vec::new();
+        for s in &self.shards {
+            v.extend(s.lock().free.iter().map(|(&start, &len)| Extent { start, len }));
+        }
+        v.sort();
+        v
+    }
+
+    /// Whether `block` is free.
+    pub fn is_free(&self, block: u64) -> bool {
+        if block < self.first || block >= self.end {
+            return false;
+        }
+        let sh = self.shards[self.shard_of(block)].lock();
+        sh.free
+            .range(..=block)
+            .next_back()
+            .is_some_and(|(&s, &l)| block < s + l)
+    }
+}
+
+/// The inode-number allocator.
+pub struct InodeAlloc {
+    free: Mutex<BTreeSet<u64>>,
+}
+
+impl InodeAlloc {
+    /// An allocator with the given free inode numbers.
+    pub fn new(free: impl IntoIterator<Item = u64>) -> InodeAlloc {
+        InodeAlloc {
+            free: Mutex::new(free.into_iter().collect()),
+        }
+    }
+
+    /// Take the lowest free inode number.
+    pub fn alloc(&self) -> Option<u64> {
+        self.free.lock().pop_first()
+    }
+
+    /// Return an inode number.
+    pub fn free(&self, ino: u64) {
+        let fresh = self.free.lock().insert(ino);
+        debug_assert!(fresh, "double free of inode {ino}");
+    }
+
+    /// Add a range of fresh numbers (a new inode-table chunk).
+    pub fn add_range(&self, start: u64, end: u64) {
+        self.free.lock().extend(start..end);
+    }
+
+    /// Whether `ino` is free.
+    pub fn is_free(&self, ino: u64) -> bool {
+        self.free.lock().contains(&ino)
+    }
+
+    /// Free inode numbers now.
+    pub fn free_count(&self) -> u64 {
+        self.free.lock().len() as u64
+    }
+
+    /// All free numbers (for saving state).
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.free.lock().iter().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_merge() {
+        let a = BlockAlloc::new(10, 110, 2);
+        a.free(10, 100);
+        assert_eq!(a.free_blocks(), 100);
+        let e = a.alloc(30).unwrap();
+        assert_eq!(e.iter().map(|e| e.len).sum::<u64>(), 30);
+        assert_eq!(a.free_blocks(), 70);
+        assert!(matches!(a.alloc(71), Err(Error::NoSpace)));
+        assert_eq!(a.free_blocks(), 70);
+        a.free_extents(&e);
+        assert_eq!(a.free_blocks(), 100);
+        let ext = a.extents();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 100);
+        // Merged back within each shard: at most one extent per shard.
+        assert!(ext.len() <= 2, "{ext:?}");
+        let all = a.alloc(100).unwrap();
+        assert_eq!(all.iter().map(|e| e.len).sum::<u64>(), 100);
+        assert!(matches!(a.alloc(1), Err(Error::NoSpace)));
+        assert!(!a.is_free(50));
+    }
+}

@@ -1,0 +1,1281 @@
+//! The engine: inode-level operations over the logs, the journal and the allocators.
+//!
+//! Locking: every inode has a `RwLock<InodeState>`. Operations that change several inodes lock
+//! them in ascending inode order after looking the names up, then re-check the names (and
+//! retry if a concurrent operation changed them). Renames also take a global rename lock, so
+//! that the "not into its own subtree" walk sees a stable tree.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+
+use crate::alloc::{BlockAlloc, InodeAlloc};
+use crate::error::{Error, Result};
+use crate::inode::{slot_offset, Attr, DirEnt, Inode, InodeState};
+use crate::journal::Journal;
+use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
+use crate::layout::inode::InodeSlot;
+use crate::layout::superblock::Superblock;
+use crate::layout::{now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, NAME_MAX};
+use crate::log::{self, Staged};
+use crate::media::{Media, MediaMode};
+
+/// Largest file, in pages (4 PiB).
+pub const MAX_FILE_PAGES: u64 = 1 << 40;
+/// Most hard links to one file.
+pub const MAX_LINKS: u32 = 65_000;
+
+const CACHE_SHARDS: usize = 64;
+
+/// Attribute changes for [`Engine::setattr`].
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New length (truncate or extend).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime_ns: Option<u64>,
+    /// New modification time.
+    pub mtime_ns: Option<u64>,
+}
+
+/// One entry of [`Engine::readdir`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Inode.
+    pub ino: u64,
+    /// Kind.
+    pub kind: Kind,
+}
+
+/// File-system-wide counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    /// Block size.
+    pub block_size: u64,
+    /// Blocks in the image.
+    pub blocks_total: u64,
+    /// Blocks free.
+    pub blocks_free: u64,
+    /// Inodes that could exist.
+    pub inodes_total: u64,
+    /// Inodes that could still be created.
+    pub inodes_free: u64,
+    /// Longest name.
+    pub name_max: u64,
+}
+
+/// Rename behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// Fail with `AlreadyExists` instead of replacing the target.
+    pub noreplace: bool,
+}
+
+/// The engine.
+pub struct Engine {
+    pub(crate) media: Arc<Media>,
+    pub(crate) sb: Superblock,
+    pub(crate) blocks: BlockAlloc,
+    pub(crate) inos: InodeAlloc,
+    pub(crate) chunks: RwLock<Vec<u64>>,
+    chunk_grow: Mutex<()>,
+    cache: Vec<RwLock<HashMap<u64, Arc<Inode>>>>,
+    pub(crate) journal: Journal,
+    rename_lock: Mutex<()>,
+    pub(crate) read_only: bool,
+    pub(crate) mounted: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("media", &self.media)
+            .field("blocks_total", &self.sb.blocks_total)
+            .finish()
+    }
+}
+
+/// Content of one page of a copy-on-write commit.
+enum Page<'a> {
+    /// A whole page from the caller.
+    Borrowed(&'a [u8]),
+    /// A merged page.
+    Owned(Vec<u8>),
+    /// A zero-filled page.
+    Zero,
+    /// Unmap (hole).
+    Hole,
+}
+
+/// Validate one name.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidPath("empty name".into()));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong(name.len()));
+    }
+    if name == b"." || name == b".." {
+        return Err(Error::InvalidPath("'.' and '..' cannot be created or removed".into()));
+    }
+    if name.iter().any(|&b| b == 0 || b == b'/') {
+        return Err(Error::InvalidPath("names cannot contain '/' or NUL".into()));
+    }
+    Ok(())
+}
+
+/// Locks on several inodes, taken in inode order.
+struct Locked<'a> {
+    guards: Vec<(u64, RwLockWriteGuard<'a, InodeState>)>,
+}
+
+impl<'a> Locked<'a> {
+    fn new(inodes: &'a [Arc<Inode>]) -> Locked<'a> {
+        let mut refs: Vec<&'a Arc<Inode>> = inodes.iter().collect();
+        refs.sort_by_key(|i| i.ino);
+        refs.dedup_by_key(|i| i.ino);
+        Locked {
+            guards: refs.into_iter().map(|i| (i.ino, i.state.write())).collect(),
+        }
+    }
+
+    fn get(&mut self, ino: u64) -> &mut InodeState {
+        let i = self
+            .guards
+            .iter()
+            .position(|(n, _)| *n == ino)
+            .expect("inode locked");
+        &mut self.guards[i].1
+    }
+}
+
+impl Engine {
+    pub(crate) fn new_internal(
+        media: Arc<Media>,
+        sb: Superblock,
+        blocks: BlockAlloc,
+        inos: InodeAlloc,
+        chunks: Vec<u64>,
+        read_only: bool,
+    ) -> Engine {
+        Engine {
+            journal: Journal::new(sb.journal_block),
+            media,
+            sb,
+            blocks,
+            inos,
+            chunks: RwLock::new(chunks),
+            chunk_grow: Mutex::new(()),
+            cache: (0..CACHE_SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            rename_lock: Mutex::new(()),
+            read_only,
+            mounted: AtomicBool::new(true),
+        }
+    }
+
+    /// Stop as a crash would: no state is saved and the next mount runs recovery. (For tests
+    /// and the crash harness; a killed process behaves the same.)
+    pub fn crash(&self) {
+        self.mounted.store(false, Ordering::Release);
+    }
+
+    /// The media.
+    pub fn media(&self) -> &Arc<Media> {
+        &self.media
+    }
+
+    /// The persistence path in use.
+    pub fn media_mode(&self) -> MediaMode {
+        self.media.mode()
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// The block allocator.
+    pub fn block_alloc(&self) -> &BlockAlloc {
+        &self.blocks
+    }
+
+    /// Inode-table chunk blocks.
+    pub fn chunk_blocks(&self) -> Vec<u64> {
+        self.chunks.read().clone()
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if !self.mounted.load(Ordering::Relaxed) {
+            return Err(Error::BadHandle("the file system was unmounted"));
+        }
+        Ok(())
+    }
+
+    fn shard(&self, ino: u64) -> &RwLock<HashMap<u64, Arc<Inode>>> {
+        &self.cache[(ino as usize) % CACHE_SHARDS]
+    }
+
+    pub(crate) fn slot_off(&self, ino: u64) -> Option<u64> {
+        slot_offset(&self.chunks.read(), ino)
+    }
+
+    /// Put a loaded inode into the cache (recovery).
+    pub(crate) fn cache_insert(&self, ino: u64, st: InodeState) -> Result<Arc<Inode>> {
+        let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
+        let inode = Arc::new(Inode {
+            ino,
+            slot_off,
+            state: RwLock::new(st),
+            open: Default::default(),
+        });
+        self.shard(ino).write().insert(ino, inode.clone());
+        Ok(inode)
+    }
+
+    /// The cached inode `ino`, loading it from its log if needed.
+    pub fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        if let Some(i) = self.shard(ino).read().get(&ino) {
+            return Ok(i.clone());
+        }
+        if ino == 0 || self.inos.is_free(ino) {
+            return Err(Error::NotFound);
+        }
+        let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
+        let st = crate::inode::load(&self.media, slot_off, ino, self.sb.blocks_total)?;
+        let mut shard = self.shard(ino).write();
+        let i = shard.entry(ino).or_insert_with(|| {
+            Arc::new(Inode {
+                ino,
+                slot_off,
+                state: RwLock::new(st),
+                open: Default::default(),
+            })
+        });
+        Ok(i.clone())
+    }
+
+    /// Inodes currently cached.
+    pub fn cached_inodes(&self) -> Vec<Arc<Inode>> {
+        self.cache
+            .iter()
+            .flat_map(|s| s.read().values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn uncache(&self, ino: u64) {
+        self.shard(ino).write().remove(&ino);
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let i = self.inode(ino)?;
+        let st = i.state.read();
+        if st.freed {
+            return Err(Error::NotFound);
+        }
+        Ok(st.attr())
+    }
+
+    /// Look `name` up in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let ent = self.lookup_ent(parent, name)?;
+        self.getattr(ent.ino)
+    }
+
+    /// Look `name` up in `parent`, returning the directory entry only.
+    pub fn lookup_ent(&self, parent: u64, name: &[u8]) -> Result<DirEnt> {
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong(name.len()));
+        }
+        let p = self.inode(parent)?;
+        let st = p.state.read();
+        if st.attr.kind != Kind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        if name == b"." {
+            return Ok(DirEnt {
+                ino: parent,
+                kind: Kind::Dir,
+            });
+        }
+        if name == b".." {
+            return Ok(DirEnt {
+                ino: st.parent,
+                kind: Kind::Dir,
+            });
+        }
+        st.dir.get(name).copied().ok_or(Error::NotFound)
+    }
+
+    /// Parent of directory `ino`.
+    pub fn parent_of(&self, ino: u64) -> Result<u64> {
+        Ok(self.inode(ino)?.state.read().parent)
+    }
+
+    /// The entries of directory `ino` (without `.` and `..`).
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let d = self.inode(ino)?;
+        let st = d.state.read();
+        if st.attr.kind != Kind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        Ok(st
+            .dir
+            .iter()
+            .map(|(n, e)| DirEntry {
+                name: n.to_vec(),
+                ino: e.ino,
+                kind: e.kind,
+            })
+            .collect())
+    }
+
+    // ----- inode-table growth -----
+
+    fn alloc_ino(&self) -> Result<u64> {
+        if let Some(i) = self.inos.alloc() {
+            return Ok(i);
+        }
+        let _g = self.chunk_grow.lock();
+        if let Some(i) = self.inos.alloc() {
+            return Ok(i);
+        }
+        let idx = self.chunks.read().len() as u64;
+        if idx >= self.sb.max_chunks() {
+            return Err(Error::NoInodes);
+        }
+        let block = self.blocks.alloc_contiguous(CHUNK_BLOCKS).map_err(|e| match e {
+            Error::NoSpace => Error::NoInodes,
+            e => e,
+        })?;
+        let res = (|| {
+            self.media.zero_nt(block * BLOCK, CHUNK_BLOCKS * BLOCK)?;
+            self.media.fence();
+            self.media
+                .commit_u64(self.sb.itable_map_start * BLOCK + idx * 8, block)
+        })();
+        if let Err(e) = res {
+            self.blocks.free(block, CHUNK_BLOCKS);
+            return Err(e);
+        }
+        self.chunks.write().push(block);
+        self.inos
+            .add_range(idx * INODES_PER_CHUNK, (idx + 1) * INODES_PER_CHUNK);
+        self.inos.alloc().ok_or(Error::NoInodes)
+    }
+
+    // ----- namespace operations -----
+
+    /// Create a regular file.
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.make_node(parent, name, Kind::File, mode, uid, gid, None)
+    }
+
+    /// Create a directory.
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.make_node(parent, name, Kind::Dir, mode, uid, gid, None)
+    }
+
+    /// Create a symbolic link to `target`.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        if target.is_empty() || target.len() > BLOCK as usize || target.contains(&0) {
+            return Err(Error::InvalidArgument(
+                "symlink target must be 1..4096 bytes without NUL".into(),
+            ));
+        }
+        self.make_node(parent, name, Kind::Symlink, 0o777, uid, gid, Some(target))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        target: Option<&[u8]>,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        self.writable()?;
+        let p = self.inode(parent)?;
+        let mut ps = p.state.write();
+        if ps.attr.kind != Kind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        if ps.removed {
+            return Err(Error::NotFound);
+        }
+        if ps.dir.contains_key(name) {
+            return Err(Error::AlreadyExists);
+        }
+        if kind == Kind::Dir && ps.attr.nlink >= MAX_LINKS {
+            return Err(Error::TooManyLinks);
+        }
+        let ino = self.alloc_ino()?;
+        let mut cleanup_blocks: Vec<u64> = Vec::new();
+        let result = (|| -> Result<(InodeState, Vec<Entry>, Option<Staged>, Staged)> {
+            let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
+            let old: InodeSlot = self.media.read_pod(slot_off)?;
+            let now = now_ns();
+            let mut slot = InodeSlot {
+                log_head: 0,
+                log_tail: 0,
+                kind: kind as u8,
+                reserved0: [0; 7],
+                generation: old.generation.wrapping_add(1),
+                mode: mode & 0o7777,
+                uid,
+                gid,
+                flags: 0,
+                parent,
+                ctime_ns: now,
+                reserved: [0; 60],
+                csum: 0,
+            }
+            .seal();
+            let mut child = InodeState::new(ino, &slot, kind);
+            let mut child_entries = Vec::new();
+            let mut child_staged = None;
+            if let Some(t) = target {
+                let ext = self.blocks.alloc(1)?;
+                let b = ext[0].start;
+                cleanup_blocks.push(b);
+                let mut page = vec![0u8; BLOCK as usize];
+                page[..t.len()].copy_from_slice(t);
+                self.media.write_nt(b * BLOCK, &page)?;
+                let e = Entry::Write {
+                    pgoff: 0,
+                    block: b,
+                    num_pages: 1,
+                    size: t.len() as u64,
+                    mtime_ns: now,
+                };
+                let st = log::stage(&self.media, &self.blocks, slot_off, &child.log, &[e.clone()])?;
+                slot.log_head = st.new_head.unwrap_or(0);
+                slot.log_tail = st.new_tail;
+                child_entries.push(e);
+                child_staged = Some(st);
+            }
+            // The whole slot, including head and tail for a symlink's prepared log.
+            self.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+            child.log.next_seq = 1;
+            let pe = Entry::DirAdd {
+                ino,
+                kind,
+                name: name.to_vec(),
+                mtime_ns: now,
+            };
+            let staged = match log::stage(&self.media, &self.blocks, p.slot_off, &ps.log, &[pe.clone()]) {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(cs) = child_staged {
+                        cs.abort(&self.blocks);
+                    }
+                    return Err(e);
+                }
+            };
+            child_entries.insert(0, pe);
+            Ok((child, child_entries, child_staged, staged))
+        })();
+        let (mut child, entries, child_staged, staged) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                for b in cleanup_blocks {
+                    self.blocks.free(b, 1);
+                }
+                self.inos.free(ino);
+                return Err(e);
+            }
+        };
+        self.media.mark("create");
+        staged.commit_tail(&self.media)?;
+        let mut scratch = Vec::new();
+        staged.apply(&mut ps.log);
+        ps.apply(&entries[0], parent, self.sb.blocks_total, &mut scratch)?;
+        if let Some(cs) = child_staged {
+            cs.apply(&mut child.log);
+            for e in &entries[1..] {
+                child.apply(e, ino, self.sb.blocks_total, &mut scratch)?;
+            }
+        }
+        let attr = child.attr();
+        self.cache_insert(ino, child)?;
+        Ok(attr)
+    }
+
+    /// Commit staged appends of one or more inodes atomically.
+    fn commit(&self, staged: &[&Staged]) -> Result<()> {
+        match staged {
+            [] => Ok(()),
+            [one] => one.commit_tail(&self.media),
+            many => {
+                let words: Vec<(u64, u64)> = many.iter().map(|s| (s.tail_addr(), s.old_tail)).collect();
+                let slot = self.journal.begin(&self.media, &words)?;
+                for s in many {
+                    s.store_tail(&self.media)?;
+                }
+                self.media.fence();
+                self.journal.end(&self.media, slot)
+            }
+        }
+    }
+
+    /// Stage entries for several inodes; on failure abort the ones already staged.
+    fn stage_all(&self, items: Vec<(u64, &InodeState, Vec<Entry>)>) -> Result<Vec<Staged>> {
+        let mut out: Vec<Staged> = Vec::new();
+        for (slot_off, st, entries) in items {
+            if entries.is_empty() {
+                continue;
+            }
+            match log::stage(&self.media, &self.blocks, slot_off, &st.log, &entries) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    for s in out {
+                        s.abort(&self.blocks);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply_entries(&self, st: &mut InodeState, ino: u64, entries: &[Entry]) -> Result<Vec<u64>> {
+        let mut freed = Vec::new();
+        for e in entries {
+            st.apply(e, ino, self.sb.blocks_total, &mut freed)?;
+        }
+        Ok(freed)
+    }
+
+    /// Release the blocks and slot of an inode whose last link and handle are gone.
+    fn free_inode(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
+        if st.freed {
+            return Ok(());
+        }
+        st.freed = true;
+        for &b in st.map.values() {
+            self.blocks.free(b, 1);
+        }
+        for &p in &st.log.pages {
+            self.blocks.free(p, 1);
+        }
+        st.map.clear();
+        st.log.pages.clear();
+        // Mark the slot free (kind word = 0). Not a commit: after a crash, reachability from
+        // the root decides which slots are live; this only keeps fsck's view tidy.
+        self.media.store_u64(inode.slot_off + 16, 0)?;
+        self.media.flush(inode.slot_off + 16, 8)?;
+        self.uncache(inode.ino);
+        self.inos.free(inode.ino);
+        Ok(())
+    }
+
+    /// Remove the name of a non-directory.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// Remove an empty directory.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        check_name(name)?;
+        self.writable()?;
+        loop {
+            let ent = self.lookup_ent(parent, name)?;
+            match (dir, ent.kind == Kind::Dir) {
+                (false, true) => return Err(Error::IsADirectory),
+                (true, false) => return Err(Error::NotADirectory),
+                _ => {}
+            }
+            let inodes = [self.inode(parent)?, self.inode(ent.ino)?];
+            let mut l = Locked::new(&inodes);
+            if l.get(parent).dir.get(name) != Some(&ent) {
+                continue; // changed under us; retry
+            }
+            let now = now_ns();
+            let cs = l.get(ent.ino);
+            if dir && !cs.dir.is_empty() {
+                return Err(Error::DirectoryNotEmpty);
+            }
+            let child_entries = if !dir && cs.attr.nlink > 1 {
+                vec![Entry::Link {
+                    nlink: cs.attr.nlink - 1,
+                    ctime_ns: now,
+                    parent: 0,
+                }]
+            } else {
+                vec![]
+            };
+            let pe = vec![Entry::DirRemove {
+                ino: ent.ino,
+                name: name.to_vec(),
+                mtime_ns: now,
+            }];
+            let staged = self.stage_all(vec![(inodes[0].slot_off, &*l.get(parent), pe.clone())])?;
+            let child_staged = match self.stage_all(vec![(inodes[1].slot_off, &*l.get(ent.ino), child_entries.clone())]) {
+                Ok(s) => s,
+                Err(e) => {
+                    for s in staged {
+                        s.abort(&self.blocks);
+                    }
+                    return Err(e);
+                }
+            };
+            self.media.mark("remove");
+            let all: Vec<&Staged> = staged.iter().chain(child_staged.iter()).collect();
+            self.commit(&all)?;
+            for s in staged {
+                s.apply(&mut l.get(parent).log);
+            }
+            self.apply_entries(l.get(parent), parent, &pe)?;
+            for s in child_staged {
+                s.apply(&mut l.get(ent.ino).log);
+            }
+            let cs = l.get(ent.ino);
+            self.apply_entries(cs, ent.ino, &child_entries)?;
+            if dir || child_entries.is_empty() {
+                cs.attr.nlink = 0;
+                cs.removed = true;
+                cs.attr.ctime_ns = now;
+                if inodes[1].open.load(Ordering::Acquire) == 0 {
+                    self.free_inode(&inodes[1], cs)?;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Add a hard link `new_parent/new_name` to `ino`.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
+        check_name(new_name)?;
+        self.writable()?;
+        let inodes = [self.inode(new_parent)?, self.inode(ino)?];
+        let mut l = Locked::new(&inodes);
+        {
+            let ps = l.get(new_parent);
+            if ps.attr.kind != Kind::Dir {
+                return Err(Error::NotADirectory);
+            }
+            if ps.removed {
+                return Err(Error::NotFound);
+            }
+            if ps.dir.contains_key(new_name) {
+                return Err(Error::AlreadyExists);
+            }
+        }
+        let cs = l.get(ino);
+        if cs.attr.kind == Kind::Dir {
+            return Err(Error::NotPermitted("hard links to directories"));
+        }
+        if cs.removed || cs.freed {
+            return Err(Error::NotFound);
+        }
+        if cs.attr.nlink >= MAX_LINKS {
+            return Err(Error::TooManyLinks);
+        }
+        let now = now_ns();
+        let kind = cs.attr.kind;
+        let ce = vec![Entry::Link {
+            nlink: cs.attr.nlink + 1,
+            ctime_ns: now,
+            parent: 0,
+        }];
+        let pe = vec![Entry::DirAdd {
+            ino,
+            kind,
+            name: new_name.to_vec(),
+            mtime_ns: now,
+        }];
+        let s1 = self.stage_all(vec![(inodes[0].slot_off, &*l.get(new_parent), pe.clone())])?;
+        let s2 = match self.stage_all(vec![(inodes[1].slot_off, &*l.get(ino), ce.clone())]) {
+            Ok(s) => s,
+            Err(e) => {
+                s1.into_iter().for_each(|s| s.abort(&self.blocks));
+                return Err(e);
+            }
+        };
+        self.media.mark("link");
+        self.commit(&[&s1[0], &s2[0]])?;
+        s1.into_iter().for_each(|s| s.apply(&mut l.get(new_parent).log));
+        self.apply_entries(l.get(new_parent), new_parent, &pe)?;
+        s2.into_iter().for_each(|s| s.apply(&mut l.get(ino).log));
+        self.apply_entries(l.get(ino), ino, &ce)?;
+        Ok(l.get(ino).attr())
+    }
+
+    /// Rename `src_parent/src_name` to `dst_parent/dst_name` (POSIX rules).
+    pub fn rename(
+        &self,
+        src_parent: u64,
+        src_name: &[u8],
+        dst_parent: u64,
+        dst_name: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        check_name(src_name)?;
+        check_name(dst_name)?;
+        self.writable()?;
+        let _rename = self.rename_lock.lock();
+        loop {
+            let src = self.lookup_ent(src_parent, src_name)?;
+            let dst = match self.lookup_ent(dst_parent, dst_name) {
+                Ok(d) => Some(d),
+                Err(Error::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(d) = dst {
+                if d.ino == src.ino {
+                    return Ok(()); // both names link the same inode: POSIX says do nothing
+                }
+                if flags.noreplace {
+                    return Err(Error::AlreadyExists);
+                }
+                match (src.kind == Kind::Dir, d.kind == Kind::Dir) {
+                    (true, false) => return Err(Error::NotADirectory),
+                    (false, true) => return Err(Error::IsADirectory),
+                    _ => {}
+                }
+            }
+            if src.kind == Kind::Dir && src_parent != dst_parent {
+                // The destination must not be the moved directory or inside it.
+                let mut cur = dst_parent;
+                let mut hops = 0u64;
+                loop {
+                    if cur == src.ino {
+                        return Err(Error::RenameIntoSelf);
+                    }
+                    if cur == crate::layout::ROOT_INO {
+                        break;
+                    }
+                    cur = self.parent_of(cur)?;
+                    hops += 1;
+                    if hops > 1 << 32 {
+                        return Err(Error::corrupt("directory cycle", format!("inode {dst_parent}")));
+                    }
+                }
+            }
+            let mut inodes = vec![self.inode(src_parent)?, self.inode(src.ino)?];
+            if dst_parent != src_parent {
+                inodes.push(self.inode(dst_parent)?);
+            }
+            if let Some(d) = dst {
+                inodes.push(self.inode(d.ino)?);
+            }
+            let mut l = Locked::new(&inodes);
+            if l.get(src_parent).dir.get(src_name) != Some(&src)
+                || l.get(dst_parent).dir.get(dst_name).copied() != dst
+            {
+                continue;
+            }
+            if l.get(dst_parent).removed {
+                return Err(Error::NotFound);
+            }
+            if let Some(d) = dst {
+                if d.kind == Kind::Dir && !l.get(d.ino).dir.is_empty() {
+                    return Err(Error::DirectoryNotEmpty);
+                }
+            }
+            let now = now_ns();
+            let remove_src = Entry::DirRemove {
+                ino: src.ino,
+                name: src_name.to_vec(),
+                mtime_ns: now,
+            };
+            let add_dst = Entry::DirAdd {
+                ino: src.ino,
+                kind: src.kind,
+                name: dst_name.to_vec(),
+                mtime_ns: now,
+            };
+            let mut dst_entries = Vec::new();
+            if let Some(d) = dst {
+                dst_entries.push(Entry::DirRemove {
+                    ino: d.ino,
+                    name: dst_name.to_vec(),
+                    mtime_ns: now,
+                });
+            }
+            dst_entries.push(add_dst);
+            let (src_entries, dst_entries) = if src_parent == dst_parent {
+                let mut v = vec![remove_src];
+                v.extend(dst_entries);
+                (v, Vec::new())
+            } else {
+                (vec![remove_src], dst_entries)
+            };
+            let moved_entries = if src.kind == Kind::Dir && src_parent != dst_parent {
+                vec![Entry::Link {
+                    nlink: 0,
+                    ctime_ns: now,
+                    parent: dst_parent,
+                }]
+            } else {
+                vec![]
+            };
+            let victim_entries = match dst {
+                Some(d) if d.kind != Kind::Dir && l.get(d.ino).attr.nlink > 1 => vec![Entry::Link {
+                    nlink: l.get(d.ino).attr.nlink - 1,
+                    ctime_ns: now,
+                    parent: 0,
+                }],
+                _ => vec![],
+            };
+            let off = |ino: u64| inodes.iter().find(|i| i.ino == ino).map(|i| i.slot_off).expect("locked");
+            let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
+            if src_parent != dst_parent {
+                plan.push((dst_parent, dst_entries));
+            }
+            plan.push((src.ino, moved_entries));
+            if let Some(d) = dst {
+                plan.push((d.ino, victim_entries));
+            }
+            let mut staged: Vec<(u64, Staged, Vec<Entry>)> = Vec::new();
+            for (ino, entries) in plan {
+                if entries.is_empty() {
+                    continue;
+                }
+                match log::stage(&self.media, &self.blocks, off(ino), &l.get(ino).log, &entries) {
+                    Ok(s) => staged.push((ino, s, entries)),
+                    Err(e) => {
+                        for (_, s, _) in staged {
+                            s.abort(&self.blocks);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            self.media.mark("rename");
+            let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
+            self.commit(&refs)?;
+            for (ino, s, entries) in staged {
+                let st = l.get(ino);
+                s.apply(&mut st.log);
+                self.apply_entries(st, ino, &entries)?;
+            }
+            if let Some(d) = dst {
+                let vs = l.get(d.ino);
+                if d.kind == Kind::Dir || vs.attr.nlink <= 1 {
+                    vs.attr.nlink = 0;
+                    vs.removed = true;
+                    let victim = inodes.iter().find(|i| i.ino == d.ino).expect("locked");
+                    if victim.open.load(Ordering::Acquire) == 0 {
+                        self.free_inode(victim, vs)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    // ----- open handles -----
+
+    /// Count an open handle on `ino` (an unlinked inode stays until the last one closes).
+    pub fn open_inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        let i = self.inode(ino)?;
+        {
+            let st = i.state.read();
+            if st.removed || st.freed {
+                return Err(Error::NotFound);
+            }
+            i.open.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(i)
+    }
+
+    /// Drop an open handle; frees the inode if it was the last reference.
+    pub fn release_inode(&self, inode: &Inode) -> Result<()> {
+        if inode.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut st = inode.state.write();
+            if st.removed && inode.open.load(Ordering::Acquire) == 0 && !self.read_only {
+                self.free_inode(inode, &mut st)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Free inodes that were unlinked while open (at unmount).
+    pub(crate) fn free_orphans(&self) -> Result<()> {
+        for i in self.cached_inodes() {
+            let mut st = i.state.write();
+            if st.removed && !st.freed {
+                self.free_inode(&i, &mut st)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- data -----
+
+    /// Read up to `buf.len()` bytes at `off`; returns the bytes read (0 at end of file).
+    pub fn read(&self, ino: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let i = self.inode(ino)?;
+        let st = i.state.read();
+        self.read_locked(&st, off, buf)
+    }
+
+    /// Read from an inode whose state the caller has locked.
+    pub fn read_locked(&self, st: &InodeState, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if st.attr.kind == Kind::Dir {
+            return Err(Error::IsADirectory);
+        }
+        if off >= st.attr.size {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(st.attr.size - off) as usize;
+        let mut done = 0usize;
+        while done < n {
+            let pos = off + done as u64;
+            let pg = pos / BLOCK;
+            let in_pg = (pos % BLOCK) as usize;
+            let chunk = (BLOCK as usize - in_pg).min(n - done);
+            let dst = &mut buf[done..done + chunk];
+            match st.map.get(&pg) {
+                Some(&b) => self.media.read(b * BLOCK + in_pg as u64, dst)?,
+                None => dst.fill(0),
+            }
+            done += chunk;
+        }
+        Ok(n)
+    }
+
+    /// Write `data` at `off` (or at the end of file if `off` is `None`): copy-on-write, atomic
+    /// and durable on return. Returns the offset written at.
+    pub fn write(&self, ino: u64, off: Option<u64>, data: &[u8]) -> Result<u64> {
+        self.writable()?;
+        let i = self.inode(ino)?;
+        let mut st = i.state.write();
+        if st.attr.kind != Kind::File {
+            return Err(if st.attr.kind == Kind::Dir {
+                Error::IsADirectory
+            } else {
+                Error::InvalidArgument("write to a symlink".into())
+            });
+        }
+        if st.freed {
+            return Err(Error::NotFound);
+        }
+        let off = off.unwrap_or(st.attr.size);
+        if data.is_empty() {
+            return Ok(off);
+        }
+        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooLarge)?;
+        if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
+            return Err(Error::FileTooLarge);
+        }
+        let first = off / BLOCK;
+        let last = (end - 1) / BLOCK;
+        let mut pages = Vec::with_capacity((last - first + 1) as usize);
+        for pg in first..=last {
+            let pg_start = pg * BLOCK;
+            let lo = off.max(pg_start);
+            let hi = end.min(pg_start + BLOCK);
+            let src = &data[(lo - off) as usize..(hi - off) as usize];
+            if hi - lo == BLOCK {
+                pages.push((pg, Page::Borrowed(src)));
+            } else {
+                let mut buf = vec![0u8; BLOCK as usize];
+                if let Some(&b) = st.map.get(&pg) {
+                    self.media.read(b * BLOCK, &mut buf)?;
+                }
+                buf[(lo - pg_start) as usize..(hi - pg_start) as usize].copy_from_slice(src);
+                pages.push((pg, Page::Owned(buf)));
+            }
+        }
+        let size = st.attr.size.max(end);
+        self.media.mark("write");
+        self.commit_pages(&i, &mut st, pages, size, Vec::new())?;
+        Ok(off)
+    }
+
+    /// Copy-on-write commit of whole pages (plus `pre` entries, applied first).
+    fn commit_pages(
+        &self,
+        inode: &Inode,
+        st: &mut InodeState,
+        pages: Vec<(u64, Page<'_>)>,
+        size: u64,
+        pre: Vec<Entry>,
+    ) -> Result<()> {
+        let need = pages.iter().filter(|(_, p)| !matches!(p, Page::Hole)).count() as u64;
+        let extents = self.blocks.alloc(need)?;
+        let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
+        let now = now_ns();
+        let mut entries = pre;
+        let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
+        let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
+            entries.push(Entry::Write {
+                pgoff: r.0,
+                block: r.1,
+                num_pages: r.2,
+                size,
+                mtime_ns: now,
+            })
+        };
+        let mut write_err = None;
+        for (pg, content) in &pages {
+            let b = match content {
+                Page::Hole => 0,
+                _ => blocks.next().expect("allocated"),
+            };
+            let r = match content {
+                Page::Borrowed(d) => self.media.write_nt(b * BLOCK, d),
+                Page::Owned(d) => self.media.write_nt(b * BLOCK, d),
+                Page::Zero => self.media.zero_nt(b * BLOCK, BLOCK),
+                Page::Hole => Ok(()),
+            };
+            if let Err(e) = r {
+                write_err = Some(e);
+                break;
+            }
+            run = match run {
+                Some((p0, b0, n))
+                    if p0 + n as u64 == *pg
+                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
+                        && n < u32::MAX =>
+                {
+                    Some((p0, b0, n + 1))
+                }
+                Some(r) => {
+                    push_run(&mut entries, r);
+                    Some((*pg, b, 1))
+                }
+                None => Some((*pg, b, 1)),
+            };
+        }
+        if let Some(r) = run {
+            push_run(&mut entries, r);
+        }
+        if entries.is_empty() {
+            // Nothing to log (e.g. a size-only change that the caller logged itself).
+            self.blocks.free_extents(&extents);
+            return Ok(());
+        }
+        let staged = match write_err {
+            Some(e) => Err(e),
+            None => log::stage(&self.media, &self.blocks, inode.slot_off, &st.log, &entries),
+        };
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                self.blocks.free_extents(&extents);
+                return Err(e);
+            }
+        };
+        staged.commit_tail(&self.media)?;
+        staged.apply(&mut st.log);
+        let freed = self.apply_entries(st, inode.ino, &entries)?;
+        for b in freed {
+            self.blocks.free(b, 1);
+        }
+        Ok(())
+    }
+
+    /// Change attributes; a size change truncates or extends (holes read as zeros).
+    pub fn setattr(&self, ino: u64, req: &SetAttr) -> Result<Attr> {
+        self.writable()?;
+        let i = self.inode(ino)?;
+        let mut st = i.state.write();
+        if st.freed {
+            return Err(Error::NotFound);
+        }
+        let now = now_ns();
+        let mut a = SetAttrEntry::zeroed_entry();
+        a.mask = attr_mask::CTIME;
+        a.ctime_ns = now;
+        if let Some(m) = req.mode {
+            a.mask |= attr_mask::MODE;
+            a.mode = m & 0o7777;
+        }
+        if let Some(u) = req.uid {
+            a.mask |= attr_mask::UID;
+            a.uid = u;
+        }
+        if let Some(g) = req.gid {
+            a.mask |= attr_mask::GID;
+            a.gid = g;
+        }
+        if let Some(t) = req.atime_ns {
+            a.mask |= attr_mask::ATIME;
+            a.atime_ns = t;
+        }
+        if let Some(t) = req.mtime_ns {
+            a.mask |= attr_mask::MTIME;
+            a.mtime_ns = t;
+        }
+        let mut pages = Vec::new();
+        let mut size = st.attr.size;
+        if let Some(new) = req.size {
+            match st.attr.kind {
+                Kind::Dir => return Err(Error::IsADirectory),
+                Kind::Symlink => return Err(Error::InvalidArgument("truncate of a symlink".into())),
+                Kind::File => {}
+            }
+            if new.div_ceil(BLOCK) > MAX_FILE_PAGES {
+                return Err(Error::FileTooLarge);
+            }
+            a.mask |= attr_mask::SIZE;
+            a.size = new;
+            if req.mtime_ns.is_none() {
+                a.mask |= attr_mask::MTIME;
+                a.mtime_ns = now;
+            }
+            // Keep the invariant that bytes past EOF in the last page are zero.
+            if new < st.attr.size && new % BLOCK != 0 {
+                let pg = new / BLOCK;
+                if let Some(&b) = st.map.get(&pg) {
+                    let mut buf = vec![0u8; BLOCK as usize];
+                    self.media.read(b * BLOCK, &mut buf[..(new % BLOCK) as usize])?;
+                    pages.push((pg, Page::Owned(buf)));
+                }
+            }
+            size = new;
+        }
+        self.media.mark("setattr");
+        self.commit_pages(&i, &mut st, pages, size, vec![Entry::SetAttr(a)])?;
+        Ok(st.attr())
+    }
+
+    /// Deallocate `[off, off+len)`: it reads as zeros afterwards; the size does not change.
+    pub fn punch_hole(&self, ino: u64, off: u64, len: u64) -> Result<()> {
+        self.writable()?;
+        let i = self.inode(ino)?;
+        let mut st = i.state.write();
+        if st.attr.kind != Kind::File {
+            return Err(Error::InvalidArgument("punch_hole needs a regular file".into()));
+        }
+        let end = off.saturating_add(len).min(st.attr.size);
+        if len == 0 || off >= end {
+            return Ok(());
+        }
+        let mut pages = Vec::new();
+        let first = off / BLOCK;
+        let last = (end - 1) / BLOCK;
+        for pg in first..=last {
+            let ps = pg * BLOCK;
+            let lo = off.max(ps);
+            let hi = end.min(ps + BLOCK);
+            let Some(&b) = st.map.get(&pg) else { continue };
+            if hi - lo == BLOCK {
+                pages.push((pg, Page::Hole));
+            } else {
+                let mut buf = vec![0u8; BLOCK as usize];
+                self.media.read(b * BLOCK, &mut buf)?;
+                buf[(lo - ps) as usize..(hi - ps) as usize].fill(0);
+                pages.push((pg, Page::Owned(buf)));
+            }
+        }
+        let size = st.attr.size;
+        self.media.mark("punch");
+        self.commit_pages(&i, &mut st, pages, size, Vec::new())
+    }
+
+    /// Allocate blocks for `[off, off+len)` (zero-filled) and extend the size to cover it.
+    pub fn allocate(&self, ino: u64, off: u64, len: u64) -> Result<()> {
+        self.writable()?;
+        if len == 0 {
+            return Err(Error::InvalidArgument("allocate of zero bytes".into()));
+        }
+        let i = self.inode(ino)?;
+        let mut st = i.state.write();
+        if st.attr.kind != Kind::File {
+            return Err(Error::InvalidArgument("allocate needs a regular file".into()));
+        }
+        let end = off.checked_add(len).ok_or(Error::FileTooLarge)?;
+        if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
+            return Err(Error::FileTooLarge);
+        }
+        let pages: Vec<(u64, Page<'_>)> = (off / BLOCK..end.div_ceil(BLOCK))
+            .filter(|pg| !st.map.contains_key(pg))
+            .map(|pg| (pg, Page::Zero))
+            .collect();
+        let size = st.attr.size.max(end);
+        let pre = if pages.is_empty() && size != st.attr.size {
+            let mut a = SetAttrEntry::zeroed_entry();
+            a.mask = attr_mask::SIZE;
+            a.size = size;
+            vec![Entry::SetAttr(a)]
+        } else {
+            vec![]
+        };
+        self.media.mark("allocate");
+        self.commit_pages(&i, &mut st, pages, size, pre)
+    }
+
+    /// The target of a symbolic link.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        let st = i.state.read();
+        if st.attr.kind != Kind::Symlink {
+            return Err(Error::InvalidArgument("not a symbolic link".into()));
+        }
+        let mut buf = vec![0u8; st.attr.size as usize];
+        let n = self.read_locked(&st, 0, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Make everything durable (all operations already are; this fences and msyncs).
+    pub fn sync(&self) -> Result<()> {
+        self.media.sync_all()
+    }
+
+    /// File-system-wide counts.
+    pub fn statfs(&self) -> StatFs {
+        let chunks = self.chunks.read().len() as u64;
+        let free_inos = self.inos.free_count();
+        let blocks_free = self.blocks.free_blocks();
+        let growable = (self.sb.max_chunks() - chunks).min(blocks_free / CHUNK_BLOCKS);
+        let inodes_free = free_inos + growable * INODES_PER_CHUNK;
+        let inodes_used = (chunks * INODES_PER_CHUNK).saturating_sub(free_inos + 1);
+        StatFs {
+            block_size: BLOCK,
+            blocks_total: self.sb.blocks_total,
+            blocks_free,
+            inodes_total: inodes_used + inodes_free,
+            inodes_free,
+            name_max: NAME_MAX as u64,
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A forgotten unmount is still a clean unmount; `crash` skips this.
+        if self.mounted.load(Ordering::Acquire) {
+            let _ = self.unmount();
+        }
+    }
+}
+
+impl SetAttrEntry {
+    /// An empty attribute entry.
+    pub fn zeroed_entry() -> SetAttrEntry {
+        bytemuck::Zeroable::zeroed()
+    }
+}

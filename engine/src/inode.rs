@@ -1,0 +1,369 @@
+//! DRAM state of an inode, rebuilt from its slot and its log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU32;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::layout::entry::{attr_mask, Entry, LINE_BYTES};
+use crate::layout::inode::InodeSlot;
+use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
+use crate::layout::{Kind, BLOCK};
+use crate::media::Media;
+
+/// Attributes of an inode, as returned by `getattr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Slot generation (for NFS/FUSE handles).
+    pub generation: u64,
+    /// File type.
+    pub kind: Kind,
+    /// Length in bytes.
+    pub size: u64,
+    /// Data blocks allocated.
+    pub blocks: u64,
+    /// Hard links (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Access time.
+    pub atime_ns: u64,
+    /// Modification time.
+    pub mtime_ns: u64,
+    /// Change time.
+    pub ctime_ns: u64,
+    /// Creation time.
+    pub crtime_ns: u64,
+}
+
+/// A directory entry in DRAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirEnt {
+    /// Child inode.
+    pub ino: u64,
+    /// Child kind.
+    pub kind: Kind,
+}
+
+/// Where the log of an inode stands.
+#[derive(Clone, Debug, Default)]
+pub struct LogState {
+    /// First page (0 = empty log).
+    pub head: u64,
+    /// Committed tail offset (0 = empty log).
+    pub tail: u64,
+    /// All pages of the chain, in order.
+    pub pages: Vec<u64>,
+    /// Next entry sequence number.
+    pub next_seq: u64,
+    /// Entries in the log (live and dead), for GC decisions.
+    pub entries: u64,
+}
+
+impl LogState {
+    /// Block of the page holding the tail.
+    pub fn tail_page(&self) -> Option<u64> {
+        self.pages.last().copied()
+    }
+}
+
+/// Mutable state of an inode, behind its lock.
+#[derive(Debug)]
+pub struct InodeState {
+    /// Attributes.
+    pub attr: Attr,
+    /// Parent directory (directories only; files may have many).
+    pub parent: u64,
+    /// Log position.
+    pub log: LogState,
+    /// File map: page index -> block.
+    pub map: BTreeMap<u64, u64>,
+    /// Directory index.
+    pub dir: HashMap<Box<[u8]>, DirEnt>,
+    /// Unlinked from the tree (may still be open).
+    pub removed: bool,
+    /// Its blocks and slot were released.
+    pub freed: bool,
+}
+
+/// An inode in the cache.
+#[derive(Debug)]
+pub struct Inode {
+    /// Inode number.
+    pub ino: u64,
+    /// Region offset of its slot.
+    pub slot_off: u64,
+    /// Its state.
+    pub state: RwLock<InodeState>,
+    /// Open handles.
+    pub open: AtomicU32,
+}
+
+/// Region offset of inode `ino`'s slot, given the chunk list.
+pub fn slot_offset(chunks: &[u64], ino: u64) -> Option<u64> {
+    let per_chunk = crate::layout::INODES_PER_CHUNK;
+    let chunk = chunks.get((ino / per_chunk) as usize).copied()?;
+    if chunk == 0 {
+        return None;
+    }
+    Some(chunk * BLOCK + (ino % per_chunk) * crate::layout::INODE_SIZE)
+}
+
+impl InodeState {
+    /// A fresh inode.
+    pub fn new(ino: u64, slot: &InodeSlot, kind: Kind) -> InodeState {
+        InodeState {
+            attr: Attr {
+                ino,
+                generation: slot.generation,
+                kind,
+                size: 0,
+                blocks: 0,
+                nlink: if kind == Kind::Dir { 2 } else { 1 },
+                mode: slot.mode,
+                uid: slot.uid,
+                gid: slot.gid,
+                atime_ns: slot.ctime_ns,
+                mtime_ns: slot.ctime_ns,
+                ctime_ns: slot.ctime_ns,
+                crtime_ns: slot.ctime_ns,
+            },
+            parent: slot.parent,
+            log: LogState {
+                next_seq: 1,
+                ..LogState::default()
+            },
+            map: BTreeMap::new(),
+            dir: HashMap::new(),
+            removed: false,
+            freed: false,
+        }
+    }
+
+    /// Apply one committed entry.
+    pub fn apply(
+        &mut self,
+        e: &Entry,
+        ino: u64,
+        blocks_total: u64,
+        freed: &mut Vec<u64>,
+    ) -> Result<()> {
+        let bad = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
+        match e {
+            Entry::Write {
+                pgoff,
+                block,
+                num_pages,
+                size,
+                mtime_ns,
+            } => {
+                if self.attr.kind == Kind::Dir {
+                    return Err(bad("write entry in a directory log"));
+                }
+                let n = *num_pages as u64;
+                if *block != 0 && (block.checked_add(n).is_none_or(|end| end > blocks_total)) {
+                    return Err(bad("write extent outside the image"));
+                }
+                if pgoff.checked_add(n).is_none_or(|e| e > crate::MAX_FILE_PAGES) {
+                    return Err(bad("write extent beyond the largest file"));
+                }
+                for i in 0..n {
+                    let old = if *block == 0 {
+                        self.map.remove(&(pgoff + i))
+                    } else {
+                        self.map.insert(pgoff + i, block + i)
+                    };
+                    match old {
+                        Some(b) => freed.push(b),
+                        None if *block != 0 => self.attr.blocks += 1,
+                        None => {}
+                    }
+                    if *block == 0 && old.is_some() {
+                        self.attr.blocks -= 1;
+                    }
+                }
+                self.attr.size = *size;
+                self.attr.mtime_ns = *mtime_ns;
+                self.attr.ctime_ns = *mtime_ns;
+            }
+            Entry::SetAttr(a) => {
+                if a.mask & attr_mask::MODE != 0 {
+                    self.attr.mode = a.mode;
+                }
+                if a.mask & attr_mask::UID != 0 {
+                    self.attr.uid = a.uid;
+                }
+                if a.mask & attr_mask::GID != 0 {
+                    self.attr.gid = a.gid;
+                }
+                if a.mask & attr_mask::SIZE != 0 {
+                    if self.attr.kind == Kind::Dir {
+                        return Err(bad("size change in a directory log"));
+                    }
+                    freed.extend(self.truncate_map(a.size));
+                    self.attr.size = a.size;
+                }
+                if a.mask & attr_mask::ATIME != 0 {
+                    self.attr.atime_ns = a.atime_ns;
+                }
+                if a.mask & attr_mask::MTIME != 0 {
+                    self.attr.mtime_ns = a.mtime_ns;
+                }
+                if a.mask & attr_mask::CTIME != 0 {
+                    self.attr.ctime_ns = a.ctime_ns;
+                }
+            }
+            Entry::Link {
+                nlink,
+                ctime_ns,
+                parent,
+            } => {
+                if self.attr.kind != Kind::Dir {
+                    self.attr.nlink = *nlink;
+                }
+                if *parent != 0 {
+                    self.parent = *parent;
+                }
+                self.attr.ctime_ns = *ctime_ns;
+            }
+            Entry::DirAdd {
+                ino: child,
+                kind,
+                name,
+                mtime_ns,
+            } => {
+                if self.attr.kind != Kind::Dir {
+                    return Err(bad("directory entry in a non-directory log"));
+                }
+                let ent = DirEnt {
+                    ino: *child,
+                    kind: *kind,
+                };
+                if self.dir.insert(name.clone().into_boxed_slice(), ent).is_some() {
+                    return Err(bad("duplicate name in directory log"));
+                }
+                if *kind == Kind::Dir {
+                    self.attr.nlink += 1;
+                }
+                self.attr.mtime_ns = *mtime_ns;
+                self.attr.ctime_ns = *mtime_ns;
+            }
+            Entry::DirRemove {
+                ino: child,
+                name,
+                mtime_ns,
+            } => {
+                if self.attr.kind != Kind::Dir {
+                    return Err(bad("directory entry in a non-directory log"));
+                }
+                match self.dir.remove(name.as_slice()) {
+                    Some(ent) if ent.ino == *child => {
+                        if ent.kind == Kind::Dir {
+                            self.attr.nlink -= 1;
+                        }
+                    }
+                    _ => return Err(bad("removal of a name the directory does not hold")),
+                }
+                self.attr.mtime_ns = *mtime_ns;
+                self.attr.ctime_ns = *mtime_ns;
+            }
+        }
+        self.log.entries += 1;
+        Ok(())
+    }
+
+    /// Drop mappings at or beyond `size`; returns the dropped blocks.
+    pub fn truncate_map(&mut self, size: u64) -> Vec<u64> {
+        let first_gone = size.div_ceil(BLOCK);
+        let gone = self.map.split_off(&first_gone);
+        self.attr.blocks -= gone.len() as u64;
+        gone.into_values().collect()
+    }
+
+    /// Public attributes.
+    pub fn attr(&self) -> Attr {
+        self.attr.clone()
+    }
+}
+
+/// Read, validate and replay inode `ino` from media.
+pub fn load(media: &Media, slot_off: u64, ino: u64, blocks_total: u64) -> Result<InodeState> {
+    let slot: InodeSlot = media.read_pod(slot_off)?;
+    if slot.kind == 0 {
+        return Err(Error::NotFound);
+    }
+    let kind = slot.validate(ino)?;
+    let mut st = InodeState::new(ino, &slot, kind);
+    let tail = media.load_u64(slot_off + crate::layout::inode::TAIL_OFFSET)?;
+    let head = media.load_u64(slot_off + crate::layout::inode::HEAD_OFFSET)?;
+    if tail == 0 {
+        return Ok(st);
+    }
+    let loc = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
+    if head == 0 || head >= blocks_total {
+        return Err(loc("log head"));
+    }
+    if tail % LINE_BYTES as u64 != 0 || tail / BLOCK >= blocks_total {
+        return Err(loc("log tail"));
+    }
+    let tail_page = tail / BLOCK;
+    if tail % BLOCK > ENTRY_BYTES || tail % BLOCK == 0 {
+        return Err(loc("log tail outside its page's entry area"));
+    }
+    let mut page = head;
+    let mut buf = vec![0u8; ENTRY_BYTES as usize];
+    let mut last_seq = 0u64;
+    let mut hops = 0u64;
+    let mut scratch = Vec::new();
+    loop {
+        hops += 1;
+        if hops > blocks_total {
+            return Err(loc("log chain cycle"));
+        }
+        st.log.pages.push(page);
+        let (end, next) = if page == tail_page {
+            (tail % BLOCK, 0)
+        } else {
+            let t: PageTrailer = media.read_pod(page * BLOCK + TRAILER_OFFSET)?;
+            t.validate(ino, page, blocks_total)?;
+            (t.used as u64, t.next)
+        };
+        media.read(page * BLOCK, &mut buf[..end as usize])?;
+        let mut pos = 0usize;
+        while (pos as u64) < end {
+            let where_ = || format!("inode {ino} log page {page} offset {pos}");
+            let lines = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], where_)?;
+            let len = lines * LINE_BYTES;
+            if (pos + len) as u64 > end {
+                return Err(Error::corrupt("log entry crosses the committed end", where_()));
+            }
+            let (e, seq) = Entry::decode(&buf[pos..pos + len], where_)?;
+            if seq <= last_seq {
+                return Err(Error::corrupt("log entry sequence", where_()));
+            }
+            last_seq = seq;
+            st.apply(&e, ino, blocks_total, &mut scratch)
+                .map_err(|err| match err {
+                    Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
+                    other => other,
+                })?;
+            scratch.clear();
+            pos += len;
+        }
+        if page == tail_page {
+            break;
+        }
+        page = next;
+    }
+    st.log.head = head;
+    st.log.tail = tail;
+    st.log.next_seq = last_seq + 1;
+    Ok(st)
+}

@@ -1,0 +1,509 @@
+//! Log entries: one or more 64-byte lines, never crossing a log page.
+//!
+//! Every entry starts with a 16-byte header:
+//! ```text
+//! 0 kind u8   1 lines u8   2 flags u16   4 csum u32 (over all lines, csum zeroed)   8 seq u64
+//! ```
+//! Bodies (offsets within the first line):
+//! ```text
+//! Write    16 pgoff u64  24 block u64 (0 = hole)  32 num_pages u32  36 _ u32
+//!          40 size u64 (file size after)  48 mtime_ns u64  56 _ u64
+//! SetAttr  16 mask u32  20 mode u32  24 uid u32  28 gid u32
+//!          32 size u64  40 atime_ns u64  48 mtime_ns u64  56 ctime_ns u64
+//! Link     16 nlink u32  20 _ u32  24 ctime_ns u64  32 parent u64  40 _ [u8;24]
+//! DirAdd/  16 ino u64  24 mtime_ns u64  32 name_len u16  34 kind u8  35 _ u8  36 _ u32
+//! DirRemove 40 name[0..24]; further lines hold name[24..] (64 bytes each)
+//! ```
+
+use bytemuck::{Pod, Zeroable};
+use std::mem::offset_of;
+
+use super::{checksum, Kind, NAME_MAX};
+use crate::error::{Error, Result};
+
+/// Bytes per entry line.
+pub const LINE_BYTES: usize = 64;
+/// Name bytes held in the first line of a directory entry.
+pub const NAME_INLINE: usize = 24;
+/// The largest entry, in lines.
+pub const MAX_LINES: usize = 1 + (NAME_MAX - NAME_INLINE).div_ceil(LINE_BYTES);
+
+/// Entry kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// File data extent (or hole).
+    Write = 1,
+    /// Attribute change (mode, owner, size, times).
+    SetAttr = 2,
+    /// Link-count (and parent) change.
+    Link = 3,
+    /// A name added to a directory.
+    DirAdd = 4,
+    /// A name removed from a directory.
+    DirRemove = 5,
+}
+
+/// Common header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct EntryHeader {
+    /// [`EntryKind`].
+    pub kind: u8,
+    /// Length in 64-byte lines.
+    pub lines: u8,
+    /// Zero.
+    pub flags: u16,
+    /// Checksum over the whole entry with this field zeroed.
+    pub csum: u32,
+    /// Per-inode sequence number.
+    pub seq: u64,
+}
+
+/// A write (data extent) entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct WriteEntry {
+    /// Header.
+    pub hdr: EntryHeader,
+    /// First file page.
+    pub pgoff: u64,
+    /// First block of a contiguous run, or 0 for a hole.
+    pub block: u64,
+    /// Pages covered.
+    pub num_pages: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// File size after this entry.
+    pub size: u64,
+    /// Modification time.
+    pub mtime_ns: u64,
+    /// Zero.
+    pub reserved1: u64,
+}
+
+/// Which attributes a [`SetAttrEntry`] sets.
+pub mod attr_mask {
+    /// `mode`.
+    pub const MODE: u32 = 1;
+    /// `uid`.
+    pub const UID: u32 = 2;
+    /// `gid`.
+    pub const GID: u32 = 4;
+    /// `size` (truncate or extend).
+    pub const SIZE: u32 = 8;
+    /// `atime_ns`.
+    pub const ATIME: u32 = 16;
+    /// `mtime_ns`.
+    pub const MTIME: u32 = 32;
+    /// `ctime_ns`.
+    pub const CTIME: u32 = 64;
+    /// All bits.
+    pub const ALL: u32 = 127;
+}
+
+/// An attribute-change entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct SetAttrEntry {
+    /// Header.
+    pub hdr: EntryHeader,
+    /// [`attr_mask`] bits.
+    pub mask: u32,
+    /// Mode.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size.
+    pub size: u64,
+    /// Access time.
+    pub atime_ns: u64,
+    /// Modification time.
+    pub mtime_ns: u64,
+    /// Change time.
+    pub ctime_ns: u64,
+}
+
+/// A link-count entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// Header.
+    pub hdr: EntryHeader,
+    /// New link count.
+    pub nlink: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// Change time.
+    pub ctime_ns: u64,
+    /// New parent directory (directories), or 0 = unchanged.
+    pub parent: u64,
+    /// Zero.
+    pub reserved1: [u8; 24],
+}
+
+/// First line of a directory entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct DirEntryHead {
+    /// Header.
+    pub hdr: EntryHeader,
+    /// Child inode.
+    pub ino: u64,
+    /// Directory modification time.
+    pub mtime_ns: u64,
+    /// Name length.
+    pub name_len: u16,
+    /// Child kind.
+    pub kind: u8,
+    /// Zero.
+    pub reserved0: u8,
+    /// Zero.
+    pub reserved1: u32,
+    /// First name bytes.
+    pub name: [u8; NAME_INLINE],
+}
+
+const _: () = {
+    assert!(size_of::<EntryHeader>() == 16);
+    assert!(size_of::<WriteEntry>() == 64);
+    assert!(size_of::<SetAttrEntry>() == 64);
+    assert!(size_of::<LinkEntry>() == 64);
+    assert!(size_of::<DirEntryHead>() == 64);
+    assert!(offset_of!(EntryHeader, csum) == 4);
+    assert!(offset_of!(EntryHeader, seq) == 8);
+    assert!(offset_of!(WriteEntry, pgoff) == 16);
+    assert!(offset_of!(WriteEntry, size) == 40);
+    assert!(offset_of!(SetAttrEntry, size) == 32);
+    assert!(offset_of!(LinkEntry, parent) == 32);
+    assert!(offset_of!(DirEntryHead, name_len) == 32);
+    assert!(offset_of!(DirEntryHead, name) == 40);
+};
+
+/// A decoded, validated entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Data extent.
+    Write {
+        /// First file page.
+        pgoff: u64,
+        /// First block, 0 = hole.
+        block: u64,
+        /// Pages.
+        num_pages: u32,
+        /// Size after.
+        size: u64,
+        /// mtime.
+        mtime_ns: u64,
+    },
+    /// Attribute change.
+    SetAttr(SetAttrEntry),
+    /// Link count.
+    Link {
+        /// New count.
+        nlink: u32,
+        /// ctime.
+        ctime_ns: u64,
+        /// New parent (0 = unchanged).
+        parent: u64,
+    },
+    /// Name added.
+    DirAdd {
+        /// Child.
+        ino: u64,
+        /// Child kind.
+        kind: Kind,
+        /// Name.
+        name: Vec<u8>,
+        /// Dir mtime.
+        mtime_ns: u64,
+    },
+    /// Name removed.
+    DirRemove {
+        /// Child that had the name.
+        ino: u64,
+        /// Name.
+        name: Vec<u8>,
+        /// Dir mtime.
+        mtime_ns: u64,
+    },
+}
+
+fn seal(buf: &mut [u8]) {
+    buf[4..8].copy_from_slice(&[0; 4]);
+    let c = checksum(buf);
+    buf[4..8].copy_from_slice(&c.to_le_bytes());
+}
+
+fn header(kind: EntryKind, lines: usize, seq: u64) -> EntryHeader {
+    EntryHeader {
+        kind: kind as u8,
+        lines: lines as u8,
+        flags: 0,
+        csum: 0,
+        seq,
+    }
+}
+
+impl Entry {
+    /// Lines this entry occupies.
+    pub fn lines(&self) -> usize {
+        match self {
+            Entry::DirAdd { name, .. } | Entry::DirRemove { name, .. } => {
+                1 + name.len().saturating_sub(NAME_INLINE).div_ceil(LINE_BYTES)
+            }
+            _ => 1,
+        }
+    }
+
+    /// Encoded length in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.lines() * LINE_BYTES
+    }
+
+    /// Encode with sequence number `seq`, appending to `out`.
+    pub fn encode(&self, seq: u64, out: &mut Vec<u8>) {
+        let start = out.len();
+        let lines = self.lines();
+        match self {
+            Entry::Write {
+                pgoff,
+                block,
+                num_pages,
+                size,
+                mtime_ns,
+            } => {
+                let e = WriteEntry {
+                    hdr: header(EntryKind::Write, 1, seq),
+                    pgoff: *pgoff,
+                    block: *block,
+                    num_pages: *num_pages,
+                    reserved0: 0,
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    reserved1: 0,
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&e));
+            }
+            Entry::SetAttr(a) => {
+                let mut e = *a;
+                e.hdr = header(EntryKind::SetAttr, 1, seq);
+                out.extend_from_slice(bytemuck::bytes_of(&e));
+            }
+            Entry::Link {
+                nlink,
+                ctime_ns,
+                parent,
+            } => {
+                let e = LinkEntry {
+                    hdr: header(EntryKind::Link, 1, seq),
+                    nlink: *nlink,
+                    reserved0: 0,
+                    ctime_ns: *ctime_ns,
+                    parent: *parent,
+                    reserved1: [0; 24],
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&e));
+            }
+            Entry::DirAdd {
+                ino,
+                name,
+                mtime_ns,
+                ..
+            }
+            | Entry::DirRemove {
+                ino,
+                name,
+                mtime_ns,
+            } => {
+                let (k, child) = match self {
+                    Entry::DirAdd { kind, .. } => (EntryKind::DirAdd, *kind as u8),
+                    _ => (EntryKind::DirRemove, 0),
+                };
+                let mut head = DirEntryHead {
+                    hdr: header(k, lines, seq),
+                    ino: *ino,
+                    mtime_ns: *mtime_ns,
+                    name_len: name.len() as u16,
+                    kind: child,
+                    reserved0: 0,
+                    reserved1: 0,
+                    name: [0; NAME_INLINE],
+                };
+                let n0 = name.len().min(NAME_INLINE);
+                head.name[..n0].copy_from_slice(&name[..n0]);
+                out.extend_from_slice(bytemuck::bytes_of(&head));
+                out.extend_from_slice(&name[n0..]);
+                out.resize(start + lines * LINE_BYTES, 0);
+            }
+        }
+        seal(&mut out[start..]);
+    }
+
+    /// Parse the header of an entry's first line: returns its length in lines.
+    pub fn peek_lines(first_line: &[u8], where_: impl Fn() -> String) -> Result<usize> {
+        let kind = first_line[0];
+        let lines = first_line[1] as usize;
+        if !(1..=5).contains(&kind) || lines == 0 || lines > MAX_LINES {
+            return Err(Error::corrupt("log entry header", where_()));
+        }
+        Ok(lines)
+    }
+
+    /// Decode and validate a whole entry (all its lines). Returns the entry and its seq.
+    pub fn decode(buf: &[u8], where_: impl Fn() -> String) -> Result<(Entry, u64)> {
+        let bad = |what: &str| Error::corrupt(format!("log entry: {what}"), where_());
+        if buf.len() < LINE_BYTES || buf.len() % LINE_BYTES != 0 {
+            return Err(bad("length"));
+        }
+        let hdr: EntryHeader = bytemuck::pod_read_unaligned(&buf[..16]);
+        if hdr.lines as usize * LINE_BYTES != buf.len() {
+            return Err(bad("line count"));
+        }
+        let mut copy = buf.to_vec();
+        copy[4..8].copy_from_slice(&[0; 4]);
+        if checksum(&copy) != hdr.csum {
+            return Err(bad("checksum"));
+        }
+        if hdr.flags != 0 {
+            return Err(bad("flags"));
+        }
+        let first = &buf[..LINE_BYTES];
+        let entry = match hdr.kind {
+            1 => {
+                let e: WriteEntry = bytemuck::pod_read_unaligned(first);
+                if hdr.lines != 1 || e.num_pages == 0 {
+                    return Err(bad("write extent"));
+                }
+                Entry::Write {
+                    pgoff: e.pgoff,
+                    block: e.block,
+                    num_pages: e.num_pages,
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                }
+            }
+            2 => {
+                let e: SetAttrEntry = bytemuck::pod_read_unaligned(first);
+                if hdr.lines != 1 || e.mask & !attr_mask::ALL != 0 {
+                    return Err(bad("attribute mask"));
+                }
+                Entry::SetAttr(e)
+            }
+            3 => {
+                let e: LinkEntry = bytemuck::pod_read_unaligned(first);
+                if hdr.lines != 1 {
+                    return Err(bad("link entry length"));
+                }
+                Entry::Link {
+                    nlink: e.nlink,
+                    ctime_ns: e.ctime_ns,
+                    parent: e.parent,
+                }
+            }
+            4 | 5 => {
+                let h: DirEntryHead = bytemuck::pod_read_unaligned(first);
+                let n = h.name_len as usize;
+                if n == 0 || n > NAME_MAX {
+                    return Err(bad("name length"));
+                }
+                let expect = 1 + n.saturating_sub(NAME_INLINE).div_ceil(LINE_BYTES);
+                if expect != hdr.lines as usize {
+                    return Err(bad("name length against line count"));
+                }
+                let n0 = n.min(NAME_INLINE);
+                let mut name = h.name[..n0].to_vec();
+                name.extend_from_slice(&buf[LINE_BYTES..LINE_BYTES + (n - n0)]);
+                if name.iter().any(|&b| b == 0 || b == b'/') {
+                    return Err(bad("name bytes"));
+                }
+                if hdr.kind == 4 {
+                    let kind = Kind::from_u8(h.kind).ok_or_else(|| bad("child kind"))?;
+                    Entry::DirAdd {
+                        ino: h.ino,
+                        kind,
+                        name,
+                        mtime_ns: h.mtime_ns,
+                    }
+                } else {
+                    Entry::DirRemove {
+                        ino: h.ino,
+                        name,
+                        mtime_ns: h.mtime_ns,
+                    }
+                }
+            }
+            _ => return Err(bad("kind")),
+        };
+        Ok((entry, hdr.seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Entry> {
+        let mut a = SetAttrEntry::zeroed();
+        a.mask = attr_mask::MODE | attr_mask::SIZE;
+        a.mode = 0o644;
+        a.size = 12345;
+        vec![
+            Entry::Write {
+                pgoff: 3,
+                block: 99,
+                num_pages: 2,
+                size: 8000,
+                mtime_ns: 5,
+            },
+            Entry::SetAttr(a),
+            Entry::Link {
+                nlink: 2,
+                ctime_ns: 7,
+                parent: 1,
+            },
+            Entry::DirAdd {
+                ino: 9,
+                kind: Kind::Dir,
+                name: b"x".to_vec(),
+                mtime_ns: 1,
+            },
+            Entry::DirAdd {
+                ino: 9,
+                kind: Kind::File,
+                name: vec![b'n'; 255],
+                mtime_ns: 1,
+            },
+            Entry::DirRemove {
+                ino: 9,
+                name: vec![b'q'; 24],
+                mtime_ns: 2,
+            },
+            Entry::DirRemove {
+                ino: 9,
+                name: vec![b'q'; 25],
+                mtime_ns: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip_and_bit_flips() {
+        for e in samples() {
+            let mut buf = Vec::new();
+            e.encode(77, &mut buf);
+            assert_eq!(buf.len(), e.len_bytes());
+            let (back, seq) = Entry::decode(&buf, || "t".into()).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(seq, 77);
+            for i in 0..buf.len() {
+                let mut b = buf.clone();
+                b[i] ^= 1;
+                assert!(Entry::decode(&b, || "t".into()).is_err(), "flip at {i} of {e:?}");
+            }
+        }
+        assert!(Entry::decode(&[0; 64], || "t".into()).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Inode slots: 128 bytes, 32 to a block, 1024 to an inode-table chunk.
+//!
+//! ```text
+//! 0   log_head u64  (atomic; block of the first log page)
+//! 8   log_tail u64  (atomic commit word; region offset just past the last committed entry)
+//! 16  kind u8  _r u8  _r u16  _r u32
+//! 24  generation u64
+//! 32  mode u32  36 uid u32  40 gid u32  44 flags u32
+//! 48  parent u64 (parent directory at creation)
+//! 56  ctime_ns u64 (creation time)
+//! 64  reserved [u8;60] (zero)
+//! 124 csum u32 (over bytes 16..124: the fields fixed at allocation)
+//! ```
+//!
+//! `kind == 0` marks a free slot. The checksum does not cover `log_head`/`log_tail`, which are
+//! updated in place by 8-byte atomic stores.
+
+use bytemuck::{Pod, Zeroable};
+use std::mem::offset_of;
+
+use super::{checksum, Kind};
+use crate::error::{Error, Result};
+
+/// An inode slot as stored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct InodeSlot {
+    /// Block of the first log page.
+    pub log_head: u64,
+    /// Offset just past the last committed log entry (the commit word).
+    pub log_tail: u64,
+    /// [`Kind`] as u8; 0 = free.
+    pub kind: u8,
+    /// Zero.
+    pub reserved0: [u8; 7],
+    /// Incremented each time the slot is reused.
+    pub generation: u64,
+    /// Permission bits (and setuid etc.), without the file-type bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Zero for now.
+    pub flags: u32,
+    /// Parent directory at creation.
+    pub parent: u64,
+    /// Creation time.
+    pub ctime_ns: u64,
+    /// Zero.
+    pub reserved: [u8; 60],
+    /// Checksum over bytes 16..124.
+    pub csum: u32,
+}
+
+const _: () = {
+    assert!(size_of::<InodeSlot>() == 128);
+    assert!(offset_of!(InodeSlot, log_head) == 0);
+    assert!(offset_of!(InodeSlot, log_tail) == 8);
+    assert!(offset_of!(InodeSlot, kind) == 16);
+    assert!(offset_of!(InodeSlot, generation) == 24);
+    assert!(offset_of!(InodeSlot, mode) == 32);
+    assert!(offset_of!(InodeSlot, parent) == 48);
+    assert!(offset_of!(InodeSlot, reserved) == 64);
+    assert!(offset_of!(InodeSlot, csum) == 124);
+};
+
+/// Offset of the tail word inside a slot.
+pub const TAIL_OFFSET: u64 = 8;
+/// Offset of the head word inside a slot.
+pub const HEAD_OFFSET: u64 = 0;
+
+impl InodeSlot {
+    /// Compute the checksum of the static part.
+    pub fn compute_csum(&self) -> u32 {
+        checksum(&bytemuck::bytes_of(self)[16..124])
+    }
+
+    /// Seal the checksum.
+    pub fn seal(mut self) -> InodeSlot {
+        self.csum = self.compute_csum();
+        self
+    }
+
+    /// Validate an untrusted slot of inode `ino`; returns its kind.
+    pub fn validate(&self, ino: u64) -> Result<Kind> {
+        let kind = Kind::from_u8(self.kind)
+            .ok_or_else(|| Error::corrupt("inode kind", format!("inode {ino}")))?;
+        if self.csum != self.compute_csum() {
+            return Err(Error::corrupt("inode checksum", format!("inode {ino}")));
+        }
+        if self.reserved.iter().any(|&b| b != 0) || self.reserved0.iter().any(|&b| b != 0) {
+            return Err(Error::corrupt("inode reserved bytes", format!("inode {ino}")));
+        }
+        Ok(kind)
+    }
+}

@@ -1,0 +1,58 @@
+//! The mount-state block: whether the last session unmounted cleanly, and where it saved the
+//! allocator state.
+//!
+//! ```text
+//! 0  clean u64        (CLEAN_MAGIC after a clean unmount; 0 while mounted; the commit word)
+//! 8  saved_block u64  16 saved_blocks u64  24 saved_len u64
+//! 32 saved_csum u32   36 reserved u32
+//! 40 mount_count u64
+//! 48 reserved [u8; 12]
+//! 60 csum u32 (over 8..60)
+//! ```
+
+use bytemuck::{Pod, Zeroable};
+use std::mem::offset_of;
+
+use super::checksum;
+
+/// Value of `clean` after a clean unmount.
+pub const CLEAN_MAGIC: u64 = 0x434c_4541_4e21_0001; // "CLEAN!"
+
+/// The mount-state record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct MountState {
+    /// Commit word.
+    pub clean: u64,
+    /// First block of the saved allocator state.
+    pub saved_block: u64,
+    /// Blocks it spans.
+    pub saved_blocks: u64,
+    /// Its length in bytes.
+    pub saved_len: u64,
+    /// Its checksum.
+    pub saved_csum: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// Mounts so far.
+    pub mount_count: u64,
+    /// Zero.
+    pub reserved1: [u8; 12],
+    /// Checksum over bytes 8..60.
+    pub csum: u32,
+}
+
+const _: () = {
+    assert!(size_of::<MountState>() == 64);
+    assert!(offset_of!(MountState, clean) == 0);
+    assert!(offset_of!(MountState, saved_csum) == 32);
+    assert!(offset_of!(MountState, mount_count) == 40);
+    assert!(offset_of!(MountState, csum) == 60);
+};
+
+impl MountState {
+    /// Checksum over 8..60.
+    pub fn compute_csum(&self) -> u32 {
+        checksum(&bytemuck::bytes_of(self)[8..60])
+    }
+}

@@ -1,0 +1,178 @@
+//! The superblock: immutable after format; a replica lives in the last block.
+//!
+//! ```text
+//! 0   magic "NOVAFS\0\x01"   8   version u32   12 block_size u32
+//! 16  blocks_total u64       24  uuid [u8;16]  40 format_time_ns u64
+//! 48  itable_map_start u64   56  itable_map_blocks u64
+//! 64  chunk_blocks u32       68  inodes_per_chunk u32
+//! 72  journal_block u64      80  state_block u64
+//! 88  first_free_block u64   96  replica_block u64
+//! 104 reserved [u8;148] (zero)                252 csum u32 (over 0..252)
+//! ```
+
+use bytemuck::{Pod, Zeroable};
+use std::mem::offset_of;
+
+use super::{checksum, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ITABLE_MAP_START};
+use crate::error::{Error, Result};
+
+/// Magic bytes at offset 0.
+pub const MAGIC: [u8; 8] = *b"NOVAFS\0\x01";
+/// The on-media format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The on-media superblock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct Superblock {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Always 4096.
+    pub block_size: u32,
+    /// Blocks in the image.
+    pub blocks_total: u64,
+    /// Random identity of this image.
+    pub uuid: [u8; 16],
+    /// When it was formatted.
+    pub format_time_ns: u64,
+    /// First block of the inode-table map.
+    pub itable_map_start: u64,
+    /// Blocks of the inode-table map.
+    pub itable_map_blocks: u64,
+    /// Blocks per inode-table chunk.
+    pub chunk_blocks: u32,
+    /// Inodes per chunk.
+    pub inodes_per_chunk: u32,
+    /// The journal block.
+    pub journal_block: u64,
+    /// The mount-state block.
+    pub state_block: u64,
+    /// First block managed by the allocator.
+    pub first_free_block: u64,
+    /// Block of the replica.
+    pub replica_block: u64,
+    /// Must be zero.
+    pub reserved: [u8; 148],
+    /// Checksum over bytes 0..252.
+    pub csum: u32,
+}
+
+const _: () = {
+    assert!(size_of::<Superblock>() == 256);
+    assert!(offset_of!(Superblock, blocks_total) == 16);
+    assert!(offset_of!(Superblock, itable_map_start) == 48);
+    assert!(offset_of!(Superblock, chunk_blocks) == 64);
+    assert!(offset_of!(Superblock, journal_block) == 72);
+    assert!(offset_of!(Superblock, replica_block) == 96);
+    assert!(offset_of!(Superblock, reserved) == 104);
+    assert!(offset_of!(Superblock, csum) == 252);
+};
+
+impl Superblock {
+    /// Lay out an image of `blocks_total` blocks.
+    pub fn new(blocks_total: u64, uuid: [u8; 16], now_ns: u64) -> Superblock {
+        let max_chunks = blocks_total / CHUNK_BLOCKS + 1;
+        let map_blocks = (max_chunks * 8).div_ceil(BLOCK).max(1);
+        let mut sb = Superblock {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+            block_size: BLOCK as u32,
+            blocks_total,
+            uuid,
+            format_time_ns: now_ns,
+            itable_map_start: ITABLE_MAP_START,
+            itable_map_blocks: map_blocks,
+            chunk_blocks: CHUNK_BLOCKS as u32,
+            inodes_per_chunk: INODES_PER_CHUNK as u32,
+            journal_block: super::JOURNAL_BLOCK,
+            state_block: super::STATE_BLOCK,
+            first_free_block: ITABLE_MAP_START + map_blocks,
+            replica_block: blocks_total - 1,
+            reserved: [0; 148],
+            csum: 0,
+        };
+        sb.csum = sb.compute_csum();
+        sb
+    }
+
+    fn compute_csum(&self) -> u32 {
+        checksum(&bytemuck::bytes_of(self)[..252])
+    }
+
+    /// Number of inode-table chunk pointers the map can hold.
+    pub fn max_chunks(&self) -> u64 {
+        self.itable_map_blocks * BLOCK / 8
+    }
+
+    /// Validate an untrusted copy read from `where_`.
+    pub fn validate(&self, where_: &str, image_len: u64) -> Result<()> {
+        if self.magic != MAGIC {
+            return Err(Error::NotNovafs);
+        }
+        if self.csum != self.compute_csum() {
+            return Err(Error::corrupt("superblock checksum", where_));
+        }
+        if self.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: self.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let bad = |what: &str| Err(Error::corrupt(format!("superblock field {what}"), where_));
+        if self.block_size as u64 != BLOCK {
+            return bad("block_size");
+        }
+        if self.blocks_total * BLOCK > image_len {
+            return Err(Error::corrupt(
+                "image shorter than its superblock says (truncated image file?)",
+                format!(
+                    "{where_}: {} blocks expected, file holds {}",
+                    self.blocks_total,
+                    image_len / BLOCK
+                ),
+            ));
+        }
+        if self.chunk_blocks as u64 != CHUNK_BLOCKS
+            || self.inodes_per_chunk as u64 != INODES_PER_CHUNK
+        {
+            return bad("chunk geometry");
+        }
+        if self.itable_map_start != ITABLE_MAP_START
+            || self.journal_block != super::JOURNAL_BLOCK
+            || self.state_block != super::STATE_BLOCK
+            || self.first_free_block != self.itable_map_start + self.itable_map_blocks
+            || self.first_free_block >= self.replica_block
+            || self.replica_block != self.blocks_total - 1
+        {
+            return bad("layout");
+        }
+        if self.reserved.iter().any(|&b| b != 0) {
+            return bad("reserved");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let sb = Superblock::new(1024, [7; 16], 42);
+        sb.validate("test", 1024 * BLOCK).unwrap();
+        let bytes = bytemuck::bytes_of(&sb).to_vec();
+        let back: Superblock = bytemuck::pod_read_unaligned(&bytes);
+        assert_eq!(back, sb);
+        for i in 0..256 {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            let s: Superblock = bytemuck::pod_read_unaligned(&b);
+            assert!(s.validate("test", 1024 * BLOCK).is_err(), "flip at byte {i} undetected");
+        }
+        let zero = Superblock::zeroed();
+        assert!(zero.validate("t", 1 << 30).is_err());
+    }
+}

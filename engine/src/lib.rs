@@ -1,0 +1,22 @@
+//! novafs-engine: a NOVA-style log-structured file system on persistent memory.
+//!
+//! Layers, bottom up: [`media`] (mapping and persistence primitives; the only `unsafe`),
+//! [`layout`] (on-media structs), [`alloc`], [`log`], [`journal`], [`inode`] (DRAM state rebuilt
+//! from logs), [`engine`] (inode-level operations), [`mount`] (format, mount, unmount).
+
+pub mod alloc;
+pub mod engine;
+pub mod error;
+pub mod inode;
+pub mod journal;
+pub mod layout;
+pub mod log;
+pub mod media;
+pub mod mount;
+
+pub use engine::{check_name, DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS};
+pub use error::{Error, Result};
+pub use inode::Attr;
+pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
+pub use media::{MediaMode, Media};
+pub use mount::{FormatOptions, MountOptions, MountReport};

@@ -1,0 +1,154 @@
+//! Appending to a per-inode log.
+//!
+//! [`stage`] writes entries past the committed tail (linking new pages as needed) and flushes
+//! them, but commits nothing: the caller fences and then stores the new tail with
+//! [`Staged::commit_tail`] (or through the journal for multi-inode operations). Until the tail
+//! store is durable, nothing of the append is visible after a crash.
+
+use crate::alloc::BlockAlloc;
+use crate::error::Result;
+use crate::inode::LogState;
+use crate::layout::entry::Entry;
+use crate::layout::inode::{HEAD_OFFSET, TAIL_OFFSET};
+use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
+use crate::layout::BLOCK;
+use crate::media::Media;
+
+/// An append written but not yet committed.
+#[derive(Debug)]
+pub struct Staged {
+    /// Region offset of the inode slot.
+    pub slot_off: u64,
+    /// Tail before.
+    pub old_tail: u64,
+    /// Tail after.
+    pub new_tail: u64,
+    /// New head if the log was empty.
+    pub new_head: Option<u64>,
+    /// Pages linked by this append.
+    pub new_pages: Vec<u64>,
+    /// Next sequence number after it.
+    pub next_seq: u64,
+}
+
+/// Write `entries` after the tail of `log` (of the inode whose slot is at `slot_off`).
+/// Everything it needs is allocated first: on `NoSpace` nothing was written.
+pub fn stage(
+    media: &Media,
+    alloc: &BlockAlloc,
+    slot_off: u64,
+    log: &LogState,
+    entries: &[Entry],
+) -> Result<Staged> {
+    let mut buf = Vec::with_capacity(64 * entries.len());
+    // Plan placement: (entry range in buf, starts a new page?)
+    let mut room = if log.tail == 0 {
+        0
+    } else {
+        ENTRY_BYTES - log.tail % BLOCK
+    };
+    let mut new_page_count = 0u64;
+    let mut seq = log.next_seq;
+    let mut plan = Vec::with_capacity(entries.len());
+    for e in entries {
+        let start = buf.len();
+        e.encode(seq, &mut buf);
+        seq += 1;
+        let len = (buf.len() - start) as u64;
+        let fresh = len > room;
+        if fresh {
+            new_page_count += 1;
+            room = ENTRY_BYTES;
+        }
+        room -= len;
+        plan.push((start, buf.len(), fresh));
+    }
+    let mut pages = Vec::with_capacity(new_page_count as usize);
+    if new_page_count > 0 {
+        for ext in alloc.alloc(new_page_count)? {
+            pages.extend(ext.start..ext.start + ext.len);
+        }
+    }
+    let mut new_head = None;
+    let mut cur_page = log.tail_page();
+    let mut pos = log.tail;
+    let mut page_iter = pages.iter().copied();
+    // Write runs of entries that share a page with one store + one flush each.
+    let mut run_start_pos = pos;
+    let mut run_buf_start = 0usize;
+    for (start, end, fresh) in plan {
+        if fresh {
+            if pos > run_start_pos {
+                media.write_flush(run_start_pos, &buf[run_buf_start..start])?;
+            }
+            let next = page_iter.next().expect("planned page");
+            match cur_page {
+                Some(p) => {
+                    let used = (pos - p * BLOCK) as u32;
+                    let t = PageTrailer::new(next, used);
+                    media.write_flush(p * BLOCK + TRAILER_OFFSET, bytemuck::bytes_of(&t))?;
+                }
+                None => new_head = Some(next),
+            }
+            cur_page = Some(next);
+            pos = next * BLOCK;
+            run_start_pos = pos;
+            run_buf_start = start;
+        }
+        pos += (end - start) as u64;
+    }
+    if pos > run_start_pos {
+        media.write_flush(run_start_pos, &buf[run_buf_start..])?;
+    }
+    if let Some(h) = new_head {
+        // Only read while the tail is non-zero, which the later tail store makes it.
+        media.store_u64(slot_off + HEAD_OFFSET, h)?;
+        media.flush(slot_off + HEAD_OFFSET, 8)?;
+    }
+    Ok(Staged {
+        slot_off,
+        old_tail: log.tail,
+        new_tail: pos,
+        new_head,
+        new_pages: pages,
+        next_seq: seq,
+    })
+}
+
+impl Staged {
+    /// Region offset of the tail word.
+    pub fn tail_addr(&self) -> u64 {
+        self.slot_off + TAIL_OFFSET
+    }
+
+    /// Store the new tail and flush it (the caller fences).
+    pub fn store_tail(&self, media: &Media) -> Result<()> {
+        media.store_u64(self.tail_addr(), self.new_tail)?;
+        media.flush(self.tail_addr(), 8)
+    }
+
+    /// Fence, store the new tail, flush, fence: the single-inode commit.
+    pub fn commit_tail(&self, media: &Media) -> Result<()> {
+        media.fence();
+        self.store_tail(media)?;
+        media.fence();
+        Ok(())
+    }
+
+    /// Make the DRAM log state match the committed append.
+    pub fn apply(self, log: &mut LogState) {
+        if let Some(h) = self.new_head {
+            log.head = h;
+        }
+        log.pages.extend(self.new_pages);
+        log.tail = self.new_tail;
+        log.next_seq = self.next_seq;
+    }
+
+    /// Give back the pages of an append that will not be committed.
+    pub fn abort(self, alloc: &BlockAlloc) {
+        for p in self.new_pages {
+            alloc.free(p, 1);
+        }
+    }
+}

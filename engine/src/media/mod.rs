@@ -1,0 +1,376 @@
+//! The media layer: the persistent region and its persistence primitives.
+//!
+//! Every byte the engine stores to the region goes through [`Media`]: `write` (a cached store,
+//! durable only after `flush` + `fence`), `write_nt` (a non-temporal copy, durable after the
+//! next `fence`), `store_u64` (an aligned, failure-atomic 8-byte store), `flush` and `fence`.
+//! This is what lets the traced backend see every store and what lets the crash harness build
+//! the images a crash may leave.
+//!
+//! Backends:
+//! - [`MediaMode::Dax`]: the kernel granted `MAP_SHARED_VALIDATE | MAP_SYNC`; flush + fence.
+//! - [`MediaMode::Emulated`]: a tmpfs/hugetlbfs file (or forced); flush + fence, no msync.
+//! - [`MediaMode::Msync`]: any other file; every flush also `msync`s the touched pages.
+//! - [`MediaMode::Traced`]: a `Vec<u8>` in DRAM, every store, flush and fence appended to a
+//!   trace for the crash harness.
+//!
+//! All `unsafe` code of the workspace lives in `media::raw`.
+
+mod raw;
+pub mod trace;
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+pub use raw::FlushKind;
+use raw::RawRegion;
+pub use trace::{Trace, TraceEvent, TraceSite};
+
+/// Cache-line size assumed by the persistence model.
+pub const LINE: u64 = 64;
+
+/// How persistence is achieved for this region (a capability query, like `STATX_ATTR_DAX`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaMode {
+    /// Real persistent memory mapped with `MAP_SYNC`: flush + fence are the persist points.
+    Dax,
+    /// A DRAM-backed file (tmpfs/hugetlbfs) treated as persistent memory: flush + fence.
+    Emulated,
+    /// Any other file: each persist point also `msync`s the touched pages.
+    Msync,
+    /// The traced in-memory backend used by tests and the crash harness.
+    Traced,
+}
+
+impl MediaMode {
+    /// A short lower-case name (`dax`, `emulated`, `msync`, `traced`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaMode::Dax => "dax",
+            MediaMode::Emulated => "emulated",
+            MediaMode::Msync => "msync",
+            MediaMode::Traced => "traced",
+        }
+    }
+}
+
+impl std::fmt::Display for MediaMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to map an image.
+#[derive(Clone, Debug, Default)]
+pub struct MapOptions {
+    /// Fail with [`Error::DaxUnavailable`] unless `MAP_SYNC` is granted.
+    pub require_dax: bool,
+    /// Treat the file as emulated pmem even if it is not on tmpfs (also `NOVAFS_FORCE_PMEM=1`).
+    pub force_emulated: bool,
+    /// Pre-fault the whole mapping (`MAP_POPULATE`).
+    pub populate: bool,
+}
+
+enum Backend {
+    Mapped(RawRegion),
+    Traced(Mutex<trace::TracedRegion>),
+}
+
+/// The persistent region.
+pub struct Media {
+    backend: Backend,
+    mode: MediaMode,
+    len: u64,
+    flush_kind: FlushKind,
+    _file: Option<File>,
+}
+
+impl std::fmt::Debug for Media {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Media")
+            .field("mode", &self.mode)
+            .field("len", &self.len)
+            .field("flush_kind", &self.flush_kind)
+            .finish()
+    }
+}
+
+impl Media {
+    /// Create (or resize) the image file at `path` to `len` bytes and map it.
+    pub fn create(path: &Path, len: u64, opts: &MapOptions) -> Result<Media> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        lock_file(&file)?;
+        file.set_len(0)?;
+        file.set_len(len)?;
+        raw::preallocate(&file, len);
+        Media::from_file(file, len, opts)
+    }
+
+    /// Map an existing image file.
+    pub fn open(path: &Path, opts: &MapOptions) -> Result<Media> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        lock_file(&file)?;
+        let len = file.metadata()?.len();
+        Media::from_file(file, len, opts)
+    }
+
+    fn from_file(file: File, len: u64, opts: &MapOptions) -> Result<Media> {
+        if len == 0 || usize::try_from(len).is_err() {
+            return Err(Error::Corrupt {
+                what: "image size".into(),
+                location: format!("{len} bytes"),
+            });
+        }
+        let forced = opts.force_emulated
+            || std::env::var("NOVAFS_FORCE_PMEM").is_ok_and(|v| v == "1" || v == "true");
+        let (region, dax) = RawRegion::map(&file, len, opts.populate)?;
+        let mode = if dax {
+            MediaMode::Dax
+        } else if opts.require_dax {
+            return Err(Error::DaxUnavailable);
+        } else if forced || raw::is_ram_backed(&file) {
+            MediaMode::Emulated
+        } else {
+            MediaMode::Msync
+        };
+        Ok(Media {
+            backend: Backend::Mapped(region),
+            mode,
+            len,
+            flush_kind: FlushKind::detect(),
+            _file: Some(file),
+        })
+    }
+
+    /// A traced in-memory region of `len` bytes, initially zero.
+    pub fn traced(len: u64) -> Media {
+        Media::traced_from(vec![0; usize::try_from(len).unwrap_or(0)])
+    }
+
+    /// A traced region whose durable contents are `image`.
+    pub fn traced_from(image: Vec<u8>) -> Media {
+        let len = image.len() as u64;
+        Media {
+            backend: Backend::Traced(Mutex::new(trace::TracedRegion::new(image))),
+            mode: MediaMode::Traced,
+            len,
+            flush_kind: FlushKind::None,
+            _file: None,
+        }
+    }
+
+    /// The persistence path in use.
+    pub fn mode(&self) -> MediaMode {
+        self.mode
+    }
+
+    /// The flush instruction chosen at runtime.
+    pub fn flush_kind(&self) -> FlushKind {
+        self.flush_kind
+    }
+
+    /// Region length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the region is empty (never true for a valid image).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, off: u64, len: usize) -> Result<()> {
+        match off.checked_add(len as u64) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::Corrupt {
+                what: "media access out of range".into(),
+                location: format!("offset {off} length {len} (region {} bytes)", self.len),
+            }),
+        }
+    }
+
+    /// Copy `buf.len()` bytes at `off` into `buf`.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.check(off, buf.len())?;
+        match &self.backend {
+            Backend::Mapped(r) => r.read(off, buf),
+            Backend::Traced(t) => t.lock().read(off, buf),
+        }
+        Ok(())
+    }
+
+    /// Read a POD value at `off`.
+    pub fn read_pod<T: bytemuck::Pod>(&self, off: u64) -> Result<T> {
+        let mut v = T::zeroed();
+        self.read(off, bytemuck::bytes_of_mut(&mut v))?;
+        Ok(v)
+    }
+
+    /// An aligned 8-byte atomic load.
+    pub fn load_u64(&self, off: u64) -> Result<u64> {
+        self.check(off, 8)?;
+        if off % 8 != 0 {
+            return Err(Error::Corrupt {
+                what: "unaligned 8-byte load".into(),
+                location: format!("offset {off}"),
+            });
+        }
+        Ok(match &self.backend {
+            Backend::Mapped(r) => r.load_u64(off),
+            Backend::Traced(t) => t.lock().load_u64(off),
+        })
+    }
+
+    /// A cached store: durable only after [`Media::flush`] of its lines and a [`Media::fence`].
+    #[track_caller]
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.check(off, data.len())?;
+        match &self.backend {
+            Backend::Mapped(r) => r.write(off, data),
+            Backend::Traced(t) => t.lock().store(off, data, false, TraceSite::caller()),
+        }
+        Ok(())
+    }
+
+    /// A non-temporal copy: bypasses the cache, durable after the next [`Media::fence`].
+    #[track_caller]
+    pub fn write_nt(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.check(off, data.len())?;
+        match &self.backend {
+            Backend::Mapped(r) => {
+                r.write_nt(off, data);
+                if self.mode == MediaMode::Msync {
+                    r.msync(off, data.len() as u64)?;
+                }
+            }
+            Backend::Traced(t) => t.lock().store(off, data, true, TraceSite::caller()),
+        }
+        Ok(())
+    }
+
+    /// Zero a range with non-temporal stores (durable after the next fence).
+    #[track_caller]
+    pub fn zero_nt(&self, off: u64, len: u64) -> Result<()> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(4096);
+            self.write_nt(off + done, &ZEROS[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// An aligned, failure-atomic 8-byte store (the commit primitive). Durable after flush +
+    /// fence.
+    #[track_caller]
+    pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
+        self.check(off, 8)?;
+        assert!(off % 8 == 0, "store_u64 at unaligned offset {off}");
+        match &self.backend {
+            Backend::Mapped(r) => r.store_u64(off, v),
+            Backend::Traced(t) => t
+                .lock()
+                .store(off, &v.to_le_bytes(), false, TraceSite::caller()),
+        }
+        Ok(())
+    }
+
+    /// Write back the cache lines covering `[off, off + len)`.
+    #[track_caller]
+    pub fn flush(&self, off: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check(off, len as usize)?;
+        match &self.backend {
+            Backend::Mapped(r) => {
+                if self.mode == MediaMode::Msync {
+                    r.msync(off, len)?;
+                } else {
+                    r.flush(off, len, self.flush_kind);
+                }
+            }
+            Backend::Traced(t) => t.lock().flush(off, len, TraceSite::caller()),
+        }
+        Ok(())
+    }
+
+    /// Order: every flush and non-temporal store before it is durable when it completes.
+    #[track_caller]
+    pub fn fence(&self) {
+        match &self.backend {
+            Backend::Mapped(_) => raw::sfence(),
+            Backend::Traced(t) => t.lock().fence(TraceSite::caller()),
+        }
+    }
+
+    /// `write` + `flush` (no fence).
+    #[track_caller]
+    pub fn write_flush(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.write(off, data)?;
+        self.flush(off, data.len() as u64)
+    }
+
+    /// `store_u64` + `flush` + `fence`: the commit of a pointer.
+    #[track_caller]
+    pub fn commit_u64(&self, off: u64, v: u64) -> Result<()> {
+        self.store_u64(off, v)?;
+        self.flush(off, 8)?;
+        self.fence();
+        Ok(())
+    }
+
+    /// Label the operation in flight (recorded in the trace; free otherwise).
+    pub fn mark(&self, label: &str) {
+        if let Backend::Traced(t) = &self.backend {
+            t.lock().mark(label);
+        }
+    }
+
+    /// Run `f` on the trace of a traced region (`None` for mapped regions).
+    pub fn with_trace<R>(&self, f: impl FnOnce(&mut Trace) -> R) -> Option<R> {
+        match &self.backend {
+            Backend::Traced(t) => Some(f(&mut t.lock().trace)),
+            Backend::Mapped(_) => None,
+        }
+    }
+
+    /// The current contents of a traced region (what a reader sees, persisted or not).
+    pub fn snapshot(&self) -> Option<Vec<u8>> {
+        match &self.backend {
+            Backend::Traced(t) => Some(t.lock().bytes().to_vec()),
+            Backend::Mapped(_) => None,
+        }
+    }
+
+    /// Flush everything and, for file-backed regions, `msync` the whole file.
+    pub fn sync_all(&self) -> Result<()> {
+        if let Backend::Mapped(r) = &self.backend {
+            if self.mode == MediaMode::Msync {
+                r.msync(0, self.len)?;
+            }
+        }
+        self.fence();
+        Ok(())
+    }
+}
+
+/// Shared handle to the media.
+pub type MediaRef = Arc<Media>;
+
+fn lock_file(file: &File) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ImageInUse),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}

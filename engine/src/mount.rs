@@ -1,0 +1,506 @@
+//! Format, mount (clean fast path or full rebuild) and clean unmount.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::inode::{self, InodeState};
+use crate::layout::inode::{InodeSlot, TAIL_OFFSET};
+use crate::layout::state::{MountState, CLEAN_MAGIC};
+use crate::layout::superblock::Superblock;
+use crate::layout::{
+    checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, MIN_IMAGE_BYTES,
+    ROOT_INO,
+};
+use crate::media::{MapOptions, Media};
+
+/// How to format an image.
+#[derive(Clone, Debug)]
+pub struct FormatOptions {
+    /// Treat the file as emulated pmem even off tmpfs.
+    pub force_emulated: bool,
+    /// Root directory permission bits.
+    pub root_mode: u32,
+    /// Root owner.
+    pub root_uid: u32,
+    /// Root group.
+    pub root_gid: u32,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions {
+            force_emulated: false,
+            root_mode: 0o755,
+            root_uid: 0,
+            root_gid: 0,
+        }
+    }
+}
+
+/// How to mount an image.
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// Refuse all changes. An image that needs recovery cannot be mounted read-only.
+    pub read_only: bool,
+    /// Fail unless the kernel grants `MAP_SYNC`.
+    pub require_dax: bool,
+    /// Treat the file as emulated pmem even off tmpfs.
+    pub force_emulated: bool,
+    /// Pre-fault the whole mapping.
+    pub populate: bool,
+}
+
+/// What mount found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountReport {
+    /// The last session unmounted cleanly and its saved state was used.
+    pub clean: bool,
+    /// Journal slots undone.
+    pub journal_undone: usize,
+    /// Inodes rebuilt by the recovery scan.
+    pub inodes_scanned: u64,
+    /// The primary superblock was repaired from the replica.
+    pub superblock_repaired: bool,
+}
+
+fn shards() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl Engine {
+    /// Format the file at `path` as a novafs image of `size_bytes` and mount it.
+    pub fn format(path: &Path, size_bytes: u64, opts: &FormatOptions) -> Result<Arc<Engine>> {
+        check_size(size_bytes)?;
+        let media = Media::create(
+            path,
+            size_bytes,
+            &MapOptions {
+                force_emulated: opts.force_emulated,
+                ..MapOptions::default()
+            },
+        )?;
+        Engine::format_media(Arc::new(media), opts)
+    }
+
+    /// Format an already mapped region (also the traced backend).
+    pub fn format_media(media: Arc<Media>, opts: &FormatOptions) -> Result<Arc<Engine>> {
+        check_size(media.len())?;
+        let blocks_total = media.len() / BLOCK;
+        let now = now_ns();
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&now.to_le_bytes());
+        uuid[8..].copy_from_slice(&(std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        let sb = Superblock::new(blocks_total, uuid, now);
+        // Clear the metadata area (the file may hold an old image).
+        media.zero_nt(0, sb.first_free_block * BLOCK)?;
+        let chunk0 = sb.first_free_block;
+        media.zero_nt(chunk0 * BLOCK, CHUNK_BLOCKS * BLOCK)?;
+        let root = InodeSlot {
+            log_head: 0,
+            log_tail: 0,
+            kind: Kind::Dir as u8,
+            reserved0: [0; 7],
+            generation: 1,
+            mode: opts.root_mode & 0o7777,
+            uid: opts.root_uid,
+            gid: opts.root_gid,
+            flags: 0,
+            parent: ROOT_INO,
+            ctime_ns: now,
+            reserved: [0; 60],
+            csum: 0,
+        }
+        .seal();
+        media.write_flush(chunk0 * BLOCK + ROOT_INO * INODE_SIZE, bytemuck::bytes_of(&root))?;
+        media.write_flush(sb.itable_map_start * BLOCK, &chunk0.to_le_bytes())?;
+        media.zero_nt(sb.replica_block * BLOCK, BLOCK)?;
+        media.write_flush(sb.replica_block * BLOCK, bytemuck::bytes_of(&sb))?;
+        media.fence();
+        // The primary superblock last: until it is durable the image is not novafs.
+        media.write_flush(0, bytemuck::bytes_of(&sb))?;
+        media.fence();
+        let blocks = BlockAlloc::new(sb.first_free_block, sb.replica_block, shards());
+        blocks.free(chunk0 + CHUNK_BLOCKS, sb.replica_block - chunk0 - CHUNK_BLOCKS);
+        let inos = InodeAlloc::new(ROOT_INO + 1..INODES_PER_CHUNK);
+        let engine = Engine::new_internal(media, sb, blocks, inos, vec![chunk0], false);
+        engine.inode(ROOT_INO)?;
+        Ok(Arc::new(engine))
+    }
+
+    /// Mount the image at `path`.
+    pub fn open(path: &Path, opts: &MountOptions) -> Result<(Arc<Engine>, MountReport)> {
+        let media = Media::open(
+            path,
+            &MapOptions {
+                require_dax: opts.require_dax,
+                force_emulated: opts.force_emulated,
+                populate: opts.populate,
+            },
+        )?;
+        Engine::open_media(Arc::new(media), opts)
+    }
+
+    /// Read and validate the superblock (repairing the primary from the replica).
+    pub fn read_superblock(media: &Media, repair: bool) -> Result<(Superblock, bool)> {
+        let len = media.len();
+        if len < MIN_IMAGE_BYTES {
+            return Err(Error::corrupt(
+                "image too small (truncated image file?)",
+                format!("{len} bytes"),
+            ));
+        }
+        let primary: Superblock = media.read_pod(0)?;
+        match primary.validate("primary superblock (block 0)", len) {
+            Ok(()) => Ok((primary, false)),
+            Err(Error::UnsupportedVersion { found, supported }) => {
+                Err(Error::UnsupportedVersion { found, supported })
+            }
+            Err(first) => {
+                let replica_block = len / BLOCK - 1;
+                let replica: Superblock = media.read_pod(replica_block * BLOCK)?;
+                if replica
+                    .validate("superblock replica", len)
+                    .is_err()
+                    || replica.replica_block != replica_block
+                {
+                    return Err(first);
+                }
+                if repair {
+                    media.write_flush(0, bytemuck::bytes_of(&replica))?;
+                    media.fence();
+                }
+                Ok((replica, true))
+            }
+        }
+    }
+
+    /// Mount an already mapped region.
+    pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>, MountReport)> {
+        let (sb, repaired) = Engine::read_superblock(&media, !opts.read_only)?;
+        let mut report = MountReport {
+            superblock_repaired: repaired,
+            ..MountReport::default()
+        };
+        let chunks = read_chunks(&media, &sb)?;
+        let state_off = sb.state_block * BLOCK;
+        let ms: MountState = media.read_pod(state_off)?;
+        let engine = match load_saved(&media, &sb, &ms)? {
+            Some((blocks, inos)) => {
+                report.clean = true;
+                Engine::new_internal(media.clone(), sb, blocks, inos, chunks, opts.read_only)
+            }
+            None => {
+                if opts.read_only {
+                    return Err(Error::ReadOnly);
+                }
+                let engine = Engine::new_internal(
+                    media.clone(),
+                    sb,
+                    BlockAlloc::new(sb.first_free_block, sb.replica_block, shards()),
+                    InodeAlloc::new([]),
+                    chunks,
+                    false,
+                );
+                let chunk_list = engine.chunk_blocks();
+                report.journal_undone = engine.journal.recover(&media, |addr| {
+                    addr % INODE_SIZE == TAIL_OFFSET
+                        && chunk_list
+                            .iter()
+                            .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
+                })?;
+                report.inodes_scanned = engine.rebuild()?;
+                engine
+            }
+        };
+        if !opts.read_only {
+            // Invalidate the saved state before any change: a later crash must not reuse it.
+            media.commit_u64(state_off, 0)?;
+        }
+        engine.inode(ROOT_INO)?;
+        Ok((Arc::new(engine), report))
+    }
+
+    /// Rebuild allocators and inode states by walking the tree from the root. Returns the
+    /// number of inodes scanned.
+    pub fn rebuild(&self) -> Result<u64> {
+        let sb = self.sb;
+        let total = sb.blocks_total;
+        let mut used = vec![false; total as usize];
+        for b in 0..sb.first_free_block {
+            used[b as usize] = true;
+        }
+        used[sb.replica_block as usize] = true;
+        let chunks = self.chunk_blocks();
+        for &c in &chunks {
+            for b in c..c + CHUNK_BLOCKS {
+                if used[b as usize] {
+                    return Err(Error::corrupt("inode-table chunk overlaps", format!("block {b}")));
+                }
+                used[b as usize] = true;
+            }
+        }
+        let max_ino = chunks.len() as u64 * INODES_PER_CHUNK;
+        let mut seen = vec![false; max_ino as usize];
+        let mut refs = vec![0u32; max_ino as usize];
+        let mut queue = vec![ROOT_INO];
+        seen[ROOT_INO as usize] = true;
+        let mut scanned = 0u64;
+        let mut mark = |b: u64, ino: u64, what: &str| -> Result<()> {
+            if b >= total || used[b as usize] {
+                return Err(Error::corrupt(
+                    format!("{what} block used twice or out of range"),
+                    format!("inode {ino} block {b}"),
+                ));
+            }
+            used[b as usize] = true;
+            Ok(())
+        };
+        while let Some(ino) = queue.pop() {
+            let off = self
+                .slot_off(ino)
+                .ok_or_else(|| Error::corrupt("inode number outside the table", format!("inode {ino}")))?;
+            let st: InodeState = inode::load(&self.media, off, ino, total).map_err(|e| match e {
+                Error::NotFound => Error::corrupt("directory entry to a free inode", format!("inode {ino}")),
+                e => e,
+            })?;
+            scanned += 1;
+            for &p in &st.log.pages {
+                mark(p, ino, "log page")?;
+            }
+            for &b in st.map.values() {
+                mark(b, ino, "data")?;
+            }
+            if st.attr.kind == Kind::Dir {
+                for (name, ent) in &st.dir {
+                    let loc = || format!("inode {ino} entry {:?}", String::from_utf8_lossy(name));
+                    if ent.ino >= max_ino || ent.ino <= ROOT_INO {
+                        return Err(Error::corrupt("directory entry inode number", loc()));
+                    }
+                    refs[ent.ino as usize] += 1;
+                    if ent.kind == Kind::Dir && seen[ent.ino as usize] {
+                        return Err(Error::corrupt("directory reachable twice (cycle)", loc()));
+                    }
+                    if !seen[ent.ino as usize] {
+                        seen[ent.ino as usize] = true;
+                        queue.push(ent.ino);
+                    }
+                }
+            }
+            self.cache_insert(ino, st)?;
+        }
+        // Check kinds, link counts and parents now that every inode is loaded.
+        for i in self.cached_inodes() {
+            let st = i.state.read();
+            if st.attr.kind == Kind::Dir {
+                for (name, ent) in &st.dir {
+                    let child = self.inode(ent.ino)?;
+                    let cs = child.state.read();
+                    let loc = || format!("inode {} entry {:?}", i.ino, String::from_utf8_lossy(name));
+                    if cs.attr.kind != ent.kind {
+                        return Err(Error::corrupt("directory entry kind", loc()));
+                    }
+                    if ent.kind == Kind::Dir && cs.parent != i.ino {
+                        return Err(Error::corrupt("directory parent", loc()));
+                    }
+                }
+            } else if st.attr.nlink != refs[i.ino as usize] {
+                return Err(Error::corrupt(
+                    "link count",
+                    format!(
+                        "inode {}: {} stored, {} names",
+                        i.ino, st.attr.nlink, refs[i.ino as usize]
+                    ),
+                ));
+            }
+        }
+        // Everything not reached is free.
+        let mut b = sb.first_free_block;
+        while b < sb.replica_block {
+            if used[b as usize] {
+                b += 1;
+                continue;
+            }
+            let start = b;
+            while b < sb.replica_block && !used[b as usize] {
+                b += 1;
+            }
+            self.blocks.free(start, b - start);
+        }
+        for ino in ROOT_INO + 1..max_ino {
+            if !seen[ino as usize] {
+                self.inos.free(ino);
+            }
+        }
+        Ok(scanned)
+    }
+
+    /// Clean unmount: free orphans, save the allocator state, set the clean flag.
+    pub fn unmount(&self) -> Result<()> {
+        if !self.mounted.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if self.read_only {
+            return Ok(());
+        }
+        self.free_orphans()?;
+        let free = self.blocks.extents();
+        let inos = self.inos.snapshot();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(free.len() as u64).to_le_bytes());
+        for e in &free {
+            buf.extend_from_slice(&e.start.to_le_bytes());
+            buf.extend_from_slice(&e.len.to_le_bytes());
+        }
+        let ranges = to_ranges(&inos);
+        buf.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
+        for (s, l) in &ranges {
+            buf.extend_from_slice(&s.to_le_bytes());
+            buf.extend_from_slice(&l.to_le_bytes());
+        }
+        let need = (buf.len() as u64).div_ceil(BLOCK);
+        let Some(home) = free.iter().find(|e| e.len >= need) else {
+            // No room to save the state: the next mount rebuilds from the logs.
+            self.media.sync_all()?;
+            return Ok(());
+        };
+        let state_off = self.sb.state_block * BLOCK;
+        self.media.write_nt(home.start * BLOCK, &buf)?;
+        let mut ms: MountState = self.media.read_pod(state_off)?;
+        ms.clean = 0;
+        ms.saved_block = home.start;
+        ms.saved_blocks = need;
+        ms.saved_len = buf.len() as u64;
+        ms.saved_csum = checksum(&buf);
+        ms.mount_count += 1;
+        ms.reserved0 = 0;
+        ms.reserved1 = [0; 12];
+        ms.csum = ms.compute_csum();
+        self.media.write_flush(state_off + 8, &bytemuck::bytes_of(&ms)[8..])?;
+        self.media.fence();
+        self.media.commit_u64(state_off, CLEAN_MAGIC)?;
+        self.media.sync_all()
+    }
+}
+
+fn to_ranges(sorted: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &i in sorted {
+        match out.last_mut() {
+            Some((s, l)) if *s + *l == i => *l += 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+fn check_size(size: u64) -> Result<()> {
+    if size < MIN_IMAGE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "image size {size} bytes is below the minimum of {MIN_IMAGE_BYTES}"
+        )));
+    }
+    if size % BLOCK != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "image size {size} is not a multiple of {BLOCK}"
+        )));
+    }
+    Ok(())
+}
+
+/// The inode-table chunks listed in the map (a prefix of non-zero entries).
+pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
+    let mut chunks = Vec::new();
+    for i in 0..sb.max_chunks() {
+        let b = media.load_u64(sb.itable_map_start * BLOCK + i * 8)?;
+        if b == 0 {
+            break;
+        }
+        if b < sb.first_free_block || b + CHUNK_BLOCKS > sb.replica_block {
+            return Err(Error::corrupt(
+                "inode-table chunk pointer",
+                format!("map entry {i} -> block {b}"),
+            ));
+        }
+        chunks.push(b);
+    }
+    if chunks.is_empty() {
+        return Err(Error::corrupt("inode-table map is empty", "block 3"));
+    }
+    Ok(chunks)
+}
+
+/// The saved allocator state, if the last unmount was clean and it validates.
+fn load_saved(
+    media: &Media,
+    sb: &Superblock,
+    ms: &MountState,
+) -> Result<Option<(BlockAlloc, InodeAlloc)>> {
+    if ms.clean != CLEAN_MAGIC || ms.csum != ms.compute_csum() {
+        return Ok(None);
+    }
+    let end = ms.saved_block.saturating_add(ms.saved_blocks);
+    if ms.saved_block < sb.first_free_block
+        || end > sb.replica_block
+        || ms.saved_len > ms.saved_blocks * BLOCK
+        || ms.saved_len < 16
+    {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; ms.saved_len as usize];
+    media.read(ms.saved_block * BLOCK, &mut buf)?;
+    if checksum(&buf) != ms.saved_csum {
+        return Ok(None);
+    }
+    let Some((extents, inos)) = parse_saved(&buf, sb, read_chunks(media, sb)?.len() as u64) else {
+        return Ok(None);
+    };
+    let blocks = BlockAlloc::new(sb.first_free_block, sb.replica_block, shards());
+    blocks.free_extents(&extents);
+    let ia = InodeAlloc::new(inos.iter().flat_map(|&(s, l)| s..s + l));
+    Ok(Some((blocks, ia)))
+}
+
+type Saved = (Vec<Extent>, Vec<(u64, u64)>);
+
+fn parse_saved(buf: &[u8], sb: &Superblock, chunks: u64) -> Option<Saved> {
+    let mut r = Reader { buf, pos: 0 };
+    let n = r.u64()?;
+    let mut prev_end = sb.first_free_block;
+    let mut extents = Vec::new();
+    for _ in 0..n {
+        let (s, l) = (r.u64()?, r.u64()?);
+        if s < prev_end || l == 0 || s.checked_add(l)? > sb.replica_block {
+            return None;
+        }
+        prev_end = s + l;
+        extents.push(Extent { start: s, len: l });
+    }
+    let max_ino = chunks * INODES_PER_CHUNK;
+    let m = r.u64()?;
+    let mut inos = Vec::new();
+    for _ in 0..m {
+        let (s, l) = (r.u64()?, r.u64()?);
+        if s <= ROOT_INO || s.checked_add(l)? > max_ino {
+            return None;
+        }
+        inos.push((s, l));
+    }
+    (r.pos == buf.len()).then_some((extents, inos))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn u64(&mut self) -> Option<u64> {
+        let b = self.buf.get(self.pos..self.pos + 8)?;
+        self.pos += 8;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+}

@@ -1,0 +1,226 @@
+//! Open files and the `OpenOptions` builder.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use novafs_engine::inode::Inode;
+use novafs_engine::{Engine, Error, Kind, Result, SetAttr};
+
+use crate::{path, Metadata};
+
+/// Options for opening a file, like `std::fs::OpenOptions`.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    engine: Arc<Engine>,
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    mode: u32,
+}
+
+impl OpenOptions {
+    pub(crate) fn new(engine: Arc<Engine>) -> OpenOptions {
+        OpenOptions {
+            engine,
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            mode: 0o644,
+        }
+    }
+    /// Allow reads.
+    pub fn read(&mut self, v: bool) -> &mut Self {
+        self.read = v;
+        self
+    }
+    /// Allow writes.
+    pub fn write(&mut self, v: bool) -> &mut Self {
+        self.write = v;
+        self
+    }
+    /// Every write goes to the end of the file (implies write).
+    pub fn append(&mut self, v: bool) -> &mut Self {
+        self.append = v;
+        self
+    }
+    /// Truncate to zero length on open (needs write).
+    pub fn truncate(&mut self, v: bool) -> &mut Self {
+        self.truncate = v;
+        self
+    }
+    /// Create the file if it does not exist (needs write or append).
+    pub fn create(&mut self, v: bool) -> &mut Self {
+        self.create = v;
+        self
+    }
+    /// Create the file, failing if it exists (needs write or append).
+    pub fn create_new(&mut self, v: bool) -> &mut Self {
+        self.create_new = v;
+        self
+    }
+    /// Permission bits for a created file (default 0644).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Open `p` with these options.
+    pub fn open(&self, p: impl AsRef<Path>) -> Result<File> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = p.as_ref().as_os_str().as_bytes();
+        let writable = self.write || self.append;
+        if !self.read && !writable {
+            return Err(Error::InvalidArgument("open with neither read nor write".into()));
+        }
+        if (self.create || self.create_new || self.truncate) && !writable {
+            return Err(Error::InvalidArgument(
+                "create and truncate need write or append access".into(),
+            ));
+        }
+        let e = &self.engine;
+        let ino = if self.create || self.create_new {
+            let (parent, name) = path::resolve_parent(e, bytes)?;
+            match e.lookup_ent(parent, &name) {
+                Ok(_) if self.create_new => return Err(Error::AlreadyExists),
+                Ok(_) => path::resolve(e, bytes, true)?,
+                Err(Error::NotFound) => match e.create(parent, &name, self.mode, 0, 0) {
+                    Ok(a) => a.ino,
+                    Err(Error::AlreadyExists) if !self.create_new => path::resolve(e, bytes, true)?,
+                    Err(err) => return Err(err),
+                },
+                Err(err) => return Err(err),
+            }
+        } else {
+            path::resolve(e, bytes, true)?
+        };
+        let inode = e.open_inode(ino)?;
+        let file = File {
+            engine: e.clone(),
+            inode,
+            read: self.read,
+            write: writable,
+            append: self.append,
+        };
+        let kind = file.inode.state.read().attr.kind;
+        if kind == Kind::Dir && writable {
+            return Err(Error::IsADirectory);
+        }
+        if self.truncate && !self.append {
+            file.set_len(0)?;
+        }
+        Ok(file)
+    }
+}
+
+/// An open file. Closing (dropping) it releases the inode if it was unlinked meanwhile.
+#[derive(Debug)]
+pub struct File {
+    engine: Arc<Engine>,
+    inode: Arc<Inode>,
+    read: bool,
+    write: bool,
+    append: bool,
+}
+
+impl File {
+    /// Inode number.
+    pub fn ino(&self) -> u64 {
+        self.inode.ino
+    }
+
+    fn need_write(&self) -> Result<()> {
+        if self.write {
+            Ok(())
+        } else {
+            Err(Error::BadHandle("not opened for writing"))
+        }
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        if !self.read {
+            return Err(Error::BadHandle("not opened for reading"));
+        }
+        let st = self.inode.state.read();
+        self.engine.read_locked(&st, offset, buf)
+    }
+
+    /// Fill `buf` from `offset`, or fail with `InvalidArgument` at end of file.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let n = self.read_at(buf, offset)?;
+        if n < buf.len() {
+            return Err(Error::InvalidArgument("read past end of file".into()));
+        }
+        Ok(())
+    }
+
+    /// Write all of `buf` at `offset` (at the end of file in append mode): atomic and durable
+    /// on return. Returns the bytes written.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        self.need_write()?;
+        let off = if self.append { None } else { Some(offset) };
+        self.engine.write(self.inode.ino, off, buf)?;
+        Ok(buf.len())
+    }
+
+    /// Append `buf` at the end of the file, atomically; returns the offset it landed at.
+    pub fn append(&self, buf: &[u8]) -> Result<u64> {
+        self.need_write()?;
+        self.engine.write(self.inode.ino, None, buf)
+    }
+
+    /// Truncate or extend (holes read as zeros).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.need_write()?;
+        self.engine
+            .setattr(
+                self.inode.ino,
+                &SetAttr {
+                    size: Some(len),
+                    ..SetAttr::default()
+                },
+            )
+            .map(|_| ())
+    }
+
+    /// Deallocate a range (it reads as zeros; the length is unchanged).
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        self.need_write()?;
+        self.engine.punch_hole(self.inode.ino, offset, len)
+    }
+
+    /// Allocate zeroed blocks for a range, extending the file if needed (fallocate).
+    pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        self.need_write()?;
+        self.engine.allocate(self.inode.ino, offset, len)
+    }
+
+    /// Everything written through this handle is already durable; this is a fence (and an
+    /// msync in Msync mode).
+    pub fn sync_all(&self) -> Result<()> {
+        self.engine.sync()
+    }
+
+    /// Same as [`File::sync_all`].
+    pub fn sync_data(&self) -> Result<()> {
+        self.engine.sync()
+    }
+
+    /// Metadata.
+    pub fn metadata(&self) -> Result<Metadata> {
+        let st = self.inode.state.read();
+        Ok(Metadata { attr: st.attr() })
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let _ = self.engine.release_inode(&self.inode);
+    }
+}

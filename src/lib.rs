@@ -1,0 +1,453 @@
+//! # novafs
+//!
+//! A NOVA-style, log-structured file system that lives in a byte-addressable persistent
+//! region: a file on a DAX file system, a devdax device, or any file (a `/dev/shm` file is the
+//! everyday stand-in for persistent memory).
+//!
+//! Every metadata operation and every `write_at` is atomic and durable when it returns.
+//!
+//! ```
+//! use novafs::{Fs, FormatOptions};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let image = dir.path().join("doc.img");
+//! let fs = Fs::format(&image, 16 << 20, &FormatOptions::default())?;
+//! fs.create_dir("/logs")?;
+//! let f = fs.create("/logs/today")?;
+//! f.write_at(b"hello, pmem", 0)?;
+//! let mut buf = [0u8; 5];
+//! f.read_at(&mut buf, 0)?;
+//! assert_eq!(&buf, b"hello");
+//! drop(f);
+//! fs.unmount()?;
+//! # Ok::<(), novafs::Error>(())
+//! ```
+
+mod file;
+mod path;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use file::{File, OpenOptions};
+pub use novafs_engine::{
+    self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, Kind, MediaMode,
+    MountOptions, MountReport, RenameFlags, Result, SetAttr, StatFs, BLOCK, NAME_MAX, ROOT_INO,
+};
+
+/// A mounted novafs image.
+///
+/// `Fs` is `Send + Sync` and cheap to clone; operations on different files and directories
+/// run in parallel.
+#[derive(Clone, Debug)]
+pub struct Fs {
+    engine: Arc<Engine>,
+    report: MountReport,
+}
+
+/// File type of a [`Metadata`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileType {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+}
+
+impl From<Kind> for FileType {
+    fn from(k: Kind) -> FileType {
+        match k {
+            Kind::File => FileType::File,
+            Kind::Dir => FileType::Dir,
+            Kind::Symlink => FileType::Symlink,
+        }
+    }
+}
+
+/// Metadata of a file, directory or symlink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    attr: Attr,
+}
+
+fn to_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+impl Metadata {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.attr.size
+    }
+    /// Whether the length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.attr.size == 0
+    }
+    /// File type.
+    pub fn file_type(&self) -> FileType {
+        self.attr.kind.into()
+    }
+    /// Is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.attr.kind == Kind::File
+    }
+    /// Is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.attr.kind == Kind::Dir
+    }
+    /// Is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.attr.kind == Kind::Symlink
+    }
+    /// Inode number.
+    pub fn ino(&self) -> u64 {
+        self.attr.ino
+    }
+    /// Hard links.
+    pub fn nlink(&self) -> u32 {
+        self.attr.nlink
+    }
+    /// Permission bits.
+    pub fn mode(&self) -> u32 {
+        self.attr.mode
+    }
+    /// Owner.
+    pub fn uid(&self) -> u32 {
+        self.attr.uid
+    }
+    /// Group.
+    pub fn gid(&self) -> u32 {
+        self.attr.gid
+    }
+    /// Data blocks allocated.
+    pub fn blocks(&self) -> u64 {
+        self.attr.blocks
+    }
+    /// Last access (set by `set_times`; reads do not update it).
+    pub fn accessed(&self) -> SystemTime {
+        to_time(self.attr.atime_ns)
+    }
+    /// Last modification.
+    pub fn modified(&self) -> SystemTime {
+        to_time(self.attr.mtime_ns)
+    }
+    /// Last status change.
+    pub fn changed(&self) -> SystemTime {
+        to_time(self.attr.ctime_ns)
+    }
+    /// Creation.
+    pub fn created(&self) -> SystemTime {
+        to_time(self.attr.crtime_ns)
+    }
+    /// The raw attributes.
+    pub fn attr(&self) -> &Attr {
+        &self.attr
+    }
+}
+
+/// One entry of [`Fs::read_dir`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name bytes.
+    pub name: Vec<u8>,
+    /// Inode number.
+    pub ino: u64,
+    /// Type.
+    pub file_type: FileType,
+}
+
+impl DirEntry {
+    /// The name, lossily as UTF-8.
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+impl Fs {
+    /// Format `image` (created or overwritten) as a novafs image of `size_bytes` and mount it.
+    pub fn format(image: impl AsRef<Path>, size_bytes: u64, opts: &FormatOptions) -> Result<Fs> {
+        let engine = Engine::format(image.as_ref(), size_bytes, opts)?;
+        Ok(Fs {
+            engine,
+            report: MountReport {
+                clean: true,
+                ..MountReport::default()
+            },
+        })
+    }
+
+    /// Mount `image`; runs recovery if the last session did not unmount cleanly.
+    pub fn open(image: impl AsRef<Path>, opts: &MountOptions) -> Result<Fs> {
+        let (engine, report) = novafs_recovery::open(image.as_ref(), opts)?;
+        Ok(Fs { engine, report })
+    }
+
+    /// Wrap an engine (e.g. one on the traced backend).
+    pub fn from_engine(engine: Arc<Engine>, report: MountReport) -> Fs {
+        Fs { engine, report }
+    }
+
+    /// The inode-level API underneath.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// What mount found (clean or recovered).
+    pub fn mount_report(&self) -> &MountReport {
+        &self.report
+    }
+
+    /// How persistence is achieved (`dax`, `emulated`, `msync`, `traced`).
+    pub fn media_mode(&self) -> MediaMode {
+        self.engine.media_mode()
+    }
+
+    /// Clean unmount: saves the allocator state so the next mount is fast. Handles still open
+    /// fail afterwards.
+    pub fn unmount(self) -> Result<()> {
+        self.engine.unmount()
+    }
+
+    /// Stop without a clean unmount, as if the process had been killed: the next mount runs
+    /// recovery. For tests; open handles fail afterwards.
+    pub fn crash(self) {
+        self.engine.crash();
+    }
+
+    /// Resolve a path to its inode (following symlinks).
+    pub fn resolve(&self, p: impl AsRef<Path>) -> Result<u64> {
+        path::resolve(&self.engine, bytes(p.as_ref()), true)
+    }
+
+    /// Create (or truncate) a file for writing, like `std::fs::File::create`.
+    pub fn create(&self, p: impl AsRef<Path>) -> Result<File> {
+        self.open_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+    }
+
+    /// Open an existing file for reading and writing.
+    pub fn open_file(&self, p: impl AsRef<Path>) -> Result<File> {
+        self.open_options().read(true).write(true).open(p)
+    }
+
+    /// An `OpenOptions` builder bound to this file system.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions::new(self.engine.clone())
+    }
+
+    /// Read a whole file.
+    pub fn read(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
+        let f = self.open_options().read(true).open(p)?;
+        let len = f.metadata()?.len();
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::FileTooLarge)?];
+        let n = f.read_at(&mut buf, 0)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Replace a file's contents (created if missing), atomically.
+    pub fn write(&self, p: impl AsRef<Path>, data: &[u8]) -> Result<()> {
+        let f = self.open_options().write(true).create(true).open(p)?;
+        if f.metadata()?.len() > data.len() as u64 {
+            f.set_len(data.len() as u64)?;
+        }
+        f.write_at(data, 0)?;
+        if f.metadata()?.len() != data.len() as u64 {
+            f.set_len(data.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Create a directory (mode 0755).
+    pub fn create_dir(&self, p: impl AsRef<Path>) -> Result<()> {
+        self.create_dir_mode(p, 0o755).map(|_| ())
+    }
+
+    /// Create a directory with the given mode.
+    pub fn create_dir_mode(&self, p: impl AsRef<Path>, mode: u32) -> Result<Metadata> {
+        let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
+        let attr = self.engine.mkdir(parent, &name, mode, 0, 0)?;
+        Ok(Metadata { attr })
+    }
+
+    /// Create a directory and all missing parents.
+    pub fn create_dir_all(&self, p: impl AsRef<Path>) -> Result<()> {
+        let mut cur = ROOT_INO;
+        for comp in bytes(p.as_ref()).split(|&b| b == b'/') {
+            if comp.is_empty() || comp == b"." {
+                continue;
+            }
+            cur = match self.engine.lookup_ent(cur, comp) {
+                Ok(e) if e.kind == Kind::Dir => e.ino,
+                Ok(_) => return Err(Error::NotADirectory),
+                Err(Error::NotFound) => match self.engine.mkdir(cur, comp, 0o755, 0, 0) {
+                    Ok(a) => a.ino,
+                    Err(Error::AlreadyExists) => self.engine.lookup_ent(cur, comp)?.ino,
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(())
+    }
+
+    /// The entries of a directory (without `.` and `..`), in no particular order.
+    pub fn read_dir(&self, p: impl AsRef<Path>) -> Result<Vec<DirEntry>> {
+        let ino = self.resolve(p)?;
+        Ok(self
+            .engine
+            .readdir(ino)?
+            .into_iter()
+            .map(|e| DirEntry {
+                name: e.name,
+                ino: e.ino,
+                file_type: e.kind.into(),
+            })
+            .collect())
+    }
+
+    /// Remove a file or symlink.
+    pub fn remove_file(&self, p: impl AsRef<Path>) -> Result<()> {
+        let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
+        self.engine.unlink(parent, &name)
+    }
+
+    /// Remove an empty directory.
+    pub fn remove_dir(&self, p: impl AsRef<Path>) -> Result<()> {
+        let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
+        self.engine.rmdir(parent, &name)
+    }
+
+    /// Rename, replacing an existing target by POSIX rules.
+    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<()> {
+        self.rename_with(from, to, RenameFlags::default())
+    }
+
+    /// Rename with flags (e.g. `noreplace`).
+    pub fn rename_with(
+        &self,
+        from: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+        flags: RenameFlags,
+    ) -> Result<()> {
+        let (sp, sn) = path::resolve_parent(&self.engine, bytes(from.as_ref()))?;
+        let (dp, dn) = path::resolve_parent(&self.engine, bytes(to.as_ref()))?;
+        self.engine.rename(sp, &sn, dp, &dn, flags)
+    }
+
+    /// Make `link` a new name for the file at `original`.
+    pub fn hard_link(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
+        let ino = path::resolve(&self.engine, bytes(original.as_ref()), false)?;
+        let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
+        self.engine.link(ino, dp, &dn).map(|_| ())
+    }
+
+    /// Create a symbolic link at `link` pointing to `target`.
+    pub fn symlink(&self, target: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
+        let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
+        self.engine
+            .symlink(dp, &dn, bytes(target.as_ref()), 0, 0)
+            .map(|_| ())
+    }
+
+    /// The target of a symbolic link.
+    pub fn read_link(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
+        let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
+        self.engine.readlink(ino)
+    }
+
+    /// Metadata, following symlinks.
+    pub fn metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
+        let ino = self.resolve(p)?;
+        Ok(Metadata {
+            attr: self.engine.getattr(ino)?,
+        })
+    }
+
+    /// Metadata of the path itself (a symlink is not followed).
+    pub fn symlink_metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
+        let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
+        Ok(Metadata {
+            attr: self.engine.getattr(ino)?,
+        })
+    }
+
+    /// Whether the path exists.
+    pub fn exists(&self, p: impl AsRef<Path>) -> bool {
+        self.resolve(p).is_ok()
+    }
+
+    /// Set permission bits.
+    pub fn set_permissions(&self, p: impl AsRef<Path>, mode: u32) -> Result<()> {
+        let ino = self.resolve(p)?;
+        self.engine
+            .setattr(
+                ino,
+                &SetAttr {
+                    mode: Some(mode),
+                    ..SetAttr::default()
+                },
+            )
+            .map(|_| ())
+    }
+
+    /// Set owner and group.
+    pub fn set_owner(&self, p: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        let ino = self.resolve(p)?;
+        self.engine
+            .setattr(
+                ino,
+                &SetAttr {
+                    uid,
+                    gid,
+                    ..SetAttr::default()
+                },
+            )
+            .map(|_| ())
+    }
+
+    /// Set access and modification times.
+    pub fn set_times(
+        &self,
+        p: impl AsRef<Path>,
+        accessed: Option<SystemTime>,
+        modified: Option<SystemTime>,
+    ) -> Result<()> {
+        let ns = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .map_err(|_| Error::InvalidArgument("time before 1970".into()))
+        };
+        let ino = self.resolve(p)?;
+        self.engine
+            .setattr(
+                ino,
+                &SetAttr {
+                    atime_ns: accessed.map(ns).transpose()?,
+                    mtime_ns: modified.map(ns).transpose()?,
+                    ..SetAttr::default()
+                },
+            )
+            .map(|_| ())
+    }
+
+    /// Blocks and inodes, total and free.
+    pub fn statfs(&self) -> StatFs {
+        self.engine.statfs()
+    }
+
+    /// Flush everything (operations are already durable; this also `msync`s in Msync mode).
+    pub fn sync(&self) -> Result<()> {
+        self.engine.sync()
+    }
+}

@@ -1,0 +1,73 @@
+//! Path resolution over the inode-level API.
+
+use novafs_engine::{Engine, Error, Kind, Result, NAME_MAX, ROOT_INO};
+
+/// Symlinks followed in one resolution before `Loop`.
+const MAX_SYMLINKS: u32 = 40;
+
+fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
+    if path.is_empty() {
+        return Err(Error::InvalidPath("empty path".into()));
+    }
+    if path.contains(&0) {
+        return Err(Error::InvalidPath("path contains NUL".into()));
+    }
+    let comps: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if let Some(c) = comps.iter().find(|c| c.len() > NAME_MAX) {
+        return Err(Error::NameTooLong(c.len()));
+    }
+    Ok(comps)
+}
+
+fn walk(
+    engine: &Engine,
+    start: u64,
+    comps: &[&[u8]],
+    follow_last: bool,
+    links: &mut u32,
+) -> Result<u64> {
+    let mut cur = start;
+    for (i, comp) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let ent = engine.lookup_ent(cur, comp)?;
+        if ent.kind == Kind::Symlink && (!last || follow_last) {
+            *links += 1;
+            if *links > MAX_SYMLINKS {
+                return Err(Error::Loop);
+            }
+            let target = engine.readlink(ent.ino)?;
+            let base = if target.first() == Some(&b'/') {
+                ROOT_INO
+            } else {
+                cur
+            };
+            let tcomps = components(&target)?;
+            cur = walk(engine, base, &tcomps, true, links)?;
+        } else {
+            cur = ent.ino;
+        }
+    }
+    Ok(cur)
+}
+
+/// Resolve `path` (absolute, or relative to the root) to an inode.
+pub fn resolve(engine: &Engine, path: &[u8], follow_last: bool) -> Result<u64> {
+    let comps = components(path)?;
+    walk(engine, ROOT_INO, &comps, follow_last, &mut 0)
+}
+
+/// Resolve the parent directory of `path` and return it with the last name.
+pub fn resolve_parent(engine: &Engine, path: &[u8]) -> Result<(u64, Vec<u8>)> {
+    let comps = components(path)?;
+    let Some((last, dirs)) = comps.split_last() else {
+        return Err(Error::InvalidPath("the root has no name".into()));
+    };
+    if *last == b".." {
+        return Err(Error::InvalidPath("a path ending in '..' names no entry".into()));
+    }
+    let parent = walk(engine, ROOT_INO, dirs, true, &mut 0)?;
+    Ok((parent, last.to_vec()))
+}
