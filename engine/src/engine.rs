@@ -838,6 +838,10 @@ impl Engine {
             } else {
                 vec![]
             };
+            let victim_gone = match dst {
+                Some(d) => d.kind == Kind::Dir || l.get(d.ino).attr.nlink <= 1,
+                None => false,
+            };
             let victim_entries = match dst {
                 Some(d) if d.kind != Kind::Dir && l.get(d.ino).attr.nlink > 1 => vec![Entry::Link {
                     nlink: l.get(d.ino).attr.nlink - 1,
@@ -880,7 +884,7 @@ impl Engine {
             }
             if let Some(d) = dst {
                 let vs = l.get(d.ino);
-                if d.kind == Kind::Dir || vs.attr.nlink <= 1 {
+                if victim_gone {
                     vs.attr.nlink = 0;
                     vs.removed = true;
                     let victim = inodes.iter().find(|i| i.ino == d.ino).expect("locked");

@@ -1,0 +1,483 @@
+//! Model-based test: random sequences of every operation, run against novafs and against a
+//! small in-memory model. After every step the whole tree (names, kinds, contents, link
+//! counts, symlink targets) and the error of the step must match; `Remount` and `Crash` are
+//! operations too, and free space must be identical across them (nothing leaked).
+
+use std::collections::BTreeMap;
+
+use novafs::{Error, FileType, FormatOptions, Fs, MountOptions};
+use proptest::prelude::*;
+
+const NAMES: &[&str] = &["a", "b", "c"];
+const SYMLINK_TARGET: &str = "/zz/nowhere";
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create(String),
+    Mkdir(String),
+    Write(String, u64, usize, u8),
+    Truncate(String, u64),
+    Punch(String, u64, u64),
+    Allocate(String, u64, u64),
+    Unlink(String),
+    Rmdir(String),
+    Rename(String, String),
+    Link(String, String),
+    Symlink(String),
+    Remount,
+    Crash,
+}
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(NAMES), 1..=3).prop_map(|v| format!("/{}", v.join("/")))
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let p = path_strategy;
+    prop_oneof![
+        3 => p().prop_map(Op::Create),
+        3 => p().prop_map(Op::Mkdir),
+        6 => (p(), 0u64..20_000, 0usize..9_000, any::<u8>()).prop_map(|(a, o, l, s)| Op::Write(a, o, l, s)),
+        2 => (p(), 0u64..20_000).prop_map(|(a, l)| Op::Truncate(a, l)),
+        1 => (p(), 0u64..20_000, 0u64..10_000).prop_map(|(a, o, l)| Op::Punch(a, o, l)),
+        1 => (p(), 0u64..20_000, 1u64..10_000).prop_map(|(a, o, l)| Op::Allocate(a, o, l)),
+        2 => p().prop_map(Op::Unlink),
+        2 => p().prop_map(Op::Rmdir),
+        3 => (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
+        2 => (p(), p()).prop_map(|(a, b)| Op::Link(a, b)),
+        1 => p().prop_map(Op::Symlink),
+        1 => Just(Op::Remount),
+        1 => Just(Op::Crash),
+    ]
+}
+
+// ----- the model -----
+
+#[derive(Clone, Debug)]
+enum Node {
+    File(usize),
+    Dir(BTreeMap<String, Node>),
+    Symlink(usize),
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    root: BTreeMap<String, Node>,
+    files: Vec<Vec<u8>>,
+}
+
+/// Errors compared by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum E {
+    NotFound,
+    Exists,
+    NotDir,
+    IsDir,
+    NotEmpty,
+    Inval,
+    Perm,
+}
+
+fn kind_of(e: &Error) -> E {
+    match e {
+        Error::NotFound => E::NotFound,
+        Error::AlreadyExists => E::Exists,
+        Error::NotADirectory => E::NotDir,
+        Error::IsADirectory => E::IsDir,
+        Error::DirectoryNotEmpty => E::NotEmpty,
+        Error::RenameIntoSelf | Error::InvalidArgument(_) | Error::InvalidPath(_) => E::Inval,
+        Error::NotPermitted(_) => E::Perm,
+        other => panic!("unexpected error from novafs: {other:?}"),
+    }
+}
+
+fn split(path: &str) -> (Vec<String>, String) {
+    let mut v: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+    let last = v.pop().expect("non-empty path");
+    (v, last)
+}
+
+impl Model {
+    fn dir_mut(&mut self, comps: &[String]) -> Result<&mut BTreeMap<String, Node>, E> {
+        let mut cur = &mut self.root;
+        for c in comps {
+            cur = match cur.get_mut(c) {
+                Some(Node::Dir(d)) => d,
+                Some(Node::File(_)) => return Err(E::NotDir),
+                // Symlinks point nowhere: following one finds nothing.
+                Some(Node::Symlink(_)) => return Err(E::NotFound),
+                None => return Err(E::NotFound),
+            };
+        }
+        Ok(cur)
+    }
+
+    /// Walk the directories of a path as the facade's parent resolution does: a file as the
+    /// last of them is not an error yet.
+    fn phase1(&self, dirs: &[String]) -> Result<(), E> {
+        let mut cur = &self.root;
+        for (i, c) in dirs.iter().enumerate() {
+            match cur.get(c) {
+                Some(Node::Dir(d)) => cur = d,
+                Some(Node::File(_)) if i + 1 == dirs.len() => return Ok(()),
+                Some(Node::File(_)) => return Err(E::NotDir),
+                Some(Node::Symlink(_)) | None => return Err(E::NotFound),
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, path: &str) -> Result<Node, E> {
+        let (dirs, last) = split(path);
+        self.dir_mut(&dirs)?.get(&last).cloned().ok_or(E::NotFound)
+    }
+
+    /// The file id a path names, following a final symlink (which always dangles).
+    fn file_for_write(&mut self, path: &str) -> Result<usize, E> {
+        match self.get(path)? {
+            Node::File(id) => Ok(id),
+            Node::Dir(_) => Err(E::IsDir),
+            Node::Symlink(_) => Err(E::NotFound),
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), E> {
+        match op {
+            Op::Create(p) => {
+                let (dirs, last) = split(p);
+                let id = self.files.len();
+                let d = self.dir_mut(&dirs)?;
+                match d.get(&last) {
+                    Some(Node::File(_)) => Ok(()), // create opens the existing file (no truncate here)
+                    Some(Node::Dir(_)) => Err(E::IsDir),
+                    Some(Node::Symlink(_)) => Err(E::NotFound),
+                    None => {
+                        d.insert(last, Node::File(id));
+                        self.files.push(Vec::new());
+                        Ok(())
+                    }
+                }
+            }
+            Op::Mkdir(p) => {
+                let (dirs, last) = split(p);
+                let d = self.dir_mut(&dirs)?;
+                if d.contains_key(&last) {
+                    return Err(E::Exists);
+                }
+                d.insert(last, Node::Dir(BTreeMap::new()));
+                Ok(())
+            }
+            Op::Write(p, off, len, seed) => {
+                let id = self.file_for_write(p)?;
+                let f = &mut self.files[id];
+                let end = *off as usize + len;
+                if *len > 0 && f.len() < end {
+                    f.resize(end, 0);
+                }
+                for i in 0..*len {
+                    f[*off as usize + i] = data_byte(*seed, i);
+                }
+                Ok(())
+            }
+            Op::Truncate(p, l) => {
+                let id = self.file_for_write(p)?;
+                self.files[id].resize(*l as usize, 0);
+                Ok(())
+            }
+            Op::Punch(p, off, len) => {
+                let id = self.file_for_write(p)?;
+                let f = &mut self.files[id];
+                let end = ((off + len) as usize).min(f.len());
+                if (*off as usize) < end {
+                    f[*off as usize..end].fill(0);
+                }
+                Ok(())
+            }
+            Op::Allocate(p, off, len) => {
+                let id = self.file_for_write(p)?;
+                let f = &mut self.files[id];
+                let end = (off + len) as usize;
+                if f.len() < end {
+                    f.resize(end, 0);
+                }
+                Ok(())
+            }
+            Op::Unlink(p) => {
+                let (dirs, last) = split(p);
+                let d = self.dir_mut(&dirs)?;
+                match d.get(&last) {
+                    None => Err(E::NotFound),
+                    Some(Node::Dir(_)) => Err(E::IsDir),
+                    Some(_) => {
+                        d.remove(&last);
+                        Ok(())
+                    }
+                }
+            }
+            Op::Rmdir(p) => {
+                let (dirs, last) = split(p);
+                let d = self.dir_mut(&dirs)?;
+                match d.get(&last) {
+                    None => Err(E::NotFound),
+                    Some(Node::Dir(c)) if !c.is_empty() => Err(E::NotEmpty),
+                    Some(Node::Dir(_)) => {
+                        d.remove(&last);
+                        Ok(())
+                    }
+                    Some(_) => Err(E::NotDir),
+                }
+            }
+            Op::Symlink(p) => {
+                let (dirs, last) = split(p);
+                let id = self.files.len();
+                let d = self.dir_mut(&dirs)?;
+                if d.contains_key(&last) {
+                    return Err(E::Exists);
+                }
+                d.insert(last, Node::Symlink(id));
+                self.files.push(Vec::new());
+                Ok(())
+            }
+            Op::Link(a, b) => {
+                let (adirs, alast) = split(a);
+                let src = self.dir_mut(&adirs)?.get(&alast).cloned().ok_or(E::NotFound)?;
+                let (bdirs, blast) = split(b);
+                let d = self.dir_mut(&bdirs)?;
+                if d.contains_key(&blast) {
+                    return Err(E::Exists);
+                }
+                if matches!(src, Node::Dir(_)) {
+                    return Err(E::Perm);
+                }
+                d.insert(blast, src);
+                Ok(())
+            }
+            Op::Rename(a, b) => self.rename(a, b),
+            Op::Remount | Op::Crash => Ok(()),
+        }
+    }
+
+    fn rename(&mut self, a: &str, b: &str) -> Result<(), E> {
+        let (adirs, alast) = split(a);
+        let (bdirs, blast) = split(b);
+        // The facade resolves both parents first (the last may turn out to be a file: that
+        // is found when the engine looks the name up in it).
+        self.phase1(&adirs)?;
+        self.phase1(&bdirs)?;
+        let src = self.dir_mut(&adirs)?.get(&alast).cloned().ok_or(E::NotFound)?;
+        let dst = self.dir_mut(&bdirs)?.get(&blast).cloned();
+        if let Some(d) = &dst {
+            let same = match (&src, d) {
+                (Node::File(x), Node::File(y)) | (Node::Symlink(x), Node::Symlink(y)) => x == y,
+                _ => false,
+            } || (adirs == bdirs && alast == blast);
+            if same {
+                return Ok(());
+            }
+            match (&src, d) {
+                (Node::Dir(_), Node::File(_) | Node::Symlink(_)) => return Err(E::NotDir),
+                (Node::File(_) | Node::Symlink(_), Node::Dir(_)) => return Err(E::IsDir),
+                _ => {}
+            }
+        }
+        if matches!(src, Node::Dir(_)) && adirs != bdirs {
+            // Destination parent inside the moved directory?
+            let mut moved = adirs.clone();
+            moved.push(alast.clone());
+            if bdirs.len() >= moved.len() && bdirs[..moved.len()] == moved[..] {
+                return Err(E::Inval);
+            }
+        }
+        if let Some(Node::Dir(c)) = &dst {
+            if !c.is_empty() {
+                return Err(E::NotEmpty);
+            }
+        }
+        let node = self.dir_mut(&adirs)?.remove(&alast).expect("checked");
+        self.dir_mut(&bdirs)?.insert(blast, node);
+        Ok(())
+    }
+
+    fn dump(&self) -> BTreeMap<String, String> {
+        let mut refs: BTreeMap<usize, u32> = BTreeMap::new();
+        fn count(d: &BTreeMap<String, Node>, refs: &mut BTreeMap<usize, u32>) {
+            for n in d.values() {
+                match n {
+                    Node::File(id) => *refs.entry(*id).or_default() += 1,
+                    Node::Dir(c) => count(c, refs),
+                    Node::Symlink(_) => {}
+                }
+            }
+        }
+        count(&self.root, &mut refs);
+        let mut out = BTreeMap::new();
+        fn walk(
+            m: &Model,
+            d: &BTreeMap<String, Node>,
+            prefix: &str,
+            refs: &BTreeMap<usize, u32>,
+            out: &mut BTreeMap<String, String>,
+        ) {
+            for (name, n) in d {
+                let p = format!("{prefix}/{name}");
+                match n {
+                    Node::File(id) => {
+                        out.insert(p, describe_file(&m.files[*id], refs[id]));
+                    }
+                    Node::Dir(c) => {
+                        let subdirs = c.values().filter(|n| matches!(n, Node::Dir(_))).count();
+                        out.insert(p.clone(), format!("dir nlink={}", 2 + subdirs));
+                        walk(m, c, &p, refs, out);
+                    }
+                    Node::Symlink(_) => {
+                        out.insert(p, format!("symlink -> {SYMLINK_TARGET}"));
+                    }
+                }
+            }
+        }
+        walk(self, &self.root, "", &refs, &mut out);
+        out
+    }
+}
+
+fn data_byte(seed: u8, i: usize) -> u8 {
+    seed.wrapping_add((i as u8).wrapping_mul(31)) | 1
+}
+
+fn describe_file(data: &[u8], nlink: u32) -> String {
+    let h = crc32fast::hash(data);
+    format!("file len={} crc={h:08x} nlink={nlink}", data.len())
+}
+
+// ----- the system under test -----
+
+fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
+    match op {
+        Op::Create(p) => fs.open_options().write(true).create(true).open(p).map(|_| ()),
+        Op::Mkdir(p) => fs.create_dir(p),
+        Op::Write(p, off, len, seed) => {
+            let f = fs.open_options().write(true).open(p)?;
+            let data: Vec<u8> = (0..*len).map(|i| data_byte(*seed, i)).collect();
+            f.write_at(&data, *off).map(|_| ())
+        }
+        Op::Truncate(p, l) => fs.open_options().write(true).open(p)?.set_len(*l),
+        Op::Punch(p, off, len) => fs.open_options().write(true).open(p)?.punch_hole(*off, *len),
+        Op::Allocate(p, off, len) => fs.open_options().write(true).open(p)?.allocate(*off, *len),
+        Op::Unlink(p) => fs.remove_file(p),
+        Op::Rmdir(p) => fs.remove_dir(p),
+        Op::Rename(a, b) => fs.rename(a, b),
+        Op::Link(a, b) => fs.hard_link(a, b),
+        Op::Symlink(p) => fs.symlink(SYMLINK_TARGET, p),
+        Op::Remount | Op::Crash => Ok(()),
+    }
+}
+
+fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(fs: &Fs, dir: &str, out: &mut BTreeMap<String, String>) {
+        for e in fs.read_dir(if dir.is_empty() { "/" } else { dir }).unwrap() {
+            let p = format!("{dir}/{}", e.name_lossy());
+            let m = fs.symlink_metadata(&p).unwrap();
+            assert_eq!(m.file_type(), e.file_type, "{p}: kind in entry vs inode");
+            match e.file_type {
+                FileType::File => {
+                    let data = fs.read(&p).unwrap();
+                    assert_eq!(data.len() as u64, m.len());
+                    out.insert(p, describe_file(&data, m.nlink()));
+                }
+                FileType::Dir => {
+                    out.insert(p.clone(), format!("dir nlink={}", m.nlink()));
+                    walk(fs, &p, out);
+                }
+                FileType::Symlink => {
+                    let t = fs.read_link(&p).unwrap();
+                    out.insert(p, format!("symlink -> {}", String::from_utf8_lossy(&t)));
+                }
+            }
+        }
+    }
+    walk(fs, "", &mut out);
+    out
+}
+
+fn run(ops: &[Op]) {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("model.img");
+    let mut fs = Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap();
+    let mut model = Model::default();
+    for (step, op) in ops.iter().enumerate() {
+        let want = model.apply(op);
+        let got = fs_apply(&fs, op).map_err(|e| kind_of(&e));
+        assert_eq!(got, want, "step {step}: {op:?}");
+        match op {
+            Op::Remount | Op::Crash => {
+                let free = fs.statfs();
+                if matches!(op, Op::Remount) {
+                    fs.unmount().unwrap();
+                } else {
+                    fs.crash();
+                }
+                fs = Fs::open(&img, &MountOptions::default()).unwrap();
+                assert_eq!(fs.mount_report().clean, matches!(op, Op::Remount));
+                let after = fs.statfs();
+                assert_eq!(free.blocks_free, after.blocks_free, "step {step}: blocks leaked or lost across {op:?}");
+                assert_eq!(free.inodes_free, after.inodes_free, "step {step}: inodes leaked across {op:?}");
+            }
+            _ => {}
+        }
+        assert_eq!(fs_dump(&fs), model.dump(), "step {step}: tree differs after {op:?}");
+    }
+    fs.crash();
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs_dump(&fs), model.dump(), "after the final crash");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn model_matches(ops in prop::collection::vec(op_strategy(), 1..60)) {
+        run(&ops);
+    }
+}
+
+#[test]
+fn rename_dir_into_own_subtree_is_refused() {
+    run(&[
+        Op::Mkdir("/a".into()),
+        Op::Mkdir("/a/b".into()),
+        Op::Rename("/a".into(), "/a/b/c".into()),
+        Op::Rename("/a".into(), "/a/c".into()),
+        Op::Remount,
+    ]);
+}
+
+#[test]
+fn hard_links_survive_crash() {
+    run(&[
+        Op::Create("/a".into()),
+        Op::Write("/a".into(), 100, 5000, 3),
+        Op::Link("/a".into(), "/b".into()),
+        Op::Crash,
+        Op::Unlink("/a".into()),
+        Op::Crash,
+        Op::Write("/b".into(), 0, 10, 9),
+        Op::Remount,
+    ]);
+}
+
+/// Found by the model: renaming over a symlink that had a second hard link freed it.
+#[test]
+fn rename_over_multiply_linked_symlink() {
+    run(&[
+        Op::Create("/a".into()),
+        Op::Symlink("/c".into()),
+        Op::Link("/c".into(), "/b".into()),
+        Op::Rename("/a".into(), "/b".into()),
+        Op::Crash,
+    ]);
+}
