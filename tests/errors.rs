@@ -1,0 +1,221 @@
+//! One test per error kind: typed, mapped to errno, and nothing half-done.
+
+use std::io::{Seek, SeekFrom, Write};
+
+use novafs::{Error, FormatOptions, Fs, MountOptions};
+
+fn fresh(size: u64) -> (tempfile::TempDir, std::path::PathBuf, Fs) {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("e.img");
+    let fs = Fs::format(&img, size, &FormatOptions::default()).unwrap();
+    (dir, img, fs)
+}
+
+fn errno(e: Error) -> i32 {
+    e.errno()
+}
+
+#[test]
+fn not_found_exists_not_dir_is_dir_not_empty() {
+    let (_d, _img, fs) = fresh(8 << 20);
+    assert!(matches!(fs.metadata("/nope"), Err(Error::NotFound)));
+    assert_eq!(errno(fs.remove_file("/nope").unwrap_err()), libc::ENOENT);
+    fs.create_dir("/d").unwrap();
+    assert!(matches!(fs.create_dir("/d"), Err(Error::AlreadyExists)));
+    fs.write("/d/f", b"x").unwrap();
+    assert!(matches!(fs.create_dir("/d/f/g"), Err(Error::NotADirectory)));
+    assert!(matches!(fs.remove_file("/d"), Err(Error::IsADirectory)));
+    assert!(matches!(fs.remove_dir("/d"), Err(Error::DirectoryNotEmpty)));
+    assert!(matches!(fs.remove_dir("/d/f"), Err(Error::NotADirectory)));
+    assert!(matches!(
+        fs.open_options().create_new(true).write(true).open("/d/f"),
+        Err(Error::AlreadyExists)
+    ));
+    assert!(matches!(fs.open_options().write(true).open("/d"), Err(Error::IsADirectory)));
+    let io: std::io::Error = Error::NotFound.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    let io: std::io::Error = Error::AlreadyExists.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::AlreadyExists);
+    assert_eq!(errno(Error::DirectoryNotEmpty), libc::ENOTEMPTY);
+}
+
+#[test]
+fn names_and_paths() {
+    let (_d, _img, fs) = fresh(8 << 20);
+    let long = "x".repeat(256);
+    assert!(matches!(fs.create_dir(format!("/{long}")), Err(Error::NameTooLong(256))));
+    let ok = "y".repeat(255);
+    fs.create_dir(format!("/{ok}")).unwrap();
+    assert!(fs.exists(format!("/{ok}")));
+    assert!(matches!(fs.create_dir(""), Err(Error::InvalidPath(_))));
+    assert!(matches!(fs.create_dir("/"), Err(Error::InvalidPath(_))));
+    assert!(matches!(fs.remove_dir("/.."), Err(Error::InvalidPath(_))));
+    assert_eq!(errno(fs.create_dir("/a\0b").unwrap_err()), libc::EINVAL);
+    // Any bytes but '/' and NUL.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"/\xff\x01 \xc3\xa9\n");
+    fs.write(odd, b"odd").unwrap();
+    assert_eq!(fs.read(odd).unwrap(), b"odd");
+    assert!(matches!(fs.rename("/", "/z"), Err(Error::InvalidPath(_))));
+}
+
+#[test]
+fn rename_rules() {
+    let (_d, _img, fs) = fresh(8 << 20);
+    fs.create_dir_all("/a/b/c").unwrap();
+    assert!(matches!(fs.rename("/a", "/a/b/c/x"), Err(Error::RenameIntoSelf)));
+    assert_eq!(errno(Error::RenameIntoSelf), libc::EINVAL);
+    fs.write("/f", b"1").unwrap();
+    assert!(matches!(fs.rename("/a", "/f"), Err(Error::NotADirectory)));
+    assert!(matches!(fs.rename("/f", "/a"), Err(Error::IsADirectory)));
+    fs.create_dir("/e").unwrap();
+    assert!(matches!(fs.rename("/e", "/a"), Err(Error::DirectoryNotEmpty)));
+    fs.rename("/a/b", "/e").unwrap(); // over an empty directory
+    assert!(fs.metadata("/e/c").unwrap().is_dir());
+    assert!(matches!(
+        fs.rename_with("/f", "/e", novafs::RenameFlags { noreplace: true }),
+        Err(Error::AlreadyExists)
+    ));
+    fs.write("/g", b"2").unwrap();
+    fs.rename("/f", "/g").unwrap();
+    assert_eq!(fs.read("/g").unwrap(), b"1");
+    assert!(matches!(fs.hard_link("/e", "/e2"), Err(Error::NotPermitted(_))));
+}
+
+#[test]
+fn no_space_is_clean_and_recoverable() {
+    let (_d, img, fs) = fresh(4 << 20);
+    let before = fs.statfs();
+    let chunk = vec![0xabu8; 64 << 10];
+    let mut written = 0u64;
+    let f = fs.create("/big").unwrap();
+    let err = loop {
+        match f.write_at(&chunk, written) {
+            Ok(_) => written += chunk.len() as u64,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::NoSpace), "{err:?}");
+    assert_eq!(errno(err), libc::ENOSPC);
+    // Nothing half-done: the file holds exactly the successful writes.
+    assert_eq!(f.metadata().unwrap().len(), written);
+    // Every other operation fails cleanly too (or succeeds if it needs no new block).
+    let mut created = 0;
+    for i in 0..2000 {
+        match fs.create(format!("/n{i}")) {
+            Ok(_) => created += 1,
+            Err(Error::NoSpace) | Err(Error::NoInodes) => break,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    let _ = created;
+    assert!(matches!(f.write_at(&chunk, written), Err(Error::NoSpace)));
+    drop(f);
+    // Deleting frees the space at once.
+    fs.remove_file("/big").unwrap();
+    for i in 0..2000 {
+        let _ = fs.remove_file(format!("/n{i}"));
+    }
+    // Everything came back but the root directory's log pages and any inode-table chunk
+    // added for the files.
+    let after = fs.statfs();
+    let root_log = fs.engine().inode(novafs::ROOT_INO).unwrap().state.read().log.pages.len() as u64;
+    let chunks = fs.engine().chunk_blocks().len() as u64 - 1;
+    assert_eq!(after.blocks_free, before.blocks_free - root_log - 32 * chunks);
+    fs.write("/again", &chunk).unwrap();
+    fs.crash();
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.read("/again").unwrap(), chunk);
+    let s = fs.statfs();
+    fs.unmount().unwrap();
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.statfs(), s);
+}
+
+#[test]
+fn image_in_use() {
+    let (_d, img, fs) = fresh(4 << 20);
+    assert!(matches!(Fs::open(&img, &MountOptions::default()), Err(Error::ImageInUse)));
+    assert_eq!(errno(Error::ImageInUse), libc::EBUSY);
+    fs.unmount().unwrap();
+    Fs::open(&img, &MountOptions::default()).unwrap();
+}
+
+fn patch(img: &std::path::Path, off: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.seek(SeekFrom::Start(off)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn unsupported_version_and_bad_magic() {
+    let (_d, img, fs) = fresh(4 << 20);
+    fs.unmount().unwrap();
+    // Version 99 with a valid checksum: its own error, not "corrupt".
+    let raw = std::fs::read(&img).unwrap();
+    let mut sb: novafs::engine::layout::superblock::Superblock =
+        bytemuck::pod_read_unaligned(&raw[..256]);
+    sb.version = 99;
+    sb.csum = novafs::engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
+    patch(&img, 0, bytemuck::bytes_of(&sb));
+    match Fs::open(&img, &MountOptions::default()) {
+        Err(Error::UnsupportedVersion { found: 99, supported: 1 }) => {}
+        other => panic!("{other:?}"),
+    }
+    let junk = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
+    std::fs::write(junk.path(), vec![0x5a; 2 << 20]).unwrap();
+    assert!(matches!(Fs::open(junk.path(), &MountOptions::default()), Err(Error::NotNovafs)));
+    std::fs::write(junk.path(), b"tiny").unwrap();
+    assert!(matches!(Fs::open(junk.path(), &MountOptions::default()), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn superblock_replica_repairs_primary_and_both_bad_is_an_error() {
+    let (_d, img, fs) = fresh(4 << 20);
+    fs.write("/keep", b"data").unwrap();
+    fs.unmount().unwrap();
+    patch(&img, 20, &[0xff]);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert!(fs.mount_report().superblock_repaired);
+    assert_eq!(fs.read("/keep").unwrap(), b"data");
+    fs.unmount().unwrap();
+    let len = std::fs::metadata(&img).unwrap().len();
+    patch(&img, 20, &[0xff]);
+    patch(&img, len - 4096 + 20, &[0xff]);
+    match Fs::open(&img, &MountOptions::default()) {
+        Err(Error::Corrupt { what, location }) => {
+            assert!(what.contains("superblock"), "{what}");
+            assert!(location.contains("block 0"), "{location}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn handles_check_access() {
+    let (_d, _img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    let r = fs.open_options().read(true).open("/f").unwrap();
+    assert!(matches!(r.write_at(b"x", 0), Err(Error::BadHandle(_))));
+    let w = fs.open_options().write(true).open("/f").unwrap();
+    let mut b = [0u8; 1];
+    assert!(matches!(w.read_at(&mut b, 0), Err(Error::BadHandle(_))));
+    assert!(matches!(fs.open_options().open("/f"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(w.allocate(0, 0), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn read_only_mount_refuses_changes() {
+    let (_d, img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    fs.unmount().unwrap();
+    let ro = MountOptions { read_only: true, ..MountOptions::default() };
+    let fs = Fs::open(&img, &ro).unwrap();
+    assert_eq!(fs.read("/f").unwrap(), b"abc");
+    assert!(matches!(fs.create_dir("/d"), Err(Error::ReadOnly)));
+    assert_eq!(errno(Error::ReadOnly), libc::EROFS);
+    drop(fs);
+    // The read-only session left the image clean.
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert!(fs.mount_report().clean);
+}

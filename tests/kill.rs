@@ -1,0 +1,149 @@
+//! A child process runs operations on an image in /dev/shm and reports each one over a pipe
+//! after it returned; the parent kills it with SIGKILL at random moments, mounts (recovery),
+//! and checks that every acknowledged operation is there and the one in flight is all or
+//! nothing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use novafs::{Error, FormatOptions, Fs, MountOptions};
+
+const CHILD_ENV: &str = "NOVAFS_KILL_CHILD_IMAGE";
+const KILLS: u32 = 30;
+
+fn payload(n: u64) -> Vec<u8> {
+    (0..8192u64).map(|i| (n.wrapping_mul(131).wrapping_add(i * 7) % 251) as u8 + 1).collect()
+}
+
+/// Operation `n`, in a cycle of three: mkdir /dN, write 8 KiB at a slot of /data, rename
+/// /d(N-2) to /r(N-2).
+fn do_op(fs: &Fs, n: u64) -> Result<(), Error> {
+    match n % 3 {
+        0 => fs.create_dir(format!("/d{n}")),
+        1 => {
+            let f = fs.open_options().write(true).open("/data")?;
+            f.write_at(&payload(n), (n % 64) * 8192).map(|_| ())
+        }
+        _ => fs.rename(format!("/d{}", n - 2), format!("/r{}", n - 2)),
+    }
+}
+
+/// Whether op `n` is visible in `fs` (given everything before it is).
+fn visible(fs: &Fs, n: u64, later_done: bool) -> bool {
+    match n % 3 {
+        0 => fs.exists(format!("/d{n}")) || fs.exists(format!("/r{n}")),
+        1 => {
+            if later_done {
+                return true; // may be overwritten by a later op on the same slot
+            }
+            let f = fs.open_options().read(true).open("/data").unwrap();
+            let mut buf = vec![0u8; 8192];
+            f.read_exact_at(&mut buf, (n % 64) * 8192).unwrap();
+            buf == payload(n)
+        }
+        _ => fs.exists(format!("/r{}", n - 2)) && !fs.exists(format!("/d{}", n - 2)),
+    }
+}
+
+fn child(image: &str, start: u64) -> ! {
+    let fs = Fs::open(image, &MountOptions::default()).expect("child mount");
+    let mut out = std::io::stdout().lock();
+    let mut n = start;
+    loop {
+        writeln!(out, "begin {n}").unwrap();
+        out.flush().unwrap();
+        do_op(&fs, n).expect("child op");
+        writeln!(out, "ack {n}").unwrap();
+        out.flush().unwrap();
+        n += 1;
+    }
+}
+
+#[test]
+fn sigkill_after_return() {
+    if let Ok(image) = std::env::var(CHILD_ENV) {
+        let start: u64 = std::env::var("NOVAFS_KILL_CHILD_START").unwrap().parse().unwrap();
+        child(&image, start);
+    }
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("kill.img");
+    let fs = Fs::format(&img, 32 << 20, &FormatOptions::default()).unwrap();
+    fs.create("/data").unwrap().set_len(64 * 8192).unwrap();
+    fs.unmount().unwrap();
+    let mut next = 0u64; // first op not yet known to be done
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut recoveries = 0;
+    for round in 0..KILLS {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["sigkill_after_return", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &img)
+            .env("NOVAFS_KILL_CHILD_START", next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait_acks = 1 + seed % 40;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acked = None;
+        let mut begun = None;
+        let mut seen = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(v) = line.strip_prefix("ack ") {
+                acked = Some(v.parse::<u64>().unwrap());
+                seen += 1;
+                if seen >= wait_acks {
+                    break;
+                }
+            } else if let Some(v) = line.strip_prefix("begin ") {
+                begun = Some(v.parse::<u64>().unwrap());
+            }
+        }
+        // Kill right after an acknowledgement, possibly mid-way through the next operation.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for line in lines.map_while(Result::ok) {
+            if let Some(v) = line.strip_prefix("ack ") {
+                acked = Some(v.parse::<u64>().unwrap());
+            } else if let Some(v) = line.strip_prefix("begin ") {
+                begun = Some(v.parse::<u64>().unwrap());
+            }
+        }
+        let acked = acked.unwrap_or_else(|| panic!("round {round}: child acknowledged nothing"));
+        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        if !fs.mount_report().clean {
+            recoveries += 1;
+        }
+        for n in next..=acked {
+            assert!(visible(&fs, n, false) || n + 64 * 3 <= acked, "round {round}: acknowledged op {n} lost");
+        }
+        // The op in flight (begun, not acknowledged) is wholly there or wholly absent.
+        next = acked + 1;
+        if begun == Some(acked + 1) {
+            let inflight = acked + 1;
+            let there = visible(&fs, inflight, false);
+            if inflight % 3 == 0 {
+                assert_eq!(fs.exists(format!("/d{inflight}")), there);
+            }
+            if there {
+                next = inflight + 1;
+            } else if inflight % 3 == 1 {
+                // A torn write would show neither the old nor the new bytes.
+                let f = fs.open_options().read(true).open("/data").unwrap();
+                let mut buf = vec![0u8; 8192];
+                f.read_exact_at(&mut buf, (inflight % 64) * 8192).unwrap();
+                let old_ok = buf.iter().all(|&b| b == 0)
+                    || (0..inflight).rev().filter(|k| k % 3 == 1 && k % 64 == inflight % 64).take(1).any(|k| buf == payload(k));
+                assert!(old_ok, "round {round}: torn write of op {inflight}");
+            }
+        }
+        // Directory ops must not be replayed twice when the next child starts.
+        if next % 3 == 2 && !fs.exists(format!("/d{}", next - 2)) {
+            next += 1;
+        }
+        fs.unmount().unwrap();
+    }
+    assert!(recoveries > 0, "no kill left the image needing recovery");
+}
