@@ -219,3 +219,45 @@ fn read_only_mount_refuses_changes() {
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
     assert!(fs.mount_report().clean);
 }
+
+#[test]
+fn loops_huge_files_and_strict_dax() {
+    let (_d, img, fs) = fresh(4 << 20);
+    fs.symlink("/l2", "/l1").unwrap();
+    fs.symlink("/l1", "/l2").unwrap();
+    assert!(matches!(fs.metadata("/l1"), Err(Error::Loop)));
+    assert_eq!(errno(Error::Loop), libc::ELOOP);
+    assert!(fs.symlink_metadata("/l1").unwrap().is_symlink());
+    let f = fs.create("/f").unwrap();
+    assert!(matches!(f.write_at(b"x", u64::MAX - 1), Err(Error::FileTooLarge)));
+    assert!(matches!(f.set_len(1 << 60), Err(Error::FileTooLarge)));
+    assert_eq!(errno(Error::FileTooLarge), libc::EFBIG);
+    drop(f);
+    fs.unmount().unwrap();
+    // /dev/shm is tmpfs: the kernel refuses MAP_SYNC, and require_dax says so instead of
+    // falling back.
+    let strict = MountOptions { require_dax: true, ..MountOptions::default() };
+    assert!(matches!(Fs::open(&img, &strict), Err(Error::DaxUnavailable)));
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.media_mode(), novafs::MediaMode::Emulated);
+}
+
+#[test]
+fn msync_mode_on_a_disk_file() {
+    // A file outside tmpfs: every persist point also msyncs. Same results, only slower.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let img = dir.path().join("disk.img");
+    let fs = Fs::format(&img, 4 << 20, &FormatOptions::default()).unwrap();
+    let expect = if is_tmpfs(dir.path()) { novafs::MediaMode::Emulated } else { novafs::MediaMode::Msync };
+    assert_eq!(fs.media_mode(), expect);
+    fs.write("/a", &vec![3u8; 10000]).unwrap();
+    fs.rename("/a", "/b").unwrap();
+    fs.crash();
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.read("/b").unwrap(), vec![3u8; 10000]);
+}
+
+fn is_tmpfs(p: &std::path::Path) -> bool {
+    let out = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "tmpfs"
+}
