@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::error::{Error, Result};
-use crate::inode::{slot_offset, Attr, DirEnt, Inode, InodeState};
+use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeState};
 use crate::journal::Journal;
 use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use crate::layout::inode::InodeSlot;
@@ -254,7 +254,7 @@ impl Engine {
             return Err(Error::NotFound);
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
-        let st = crate::inode::load(&self.media, slot_off, ino, self.sb.blocks_total)?;
+        let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.sb))?;
         let mut shard = self.shard(ino).write();
         let i = shard.entry(ino).or_insert_with(|| {
             Arc::new(Inode {
@@ -513,11 +513,11 @@ impl Engine {
         staged.commit_tail(&self.media)?;
         let mut scratch = Vec::new();
         staged.apply(&mut ps.log);
-        ps.apply(&entries[0], parent, self.sb.blocks_total, &mut scratch)?;
+        ps.apply(&entries[0], parent, Bounds::of(&self.sb), &mut scratch)?;
         if let Some(cs) = child_staged {
             cs.apply(&mut child.log);
             for e in &entries[1..] {
-                child.apply(e, ino, self.sb.blocks_total, &mut scratch)?;
+                child.apply(e, ino, Bounds::of(&self.sb), &mut scratch)?;
             }
         }
         let attr = child.attr();
@@ -565,7 +565,7 @@ impl Engine {
     fn apply_entries(&self, st: &mut InodeState, ino: u64, entries: &[Entry]) -> Result<Vec<u64>> {
         let mut freed = Vec::new();
         for e in entries {
-            st.apply(e, ino, self.sb.blocks_total, &mut freed)?;
+            st.apply(e, ino, Bounds::of(&self.sb), &mut freed)?;
         }
         Ok(freed)
     }
@@ -1237,6 +1237,9 @@ impl Engine {
         let st = i.state.read();
         if st.attr.kind != Kind::Symlink {
             return Err(Error::InvalidArgument("not a symbolic link".into()));
+        }
+        if st.attr.size == 0 || st.attr.size > BLOCK {
+            return Err(Error::corrupt("symlink length", format!("inode {ino}")));
         }
         let mut buf = vec![0u8; st.attr.size as usize];
         let n = self.read_locked(&st, 0, &mut buf)?;

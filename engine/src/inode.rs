@@ -106,6 +106,30 @@ pub struct Inode {
     pub open: AtomicU32,
 }
 
+/// The blocks a log page or a data extent may use: `[lo, hi)` (the allocator's range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// First allocatable block.
+    pub lo: u64,
+    /// One past the last.
+    pub hi: u64,
+}
+
+impl Bounds {
+    /// The bounds of an image.
+    pub fn of(sb: &crate::layout::superblock::Superblock) -> Bounds {
+        Bounds {
+            lo: sb.first_free_block,
+            hi: sb.replica_block,
+        }
+    }
+
+    /// Whether `[start, start+n)` lies inside.
+    pub fn contains(&self, start: u64, n: u64) -> bool {
+        start >= self.lo && start.checked_add(n).is_some_and(|e| e <= self.hi)
+    }
+}
+
 /// Region offset of inode `ino`'s slot, given the chunk list.
 pub fn slot_offset(chunks: &[u64], ino: u64) -> Option<u64> {
     let per_chunk = crate::layout::INODES_PER_CHUNK;
@@ -152,7 +176,7 @@ impl InodeState {
         &mut self,
         e: &Entry,
         ino: u64,
-        blocks_total: u64,
+        bounds: Bounds,
         freed: &mut Vec<u64>,
     ) -> Result<()> {
         let bad = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
@@ -168,7 +192,7 @@ impl InodeState {
                     return Err(bad("write entry in a directory log"));
                 }
                 let n = *num_pages as u64;
-                if *block != 0 && (block.checked_add(n).is_none_or(|end| end > blocks_total)) {
+                if *block != 0 && !bounds.contains(*block, n) {
                     return Err(bad("write extent outside the image"));
                 }
                 if pgoff.checked_add(n).is_none_or(|e| e > crate::MAX_FILE_PAGES) {
@@ -294,7 +318,7 @@ impl InodeState {
 }
 
 /// Read, validate and replay inode `ino` from media.
-pub fn load(media: &Media, slot_off: u64, ino: u64, blocks_total: u64) -> Result<InodeState> {
+pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<InodeState> {
     let slot: InodeSlot = media.read_pod(slot_off)?;
     if slot.kind == 0 {
         return Err(Error::NotFound);
@@ -307,10 +331,10 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, blocks_total: u64) -> Result
         return Ok(st);
     }
     let loc = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
-    if head == 0 || head >= blocks_total {
+    if !bounds.contains(head, 1) {
         return Err(loc("log head"));
     }
-    if tail % LINE_BYTES as u64 != 0 || tail / BLOCK >= blocks_total {
+    if tail % LINE_BYTES as u64 != 0 || !bounds.contains(tail / BLOCK, 1) {
         return Err(loc("log tail"));
     }
     let tail_page = tail / BLOCK;
@@ -324,7 +348,7 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, blocks_total: u64) -> Result
     let mut scratch = Vec::new();
     loop {
         hops += 1;
-        if hops > blocks_total {
+        if hops > bounds.hi {
             return Err(loc("log chain cycle"));
         }
         st.log.pages.push(page);
@@ -332,7 +356,10 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, blocks_total: u64) -> Result
             (tail % BLOCK, 0)
         } else {
             let t: PageTrailer = media.read_pod(page * BLOCK + TRAILER_OFFSET)?;
-            t.validate(ino, page, blocks_total)?;
+            t.validate(ino, page, bounds.hi)?;
+            if !bounds.contains(t.next, 1) {
+                return Err(loc("log page link outside the allocatable area"));
+            }
             (t.used as u64, t.next)
         };
         media.read(page * BLOCK, &mut buf[..end as usize])?;
@@ -349,7 +376,7 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, blocks_total: u64) -> Result
                 return Err(Error::corrupt("log entry sequence", where_()));
             }
             last_seq = seq;
-            st.apply(&e, ino, blocks_total, &mut scratch)
+            st.apply(&e, ino, bounds, &mut scratch)
                 .map_err(|err| match err {
                     Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
                     other => other,

@@ -263,7 +263,7 @@ impl Engine {
             let off = self
                 .slot_off(ino)
                 .ok_or_else(|| Error::corrupt("inode number outside the table", format!("inode {ino}")))?;
-            let st: InodeState = inode::load(&self.media, off, ino, total).map_err(|e| match e {
+            let st: InodeState = inode::load(&self.media, off, ino, inode::Bounds::of(&sb)).map_err(|e| match e {
                 Error::NotFound => Error::corrupt("directory entry to a free inode", format!("inode {ino}")),
                 e => e,
             })?;

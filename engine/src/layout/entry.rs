@@ -386,10 +386,11 @@ impl Entry {
                 }
             }
             2 => {
-                let e: SetAttrEntry = bytemuck::pod_read_unaligned(first);
+                let mut e: SetAttrEntry = bytemuck::pod_read_unaligned(first);
                 if hdr.lines != 1 || e.mask & !attr_mask::ALL != 0 {
                     return Err(bad("attribute mask"));
                 }
+                e.hdr = EntryHeader::zeroed();
                 Entry::SetAttr(e)
             }
             3 => {
