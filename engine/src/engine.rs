@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use crate::alloc::{BlockAlloc, InodeAlloc};
+use crate::bugs::{self, Bug};
 use crate::error::{Error, Result};
 use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeState};
 use crate::journal::Journal;
@@ -479,7 +480,11 @@ impl Engine {
                 child_staged = Some(st);
             }
             // The whole slot, including head and tail for a symlink's prepared log.
-            self.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+            if bugs::active(Bug::NoInodeSlotFlush) {
+                self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
+            } else {
+                self.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+            }
             child.log.next_seq = 1;
             let pe = Entry::DirAdd {
                 ino,
@@ -530,6 +535,14 @@ impl Engine {
         match staged {
             [] => Ok(()),
             [one] => one.commit_tail(&self.media),
+            many if bugs::active(Bug::SkipJournal) => {
+                for s in many {
+                    self.media.fence();
+                    s.store_tail(&self.media)?;
+                    self.media.fence();
+                }
+                Ok(())
+            }
             many => {
                 let words: Vec<(u64, u64)> = many.iter().map(|s| (s.tail_addr(), s.old_tail)).collect();
                 let slot = self.journal.begin(&self.media, &words)?;
@@ -1027,6 +1040,15 @@ impl Engine {
         pre: Vec<Entry>,
     ) -> Result<()> {
         let need = pages.iter().filter(|(_, p)| !matches!(p, Page::Hole)).count() as u64;
+        let mut freed_early = Vec::new();
+        if bugs::active(Bug::FreeBeforeCommit) {
+            for (pg, _) in &pages {
+                if let Some(&b) = st.map.get(pg) {
+                    self.blocks.free(b, 1);
+                    freed_early.push(b);
+                }
+            }
+        }
         let extents = self.blocks.alloc(need)?;
         let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
         let now = now_ns();
@@ -1095,7 +1117,9 @@ impl Engine {
         staged.apply(&mut st.log);
         let freed = self.apply_entries(st, inode.ino, &entries)?;
         for b in freed {
-            self.blocks.free(b, 1);
+            if !freed_early.contains(&b) {
+                self.blocks.free(b, 1);
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! from logs), [`engine`] (inode-level operations), [`mount`] (format, mount, unmount).
 
 pub mod alloc;
+pub mod bugs;
 pub mod engine;
 pub mod error;
 pub mod inode;

@@ -6,6 +6,7 @@
 //! store is durable, nothing of the append is visible after a crash.
 
 use crate::alloc::BlockAlloc;
+use crate::bugs::{self, Bug};
 use crate::error::Result;
 use crate::inode::LogState;
 use crate::layout::entry::Entry;
@@ -29,6 +30,8 @@ pub struct Staged {
     pub new_pages: Vec<u64>,
     /// Next sequence number after it.
     pub next_seq: u64,
+    /// Entry ranges left unflushed (only by an injected bug).
+    deferred_flush: Vec<(u64, u64)>,
 }
 
 /// Write `entries` after the tail of `log` (of the inode whose slot is at `slot_off`).
@@ -76,10 +79,18 @@ pub fn stage(
     // Write runs of entries that share a page with one store + one flush each.
     let mut run_start_pos = pos;
     let mut run_buf_start = 0usize;
+    let mut deferred_flush = Vec::new();
+    let mut put = |off: u64, bytes: &[u8]| -> Result<()> {
+        if bugs::active(Bug::NoLogFlush) || bugs::active(Bug::TailBeforeEntry) {
+            deferred_flush.push((off, bytes.len() as u64));
+            return media.write(off, bytes);
+        }
+        media.write_flush(off, bytes)
+    };
     for (start, end, fresh) in plan {
         if fresh {
             if pos > run_start_pos {
-                media.write_flush(run_start_pos, &buf[run_buf_start..start])?;
+                put(run_start_pos, &buf[run_buf_start..start])?;
             }
             let next = page_iter.next().expect("planned page");
             match cur_page {
@@ -98,7 +109,10 @@ pub fn stage(
         pos += (end - start) as u64;
     }
     if pos > run_start_pos {
-        media.write_flush(run_start_pos, &buf[run_buf_start..])?;
+        put(run_start_pos, &buf[run_buf_start..])?;
+    }
+    if !bugs::active(Bug::TailBeforeEntry) {
+        deferred_flush.clear();
     }
     if let Some(h) = new_head {
         // Only read while the tail is non-zero, which the later tail store makes it.
@@ -112,6 +126,7 @@ pub fn stage(
         new_head,
         new_pages: pages,
         next_seq: seq,
+        deferred_flush,
     })
 }
 
@@ -129,9 +144,17 @@ impl Staged {
 
     /// Fence, store the new tail, flush, fence: the single-inode commit.
     pub fn commit_tail(&self, media: &Media) -> Result<()> {
-        media.fence();
+        if !bugs::active(Bug::NoFenceBeforeTail) {
+            media.fence();
+        }
         self.store_tail(media)?;
         media.fence();
+        if !self.deferred_flush.is_empty() {
+            for &(off, len) in &self.deferred_flush {
+                media.flush(off, len)?;
+            }
+            media.fence();
+        }
         Ok(())
     }
 

@@ -34,7 +34,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         None => (num.as_str(), ""),
     };
     if int.is_empty() && frac.is_empty() {
-        return Err(format!("'{s}' is not a size (expected e.g. 4096, 64MiB, 1G)"));
+        return Err(format!(
+            "'{s}' is not a size (expected e.g. 4096, 64MiB, 1G)"
+        ));
     }
     if frac.contains('.') || frac.len() > 18 {
         return Err(format!("'{s}' is not a size"));
@@ -49,13 +51,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let int = parse(int)?;
     let frac_val = parse(frac)?;
     let scale = 10u128.pow(frac.len() as u32);
-    let whole = int.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    let whole = int
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
     let part = frac_val * mult;
-    if part % scale != 0 {
+    if !part.is_multiple_of(scale) {
         return Err(format!("'{s}' is not a whole number of bytes"));
     }
-    let total = whole + part / scale;
-    u64::try_from(total).map_err(|_| format!("'{s}' is too large"))
+    whole
+        .checked_add(part / scale)
+        .and_then(|total| u64::try_from(total).ok())
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// A byte count for people: `512 B`, `4 KiB`, `1.5 MiB`.
@@ -67,7 +73,7 @@ pub fn human_bytes(n: u64) -> String {
         div *= 1024;
         unit += 1;
     }
-    if n % div == 0 {
+    if n.is_multiple_of(div) {
         format!("{} {}", n / div, UNITS[unit])
     } else {
         format!("{:.1} {}", n as f64 / div as f64, UNITS[unit])
@@ -145,8 +151,18 @@ mod tests {
     #[test]
     fn bad_sizes() {
         for s in [
-            "", "G", "abc", "1XB", "1.2.3M", "1.0000001K", "-1", "1e9", "99999999999999999999T",
-            "16777216TiB", ".",
+            "",
+            "G",
+            "abc",
+            "1XB",
+            "1.2.3M",
+            "1.0000001K",
+            "-1",
+            "1e9",
+            "99999999999999999999T",
+            "16777216TiB",
+            "340282366920938463463374607431768211.999KB",
+            ".",
         ] {
             assert!(parse_size(s).is_err(), "{s:?} should be rejected");
         }

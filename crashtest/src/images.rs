@@ -1,0 +1,455 @@
+//! Crash images from a persistence trace.
+//!
+//! The model (x86 with ADR, `../shared/design-brief.md` §4): a store to a cache line is durable
+//! once the line was flushed after it and a fence followed; until then the line may still be
+//! written back at any moment (even unflushed), so what survives of a line is a **prefix**, in
+//! program order, of its pending 8-byte units. Non-temporal stores bypass the cache: each of
+//! their pending units survives or not independently until the next fence. An aligned 8-byte
+//! store is one unit, hence atomic.
+//!
+//! [`Replay`] walks the trace keeping the durable image and the pending units; at a crash point
+//! [`Replay::choices`] describes the images allowed, which are enumerated exhaustively or
+//! sampled.
+
+use std::collections::BTreeMap;
+
+use novafs::engine::media::{TraceEvent, TraceSite};
+
+/// One pending 8-byte unit write.
+#[derive(Clone, Debug)]
+pub struct UnitWrite {
+    /// Region offset of the unit (8-aligned).
+    pub unit: u64,
+    /// Which bytes of the unit this store wrote.
+    pub mask: u8,
+    /// The bytes (only those in `mask` matter).
+    pub bytes: [u8; 8],
+    /// Where it was issued.
+    pub site: TraceSite,
+    /// Index of the store event in the trace.
+    pub event: usize,
+}
+
+impl UnitWrite {
+    fn apply(&self, img: &mut [u8]) {
+        let base = self.unit as usize;
+        for i in 0..8 {
+            if self.mask & (1 << i) != 0 {
+                img[base + i] = self.bytes[i];
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Line {
+    writes: Vec<UnitWrite>,
+    /// Writes `[..flushed]` were flushed (durable at the next fence).
+    flushed: usize,
+}
+
+/// The allowed images at a crash point: for each line a prefix length, for each pending
+/// non-temporal unit in or out.
+#[derive(Clone, Debug)]
+pub struct Choices {
+    /// Pending writes per line (program order).
+    pub lines: Vec<Vec<UnitWrite>>,
+    /// Pending non-temporal unit writes.
+    pub nt: Vec<UnitWrite>,
+}
+
+/// A choice: prefix length per line, and a bit per NT unit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pick {
+    /// Prefix length for each line of [`Choices::lines`].
+    pub prefixes: Vec<usize>,
+    /// Whether each NT unit of [`Choices::nt`] survived.
+    pub nt: Vec<bool>,
+}
+
+impl Choices {
+    /// The number of distinct picks (saturating).
+    pub fn total(&self) -> u128 {
+        let mut t: u128 = 1;
+        for l in &self.lines {
+            t = t.saturating_mul(l.len() as u128 + 1);
+        }
+        for _ in &self.nt {
+            t = t.saturating_mul(2);
+        }
+        t
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.nt.is_empty()
+    }
+
+    /// Every pick, in mixed-radix order (call only when `total()` is small).
+    pub fn all(&self) -> Vec<Pick> {
+        let total = self.total() as usize;
+        let mut out = Vec::with_capacity(total);
+        let mut pick = Pick {
+            prefixes: vec![0; self.lines.len()],
+            nt: vec![false; self.nt.len()],
+        };
+        for _ in 0..total {
+            out.push(pick.clone());
+            // increment
+            let mut carry = true;
+            for (i, l) in self.lines.iter().enumerate() {
+                if !carry {
+                    break;
+                }
+                pick.prefixes[i] += 1;
+                if pick.prefixes[i] > l.len() {
+                    pick.prefixes[i] = 0;
+                } else {
+                    carry = false;
+                }
+            }
+            for b in pick.nt.iter_mut() {
+                if !carry {
+                    break;
+                }
+                *b = !*b;
+                carry = !*b;
+            }
+        }
+        out
+    }
+
+    /// `n` seeded samples, always including "nothing" and "everything"; biased to keep the
+    /// units of one store together (all, none or a random subset) so that sampling reaches the
+    /// interesting metadata orders.
+    pub fn sample(&self, n: usize, seed: u64) -> Vec<Pick> {
+        let mut x = seed | 1;
+        let mut rnd = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if m == 0 {
+                0
+            } else {
+                x % m
+            }
+        };
+        let none = Pick {
+            prefixes: vec![0; self.lines.len()],
+            nt: vec![false; self.nt.len()],
+        };
+        let every = Pick {
+            prefixes: self.lines.iter().map(Vec::len).collect(),
+            nt: vec![true; self.nt.len()],
+        };
+        let mut out = vec![none, every];
+        while out.len() < n.max(2) {
+            let prefixes = self
+                .lines
+                .iter()
+                .map(|l| match rnd(3) {
+                    0 => 0,
+                    1 => l.len(),
+                    _ => rnd(l.len() as u64 + 1) as usize,
+                })
+                .collect();
+            let mut nt = vec![false; self.nt.len()];
+            let mut i = 0;
+            while i < self.nt.len() {
+                let ev = self.nt[i].event;
+                let mode = rnd(3);
+                while i < self.nt.len() && self.nt[i].event == ev {
+                    nt[i] = match mode {
+                        0 => false,
+                        1 => true,
+                        _ => rnd(2) == 1,
+                    };
+                    i += 1;
+                }
+            }
+            out.push(Pick { prefixes, nt });
+        }
+        out
+    }
+
+    /// Apply a pick to a copy of `durable`; returns the image and the unit writes that
+    /// survived.
+    pub fn build<'a>(&'a self, durable: &[u8], pick: &Pick) -> (Vec<u8>, Vec<&'a UnitWrite>) {
+        let mut img = durable.to_vec();
+        let mut applied = Vec::new();
+        for (l, &k) in self.lines.iter().zip(&pick.prefixes) {
+            applied.extend(&l[..k]);
+        }
+        for (w, &on) in self.nt.iter().zip(&pick.nt) {
+            if on {
+                applied.push(w);
+            }
+        }
+        // Program order decides between a non-temporal and a cached store to the same bytes.
+        applied.sort_by_key(|w| w.event);
+        for w in &applied {
+            w.apply(&mut img);
+        }
+        (img, applied)
+    }
+}
+
+/// Walks a trace.
+pub struct Replay {
+    /// The durable image so far.
+    pub durable: Vec<u8>,
+    lines: BTreeMap<u64, Line>,
+    nt: Vec<UnitWrite>,
+}
+
+fn units(off: u64, data: &[u8], site: TraceSite, event: usize, mut f: impl FnMut(UnitWrite)) {
+    let mut pos = off;
+    let end = off + data.len() as u64;
+    while pos < end {
+        let unit = pos & !7;
+        let mut w = UnitWrite {
+            unit,
+            mask: 0,
+            bytes: [0; 8],
+            site,
+            event,
+        };
+        let stop = end.min(unit + 8);
+        while pos < stop {
+            let i = (pos - unit) as usize;
+            w.mask |= 1 << i;
+            w.bytes[i] = data[(pos - off) as usize];
+            pos += 1;
+        }
+        f(w);
+    }
+}
+
+impl Replay {
+    /// Start from a durable image.
+    pub fn new(durable: Vec<u8>) -> Replay {
+        Replay {
+            durable,
+            lines: BTreeMap::new(),
+            nt: Vec::new(),
+        }
+    }
+
+    /// Feed one event (`Mark`s are ignored here).
+    pub fn step(&mut self, index: usize, ev: &TraceEvent) {
+        match ev {
+            TraceEvent::Store { off, data, nt, site } => {
+                if *nt {
+                    let nts = &mut self.nt;
+                    units(*off, data, *site, index, |w| nts.push(w));
+                } else {
+                    let lines = &mut self.lines;
+                    units(*off, data, *site, index, |w| {
+                        lines.entry(w.unit & !63).or_default().writes.push(w)
+                    });
+                }
+            }
+            TraceEvent::Flush { line, .. } => {
+                if let Some(l) = self.lines.get_mut(line) {
+                    l.flushed = l.writes.len();
+                }
+            }
+            TraceEvent::Fence { .. } => {
+                let mut done: Vec<UnitWrite> = self.nt.drain(..).collect();
+                self.lines.retain(|_, l| {
+                    done.extend(l.writes.drain(..l.flushed));
+                    l.flushed = 0;
+                    !l.writes.is_empty()
+                });
+                done.sort_by_key(|w| w.event);
+                for w in &done {
+                    w.apply(&mut self.durable);
+                }
+            }
+            TraceEvent::Mark(_) => {}
+        }
+    }
+
+    /// What may survive a crash now.
+    pub fn choices(&self) -> Choices {
+        Choices {
+            lines: self.lines.values().map(|l| l.writes.clone()).collect(),
+            nt: self.nt.clone(),
+        }
+    }
+
+    /// The image if everything pending survived (what a reader sees now).
+    pub fn current(&self) -> Vec<u8> {
+        let c = self.choices();
+        let every = Pick {
+            prefixes: c.lines.iter().map(Vec::len).collect(),
+            nt: vec![true; c.nt.len()],
+        };
+        c.build(&self.durable, &every).0
+    }
+}
+
+/// Hash of an image given as durable + surviving writes: only the units whose final value
+/// differs from `durable` count, so equal images hash equal.
+pub fn image_key(durable: &[u8], img: &[u8], applied: &[&UnitWrite]) -> u64 {
+    let mut units: Vec<u64> = applied.iter().map(|w| w.unit).collect();
+    units.sort_unstable();
+    units.dedup();
+    let mut h = crc32fast::Hasher::new();
+    let mut h2 = crc32fast::Hasher::new_with_initial(0x1234_5678);
+    for u in units {
+        let r = u as usize..u as usize + 8;
+        if img[r.clone()] != durable[r.clone()] {
+            h.update(&u.to_le_bytes());
+            h.update(&img[r.clone()]);
+            h2.update(&img[r]);
+            h2.update(&u.to_le_bytes());
+        }
+    }
+    (h.finalize() as u64) << 32 | h2.finalize() as u64
+}
+
+#[cfg(test)]
+mod litmus {
+    //! Small traces with hand-derived allowed and forbidden images.
+    use super::*;
+
+    fn site() -> TraceSite {
+        TraceSite {
+            file: "litmus",
+            line: 0,
+        }
+    }
+    fn st(off: u64, data: &[u8]) -> TraceEvent {
+        TraceEvent::Store {
+            off,
+            data: data.to_vec(),
+            nt: false,
+            site: site(),
+        }
+    }
+    fn nt(off: u64, data: &[u8]) -> TraceEvent {
+        TraceEvent::Store {
+            off,
+            data: data.to_vec(),
+            nt: true,
+            site: site(),
+        }
+    }
+    fn fl(line: u64) -> TraceEvent {
+        TraceEvent::Flush { line, site: site() }
+    }
+    fn fe() -> TraceEvent {
+        TraceEvent::Fence { site: site() }
+    }
+
+    fn images(events: &[TraceEvent]) -> Vec<Vec<u8>> {
+        let mut r = Replay::new(vec![0; 256]);
+        for (i, e) in events.iter().enumerate() {
+            r.step(i, e);
+        }
+        let c = r.choices();
+        let mut v: Vec<Vec<u8>> = c.all().iter().map(|p| c.build(&r.durable, p).0).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn img(pairs: &[(usize, u8)]) -> Vec<u8> {
+        let mut v = vec![0; 256];
+        for &(i, b) in pairs {
+            v[i] = b;
+        }
+        v
+    }
+
+    #[test]
+    fn same_line_stores_persist_as_a_prefix() {
+        // A then B in one line, unflushed: {}, {A}, {A,B}; never {B} alone.
+        let imgs = images(&[st(0, &[1]), st(8, &[2])]);
+        assert_eq!(imgs.len(), 3);
+        assert!(imgs.contains(&img(&[])));
+        assert!(imgs.contains(&img(&[(0, 1)])));
+        assert!(imgs.contains(&img(&[(0, 1), (8, 2)])));
+        assert!(!imgs.contains(&img(&[(8, 2)])));
+    }
+
+    #[test]
+    fn different_lines_are_independent() {
+        let imgs = images(&[st(0, &[1]), st(64, &[2])]);
+        assert_eq!(imgs.len(), 4);
+        assert!(imgs.contains(&img(&[(64, 2)])));
+    }
+
+    #[test]
+    fn flushed_and_fenced_is_durable_store_after_flush_is_not() {
+        let imgs = images(&[st(0, &[1]), fl(0), fe(), st(8, &[2])]);
+        assert_eq!(imgs, vec![img(&[(0, 1)]), img(&[(0, 1), (8, 2)])]);
+        // Flushed but not fenced: still optional.
+        let imgs = images(&[st(0, &[1]), fl(0)]);
+        assert_eq!(imgs.len(), 2);
+        // Store after the flush, then a fence: the later store stays pending.
+        let imgs = images(&[st(0, &[1]), fl(0), st(8, &[2]), fe()]);
+        assert_eq!(imgs, vec![img(&[(0, 1)]), img(&[(0, 1), (8, 2)])]);
+    }
+
+    #[test]
+    fn eight_byte_units_do_not_tear_but_wider_stores_do() {
+        let v = [7u8; 8];
+        let imgs = images(&[st(8, &v)]);
+        assert_eq!(imgs.len(), 2, "an aligned 8-byte store is atomic");
+        let w = [9u8; 16];
+        let imgs = images(&[st(8, &w)]);
+        assert_eq!(imgs.len(), 3, "a 16-byte store is two units: none, first, both");
+        let unaligned = [5u8; 8];
+        let imgs = images(&[st(4, &unaligned)]);
+        assert_eq!(imgs.len(), 3, "an unaligned 8-byte store spans two units");
+    }
+
+    #[test]
+    fn non_temporal_units_are_any_subset_until_a_fence() {
+        let imgs = images(&[nt(0, &[1; 16]), nt(64, &[2; 8])]);
+        assert_eq!(imgs.len(), 8);
+        assert!(imgs.contains(&{
+            let mut v = img(&[]);
+            v[8..16].fill(1);
+            v
+        }));
+        let imgs = images(&[nt(0, &[1; 16]), fe()]);
+        assert_eq!(imgs.len(), 1);
+    }
+
+    #[test]
+    fn eadr_prefixes_of_the_global_order() {
+        // Under eADR a crash keeps a prefix of all stores: after A(line 0), B(line 1) there are
+        // exactly 3 images, and {B} alone is impossible (it is possible under ADR).
+        let evs = [st(0, &[1]), st(64, &[2])];
+        let mut r = Replay::new(vec![0; 256]);
+        let mut eadr = vec![r.current()];
+        for (i, e) in evs.iter().enumerate() {
+            r.step(i, e);
+            eadr.push(r.current());
+        }
+        assert_eq!(eadr.len(), 3);
+        assert!(!eadr.contains(&img(&[(64, 2)])));
+        assert!(images(&evs).contains(&img(&[(64, 2)])));
+    }
+
+    #[test]
+    fn keys_identify_equal_images() {
+        let mut r = Replay::new(vec![0; 256]);
+        r.step(0, &st(0, &[1]));
+        r.step(1, &st(0, &[0])); // back to the durable value
+        let c = r.choices();
+        let picks = c.all();
+        let keys: Vec<u64> = picks
+            .iter()
+            .map(|p| {
+                let (i, a) = c.build(&r.durable, p);
+                image_key(&r.durable, &i, &a)
+            })
+            .collect();
+        assert_eq!(keys[0], keys[2], "durable and 'both stores' are the same image");
+        assert_ne!(keys[0], keys[1]);
+    }
+}

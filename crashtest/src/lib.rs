@@ -1,0 +1,591 @@
+//! novafs-crashtest: fault-injection crash testing.
+//!
+//! A workload runs once on the traced backend (the crash-free reference run), which records
+//! every store, flush and fence, and the file-system state after each operation. Then, at every
+//! crash point (before every fence, and at the end of every operation) the images the
+//! persistence model allows ([`images`]) are built, mounted (recovery runs), and checked:
+//!
+//! 1. recovery returns without panic or error;
+//! 2. the tree (names, kinds, sizes, contents, link counts, modes, symlink targets) equals the
+//!    reference state after the last completed operation, or, for a crash inside an
+//!    operation, the state before or after it;
+//! 3. the blocks in use equal those of the matching reference state (nothing leaked, nothing
+//!    freed that is used);
+//! 4. for a sample of images: the file system stays usable (write, delete everything,
+//!    remount: all space free again), and recovery survives a crash during itself (one level).
+//!
+//! The reference run is the engine itself; `tests/model.rs` checks that run's semantics against
+//! an independent in-memory model.
+
+pub mod images;
+pub mod workload;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use novafs::engine::media::{Media, TraceEvent};
+use novafs::{Engine, FileType, FormatOptions, Fs, MountOptions};
+
+use images::{image_key, Choices, Pick, Replay};
+pub use workload::{Op, Workload};
+
+/// Harness settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Image size.
+    pub image_bytes: u64,
+    /// Enumerate a crash point exhaustively up to this many images; sample this many beyond.
+    pub max_images: usize,
+    /// Seed for sampling.
+    pub seed: u64,
+    /// Also run the eADR pass (prefixes of the global store order).
+    pub eadr: bool,
+    /// Check usability and crash-during-recovery on every n-th distinct image (0 = never).
+    pub deep_every: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            image_bytes: 4 << 20,
+            max_images: 4096,
+            seed: 1,
+            eadr: true,
+            deep_every: 97,
+        }
+    }
+}
+
+/// One failed check.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// Workload name.
+    pub workload: String,
+    /// Crash point index within the workload.
+    pub crash_point: usize,
+    /// Where: "inside op N (text)" or "after op N (text)".
+    pub during: String,
+    /// What went wrong.
+    pub reason: String,
+    /// The surviving pending units: offset and call site.
+    pub persisted: Vec<String>,
+    /// Which pick (for exact replay).
+    pub pick: String,
+    /// A command that replays the workload.
+    pub replay: String,
+}
+
+/// Totals of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Workloads checked.
+    pub workloads: usize,
+    /// Crash points visited.
+    pub crash_points: usize,
+    /// Images checked (distinct per crash point).
+    pub images: usize,
+    /// Of which at exhaustively enumerated crash points.
+    pub images_exhaustive: usize,
+    /// Crash points enumerated exhaustively.
+    pub points_exhaustive: usize,
+    /// Crash points sampled.
+    pub points_sampled: usize,
+    /// Images built that were equal to one already checked (skipped).
+    pub images_deduplicated: usize,
+    /// eADR images checked.
+    pub eadr_images: usize,
+    /// Images that also got the deep checks.
+    pub deep_checks: usize,
+    /// Failures.
+    pub failures: Vec<Failure>,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+impl Report {
+    /// Images per second.
+    pub fn images_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            (self.images + self.eadr_images) as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Fold another report in.
+    pub fn merge(&mut self, o: Report) {
+        self.workloads += o.workloads;
+        self.crash_points += o.crash_points;
+        self.images += o.images;
+        self.images_exhaustive += o.images_exhaustive;
+        self.points_exhaustive += o.points_exhaustive;
+        self.points_sampled += o.points_sampled;
+        self.images_deduplicated += o.images_deduplicated;
+        self.eadr_images += o.eadr_images;
+        self.deep_checks += o.deep_checks;
+        self.failures.extend(o.failures);
+        self.seconds += o.seconds;
+    }
+}
+
+/// The observable state of a mounted file system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// Path -> description.
+    pub tree: BTreeMap<String, String>,
+    /// Blocks in use by files and logs (excluding the fixed area and inode-table chunks).
+    pub used_blocks: u64,
+}
+
+/// Describe the tree and space use of `fs`.
+pub fn state_of(fs: &Fs) -> Result<State, String> {
+    let mut tree = BTreeMap::new();
+    let mut stack = vec![String::new()];
+    let mut budget = 100_000usize;
+    while let Some(dir) = stack.pop() {
+        let d = if dir.is_empty() { "/" } else { &dir };
+        let entries = fs.read_dir(d).map_err(|e| format!("read_dir {d}: {e}"))?;
+        for e in entries {
+            budget = budget.checked_sub(1).ok_or("tree too large")?;
+            let p = format!("{dir}/{}", e.name_lossy());
+            let m = fs.symlink_metadata(&p).map_err(|e| format!("stat {p}: {e}"))?;
+            if m.file_type() != e.file_type {
+                return Err(format!("{p}: entry kind differs from the inode's"));
+            }
+            let desc = match e.file_type {
+                FileType::File => {
+                    let data = fs.read(&p).map_err(|e| format!("read {p}: {e}"))?;
+                    format!(
+                        "file len={} crc={:08x} nlink={} mode={:o} blocks={}",
+                        data.len(),
+                        crc32fast::hash(&data),
+                        m.nlink(),
+                        m.mode(),
+                        m.blocks()
+                    )
+                }
+                FileType::Dir => {
+                    stack.push(p.clone());
+                    format!("dir nlink={} mode={:o}", m.nlink(), m.mode())
+                }
+                FileType::Symlink => {
+                    let t = fs.read_link(&p).map_err(|e| format!("readlink {p}: {e}"))?;
+                    format!("symlink -> {} nlink={}", String::from_utf8_lossy(&t), m.nlink())
+                }
+            };
+            tree.insert(p, desc);
+        }
+    }
+    let s = fs.statfs();
+    let sb = fs.engine().superblock();
+    let fixed = sb.first_free_block + 1 + fs.engine().chunk_blocks().len() as u64 * 32;
+    Ok(State {
+        tree,
+        used_blocks: s.blocks_total - s.blocks_free - fixed,
+    })
+}
+
+fn describe_diff(got: &State, want: &[&State]) -> String {
+    let w = want[0];
+    if got.tree == w.tree {
+        return format!(
+            "blocks in use {} but the reference state has {}",
+            got.used_blocks, w.used_blocks
+        );
+    }
+    for (k, v) in &got.tree {
+        match w.tree.get(k) {
+            None => return format!("{k} exists ({v}) but should not"),
+            Some(x) if x != v => return format!("{k} is '{v}', expected '{x}'"),
+            _ => {}
+        }
+    }
+    for (k, v) in &w.tree {
+        if !got.tree.contains_key(k) {
+            return format!("{k} ({v}) is missing");
+        }
+    }
+    "states differ".into()
+}
+
+/// Mount an image (recovery runs). Panics become errors.
+fn recover(img: Vec<u8>, trace: bool) -> Result<(Fs, Option<Vec<TraceEvent>>), String> {
+    let media = Arc::new(Media::traced_from(img));
+    if trace {
+        media.with_trace(|t| t.enabled = true);
+    }
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        Engine::open_media(media.clone(), &MountOptions::default())
+    }));
+    match r {
+        Ok(Ok((engine, report))) => {
+            let events = if trace {
+                media.with_trace(|t| {
+                    t.enabled = false;
+                    t.take()
+                })
+            } else {
+                None
+            };
+            Ok((Fs::from_engine(engine, report), events))
+        }
+        Ok(Err(e)) => Err(format!("recovery failed: {e}")),
+        Err(p) => Err(format!("recovery panicked: {}", panic_text(&p))),
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn checked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(format!("panicked: {}", panic_text(&p))),
+    }
+}
+
+/// The file system must stay usable: write, delete everything, remount, all space back.
+fn usable(fs: Fs) -> Result<(), String> {
+    let e = |what: &str, err: novafs::Error| format!("after recovery, {what} failed: {err}");
+    fs.create_dir("/__probe").map_err(|x| e("mkdir", x))?;
+    fs.write("/__probe/f", &[0x5a; 9000]).map_err(|x| e("write", x))?;
+    fs.rename("/__probe/f", "/__probe/g").map_err(|x| e("rename", x))?;
+    // Delete everything.
+    fn rm(fs: &Fs, dir: &str) -> Result<(), novafs::Error> {
+        for ent in fs.read_dir(if dir.is_empty() { "/" } else { dir })? {
+            let p = format!("{dir}/{}", ent.name_lossy());
+            if ent.file_type == FileType::Dir {
+                rm(fs, &p)?;
+                fs.remove_dir(&p)?;
+            } else {
+                fs.remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+    rm(&fs, "").map_err(|x| e("delete everything", x))?;
+    let engine = fs.engine().clone();
+    let media = engine.media().clone();
+    drop(fs);
+    engine.unmount().map_err(|x| e("unmount", x))?;
+    drop(engine);
+    let (engine, _) = Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x))?;
+    let fs = Fs::from_engine(engine, Default::default());
+    let st = state_of(&fs)?;
+    if !st.tree.is_empty() {
+        return Err("after deleting everything and remounting, files remain".into());
+    }
+    let root_log = fs
+        .engine()
+        .inode(novafs::ROOT_INO)
+        .map_err(|x| e("root", x))?
+        .state
+        .read()
+        .log
+        .pages
+        .len() as u64;
+    if st.used_blocks != root_log {
+        return Err(format!(
+            "after deleting everything, {} blocks are still in use (the root log holds {root_log})",
+            st.used_blocks
+        ));
+    }
+    Ok(())
+}
+
+/// Crash recovery itself at each of its fences (a few images each) and recover again: the
+/// result must equal the first recovery's.
+fn recovery_survives_crash(img: &[u8], events: &[TraceEvent], want: &State, seed: u64) -> Result<usize, String> {
+    let mut replay = Replay::new(img.to_vec());
+    let mut checked_n = 0;
+    for (i, ev) in events.iter().enumerate() {
+        if matches!(ev, TraceEvent::Fence { .. }) {
+            let c = replay.choices();
+            if !c.is_empty() {
+                for pick in c.sample(4, seed ^ i as u64) {
+                    let (im, _) = c.build(&replay.durable, &pick);
+                    let (fs, _) = recover(im, false).map_err(|e| format!("second recovery: {e}"))?;
+                    let st = state_of(&fs)?;
+                    if &st != want {
+                        return Err(format!(
+                            "a crash during recovery changed the outcome: {}",
+                            describe_diff(&st, &[want])
+                        ));
+                    }
+                    checked_n += 1;
+                }
+            }
+        }
+        replay.step(i, ev);
+    }
+    Ok(checked_n)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ctx {
+    Setup,
+    Inside(usize),
+    After(usize),
+}
+
+/// Check one workload; returns its report.
+pub fn check(w: &Workload, cfg: &Config) -> Report {
+    let start = Instant::now();
+    let mut report = Report {
+        workloads: 1,
+        ..Report::default()
+    };
+    let fail = |report: &mut Report, point: usize, during: String, reason: String| {
+        report.failures.push(Failure {
+            workload: w.name.clone(),
+            crash_point: point,
+            during,
+            reason,
+            persisted: vec![],
+            pick: String::new(),
+            replay: String::new(),
+        });
+    };
+    // 1. The reference run.
+    let (events, states) = match reference_run(w, cfg) {
+        Ok(v) => v,
+        Err(e) => {
+            fail(&mut report, 0, "reference run".into(), e);
+            report.seconds = start.elapsed().as_secs_f64();
+            return report;
+        }
+    };
+    // 2. Walk the trace.
+    let mut replay = Replay::new(vec![0; cfg.image_bytes as usize]);
+    let mut ctx = Ctx::Setup;
+    let mut point = 0usize;
+    let mut seen: HashMap<u64, State> = HashMap::new();
+    let mut distinct = 0usize;
+    let mut eadr_img: Option<Vec<u8>> = None;
+    let describe = |ctx: Ctx| match ctx {
+        Ctx::Inside(i) => format!("inside op {i} ({})", w.ops[i]),
+        Ctx::After(i) => format!("after op {i} ({})", w.ops[i]),
+        Ctx::Setup => "setup".into(),
+    };
+    for (idx, ev) in events.iter().enumerate() {
+        let crash_here = match ev {
+            TraceEvent::Fence { .. } => !matches!(ctx, Ctx::Setup),
+            TraceEvent::Mark(m) => m.starts_with("end "),
+            _ => false,
+        };
+        if let TraceEvent::Mark(m) = ev {
+            if let Some(i) = m.strip_prefix("end ") {
+                ctx = Ctx::After(i.parse().unwrap_or(0));
+            }
+        }
+        if crash_here {
+            let allowed: Vec<&State> = match ctx {
+                Ctx::Inside(i) => vec![&states[i], &states[i + 1]],
+                Ctx::After(i) => vec![&states[i + 1]],
+                Ctx::Setup => vec![],
+            };
+            let c = replay.choices();
+            let total = c.total();
+            let (picks, exhaustive) = if total <= cfg.max_images as u128 {
+                (c.all(), true)
+            } else {
+                (c.sample(cfg.max_images, cfg.seed ^ (idx as u64) << 8), false)
+            };
+            report.crash_points += 1;
+            if exhaustive {
+                report.points_exhaustive += 1;
+            } else {
+                report.points_sampled += 1;
+            }
+            let mut local: HashSet<u64> = HashSet::new();
+            for pick in picks {
+                let (img, applied) = c.build(&replay.durable, &pick);
+                let key = image_key(&replay.durable, &img, &applied);
+                if !local.insert(key) {
+                    report.images_deduplicated += 1;
+                    continue;
+                }
+                report.images += 1;
+                if exhaustive {
+                    report.images_exhaustive += 1;
+                }
+                let full_key = key ^ crc32fast::hash(&replay.durable) as u64;
+                let got = if let Some(s) = seen.get(&full_key) {
+                    Ok(s.clone())
+                } else {
+                    distinct += 1;
+                    let deep = cfg.deep_every > 0 && distinct % cfg.deep_every == 1;
+                    let r = checked(|| {
+                        let (fs, rec_events) = recover(img.clone(), deep)?;
+                        let st = state_of(&fs)?;
+                        if deep {
+                            if let Some(evs) = rec_events {
+                                recovery_survives_crash(&img, &evs, &st, cfg.seed)?;
+                            }
+                            usable(fs)?;
+                        }
+                        Ok(st)
+                    });
+                    if deep {
+                        report.deep_checks += 1;
+                    }
+                    if let Ok(s) = &r {
+                        seen.insert(full_key, s.clone());
+                    }
+                    r
+                };
+                let verdict = match got {
+                    Err(e) => Err(e),
+                    Ok(s) if allowed.contains(&&s) => Ok(()),
+                    Ok(s) => Err(describe_diff(&s, &allowed)),
+                };
+                if let Err(reason) = verdict {
+                    let persisted = applied
+                        .iter()
+                        .map(|u| format!("+{} (unit at {}) from {}", u.event, u.unit, u.site))
+                        .collect();
+                    report.failures.push(Failure {
+                        workload: w.name.clone(),
+                        crash_point: point,
+                        during: describe(ctx),
+                        reason,
+                        persisted,
+                        pick: pick_text(&pick),
+                        replay: String::new(),
+                    });
+                    break; // one failure per crash point is enough
+                }
+            }
+            point += 1;
+        }
+        if let TraceEvent::Mark(m) = ev {
+            if let Some(i) = m.strip_prefix("begin ") {
+                ctx = Ctx::Inside(i.parse().unwrap_or(0));
+            }
+        }
+        replay.step(idx, ev);
+        // eADR: every prefix of the store order is a crash state.
+        if cfg.eadr && !matches!(ctx, Ctx::Setup) {
+            if let TraceEvent::Store { off, data, .. } = ev {
+                let img = eadr_img.get_or_insert_with(|| replay.current());
+                img[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+                let allowed: Vec<&State> = match ctx {
+                    Ctx::Inside(i) => vec![&states[i], &states[i + 1]],
+                    Ctx::After(i) => vec![&states[i + 1]],
+                    Ctx::Setup => vec![],
+                };
+                report.eadr_images += 1;
+                let r = checked(|| {
+                    let (fs, _) = recover(img.clone(), false)?;
+                    state_of(&fs)
+                });
+                let verdict = match r {
+                    Err(e) => Err(e),
+                    Ok(s) if allowed.contains(&&s) => Ok(()),
+                    Ok(s) => Err(describe_diff(&s, &allowed)),
+                };
+                if let Err(reason) = verdict {
+                    fail(&mut report, point, format!("eADR, {}", describe(ctx)), reason);
+                }
+            }
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    report
+}
+
+fn pick_text(p: &Pick) -> String {
+    let pre: Vec<String> = p.prefixes.iter().map(|x| x.to_string()).collect();
+    let nt: String = p.nt.iter().map(|&b| if b { '1' } else { '0' }).collect();
+    format!("prefixes [{}] nt [{}]", pre.join(","), nt)
+}
+
+/// Run the workload crash-free on the traced backend: the trace and the state after setup and
+/// after each operation.
+pub fn reference_run(w: &Workload, cfg: &Config) -> Result<(Vec<TraceEvent>, Vec<State>), String> {
+    let media = Arc::new(Media::traced(cfg.image_bytes));
+    media.with_trace(|t| t.enabled = true);
+    let engine = Engine::format_media(media.clone(), &FormatOptions::default())
+        .map_err(|e| format!("format: {e}"))?;
+    let mut fs = Fs::from_engine(engine, Default::default());
+    for op in &w.setup {
+        fs = run_op(fs, &media, op)?.0;
+    }
+    let mut states = vec![state_of(&fs)?];
+    for (i, op) in w.ops.iter().enumerate() {
+        media.mark(&format!("begin {i}"));
+        fs = run_op(fs, &media, op)?.0;
+        media.mark(&format!("end {i}"));
+        states.push(state_of(&fs)?);
+    }
+    drop(fs);
+    let events = media
+        .with_trace(|t| {
+            t.enabled = false;
+            t.take()
+        })
+        .unwrap_or_default();
+    Ok((events, states))
+}
+
+fn run_op(fs: Fs, media: &Arc<Media>, op: &Op) -> Result<(Fs, Option<novafs::Error>), String> {
+    match op {
+        Op::Remount | Op::Unmount => {
+            let engine = fs.engine().clone();
+            drop(fs);
+            engine.unmount().map_err(|e| format!("unmount: {e}"))?;
+            drop(engine);
+            let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
+                .map_err(|e| format!("mount: {e}"))?;
+            Ok((Fs::from_engine(engine, report), None))
+        }
+        _ => {
+            let r = workload::apply(&fs, op).err();
+            Ok((fs, r))
+        }
+    }
+}
+
+/// Check many workloads.
+pub fn check_all(ws: &[Workload], cfg: &Config, threads: usize) -> Report {
+    let threads = threads.max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let start = Instant::now();
+    let mut total = Report::default();
+    let parts: Vec<Report> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut r = Report::default();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(w) = ws.get(i) else { break };
+                        r.merge(check(w, cfg));
+                    }
+                    r
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    for p in parts {
+        total.merge(p);
+    }
+    total.seconds = start.elapsed().as_secs_f64();
+    total
+}
+
+/// Choices, exposed for tests of the model.
+pub fn choices_at_end(events: &[TraceEvent], base: Vec<u8>) -> Choices {
+    let mut r = Replay::new(base);
+    for (i, e) in events.iter().enumerate() {
+        r.step(i, e);
+    }
+    r.choices()
+}

@@ -1,0 +1,408 @@
+//! Workloads: one operation per line, `#` comments.
+//!
+//! ```text
+//! mkdir P | create P | write P OFF LEN SEED | truncate P LEN | punch P OFF LEN
+//! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q
+//! fsync P | remount | unmount
+//! ```
+//! An operation that fails (a missing path, a non-empty directory, ...) is part of the
+//! workload: the crash-free run records its error, and recovery must agree with that run.
+//! `unmount` is a clean unmount followed by a mount (the crash points of both are explored).
+
+use std::fmt;
+
+use novafs::{Error, Fs};
+
+/// One operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `mkdir P`
+    Mkdir(String),
+    /// `create P` (create or open; no truncate)
+    Create(String),
+    /// `write P OFF LEN SEED`
+    Write {
+        /// Path.
+        path: String,
+        /// Offset.
+        off: u64,
+        /// Length.
+        len: u64,
+        /// Data seed.
+        seed: u64,
+    },
+    /// `truncate P LEN`
+    Truncate(String, u64),
+    /// `punch P OFF LEN`
+    Punch(String, u64, u64),
+    /// `falloc P OFF LEN`
+    Falloc(String, u64, u64),
+    /// `link P Q` (hard link)
+    Link(String, String),
+    /// `symlink TARGET P`
+    Symlink(String, String),
+    /// `unlink P`
+    Unlink(String),
+    /// `rmdir P`
+    Rmdir(String),
+    /// `rename P Q`
+    Rename(String, String),
+    /// `fsync P`
+    Fsync(String),
+    /// `remount`: clean unmount, then mount.
+    Remount,
+    /// `unmount`: the same as remount (the workload goes on after it).
+    Unmount,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Mkdir(p) => write!(f, "mkdir {p}"),
+            Op::Create(p) => write!(f, "create {p}"),
+            Op::Write {
+                path,
+                off,
+                len,
+                seed,
+            } => write!(f, "write {path} {off} {len} {seed}"),
+            Op::Truncate(p, l) => write!(f, "truncate {p} {l}"),
+            Op::Punch(p, o, l) => write!(f, "punch {p} {o} {l}"),
+            Op::Falloc(p, o, l) => write!(f, "falloc {p} {o} {l}"),
+            Op::Link(p, q) => write!(f, "link {p} {q}"),
+            Op::Symlink(t, p) => write!(f, "symlink {t} {p}"),
+            Op::Unlink(p) => write!(f, "unlink {p}"),
+            Op::Rmdir(p) => write!(f, "rmdir {p}"),
+            Op::Rename(p, q) => write!(f, "rename {p} {q}"),
+            Op::Fsync(p) => write!(f, "fsync {p}"),
+            Op::Remount => write!(f, "remount"),
+            Op::Unmount => write!(f, "unmount"),
+        }
+    }
+}
+
+/// A named workload: `setup` prepares a tree (not crash-checked), `ops` are checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Name (for reports).
+    pub name: String,
+    /// Preparation.
+    pub setup: Vec<Op>,
+    /// The operations whose every crash point is explored.
+    pub ops: Vec<Op>,
+}
+
+impl Workload {
+    /// The workload as text: setup operations after an `@setup` line, checked operations after
+    /// an `@ops` line (both markers only when there is a setup).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        if !self.setup.is_empty() {
+            s.push_str("@setup\n");
+            for op in &self.setup {
+                s.push_str(&format!("{op}\n"));
+            }
+            s.push_str("@ops\n");
+        }
+        for op in &self.ops {
+            s.push_str(&format!("{op}\n"));
+        }
+        s
+    }
+}
+
+fn num(tok: Option<&str>, line: usize, what: &str) -> Result<u64, String> {
+    let t = tok.ok_or_else(|| format!("line {line}: missing {what}"))?;
+    t.parse::<u64>()
+        .map_err(|_| format!("line {line}: {what} '{t}' is not a number"))
+}
+
+fn path(tok: Option<&str>, line: usize) -> Result<String, String> {
+    tok.map(str::to_string)
+        .ok_or_else(|| format!("line {line}: missing path"))
+}
+
+/// Parse a workload file. Lines after `@setup` (until `@ops`) form the setup.
+pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
+    let mut setup = Vec::new();
+    let mut ops = Vec::new();
+    let mut in_setup = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        if content == "@setup" {
+            in_setup = true;
+            continue;
+        }
+        if content == "@ops" {
+            in_setup = false;
+            continue;
+        }
+        let mut t = content.split_whitespace();
+        let verb = t.next().unwrap_or("");
+        let op = match verb {
+            "mkdir" => Op::Mkdir(path(t.next(), line)?),
+            "create" => Op::Create(path(t.next(), line)?),
+            "write" => Op::Write {
+                path: path(t.next(), line)?,
+                off: num(t.next(), line, "offset")?,
+                len: num(t.next(), line, "length")?,
+                seed: num(t.next(), line, "seed")?,
+            },
+            "truncate" => Op::Truncate(path(t.next(), line)?, num(t.next(), line, "length")?),
+            "punch" => Op::Punch(
+                path(t.next(), line)?,
+                num(t.next(), line, "offset")?,
+                num(t.next(), line, "length")?,
+            ),
+            "falloc" => Op::Falloc(
+                path(t.next(), line)?,
+                num(t.next(), line, "offset")?,
+                num(t.next(), line, "length")?,
+            ),
+            "link" => Op::Link(path(t.next(), line)?, path(t.next(), line)?),
+            "symlink" => Op::Symlink(path(t.next(), line)?, path(t.next(), line)?),
+            "unlink" => Op::Unlink(path(t.next(), line)?),
+            "rmdir" => Op::Rmdir(path(t.next(), line)?),
+            "rename" => Op::Rename(path(t.next(), line)?, path(t.next(), line)?),
+            "fsync" => Op::Fsync(path(t.next(), line)?),
+            "remount" => Op::Remount,
+            "unmount" => Op::Unmount,
+            "map" | "mwrite" | "persist" | "msync" => {
+                return Err(format!(
+                    "line {line}: '{verb}' needs the per-inode write cache, which this build does not have yet"
+                ))
+            }
+            other => return Err(format!("line {line}: unknown operation '{other}'")),
+        };
+        if let Some(extra) = t.next() {
+            return Err(format!("line {line}: unexpected '{extra}'"));
+        }
+        if let Op::Write { len, .. } = &op {
+            if *len > 64 << 20 {
+                return Err(format!("line {line}: writes are limited to 64 MiB"));
+            }
+        }
+        if in_setup {
+            setup.push(op);
+        } else {
+            ops.push(op);
+        }
+    }
+    if ops.is_empty() {
+        return Err("the workload has no operations".into());
+    }
+    Ok(Workload {
+        name: name.to_string(),
+        setup,
+        ops,
+    })
+}
+
+/// Deterministic data for `write` (never all zero).
+pub fn data(seed: u64, len: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x as u8) | 1
+        })
+        .collect()
+}
+
+/// Run one operation (except remount/unmount, which the runner handles).
+pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
+    match op {
+        Op::Mkdir(p) => fs.create_dir(p),
+        Op::Create(p) => fs
+            .open_options()
+            .write(true)
+            .create(true)
+            .open(p)
+            .map(|_| ()),
+        Op::Write {
+            path,
+            off,
+            len,
+            seed,
+        } => {
+            let f = fs.open_options().write(true).open(path)?;
+            f.write_at(&data(*seed, *len), *off).map(|_| ())
+        }
+        Op::Truncate(p, l) => fs.open_options().write(true).open(p)?.set_len(*l),
+        Op::Punch(p, o, l) => fs.open_options().write(true).open(p)?.punch_hole(*o, *l),
+        Op::Falloc(p, o, l) => fs.open_options().write(true).open(p)?.allocate(*o, *l),
+        Op::Link(p, q) => fs.hard_link(p, q),
+        Op::Symlink(t, p) => fs.symlink(t, p),
+        Op::Unlink(p) => fs.remove_file(p),
+        Op::Rmdir(p) => fs.remove_dir(p),
+        Op::Rename(p, q) => fs.rename(p, q),
+        Op::Fsync(p) => fs.open_options().read(true).open(p)?.sync_all(),
+        Op::Remount | Op::Unmount => Ok(()),
+    }
+}
+
+/// The prepared tree of the built-in workloads.
+pub fn prepared_tree() -> Vec<Op> {
+    let w = |p: &str, off, len, seed| Op::Write {
+        path: p.into(),
+        off,
+        len,
+        seed,
+    };
+    vec![
+        Op::Mkdir("/A".into()),
+        Op::Mkdir("/A/C".into()),
+        Op::Create("/foo".into()),
+        w("/foo", 0, 8192, 1),
+        Op::Create("/A/bar".into()),
+        w("/A/bar", 0, 100, 2),
+        Op::Link("/foo".into(), "/A/foolink".into()),
+        Op::Symlink("/foo".into(), "/sym".into()),
+    ]
+}
+
+/// Every single operation of the ACE-style seq-1 set, for the prepared tree.
+pub fn seq1_ops() -> Vec<Op> {
+    let w = |p: &str, off, len, seed| Op::Write {
+        path: p.into(),
+        off,
+        len,
+        seed,
+    };
+    let s = |x: &str| x.to_string();
+    vec![
+        Op::Mkdir(s("/B")),
+        Op::Mkdir(s("/A/D")),
+        Op::Create(s("/new")),
+        Op::Create(s("/A/C/new")),
+        w("/foo", 0, 4096, 3),     // aligned overwrite
+        w("/foo", 100, 40, 4),     // inside one line
+        w("/foo", 60, 10, 5),      // across a line boundary
+        w("/foo", 4090, 20, 6),    // across a page boundary
+        w("/foo", 8192, 5000, 7),  // append
+        w("/A/bar", 200, 1, 8),    // extend a small file by a sparse write
+        w("/foo", 20000, 4096, 9), // beyond the end (hole)
+        Op::Truncate(s("/foo"), 0),
+        Op::Truncate(s("/foo"), 5000),
+        Op::Truncate(s("/foo"), 20000),
+        Op::Punch(s("/foo"), 100, 5000),
+        Op::Falloc(s("/foo"), 8192, 8192),
+        Op::Falloc(s("/A/bar"), 0, 4096),
+        Op::Link(s("/foo"), s("/A/l2")),
+        Op::Link(s("/A/bar"), s("/bar2")),
+        Op::Symlink(s("/A"), s("/s2")),
+        Op::Unlink(s("/foo")),   // one of two links
+        Op::Unlink(s("/A/bar")), // the last link
+        Op::Unlink(s("/sym")),
+        Op::Rmdir(s("/A/C")),
+        Op::Rmdir(s("/A")), // not empty: fails
+        Op::Rename(s("/foo"), s("/A/C/foo2")),  // across directories
+        Op::Rename(s("/foo"), s("/foo3")),      // same directory
+        Op::Rename(s("/A/bar"), s("/foo")),     // over a file with two links
+        Op::Rename(s("/sym"), s("/A/bar")),     // over a file with one link
+        Op::Rename(s("/A"), s("/B2")),          // a directory
+        Op::Rename(s("/A/C"), s("/C2")),        // a directory, across directories
+        Op::Rename(s("/A"), s("/A/C/x")),       // into itself: fails
+        Op::Rename(s("/foo"), s("/A/foolink")), // two names of one inode: no-op
+        Op::Fsync(s("/foo")),
+        Op::Remount,
+    ]
+}
+
+/// The seq-1 workloads.
+pub fn seq1() -> Vec<Workload> {
+    seq1_ops()
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| Workload {
+            name: format!("seq1-{i:02}"),
+            setup: prepared_tree(),
+            ops: vec![op],
+        })
+        .collect()
+}
+
+/// All ordered pairs of seq-1 operations.
+pub fn seq2() -> Vec<Workload> {
+    let ops = seq1_ops();
+    let mut out = Vec::new();
+    for (i, a) in ops.iter().enumerate() {
+        for (j, b) in ops.iter().enumerate() {
+            out.push(Workload {
+                name: format!("seq2-{i:02}-{j:02}"),
+                setup: prepared_tree(),
+                ops: vec![a.clone(), b.clone()],
+            });
+        }
+    }
+    out
+}
+
+/// `n` seeded random workloads of `len` operations over a small name space.
+pub fn random(seed: u64, n: usize, len: usize) -> Vec<Workload> {
+    let mut x = seed | 1;
+    let mut rnd = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let names = ["a", "b", "c"];
+    let mut out = Vec::new();
+    for w in 0..n {
+        let mut ops = Vec::new();
+        for _ in 0..len {
+            let p = |rnd: &mut dyn FnMut(u64) -> u64| {
+                let depth = 1 + rnd(2);
+                (0..depth)
+                    .map(|_| format!("/{}", names[rnd(3) as usize]))
+                    .collect::<String>()
+            };
+            let op = match rnd(12) {
+                0 => Op::Mkdir(p(&mut rnd)),
+                1 | 2 => Op::Create(p(&mut rnd)),
+                3 | 4 => Op::Write {
+                    path: p(&mut rnd),
+                    off: rnd(12000),
+                    len: 1 + rnd(6000),
+                    seed: rnd(1000),
+                },
+                5 => Op::Truncate(p(&mut rnd), rnd(12000)),
+                6 => Op::Unlink(p(&mut rnd)),
+                7 => Op::Rmdir(p(&mut rnd)),
+                8 | 9 => Op::Rename(p(&mut rnd), p(&mut rnd)),
+                10 => Op::Link(p(&mut rnd), p(&mut rnd)),
+                _ => Op::Punch(p(&mut rnd), rnd(12000), rnd(8000)),
+            };
+            ops.push(op);
+        }
+        out.push(Workload {
+            name: format!("random-{seed}-{w}"),
+            setup: Vec::new(),
+            ops,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trip() {
+        for w in seq1().into_iter().chain(random(5, 3, 10)) {
+            let back = parse(&w.name, &w.to_text()).unwrap();
+            assert_eq!(back, w);
+        }
+        assert!(parse("x", "frobnicate /a").unwrap_err().contains("unknown"));
+        assert!(parse("x", "write /a 1 x 3").unwrap_err().contains("not a number"));
+        assert!(parse("x", "# nothing\n").is_err());
+    }
+}
