@@ -1,3 +1,5 @@
+//! A quick end-to-end pass: format, write, symlink, remount, crash, recover.
+
 use novafs::{Fs, FormatOptions, MountOptions};
 
 #[test]

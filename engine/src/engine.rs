@@ -473,7 +473,7 @@ impl Engine {
                     size: t.len() as u64,
                     mtime_ns: now,
                 };
-                let st = log::stage(&self.media, &self.blocks, slot_off, &child.log, &[e.clone()])?;
+                let st = log::stage(&self.media, &self.blocks, slot_off, &child.log, std::slice::from_ref(&e))?;
                 slot.log_head = st.new_head.unwrap_or(0);
                 slot.log_tail = st.new_tail;
                 child_entries.push(e);
@@ -492,7 +492,7 @@ impl Engine {
                 name: name.to_vec(),
                 mtime_ns: now,
             };
-            let staged = match log::stage(&self.media, &self.blocks, p.slot_off, &ps.log, &[pe.clone()]) {
+            let staged = match log::stage(&self.media, &self.blocks, p.slot_off, &ps.log, std::slice::from_ref(&pe)) {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(cs) = child_staged {

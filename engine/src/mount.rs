@@ -403,7 +403,7 @@ fn check_size(size: u64) -> Result<()> {
             "image size {size} bytes is below the minimum of {MIN_IMAGE_BYTES}"
         )));
     }
-    if size % BLOCK != 0 {
+    if !size.is_multiple_of(BLOCK) {
         return Err(Error::InvalidArgument(format!(
             "image size {size} is not a multiple of {BLOCK}"
         )));

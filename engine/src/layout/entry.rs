@@ -355,7 +355,7 @@ impl Entry {
     /// Decode and validate a whole entry (all its lines). Returns the entry and its seq.
     pub fn decode(buf: &[u8], where_: impl Fn() -> String) -> Result<(Entry, u64)> {
         let bad = |what: &str| Error::corrupt(format!("log entry: {what}"), where_());
-        if buf.len() < LINE_BYTES || buf.len() % LINE_BYTES != 0 {
+        if buf.len() < LINE_BYTES || !buf.len().is_multiple_of(LINE_BYTES) {
             return Err(bad("length"));
         }
         let hdr: EntryHeader = bytemuck::pod_read_unaligned(&buf[..16]);

@@ -76,7 +76,7 @@ impl PageTrailer {
         if self.next == 0 || self.next >= blocks_total || self.used as u64 > ENTRY_BYTES {
             return Err(Error::corrupt("log page link", loc()));
         }
-        if self.used % 64 != 0 || self.reserved.iter().any(|&b| b != 0) {
+        if !self.used.is_multiple_of(64) || self.reserved.iter().any(|&b| b != 0) {
             return Err(Error::corrupt("log page trailer fields", loc()));
         }
         Ok(())

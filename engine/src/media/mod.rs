@@ -217,7 +217,7 @@ impl Media {
     /// An aligned 8-byte atomic load.
     pub fn load_u64(&self, off: u64) -> Result<u64> {
         self.check(off, 8)?;
-        if off % 8 != 0 {
+        if !off.is_multiple_of(8) {
             return Err(Error::Corrupt {
                 what: "unaligned 8-byte load".into(),
                 location: format!("offset {off}"),
@@ -274,7 +274,7 @@ impl Media {
     #[track_caller]
     pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
         self.check(off, 8)?;
-        assert!(off % 8 == 0, "store_u64 at unaligned offset {off}");
+        assert!(off.is_multiple_of(8), "store_u64 at unaligned offset {off}");
         match &self.backend {
             Backend::Mapped(r) => r.store_u64(off, v),
             Backend::Traced(t) => t

@@ -142,7 +142,7 @@ impl RawRegion {
 
     /// Atomic aligned 8-byte load.
     pub fn load_u64(&self, off: u64) -> u64 {
-        debug_assert!(off % 8 == 0 && off as usize + 8 <= self.len);
+        debug_assert!(off.is_multiple_of(8) && off as usize + 8 <= self.len);
         // SAFETY: in bounds and 8-byte aligned (checked by the caller; the mapping is page
         // aligned); AtomicU64 has the layout of u64.
         let a = unsafe { &*(self.ptr.add(off as usize) as *const AtomicU64) };
@@ -161,7 +161,7 @@ impl RawRegion {
 
     /// Atomic aligned 8-byte store.
     pub fn store_u64(&self, off: u64, v: u64) {
-        debug_assert!(off % 8 == 0 && off as usize + 8 <= self.len);
+        debug_assert!(off.is_multiple_of(8) && off as usize + 8 <= self.len);
         // SAFETY: in bounds and aligned (checked by the caller); AtomicU64 has u64's layout.
         let a = unsafe { &*(self.ptr.add(off as usize) as *const AtomicU64) };
         a.store(v, Ordering::Release);
