@@ -76,7 +76,9 @@ impl OpenOptions {
         let bytes = p.as_ref().as_os_str().as_bytes();
         let writable = self.write || self.append;
         if !self.read && !writable {
-            return Err(Error::InvalidArgument("open with neither read nor write".into()));
+            return Err(Error::InvalidArgument(
+                "open with neither read nor write".into(),
+            ));
         }
         if (self.create || self.create_new || self.truncate) && !writable {
             return Err(Error::InvalidArgument(

@@ -7,18 +7,22 @@
 //! Every metadata operation and every `write_at` is atomic and durable when it returns.
 //!
 //! ```
-//! use novafs::{Fs, FormatOptions};
+//! use novafs::{Fs, FormatOptions, MountOptions};
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let image = dir.path().join("doc.img");
 //! let fs = Fs::format(&image, 16 << 20, &FormatOptions::default())?;
 //! fs.create_dir("/logs")?;
 //! let f = fs.create("/logs/today")?;
-//! f.write_at(b"hello, pmem", 0)?;
+//! f.write_at(b"hello, pmem", 0)?; // atomic and durable on return
+//! drop(f);
+//! fs.rename("/logs/today", "/logs/yesterday")?;
+//! fs.unmount()?;
+//!
+//! let fs = Fs::open(&image, &MountOptions::default())?;
+//! let f = fs.open_options().read(true).open("/logs/yesterday")?;
 //! let mut buf = [0u8; 5];
 //! f.read_at(&mut buf, 0)?;
 //! assert_eq!(&buf, b"hello");
-//! drop(f);
-//! fs.unmount()?;
 //! # Ok::<(), novafs::Error>(())
 //! ```
 

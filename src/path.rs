@@ -66,7 +66,9 @@ pub fn resolve_parent(engine: &Engine, path: &[u8]) -> Result<(u64, Vec<u8>)> {
         return Err(Error::InvalidPath("the root has no name".into()));
     };
     if *last == b".." {
-        return Err(Error::InvalidPath("a path ending in '..' names no entry".into()));
+        return Err(Error::InvalidPath(
+            "a path ending in '..' names no entry".into(),
+        ));
     }
     let parent = walk(engine, ROOT_INO, dirs, true, &mut 0)?;
     Ok((parent, last.to_vec()))

@@ -172,6 +172,39 @@ impl Choices {
         out
     }
 
+    /// The final value of every unit a pick touches (sorted by unit), and the writes that
+    /// survived — without copying the image.
+    pub fn overlay<'a>(
+        &'a self,
+        durable: &[u8],
+        pick: &Pick,
+    ) -> (Vec<(u64, [u8; 8])>, Vec<&'a UnitWrite>) {
+        let mut applied: Vec<&UnitWrite> = Vec::new();
+        for (l, &k) in self.lines.iter().zip(&pick.prefixes) {
+            applied.extend(&l[..k]);
+        }
+        for (w, &on) in self.nt.iter().zip(&pick.nt) {
+            if on {
+                applied.push(w);
+            }
+        }
+        applied.sort_by_key(|w| w.event);
+        let mut units: BTreeMap<u64, [u8; 8]> = BTreeMap::new();
+        for w in &applied {
+            let v = units.entry(w.unit).or_insert_with(|| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&durable[w.unit as usize..w.unit as usize + 8]);
+                b
+            });
+            for i in 0..8 {
+                if w.mask & (1 << i) != 0 {
+                    v[i] = w.bytes[i];
+                }
+            }
+        }
+        (units.into_iter().collect(), applied)
+    }
+
     /// Apply a pick to a copy of `durable`; returns the image and the unit writes that
     /// survived.
     pub fn build<'a>(&'a self, durable: &[u8], pick: &Pick) -> (Vec<u8>, Vec<&'a UnitWrite>) {
@@ -200,6 +233,8 @@ pub struct Replay {
     pub durable: Vec<u8>,
     lines: BTreeMap<u64, Line>,
     nt: Vec<UnitWrite>,
+    /// Units made durable since the last [`Replay::drain_durable_units`].
+    newly_durable: Vec<u64>,
 }
 
 fn units(off: u64, data: &[u8], site: TraceSite, event: usize, mut f: impl FnMut(UnitWrite)) {
@@ -232,13 +267,19 @@ impl Replay {
             durable,
             lines: BTreeMap::new(),
             nt: Vec::new(),
+            newly_durable: Vec::new(),
         }
     }
 
     /// Feed one event (`Mark`s are ignored here).
     pub fn step(&mut self, index: usize, ev: &TraceEvent) {
         match ev {
-            TraceEvent::Store { off, data, nt, site } => {
+            TraceEvent::Store {
+                off,
+                data,
+                nt,
+                site,
+            } => {
                 if *nt {
                     let nts = &mut self.nt;
                     units(*off, data, *site, index, |w| nts.push(w));
@@ -264,10 +305,17 @@ impl Replay {
                 done.sort_by_key(|w| w.event);
                 for w in &done {
                     w.apply(&mut self.durable);
+                    self.newly_durable.push(w.unit);
                 }
             }
             TraceEvent::Mark(_) => {}
         }
+    }
+
+    /// The units that became durable since the last call (to keep a copy of `durable` in
+    /// sync without copying it whole).
+    pub fn drain_durable_units(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.newly_durable)
     }
 
     /// What may survive a crash now.
@@ -289,20 +337,16 @@ impl Replay {
     }
 }
 
-/// Hash of an image given as durable + surviving writes: only the units whose final value
+/// Hash of an image given as `durable` plus an overlay: only the units whose final value
 /// differs from `durable` count, so equal images hash equal.
-pub fn image_key(durable: &[u8], img: &[u8], applied: &[&UnitWrite]) -> u64 {
-    let mut units: Vec<u64> = applied.iter().map(|w| w.unit).collect();
-    units.sort_unstable();
-    units.dedup();
+pub fn image_key(durable: &[u8], overlay: &[(u64, [u8; 8])]) -> u64 {
     let mut h = crc32fast::Hasher::new();
     let mut h2 = crc32fast::Hasher::new_with_initial(0x1234_5678);
-    for u in units {
-        let r = u as usize..u as usize + 8;
-        if img[r.clone()] != durable[r.clone()] {
+    for (u, v) in overlay {
+        if v[..] != durable[*u as usize..*u as usize + 8] {
             h.update(&u.to_le_bytes());
-            h.update(&img[r.clone()]);
-            h2.update(&img[r]);
+            h.update(v);
+            h2.update(v);
             h2.update(&u.to_le_bytes());
         }
     }
@@ -400,7 +444,11 @@ mod litmus {
         assert_eq!(imgs.len(), 2, "an aligned 8-byte store is atomic");
         let w = [9u8; 16];
         let imgs = images(&[st(8, &w)]);
-        assert_eq!(imgs.len(), 3, "a 16-byte store is two units: none, first, both");
+        assert_eq!(
+            imgs.len(),
+            3,
+            "a 16-byte store is two units: none, first, both"
+        );
         let unaligned = [5u8; 8];
         let imgs = images(&[st(4, &unaligned)]);
         assert_eq!(imgs.len(), 3, "an unaligned 8-byte store spans two units");
@@ -444,12 +492,12 @@ mod litmus {
         let picks = c.all();
         let keys: Vec<u64> = picks
             .iter()
-            .map(|p| {
-                let (i, a) = c.build(&r.durable, p);
-                image_key(&r.durable, &i, &a)
-            })
+            .map(|p| image_key(&r.durable, &c.overlay(&r.durable, p).0))
             .collect();
-        assert_eq!(keys[0], keys[2], "durable and 'both stores' are the same image");
+        assert_eq!(
+            keys[0], keys[2],
+            "durable and 'both stores' are the same image"
+        );
         assert_ne!(keys[0], keys[1]);
     }
 }

@@ -150,7 +150,9 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
         for e in entries {
             budget = budget.checked_sub(1).ok_or("tree too large")?;
             let p = format!("{dir}/{}", e.name_lossy());
-            let m = fs.symlink_metadata(&p).map_err(|e| format!("stat {p}: {e}"))?;
+            let m = fs
+                .symlink_metadata(&p)
+                .map_err(|e| format!("stat {p}: {e}"))?;
             if m.file_type() != e.file_type {
                 return Err(format!("{p}: entry kind differs from the inode's"));
             }
@@ -172,7 +174,11 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
                 }
                 FileType::Symlink => {
                     let t = fs.read_link(&p).map_err(|e| format!("readlink {p}: {e}"))?;
-                    format!("symlink -> {} nlink={}", String::from_utf8_lossy(&t), m.nlink())
+                    format!(
+                        "symlink -> {} nlink={}",
+                        String::from_utf8_lossy(&t),
+                        m.nlink()
+                    )
                 }
             };
             tree.insert(p, desc);
@@ -208,6 +214,62 @@ fn describe_diff(got: &State, want: &[&State]) -> String {
         }
     }
     "states differ".into()
+}
+
+/// Recover `durable + overlay` in the reusable buffer `work` (which equals `durable` on entry
+/// and on return), describe the result, and with `deep` also run the usability and
+/// crash-during-recovery checks.
+fn recover_in_place(
+    work: &mut Option<Vec<u8>>,
+    durable: &[u8],
+    overlay: &[(u64, [u8; 8])],
+    deep: bool,
+    seed: u64,
+) -> Result<State, String> {
+    let mut buf = work.take().unwrap_or_else(|| durable.to_vec());
+    for (u, v) in overlay {
+        buf[*u as usize..*u as usize + 8].copy_from_slice(v);
+    }
+    let before = deep.then(|| buf.clone());
+    let media = Arc::new(Media::traced_from(buf));
+    media.with_trace(|t| t.enabled = true);
+    let result = checked(|| {
+        let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
+            .map_err(|e| format!("recovery failed: {e}"))?;
+        let fs = Fs::from_engine(engine, report);
+        let st = state_of(&fs)?;
+        if let Some(img) = &before {
+            let evs = media.with_trace(|t| t.events.clone()).unwrap_or_default();
+            recovery_survives_crash(img, &evs, &st, seed)?;
+            usable(fs)?;
+        } else {
+            fs.crash();
+        }
+        Ok(st)
+    });
+    // Take the buffer back and undo every store recovery (and the checks) made.
+    let events = media
+        .with_trace(|t| {
+            t.enabled = false;
+            t.take()
+        })
+        .unwrap_or_default();
+    let mut buf = match Arc::try_unwrap(media).ok().and_then(Media::into_image) {
+        Some(b) => b,
+        None => durable.to_vec(),
+    };
+    for ev in &events {
+        if let TraceEvent::Store { off, data, .. } = ev {
+            let r = *off as usize..*off as usize + data.len();
+            buf[r.clone()].copy_from_slice(&durable[r]);
+        }
+    }
+    for (u, _) in overlay {
+        let r = *u as usize..*u as usize + 8;
+        buf[r.clone()].copy_from_slice(&durable[r]);
+    }
+    *work = Some(buf);
+    result
 }
 
 /// Mount an image (recovery runs). Panics become errors.
@@ -254,8 +316,10 @@ fn checked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 fn usable(fs: Fs) -> Result<(), String> {
     let e = |what: &str, err: novafs::Error| format!("after recovery, {what} failed: {err}");
     fs.create_dir("/__probe").map_err(|x| e("mkdir", x))?;
-    fs.write("/__probe/f", &[0x5a; 9000]).map_err(|x| e("write", x))?;
-    fs.rename("/__probe/f", "/__probe/g").map_err(|x| e("rename", x))?;
+    fs.write("/__probe/f", &[0x5a; 9000])
+        .map_err(|x| e("write", x))?;
+    fs.rename("/__probe/f", "/__probe/g")
+        .map_err(|x| e("rename", x))?;
     // Delete everything.
     fn rm(fs: &Fs, dir: &str) -> Result<(), novafs::Error> {
         for ent in fs.read_dir(if dir.is_empty() { "/" } else { dir })? {
@@ -275,7 +339,8 @@ fn usable(fs: Fs) -> Result<(), String> {
     drop(fs);
     engine.unmount().map_err(|x| e("unmount", x))?;
     drop(engine);
-    let (engine, _) = Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x))?;
+    let (engine, _) =
+        Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x))?;
     let fs = Fs::from_engine(engine, Default::default());
     let st = state_of(&fs)?;
     if !st.tree.is_empty() {
@@ -301,17 +366,29 @@ fn usable(fs: Fs) -> Result<(), String> {
 
 /// Crash recovery itself at each of its fences (a few images each) and recover again: the
 /// result must equal the first recovery's.
-fn recovery_survives_crash(img: &[u8], events: &[TraceEvent], want: &State, seed: u64) -> Result<usize, String> {
+fn recovery_survives_crash(
+    img: &[u8],
+    events: &[TraceEvent],
+    want: &State,
+    seed: u64,
+) -> Result<usize, String> {
     let mut replay = Replay::new(img.to_vec());
+    let mut work: Option<Vec<u8>> = None;
     let mut checked_n = 0;
     for (i, ev) in events.iter().enumerate() {
         if matches!(ev, TraceEvent::Fence { .. }) {
             let c = replay.choices();
             if !c.is_empty() {
+                for u in replay.drain_durable_units() {
+                    if let Some(w) = work.as_mut() {
+                        let r = u as usize..u as usize + 8;
+                        w[r.clone()].copy_from_slice(&replay.durable[r]);
+                    }
+                }
                 for pick in c.sample(4, seed ^ i as u64) {
-                    let (im, _) = c.build(&replay.durable, &pick);
-                    let (fs, _) = recover(im, false).map_err(|e| format!("second recovery: {e}"))?;
-                    let st = state_of(&fs)?;
+                    let (overlay, _) = c.overlay(&replay.durable, &pick);
+                    let st = recover_in_place(&mut work, &replay.durable, &overlay, false, seed)
+                        .map_err(|e| format!("second recovery: {e}"))?;
                     if &st != want {
                         return Err(format!(
                             "a crash during recovery changed the outcome: {}",
@@ -368,6 +445,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     let mut seen: HashMap<u64, State> = HashMap::new();
     let mut distinct = 0usize;
     let mut eadr_img: Option<Vec<u8>> = None;
+    let mut work: Option<Vec<u8>> = None;
     let describe = |ctx: Ctx| match ctx {
         Ctx::Inside(i) => format!("inside op {i} ({})", w.ops[i]),
         Ctx::After(i) => format!("after op {i} ({})", w.ops[i]),
@@ -395,7 +473,10 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             let (picks, exhaustive) = if total <= cfg.max_images as u128 {
                 (c.all(), true)
             } else {
-                (c.sample(cfg.max_images, cfg.seed ^ (idx as u64) << 8), false)
+                (
+                    c.sample(cfg.max_images, cfg.seed ^ (idx as u64) << 8),
+                    false,
+                )
             };
             report.crash_points += 1;
             if exhaustive {
@@ -403,10 +484,17 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             } else {
                 report.points_sampled += 1;
             }
+            for u in replay.drain_durable_units() {
+                if let Some(w) = work.as_mut() {
+                    let r = u as usize..u as usize + 8;
+                    w[r.clone()].copy_from_slice(&replay.durable[r]);
+                }
+            }
             let mut local: HashSet<u64> = HashSet::new();
+            let durable_key = crc32fast::hash(&replay.durable) as u64;
             for pick in picks {
-                let (img, applied) = c.build(&replay.durable, &pick);
-                let key = image_key(&replay.durable, &img, &applied);
+                let (overlay, applied) = c.overlay(&replay.durable, &pick);
+                let key = image_key(&replay.durable, &overlay);
                 if !local.insert(key) {
                     report.images_deduplicated += 1;
                     continue;
@@ -415,26 +503,16 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                 if exhaustive {
                     report.images_exhaustive += 1;
                 }
-                let full_key = key ^ crc32fast::hash(&replay.durable) as u64;
+                let full_key = key ^ durable_key.rotate_left(17);
                 let got = if let Some(s) = seen.get(&full_key) {
                     Ok(s.clone())
                 } else {
                     distinct += 1;
                     let deep = cfg.deep_every > 0 && distinct % cfg.deep_every == 1;
-                    let r = checked(|| {
-                        let (fs, rec_events) = recover(img.clone(), deep)?;
-                        let st = state_of(&fs)?;
-                        if deep {
-                            if let Some(evs) = rec_events {
-                                recovery_survives_crash(&img, &evs, &st, cfg.seed)?;
-                            }
-                            usable(fs)?;
-                        }
-                        Ok(st)
-                    });
                     if deep {
                         report.deep_checks += 1;
                     }
+                    let r = recover_in_place(&mut work, &replay.durable, &overlay, deep, cfg.seed);
                     if let Ok(s) = &r {
                         seen.insert(full_key, s.clone());
                     }
@@ -491,7 +569,12 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                     Ok(s) => Err(describe_diff(&s, &allowed)),
                 };
                 if let Err(reason) = verdict {
-                    fail(&mut report, point, format!("eADR, {}", describe(ctx)), reason);
+                    fail(
+                        &mut report,
+                        point,
+                        format!("eADR, {}", describe(ctx)),
+                        reason,
+                    );
                 }
             }
         }
@@ -572,7 +655,9 @@ pub fn check_all(ws: &[Workload], cfg: &Config, threads: usize) -> Report {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     for p in parts {
         total.merge(p);

@@ -301,7 +301,7 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Unlink(s("/A/bar")), // the last link
         Op::Unlink(s("/sym")),
         Op::Rmdir(s("/A/C")),
-        Op::Rmdir(s("/A")), // not empty: fails
+        Op::Rmdir(s("/A")),                     // not empty: fails
         Op::Rename(s("/foo"), s("/A/C/foo2")),  // across directories
         Op::Rename(s("/foo"), s("/foo3")),      // same directory
         Op::Rename(s("/A/bar"), s("/foo")),     // over a file with two links
@@ -402,7 +402,9 @@ mod tests {
             assert_eq!(back, w);
         }
         assert!(parse("x", "frobnicate /a").unwrap_err().contains("unknown"));
-        assert!(parse("x", "write /a 1 x 3").unwrap_err().contains("not a number"));
+        assert!(parse("x", "write /a 1 x 3")
+            .unwrap_err()
+            .contains("not a number"));
         assert!(parse("x", "# nothing\n").is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! the others when it runs dry; a freed block returns to the shard that owns its address, where
 //! it merges with its neighbours.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -237,7 +237,12 @@ impl BlockAlloc {
     pub fn extents(&self) -> Vec<Extent> {
         let mut v: Vec<Extent> = Vec::new();
         for s in &self.shards {
-            v.extend(s.lock().free.iter().map(|(&start, &len)| Extent { start, len }));
+            v.extend(
+                s.lock()
+                    .free
+                    .iter()
+                    .map(|(&start, &len)| Extent { start, len }),
+            );
         }
         v.sort();
         v
@@ -256,48 +261,108 @@ impl BlockAlloc {
     }
 }
 
-/// The inode-number allocator.
+/// The inode-number allocator: a bitmap of free numbers (bit set = free) with a search hint.
 pub struct InodeAlloc {
-    free: Mutex<BTreeSet<u64>>,
+    inner: Mutex<InoBits>,
+}
+
+struct InoBits {
+    words: Vec<u64>,
+    free: u64,
+    /// No free number below `hint * 64`.
+    hint: usize,
+}
+
+impl InoBits {
+    fn set(&mut self, ino: u64) -> bool {
+        let (w, b) = ((ino / 64) as usize, ino % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let was = self.words[w] & (1 << b) != 0;
+        self.words[w] |= 1 << b;
+        if !was {
+            self.free += 1;
+            self.hint = self.hint.min(w);
+        }
+        !was
+    }
 }
 
 impl InodeAlloc {
     /// An allocator with the given free inode numbers.
     pub fn new(free: impl IntoIterator<Item = u64>) -> InodeAlloc {
+        let mut bits = InoBits {
+            words: Vec::new(),
+            free: 0,
+            hint: 0,
+        };
+        for i in free {
+            bits.set(i);
+        }
         InodeAlloc {
-            free: Mutex::new(free.into_iter().collect()),
+            inner: Mutex::new(bits),
         }
     }
 
     /// Take the lowest free inode number.
     pub fn alloc(&self) -> Option<u64> {
-        self.free.lock().pop_first()
+        let mut g = self.inner.lock();
+        let start = g.hint;
+        for w in start..g.words.len() {
+            let word = g.words[w];
+            if word != 0 {
+                let b = word.trailing_zeros() as u64;
+                g.words[w] &= !(1 << b);
+                g.free -= 1;
+                g.hint = w;
+                return Some(w as u64 * 64 + b);
+            }
+        }
+        g.hint = g.words.len();
+        None
     }
 
     /// Return an inode number.
     pub fn free(&self, ino: u64) {
-        let fresh = self.free.lock().insert(ino);
+        let fresh = self.inner.lock().set(ino);
         debug_assert!(fresh, "double free of inode {ino}");
     }
 
     /// Add a range of fresh numbers (a new inode-table chunk).
     pub fn add_range(&self, start: u64, end: u64) {
-        self.free.lock().extend(start..end);
+        let mut g = self.inner.lock();
+        for i in start..end {
+            g.set(i);
+        }
     }
 
     /// Whether `ino` is free.
     pub fn is_free(&self, ino: u64) -> bool {
-        self.free.lock().contains(&ino)
+        let g = self.inner.lock();
+        g.words
+            .get((ino / 64) as usize)
+            .is_some_and(|w| w & (1 << (ino % 64)) != 0)
     }
 
     /// Free inode numbers now.
     pub fn free_count(&self) -> u64 {
-        self.free.lock().len() as u64
+        self.inner.lock().free
     }
 
-    /// All free numbers (for saving state).
+    /// All free numbers, ascending (for saving state).
     pub fn snapshot(&self) -> Vec<u64> {
-        self.free.lock().iter().copied().collect()
+        let g = self.inner.lock();
+        let mut out = Vec::with_capacity(g.free as usize);
+        for (w, &word) in g.words.iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                let b = x.trailing_zeros() as u64;
+                out.push(w as u64 * 64 + b);
+                x &= x - 1;
+            }
+        }
+        out
     }
 }
 
@@ -325,5 +390,22 @@ mod tests {
         assert_eq!(all.iter().map(|e| e.len).sum::<u64>(), 100);
         assert!(matches!(a.alloc(1), Err(Error::NoSpace)));
         assert!(!a.is_free(50));
+    }
+
+    #[test]
+    fn inode_bitmap() {
+        let a = InodeAlloc::new([5, 3, 200]);
+        assert_eq!(a.free_count(), 3);
+        assert!(a.is_free(200) && !a.is_free(4) && !a.is_free(100_000));
+        assert_eq!(a.alloc(), Some(3));
+        assert_eq!(a.alloc(), Some(5));
+        a.free(3);
+        assert_eq!(a.snapshot(), vec![3, 200]);
+        assert_eq!(a.alloc(), Some(3));
+        assert_eq!(a.alloc(), Some(200));
+        assert_eq!(a.alloc(), None);
+        a.add_range(64, 66);
+        assert_eq!(a.alloc(), Some(64));
+        assert_eq!(a.free_count(), 1);
     }
 }

@@ -127,7 +127,9 @@ pub fn check_name(name: &[u8]) -> Result<()> {
         return Err(Error::NameTooLong(name.len()));
     }
     if name == b"." || name == b".." {
-        return Err(Error::InvalidPath("'.' and '..' cannot be created or removed".into()));
+        return Err(Error::InvalidPath(
+            "'.' and '..' cannot be created or removed".into(),
+        ));
     }
     if name.iter().any(|&b| b == 0 || b == b'/') {
         return Err(Error::InvalidPath("names cannot contain '/' or NUL".into()));
@@ -177,7 +179,9 @@ impl Engine {
             inos,
             chunks: RwLock::new(chunks),
             chunk_grow: Mutex::new(()),
-            cache: (0..CACHE_SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            cache: (0..CACHE_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
             rename_lock: Mutex::new(()),
             read_only,
             mounted: AtomicBool::new(true),
@@ -358,10 +362,13 @@ impl Engine {
         if idx >= self.sb.max_chunks() {
             return Err(Error::NoInodes);
         }
-        let block = self.blocks.alloc_contiguous(CHUNK_BLOCKS).map_err(|e| match e {
-            Error::NoSpace => Error::NoInodes,
-            e => e,
-        })?;
+        let block = self
+            .blocks
+            .alloc_contiguous(CHUNK_BLOCKS)
+            .map_err(|e| match e {
+                Error::NoSpace => Error::NoInodes,
+                e => e,
+            })?;
         let res = (|| {
             self.media.zero_nt(block * BLOCK, CHUNK_BLOCKS * BLOCK)?;
             self.media.fence();
@@ -473,7 +480,13 @@ impl Engine {
                     size: t.len() as u64,
                     mtime_ns: now,
                 };
-                let st = log::stage(&self.media, &self.blocks, slot_off, &child.log, std::slice::from_ref(&e))?;
+                let st = log::stage(
+                    &self.media,
+                    &self.blocks,
+                    slot_off,
+                    &child.log,
+                    std::slice::from_ref(&e),
+                )?;
                 slot.log_head = st.new_head.unwrap_or(0);
                 slot.log_tail = st.new_tail;
                 child_entries.push(e);
@@ -483,7 +496,8 @@ impl Engine {
             if bugs::active(Bug::NoInodeSlotFlush) {
                 self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
             } else {
-                self.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+                self.media
+                    .write_flush(slot_off, bytemuck::bytes_of(&slot))?;
             }
             child.log.next_seq = 1;
             let pe = Entry::DirAdd {
@@ -492,7 +506,13 @@ impl Engine {
                 name: name.to_vec(),
                 mtime_ns: now,
             };
-            let staged = match log::stage(&self.media, &self.blocks, p.slot_off, &ps.log, std::slice::from_ref(&pe)) {
+            let staged = match log::stage(
+                &self.media,
+                &self.blocks,
+                p.slot_off,
+                &ps.log,
+                std::slice::from_ref(&pe),
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(cs) = child_staged {
@@ -544,7 +564,8 @@ impl Engine {
                 Ok(())
             }
             many => {
-                let words: Vec<(u64, u64)> = many.iter().map(|s| (s.tail_addr(), s.old_tail)).collect();
+                let words: Vec<(u64, u64)> =
+                    many.iter().map(|s| (s.tail_addr(), s.old_tail)).collect();
                 let slot = self.journal.begin(&self.media, &words)?;
                 for s in many {
                     s.store_tail(&self.media)?;
@@ -651,7 +672,11 @@ impl Engine {
                 mtime_ns: now,
             }];
             let staged = self.stage_all(vec![(inodes[0].slot_off, &*l.get(parent), pe.clone())])?;
-            let child_staged = match self.stage_all(vec![(inodes[1].slot_off, &*l.get(ent.ino), child_entries.clone())]) {
+            let child_staged = match self.stage_all(vec![(
+                inodes[1].slot_off,
+                &*l.get(ent.ino),
+                child_entries.clone(),
+            )]) {
                 Ok(s) => s,
                 Err(e) => {
                     for s in staged {
@@ -735,7 +760,8 @@ impl Engine {
         };
         self.media.mark("link");
         self.commit(&[&s1[0], &s2[0]])?;
-        s1.into_iter().for_each(|s| s.apply(&mut l.get(new_parent).log));
+        s1.into_iter()
+            .for_each(|s| s.apply(&mut l.get(new_parent).log));
         self.apply_entries(l.get(new_parent), new_parent, &pe)?;
         s2.into_iter().for_each(|s| s.apply(&mut l.get(ino).log));
         self.apply_entries(l.get(ino), ino, &ce)?;
@@ -789,7 +815,10 @@ impl Engine {
                     cur = self.parent_of(cur)?;
                     hops += 1;
                     if hops > 1 << 32 {
-                        return Err(Error::corrupt("directory cycle", format!("inode {dst_parent}")));
+                        return Err(Error::corrupt(
+                            "directory cycle",
+                            format!("inode {dst_parent}"),
+                        ));
                     }
                 }
             }
@@ -856,14 +885,22 @@ impl Engine {
                 None => false,
             };
             let victim_entries = match dst {
-                Some(d) if d.kind != Kind::Dir && l.get(d.ino).attr.nlink > 1 => vec![Entry::Link {
-                    nlink: l.get(d.ino).attr.nlink - 1,
-                    ctime_ns: now,
-                    parent: 0,
-                }],
+                Some(d) if d.kind != Kind::Dir && l.get(d.ino).attr.nlink > 1 => {
+                    vec![Entry::Link {
+                        nlink: l.get(d.ino).attr.nlink - 1,
+                        ctime_ns: now,
+                        parent: 0,
+                    }]
+                }
                 _ => vec![],
             };
-            let off = |ino: u64| inodes.iter().find(|i| i.ino == ino).map(|i| i.slot_off).expect("locked");
+            let off = |ino: u64| {
+                inodes
+                    .iter()
+                    .find(|i| i.ino == ino)
+                    .map(|i| i.slot_off)
+                    .expect("locked")
+            };
             let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
             if src_parent != dst_parent {
                 plan.push((dst_parent, dst_entries));
@@ -877,7 +914,13 @@ impl Engine {
                 if entries.is_empty() {
                     continue;
                 }
-                match log::stage(&self.media, &self.blocks, off(ino), &l.get(ino).log, &entries) {
+                match log::stage(
+                    &self.media,
+                    &self.blocks,
+                    off(ino),
+                    &l.get(ino).log,
+                    &entries,
+                ) {
                     Ok(s) => staged.push((ino, s, entries)),
                     Err(e) => {
                         for (_, s, _) in staged {
@@ -1001,7 +1044,9 @@ impl Engine {
         if data.is_empty() {
             return Ok(off);
         }
-        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooLarge)?;
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooLarge)?;
         if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
             return Err(Error::FileTooLarge);
         }
@@ -1039,7 +1084,10 @@ impl Engine {
         size: u64,
         pre: Vec<Entry>,
     ) -> Result<()> {
-        let need = pages.iter().filter(|(_, p)| !matches!(p, Page::Hole)).count() as u64;
+        let need = pages
+            .iter()
+            .filter(|(_, p)| !matches!(p, Page::Hole))
+            .count() as u64;
         let mut freed_early = Vec::new();
         if bugs::active(Bug::FreeBeforeCommit) {
             for (pg, _) in &pages {
@@ -1161,7 +1209,9 @@ impl Engine {
         if let Some(new) = req.size {
             match st.attr.kind {
                 Kind::Dir => return Err(Error::IsADirectory),
-                Kind::Symlink => return Err(Error::InvalidArgument("truncate of a symlink".into())),
+                Kind::Symlink => {
+                    return Err(Error::InvalidArgument("truncate of a symlink".into()))
+                }
                 Kind::File => {}
             }
             if new.div_ceil(BLOCK) > MAX_FILE_PAGES {
@@ -1178,7 +1228,8 @@ impl Engine {
                 let pg = new / BLOCK;
                 if let Some(&b) = st.map.get(&pg) {
                     let mut buf = vec![0u8; BLOCK as usize];
-                    self.media.read(b * BLOCK, &mut buf[..(new % BLOCK) as usize])?;
+                    self.media
+                        .read(b * BLOCK, &mut buf[..(new % BLOCK) as usize])?;
                     pages.push((pg, Page::Owned(buf)));
                 }
             }
@@ -1195,7 +1246,9 @@ impl Engine {
         let i = self.inode(ino)?;
         let mut st = i.state.write();
         if st.attr.kind != Kind::File {
-            return Err(Error::InvalidArgument("punch_hole needs a regular file".into()));
+            return Err(Error::InvalidArgument(
+                "punch_hole needs a regular file".into(),
+            ));
         }
         let end = off.saturating_add(len).min(st.attr.size);
         if len == 0 || off >= end {
@@ -1232,7 +1285,9 @@ impl Engine {
         let i = self.inode(ino)?;
         let mut st = i.state.write();
         if st.attr.kind != Kind::File {
-            return Err(Error::InvalidArgument("allocate needs a regular file".into()));
+            return Err(Error::InvalidArgument(
+                "allocate needs a regular file".into(),
+            ));
         }
         let end = off.checked_add(len).ok_or(Error::FileTooLarge)?;
         if end.div_ceil(BLOCK) > MAX_FILE_PAGES {

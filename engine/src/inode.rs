@@ -195,7 +195,10 @@ impl InodeState {
                 if *block != 0 && !bounds.contains(*block, n) {
                     return Err(bad("write extent outside the image"));
                 }
-                if pgoff.checked_add(n).is_none_or(|e| e > crate::MAX_FILE_PAGES) {
+                if pgoff
+                    .checked_add(n)
+                    .is_none_or(|e| e > crate::MAX_FILE_PAGES)
+                {
                     return Err(bad("write extent beyond the largest file"));
                 }
                 for i in 0..n {
@@ -270,7 +273,11 @@ impl InodeState {
                     ino: *child,
                     kind: *kind,
                 };
-                if self.dir.insert(name.clone().into_boxed_slice(), ent).is_some() {
+                if self
+                    .dir
+                    .insert(name.clone().into_boxed_slice(), ent)
+                    .is_some()
+                {
                     return Err(bad("duplicate name in directory log"));
                 }
                 if *kind == Kind::Dir {
@@ -369,7 +376,10 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
             let lines = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], where_)?;
             let len = lines * LINE_BYTES;
             if (pos + len) as u64 > end {
-                return Err(Error::corrupt("log entry crosses the committed end", where_()));
+                return Err(Error::corrupt(
+                    "log entry crosses the committed end",
+                    where_(),
+                ));
             }
             let (e, seq) = Entry::decode(&buf[pos..pos + len], where_)?;
             if seq <= last_seq {

@@ -13,7 +13,9 @@
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::layout::journal::{JournalEntry, JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
+use crate::layout::journal::{
+    JournalEntry, JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES,
+};
 use crate::layout::BLOCK;
 use crate::media::Media;
 
@@ -41,7 +43,9 @@ impl Journal {
     /// Durably record the undo words; returns the slot to pass to [`Journal::end`].
     pub fn begin(&self, media: &Media, words: &[(u64, u64)]) -> Result<usize> {
         if words.len() > MAX_ENTRIES {
-            return Err(Error::InvalidArgument("too many inodes in one operation".into()));
+            return Err(Error::InvalidArgument(
+                "too many inodes in one operation".into(),
+            ));
         }
         let slot = {
             let mut free = self.free.lock();

@@ -15,9 +15,11 @@ pub mod log;
 pub mod media;
 pub mod mount;
 
-pub use engine::{check_name, DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS};
+pub use engine::{
+    check_name, DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS,
+};
 pub use error::{Error, Result};
 pub use inode::Attr;
 pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
-pub use media::{MediaMode, Media};
+pub use media::{Media, MediaMode};
 pub use mount::{FormatOptions, MountOptions, MountReport};

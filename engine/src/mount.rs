@@ -93,7 +93,8 @@ impl Engine {
         let now = now_ns();
         let mut uuid = [0u8; 16];
         uuid[..8].copy_from_slice(&now.to_le_bytes());
-        uuid[8..].copy_from_slice(&(std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        uuid[8..]
+            .copy_from_slice(&(std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes());
         let sb = Superblock::new(blocks_total, uuid, now);
         // Clear the metadata area (the file may hold an old image).
         media.zero_nt(0, sb.first_free_block * BLOCK)?;
@@ -115,7 +116,10 @@ impl Engine {
             csum: 0,
         }
         .seal();
-        media.write_flush(chunk0 * BLOCK + ROOT_INO * INODE_SIZE, bytemuck::bytes_of(&root))?;
+        media.write_flush(
+            chunk0 * BLOCK + ROOT_INO * INODE_SIZE,
+            bytemuck::bytes_of(&root),
+        )?;
         media.write_flush(sb.itable_map_start * BLOCK, &chunk0.to_le_bytes())?;
         media.zero_nt(sb.replica_block * BLOCK, BLOCK)?;
         media.write_flush(sb.replica_block * BLOCK, bytemuck::bytes_of(&sb))?;
@@ -124,7 +128,10 @@ impl Engine {
         media.write_flush(0, bytemuck::bytes_of(&sb))?;
         media.fence();
         let blocks = BlockAlloc::new(sb.first_free_block, sb.replica_block, shards());
-        blocks.free(chunk0 + CHUNK_BLOCKS, sb.replica_block - chunk0 - CHUNK_BLOCKS);
+        blocks.free(
+            chunk0 + CHUNK_BLOCKS,
+            sb.replica_block - chunk0 - CHUNK_BLOCKS,
+        );
         let inos = InodeAlloc::new(ROOT_INO + 1..INODES_PER_CHUNK);
         let engine = Engine::new_internal(media, sb, blocks, inos, vec![chunk0], false);
         engine.inode(ROOT_INO)?;
@@ -162,9 +169,7 @@ impl Engine {
             Err(first) => {
                 let replica_block = len / BLOCK - 1;
                 let replica: Superblock = media.read_pod(replica_block * BLOCK)?;
-                if replica
-                    .validate("superblock replica", len)
-                    .is_err()
+                if replica.validate("superblock replica", len).is_err()
                     || replica.replica_block != replica_block
                 {
                     return Err(first);
@@ -179,7 +184,10 @@ impl Engine {
     }
 
     /// Mount an already mapped region.
-    pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>, MountReport)> {
+    pub fn open_media(
+        media: Arc<Media>,
+        opts: &MountOptions,
+    ) -> Result<(Arc<Engine>, MountReport)> {
         let (sb, repaired) = Engine::read_superblock(&media, !opts.read_only)?;
         let mut report = MountReport {
             superblock_repaired: repaired,
@@ -238,7 +246,10 @@ impl Engine {
         for &c in &chunks {
             for b in c..c + CHUNK_BLOCKS {
                 if used[b as usize] {
-                    return Err(Error::corrupt("inode-table chunk overlaps", format!("block {b}")));
+                    return Err(Error::corrupt(
+                        "inode-table chunk overlaps",
+                        format!("block {b}"),
+                    ));
                 }
                 used[b as usize] = true;
             }
@@ -260,13 +271,16 @@ impl Engine {
             Ok(())
         };
         while let Some(ino) = queue.pop() {
-            let off = self
-                .slot_off(ino)
-                .ok_or_else(|| Error::corrupt("inode number outside the table", format!("inode {ino}")))?;
-            let st: InodeState = inode::load(&self.media, off, ino, inode::Bounds::of(&sb)).map_err(|e| match e {
-                Error::NotFound => Error::corrupt("directory entry to a free inode", format!("inode {ino}")),
-                e => e,
+            let off = self.slot_off(ino).ok_or_else(|| {
+                Error::corrupt("inode number outside the table", format!("inode {ino}"))
             })?;
+            let st: InodeState = inode::load(&self.media, off, ino, inode::Bounds::of(&sb))
+                .map_err(|e| match e {
+                    Error::NotFound => {
+                        Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+                    }
+                    e => e,
+                })?;
             scanned += 1;
             for &p in &st.log.pages {
                 mark(p, ino, "log page")?;
@@ -299,7 +313,8 @@ impl Engine {
                 for (name, ent) in &st.dir {
                     let child = self.inode(ent.ino)?;
                     let cs = child.state.read();
-                    let loc = || format!("inode {} entry {:?}", i.ino, String::from_utf8_lossy(name));
+                    let loc =
+                        || format!("inode {} entry {:?}", i.ino, String::from_utf8_lossy(name));
                     if cs.attr.kind != ent.kind {
                         return Err(Error::corrupt("directory entry kind", loc()));
                     }
@@ -379,7 +394,8 @@ impl Engine {
         ms.reserved0 = 0;
         ms.reserved1 = [0; 12];
         ms.csum = ms.compute_csum();
-        self.media.write_flush(state_off + 8, &bytemuck::bytes_of(&ms)[8..])?;
+        self.media
+            .write_flush(state_off + 8, &bytemuck::bytes_of(&ms)[8..])?;
         self.media.fence();
         self.media.commit_u64(state_off, CLEAN_MAGIC)?;
         self.media.sync_all()

@@ -502,7 +502,10 @@ mod tests {
             for i in 0..buf.len() {
                 let mut b = buf.clone();
                 b[i] ^= 1;
-                assert!(Entry::decode(&b, || "t".into()).is_err(), "flip at {i} of {e:?}");
+                assert!(
+                    Entry::decode(&b, || "t".into()).is_err(),
+                    "flip at {i} of {e:?}"
+                );
             }
         }
         assert!(Entry::decode(&[0; 64], || "t".into()).is_err());

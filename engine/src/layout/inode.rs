@@ -90,7 +90,10 @@ impl InodeSlot {
             return Err(Error::corrupt("inode checksum", format!("inode {ino}")));
         }
         if self.reserved.iter().any(|&b| b != 0) || self.reserved0.iter().any(|&b| b != 0) {
-            return Err(Error::corrupt("inode reserved bytes", format!("inode {ino}")));
+            return Err(Error::corrupt(
+                "inode reserved bytes",
+                format!("inode {ino}"),
+            ));
         }
         Ok(kind)
     }

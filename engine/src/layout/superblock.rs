@@ -170,7 +170,10 @@ mod tests {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
             let s: Superblock = bytemuck::pod_read_unaligned(&b);
-            assert!(s.validate("test", 1024 * BLOCK).is_err(), "flip at byte {i} undetected");
+            assert!(
+                s.validate("test", 1024 * BLOCK).is_err(),
+                "flip at byte {i} undetected"
+            );
         }
         let zero = Superblock::zeroed();
         assert!(zero.validate("t", 1 << 30).is_err());

@@ -352,6 +352,14 @@ impl Media {
         }
     }
 
+    /// Take back the bytes of a traced region (`None` for mapped regions).
+    pub fn into_image(self) -> Option<Vec<u8>> {
+        match self.backend {
+            Backend::Traced(t) => Some(t.into_inner().into_bytes()),
+            Backend::Mapped(_) => None,
+        }
+    }
+
     /// Flush everything and, for file-backed regions, `msync` the whole file.
     pub fn sync_all(&self) -> Result<()> {
         if let Backend::Mapped(r) = &self.backend {

@@ -60,9 +60,7 @@ enum Mapping {
     /// Mapped by us with `MAP_SHARED_VALIDATE | MAP_SYNC`.
     Sync { ptr: *mut u8, len: usize },
     /// An ordinary shared mapping.
-    Plain {
-        _map: MmapRaw,
-    },
+    Plain { _map: MmapRaw },
 }
 
 /// A shared writable mapping of an image file.
@@ -85,7 +83,8 @@ impl RawRegion {
     /// Map `len` bytes of `file`, trying `MAP_SYNC` first. Returns the region and whether
     /// `MAP_SYNC` was granted.
     pub fn map(file: &File, len: u64, populate: bool) -> Result<(RawRegion, bool)> {
-        let len = usize::try_from(len).map_err(|_| Error::InvalidArgument("image too large".into()))?;
+        let len =
+            usize::try_from(len).map_err(|_| Error::InvalidArgument("image too large".into()))?;
         let mut flags = MAP_SHARED_VALIDATE | MAP_SYNC;
         if populate {
             flags |= libc::MAP_POPULATE;

@@ -88,6 +88,10 @@ impl TracedRegion {
         }
     }
 
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
