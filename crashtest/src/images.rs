@@ -196,9 +196,9 @@ impl Choices {
                 b.copy_from_slice(&durable[w.unit as usize..w.unit as usize + 8]);
                 b
             });
-            for i in 0..8 {
+            for (i, (dst, src)) in v.iter_mut().zip(w.bytes).enumerate() {
                 if w.mask & (1 << i) != 0 {
-                    v[i] = w.bytes[i];
+                    *dst = src;
                 }
             }
         }
