@@ -1088,16 +1088,18 @@ impl Engine {
             .iter()
             .filter(|(_, p)| !matches!(p, Page::Hole))
             .count() as u64;
-        let mut freed_early = Vec::new();
+        // Injected bug: overwrite in place, i.e. the old blocks are "freed" and reused before
+        // the commit.
+        let mut in_place: Vec<u64> = Vec::new();
         if bugs::active(Bug::FreeBeforeCommit) {
-            for (pg, _) in &pages {
-                if let Some(&b) = st.map.get(pg) {
-                    self.blocks.free(b, 1);
-                    freed_early.push(b);
+            for (pg, p) in &pages {
+                if let (Some(&b), false) = (st.map.get(pg), matches!(p, Page::Hole)) {
+                    in_place.push(b);
                 }
             }
         }
-        let extents = self.blocks.alloc(need)?;
+        let extents = self.blocks.alloc(need - in_place.len() as u64)?;
+        let mut reuse = in_place.clone().into_iter();
         let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
         let now = now_ns();
         let mut entries = pre;
@@ -1115,6 +1117,9 @@ impl Engine {
         for (pg, content) in &pages {
             let b = match content {
                 Page::Hole => 0,
+                _ if !in_place.is_empty() && st.map.contains_key(pg) => {
+                    reuse.next().expect("old block")
+                }
                 _ => blocks.next().expect("allocated"),
             };
             let r = match content {
@@ -1165,7 +1170,7 @@ impl Engine {
         staged.apply(&mut st.log);
         let freed = self.apply_entries(st, inode.ino, &entries)?;
         for b in freed {
-            if !freed_early.contains(&b) {
+            if !in_place.contains(&b) {
                 self.blocks.free(b, 1);
             }
         }
