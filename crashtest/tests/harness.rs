@@ -1,22 +1,90 @@
 //! The harness finds no failure on the real engine, and its numbers add up.
 
-use novafs_crashtest::{check_all, workload, Config};
+use novafs_crashtest::{check, check_all, workload, Config, Op, Workload};
+use proptest::prelude::*;
+
+fn summary(name: &str, r: &novafs_crashtest::Report) {
+    eprintln!(
+        "{name}: {} workloads, {} crash points ({} exhaustive), {} images ({} exhaustive, {} deduplicated), {} eADR, {} deep, {:.1}s, {:.0} images/s",
+        r.workloads,
+        r.crash_points,
+        r.points_exhaustive,
+        r.images,
+        r.images_exhaustive,
+        r.images_deduplicated,
+        r.eadr_images,
+        r.deep_checks,
+        r.seconds,
+        r.images_per_sec()
+    );
+    for f in r.failures.iter().take(3) {
+        eprintln!("{f:#?}");
+    }
+}
 
 #[test]
 fn seq1_real_engine_has_no_failures() {
     let ws = workload::seq1();
-    let cfg = Config::default();
-    let r = check_all(&ws, &cfg, 2);
-    for f in r.failures.iter().take(5) {
-        eprintln!("{f:#?}");
-    }
+    let r = check_all(&ws, &Config::default(), 2);
+    summary("seq1", &r);
     assert!(r.failures.is_empty(), "{} failures", r.failures.len());
     assert_eq!(r.workloads, ws.len());
     assert!(r.crash_points > ws.len() * 2, "{r:?}");
     assert!(r.images >= r.crash_points);
     assert!(r.deep_checks > 0);
-    eprintln!(
-        "seq1: {} workloads, {} crash points ({} exhaustive), {} images ({} exhaustive), {} eADR, {:.1}s, {:.0} images/s",
-        r.workloads, r.crash_points, r.points_exhaustive, r.images, r.images_exhaustive, r.eadr_images, r.seconds, r.images_per_sec()
-    );
+    assert!(r.eadr_images > 0);
+}
+
+#[test]
+fn seq2_sample_real_engine_has_no_failures() {
+    // A seeded sample of the 35 x 35 pairs (the whole set runs from the CLI).
+    let all = workload::seq2();
+    let ws: Vec<Workload> = all.iter().step_by(9).cloned().collect();
+    let cfg = Config {
+        max_images: 1024,
+        ..Config::default()
+    };
+    let r = check_all(&ws, &cfg, 2);
+    summary("seq2 sample", &r);
+    assert!(r.failures.is_empty(), "{} failures", r.failures.len());
+    assert_eq!(r.workloads, ws.len());
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let p = || {
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..=2)
+            .prop_map(|v| format!("/{}", v.join("/")))
+    };
+    prop_oneof![
+        p().prop_map(Op::Mkdir),
+        p().prop_map(Op::Create),
+        (p(), 0u64..12_000, 1u64..6_000, 0u64..100).prop_map(|(path, off, len, seed)| Op::Write {
+            path,
+            off,
+            len,
+            seed
+        }),
+        (p(), 0u64..12_000).prop_map(|(a, l)| Op::Truncate(a, l)),
+        p().prop_map(Op::Unlink),
+        p().prop_map(Op::Rmdir),
+        (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
+        (p(), p()).prop_map(|(a, b)| Op::Link(a, b)),
+        (p(), 0u64..12_000, 1u64..8_000).prop_map(|(a, o, l)| Op::Punch(a, o, l)),
+        Just(Op::Remount),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRASH_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
+        ..ProptestConfig::default()
+    })]
+
+    /// Random sequences; a failure shrinks to a minimal workload.
+    #[test]
+    fn random_sequences_recover(ops in prop::collection::vec(op_strategy(), 1..8)) {
+        let w = Workload { name: "random".into(), setup: vec![], ops };
+        let r = check(&w, &Config { max_images: 256, deep_every: 31, ..Config::default() });
+        prop_assert!(r.failures.is_empty(), "{}\n{:#?}", w.to_text(), r.failures.first());
+    }
 }
