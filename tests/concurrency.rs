@@ -32,7 +32,11 @@ fn parallel_writers_and_readers() {
                     fs.rename(&p, format!("{d}/r{i}")).unwrap();
                 }
                 if i % 5 == 0 {
-                    let q = if i % 3 == 0 { format!("{d}/r{i}") } else { p.clone() };
+                    let q = if i % 3 == 0 {
+                        format!("{d}/r{i}")
+                    } else {
+                        p.clone()
+                    };
                     fs.remove_file(q).unwrap();
                 }
             }
@@ -56,7 +60,11 @@ fn parallel_writers_and_readers() {
             fs.create_dir("/m").unwrap();
             fs.create_dir("/n").unwrap();
             for i in 0..200 {
-                let (a, b) = if i % 2 == 0 { ("/m/x", "/n/x") } else { ("/n/x", "/m/x") };
+                let (a, b) = if i % 2 == 0 {
+                    ("/m/x", "/n/x")
+                } else {
+                    ("/n/x", "/m/x")
+                };
                 if i == 0 {
                     fs.write(a, b"moving").unwrap();
                 }
@@ -68,7 +76,9 @@ fn parallel_writers_and_readers() {
         h.join().unwrap();
     }
     let count = |fs: &Fs| {
-        (0..4).map(|t| fs.read_dir(format!("/t{t}")).unwrap().len()).sum::<usize>()
+        (0..4)
+            .map(|t| fs.read_dir(format!("/t{t}")).unwrap().len())
+            .sum::<usize>()
     };
     let expected = 4 * (200 - 40);
     assert_eq!(count(&fs), expected);

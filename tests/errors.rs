@@ -31,7 +31,10 @@ fn not_found_exists_not_dir_is_dir_not_empty() {
         fs.open_options().create_new(true).write(true).open("/d/f"),
         Err(Error::AlreadyExists)
     ));
-    assert!(matches!(fs.open_options().write(true).open("/d"), Err(Error::IsADirectory)));
+    assert!(matches!(
+        fs.open_options().write(true).open("/d"),
+        Err(Error::IsADirectory)
+    ));
     let io: std::io::Error = Error::NotFound.into();
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     let io: std::io::Error = Error::AlreadyExists.into();
@@ -43,7 +46,10 @@ fn not_found_exists_not_dir_is_dir_not_empty() {
 fn names_and_paths() {
     let (_d, _img, fs) = fresh(8 << 20);
     let long = "x".repeat(256);
-    assert!(matches!(fs.create_dir(format!("/{long}")), Err(Error::NameTooLong(256))));
+    assert!(matches!(
+        fs.create_dir(format!("/{long}")),
+        Err(Error::NameTooLong(256))
+    ));
     let ok = "y".repeat(255);
     fs.create_dir(format!("/{ok}")).unwrap();
     assert!(fs.exists(format!("/{ok}")));
@@ -63,13 +69,19 @@ fn names_and_paths() {
 fn rename_rules() {
     let (_d, _img, fs) = fresh(8 << 20);
     fs.create_dir_all("/a/b/c").unwrap();
-    assert!(matches!(fs.rename("/a", "/a/b/c/x"), Err(Error::RenameIntoSelf)));
+    assert!(matches!(
+        fs.rename("/a", "/a/b/c/x"),
+        Err(Error::RenameIntoSelf)
+    ));
     assert_eq!(errno(Error::RenameIntoSelf), libc::EINVAL);
     fs.write("/f", b"1").unwrap();
     assert!(matches!(fs.rename("/a", "/f"), Err(Error::NotADirectory)));
     assert!(matches!(fs.rename("/f", "/a"), Err(Error::IsADirectory)));
     fs.create_dir("/e").unwrap();
-    assert!(matches!(fs.rename("/e", "/a"), Err(Error::DirectoryNotEmpty)));
+    assert!(matches!(
+        fs.rename("/e", "/a"),
+        Err(Error::DirectoryNotEmpty)
+    ));
     fs.rename("/a/b", "/e").unwrap(); // over an empty directory
     assert!(fs.metadata("/e/c").unwrap().is_dir());
     assert!(matches!(
@@ -79,7 +91,10 @@ fn rename_rules() {
     fs.write("/g", b"2").unwrap();
     fs.rename("/f", "/g").unwrap();
     assert_eq!(fs.read("/g").unwrap(), b"1");
-    assert!(matches!(fs.hard_link("/e", "/e2"), Err(Error::NotPermitted(_))));
+    assert!(matches!(
+        fs.hard_link("/e", "/e2"),
+        Err(Error::NotPermitted(_))
+    ));
 }
 
 #[test]
@@ -119,9 +134,20 @@ fn no_space_is_clean_and_recoverable() {
     // Everything came back but the root directory's log pages and any inode-table chunk
     // added for the files.
     let after = fs.statfs();
-    let root_log = fs.engine().inode(novafs::ROOT_INO).unwrap().state.read().log.pages.len() as u64;
+    let root_log = fs
+        .engine()
+        .inode(novafs::ROOT_INO)
+        .unwrap()
+        .state
+        .read()
+        .log
+        .pages
+        .len() as u64;
     let chunks = fs.engine().chunk_blocks().len() as u64 - 1;
-    assert_eq!(after.blocks_free, before.blocks_free - root_log - 32 * chunks);
+    assert_eq!(
+        after.blocks_free,
+        before.blocks_free - root_log - 32 * chunks
+    );
     fs.write("/again", &chunk).unwrap();
     fs.crash();
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
@@ -135,7 +161,10 @@ fn no_space_is_clean_and_recoverable() {
 #[test]
 fn image_in_use() {
     let (_d, img, fs) = fresh(4 << 20);
-    assert!(matches!(Fs::open(&img, &MountOptions::default()), Err(Error::ImageInUse)));
+    assert!(matches!(
+        Fs::open(&img, &MountOptions::default()),
+        Err(Error::ImageInUse)
+    ));
     assert_eq!(errno(Error::ImageInUse), libc::EBUSY);
     fs.unmount().unwrap();
     Fs::open(&img, &MountOptions::default()).unwrap();
@@ -159,14 +188,23 @@ fn unsupported_version_and_bad_magic() {
     sb.csum = novafs::engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
     patch(&img, 0, bytemuck::bytes_of(&sb));
     match Fs::open(&img, &MountOptions::default()) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 1 }) => {}
+        Err(Error::UnsupportedVersion {
+            found: 99,
+            supported: 1,
+        }) => {}
         other => panic!("{other:?}"),
     }
     let junk = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
     std::fs::write(junk.path(), vec![0x5a; 2 << 20]).unwrap();
-    assert!(matches!(Fs::open(junk.path(), &MountOptions::default()), Err(Error::NotNovafs)));
+    assert!(matches!(
+        Fs::open(junk.path(), &MountOptions::default()),
+        Err(Error::NotNovafs)
+    ));
     std::fs::write(junk.path(), b"tiny").unwrap();
-    assert!(matches!(Fs::open(junk.path(), &MountOptions::default()), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        Fs::open(junk.path(), &MountOptions::default()),
+        Err(Error::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -200,7 +238,10 @@ fn handles_check_access() {
     let w = fs.open_options().write(true).open("/f").unwrap();
     let mut b = [0u8; 1];
     assert!(matches!(w.read_at(&mut b, 0), Err(Error::BadHandle(_))));
-    assert!(matches!(fs.open_options().open("/f"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        fs.open_options().open("/f"),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(w.allocate(0, 0), Err(Error::InvalidArgument(_))));
 }
 
@@ -209,7 +250,10 @@ fn read_only_mount_refuses_changes() {
     let (_d, img, fs) = fresh(4 << 20);
     fs.write("/f", b"abc").unwrap();
     fs.unmount().unwrap();
-    let ro = MountOptions { read_only: true, ..MountOptions::default() };
+    let ro = MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    };
     let fs = Fs::open(&img, &ro).unwrap();
     assert_eq!(fs.read("/f").unwrap(), b"abc");
     assert!(matches!(fs.create_dir("/d"), Err(Error::ReadOnly)));
@@ -229,15 +273,24 @@ fn loops_huge_files_and_strict_dax() {
     assert_eq!(errno(Error::Loop), libc::ELOOP);
     assert!(fs.symlink_metadata("/l1").unwrap().is_symlink());
     let f = fs.create("/f").unwrap();
-    assert!(matches!(f.write_at(b"x", u64::MAX - 1), Err(Error::FileTooLarge)));
+    assert!(matches!(
+        f.write_at(b"x", u64::MAX - 1),
+        Err(Error::FileTooLarge)
+    ));
     assert!(matches!(f.set_len(1 << 60), Err(Error::FileTooLarge)));
     assert_eq!(errno(Error::FileTooLarge), libc::EFBIG);
     drop(f);
     fs.unmount().unwrap();
     // /dev/shm is tmpfs: the kernel refuses MAP_SYNC, and require_dax says so instead of
     // falling back.
-    let strict = MountOptions { require_dax: true, ..MountOptions::default() };
-    assert!(matches!(Fs::open(&img, &strict), Err(Error::DaxUnavailable)));
+    let strict = MountOptions {
+        require_dax: true,
+        ..MountOptions::default()
+    };
+    assert!(matches!(
+        Fs::open(&img, &strict),
+        Err(Error::DaxUnavailable)
+    ));
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
     assert_eq!(fs.media_mode(), novafs::MediaMode::Emulated);
 }
@@ -248,7 +301,11 @@ fn msync_mode_on_a_disk_file() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let img = dir.path().join("disk.img");
     let fs = Fs::format(&img, 4 << 20, &FormatOptions::default()).unwrap();
-    let expect = if is_tmpfs(dir.path()) { novafs::MediaMode::Emulated } else { novafs::MediaMode::Msync };
+    let expect = if is_tmpfs(dir.path()) {
+        novafs::MediaMode::Emulated
+    } else {
+        novafs::MediaMode::Msync
+    };
     assert_eq!(fs.media_mode(), expect);
     fs.write("/a", &vec![3u8; 10000]).unwrap();
     fs.rename("/a", "/b").unwrap();
@@ -258,6 +315,10 @@ fn msync_mode_on_a_disk_file() {
 }
 
 fn is_tmpfs(p: &std::path::Path) -> bool {
-    let out = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(p).output().unwrap();
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(p)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim() == "tmpfs"
 }

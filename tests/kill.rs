@@ -12,7 +12,9 @@ const CHILD_ENV: &str = "NOVAFS_KILL_CHILD_IMAGE";
 const KILLS: u32 = 30;
 
 fn payload(n: u64) -> Vec<u8> {
-    (0..8192u64).map(|i| (n.wrapping_mul(131).wrapping_add(i * 7) % 251) as u8 + 1).collect()
+    (0..8192u64)
+        .map(|i| (n.wrapping_mul(131).wrapping_add(i * 7) % 251) as u8 + 1)
+        .collect()
 }
 
 /// Operation `n`, in a cycle of three: mkdir /dN, write 8 KiB at a slot of /data, rename
@@ -62,7 +64,10 @@ fn child(image: &str, start: u64) -> ! {
 #[test]
 fn sigkill_after_return() {
     if let Ok(image) = std::env::var(CHILD_ENV) {
-        let start: u64 = std::env::var("NOVAFS_KILL_CHILD_START").unwrap().parse().unwrap();
+        let start: u64 = std::env::var("NOVAFS_KILL_CHILD_START")
+            .unwrap()
+            .parse()
+            .unwrap();
         child(&image, start);
     }
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -75,7 +80,12 @@ fn sigkill_after_return() {
     let mut recoveries = 0;
     for round in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["sigkill_after_return", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "sigkill_after_return",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &img)
             .env("NOVAFS_KILL_CHILD_START", next.to_string())
             .stdout(Stdio::piped())
@@ -117,7 +127,10 @@ fn sigkill_after_return() {
             recoveries += 1;
         }
         for n in next..=acked {
-            assert!(visible(&fs, n, false) || n + 64 * 3 <= acked, "round {round}: acknowledged op {n} lost");
+            assert!(
+                visible(&fs, n, false) || n + 64 * 3 <= acked,
+                "round {round}: acknowledged op {n} lost"
+            );
         }
         // The op in flight (begun, not acknowledged) is wholly there or wholly absent.
         next = acked + 1;
@@ -135,7 +148,11 @@ fn sigkill_after_return() {
                 let mut buf = vec![0u8; 8192];
                 f.read_exact_at(&mut buf, (inflight % 64) * 8192).unwrap();
                 let old_ok = buf.iter().all(|&b| b == 0)
-                    || (0..inflight).rev().filter(|k| k % 3 == 1 && k % 64 == inflight % 64).take(1).any(|k| buf == payload(k));
+                    || (0..inflight)
+                        .rev()
+                        .filter(|k| k % 3 == 1 && k % 64 == inflight % 64)
+                        .take(1)
+                        .any(|k| buf == payload(k));
                 assert!(old_ok, "round {round}: torn write of op {inflight}");
             }
         }

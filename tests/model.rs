@@ -29,7 +29,8 @@ enum Op {
 }
 
 fn path_strategy() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(NAMES), 1..=3).prop_map(|v| format!("/{}", v.join("/")))
+    prop::collection::vec(prop::sample::select(NAMES), 1..=3)
+        .prop_map(|v| format!("/{}", v.join("/")))
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -92,7 +93,11 @@ fn kind_of(e: &Error) -> E {
 }
 
 fn split(path: &str) -> (Vec<String>, String) {
-    let mut v: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+    let mut v: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     let last = v.pop().expect("non-empty path");
     (v, last)
 }
@@ -240,7 +245,11 @@ impl Model {
             }
             Op::Link(a, b) => {
                 let (adirs, alast) = split(a);
-                let src = self.dir_mut(&adirs)?.get(&alast).cloned().ok_or(E::NotFound)?;
+                let src = self
+                    .dir_mut(&adirs)?
+                    .get(&alast)
+                    .cloned()
+                    .ok_or(E::NotFound)?;
                 let (bdirs, blast) = split(b);
                 let d = self.dir_mut(&bdirs)?;
                 if d.contains_key(&blast) {
@@ -264,7 +273,11 @@ impl Model {
         // is found when the engine looks the name up in it).
         self.phase1(&adirs)?;
         self.phase1(&bdirs)?;
-        let src = self.dir_mut(&adirs)?.get(&alast).cloned().ok_or(E::NotFound)?;
+        let src = self
+            .dir_mut(&adirs)?
+            .get(&alast)
+            .cloned()
+            .ok_or(E::NotFound)?;
         let dst = self.dir_mut(&bdirs)?.get(&blast).cloned();
         if let Some(d) = &dst {
             let same = match (&src, d) {
@@ -353,7 +366,12 @@ fn describe_file(data: &[u8], nlink: u32) -> String {
 
 fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
     match op {
-        Op::Create(p) => fs.open_options().write(true).create(true).open(p).map(|_| ()),
+        Op::Create(p) => fs
+            .open_options()
+            .write(true)
+            .create(true)
+            .open(p)
+            .map(|_| ()),
         Op::Mkdir(p) => fs.create_dir(p),
         Op::Write(p, off, len, seed) => {
             let f = fs.open_options().write(true).open(p)?;
@@ -361,7 +379,11 @@ fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
             f.write_at(&data, *off).map(|_| ())
         }
         Op::Truncate(p, l) => fs.open_options().write(true).open(p)?.set_len(*l),
-        Op::Punch(p, off, len) => fs.open_options().write(true).open(p)?.punch_hole(*off, *len),
+        Op::Punch(p, off, len) => fs
+            .open_options()
+            .write(true)
+            .open(p)?
+            .punch_hole(*off, *len),
         Op::Allocate(p, off, len) => fs.open_options().write(true).open(p)?.allocate(*off, *len),
         Op::Unlink(p) => fs.remove_file(p),
         Op::Rmdir(p) => fs.remove_dir(p),
@@ -420,12 +442,22 @@ fn run(ops: &[Op]) {
                 fs = Fs::open(&img, &MountOptions::default()).unwrap();
                 assert_eq!(fs.mount_report().clean, matches!(op, Op::Remount));
                 let after = fs.statfs();
-                assert_eq!(free.blocks_free, after.blocks_free, "step {step}: blocks leaked or lost across {op:?}");
-                assert_eq!(free.inodes_free, after.inodes_free, "step {step}: inodes leaked across {op:?}");
+                assert_eq!(
+                    free.blocks_free, after.blocks_free,
+                    "step {step}: blocks leaked or lost across {op:?}"
+                );
+                assert_eq!(
+                    free.inodes_free, after.inodes_free,
+                    "step {step}: inodes leaked across {op:?}"
+                );
             }
             _ => {}
         }
-        assert_eq!(fs_dump(&fs), model.dump(), "step {step}: tree differs after {op:?}");
+        assert_eq!(
+            fs_dump(&fs),
+            model.dump(),
+            "step {step}: tree differs after {op:?}"
+        );
     }
     fs.crash();
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();

@@ -19,13 +19,30 @@ fn edge_sizes_survive_remount_and_crash() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("rt.img");
     let fs = Fs::format(&img, 64 << 20, &FormatOptions::default()).unwrap();
-    let sizes = [0usize, 1, 63, 64, 65, 4095, 4096, 4097, 8191, 8192, 8193, 1 << 20];
+    let sizes = [
+        0usize,
+        1,
+        63,
+        64,
+        65,
+        4095,
+        4096,
+        4097,
+        8191,
+        8192,
+        8193,
+        1 << 20,
+    ];
     for (i, &n) in sizes.iter().enumerate() {
         fs.write(format!("/f{n}"), &pattern(n, i as u64)).unwrap();
     }
     let check = |fs: &Fs| {
         for (i, &n) in sizes.iter().enumerate() {
-            assert_eq!(fs.read(format!("/f{n}")).unwrap(), pattern(n, i as u64), "size {n}");
+            assert_eq!(
+                fs.read(format!("/f{n}")).unwrap(),
+                pattern(n, i as u64),
+                "size {n}"
+            );
             assert_eq!(fs.metadata(format!("/f{n}")).unwrap().len(), n as u64);
         }
     };
@@ -60,7 +77,13 @@ fn sparse_files_and_holes() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("sparse.img");
     let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
-    let rw = || fs.open_options().read(true).write(true).create(true).clone();
+    let rw = || {
+        fs.open_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .clone()
+    };
     let f = rw().open("/s").unwrap();
     // Far beyond any real space: only two blocks get allocated.
     let far = 1u64 << 40;
@@ -108,7 +131,13 @@ fn append_mode_and_unlinked_open_file() {
     let img = dir.path().join("app.img");
     let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
     let free0 = fs.statfs().blocks_free;
-    let a = fs.open_options().append(true).create(true).read(true).open("/log").unwrap();
+    let a = fs
+        .open_options()
+        .append(true)
+        .create(true)
+        .read(true)
+        .open("/log")
+        .unwrap();
     for i in 0..10u8 {
         a.write_at(&[i; 1000], 0).unwrap(); // offset ignored in append mode
     }
@@ -120,6 +149,14 @@ fn append_mode_and_unlinked_open_file() {
     a.read_exact_at(&mut b, 9000).unwrap();
     assert_eq!(b, [9u8; 1000]);
     drop(a);
-    let root_log = fs.engine().inode(novafs::ROOT_INO).unwrap().state.read().log.pages.len() as u64;
+    let root_log = fs
+        .engine()
+        .inode(novafs::ROOT_INO)
+        .unwrap()
+        .state
+        .read()
+        .log
+        .pages
+        .len() as u64;
     assert_eq!(fs.statfs().blocks_free, free0 - root_log);
 }

@@ -1,6 +1,6 @@
 //! A quick end-to-end pass: format, write, symlink, remount, crash, recover.
 
-use novafs::{Fs, FormatOptions, MountOptions};
+use novafs::{FormatOptions, Fs, MountOptions};
 
 #[test]
 fn smoke() {

@@ -98,6 +98,8 @@ pub struct Report {
     pub eadr_images: usize,
     /// Images that also got the deep checks.
     pub deep_checks: usize,
+    /// Recoveries actually run (an image met before reuses its outcome).
+    pub recoveries: usize,
     /// Failures.
     pub failures: Vec<Failure>,
     /// Seconds spent.
@@ -125,6 +127,7 @@ impl Report {
         self.images_deduplicated += o.images_deduplicated;
         self.eadr_images += o.eadr_images;
         self.deep_checks += o.deep_checks;
+        self.recoveries += o.recoveries;
         self.failures.extend(o.failures);
         self.seconds += o.seconds;
     }
@@ -508,6 +511,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                     Ok(s.clone())
                 } else {
                     distinct += 1;
+                    report.recoveries += 1;
                     let deep = cfg.deep_every > 0 && distinct % cfg.deep_every == 1;
                     if deep {
                         report.deep_checks += 1;
@@ -559,6 +563,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                     Ctx::Setup => vec![],
                 };
                 report.eadr_images += 1;
+                report.recoveries += 1;
                 let r = checked(|| {
                     let (fs, _) = recover(img.clone(), false)?;
                     state_of(&fs)

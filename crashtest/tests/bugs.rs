@@ -18,12 +18,19 @@ fn every_injected_bug_is_caught() {
         bugs::set(Some(bug));
         let r = check_all(&ws, &cfg, 2);
         bugs::set(None);
-        let first = r.failures.first().map(|f| format!("{} {}: {}", f.workload, f.during, f.reason));
+        let first = r
+            .failures
+            .first()
+            .map(|f| format!("{} {}: {}", f.workload, f.during, f.reason));
         eprintln!(
             "{:<24} {:>5} failures in {:>3} workloads; first: {}",
             bug.name(),
             r.failures.len(),
-            r.failures.iter().map(|f| &f.workload).collect::<std::collections::HashSet<_>>().len(),
+            r.failures
+                .iter()
+                .map(|f| &f.workload)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
             first.as_deref().unwrap_or("-")
         );
         if r.failures.is_empty() {
