@@ -65,7 +65,7 @@ pub fn run(o: &Options) -> CliResult<()> {
         eadr: !o.no_eadr,
         ..Config::default()
     };
-    if o.image_bytes < 1 << 20 || o.image_bytes % 4096 != 0 {
+    if o.image_bytes < 1 << 20 || !o.image_bytes.is_multiple_of(4096) {
         return Err(CliError::new(
             "crashtest",
             "--image-size must be at least 1 MiB and a multiple of 4 KiB",
