@@ -113,7 +113,8 @@ impl OpenOptions {
         if kind == Kind::Dir && writable {
             return Err(Error::IsADirectory);
         }
-        if self.truncate && !self.append {
+        // A file this open just created is empty already: no log entry for it.
+        if self.truncate && !self.append && file.metadata()?.len() > 0 {
             file.set_len(0)?;
         }
         Ok(file)
@@ -167,14 +168,14 @@ impl File {
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
         self.need_write()?;
         let off = if self.append { None } else { Some(offset) };
-        self.engine.write(self.inode.ino, off, buf)?;
+        self.engine.write_inode(&self.inode, off, buf)?;
         Ok(buf.len())
     }
 
     /// Append `buf` at the end of the file, atomically; returns the offset it landed at.
     pub fn append(&self, buf: &[u8]) -> Result<u64> {
         self.need_write()?;
-        self.engine.write(self.inode.ino, None, buf)
+        self.engine.write_inode(&self.inode, None, buf)
     }
 
     /// Truncate or extend (holes read as zeros).

@@ -314,11 +314,22 @@ fn msync_mode_on_a_disk_file() {
     assert_eq!(fs.read("/b").unwrap(), vec![3u8; 10000]);
 }
 
+/// Whether `p` is on tmpfs, from /proc/self/mountinfo (no child process: a fork would share
+/// the image's lock with the child until it execs).
 fn is_tmpfs(p: &std::path::Path) -> bool {
-    let out = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(p)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "tmpfs"
+    let p = p.canonicalize().unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut best: (usize, bool) = (0, false);
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let mount_point = fields[4];
+        let fstype = fields.get(sep + 1).copied().unwrap_or("");
+        if p.starts_with(mount_point) && mount_point.len() >= best.0 {
+            best = (mount_point.len(), fstype == "tmpfs");
+        }
+    }
+    best.1
 }

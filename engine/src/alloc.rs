@@ -24,9 +24,24 @@ pub struct Extent {
 
 struct Shard {
     free: BTreeMap<u64, u64>,
+    /// Single blocks freed recently, reused first (LIFO: likely still in the CPU cache), merged
+    /// into `free` when the stack fills up.
+    recent: Vec<u64>,
 }
 
+/// Recently freed single blocks kept per shard before merging.
+const RECENT_MAX: usize = 64;
+
 impl Shard {
+    fn merge_recent(&mut self) {
+        let mut recent = std::mem::take(&mut self.recent);
+        for &b in &recent {
+            self.insert(b, 1);
+        }
+        recent.clear();
+        self.recent = recent;
+    }
+
     fn insert(&mut self, mut start: u64, mut len: u64) {
         if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
             debug_assert!(ps + pl <= start, "double free of block {start}");
@@ -45,6 +60,15 @@ impl Shard {
 
     /// Take up to `want` blocks, preferring one contiguous run.
     fn take(&mut self, want: u64, out: &mut Vec<Extent>) -> u64 {
+        if want == 1 {
+            if let Some(b) = self.recent.pop() {
+                out.push(Extent { start: b, len: 1 });
+                return 1;
+            }
+        }
+        if self.free.is_empty() || want > 1 {
+            self.merge_recent();
+        }
         let mut got = 0;
         // First fit for the whole request.
         let fit = self
@@ -86,6 +110,9 @@ pub struct BlockAlloc {
     end: u64,
     shard_span: u64,
     free: AtomicU64,
+    /// Blocks only space-freeing operations may take, so that deleting always works on a
+    /// full image (their log entries need room).
+    reserve: u64,
 }
 
 thread_local! {
@@ -107,6 +134,7 @@ impl BlockAlloc {
                 .map(|_| {
                     Mutex::new(Shard {
                         free: BTreeMap::new(),
+                        recent: Vec::with_capacity(RECENT_MAX),
                     })
                 })
                 .collect(),
@@ -114,6 +142,7 @@ impl BlockAlloc {
             end,
             shard_span: span,
             free: AtomicU64::new(0),
+            reserve: (end.saturating_sub(first) / 256).clamp(4, 256),
         }
     }
 
@@ -131,16 +160,29 @@ impl BlockAlloc {
         (self.first, self.end)
     }
 
-    /// Allocate `n` blocks (as few extents as the free space allows). All or nothing.
+    /// Blocks held back for space-freeing operations.
+    pub fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
+    /// Allocate `n` blocks (as few extents as the free space allows), leaving the reserve.
+    /// All or nothing.
     pub fn alloc(&self, n: u64) -> Result<Vec<Extent>> {
+        self.alloc_with(n, false)
+    }
+
+    /// Allocate `n` blocks; `use_reserve` lets a space-freeing operation (unlink, rmdir,
+    /// rename, truncate, punch) dip into the reserve.
+    pub fn alloc_with(&self, n: u64, use_reserve: bool) -> Result<Vec<Extent>> {
         let mut out = Vec::new();
         if n == 0 {
             return Ok(out);
         }
+        let floor = if use_reserve { 0 } else { self.reserve };
         // Reserve the count first so that concurrent allocators cannot both over-commit.
         let mut cur = self.free.load(Ordering::Relaxed);
         loop {
-            if cur < n {
+            if cur < n + floor {
                 return Err(Error::NoSpace);
             }
             match self
@@ -181,6 +223,7 @@ impl BlockAlloc {
         self.free_extents(&ext);
         for s in &self.shards {
             let mut sh = s.lock();
+            sh.merge_recent();
             let fit = sh.free.iter().find(|(_, &l)| l >= n).map(|(&s, &l)| (s, l));
             if let Some((st, l)) = fit {
                 sh.free.remove(&st);
@@ -222,7 +265,15 @@ impl BlockAlloc {
             self.first,
             self.end
         );
-        self.insert(start, len);
+        if len == 1 {
+            let mut sh = self.shards[self.shard_of(start)].lock();
+            if sh.recent.len() >= RECENT_MAX {
+                sh.merge_recent();
+            }
+            sh.recent.push(start);
+        } else {
+            self.insert(start, len);
+        }
         self.free.fetch_add(len, Ordering::AcqRel);
     }
 
@@ -237,12 +288,9 @@ impl BlockAlloc {
     pub fn extents(&self) -> Vec<Extent> {
         let mut v: Vec<Extent> = Vec::new();
         for s in &self.shards {
-            v.extend(
-                s.lock()
-                    .free
-                    .iter()
-                    .map(|(&start, &len)| Extent { start, len }),
-            );
+            let mut sh = s.lock();
+            sh.merge_recent();
+            v.extend(sh.free.iter().map(|(&start, &len)| Extent { start, len }));
         }
         v.sort();
         v
@@ -254,6 +302,9 @@ impl BlockAlloc {
             return false;
         }
         let sh = self.shards[self.shard_of(block)].lock();
+        if sh.recent.contains(&block) {
+            return true;
+        }
         sh.free
             .range(..=block)
             .next_back()
@@ -379,6 +430,8 @@ mod tests {
         assert_eq!(e.iter().map(|e| e.len).sum::<u64>(), 30);
         assert_eq!(a.free_blocks(), 70);
         assert!(matches!(a.alloc(71), Err(Error::NoSpace)));
+        // The reserve (4 blocks here) is only for space-freeing operations.
+        assert!(matches!(a.alloc(67), Err(Error::NoSpace)));
         assert_eq!(a.free_blocks(), 70);
         a.free_extents(&e);
         assert_eq!(a.free_blocks(), 100);
@@ -386,10 +439,38 @@ mod tests {
         assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 100);
         // Merged back within each shard: at most one extent per shard.
         assert!(ext.len() <= 2, "{ext:?}");
-        let all = a.alloc(100).unwrap();
+        assert!(matches!(a.alloc(97), Err(Error::NoSpace)));
+        let all = a.alloc_with(100, true).unwrap();
         assert_eq!(all.iter().map(|e| e.len).sum::<u64>(), 100);
         assert!(matches!(a.alloc(1), Err(Error::NoSpace)));
         assert!(!a.is_free(50));
+    }
+
+    #[test]
+    fn counter_matches_extents_under_churn() {
+        let a = BlockAlloc::new(0, 1000, 2);
+        a.free(0, 1000);
+        let mut held: Vec<u64> = Vec::new();
+        let mut x = 12345u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 != 0 || held.is_empty() {
+                if let Ok(e) = a.alloc(1 + x % 3) {
+                    held.extend(e.iter().flat_map(|e| e.start..e.start + e.len));
+                }
+            } else {
+                let b = held.swap_remove((x as usize / 3) % held.len());
+                a.free(b, 1);
+            }
+            let sum: u64 = a.extents().iter().map(|e| e.len).sum();
+            assert_eq!(sum, a.free_blocks());
+            assert_eq!(sum + held.len() as u64, 1000);
+        }
+        for &b in &held {
+            assert!(!a.is_free(b));
+        }
     }
 
     #[test]

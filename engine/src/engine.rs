@@ -30,6 +30,26 @@ pub const MAX_LINKS: u32 = 65_000;
 
 const CACHE_SHARDS: usize = 64;
 
+/// Hasher for inode numbers (already well spread; no need for SipHash).
+#[derive(Default, Clone, Copy)]
+pub struct InoHasher(u64);
+
+impl std::hash::Hasher for InoHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type InoMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<InoHasher>>;
+
 /// Attribute changes for [`Engine::setattr`].
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {
@@ -67,6 +87,9 @@ pub struct StatFs {
     pub blocks_total: u64,
     /// Blocks free.
     pub blocks_free: u64,
+    /// Blocks free for ordinary allocations (a small reserve is kept so that deleting
+    /// always works on a full image).
+    pub blocks_avail: u64,
     /// Inodes that could exist.
     pub inodes_total: u64,
     /// Inodes that could still be created.
@@ -90,7 +113,7 @@ pub struct Engine {
     pub(crate) inos: InodeAlloc,
     pub(crate) chunks: RwLock<Vec<u64>>,
     chunk_grow: Mutex<()>,
-    cache: Vec<RwLock<HashMap<u64, Arc<Inode>>>>,
+    cache: Vec<RwLock<InoMap<Arc<Inode>>>>,
     pub(crate) journal: Journal,
     rename_lock: Mutex<()>,
     pub(crate) read_only: bool,
@@ -180,7 +203,7 @@ impl Engine {
             chunks: RwLock::new(chunks),
             chunk_grow: Mutex::new(()),
             cache: (0..CACHE_SHARDS)
-                .map(|_| RwLock::new(HashMap::new()))
+                .map(|_| RwLock::new(InoMap::default()))
                 .collect(),
             rename_lock: Mutex::new(()),
             read_only,
@@ -229,7 +252,7 @@ impl Engine {
         Ok(())
     }
 
-    fn shard(&self, ino: u64) -> &RwLock<HashMap<u64, Arc<Inode>>> {
+    fn shard(&self, ino: u64) -> &RwLock<InoMap<Arc<Inode>>> {
         &self.cache[(ino as usize) % CACHE_SHARDS]
     }
 
@@ -486,6 +509,7 @@ impl Engine {
                     slot_off,
                     &child.log,
                     std::slice::from_ref(&e),
+                    false,
                 )?;
                 slot.log_head = st.new_head.unwrap_or(0);
                 slot.log_tail = st.new_tail;
@@ -512,6 +536,7 @@ impl Engine {
                 p.slot_off,
                 &ps.log,
                 std::slice::from_ref(&pe),
+                false,
             ) {
                 Ok(s) => s,
                 Err(e) => {
@@ -577,13 +602,24 @@ impl Engine {
     }
 
     /// Stage entries for several inodes; on failure abort the ones already staged.
-    fn stage_all(&self, items: Vec<(u64, &InodeState, Vec<Entry>)>) -> Result<Vec<Staged>> {
+    fn stage_all(
+        &self,
+        items: Vec<(u64, &InodeState, Vec<Entry>)>,
+        use_reserve: bool,
+    ) -> Result<Vec<Staged>> {
         let mut out: Vec<Staged> = Vec::new();
         for (slot_off, st, entries) in items {
             if entries.is_empty() {
                 continue;
             }
-            match log::stage(&self.media, &self.blocks, slot_off, &st.log, &entries) {
+            match log::stage(
+                &self.media,
+                &self.blocks,
+                slot_off,
+                &st.log,
+                &entries,
+                use_reserve,
+            ) {
                 Ok(s) => out.push(s),
                 Err(e) => {
                     for s in out {
@@ -671,12 +707,14 @@ impl Engine {
                 name: name.to_vec(),
                 mtime_ns: now,
             }];
-            let staged = self.stage_all(vec![(inodes[0].slot_off, &*l.get(parent), pe.clone())])?;
-            let child_staged = match self.stage_all(vec![(
-                inodes[1].slot_off,
-                &*l.get(ent.ino),
-                child_entries.clone(),
-            )]) {
+            let staged = self.stage_all(
+                vec![(inodes[0].slot_off, &*l.get(parent), pe.clone())],
+                true,
+            )?;
+            let child_staged = match self.stage_all(
+                vec![(inodes[1].slot_off, &*l.get(ent.ino), child_entries.clone())],
+                true,
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     for s in staged {
@@ -750,8 +788,11 @@ impl Engine {
             name: new_name.to_vec(),
             mtime_ns: now,
         }];
-        let s1 = self.stage_all(vec![(inodes[0].slot_off, &*l.get(new_parent), pe.clone())])?;
-        let s2 = match self.stage_all(vec![(inodes[1].slot_off, &*l.get(ino), ce.clone())]) {
+        let s1 = self.stage_all(
+            vec![(inodes[0].slot_off, &*l.get(new_parent), pe.clone())],
+            false,
+        )?;
+        let s2 = match self.stage_all(vec![(inodes[1].slot_off, &*l.get(ino), ce.clone())], false) {
             Ok(s) => s,
             Err(e) => {
                 s1.into_iter().for_each(|s| s.abort(&self.blocks));
@@ -920,6 +961,7 @@ impl Engine {
                     off(ino),
                     &l.get(ino).log,
                     &entries,
+                    true,
                 ) {
                     Ok(s) => staged.push((ino, s, entries)),
                     Err(e) => {
@@ -1027,8 +1069,13 @@ impl Engine {
     /// Write `data` at `off` (or at the end of file if `off` is `None`): copy-on-write, atomic
     /// and durable on return. Returns the offset written at.
     pub fn write(&self, ino: u64, off: Option<u64>, data: &[u8]) -> Result<u64> {
-        self.writable()?;
         let i = self.inode(ino)?;
+        self.write_inode(&i, off, data)
+    }
+
+    /// [`Engine::write`] through an inode the caller holds (an open handle).
+    pub fn write_inode(&self, i: &Inode, off: Option<u64>, data: &[u8]) -> Result<u64> {
+        self.writable()?;
         let mut st = i.state.write();
         if st.attr.kind != Kind::File {
             return Err(if st.attr.kind == Kind::Dir {
@@ -1071,7 +1118,7 @@ impl Engine {
         }
         let size = st.attr.size.max(end);
         self.media.mark("write");
-        self.commit_pages(&i, &mut st, pages, size, Vec::new())?;
+        self.commit_pages(i, &mut st, pages, size, Vec::new(), false)?;
         Ok(off)
     }
 
@@ -1083,6 +1130,7 @@ impl Engine {
         pages: Vec<(u64, Page<'_>)>,
         size: u64,
         pre: Vec<Entry>,
+        use_reserve: bool,
     ) -> Result<()> {
         let need = pages
             .iter()
@@ -1098,7 +1146,9 @@ impl Engine {
                 }
             }
         }
-        let extents = self.blocks.alloc(need - in_place.len() as u64)?;
+        let extents = self
+            .blocks
+            .alloc_with(need - in_place.len() as u64, use_reserve)?;
         let mut reuse = in_place.clone().into_iter();
         let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
         let now = now_ns();
@@ -1157,7 +1207,14 @@ impl Engine {
         }
         let staged = match write_err {
             Some(e) => Err(e),
-            None => log::stage(&self.media, &self.blocks, inode.slot_off, &st.log, &entries),
+            None => log::stage(
+                &self.media,
+                &self.blocks,
+                inode.slot_off,
+                &st.log,
+                &entries,
+                use_reserve,
+            ),
         };
         let staged = match staged {
             Ok(s) => s,
@@ -1241,7 +1298,9 @@ impl Engine {
             size = new;
         }
         self.media.mark("setattr");
-        self.commit_pages(&i, &mut st, pages, size, vec![Entry::SetAttr(a)])?;
+        // Shrinking frees space: it may use the reserve.
+        let shrinks = req.size.is_some_and(|n| n < st.attr.size);
+        self.commit_pages(&i, &mut st, pages, size, vec![Entry::SetAttr(a)], shrinks)?;
         Ok(st.attr())
     }
 
@@ -1278,7 +1337,7 @@ impl Engine {
         }
         let size = st.attr.size;
         self.media.mark("punch");
-        self.commit_pages(&i, &mut st, pages, size, Vec::new())
+        self.commit_pages(&i, &mut st, pages, size, Vec::new(), true)
     }
 
     /// Allocate blocks for `[off, off+len)` (zero-filled) and extend the size to cover it.
@@ -1312,7 +1371,7 @@ impl Engine {
             vec![]
         };
         self.media.mark("allocate");
-        self.commit_pages(&i, &mut st, pages, size, pre)
+        self.commit_pages(&i, &mut st, pages, size, pre, false)
     }
 
     /// The target of a symbolic link.
@@ -1348,6 +1407,7 @@ impl Engine {
             block_size: BLOCK,
             blocks_total: self.sb.blocks_total,
             blocks_free,
+            blocks_avail: blocks_free.saturating_sub(self.blocks.reserve()),
             inodes_total: inodes_used + inodes_free,
             inodes_free,
             name_max: NAME_MAX as u64,

@@ -35,13 +35,15 @@ pub struct Staged {
 }
 
 /// Write `entries` after the tail of `log` (of the inode whose slot is at `slot_off`).
-/// Everything it needs is allocated first: on `NoSpace` nothing was written.
+/// Everything it needs is allocated first: on `NoSpace` nothing was written. `use_reserve`:
+/// the operation frees space and may use the allocator's reserve.
 pub fn stage(
     media: &Media,
     alloc: &BlockAlloc,
     slot_off: u64,
     log: &LogState,
     entries: &[Entry],
+    use_reserve: bool,
 ) -> Result<Staged> {
     let mut buf = Vec::with_capacity(64 * entries.len());
     // Plan placement: (entry range in buf, starts a new page?)
@@ -68,7 +70,7 @@ pub fn stage(
     }
     let mut pages = Vec::with_capacity(new_page_count as usize);
     if new_page_count > 0 {
-        for ext in alloc.alloc(new_page_count)? {
+        for ext in alloc.alloc_with(new_page_count, use_reserve)? {
             pages.extend(ext.start..ext.start + ext.len);
         }
     }
