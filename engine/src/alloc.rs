@@ -456,7 +456,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 != 0 || held.is_empty() {
+            if !x.is_multiple_of(3) || held.is_empty() {
                 if let Ok(e) = a.alloc(1 + x % 3) {
                     held.extend(e.iter().flat_map(|e| e.start..e.start + e.len));
                 }
