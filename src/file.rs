@@ -114,7 +114,7 @@ impl OpenOptions {
             return Err(Error::IsADirectory);
         }
         // A file this open just created is empty already: no log entry for it.
-        if self.truncate && !self.append && file.metadata()?.len() > 0 {
+        if self.truncate && !self.append && !file.metadata()?.is_empty() {
             file.set_len(0)?;
         }
         Ok(file)
