@@ -2,6 +2,8 @@
 //! not unmount cleanly, the engine's recovery pass (journal undo, then a rebuild of every index
 //! and both free lists from the logs) runs first.
 
+pub mod fsck;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -599,3 +599,26 @@ fn invoked_as_mkfs_novafs() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("mkfs.novafs"));
     }
 }
+
+#[test]
+fn force_pmem_variable_selects_emulated_mode_off_tmpfs() {
+    // An image on the disk file system (the target directory) is msync mode by default;
+    // NOVAFS_FORCE_PMEM=1 treats it as emulated pmem.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let img = dir.path().join("disk.img");
+    ok(&["mkfs", s(&img), "--size", "4MiB"]);
+    let default_mode = json(&["info", s(&img), "--json"])["media_mode"].clone();
+    let o = Command::new(env!("CARGO_BIN_EXE_novafs"))
+        .args(["info", s(&img), "--json"])
+        .env("NOVAFS_FORCE_PMEM", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["media_mode"], "emulated");
+    // Unless the target directory itself is on tmpfs, the default is msync.
+    assert!(
+        default_mode == "msync" || default_mode == "emulated",
+        "{default_mode}"
+    );
+}

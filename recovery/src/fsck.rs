@@ -1,0 +1,1 @@
+//! fsck: check (and repair) a novafs image. Work in progress.
