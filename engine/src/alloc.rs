@@ -380,6 +380,14 @@ impl InodeAlloc {
         debug_assert!(fresh, "double free of inode {ino}");
     }
 
+    /// Add many free numbers under one lock (recovery).
+    pub fn add_free(&self, inos: impl IntoIterator<Item = u64>) {
+        let mut g = self.inner.lock();
+        for i in inos {
+            g.set(i);
+        }
+    }
+
     /// Add a range of fresh numbers (a new inode-table chunk).
     pub fn add_range(&self, start: u64, end: u64) {
         let mut g = self.inner.lock();

@@ -1,7 +1,9 @@
 //! Format, mount (clean fast path or full rebuild) and clean unmount.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 use std::sync::Arc;
 
 use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
@@ -52,6 +54,8 @@ pub struct MountOptions {
     pub force_emulated: bool,
     /// Pre-fault the whole mapping.
     pub populate: bool,
+    /// Threads for the recovery scan after a crash (0 = one per core).
+    pub recovery_threads: usize,
 }
 
 /// What mount found.
@@ -220,7 +224,7 @@ impl Engine {
                             .iter()
                             .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
                 })?;
-                report.inodes_scanned = engine.rebuild()?;
+                report.inodes_scanned = engine.rebuild_with(opts.recovery_threads)?;
                 engine
             }
         };
@@ -235,76 +239,85 @@ impl Engine {
     /// Rebuild allocators and inode states by walking the tree from the root. Returns the
     /// number of inodes scanned.
     pub fn rebuild(&self) -> Result<u64> {
+        self.rebuild_with(0)
+    }
+
+    /// [`Engine::rebuild`] on `threads` threads (0 = one per core): a level-by-level walk of
+    /// the tree; each level's inodes are loaded (their logs read and checked) in parallel.
+    pub fn rebuild_with(&self, threads: usize) -> Result<u64> {
+        let threads = if threads == 0 { shards() } else { threads };
         let sb = self.sb;
         let total = sb.blocks_total;
-        let mut used = vec![false; total as usize];
+        let used = AtomicBits::new(total);
         for b in 0..sb.first_free_block {
-            used[b as usize] = true;
+            used.set(b);
         }
-        used[sb.replica_block as usize] = true;
+        used.set(sb.replica_block);
         let chunks = self.chunk_blocks();
         for &c in &chunks {
             for b in c..c + CHUNK_BLOCKS {
-                if used[b as usize] {
+                if used.set(b) {
                     return Err(Error::corrupt(
                         "inode-table chunk overlaps",
                         format!("block {b}"),
                     ));
                 }
-                used[b as usize] = true;
             }
         }
         let max_ino = chunks.len() as u64 * INODES_PER_CHUNK;
-        let mut seen = vec![false; max_ino as usize];
-        let mut refs = vec![0u32; max_ino as usize];
-        let mut queue = vec![ROOT_INO];
-        seen[ROOT_INO as usize] = true;
-        let mut scanned = 0u64;
-        let mut mark = |b: u64, ino: u64, what: &str| -> Result<()> {
-            if b >= total || used[b as usize] {
-                return Err(Error::corrupt(
-                    format!("{what} block used twice or out of range"),
-                    format!("inode {ino} block {b}"),
-                ));
-            }
-            used[b as usize] = true;
-            Ok(())
-        };
-        while let Some(ino) = queue.pop() {
-            let off = self.slot_off(ino).ok_or_else(|| {
-                Error::corrupt("inode number outside the table", format!("inode {ino}"))
-            })?;
-            let st: InodeState = inode::load(&self.media, off, ino, inode::Bounds::of(&sb))
-                .map_err(|e| match e {
-                    Error::NotFound => {
-                        Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+        let seen = AtomicBits::new(max_ino);
+        let refs: Vec<AtomicU32> = (0..max_ino).map(|_| AtomicU32::new(0)).collect();
+        seen.set(ROOT_INO);
+        let bounds = inode::Bounds::of(&sb);
+        let scanned = AtomicU64::new(0);
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let mut frontier = vec![ROOT_INO];
+        while !frontier.is_empty() && failure.lock().is_none() {
+            let next: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+            let cursor = AtomicUsize::new(0);
+            let work = |frontier: &[u64]| -> Result<()> {
+                let mut local_next = Vec::new();
+                loop {
+                    let start = cursor.fetch_add(64, Ordering::Relaxed);
+                    if start >= frontier.len() || failure.lock().is_some() {
+                        break;
                     }
-                    e => e,
-                })?;
-            scanned += 1;
-            for &p in &st.log.pages {
-                mark(p, ino, "log page")?;
-            }
-            for &b in st.map.values() {
-                mark(b, ino, "data")?;
-            }
-            if st.attr.kind == Kind::Dir {
-                for (name, ent) in &st.dir {
-                    let loc = || format!("inode {ino} entry {:?}", String::from_utf8_lossy(name));
-                    if ent.ino >= max_ino || ent.ino <= ROOT_INO {
-                        return Err(Error::corrupt("directory entry inode number", loc()));
-                    }
-                    refs[ent.ino as usize] += 1;
-                    if ent.kind == Kind::Dir && seen[ent.ino as usize] {
-                        return Err(Error::corrupt("directory reachable twice (cycle)", loc()));
-                    }
-                    if !seen[ent.ino as usize] {
-                        seen[ent.ino as usize] = true;
-                        queue.push(ent.ino);
+                    for &ino in &frontier[start..(start + 64).min(frontier.len())] {
+                        self.rebuild_one(
+                            ino,
+                            bounds,
+                            &used,
+                            &seen,
+                            &refs,
+                            max_ino,
+                            &mut local_next,
+                        )?;
+                        scanned.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            }
-            self.cache_insert(ino, st)?;
+                next.lock().extend(local_next);
+                Ok(())
+            };
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (1..threads.min(frontier.len().div_ceil(64)).max(1))
+                    .map(|_| s.spawn(|| work(&frontier)))
+                    .collect();
+                let mut results = vec![work(&frontier)];
+                results.extend(hs.into_iter().map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::corrupt("recovery worker panicked", "rebuild"))
+                    })
+                }));
+                for r in results {
+                    if let Err(e) = r {
+                        failure.lock().get_or_insert(e);
+                    }
+                }
+            });
+            frontier = next.into_inner();
+        }
+        if let Some(e) = failure.into_inner() {
+            return Err(e);
         }
         // Check kinds, link counts and parents now that every inode is loaded.
         for i in self.cached_inodes() {
@@ -322,35 +335,88 @@ impl Engine {
                         return Err(Error::corrupt("directory parent", loc()));
                     }
                 }
-            } else if st.attr.nlink != refs[i.ino as usize] {
-                return Err(Error::corrupt(
-                    "link count",
-                    format!(
-                        "inode {}: {} stored, {} names",
-                        i.ino, st.attr.nlink, refs[i.ino as usize]
-                    ),
-                ));
+            } else {
+                let names = refs[i.ino as usize].load(Ordering::Relaxed);
+                if st.attr.nlink != names {
+                    return Err(Error::corrupt(
+                        "link count",
+                        format!("inode {}: {} stored, {names} names", i.ino, st.attr.nlink),
+                    ));
+                }
             }
         }
         // Everything not reached is free.
         let mut b = sb.first_free_block;
         while b < sb.replica_block {
-            if used[b as usize] {
+            if used.get(b) {
                 b += 1;
                 continue;
             }
             let start = b;
-            while b < sb.replica_block && !used[b as usize] {
+            while b < sb.replica_block && !used.get(b) {
                 b += 1;
             }
             self.blocks.free(start, b - start);
         }
-        for ino in ROOT_INO + 1..max_ino {
-            if !seen[ino as usize] {
-                self.inos.free(ino);
+        self.inos
+            .add_free((ROOT_INO + 1..max_ino).filter(|&ino| !seen.get(ino)));
+        Ok(scanned.into_inner())
+    }
+
+    /// Load one reachable inode during rebuild: mark its blocks, queue its unseen children.
+    #[allow(clippy::too_many_arguments)]
+    fn rebuild_one(
+        &self,
+        ino: u64,
+        bounds: inode::Bounds,
+        used: &AtomicBits,
+        seen: &AtomicBits,
+        refs: &[AtomicU32],
+        max_ino: u64,
+        next: &mut Vec<u64>,
+    ) -> Result<()> {
+        let off = self.slot_off(ino).ok_or_else(|| {
+            Error::corrupt("inode number outside the table", format!("inode {ino}"))
+        })?;
+        let st: InodeState = inode::load(&self.media, off, ino, bounds).map_err(|e| match e {
+            Error::NotFound => {
+                Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+            }
+            e => e,
+        })?;
+        let mark = |b: u64, what: &str| -> Result<()> {
+            if used.set(b) {
+                return Err(Error::corrupt(
+                    format!("{what} block used twice"),
+                    format!("inode {ino} block {b}"),
+                ));
+            }
+            Ok(())
+        };
+        for &p in &st.log.pages {
+            mark(p, "log page")?;
+        }
+        for &b in st.map.values() {
+            mark(b, "data")?;
+        }
+        if st.attr.kind == Kind::Dir {
+            for (name, ent) in &st.dir {
+                let loc = || format!("inode {ino} entry {:?}", String::from_utf8_lossy(name));
+                if ent.ino >= max_ino || ent.ino <= ROOT_INO {
+                    return Err(Error::corrupt("directory entry inode number", loc()));
+                }
+                refs[ent.ino as usize].fetch_add(1, Ordering::Relaxed);
+                let was_seen = seen.set(ent.ino);
+                if was_seen && ent.kind == Kind::Dir {
+                    return Err(Error::corrupt("directory reachable twice (cycle)", loc()));
+                }
+                if !was_seen {
+                    next.push(ent.ino);
+                }
             }
         }
-        Ok(scanned)
+        self.cache_insert(ino, st)?;
+        Ok(())
     }
 
     /// Clean unmount: free orphans, save the allocator state, set the clean flag.
@@ -518,5 +584,28 @@ impl Reader<'_> {
         let b = self.buf.get(self.pos..self.pos + 8)?;
         self.pos += 8;
         Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+}
+
+/// A bitmap whose bits are set atomically (for the parallel rebuild).
+struct AtomicBits {
+    words: Vec<AtomicU64>,
+}
+
+impl AtomicBits {
+    fn new(bits: u64) -> AtomicBits {
+        AtomicBits {
+            words: (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Set bit `i`; returns whether it was already set.
+    fn set(&self, i: u64) -> bool {
+        let bit = 1u64 << (i % 64);
+        self.words[(i / 64) as usize].fetch_or(bit, Ordering::AcqRel) & bit != 0
+    }
+
+    fn get(&self, i: u64) -> bool {
+        self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
 }

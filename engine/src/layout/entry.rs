@@ -362,9 +362,11 @@ impl Entry {
         if hdr.lines as usize * LINE_BYTES != buf.len() {
             return Err(bad("line count"));
         }
-        let mut copy = buf.to_vec();
-        copy[4..8].copy_from_slice(&[0; 4]);
-        if checksum(&copy) != hdr.csum {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&buf[..4]);
+        h.update(&[0; 4]);
+        h.update(&buf[8..]);
+        if h.finalize() ^ super::CSUM_SALT != hdr.csum {
             return Err(bad("checksum"));
         }
         if hdr.flags != 0 {

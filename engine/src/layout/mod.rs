@@ -43,7 +43,7 @@ pub const NAME_MAX: usize = 255;
 pub const MIN_IMAGE_BYTES: u64 = 1 << 20;
 
 /// Salt so that the checksum of an all-zero record is never zero.
-const CSUM_SALT: u32 = 0x4e4f_5641; // "NOVA"
+pub(crate) const CSUM_SALT: u32 = 0x4e4f_5641; // "NOVA"
 
 /// The checksum of a record whose checksum field has been zeroed.
 pub fn checksum(bytes: &[u8]) -> u32 {
