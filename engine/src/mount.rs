@@ -271,11 +271,13 @@ impl Engine {
         let bounds = inode::Bounds::of(&sb);
         let scanned = AtomicU64::new(0);
         let failure: Mutex<Option<Error>> = Mutex::new(None);
-        let mut frontier = vec![ROOT_INO];
+        let stored_nlink: Vec<AtomicU32> = (0..max_ino).map(|_| AtomicU32::new(0)).collect();
+        let is_file = AtomicBits::new(max_ino);
+        let mut frontier: Vec<(u64, Kind, u64)> = vec![(ROOT_INO, Kind::Dir, ROOT_INO)];
         while !frontier.is_empty() && failure.lock().is_none() {
-            let next: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+            let next: Mutex<Vec<(u64, Kind, u64)>> = Mutex::new(Vec::new());
             let cursor = AtomicUsize::new(0);
-            let work = |frontier: &[u64]| -> Result<()> {
+            let work = |frontier: &[(u64, Kind, u64)]| -> Result<()> {
                 let mut local_next = Vec::new();
                 loop {
                     let start = cursor.fetch_add(64, Ordering::Relaxed);
@@ -319,28 +321,15 @@ impl Engine {
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
-        // Check kinds, link counts and parents now that every inode is loaded.
-        for i in self.cached_inodes() {
-            let st = i.state.read();
-            if st.attr.kind == Kind::Dir {
-                for (name, ent) in &st.dir {
-                    let child = self.inode(ent.ino)?;
-                    let cs = child.state.read();
-                    let loc =
-                        || format!("inode {} entry {:?}", i.ino, String::from_utf8_lossy(name));
-                    if cs.attr.kind != ent.kind {
-                        return Err(Error::corrupt("directory entry kind", loc()));
-                    }
-                    if ent.kind == Kind::Dir && cs.parent != i.ino {
-                        return Err(Error::corrupt("directory parent", loc()));
-                    }
-                }
-            } else {
-                let names = refs[i.ino as usize].load(Ordering::Relaxed);
-                if st.attr.nlink != names {
+        // Link counts of non-directories against the names found.
+        for ino in ROOT_INO + 1..max_ino {
+            if is_file.get(ino) {
+                let names = refs[ino as usize].load(Ordering::Relaxed);
+                let stored = stored_nlink[ino as usize].load(Ordering::Relaxed);
+                if stored != names {
                     return Err(Error::corrupt(
                         "link count",
-                        format!("inode {}: {} stored, {names} names", i.ino, st.attr.nlink),
+                        format!("inode {ino}: {stored} stored, {names} names"),
                     ));
                 }
             }
@@ -365,16 +354,17 @@ impl Engine {
 
     /// Load one reachable inode during rebuild: mark its blocks, queue its unseen children.
     #[allow(clippy::too_many_arguments)]
+    /// Returns the stored link count and whether it is a non-directory.
     fn rebuild_one(
         &self,
-        ino: u64,
+        (ino, kind, parent): (u64, Kind, u64),
         bounds: inode::Bounds,
         used: &AtomicBits,
         seen: &AtomicBits,
         refs: &[AtomicU32],
         max_ino: u64,
-        next: &mut Vec<u64>,
-    ) -> Result<()> {
+        next: &mut Vec<(u64, Kind, u64)>,
+    ) -> Result<(u32, bool)> {
         let off = self.slot_off(ino).ok_or_else(|| {
             Error::corrupt("inode number outside the table", format!("inode {ino}"))
         })?;
@@ -384,6 +374,18 @@ impl Engine {
             }
             e => e,
         })?;
+        if st.attr.kind != kind {
+            return Err(Error::corrupt(
+                "directory entry kind differs from the inode's",
+                format!("inode {ino} (named in directory {parent})"),
+            ));
+        }
+        if kind == Kind::Dir && st.parent != parent {
+            return Err(Error::corrupt(
+                "directory parent",
+                format!("inode {ino}: stored {}, named in {parent}", st.parent),
+            ));
+        }
         let mark = |b: u64, what: &str| -> Result<()> {
             if used.set(b) {
                 return Err(Error::corrupt(
@@ -411,12 +413,13 @@ impl Engine {
                     return Err(Error::corrupt("directory reachable twice (cycle)", loc()));
                 }
                 if !was_seen {
-                    next.push(ent.ino);
+                    next.push((ent.ino, ent.kind, ino));
                 }
             }
         }
+        let result = (st.attr.nlink, st.attr.kind != Kind::Dir);
         self.cache_insert(ino, st)?;
-        Ok(())
+        Ok(result)
     }
 
     /// Clean unmount: free orphans, save the allocator state, set the clean flag.
