@@ -166,3 +166,38 @@ fn append_mode_and_unlinked_open_file() {
         .len() as u64;
     assert_eq!(fs.statfs().blocks_free, free0 - root_log);
 }
+
+#[test]
+fn crash_reclaims_orphans_and_uncommitted_space() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("orphan.img");
+    let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
+    fs.create_dir("/d").unwrap();
+    fs.write("/d/keep", b"keep").unwrap();
+    let baseline = fs.statfs();
+    // An orphan: unlinked while open, then grown through the handle, then the process dies.
+    let f = fs
+        .open_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open("/d/orphan")
+        .unwrap();
+    f.write_at(&vec![7u8; 100_000], 0).unwrap();
+    fs.remove_file("/d/orphan").unwrap();
+    f.write_at(&vec![8u8; 50_000], 100_000).unwrap();
+    assert!(fs.statfs().blocks_free < baseline.blocks_free - 30);
+    // The process "dies" with the handle open: after the crash, closing it writes nothing.
+    fs.crash();
+    drop(f);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    let after = fs.statfs();
+    // Everything the orphan held is free again; only the directory's log grew.
+    let d = fs.resolve("/d").unwrap();
+    let dir_log = fs.engine().inode(d).unwrap().state.read().log.pages.len() as u64;
+    assert!(dir_log <= 1);
+    assert_eq!(after.inodes_free, baseline.inodes_free);
+    assert_eq!(after.blocks_free, baseline.blocks_free);
+    assert_eq!(fs.read("/d/keep").unwrap(), b"keep");
+    assert_eq!(fs.read_dir("/d").unwrap().len(), 1);
+}

@@ -1014,7 +1014,12 @@ impl Engine {
     pub fn release_inode(&self, inode: &Inode) -> Result<()> {
         if inode.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             let mut st = inode.state.write();
-            if st.removed && inode.open.load(Ordering::Acquire) == 0 && !self.read_only {
+            // After a crash (or unmount) nothing more is written: recovery reclaims orphans.
+            if st.removed
+                && inode.open.load(Ordering::Acquire) == 0
+                && !self.read_only
+                && self.mounted.load(Ordering::Acquire)
+            {
                 self.free_inode(inode, &mut st)?;
             }
         }
