@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use novafs_engine::inode::Inode;
-use novafs_engine::{Engine, Error, Kind, Result, SetAttr};
+use novafs_engine::{Engine, Error, Kind, MapMode, Result, SetAttr};
 
 use crate::{path, Metadata};
 
@@ -204,15 +204,40 @@ impl File {
         self.engine.allocate(self.inode.ino, offset, len)
     }
 
-    /// Everything written through this handle is already durable; this is a fence (and an
-    /// msync in Msync mode).
+    /// Everything written through `write_at` is already durable; this also migrates the pages
+    /// stored through mappings into the file (one atomic commit), and msyncs in Msync mode.
     pub fn sync_all(&self) -> Result<()> {
+        if self.write {
+            self.engine.cache_sync(&self.inode)?;
+        }
         self.engine.sync()
     }
 
     /// Same as [`File::sync_all`].
     pub fn sync_data(&self) -> Result<()> {
-        self.engine.sync()
+        self.sync_all()
+    }
+
+    /// Map `[offset, offset + len)` for direct load/store access through the per-inode
+    /// persistent write cache (see [`Mapping`]). The range must lie within the file; extend the
+    /// file with [`File::set_len`] first. Writing needs a handle opened for writing.
+    pub fn map(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
+        let size = self.metadata()?.len();
+        let end = offset.checked_add(len).ok_or(Error::FileTooLarge)?;
+        if len == 0 || end > size {
+            return Err(Error::InvalidArgument(format!(
+                "map of [{offset}, {end}) outside the file (length {size})"
+            )));
+        }
+        let inode = self.engine.open_inode(self.inode.ino)?;
+        Ok(Mapping {
+            engine: self.engine.clone(),
+            inode,
+            offset,
+            len,
+            mode,
+            writable: self.write,
+        })
     }
 
     /// Metadata.
@@ -223,6 +248,92 @@ impl File {
 }
 
 impl Drop for File {
+    fn drop(&mut self) {
+        let _ = self.engine.release_inode(&self.inode);
+    }
+}
+
+/// A mapped range of a file with MAP_SYNC semantics (or failure-atomic ones, see [`MapMode`]).
+///
+/// The first store to a clean page copies it into a new persistent page attached to the inode's
+/// write cache; that attachment is durable before the store happens. Stores become durable when
+/// [`Mapping::persist`] returns (flush + fence), with no fsync. [`Mapping::sync`] (msync),
+/// [`File::sync_all`], background writeback and clean unmount migrate the cached pages into the
+/// file with one atomic commit. Reads through the mapping or the file see the cached pages.
+///
+/// Stores go through the engine's persistence layer (a copy per store rather than a raw CPU
+/// store), which is what lets the crash harness see them.
+#[derive(Debug)]
+pub struct Mapping {
+    engine: Arc<Engine>,
+    inode: Arc<Inode>,
+    offset: u64,
+    len: u64,
+    mode: MapMode,
+    writable: bool,
+}
+
+impl Mapping {
+    /// File offset of the mapping's first byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: `map` refuses empty ranges).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The persistence mode.
+    pub fn mode(&self) -> MapMode {
+        self.mode
+    }
+
+    fn range(&self, at: u64, n: u64) -> Result<u64> {
+        match at.checked_add(n) {
+            Some(end) if end <= self.len => Ok(self.offset + at),
+            _ => Err(Error::InvalidArgument(format!(
+                "access [{at}, {}) outside the mapping of {} bytes",
+                at.saturating_add(n),
+                self.len
+            ))),
+        }
+    }
+
+    /// Load `buf.len()` bytes at mapping offset `at`.
+    pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize> {
+        let off = self.range(at, buf.len() as u64)?;
+        let st = self.inode.state.read();
+        self.engine.read_locked(&st, off, buf)
+    }
+
+    /// Store `data` at mapping offset `at` (durable after [`Mapping::persist`]).
+    pub fn write_at(&self, data: &[u8], at: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::BadHandle("mapping of a read-only handle"));
+        }
+        let off = self.range(at, data.len() as u64)?;
+        self.engine.cache_write(&self.inode, off, data, self.mode)
+    }
+
+    /// Make the stores in `[at, at + len)` durable: flush + fence.
+    pub fn persist(&self, at: u64, len: u64) -> Result<()> {
+        let off = self.range(at, len)?;
+        self.engine.cache_persist(&self.inode, off, len)
+    }
+
+    /// msync: migrate every cached page of the file into its file map, atomically.
+    pub fn sync(&self) -> Result<()> {
+        self.engine.cache_sync(&self.inode)
+    }
+}
+
+impl Drop for Mapping {
     fn drop(&mut self) {
         let _ = self.engine.release_inode(&self.inode);
     }

@@ -34,10 +34,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use file::{File, OpenOptions};
+pub use file::{File, Mapping, OpenOptions};
 pub use novafs_engine::{
-    self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, Kind, MediaMode,
-    MountOptions, MountReport, RenameFlags, Result, SetAttr, StatFs, BLOCK, NAME_MAX, ROOT_INO,
+    self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, Kind, MapMode,
+    MediaMode, MountOptions, MountReport, RenameFlags, Result, SetAttr, StatFs, WritebackConfig,
+    BLOCK, NAME_MAX, ROOT_INO,
 };
 
 /// A mounted novafs image.
@@ -178,6 +179,7 @@ impl Fs {
     /// Format `image` (created or overwritten) as a novafs image of `size_bytes` and mount it.
     pub fn format(image: impl AsRef<Path>, size_bytes: u64, opts: &FormatOptions) -> Result<Fs> {
         let engine = Engine::format(image.as_ref(), size_bytes, opts)?;
+        engine.start_writeback(WritebackConfig::default());
         Ok(Fs {
             engine,
             report: MountReport {
@@ -190,6 +192,7 @@ impl Fs {
     /// Mount `image`; runs recovery if the last session did not unmount cleanly.
     pub fn open(image: impl AsRef<Path>, opts: &MountOptions) -> Result<Fs> {
         let (engine, report) = novafs_recovery::open(image.as_ref(), opts)?;
+        engine.start_writeback(opts.writeback.clone());
         Ok(Fs { engine, report })
     }
 

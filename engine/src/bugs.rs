@@ -22,11 +22,15 @@ pub enum Bug {
     NoInodeSlotFlush = 6,
     /// Recovery does not undo an active journal slot (it trusts the tails it finds).
     RecoveryTrustsTails = 7,
+    /// A write-cache attachment is not fenced before write access is granted.
+    CacheAttachNotPersisted = 8,
+    /// Migration empties (frees) the cache before the commit that hands its pages to the file.
+    MigrationFreesBeforeCommit = 9,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 9] = [
         Bug::NoLogFlush,
         Bug::NoFenceBeforeTail,
         Bug::TailBeforeEntry,
@@ -34,6 +38,8 @@ impl Bug {
         Bug::SkipJournal,
         Bug::NoInodeSlotFlush,
         Bug::RecoveryTrustsTails,
+        Bug::CacheAttachNotPersisted,
+        Bug::MigrationFreesBeforeCommit,
     ];
 
     /// Its name, as used on the command line.
@@ -46,6 +52,8 @@ impl Bug {
             Bug::SkipJournal => "skip-journal",
             Bug::NoInodeSlotFlush => "no-inode-slot-flush",
             Bug::RecoveryTrustsTails => "recovery-trusts-tails",
+            Bug::CacheAttachNotPersisted => "cache-attach-not-persisted",
+            Bug::MigrationFreesBeforeCommit => "migration-frees-before-commit",
         }
     }
 }

@@ -118,6 +118,7 @@ pub struct Engine {
     rename_lock: Mutex<()>,
     pub(crate) read_only: bool,
     pub(crate) mounted: AtomicBool,
+    pub(crate) writeback: crate::cache::Writeback,
 }
 
 impl std::fmt::Debug for Engine {
@@ -208,6 +209,7 @@ impl Engine {
             rename_lock: Mutex::new(()),
             read_only,
             mounted: AtomicBool::new(true),
+            writeback: Default::default(),
         }
     }
 
@@ -215,6 +217,7 @@ impl Engine {
     /// and the crash harness; a killed process behaves the same.)
     pub fn crash(&self) {
         self.mounted.store(false, Ordering::Release);
+        self.stop_writeback();
     }
 
     /// The media.
@@ -242,7 +245,7 @@ impl Engine {
         self.chunks.read().clone()
     }
 
-    fn writable(&self) -> Result<()> {
+    pub(crate) fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -283,6 +286,9 @@ impl Engine {
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
         let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.sb))?;
+        if !st.cache.is_empty() {
+            self.writeback.dirty.lock().insert(ino);
+        }
         let mut shard = self.shard(ino).write();
         let i = shard.entry(ino).or_insert_with(|| {
             Arc::new(Inode {
@@ -482,7 +488,9 @@ impl Engine {
                 flags: 0,
                 parent,
                 ctime_ns: now,
-                reserved: [0; 60],
+                cache_head: 0,
+                cache_tail: 0,
+                reserved: [0; 44],
                 csum: 0,
             }
             .seal();
@@ -652,8 +660,17 @@ impl Engine {
         for &p in &st.log.pages {
             self.blocks.free(p, 1);
         }
+        for &b in st.cache.values() {
+            self.blocks.free(b, 1);
+        }
+        for &p in &st.cache_log.pages {
+            self.blocks.free(p, 1);
+        }
         st.map.clear();
         st.log.pages.clear();
+        st.cache.clear();
+        st.cache_log.pages.clear();
+        self.writeback.dirty.lock().remove(&inode.ino);
         // Mark the slot free (kind word = 0). Not a commit: after a crash, reachability from
         // the root decides which slots are live; this only keeps fsck's view tidy.
         self.media.store_u64(inode.slot_off + 16, 0)?;
@@ -1062,7 +1079,8 @@ impl Engine {
             let in_pg = (pos % BLOCK) as usize;
             let chunk = (BLOCK as usize - in_pg).min(n - done);
             let dst = &mut buf[done..done + chunk];
-            match st.map.get(&pg) {
+            // The write cache holds the newest copy of a page written through a mapping.
+            match st.cache.get(&pg).or_else(|| st.map.get(&pg)) {
                 Some(&b) => self.media.read(b * BLOCK + in_pg as u64, dst)?,
                 None => dst.fill(0),
             }
@@ -1095,6 +1113,16 @@ impl Engine {
         let off = off.unwrap_or(st.attr.size);
         if data.is_empty() {
             return Ok(off);
+        }
+        // Mapped stores and write_at are ordered: pages of the range that sit in the write
+        // cache are migrated first (for a failure-atomic mapping this commits its pending
+        // pages, like a sync).
+        if !st.cache.is_empty() {
+            let first = off / BLOCK;
+            let last = off.saturating_add(data.len() as u64 - 1) / BLOCK;
+            if st.cache.range(first..=last).next().is_some() {
+                self.migrate_locked(i, &mut st)?;
+            }
         }
         let end = off
             .checked_add(data.len() as u64)
@@ -1273,6 +1301,10 @@ impl Engine {
         }
         let mut pages = Vec::new();
         let mut size = st.attr.size;
+        if req.size.is_some() && !st.cache.is_empty() {
+            // A size change commits the cached pages first (those past a cut are then freed).
+            self.migrate_locked(&i, &mut st)?;
+        }
         if let Some(new) = req.size {
             match st.attr.kind {
                 Kind::Dir => return Err(Error::IsADirectory),
@@ -1323,6 +1355,9 @@ impl Engine {
         if len == 0 || off >= end {
             return Ok(());
         }
+        if !st.cache.is_empty() {
+            self.migrate_locked(&i, &mut st)?;
+        }
         let mut pages = Vec::new();
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
@@ -1361,6 +1396,9 @@ impl Engine {
         let end = off.checked_add(len).ok_or(Error::FileTooLarge)?;
         if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
             return Err(Error::FileTooLarge);
+        }
+        if !st.cache.is_empty() {
+            self.migrate_locked(&i, &mut st)?;
         }
         let pages: Vec<(u64, Page<'_>)> = (off / BLOCK..end.div_ceil(BLOCK))
             .filter(|pg| !st.map.contains_key(pg))
@@ -1422,6 +1460,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        self.stop_writeback();
         // A forgotten unmount is still a clean unmount; `crash` skips this.
         if self.mounted.load(Ordering::Acquire) {
             let _ = self.unmount();

@@ -91,6 +91,15 @@ pub struct InodeState {
     pub removed: bool,
     /// Its blocks and slot were released.
     pub freed: bool,
+    /// Write cache: file page -> cache block (pages written through a mapping, not yet
+    /// migrated into the file map).
+    pub cache: BTreeMap<u64, u64>,
+    /// The cache log's position.
+    pub cache_log: LogState,
+    /// The cache holds failure-atomic pages (recovery discards them).
+    pub cache_atomic: bool,
+    /// When the oldest cached page was attached (for background writeback).
+    pub cache_since: Option<std::time::Instant>,
 }
 
 /// An inode in the cache.
@@ -168,6 +177,13 @@ impl InodeState {
             dir: HashMap::new(),
             removed: false,
             freed: false,
+            cache: BTreeMap::new(),
+            cache_log: LogState {
+                next_seq: 1,
+                ..LogState::default()
+            },
+            cache_atomic: false,
+            cache_since: None,
         }
     }
 
@@ -286,6 +302,9 @@ impl InodeState {
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
             }
+            Entry::CacheAttach { .. } => {
+                return Err(bad("cache entry in an inode log"));
+            }
             Entry::DirRemove {
                 ino: child,
                 name,
@@ -306,8 +325,31 @@ impl InodeState {
                 self.attr.ctime_ns = *mtime_ns;
             }
         }
-        self.log.entries += 1;
         Ok(())
+    }
+
+    /// Apply one committed entry of the write-cache log.
+    pub fn apply_cache(&mut self, e: &Entry, bounds: Bounds) -> Result<()> {
+        match e {
+            Entry::CacheAttach {
+                pgoff,
+                block,
+                atomic,
+            } => {
+                if !bounds.contains(*block, 1) || *pgoff >= crate::MAX_FILE_PAGES {
+                    return Err(Error::corrupt("cache entry out of range", "cache log"));
+                }
+                if self.cache.insert(*pgoff, *block).is_some() {
+                    return Err(Error::corrupt("page cached twice", "cache log"));
+                }
+                self.cache_atomic = *atomic;
+                if self.cache_since.is_none() {
+                    self.cache_since = Some(std::time::Instant::now());
+                }
+                Ok(())
+            }
+            _ => Err(Error::corrupt("non-cache entry in the cache log", "cache log")),
+        }
     }
 
     /// Drop mappings at or beyond `size`; returns the dropped blocks.
@@ -324,55 +366,93 @@ impl InodeState {
     }
 }
 
-/// Read, validate and replay inode `ino` from media.
+/// Read, validate and replay inode `ino` from media: its slot, its log and its write-cache
+/// log.
 pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<InodeState> {
+    use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
     let slot: InodeSlot = media.read_pod(slot_off)?;
     if slot.kind == 0 {
         return Err(Error::NotFound);
     }
     let kind = slot.validate(ino)?;
     let mut st = InodeState::new(ino, &slot, kind);
-    let tail = media.load_u64(slot_off + crate::layout::inode::TAIL_OFFSET)?;
-    let head = media.load_u64(slot_off + crate::layout::inode::HEAD_OFFSET)?;
-    if tail == 0 {
-        return Ok(st);
+    let tail = media.load_u64(slot_off + TAIL_OFFSET)?;
+    let head = media.load_u64(slot_off + HEAD_OFFSET)?;
+    let mut scratch = Vec::new();
+    st.log = walk_log(media, ino, "log", head, tail, bounds, |e, where_| {
+        st.apply(e, ino, bounds, &mut scratch).map_err(|err| match err {
+            Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
+            other => other,
+        })?;
+        scratch.clear();
+        Ok(())
+    })?;
+    let ctail = media.load_u64(slot_off + CACHE_TAIL_OFFSET)?;
+    let chead = media.load_u64(slot_off + CACHE_HEAD_OFFSET)?;
+    if ctail != 0 && kind != Kind::File {
+        return Err(Error::corrupt("write cache on a non-file", format!("inode {ino}")));
     }
-    let loc = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
+    let cache_log = walk_log(media, ino, "cache log", chead, ctail, bounds, |e, where_| {
+        st.apply_cache(e, bounds)
+            .map_err(|err| Error::corrupt(err.to_string(), where_()))
+    })?;
+    st.cache_log = cache_log;
+    Ok(st)
+}
+
+/// Walk a log chain from `head` to `tail`, validating it, calling `f` on every entry in order.
+/// Returns the log's position (pages, tail, next seq).
+fn walk_log(
+    media: &Media,
+    ino: u64,
+    which: &str,
+    head: u64,
+    tail: u64,
+    bounds: Bounds,
+    mut f: impl FnMut(&Entry, &dyn Fn() -> String) -> Result<()>,
+) -> Result<LogState> {
+    let mut log = LogState {
+        next_seq: 1,
+        ..LogState::default()
+    };
+    if tail == 0 {
+        return Ok(log);
+    }
+    let loc = |what: &str| Error::corrupt(format!("{which} {what}"), format!("inode {ino}"));
     if !bounds.contains(head, 1) {
-        return Err(loc("log head"));
+        return Err(loc("head"));
     }
     if tail % LINE_BYTES as u64 != 0 || !bounds.contains(tail / BLOCK, 1) {
-        return Err(loc("log tail"));
+        return Err(loc("tail"));
     }
     let tail_page = tail / BLOCK;
     if tail % BLOCK > ENTRY_BYTES || tail % BLOCK == 0 {
-        return Err(loc("log tail outside its page's entry area"));
+        return Err(loc("tail outside its page's entry area"));
     }
     let mut page = head;
     let mut buf = vec![0u8; ENTRY_BYTES as usize];
     let mut last_seq = 0u64;
     let mut hops = 0u64;
-    let mut scratch = Vec::new();
     loop {
         hops += 1;
         if hops > bounds.hi {
-            return Err(loc("log chain cycle"));
+            return Err(loc("chain cycle"));
         }
-        st.log.pages.push(page);
+        log.pages.push(page);
         let (end, next) = if page == tail_page {
             (tail % BLOCK, 0)
         } else {
             let t: PageTrailer = media.read_pod(page * BLOCK + TRAILER_OFFSET)?;
             t.validate(ino, page, bounds.hi)?;
             if !bounds.contains(t.next, 1) {
-                return Err(loc("log page link outside the allocatable area"));
+                return Err(loc("page link outside the allocatable area"));
             }
             (t.used as u64, t.next)
         };
         media.read(page * BLOCK, &mut buf[..end as usize])?;
         let mut pos = 0usize;
         while (pos as u64) < end {
-            let where_ = || format!("inode {ino} log page {page} offset {pos}");
+            let where_ = || format!("inode {ino} {which} page {page} offset {pos}");
             let lines = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], where_)?;
             let len = lines * LINE_BYTES;
             if (pos + len) as u64 > end {
@@ -386,12 +466,8 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
                 return Err(Error::corrupt("log entry sequence", where_()));
             }
             last_seq = seq;
-            st.apply(&e, ino, bounds, &mut scratch)
-                .map_err(|err| match err {
-                    Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
-                    other => other,
-                })?;
-            scratch.clear();
+            f(&e, &where_)?;
+            log.entries += 1;
             pos += len;
         }
         if page == tail_page {
@@ -399,8 +475,8 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
         }
         page = next;
     }
-    st.log.head = head;
-    st.log.tail = tail;
-    st.log.next_seq = last_seq + 1;
-    Ok(st)
+    log.head = head;
+    log.tail = tail;
+    log.next_seq = last_seq + 1;
+    Ok(log)
 }

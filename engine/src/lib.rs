@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod bugs;
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod inode;
@@ -15,6 +16,7 @@ pub mod log;
 pub mod media;
 pub mod mount;
 
+pub use cache::{MapMode, WritebackConfig};
 pub use engine::{
     check_name, DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS,
 };

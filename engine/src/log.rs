@@ -10,16 +10,43 @@ use crate::bugs::{self, Bug};
 use crate::error::Result;
 use crate::inode::LogState;
 use crate::layout::entry::Entry;
-use crate::layout::inode::{HEAD_OFFSET, TAIL_OFFSET};
+use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
 use crate::layout::BLOCK;
 use crate::media::Media;
 
+/// Where a log's head and tail words live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogWords {
+    /// Region offset of the head word.
+    pub head: u64,
+    /// Region offset of the tail word (the commit word).
+    pub tail: u64,
+}
+
+impl LogWords {
+    /// The inode's log, for the slot at `slot_off`.
+    pub fn file(slot_off: u64) -> LogWords {
+        LogWords {
+            head: slot_off + HEAD_OFFSET,
+            tail: slot_off + TAIL_OFFSET,
+        }
+    }
+
+    /// The inode's write-cache log.
+    pub fn cache(slot_off: u64) -> LogWords {
+        LogWords {
+            head: slot_off + CACHE_HEAD_OFFSET,
+            tail: slot_off + CACHE_TAIL_OFFSET,
+        }
+    }
+}
+
 /// An append written but not yet committed.
 #[derive(Debug)]
 pub struct Staged {
-    /// Region offset of the inode slot.
-    pub slot_off: u64,
+    /// The log's words.
+    pub words: LogWords,
     /// Tail before.
     pub old_tail: u64,
     /// Tail after.
@@ -30,6 +57,8 @@ pub struct Staged {
     pub new_pages: Vec<u64>,
     /// Next sequence number after it.
     pub next_seq: u64,
+    /// Entries appended.
+    pub count: u64,
     /// Entry ranges left unflushed (only by an injected bug).
     deferred_flush: Vec<(u64, u64)>,
 }
@@ -41,6 +70,18 @@ pub fn stage(
     media: &Media,
     alloc: &BlockAlloc,
     slot_off: u64,
+    log: &LogState,
+    entries: &[Entry],
+    use_reserve: bool,
+) -> Result<Staged> {
+    stage_in(media, alloc, LogWords::file(slot_off), log, entries, use_reserve)
+}
+
+/// [`stage`] for any log (the inode's or its write cache's).
+pub fn stage_in(
+    media: &Media,
+    alloc: &BlockAlloc,
+    words: LogWords,
     log: &LogState,
     entries: &[Entry],
     use_reserve: bool,
@@ -118,16 +159,17 @@ pub fn stage(
     }
     if let Some(h) = new_head {
         // Only read while the tail is non-zero, which the later tail store makes it.
-        media.store_u64(slot_off + HEAD_OFFSET, h)?;
-        media.flush(slot_off + HEAD_OFFSET, 8)?;
+        media.store_u64(words.head, h)?;
+        media.flush(words.head, 8)?;
     }
     Ok(Staged {
-        slot_off,
+        words,
         old_tail: log.tail,
         new_tail: pos,
         new_head,
         new_pages: pages,
         next_seq: seq,
+        count: entries.len() as u64,
         deferred_flush,
     })
 }
@@ -135,7 +177,7 @@ pub fn stage(
 impl Staged {
     /// Region offset of the tail word.
     pub fn tail_addr(&self) -> u64 {
-        self.slot_off + TAIL_OFFSET
+        self.words.tail
     }
 
     /// Store the new tail and flush it (the caller fences).
@@ -168,6 +210,7 @@ impl Staged {
         log.pages.extend(self.new_pages);
         log.tail = self.new_tail;
         log.next_seq = self.next_seq;
+        log.entries += self.count;
     }
 
     /// Give back the pages of an append that will not be committed.

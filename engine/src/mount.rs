@@ -56,6 +56,8 @@ pub struct MountOptions {
     pub populate: bool,
     /// Threads for the recovery scan after a crash (0 = one per core).
     pub recovery_threads: usize,
+    /// Background writeback of mapped pages (started by `novafs::Fs::open`).
+    pub writeback: crate::cache::WritebackConfig,
 }
 
 /// What mount found.
@@ -69,6 +71,8 @@ pub struct MountReport {
     pub inodes_scanned: u64,
     /// The primary superblock was repaired from the replica.
     pub superblock_repaired: bool,
+    /// Write caches migrated (MAP_SYNC) or discarded (failure-atomic) by recovery.
+    pub caches_recovered: usize,
 }
 
 fn shards() -> usize {
@@ -116,7 +120,9 @@ impl Engine {
             flags: 0,
             parent: ROOT_INO,
             ctime_ns: now,
-            reserved: [0; 60],
+            cache_head: 0,
+            cache_tail: 0,
+            reserved: [0; 44],
             csum: 0,
         }
         .seal();
@@ -225,6 +231,7 @@ impl Engine {
                             .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
                 })?;
                 report.inodes_scanned = engine.rebuild_with(opts.recovery_threads)?;
+                report.caches_recovered = engine.recover_caches()?;
                 engine
             }
         };
@@ -352,6 +359,32 @@ impl Engine {
         Ok(scanned.into_inner())
     }
 
+    /// After the rebuild: migrate every MAP_SYNC write cache into its file, reset every
+    /// failure-atomic one (its pages were left free). Idempotent.
+    fn recover_caches(&self) -> Result<usize> {
+        let mut n = 0;
+        for i in self.cached_inodes() {
+            let mut st = i.state.write();
+            if st.cache_log.tail == 0 {
+                continue;
+            }
+            n += 1;
+            if st.cache_atomic {
+                self.media
+                    .commit_u64(crate::log::LogWords::cache(i.slot_off).tail, 0)?;
+                st.cache.clear();
+                st.cache_log = crate::inode::LogState {
+                    next_seq: 1,
+                    ..Default::default()
+                };
+                st.cache_since = None;
+            } else {
+                self.migrate_locked(&i, &mut st)?;
+            }
+        }
+        Ok(n)
+    }
+
     /// Load one reachable inode during rebuild: mark its blocks, queue its unseen children.
     #[allow(clippy::too_many_arguments)]
     /// Returns the stored link count and whether it is a non-directory.
@@ -401,6 +434,25 @@ impl Engine {
         for &b in st.map.values() {
             mark(b, "data")?;
         }
+        let mut st = st;
+        if st.cache_log.tail != 0 {
+            if st.cache_atomic {
+                // Failure-atomic: discard what was not synced (nothing is marked, so the cache
+                // blocks and cache log pages come back free; the tail is reset after the walk).
+                st.cache.clear();
+            } else {
+                // A crash between a migration's two commits leaves entries whose block the
+                // file map already holds: those pages are migrated already.
+                let map = &st.map;
+                st.cache.retain(|pg, b| map.get(pg) != Some(b));
+                for &p in &st.cache_log.pages {
+                    mark(p, "cache log page")?;
+                }
+                for &b in st.cache.values() {
+                    mark(b, "cache")?;
+                }
+            }
+        }
         if st.attr.kind == Kind::Dir {
             for (name, ent) in &st.dir {
                 let loc = || format!("inode {ino} entry {:?}", String::from_utf8_lossy(name));
@@ -427,10 +479,12 @@ impl Engine {
         if !self.mounted.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
+        self.stop_writeback();
         if self.read_only {
             return Ok(());
         }
         self.free_orphans()?;
+        self.migrate_all()?;
         let free = self.blocks.extents();
         let inos = self.inos.snapshot();
         let mut buf = Vec::new();

@@ -42,6 +42,8 @@ pub enum EntryKind {
     DirAdd = 4,
     /// A name removed from a directory.
     DirRemove = 5,
+    /// A page attached to the inode's write cache (in the cache log only).
+    CacheAttach = 6,
 }
 
 /// Common header.
@@ -144,6 +146,22 @@ pub struct LinkEntry {
     pub reserved1: [u8; 24],
 }
 
+/// A write-cache attachment (cache log).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// Header.
+    pub hdr: EntryHeader,
+    /// File page.
+    pub pgoff: u64,
+    /// The cache block holding its new contents.
+    pub block: u64,
+    /// 1 = failure-atomic mapping (recovery discards), 0 = MAP_SYNC (recovery migrates).
+    pub atomic: u8,
+    /// Zero.
+    pub reserved: [u8; 31],
+}
+
 /// First line of a directory entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
@@ -172,6 +190,8 @@ const _: () = {
     assert!(size_of::<SetAttrEntry>() == 64);
     assert!(size_of::<LinkEntry>() == 64);
     assert!(size_of::<DirEntryHead>() == 64);
+    assert!(size_of::<CacheEntry>() == 64);
+    assert!(offset_of!(CacheEntry, atomic) == 32);
     assert!(offset_of!(EntryHeader, csum) == 4);
     assert!(offset_of!(EntryHeader, seq) == 8);
     assert!(offset_of!(WriteEntry, pgoff) == 16);
@@ -219,6 +239,15 @@ pub enum Entry {
         name: Vec<u8>,
         /// Dir mtime.
         mtime_ns: u64,
+    },
+    /// Page attached to the write cache.
+    CacheAttach {
+        /// File page.
+        pgoff: u64,
+        /// Cache block.
+        block: u64,
+        /// Failure-atomic mode.
+        atomic: bool,
     },
     /// Name removed.
     DirRemove {
@@ -307,6 +336,20 @@ impl Entry {
                 };
                 out.extend_from_slice(bytemuck::bytes_of(&e));
             }
+            Entry::CacheAttach {
+                pgoff,
+                block,
+                atomic,
+            } => {
+                let e = CacheEntry {
+                    hdr: header(EntryKind::CacheAttach, 1, seq),
+                    pgoff: *pgoff,
+                    block: *block,
+                    atomic: *atomic as u8,
+                    reserved: [0; 31],
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&e));
+            }
             Entry::DirAdd {
                 ino,
                 name,
@@ -346,7 +389,7 @@ impl Entry {
     pub fn peek_lines(first_line: &[u8], where_: impl Fn() -> String) -> Result<usize> {
         let kind = first_line[0];
         let lines = first_line[1] as usize;
-        if !(1..=5).contains(&kind) || lines == 0 || lines > MAX_LINES {
+        if !(1..=6).contains(&kind) || lines == 0 || lines > MAX_LINES {
             return Err(Error::corrupt("log entry header", where_()));
         }
         Ok(lines)
@@ -438,6 +481,17 @@ impl Entry {
                     }
                 }
             }
+            6 => {
+                let e: CacheEntry = bytemuck::pod_read_unaligned(first);
+                if hdr.lines != 1 || e.atomic > 1 || e.reserved.iter().any(|&b| b != 0) {
+                    return Err(bad("cache entry"));
+                }
+                Entry::CacheAttach {
+                    pgoff: e.pgoff,
+                    block: e.block,
+                    atomic: e.atomic == 1,
+                }
+            }
             _ => return Err(bad("kind")),
         };
         Ok((entry, hdr.seq))
@@ -488,6 +542,11 @@ mod tests {
                 ino: 9,
                 name: vec![b'q'; 25],
                 mtime_ns: 2,
+            },
+            Entry::CacheAttach {
+                pgoff: 5,
+                block: 77,
+                atomic: true,
             },
         ]
     }

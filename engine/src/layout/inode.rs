@@ -8,17 +8,19 @@
 //! 32  mode u32  36 uid u32  40 gid u32  44 flags u32
 //! 48  parent u64 (parent directory at creation)
 //! 56  ctime_ns u64 (creation time)
-//! 64  reserved [u8;60] (zero)
-//! 124 csum u32 (over bytes 16..124: the fields fixed at allocation)
+//! 64  cache_head u64 (atomic; first page of the write-cache log)
+//! 72  cache_tail u64 (atomic commit word of the write-cache log; 0 = cache empty)
+//! 80  reserved [u8;44] (zero)
+//! 124 csum u32 (over bytes 16..64 and 80..124: the fields fixed at allocation)
 //! ```
 //!
-//! `kind == 0` marks a free slot. The checksum does not cover `log_head`/`log_tail`, which are
+//! `kind == 0` marks a free slot. The checksum does not cover the four log words, which are
 //! updated in place by 8-byte atomic stores.
 
 use bytemuck::{Pod, Zeroable};
 use std::mem::offset_of;
 
-use super::{checksum, Kind};
+use super::Kind;
 use crate::error::{Error, Result};
 
 /// An inode slot as stored.
@@ -47,8 +49,12 @@ pub struct InodeSlot {
     pub parent: u64,
     /// Creation time.
     pub ctime_ns: u64,
+    /// First page of the write-cache log.
+    pub cache_head: u64,
+    /// Commit word of the write-cache log (0 = empty).
+    pub cache_tail: u64,
     /// Zero.
-    pub reserved: [u8; 60],
+    pub reserved: [u8; 44],
     /// Checksum over bytes 16..124.
     pub csum: u32,
 }
@@ -61,7 +67,9 @@ const _: () = {
     assert!(offset_of!(InodeSlot, generation) == 24);
     assert!(offset_of!(InodeSlot, mode) == 32);
     assert!(offset_of!(InodeSlot, parent) == 48);
-    assert!(offset_of!(InodeSlot, reserved) == 64);
+    assert!(offset_of!(InodeSlot, cache_head) == 64);
+    assert!(offset_of!(InodeSlot, cache_tail) == 72);
+    assert!(offset_of!(InodeSlot, reserved) == 80);
     assert!(offset_of!(InodeSlot, csum) == 124);
 };
 
@@ -69,11 +77,19 @@ const _: () = {
 pub const TAIL_OFFSET: u64 = 8;
 /// Offset of the head word inside a slot.
 pub const HEAD_OFFSET: u64 = 0;
+/// Offset of the write-cache log's head word.
+pub const CACHE_HEAD_OFFSET: u64 = 64;
+/// Offset of the write-cache log's tail word.
+pub const CACHE_TAIL_OFFSET: u64 = 72;
 
 impl InodeSlot {
     /// Compute the checksum of the static part.
     pub fn compute_csum(&self) -> u32 {
-        checksum(&bytemuck::bytes_of(self)[16..124])
+        let b = bytemuck::bytes_of(self);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&b[16..64]);
+        h.update(&b[80..124]);
+        h.finalize() ^ super::CSUM_SALT
     }
 
     /// Seal the checksum.

@@ -1,0 +1,364 @@
+//! The per-inode persistent write cache: mapped writes with MAP_SYNC semantics.
+//!
+//! When a page of a mapping is first written (clean -> dirty), its current contents are copied
+//! (non-temporal) into a newly allocated block, and a `CacheAttach { pgoff, block }` entry is
+//! committed to the inode's cache log (its own chain of log pages, committed by the 8-byte
+//! `cache_tail` word of the inode slot) before the store is allowed. Stores then go into that
+//! block and are durable once flushed and fenced (`persist`), with no fsync. Reads (mapped or
+//! `read_at`) see the cached page.
+//!
+//! Migration (`sync`, background writeback, clean unmount, recovery) moves every cached page
+//! into the file map with one atomic commit: Write entries pointing at the cache blocks are
+//! appended to the inode's log and its tail is stored; then the cache tail is set to 0 (cache
+//! empty), and the replaced blocks and the cache log pages are freed. A crash between the two
+//! commits leaves cache entries whose block the file map already holds: recovery skips them, so
+//! migration is idempotent. Failure-atomic caches are never migrated by writeback; recovery
+//! discards them, leaving the file as of its last sync.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::inode::{Inode, InodeState, LogState};
+use crate::layout::entry::Entry;
+use crate::layout::{now_ns, Kind, BLOCK};
+use crate::log::{self, LogWords};
+
+/// How a mapping's dirty pages survive a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MapMode {
+    /// MAP_SYNC semantics: persisted stores survive a crash (recovery migrates them).
+    #[default]
+    Sync,
+    /// Failure-atomic: after a crash the file is exactly as of the last `sync` (recovery
+    /// discards pages not yet synced); `sync` commits all dirty pages at once.
+    Atomic,
+}
+
+/// Background writeback settings.
+#[derive(Clone, Debug)]
+pub struct WritebackConfig {
+    /// How often the writeback thread looks (0 = no thread).
+    pub interval: Duration,
+    /// Migrate an inode's cache once its oldest page is this old.
+    pub max_age: Duration,
+    /// Migrate an inode's cache once it holds this many pages.
+    pub max_dirty_pages: usize,
+}
+
+impl Default for WritebackConfig {
+    fn default() -> Self {
+        WritebackConfig {
+            interval: Duration::from_millis(500),
+            max_age: Duration::from_secs(5),
+            max_dirty_pages: 4096,
+        }
+    }
+}
+
+/// The writeback thread's control block.
+#[derive(Default)]
+pub(crate) struct Writeback {
+    ctl: Arc<Ctl>,
+    thread: Mutex<Option<(std::thread::ThreadId, std::thread::JoinHandle<()>)>>,
+    /// Inodes whose cache is not empty.
+    pub(crate) dirty: Mutex<HashSet<u64>>,
+}
+
+/// Shared with the thread, which waits on it without holding the engine.
+#[derive(Default)]
+struct Ctl {
+    stop: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Engine {
+    /// Store `data` at file offset `off` through the write cache (a mapped store). Clean pages
+    /// are first copied into new cache pages whose attachment is durable before this returns;
+    /// the stored bytes are durable after [`Engine::cache_persist`] (or a sync).
+    pub fn cache_write(&self, inode: &Inode, off: u64, data: &[u8], mode: MapMode) -> Result<()> {
+        self.writable()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut st = inode.state.write();
+        if st.attr.kind != Kind::File || st.freed {
+            return Err(Error::InvalidArgument("mapped write to a non-file".into()));
+        }
+        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooLarge)?;
+        if end > st.attr.size {
+            return Err(Error::InvalidArgument(format!(
+                "mapped write beyond the end of file ({end} > {}): extend the file first",
+                st.attr.size
+            )));
+        }
+        let atomic = mode == MapMode::Atomic;
+        if !st.cache.is_empty() && st.cache_atomic != atomic {
+            // One mode per cache generation: commit the other mode's pages first.
+            self.migrate_locked(inode, &mut st)?;
+        }
+        let first = off / BLOCK;
+        let last = (end - 1) / BLOCK;
+        let clean: Vec<u64> = (first..=last).filter(|p| !st.cache.contains_key(p)).collect();
+        if !clean.is_empty() {
+            self.attach(inode, &mut st, &clean, atomic)?;
+        }
+        self.media().mark("map-write");
+        let mut pos = off;
+        while pos < end {
+            let pg = pos / BLOCK;
+            let in_pg = pos % BLOCK;
+            let n = (BLOCK - in_pg).min(end - pos);
+            let b = st.cache[&pg];
+            let src = &data[(pos - off) as usize..(pos - off + n) as usize];
+            self.media().write(b * BLOCK + in_pg, src)?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Copy clean pages into new cache blocks and durably attach them.
+    fn attach(&self, inode: &Inode, st: &mut InodeState, pages: &[u64], atomic: bool) -> Result<()> {
+        let extents = self.block_alloc().alloc(pages.len() as u64)?;
+        let blocks: Vec<u64> = extents.iter().flat_map(|e| e.start..e.start + e.len).collect();
+        let mut buf = vec![0u8; BLOCK as usize];
+        let res = (|| {
+            for (&pg, &b) in pages.iter().zip(&blocks) {
+                match st.map.get(&pg) {
+                    Some(&old) => self.media().read(old * BLOCK, &mut buf)?,
+                    None => buf.fill(0),
+                }
+                self.media().write_nt(b * BLOCK, &buf)?;
+            }
+            let entries: Vec<Entry> = pages
+                .iter()
+                .zip(&blocks)
+                .map(|(&pgoff, &block)| Entry::CacheAttach {
+                    pgoff,
+                    block,
+                    atomic,
+                })
+                .collect();
+            let staged = log::stage_in(
+                self.media(),
+                self.block_alloc(),
+                LogWords::cache(inode.slot_off),
+                &st.cache_log,
+                &entries,
+                false,
+            )?;
+            self.media().mark("cache-attach");
+            if crate::bugs::active(crate::bugs::Bug::CacheAttachNotPersisted) {
+                staged.store_tail(self.media())?; // no fence: write access granted too early
+            } else {
+                staged.commit_tail(self.media())?;
+            }
+            Ok((staged, entries))
+        })();
+        let (staged, entries) = match res {
+            Ok(v) => v,
+            Err(e) => {
+                self.block_alloc().free_extents(&extents);
+                return Err(e);
+            }
+        };
+        staged.apply(&mut st.cache_log);
+        let bounds = crate::inode::Bounds::of(self.superblock());
+        for e in &entries {
+            st.apply_cache(e, bounds)?;
+        }
+        self.writeback.dirty.lock().insert(inode.ino);
+        Ok(())
+    }
+
+    /// Make the mapped stores in `[off, off+len)` durable: flush their lines, fence.
+    pub fn cache_persist(&self, inode: &Inode, off: u64, len: u64) -> Result<()> {
+        let st = inode.state.read();
+        let end = off.saturating_add(len).min(st.attr.size);
+        let mut pos = off;
+        while pos < end {
+            let pg = pos / BLOCK;
+            let in_pg = pos % BLOCK;
+            let n = (BLOCK - in_pg).min(end - pos);
+            if let Some(&b) = st.cache.get(&pg) {
+                self.media().flush(b * BLOCK + in_pg, n)?;
+            }
+            pos += n;
+        }
+        self.media().fence();
+        Ok(())
+    }
+
+    /// Migrate the inode's cached pages into its file map (msync / fsync of a mapping).
+    pub fn cache_sync(&self, inode: &Inode) -> Result<()> {
+        self.writable()?;
+        let mut st = inode.state.write();
+        self.migrate_locked(inode, &mut st)
+    }
+
+    /// Migrate with the inode locked. See the module docs for the protocol.
+    pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
+        if st.cache.is_empty() && st.cache_log.tail == 0 {
+            return Ok(());
+        }
+        let media = self.media();
+        media.mark("migrate");
+        // 1. Everything stored into the cache pages is durable before the commit's fence.
+        for &b in st.cache.values() {
+            media.flush(b * BLOCK, BLOCK)?;
+        }
+        // 2. One atomic commit maps every cached page into the file.
+        let now = now_ns();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut run: Option<(u64, u64, u32)> = None;
+        for (&pg, &b) in &st.cache {
+            run = match run {
+                Some((p0, b0, n)) if p0 + n as u64 == pg && b0 + n as u64 == b => Some((p0, b0, n + 1)),
+                Some((p0, b0, n)) => {
+                    entries.push(write_entry(p0, b0, n, st.attr.size, now));
+                    Some((pg, b, 1))
+                }
+                None => Some((pg, b, 1)),
+            };
+        }
+        if let Some((p0, b0, n)) = run {
+            entries.push(write_entry(p0, b0, n, st.attr.size, now));
+        }
+        let mut freed = Vec::new();
+        if !entries.is_empty() {
+            let staged = log::stage(
+                media,
+                self.block_alloc(),
+                inode.slot_off,
+                &st.log,
+                &entries,
+                true,
+            )?;
+            if crate::bugs::active(crate::bugs::Bug::MigrationFreesBeforeCommit) {
+                // Injected bug: the cache (and what it holds) is released before the commit
+                // that hands its pages to the file.
+                media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
+            }
+            staged.commit_tail(media)?;
+            staged.apply(&mut st.log);
+            let bounds = crate::inode::Bounds::of(self.superblock());
+            for e in &entries {
+                st.apply(e, inode.ino, bounds, &mut freed)?;
+            }
+        }
+        // 3. Empty the cache durably, then free what it no longer needs.
+        media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
+        for b in freed {
+            self.block_alloc().free(b, 1);
+        }
+        for &p in &st.cache_log.pages {
+            self.block_alloc().free(p, 1);
+        }
+        st.cache.clear();
+        st.cache_log = LogState {
+            next_seq: 1,
+            ..LogState::default()
+        };
+        st.cache_since = None;
+        self.writeback.dirty.lock().remove(&inode.ino);
+        Ok(())
+    }
+
+    /// Migrate every inode's cache (clean unmount; `atomic` too: a clean stop keeps the data).
+    pub(crate) fn migrate_all(&self) -> Result<()> {
+        let inos: Vec<u64> = self.writeback.dirty.lock().iter().copied().collect();
+        for ino in inos {
+            let i = self.inode(ino)?;
+            let mut st = i.state.write();
+            if !st.freed {
+                self.migrate_locked(&i, &mut st)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start the background writeback thread (no-op when `cfg.interval` is zero).
+    pub fn start_writeback(self: &Arc<Engine>, cfg: WritebackConfig) {
+        if cfg.interval.is_zero() || self.read_only {
+            return;
+        }
+        let weak: Weak<Engine> = Arc::downgrade(self);
+        let ctl = self.writeback.ctl.clone();
+        let handle = std::thread::Builder::new()
+            .name("novafs-writeback".into())
+            .spawn(move || writeback_loop(weak, ctl, cfg));
+        if let Ok(h) = handle {
+            let id = h.thread().id();
+            *self.writeback.thread.lock() = Some((id, h));
+        }
+    }
+
+    /// Stop the writeback thread and wait for it (called at unmount and drop).
+    pub(crate) fn stop_writeback(&self) {
+        *self.writeback.ctl.stop.lock() = true;
+        self.writeback.ctl.cv.notify_all();
+        let t = self.writeback.thread.lock().take();
+        if let Some((id, h)) = t {
+            if id != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// One writeback pass: migrate caches that are old or big enough. Returns inodes migrated.
+    pub fn writeback_pass(&self, cfg: &WritebackConfig, force: bool) -> Result<usize> {
+        let inos: Vec<u64> = self.writeback.dirty.lock().iter().copied().collect();
+        let mut n = 0;
+        for ino in inos {
+            if !self.mounted.load(Ordering::Acquire) {
+                break;
+            }
+            let Ok(i) = self.inode(ino) else { continue };
+            let mut st = i.state.write();
+            if st.freed || st.cache.is_empty() || st.cache_atomic {
+                continue;
+            }
+            let old = st.cache_since.is_some_and(|t| t.elapsed() >= cfg.max_age);
+            if force || old || st.cache.len() >= cfg.max_dirty_pages {
+                self.migrate_locked(&i, &mut st)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn write_entry(pgoff: u64, block: u64, n: u32, size: u64, now: u64) -> Entry {
+    Entry::Write {
+        pgoff,
+        block,
+        num_pages: n,
+        size,
+        mtime_ns: now,
+    }
+}
+
+fn writeback_loop(weak: Weak<Engine>, ctl: Arc<Ctl>, cfg: WritebackConfig) {
+    loop {
+        {
+            let mut stop = ctl.stop.lock();
+            if *stop {
+                return;
+            }
+            let deadline = Instant::now() + cfg.interval;
+            ctl.cv.wait_until(&mut stop, deadline);
+            if *stop {
+                return;
+            }
+        }
+        // Hold the engine only for the pass, so that dropping the last handle unmounts.
+        let Some(engine) = weak.upgrade() else { return };
+        let _ = engine.writeback_pass(&cfg, false);
+        drop(engine);
+    }
+}
