@@ -453,7 +453,9 @@ impl Fs {
         self.engine.statfs()
     }
 
-    /// Flush everything (operations are already durable; this also `msync`s in Msync mode).
+    /// Flush everything: operations are already durable; this also migrates the pages stored
+    /// through mappings into their files (like msync of every mapping), and `msync`s in Msync
+    /// mode.
     pub fn sync(&self) -> Result<()> {
         self.engine.sync()
     }

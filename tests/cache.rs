@@ -44,7 +44,7 @@ fn persisted_mapped_stores_survive_a_crash_without_fsync() {
     let m = f.map(0, 3 * 4096, MapMode::Sync).unwrap();
     m.write_at(b"hello", 4096 + 10).unwrap();
     m.write_at(&[9u8; 100], 8190).unwrap(); // across a page boundary
-    // Reads through the mapping and the file see the stores at once.
+                                            // Reads through the mapping and the file see the stores at once.
     let mut b = [0u8; 5];
     m.read_at(&mut b, 4096 + 10).unwrap();
     assert_eq!(&b, b"hello");
@@ -86,7 +86,10 @@ fn failure_atomic_mode_recovers_to_the_last_sync() {
     fs.crash();
     let fs = Fs::open(&img, &no_writeback()).unwrap();
     let data = fs.read("/a").unwrap();
-    assert!(data.iter().all(|&x| x == b'1'), "file is exactly as of the last sync");
+    assert!(
+        data.iter().all(|&x| x == b'1'),
+        "file is exactly as of the last sync"
+    );
     assert_eq!(cached_pages(&fs, "/a"), 0);
     // The discarded cache page and cache log page are free again.
     assert_eq!(fs.statfs().blocks_free, free_before_crash + 2);
@@ -108,7 +111,10 @@ fn sync_migrates_atomically_and_frees_old_blocks() {
     assert_eq!(cached_pages(&fs, "/s"), 0);
     // The old blocks and the cache log page were freed; one log entry may have needed no page.
     let after = fs.statfs().blocks_free;
-    assert!(after == before || after + 1 == before, "{before} -> {after}");
+    assert!(
+        after == before || after + 1 == before,
+        "{before} -> {after}"
+    );
     let data = fs.read("/s").unwrap();
     for p in 0..16usize {
         assert!(data[p * 4096..p * 4096 + 64].iter().all(|&x| x == p as u8));
@@ -126,7 +132,10 @@ fn coherence_write_at_truncate_punch_and_two_mappings() {
     m1.write_at(b"abc", 4096).unwrap();
     let mut b = [0u8; 3];
     m2.read_at(&mut b, 0).unwrap();
-    assert_eq!(&b, b"abc", "two mappings of one file see each other's stores");
+    assert_eq!(
+        &b, b"abc",
+        "two mappings of one file see each other's stores"
+    );
     m2.write_at(b"xyz", 3).unwrap();
     m1.read_at(&mut b, 4096 + 3).unwrap();
     assert_eq!(&b, b"xyz");
@@ -146,7 +155,10 @@ fn coherence_write_at_truncate_punch_and_two_mappings() {
     assert_eq!(data.len(), 2 * 4096 + 100);
     assert_eq!(data[2 * 4096], b'R');
     // A store beyond the new end is refused, not silently lost.
-    assert!(matches!(m1.write_at(b"Z", 3 * 4096), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        m1.write_at(b"Z", 3 * 4096),
+        Err(Error::InvalidArgument(_))
+    ));
     // Punch over a cached page.
     m1.write_at(b"P", 10).unwrap();
     f.punch_hole(0, 4096).unwrap();
@@ -177,7 +189,15 @@ fn removing_a_file_with_cached_pages_leaks_nothing() {
     m.read_at(&mut b, 4096).unwrap();
     assert_eq!(&b, b"dirty");
     drop((m, f));
-    let root_log = fs.engine().inode(novafs::ROOT_INO).unwrap().state.read().log.pages.len() as u64;
+    let root_log = fs
+        .engine()
+        .inode(novafs::ROOT_INO)
+        .unwrap()
+        .state
+        .read()
+        .log
+        .pages
+        .len() as u64;
     assert_eq!(fs.statfs().blocks_free, base.blocks_free - root_log);
     assert_eq!(fs.statfs().inodes_free, base.inodes_free);
     fs.unmount().unwrap();
@@ -232,10 +252,19 @@ fn mapping_errors() {
     let (_d, _img, fs) = fresh(8 << 20);
     let f = rw(&fs, "/e");
     f.set_len(100).unwrap();
-    assert!(matches!(f.map(0, 0, MapMode::Sync), Err(Error::InvalidArgument(_))));
-    assert!(matches!(f.map(50, 100, MapMode::Sync), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        f.map(0, 0, MapMode::Sync),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        f.map(50, 100, MapMode::Sync),
+        Err(Error::InvalidArgument(_))
+    ));
     let m = f.map(0, 100, MapMode::Sync).unwrap();
-    assert!(matches!(m.write_at(b"xx", 99), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        m.write_at(b"xx", 99),
+        Err(Error::InvalidArgument(_))
+    ));
     drop(m);
     let r = fs.open_options().read(true).open("/e").unwrap();
     let m = r.map(0, 100, MapMode::Sync).unwrap();

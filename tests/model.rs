@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use novafs::{Error, FileType, FormatOptions, Fs, MountOptions};
+use novafs::{Error, FileType, FormatOptions, Fs, MapMode, MountOptions};
 use proptest::prelude::*;
 
 const NAMES: &[&str] = &["a", "b", "c"];
@@ -24,6 +24,10 @@ enum Op {
     Rename(String, String),
     Link(String, String),
     Symlink(String),
+    /// Map `[off, off+len)`, store through the mapping, persist (`true` = failure-atomic).
+    MapWrite(String, u64, usize, u8, bool),
+    /// msync: migrate the file's cached pages.
+    Msync(String),
     Remount,
     Crash,
 }
@@ -47,6 +51,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
         2 => (p(), p()).prop_map(|(a, b)| Op::Link(a, b)),
         1 => p().prop_map(Op::Symlink),
+        3 => (p(), 0u64..16_000, 1usize..6_000, any::<u8>(), any::<bool>())
+            .prop_map(|(a, o, l, s, at)| Op::MapWrite(a, o, l, s, at)),
+        1 => p().prop_map(Op::Msync),
         1 => Just(Op::Remount),
         1 => Just(Op::Crash),
     ]
@@ -64,7 +71,12 @@ enum Node {
 #[derive(Debug, Default)]
 struct Model {
     root: BTreeMap<String, Node>,
+    /// What a reader sees now.
     files: Vec<Vec<u8>>,
+    /// What survives a crash (differs only by unsynced failure-atomic mapped stores).
+    committed: Vec<Vec<u8>>,
+    /// Pages in the write cache, and whether it is failure-atomic.
+    cached: Vec<(std::collections::BTreeSet<u64>, bool)>,
 }
 
 /// Errors compared by kind.
@@ -146,6 +158,25 @@ impl Model {
         }
     }
 
+    fn new_file(&mut self) -> usize {
+        self.files.push(Vec::new());
+        self.committed.push(Vec::new());
+        self.cached.push(Default::default());
+        self.files.len() - 1
+    }
+
+    /// The write cache's pages become part of the file (and of what survives a crash).
+    fn migrate(&mut self, id: usize) {
+        self.committed[id] = self.files[id].clone();
+        self.cached[id].0.clear();
+    }
+
+    /// A durable change: to what is seen and to what survives.
+    fn durable(&mut self, id: usize, f: impl Fn(&mut Vec<u8>)) {
+        f(&mut self.files[id]);
+        f(&mut self.committed[id]);
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), E> {
         match op {
             Op::Create(p) => {
@@ -158,7 +189,7 @@ impl Model {
                     Some(Node::Symlink(_)) => Err(E::NotFound),
                     None => {
                         d.insert(last, Node::File(id));
-                        self.files.push(Vec::new());
+                        self.new_file();
                         Ok(())
                     }
                 }
@@ -174,37 +205,86 @@ impl Model {
             }
             Op::Write(p, off, len, seed) => {
                 let id = self.file_for_write(p)?;
-                let f = &mut self.files[id];
-                let end = *off as usize + len;
-                if *len > 0 && f.len() < end {
-                    f.resize(end, 0);
+                if *len > 0 {
+                    let pages = *off / 4096..=(*off + *len as u64 - 1) / 4096;
+                    if self.cached[id].0.range(pages).next().is_some() {
+                        self.migrate(id);
+                    }
                 }
-                for i in 0..*len {
-                    f[*off as usize + i] = data_byte(*seed, i);
-                }
+                let (off, len, seed) = (*off as usize, *len, *seed);
+                self.durable(id, |f| {
+                    let end = off + len;
+                    if len > 0 && f.len() < end {
+                        f.resize(end, 0);
+                    }
+                    for i in 0..len {
+                        f[off + i] = data_byte(seed, i);
+                    }
+                });
                 Ok(())
             }
             Op::Truncate(p, l) => {
                 let id = self.file_for_write(p)?;
-                self.files[id].resize(*l as usize, 0);
+                if !self.cached[id].0.is_empty() {
+                    self.migrate(id);
+                }
+                self.durable(id, |f| f.resize(*l as usize, 0));
                 Ok(())
             }
             Op::Punch(p, off, len) => {
                 let id = self.file_for_write(p)?;
-                let f = &mut self.files[id];
-                let end = ((off + len) as usize).min(f.len());
-                if (*off as usize) < end {
-                    f[*off as usize..end].fill(0);
+                let end = ((off + len) as usize).min(self.files[id].len());
+                if *len == 0 || *off as usize >= end {
+                    return Ok(());
                 }
+                if !self.cached[id].0.is_empty() {
+                    self.migrate(id);
+                }
+                self.durable(id, |f| f[*off as usize..end].fill(0));
                 Ok(())
             }
             Op::Allocate(p, off, len) => {
                 let id = self.file_for_write(p)?;
-                let f = &mut self.files[id];
-                let end = (off + len) as usize;
-                if f.len() < end {
-                    f.resize(end, 0);
+                if !self.cached[id].0.is_empty() {
+                    self.migrate(id);
                 }
+                let end = (off + len) as usize;
+                self.durable(id, |f| {
+                    if f.len() < end {
+                        f.resize(end, 0);
+                    }
+                });
+                Ok(())
+            }
+            Op::MapWrite(p, off, len, seed, atomic) => {
+                let id = self.file_for_write(p)?;
+                let (off, len) = (*off as usize, *len);
+                if off + len > self.files[id].len() {
+                    return Err(E::Inval);
+                }
+                if !self.cached[id].0.is_empty() && self.cached[id].1 != *atomic {
+                    self.migrate(id);
+                }
+                self.cached[id].1 = *atomic;
+                self.cached[id]
+                    .0
+                    .extend(off as u64 / 4096..=(off + len - 1) as u64 / 4096);
+                let seed = *seed;
+                let put = |f: &mut Vec<u8>| {
+                    for i in 0..len {
+                        f[off + i] = data_byte(seed, i);
+                    }
+                };
+                if *atomic {
+                    put(&mut self.files[id]);
+                } else {
+                    self.durable(id, put);
+                }
+                Ok(())
+            }
+            Op::Msync(p) => {
+                let id = self.file_for_write(p)?;
+                self.migrate(id);
                 Ok(())
             }
             Op::Unlink(p) => {
@@ -240,7 +320,7 @@ impl Model {
                     return Err(E::Exists);
                 }
                 d.insert(last, Node::Symlink(id));
-                self.files.push(Vec::new());
+                self.new_file();
                 Ok(())
             }
             Op::Link(a, b) => {
@@ -262,7 +342,19 @@ impl Model {
                 Ok(())
             }
             Op::Rename(a, b) => self.rename(a, b),
-            Op::Remount | Op::Crash => Ok(()),
+            Op::Remount => {
+                for id in 0..self.files.len() {
+                    self.migrate(id);
+                }
+                Ok(())
+            }
+            Op::Crash => {
+                for id in 0..self.files.len() {
+                    self.files[id] = self.committed[id].clone();
+                    self.cached[id].0.clear();
+                }
+                Ok(())
+            }
         }
     }
 
@@ -390,6 +482,19 @@ fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
         Op::Rename(a, b) => fs.rename(a, b),
         Op::Link(a, b) => fs.hard_link(a, b),
         Op::Symlink(p) => fs.symlink(SYMLINK_TARGET, p),
+        Op::MapWrite(p, off, len, seed, atomic) => {
+            let f = fs.open_options().read(true).write(true).open(p)?;
+            let mode = if *atomic {
+                MapMode::Atomic
+            } else {
+                MapMode::Sync
+            };
+            let m = f.map(*off, *len as u64, mode)?;
+            let data: Vec<u8> = (0..*len).map(|i| data_byte(*seed, i)).collect();
+            m.write_at(&data, 0)?;
+            m.persist(0, *len as u64)
+        }
+        Op::Msync(p) => fs.open_options().read(true).write(true).open(p)?.sync_all(),
         Op::Remount | Op::Crash => Ok(()),
     }
 }
@@ -428,11 +533,17 @@ fn run(ops: &[Op]) {
     let mut fs = Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap();
     let mut model = Model::default();
     for (step, op) in ops.iter().enumerate() {
+        let caches = model.cached.iter().any(|c| !c.0.is_empty());
         let want = model.apply(op);
         let got = fs_apply(&fs, op).map_err(|e| kind_of(&e));
         assert_eq!(got, want, "step {step}: {op:?}");
         match op {
             Op::Remount | Op::Crash => {
+                // With write caches present, a crash changes the space in use (atomic caches
+                // are discarded, the others migrated); without, nothing may change.
+                if matches!(op, Op::Remount) {
+                    fs.sync().unwrap(); // migrate now, so that unmount changes no space
+                }
                 let free = fs.statfs();
                 if matches!(op, Op::Remount) {
                     fs.unmount().unwrap();
@@ -442,13 +553,23 @@ fn run(ops: &[Op]) {
                 fs = Fs::open(&img, &MountOptions::default()).unwrap();
                 assert_eq!(fs.mount_report().clean, matches!(op, Op::Remount));
                 let after = fs.statfs();
-                assert_eq!(
-                    free.blocks_free, after.blocks_free,
-                    "step {step}: blocks leaked or lost across {op:?}"
-                );
+                if matches!(op, Op::Remount) || !caches {
+                    assert_eq!(
+                        free.blocks_free, after.blocks_free,
+                        "step {step}: blocks leaked or lost across {op:?}"
+                    );
+                }
                 assert_eq!(
                     free.inodes_free, after.inodes_free,
                     "step {step}: inodes leaked across {op:?}"
+                );
+                // And what recovery rebuilt is exactly what a clean remount saves.
+                fs.unmount().unwrap();
+                fs = Fs::open(&img, &MountOptions::default()).unwrap();
+                assert_eq!(
+                    after,
+                    fs.statfs(),
+                    "step {step}: space changed across a clean remount"
                 );
             }
             _ => {}
@@ -460,6 +581,7 @@ fn run(ops: &[Op]) {
         );
     }
     fs.crash();
+    model.apply(&Op::Crash).unwrap();
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
     assert_eq!(fs_dump(&fs), model.dump(), "after the final crash");
 }
@@ -510,6 +632,18 @@ fn rename_over_multiply_linked_symlink() {
         Op::Symlink("/c".into()),
         Op::Link("/c".into(), "/b".into()),
         Op::Rename("/a".into(), "/b".into()),
+        Op::Crash,
+    ]);
+}
+
+/// Found by the model: a failure-atomic mapped store, then a crash.
+#[test]
+fn atomic_mapped_store_then_crash() {
+    run(&[
+        Op::Create("/c".into()),
+        Op::Write("/c".into(), 7833, 138, 0),
+        Op::Rename("/c".into(), "/b".into()),
+        Op::MapWrite("/b".into(), 0, 1, 0, true),
         Op::Crash,
     ]);
 }

@@ -90,7 +90,9 @@ impl Engine {
         if st.attr.kind != Kind::File || st.freed {
             return Err(Error::InvalidArgument("mapped write to a non-file".into()));
         }
-        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooLarge)?;
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooLarge)?;
         if end > st.attr.size {
             return Err(Error::InvalidArgument(format!(
                 "mapped write beyond the end of file ({end} > {}): extend the file first",
@@ -104,7 +106,9 @@ impl Engine {
         }
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
-        let clean: Vec<u64> = (first..=last).filter(|p| !st.cache.contains_key(p)).collect();
+        let clean: Vec<u64> = (first..=last)
+            .filter(|p| !st.cache.contains_key(p))
+            .collect();
         if !clean.is_empty() {
             self.attach(inode, &mut st, &clean, atomic)?;
         }
@@ -123,9 +127,18 @@ impl Engine {
     }
 
     /// Copy clean pages into new cache blocks and durably attach them.
-    fn attach(&self, inode: &Inode, st: &mut InodeState, pages: &[u64], atomic: bool) -> Result<()> {
+    fn attach(
+        &self,
+        inode: &Inode,
+        st: &mut InodeState,
+        pages: &[u64],
+        atomic: bool,
+    ) -> Result<()> {
         let extents = self.block_alloc().alloc(pages.len() as u64)?;
-        let blocks: Vec<u64> = extents.iter().flat_map(|e| e.start..e.start + e.len).collect();
+        let blocks: Vec<u64> = extents
+            .iter()
+            .flat_map(|e| e.start..e.start + e.len)
+            .collect();
         let mut buf = vec![0u8; BLOCK as usize];
         let res = (|| {
             for (&pg, &b) in pages.iter().zip(&blocks) {
@@ -218,7 +231,9 @@ impl Engine {
         let mut run: Option<(u64, u64, u32)> = None;
         for (&pg, &b) in &st.cache {
             run = match run {
-                Some((p0, b0, n)) if p0 + n as u64 == pg && b0 + n as u64 == b => Some((p0, b0, n + 1)),
+                Some((p0, b0, n)) if p0 + n as u64 == pg && b0 + n as u64 == b => {
+                    Some((p0, b0, n + 1))
+                }
                 Some((p0, b0, n)) => {
                     entries.push(write_entry(p0, b0, n, st.attr.size, now));
                     Some((pg, b, 1))

@@ -1433,8 +1433,12 @@ impl Engine {
         Ok(buf)
     }
 
-    /// Make everything durable (all operations already are; this fences and msyncs).
+    /// Make everything durable: operations already are; this also migrates every inode's
+    /// write cache (like msync of every mapping), fences, and msyncs in Msync mode.
     pub fn sync(&self) -> Result<()> {
+        if !self.read_only && self.mounted.load(Ordering::Acquire) {
+            self.migrate_all()?;
+        }
         self.media.sync_all()
     }
 

@@ -348,7 +348,10 @@ impl InodeState {
                 }
                 Ok(())
             }
-            _ => Err(Error::corrupt("non-cache entry in the cache log", "cache log")),
+            _ => Err(Error::corrupt(
+                "non-cache entry in the cache log",
+                "cache log",
+            )),
         }
     }
 
@@ -380,22 +383,34 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
     let head = media.load_u64(slot_off + HEAD_OFFSET)?;
     let mut scratch = Vec::new();
     st.log = walk_log(media, ino, "log", head, tail, bounds, |e, where_| {
-        st.apply(e, ino, bounds, &mut scratch).map_err(|err| match err {
-            Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
-            other => other,
-        })?;
+        st.apply(e, ino, bounds, &mut scratch)
+            .map_err(|err| match err {
+                Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
+                other => other,
+            })?;
         scratch.clear();
         Ok(())
     })?;
     let ctail = media.load_u64(slot_off + CACHE_TAIL_OFFSET)?;
     let chead = media.load_u64(slot_off + CACHE_HEAD_OFFSET)?;
     if ctail != 0 && kind != Kind::File {
-        return Err(Error::corrupt("write cache on a non-file", format!("inode {ino}")));
+        return Err(Error::corrupt(
+            "write cache on a non-file",
+            format!("inode {ino}"),
+        ));
     }
-    let cache_log = walk_log(media, ino, "cache log", chead, ctail, bounds, |e, where_| {
-        st.apply_cache(e, bounds)
-            .map_err(|err| Error::corrupt(err.to_string(), where_()))
-    })?;
+    let cache_log = walk_log(
+        media,
+        ino,
+        "cache log",
+        chead,
+        ctail,
+        bounds,
+        |e, where_| {
+            st.apply_cache(e, bounds)
+                .map_err(|err| Error::corrupt(err.to_string(), where_()))
+        },
+    )?;
     st.cache_log = cache_log;
     Ok(st)
 }

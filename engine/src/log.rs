@@ -74,7 +74,14 @@ pub fn stage(
     entries: &[Entry],
     use_reserve: bool,
 ) -> Result<Staged> {
-    stage_in(media, alloc, LogWords::file(slot_off), log, entries, use_reserve)
+    stage_in(
+        media,
+        alloc,
+        LogWords::file(slot_off),
+        log,
+        entries,
+        use_reserve,
+    )
 }
 
 /// [`stage`] for any log (the inode's or its write cache's).
