@@ -437,11 +437,11 @@ fn walk_log(
     if !bounds.contains(head, 1) {
         return Err(loc("head"));
     }
-    if tail % LINE_BYTES as u64 != 0 || !bounds.contains(tail / BLOCK, 1) {
+    if !tail.is_multiple_of(LINE_BYTES as u64) || !bounds.contains(tail / BLOCK, 1) {
         return Err(loc("tail"));
     }
     let tail_page = tail / BLOCK;
-    if tail % BLOCK > ENTRY_BYTES || tail % BLOCK == 0 {
+    if tail % BLOCK > ENTRY_BYTES || tail.is_multiple_of(BLOCK) {
         return Err(loc("tail outside its page's entry area"));
     }
     let mut page = head;
