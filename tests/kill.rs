@@ -183,3 +183,191 @@ fn sigkill_after_return() {
     );
     assert!(next > KILLS as u64, "the children did too little work");
 }
+
+const MAP_CHILD_ENV: &str = "NOVAFS_KILL_MAP_CHILD";
+const MAP_PAGES: u64 = 16;
+
+fn map_value(n: u64) -> [u8; 8] {
+    (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1).to_le_bytes()
+}
+
+/// The child stores 8-byte values through a mapping, one slot per store (slot n % (pages*512)),
+/// persists each, and acknowledges it; in atomic mode it syncs after every 10th store and
+/// acknowledges the sync.
+fn map_child(image: &str, atomic: bool, start: u64) -> ! {
+    let opts = MountOptions {
+        writeback: novafs::WritebackConfig {
+            interval: std::time::Duration::from_millis(1),
+            max_age: std::time::Duration::from_millis(2),
+            max_dirty_pages: 4,
+        },
+        ..MountOptions::default()
+    };
+    let fs = Fs::open(image, &opts).expect("child mount");
+    let f = fs
+        .open_options()
+        .read(true)
+        .write(true)
+        .open("/mapped")
+        .expect("open");
+    let mode = if atomic {
+        novafs::MapMode::Atomic
+    } else {
+        novafs::MapMode::Sync
+    };
+    let m = f.map(0, MAP_PAGES * 4096, mode).expect("map");
+    let mut out = std::io::stdout().lock();
+    let mut n = start;
+    loop {
+        let slot = n % (MAP_PAGES * 512);
+        m.write_at(&map_value(n), slot * 8).expect("store");
+        m.persist(slot * 8, 8).expect("persist");
+        if atomic {
+            if n % 10 == 9 {
+                m.sync().expect("sync");
+                writeln!(out, "ack {n}").unwrap();
+            }
+        } else {
+            writeln!(out, "ack {n}").unwrap();
+        }
+        out.flush().unwrap();
+        n += 1;
+    }
+}
+
+fn map_kills(atomic: bool) {
+    if let Ok(image) = std::env::var(MAP_CHILD_ENV) {
+        let start: u64 = std::env::var("NOVAFS_KILL_CHILD_START")
+            .unwrap()
+            .parse()
+            .unwrap();
+        map_child(&image, std::env::var("NOVAFS_KILL_ATOMIC").is_ok(), start);
+    }
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("map.img");
+    let fs = Fs::format(&img, 32 << 20, &FormatOptions::default()).unwrap();
+    fs.create("/mapped")
+        .unwrap()
+        .set_len(MAP_PAGES * 4096)
+        .unwrap();
+    fs.unmount().unwrap();
+    let test = if atomic {
+        "sigkill_mapped_atomic"
+    } else {
+        "sigkill_mapped_sync"
+    };
+    // The expected content of every slot, as of the last acknowledged store (or sync).
+    let mut expect: Vec<Option<u64>> = vec![None; (MAP_PAGES * 512) as usize];
+    let mut next = 0u64;
+    let mut seed = 0x1234_5678_9abc_def1u64 ^ atomic as u64;
+    let mut caches_recovered = 0;
+    for round in 0..40 {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(MAP_CHILD_ENV, &img)
+            .env("NOVAFS_KILL_CHILD_START", next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if atomic {
+            cmd.env("NOVAFS_KILL_ATOMIC", "1");
+        }
+        let mut child = cmd.spawn().unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait_acks = 1 + seed % 60;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acked = None;
+        let mut seen = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(v) = line.strip_prefix("ack ") {
+                acked = Some(v.parse::<u64>().unwrap());
+                seen += 1;
+                if seen >= wait_acks {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for line in lines.map_while(Result::ok) {
+            if let Some(v) = line.strip_prefix("ack ") {
+                acked = Some(v.parse::<u64>().unwrap());
+            }
+        }
+        let acked = acked.unwrap_or_else(|| panic!("round {round}: nothing acknowledged"));
+        for n in next..=acked {
+            expect[(n % (MAP_PAGES * 512)) as usize] = Some(n);
+        }
+        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        caches_recovered += fs.mount_report().caches_recovered;
+        let data = fs.read("/mapped").unwrap();
+        assert_eq!(data.len() as u64, MAP_PAGES * 4096);
+        let slots = MAP_PAGES * 512;
+        let bytes = |e: &[Option<u64>]| -> Vec<u8> {
+            e.iter()
+                .flat_map(|w| w.map_or([0u8; 8], map_value))
+                .collect()
+        };
+        if atomic {
+            // Exactly as of the last acknowledged sync, or of the sync in flight if it made it.
+            if data == bytes(&expect) {
+                next = acked + 1;
+            } else {
+                let mut after = expect.clone();
+                for n in acked + 1..=acked + 10 {
+                    after[(n % slots) as usize] = Some(n);
+                }
+                assert!(
+                    data == bytes(&after),
+                    "round {round}: the file is neither as of sync {acked} nor of the next one"
+                );
+                expect = after;
+                next = acked + 11;
+            }
+        } else {
+            // Every acknowledged (persisted) store is there; a store persisted but not yet
+            // acknowledged may show too. Nothing else.
+            let mut redo = acked + 1;
+            for slot in 0..slots as usize {
+                let got: [u8; 8] = data[slot * 8..slot * 8 + 8].try_into().unwrap();
+                let want_bytes = expect[slot].map_or([0u8; 8], map_value);
+                if got == want_bytes {
+                    continue;
+                }
+                let later = (acked + 1..acked + 1 + slots)
+                    .find(|&k| k % slots == slot as u64 && map_value(k) == got);
+                let Some(k) = later else {
+                    panic!("round {round}: slot {slot} holds {got:?}, expected {want_bytes:?} (acked {acked})");
+                };
+                redo = redo.max(k + 1);
+                expect[slot] = Some(k);
+            }
+            // Each store was persisted before the next one began: if a later store shows, so
+            // do all before it.
+            for n in acked + 1..redo {
+                assert_eq!(
+                    expect[(n % slots) as usize],
+                    Some(n),
+                    "round {round}: store {n} missing although a later store persisted"
+                );
+            }
+            next = redo;
+        }
+        fs.unmount().unwrap();
+    }
+    assert!(
+        caches_recovered > 0,
+        "no kill left a write cache to recover"
+    );
+}
+
+#[test]
+fn sigkill_mapped_sync() {
+    map_kills(false);
+}
+
+#[test]
+fn sigkill_mapped_atomic() {
+    map_kills(true);
+}
