@@ -78,7 +78,7 @@ fn failure_atomic_mode_recovers_to_the_last_sync() {
     m.write_at(&vec![b'1'; 8192], 0).unwrap();
     m.persist(0, 8192).unwrap();
     m.sync().unwrap(); // commits generation 1 atomically
-    m.write_at(&vec![b'2'; 100], 5000).unwrap();
+    m.write_at(&[b'2'; 100], 5000).unwrap();
     m.persist(0, 8192).unwrap(); // durable in the cache, but not synced
     assert_eq!(&fs.read("/a").unwrap()[5000..5100], &[b'2'; 100][..]);
     drop((m, f));
