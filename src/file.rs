@@ -207,8 +207,10 @@ impl File {
     /// Everything written through `write_at` is already durable; this also migrates the pages
     /// stored through mappings into the file (one atomic commit), and msyncs in Msync mode.
     pub fn sync_all(&self) -> Result<()> {
-        if self.write {
-            self.engine.cache_sync(&self.inode)?;
+        // Like fsync(2) on any descriptor: pages dirtied through mappings are written back too.
+        match self.engine.cache_sync(&self.inode) {
+            Ok(()) | Err(Error::ReadOnly) => {}
+            Err(e) => return Err(e),
         }
         self.engine.sync()
     }

@@ -49,6 +49,23 @@ pub enum Op {
     Rename(String, String),
     /// `fsync P`
     Fsync(String),
+    /// `map P OFF LEN`: map a range (MAP_SYNC mode); later `mwrite`s of P store through it.
+    Map(String, u64, u64),
+    /// `mwrite P OFF LEN SEED`: store through P's mapping (durable only once persisted).
+    MWrite {
+        /// Path.
+        path: String,
+        /// File offset.
+        off: u64,
+        /// Length.
+        len: u64,
+        /// Data seed.
+        seed: u64,
+    },
+    /// `persist P OFF LEN`: flush + fence the mapped range.
+    Persist(String, u64, u64),
+    /// `msync P`: migrate P's cached pages into the file.
+    Msync(String),
     /// `remount`: clean unmount, then mount.
     Remount,
     /// `unmount`: the same as remount (the workload goes on after it).
@@ -75,6 +92,15 @@ impl fmt::Display for Op {
             Op::Rmdir(p) => write!(f, "rmdir {p}"),
             Op::Rename(p, q) => write!(f, "rename {p} {q}"),
             Op::Fsync(p) => write!(f, "fsync {p}"),
+            Op::Map(p, o, l) => write!(f, "map {p} {o} {l}"),
+            Op::MWrite {
+                path,
+                off,
+                len,
+                seed,
+            } => write!(f, "mwrite {path} {off} {len} {seed}"),
+            Op::Persist(p, o, l) => write!(f, "persist {p} {o} {l}"),
+            Op::Msync(p) => write!(f, "msync {p}"),
             Op::Remount => write!(f, "remount"),
             Op::Unmount => write!(f, "unmount"),
         }
@@ -171,17 +197,29 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
             "fsync" => Op::Fsync(path(t.next(), line)?),
             "remount" => Op::Remount,
             "unmount" => Op::Unmount,
-            "map" | "mwrite" | "persist" | "msync" => {
-                return Err(format!(
-                    "line {line}: '{verb}' needs the per-inode write cache, which this build does not have yet"
-                ))
-            }
+            "map" => Op::Map(
+                path(t.next(), line)?,
+                num(t.next(), line, "offset")?,
+                num(t.next(), line, "length")?,
+            ),
+            "mwrite" => Op::MWrite {
+                path: path(t.next(), line)?,
+                off: num(t.next(), line, "offset")?,
+                len: num(t.next(), line, "length")?,
+                seed: num(t.next(), line, "seed")?,
+            },
+            "persist" => Op::Persist(
+                path(t.next(), line)?,
+                num(t.next(), line, "offset")?,
+                num(t.next(), line, "length")?,
+            ),
+            "msync" => Op::Msync(path(t.next(), line)?),
             other => return Err(format!("line {line}: unknown operation '{other}'")),
         };
         if let Some(extra) = t.next() {
             return Err(format!("line {line}: unexpected '{extra}'"));
         }
-        if let Op::Write { len, .. } = &op {
+        if let Op::Write { len, .. } | Op::MWrite { len, .. } = &op {
             if *len > 64 << 20 {
                 return Err(format!("line {line}: writes are limited to 64 MiB"));
             }
@@ -215,9 +253,43 @@ pub fn data(seed: u64, len: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The mappings a workload holds, by path.
+pub type Maps = std::collections::HashMap<String, novafs::Mapping>;
+
 /// Run one operation (except remount/unmount, which the runner handles).
 pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
+    apply_with(fs, &mut Maps::new(), op)
+}
+
+/// Run one operation with the workload's mappings.
+pub fn apply_with(fs: &Fs, maps: &mut Maps, op: &Op) -> Result<(), Error> {
+    let no_map = || Error::InvalidArgument("no mapping of that path (map it first)".into());
     match op {
+        Op::Map(p, o, l) => {
+            let f = fs.open_options().read(true).write(true).open(p)?;
+            let m = f.map(*o, *l, novafs::MapMode::Sync)?;
+            maps.insert(p.clone(), m);
+            Ok(())
+        }
+        Op::MWrite {
+            path,
+            off,
+            len,
+            seed,
+        } => {
+            let m = maps.get(path).ok_or_else(no_map)?;
+            let at = off.checked_sub(m.offset()).ok_or_else(no_map)?;
+            m.write_at(&data(*seed, *len), at)
+        }
+        Op::Persist(p, o, l) => {
+            let m = maps.get(p).ok_or_else(no_map)?;
+            let at = o.checked_sub(m.offset()).ok_or_else(no_map)?;
+            m.persist(at, *l)
+        }
+        Op::Msync(p) => match maps.get(p) {
+            Some(m) => m.sync(),
+            None => fs.open_options().read(true).write(true).open(p)?.sync_all(),
+        },
         Op::Mkdir(p) => fs.create_dir(p),
         Op::Create(p) => fs
             .open_options()
@@ -243,7 +315,10 @@ pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
         Op::Rmdir(p) => fs.remove_dir(p),
         Op::Rename(p, q) => fs.rename(p, q),
         Op::Fsync(p) => fs.open_options().read(true).open(p)?.sync_all(),
-        Op::Remount | Op::Unmount => Ok(()),
+        Op::Remount | Op::Unmount => {
+            maps.clear();
+            Ok(())
+        }
     }
 }
 
@@ -315,9 +390,119 @@ pub fn seq1_ops() -> Vec<Op> {
     ]
 }
 
-/// The seq-1 workloads.
+/// The mapped-write workloads: every step of the write-cache paths (map, store, persist,
+/// sync), each followed by a crash at every point.
+pub fn mapped() -> Vec<Workload> {
+    let s = |x: &str| x.to_string();
+    let mw = |off, len, seed| Op::MWrite {
+        path: s("/foo"),
+        off,
+        len,
+        seed,
+    };
+    let seqs: Vec<(&str, Vec<Op>)> = vec![
+        (
+            "store-persist",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(100, 40, 11),
+                Op::Persist(s("/foo"), 100, 40),
+            ],
+        ),
+        (
+            "store-unpersisted",
+            vec![Op::Map(s("/foo"), 0, 8192), mw(60, 16, 12)],
+        ),
+        (
+            "store-two-pages-persist",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(4000, 200, 13),
+                Op::Persist(s("/foo"), 4000, 200),
+            ],
+        ),
+        (
+            "store-persist-msync",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(0, 4096, 14),
+                Op::Persist(s("/foo"), 0, 4096),
+                Op::Msync(s("/foo")),
+            ],
+        ),
+        (
+            "store-msync-unpersisted",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(8, 8, 15),
+                Op::Msync(s("/foo")),
+            ],
+        ),
+        (
+            "store-again-same-page",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(0, 64, 16),
+                Op::Persist(s("/foo"), 0, 64),
+                mw(64, 64, 17),
+                Op::Persist(s("/foo"), 64, 64),
+            ],
+        ),
+        (
+            "store-then-write-at",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(0, 64, 18),
+                Op::Persist(s("/foo"), 0, 64),
+                Op::Write {
+                    path: s("/foo"),
+                    off: 10,
+                    len: 10,
+                    seed: 19,
+                },
+            ],
+        ),
+        (
+            "store-then-truncate",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(5000, 64, 20),
+                Op::Persist(s("/foo"), 5000, 64),
+                Op::Truncate(s("/foo"), 4096),
+            ],
+        ),
+        (
+            "store-then-unlink",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(0, 64, 21),
+                Op::Persist(s("/foo"), 0, 64),
+                Op::Unlink(s("/A/foolink")),
+                Op::Unlink(s("/foo")),
+            ],
+        ),
+        (
+            "store-then-remount",
+            vec![
+                Op::Map(s("/foo"), 0, 8192),
+                mw(300, 64, 22),
+                Op::Persist(s("/foo"), 300, 64),
+                Op::Remount,
+            ],
+        ),
+    ];
+    seqs.into_iter()
+        .map(|(name, ops)| Workload {
+            name: format!("mapped-{name}"),
+            setup: prepared_tree(),
+            ops,
+        })
+        .collect()
+}
+
+/// The seq-1 workloads: every single operation, then the mapped-write paths.
 pub fn seq1() -> Vec<Workload> {
-    seq1_ops()
+    let mut v: Vec<Workload> = seq1_ops()
         .into_iter()
         .enumerate()
         .map(|(i, op)| Workload {
@@ -325,7 +510,9 @@ pub fn seq1() -> Vec<Workload> {
             setup: prepared_tree(),
             ops: vec![op],
         })
-        .collect()
+        .collect();
+    v.extend(mapped());
+    v
 }
 
 /// All ordered pairs of seq-1 operations.
@@ -339,6 +526,15 @@ pub fn seq2() -> Vec<Workload> {
                 setup: prepared_tree(),
                 ops: vec![a.clone(), b.clone()],
             });
+        }
+    }
+    // Each mapped-write path followed by every single operation.
+    for m in mapped() {
+        for (j, b) in ops.iter().enumerate() {
+            let mut w = m.clone();
+            w.name = format!("{}-then-{j:02}", m.name);
+            w.ops.push(b.clone());
+            out.push(w);
         }
     }
     out
