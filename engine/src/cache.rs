@@ -86,6 +86,22 @@ impl Engine {
         if data.is_empty() {
             return Ok(());
         }
+        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooLarge)?;
+        let atomic = mode == MapMode::Atomic;
+        {
+            // Fast path: every page already in the cache (in this mode): the stores change no
+            // DRAM state, so a shared lock is enough (like CPU stores to a mapped page).
+            let st = inode.state.read();
+            let (first, last) = (off / BLOCK, (end - 1) / BLOCK);
+            if st.attr.kind == Kind::File
+                && !st.freed
+                && end <= st.attr.size
+                && st.cache_atomic == atomic
+                && (first..=last).all(|p| st.cache.contains_key(&p))
+            {
+                return self.store_cached(&st, off, end, data);
+            }
+        }
         let mut st = inode.state.write();
         if st.attr.kind != Kind::File || st.freed {
             return Err(Error::InvalidArgument("mapped write to a non-file".into()));
@@ -99,7 +115,6 @@ impl Engine {
                 st.attr.size
             )));
         }
-        let atomic = mode == MapMode::Atomic;
         if !st.cache.is_empty() && st.cache_atomic != atomic {
             // One mode per cache generation: commit the other mode's pages first.
             self.migrate_locked(inode, &mut st)?;
@@ -112,6 +127,11 @@ impl Engine {
         if !clean.is_empty() {
             self.attach(inode, &mut st, &clean, atomic)?;
         }
+        self.store_cached(&st, off, end, data)
+    }
+
+    /// The stores themselves, into pages known to be cached.
+    fn store_cached(&self, st: &InodeState, off: u64, end: u64, data: &[u8]) -> Result<()> {
         self.media().mark("map-write");
         let mut pos = off;
         while pos < end {
