@@ -86,7 +86,9 @@ impl Engine {
         if data.is_empty() {
             return Ok(());
         }
-        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooLarge)?;
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooLarge)?;
         let atomic = mode == MapMode::Atomic;
         {
             // Fast path: every page already in the cache (in this mode): the stores change no
@@ -249,7 +251,9 @@ impl Engine {
         let now = now_ns();
         let mut entries: Vec<Entry> = Vec::new();
         let mut run: Option<(u64, u64, u32)> = None;
-        for (&pg, &b) in &st.cache {
+        let mut sorted: Vec<(u64, u64)> = st.cache.iter().map(|(&p, &b)| (p, b)).collect();
+        sorted.sort_unstable();
+        for (pg, b) in sorted {
             run = match run {
                 Some((p0, b0, n)) if p0 + n as u64 == pg && b0 + n as u64 == b => {
                     Some((p0, b0, n + 1))

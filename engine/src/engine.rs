@@ -1120,7 +1120,12 @@ impl Engine {
         if !st.cache.is_empty() {
             let first = off / BLOCK;
             let last = off.saturating_add(data.len() as u64 - 1) / BLOCK;
-            if st.cache.range(first..=last).next().is_some() {
+            let overlaps = if st.cache.len() as u64 <= last - first {
+                st.cache.keys().any(|p| (first..=last).contains(p))
+            } else {
+                (first..=last).any(|p| st.cache.contains_key(&p))
+            };
+            if overlaps {
                 self.migrate_locked(i, &mut st)?;
             }
         }

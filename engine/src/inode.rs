@@ -43,6 +43,9 @@ pub struct Attr {
     pub crtime_ns: u64,
 }
 
+/// The write cache's index: file page -> cache block (a hash map: O(1) for the store path).
+pub type CacheMap = HashMap<u64, u64, std::hash::BuildHasherDefault<crate::engine::InoHasher>>;
+
 /// A directory entry in DRAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirEnt {
@@ -93,7 +96,7 @@ pub struct InodeState {
     pub freed: bool,
     /// Write cache: file page -> cache block (pages written through a mapping, not yet
     /// migrated into the file map).
-    pub cache: BTreeMap<u64, u64>,
+    pub cache: CacheMap,
     /// The cache log's position.
     pub cache_log: LogState,
     /// The cache holds failure-atomic pages (recovery discards them).
@@ -177,7 +180,7 @@ impl InodeState {
             dir: HashMap::new(),
             removed: false,
             freed: false,
-            cache: BTreeMap::new(),
+            cache: CacheMap::default(),
             cache_log: LogState {
                 next_seq: 1,
                 ..LogState::default()
