@@ -819,6 +819,52 @@ fn run_op(
     }
 }
 
+/// Crash-test a user's own sequence of novafs calls: `setup` prepares the tree (not checked),
+/// then each step is one operation whose every crash point is explored. A crash inside a step
+/// must leave the state before or after it, so make each step one atomic novafs call (a step
+/// of several calls is reported when a crash between them shows).
+///
+/// ```
+/// use novafs::Fs;
+/// use novafs_crashtest::{check_calls, Config};
+/// // The classic atomic-replace pattern: write a temporary file, then rename it over the old.
+/// let report = check_calls(
+///     |fs| fs.create_dir("/db").and_then(|_| fs.write("/db/k", b"v1")),
+///     vec![
+///         ("create tmp", Box::new(|fs: &Fs| fs.create("/db/k.tmp").map(|_| ()))),
+///         ("write tmp", Box::new(|fs: &Fs| {
+///             fs.open_options().write(true).open("/db/k.tmp")?.write_at(b"v2", 0).map(|_| ())
+///         })),
+///         ("rename over", Box::new(|fs: &Fs| fs.rename("/db/k.tmp", "/db/k"))),
+///     ],
+///     &Config { max_images: 64, ..Config::default() },
+/// );
+/// assert!(report.failures.is_empty(), "{:?}", report.failures.first());
+/// assert!(report.images > 0);
+/// ```
+#[allow(clippy::type_complexity)]
+pub fn check_calls(
+    setup: impl Fn(&Fs) -> Result<(), novafs::Error> + Send + Sync + 'static,
+    steps: Vec<(
+        &str,
+        Box<dyn Fn(&Fs) -> Result<(), novafs::Error> + Send + Sync>,
+    )>,
+    cfg: &Config,
+) -> Report {
+    let custom = |name: &str, run: Box<dyn Fn(&Fs) -> Result<(), novafs::Error> + Send + Sync>| {
+        Op::Custom(Arc::new(workload::Custom {
+            name: name.to_string(),
+            run,
+        }))
+    };
+    let w = Workload {
+        name: "calls".into(),
+        setup: vec![custom("setup", Box::new(setup))],
+        ops: steps.into_iter().map(|(n, f)| custom(n, f)).collect(),
+    };
+    check(&w, cfg)
+}
+
 /// Check many workloads.
 pub fn check_all(ws: &[Workload], cfg: &Config, threads: usize) -> Report {
     let threads = threads.max(1);

@@ -13,9 +13,34 @@ use std::fmt;
 
 use novafs::{Error, Fs};
 
+/// A user's own step: any sequence of novafs calls, run as one operation of a workload.
+pub struct Custom {
+    /// Its name in reports.
+    pub name: String,
+    /// The calls.
+    #[allow(clippy::type_complexity)]
+    pub run: Box<dyn Fn(&Fs) -> Result<(), Error> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Custom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Custom({})", self.name)
+    }
+}
+
+impl PartialEq for Custom {
+    fn eq(&self, o: &Custom) -> bool {
+        self.name == o.name
+    }
+}
+
+impl Eq for Custom {}
+
 /// One operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// A user-supplied step (library API only; written as a comment in workload files).
+    Custom(std::sync::Arc<Custom>),
     /// `mkdir P`
     Mkdir(String),
     /// `create P` (create or open; no truncate)
@@ -75,6 +100,7 @@ pub enum Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Op::Custom(c) => write!(f, "# custom step: {}", c.name),
             Op::Mkdir(p) => write!(f, "mkdir {p}"),
             Op::Create(p) => write!(f, "create {p}"),
             Op::Write {
@@ -265,6 +291,7 @@ pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
 pub fn apply_with(fs: &Fs, maps: &mut Maps, op: &Op) -> Result<(), Error> {
     let no_map = || Error::InvalidArgument("no mapping of that path (map it first)".into());
     match op {
+        Op::Custom(c) => (c.run)(fs),
         Op::Map(p, o, l) => {
             let f = fs.open_options().read(true).write(true).open(p)?;
             let m = f.map(*o, *l, novafs::MapMode::Sync)?;

@@ -88,3 +88,26 @@ proptest! {
         prop_assert!(r.failures.is_empty(), "{}\n{:#?}", w.to_text(), r.failures.first());
     }
 }
+
+#[test]
+fn a_step_of_several_calls_is_reported_when_a_crash_splits_it() {
+    let r = novafs_crashtest::check_calls(
+        |fs| fs.create_dir("/d"),
+        vec![(
+            "two creates",
+            Box::new(|fs: &novafs::Fs| {
+                fs.create("/d/a")?;
+                fs.create("/d/b").map(|_| ())
+            }),
+        )],
+        &Config {
+            max_images: 64,
+            ..Config::default()
+        },
+    );
+    assert!(
+        !r.failures.is_empty(),
+        "a crash between the two creates must show"
+    );
+    assert!(r.failures[0].reason.contains("/d/"), "{:?}", r.failures[0]);
+}
