@@ -60,8 +60,15 @@ fn main() {
 
     // --- raw limits through the persistence layer ---
     let raw_path = dir.path().join("raw.img");
-    let raw = Media::create(&raw_path, 256 << 20, &MapOptions { populate: true, ..MapOptions::default() })
-        .expect("raw media");
+    let raw = Media::create(
+        &raw_path,
+        256 << 20,
+        &MapOptions {
+            populate: true,
+            ..MapOptions::default()
+        },
+    )
+    .expect("raw media");
     let page = vec![0x5au8; PAGE as usize];
     let raw_4k = per_op(batches, 2000, |i| {
         let off = (rnd(i) % 60_000) * PAGE;
@@ -91,7 +98,8 @@ fn main() {
         .create(true)
         .open("/m")
         .expect("create");
-    f.write_at(&vec![1u8; (pages * PAGE) as usize], 0).expect("fill");
+    f.write_at(&vec![1u8; (pages * PAGE) as usize], 0)
+        .expect("fill");
     let m = f.map(0, pages * PAGE, MapMode::Sync).expect("map");
     // First touch of clean pages: COW into the cache + durable attach, then the store.
     let mut firsts = Vec::new();
@@ -151,9 +159,15 @@ fn main() {
     drop(f);
     fs.unmount().expect("unmount");
     let tmp = dir.path().join("tmpfs-file");
-    let tf = std::fs::OpenOptions::new().read(true).write(true).create(true).open(&tmp).unwrap();
+    let tf = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(&tmp)
+        .unwrap();
     tf.set_len(pages * PAGE).unwrap();
-    tf.write_all_at(&vec![1u8; (pages * PAGE) as usize], 0).unwrap();
+    tf.write_all_at(&vec![1u8; (pages * PAGE) as usize], 0)
+        .unwrap();
     let t = Instant::now();
     for i in 0..n_small {
         let off = (rnd(i + 9) % (pages * 64)) * 64;
@@ -186,7 +200,11 @@ fn main() {
     println!("| tmpfs pwrite (not durable) | {tmpfs_ops:.0} | - |");
     println!(
         "\ncheck: 64 B store + persist within 1.5x of the raw line flush: {}",
-        if cached_64 <= 1.5 * raw_64 { "PASS" } else { "FAIL" }
+        if cached_64 <= 1.5 * raw_64 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
     );
 }
 
@@ -198,7 +216,13 @@ fn amplification(n: u64) -> (f64, f64) {
         let media = Arc::new(Media::traced(96 << 20));
         let engine = Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
         let fs = Fs::from_engine(engine, Default::default());
-        let f = fs.open_options().read(true).write(true).create(true).open("/m").unwrap();
+        let f = fs
+            .open_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .open("/m")
+            .unwrap();
         f.set_len(pages * PAGE).unwrap();
         let m = f.map(0, pages * PAGE, MapMode::Sync).unwrap();
         media.with_trace(|t| t.enabled = true);
