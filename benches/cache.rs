@@ -163,6 +163,7 @@ fn main() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(true)
         .open(&tmp)
         .unwrap();
     tf.set_len(pages * PAGE).unwrap();
