@@ -212,7 +212,7 @@ impl File {
             Ok(()) | Err(Error::ReadOnly) => {}
             Err(e) => return Err(e),
         }
-        self.engine.sync()
+        self.engine.sync_media()
     }
 
     /// Same as [`File::sync_all`].

@@ -9,6 +9,22 @@ use std::process::{Command, Stdio};
 use novafs::{Error, FormatOptions, Fs, MountOptions};
 
 const CHILD_ENV: &str = "NOVAFS_KILL_CHILD_IMAGE";
+
+/// Open, retrying briefly on ImageInUse: the tests of this file run in parallel and spawn
+/// children; between fork and exec a child briefly shares every open descriptor of this
+/// process, including another test's image and its lock.
+fn open_retry(image: impl AsRef<std::path::Path>, opts: &MountOptions) -> Fs {
+    let t = std::time::Instant::now();
+    loop {
+        match Fs::open(image.as_ref(), opts) {
+            Ok(fs) => return fs,
+            Err(Error::ImageInUse) if t.elapsed() < std::time::Duration::from_secs(5) => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Err(e) => panic!("mount: {e}"),
+        }
+    }
+}
 const KILLS: u32 = 200;
 
 fn payload(n: u64) -> Vec<u8> {
@@ -48,7 +64,7 @@ fn visible(fs: &Fs, n: u64, later_done: bool) -> bool {
 }
 
 fn child(image: &str, start: u64) -> ! {
-    let fs = Fs::open(image, &MountOptions::default()).expect("child mount");
+    let fs = open_retry(image, &MountOptions::default());
     let mut out = std::io::stdout().lock();
     let mut n = start;
     loop {
@@ -122,7 +138,7 @@ fn sigkill_after_return() {
             }
         }
         let acked = acked.unwrap_or_else(|| panic!("round {round}: child acknowledged nothing"));
-        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        let fs = open_retry(&img, &MountOptions::default());
         if !fs.mount_report().clean {
             recoveries += 1;
         }
@@ -203,7 +219,7 @@ fn map_child(image: &str, atomic: bool, start: u64) -> ! {
         },
         ..MountOptions::default()
     };
-    let fs = Fs::open(image, &opts).expect("child mount");
+    let fs = open_retry(image, &opts);
     let f = fs
         .open_options()
         .read(true)
@@ -299,7 +315,7 @@ fn map_kills(atomic: bool) {
         for n in next..=acked {
             expect[(n % (MAP_PAGES * 512)) as usize] = Some(n);
         }
-        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        let fs = open_retry(&img, &MountOptions::default());
         caches_recovered += fs.mount_report().caches_recovered;
         let data = fs.read("/mapped").unwrap();
         assert_eq!(data.len() as u64, MAP_PAGES * 4096);

@@ -82,7 +82,7 @@ impl Engine {
     /// are first copied into new cache pages whose attachment is durable before this returns;
     /// the stored bytes are durable after [`Engine::cache_persist`] (or a sync).
     pub fn cache_write(&self, inode: &Inode, off: u64, data: &[u8], mode: MapMode) -> Result<()> {
-        self.writable()?;
+        let _op = self.writable()?;
         if data.is_empty() {
             return Ok(());
         }
@@ -231,7 +231,10 @@ impl Engine {
 
     /// Migrate the inode's cached pages into its file map (msync / fsync of a mapping).
     pub fn cache_sync(&self, inode: &Inode) -> Result<()> {
-        self.writable()?;
+        let _op = self.writable()?;
+        if inode.state.read().cache_log.tail == 0 {
+            return Ok(());
+        }
         let mut st = inode.state.write();
         self.migrate_locked(inode, &mut st)
     }
@@ -290,15 +293,17 @@ impl Engine {
                 st.apply(e, inode.ino, bounds, &mut freed)?;
             }
         }
-        // 3. Empty the cache durably, then free what it no longer needs.
-        media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
+        // The pages belong to the file now, whatever happens next (a retry finds the cache
+        // empty and only resets the cache log).
+        st.cache.clear();
         for b in freed {
             self.block_alloc().free(b, 1);
         }
+        // 3. Empty the cache durably, then free its log pages.
+        media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
         for &p in &st.cache_log.pages {
             self.block_alloc().free(p, 1);
         }
-        st.cache.clear();
         st.cache_log = LogState {
             next_seq: 1,
             ..LogState::default()
@@ -308,13 +313,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Migrate every inode's cache (clean unmount; `atomic` too: a clean stop keeps the data).
-    pub(crate) fn migrate_all(&self) -> Result<()> {
+    /// Migrate every inode's cache; failure-atomic ones only with `include_atomic` (clean
+    /// unmount: a clean stop keeps the data).
+    pub(crate) fn migrate_all(&self, include_atomic: bool) -> Result<()> {
         let inos: Vec<u64> = self.writeback.dirty.lock().iter().copied().collect();
         for ino in inos {
             let i = self.inode(ino)?;
             let mut st = i.state.write();
-            if !st.freed {
+            if !st.freed && (include_atomic || !st.cache_atomic) {
                 self.migrate_locked(&i, &mut st)?;
             }
         }
@@ -364,8 +370,11 @@ impl Engine {
             }
             let old = st.cache_since.is_some_and(|t| t.elapsed() >= cfg.max_age);
             if force || old || st.cache.len() >= cfg.max_dirty_pages {
-                self.migrate_locked(&i, &mut st)?;
-                n += 1;
+                // One inode's failure (say no space for its log entry) must not starve the
+                // others: try it again next pass.
+                if self.migrate_locked(&i, &mut st).is_ok() {
+                    n += 1;
+                }
             }
         }
         Ok(n)

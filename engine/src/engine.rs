@@ -119,6 +119,8 @@ pub struct Engine {
     pub(crate) read_only: bool,
     pub(crate) mounted: AtomicBool,
     pub(crate) writeback: crate::cache::Writeback,
+    /// Mutating operations hold it shared; unmount and crash exclusively.
+    pub(crate) gate: RwLock<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -210,6 +212,7 @@ impl Engine {
             read_only,
             mounted: AtomicBool::new(true),
             writeback: Default::default(),
+            gate: RwLock::new(()),
         }
     }
 
@@ -217,6 +220,7 @@ impl Engine {
     /// and the crash harness; a killed process behaves the same.)
     pub fn crash(&self) {
         self.mounted.store(false, Ordering::Release);
+        drop(self.gate.write()); // wait for operations in flight
         self.stop_writeback();
     }
 
@@ -245,14 +249,17 @@ impl Engine {
         self.chunks.read().clone()
     }
 
-    pub(crate) fn writable(&self) -> Result<()> {
+    /// Admit a mutating operation: the returned guard keeps unmount and crash from starting
+    /// until the operation is done (they take the gate exclusively).
+    pub(crate) fn writable(&self) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        if !self.mounted.load(Ordering::Relaxed) {
+        let guard = self.gate.read_recursive();
+        if !self.mounted.load(Ordering::Acquire) {
             return Err(Error::BadHandle("the file system was unmounted"));
         }
-        Ok(())
+        Ok(guard)
     }
 
     fn shard(&self, ino: u64) -> &RwLock<InoMap<Arc<Inode>>> {
@@ -455,7 +462,7 @@ impl Engine {
         target: Option<&[u8]>,
     ) -> Result<Attr> {
         check_name(name)?;
-        self.writable()?;
+        let _op = self.writable()?;
         let p = self.inode(parent)?;
         let mut ps = p.state.write();
         if ps.attr.kind != Kind::Dir {
@@ -667,9 +674,9 @@ impl Engine {
             self.blocks.free(p, 1);
         }
         st.map.clear();
-        st.log.pages.clear();
         st.cache.clear();
-        st.cache_log.pages.clear();
+        st.log = crate::inode::LogState::default();
+        st.cache_log = crate::inode::LogState::default();
         self.writeback.dirty.lock().remove(&inode.ino);
         // Mark the slot free (kind word = 0). Not a commit: after a crash, reachability from
         // the root decides which slots are live; this only keeps fsck's view tidy.
@@ -692,7 +699,7 @@ impl Engine {
 
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
         check_name(name)?;
-        self.writable()?;
+        let _op = self.writable()?;
         loop {
             let ent = self.lookup_ent(parent, name)?;
             match (dir, ent.kind == Kind::Dir) {
@@ -767,7 +774,7 @@ impl Engine {
     /// Add a hard link `new_parent/new_name` to `ino`.
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
         check_name(new_name)?;
-        self.writable()?;
+        let _op = self.writable()?;
         let inodes = [self.inode(new_parent)?, self.inode(ino)?];
         let mut l = Locked::new(&inodes);
         {
@@ -837,7 +844,7 @@ impl Engine {
     ) -> Result<()> {
         check_name(src_name)?;
         check_name(dst_name)?;
-        self.writable()?;
+        let _op = self.writable()?;
         let _rename = self.rename_lock.lock();
         loop {
             let src = self.lookup_ent(src_parent, src_name)?;
@@ -1098,7 +1105,7 @@ impl Engine {
 
     /// [`Engine::write`] through an inode the caller holds (an open handle).
     pub fn write_inode(&self, i: &Inode, off: Option<u64>, data: &[u8]) -> Result<u64> {
-        self.writable()?;
+        let _op = self.writable()?;
         let mut st = i.state.write();
         if st.attr.kind != Kind::File {
             return Err(if st.attr.kind == Kind::Dir {
@@ -1114,12 +1121,18 @@ impl Engine {
         if data.is_empty() {
             return Ok(off);
         }
-        // Mapped stores and write_at are ordered: pages of the range that sit in the write
-        // cache are migrated first (for a failure-atomic mapping this commits its pending
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooLarge)?;
+        if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
+            return Err(Error::FileTooLarge);
+        }
+        let first = off / BLOCK;
+        let last = (end - 1) / BLOCK;
+        // Mapped stores and write_at are ordered: if pages of the range sit in the write
+        // cache, it is migrated first (for a failure-atomic mapping this commits its pending
         // pages, like a sync).
         if !st.cache.is_empty() {
-            let first = off / BLOCK;
-            let last = off.saturating_add(data.len() as u64 - 1) / BLOCK;
             let overlaps = if st.cache.len() as u64 <= last - first {
                 st.cache.keys().any(|p| (first..=last).contains(p))
             } else {
@@ -1129,14 +1142,6 @@ impl Engine {
                 self.migrate_locked(i, &mut st)?;
             }
         }
-        let end = off
-            .checked_add(data.len() as u64)
-            .ok_or(Error::FileTooLarge)?;
-        if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
-            return Err(Error::FileTooLarge);
-        }
-        let first = off / BLOCK;
-        let last = (end - 1) / BLOCK;
         let mut pages = Vec::with_capacity((last - first + 1) as usize);
         for pg in first..=last {
             let pg_start = pg * BLOCK;
@@ -1274,7 +1279,7 @@ impl Engine {
 
     /// Change attributes; a size change truncates or extends (holes read as zeros).
     pub fn setattr(&self, ino: u64, req: &SetAttr) -> Result<Attr> {
-        self.writable()?;
+        let _op = self.writable()?;
         let i = self.inode(ino)?;
         let mut st = i.state.write();
         if st.freed {
@@ -1306,10 +1311,6 @@ impl Engine {
         }
         let mut pages = Vec::new();
         let mut size = st.attr.size;
-        if req.size.is_some() && !st.cache.is_empty() {
-            // A size change commits the cached pages first (those past a cut are then freed).
-            self.migrate_locked(&i, &mut st)?;
-        }
         if let Some(new) = req.size {
             match st.attr.kind {
                 Kind::Dir => return Err(Error::IsADirectory),
@@ -1320,6 +1321,11 @@ impl Engine {
             }
             if new.div_ceil(BLOCK) > MAX_FILE_PAGES {
                 return Err(Error::FileTooLarge);
+            }
+            if !st.cache.is_empty() {
+                // A size change commits the cached pages first (those past a cut are then
+                // freed).
+                self.migrate_locked(&i, &mut st)?;
             }
             a.mask |= attr_mask::SIZE;
             a.size = new;
@@ -1348,7 +1354,7 @@ impl Engine {
 
     /// Deallocate `[off, off+len)`: it reads as zeros afterwards; the size does not change.
     pub fn punch_hole(&self, ino: u64, off: u64, len: u64) -> Result<()> {
-        self.writable()?;
+        let _op = self.writable()?;
         let i = self.inode(ino)?;
         let mut st = i.state.write();
         if st.attr.kind != Kind::File {
@@ -1387,7 +1393,7 @@ impl Engine {
 
     /// Allocate blocks for `[off, off+len)` (zero-filled) and extend the size to cover it.
     pub fn allocate(&self, ino: u64, off: u64, len: u64) -> Result<()> {
-        self.writable()?;
+        let _op = self.writable()?;
         if len == 0 {
             return Err(Error::InvalidArgument("allocate of zero bytes".into()));
         }
@@ -1438,12 +1444,19 @@ impl Engine {
         Ok(buf)
     }
 
-    /// Make everything durable: operations already are; this also migrates every inode's
-    /// write cache (like msync of every mapping), fences, and msyncs in Msync mode.
+    /// Make everything durable: operations already are; this also migrates every MAP_SYNC
+    /// write cache (like msync of every mapping; failure-atomic caches wait for their owner's
+    /// sync), fences, and msyncs in Msync mode.
     pub fn sync(&self) -> Result<()> {
         if !self.read_only && self.mounted.load(Ordering::Acquire) {
-            self.migrate_all()?;
+            // Failure-atomic caches are committed only by their owner's sync.
+            self.migrate_all(false)?;
         }
+        self.media.sync_all()
+    }
+
+    /// Fence (and msync in Msync mode) without migrating any write cache.
+    pub fn sync_media(&self) -> Result<()> {
         self.media.sync_all()
     }
 

@@ -227,6 +227,8 @@ impl InodeState {
                         self.map.insert(pgoff + i, block + i)
                     };
                     match old {
+                        // Re-applying a mapping it already has frees nothing.
+                        Some(b) if *block != 0 && b == block + i => {}
                         Some(b) => freed.push(b),
                         None if *block != 0 => self.attr.blocks += 1,
                         None => {}

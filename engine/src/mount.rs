@@ -362,27 +362,39 @@ impl Engine {
     /// After the rebuild: migrate every MAP_SYNC write cache into its file, reset every
     /// failure-atomic one (its pages were left free). Idempotent.
     fn recover_caches(&self) -> Result<usize> {
-        let mut n = 0;
-        for i in self.cached_inodes() {
+        let with_cache: Vec<_> = self
+            .cached_inodes()
+            .into_iter()
+            .filter(|i| i.state.read().cache_log.tail != 0)
+            .collect();
+        // First reset every failure-atomic cache: its pages were left free, and a migration
+        // below may allocate them; the reset must be durable before that.
+        let mut resets = 0;
+        for i in &with_cache {
             let mut st = i.state.write();
-            if st.cache_log.tail == 0 {
-                continue;
-            }
-            n += 1;
             if st.cache_atomic {
-                self.media
-                    .commit_u64(crate::log::LogWords::cache(i.slot_off).tail, 0)?;
+                let tail = crate::log::LogWords::cache(i.slot_off).tail;
+                self.media.store_u64(tail, 0)?;
+                self.media.flush(tail, 8)?;
                 st.cache.clear();
                 st.cache_log = crate::inode::LogState {
                     next_seq: 1,
                     ..Default::default()
                 };
                 st.cache_since = None;
-            } else {
-                self.migrate_locked(&i, &mut st)?;
+                resets += 1;
             }
         }
-        Ok(n)
+        if resets > 0 {
+            self.media.fence();
+        }
+        for i in &with_cache {
+            let mut st = i.state.write();
+            if st.cache_log.tail != 0 {
+                self.migrate_locked(i, &mut st)?;
+            }
+        }
+        Ok(with_cache.len())
     }
 
     /// Load one reachable inode during rebuild: mark its blocks, queue its unseen children.
@@ -444,7 +456,11 @@ impl Engine {
                 // A crash between a migration's two commits leaves entries whose block the
                 // file map already holds: those pages are migrated already.
                 let map = &st.map;
-                st.cache.retain(|pg, b| map.get(pg) != Some(b));
+                let pages = st.attr.size.div_ceil(BLOCK);
+                // Entries the file map already holds were migrated; entries past the end of
+                // file cannot be (a corrupt image): both are dropped, their blocks left free.
+                st.cache
+                    .retain(|pg, b| map.get(pg) != Some(b) && *pg < pages);
                 for &p in &st.cache_log.pages {
                     mark(p, "cache log page")?;
                 }
@@ -483,8 +499,9 @@ impl Engine {
         if self.read_only {
             return Ok(());
         }
+        let _gate = self.gate.write(); // operations in flight finish first
         self.free_orphans()?;
-        self.migrate_all()?;
+        self.migrate_all(true)?;
         let free = self.blocks.extents();
         let inos = self.inos.snapshot();
         let mut buf = Vec::new();
