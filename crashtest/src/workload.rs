@@ -74,8 +74,9 @@ pub enum Op {
     Rename(String, String),
     /// `fsync P`
     Fsync(String),
-    /// `map P OFF LEN`: map a range (MAP_SYNC mode); later `mwrite`s of P store through it.
-    Map(String, u64, u64),
+    /// `map P OFF LEN [atomic]`: map a range (MAP_SYNC mode, or failure-atomic); later
+    /// `mwrite`s of P store through it.
+    Map(String, u64, u64, bool),
     /// `mwrite P OFF LEN SEED`: store through P's mapping (durable only once persisted).
     MWrite {
         /// Path.
@@ -118,7 +119,8 @@ impl fmt::Display for Op {
             Op::Rmdir(p) => write!(f, "rmdir {p}"),
             Op::Rename(p, q) => write!(f, "rename {p} {q}"),
             Op::Fsync(p) => write!(f, "fsync {p}"),
-            Op::Map(p, o, l) => write!(f, "map {p} {o} {l}"),
+            Op::Map(p, o, l, false) => write!(f, "map {p} {o} {l}"),
+            Op::Map(p, o, l, true) => write!(f, "map {p} {o} {l} atomic"),
             Op::MWrite {
                 path,
                 off,
@@ -227,6 +229,11 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                 path(t.next(), line)?,
                 num(t.next(), line, "offset")?,
                 num(t.next(), line, "length")?,
+                match t.next() {
+                    None => false,
+                    Some("atomic") => true,
+                    Some(x) => return Err(format!("line {line}: map mode '{x}' (only 'atomic')")),
+                },
             ),
             "mwrite" => Op::MWrite {
                 path: path(t.next(), line)?,
@@ -292,9 +299,14 @@ pub fn apply_with(fs: &Fs, maps: &mut Maps, op: &Op) -> Result<(), Error> {
     let no_map = || Error::InvalidArgument("no mapping of that path (map it first)".into());
     match op {
         Op::Custom(c) => (c.run)(fs),
-        Op::Map(p, o, l) => {
+        Op::Map(p, o, l, atomic) => {
             let f = fs.open_options().read(true).write(true).open(p)?;
-            let m = f.map(*o, *l, novafs::MapMode::Sync)?;
+            let mode = if *atomic {
+                novafs::MapMode::Atomic
+            } else {
+                novafs::MapMode::Sync
+            };
+            let m = f.map(*o, *l, mode)?;
             maps.insert(p.clone(), m);
             Ok(())
         }
@@ -431,19 +443,19 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-persist",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(100, 40, 11),
                 Op::Persist(s("/foo"), 100, 40),
             ],
         ),
         (
             "store-unpersisted",
-            vec![Op::Map(s("/foo"), 0, 8192), mw(60, 16, 12)],
+            vec![Op::Map(s("/foo"), 0, 8192, false), mw(60, 16, 12)],
         ),
         (
             "store-two-pages-persist",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(4000, 200, 13),
                 Op::Persist(s("/foo"), 4000, 200),
             ],
@@ -451,7 +463,7 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-persist-msync",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(0, 4096, 14),
                 Op::Persist(s("/foo"), 0, 4096),
                 Op::Msync(s("/foo")),
@@ -460,7 +472,7 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-msync-unpersisted",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(8, 8, 15),
                 Op::Msync(s("/foo")),
             ],
@@ -468,7 +480,7 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-again-same-page",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(0, 64, 16),
                 Op::Persist(s("/foo"), 0, 64),
                 mw(64, 64, 17),
@@ -478,7 +490,7 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-then-write-at",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(0, 64, 18),
                 Op::Persist(s("/foo"), 0, 64),
                 Op::Write {
@@ -492,7 +504,7 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-then-truncate",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(5000, 64, 20),
                 Op::Persist(s("/foo"), 5000, 64),
                 Op::Truncate(s("/foo"), 4096),
@@ -501,7 +513,7 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-then-unlink",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(0, 64, 21),
                 Op::Persist(s("/foo"), 0, 64),
                 Op::Unlink(s("/A/foolink")),
@@ -511,9 +523,73 @@ pub fn mapped() -> Vec<Workload> {
         (
             "store-then-remount",
             vec![
-                Op::Map(s("/foo"), 0, 8192),
+                Op::Map(s("/foo"), 0, 8192, false),
                 mw(300, 64, 22),
                 Op::Persist(s("/foo"), 300, 64),
+                Op::Remount,
+            ],
+        ),
+        (
+            "atomic-store-persist",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                mw(100, 40, 23),
+                Op::Persist(s("/foo"), 100, 40),
+            ],
+        ),
+        (
+            "atomic-two-pages-sync",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                mw(4000, 200, 24),
+                Op::Persist(s("/foo"), 4000, 200),
+                Op::Msync(s("/foo")),
+            ],
+        ),
+        (
+            "atomic-sync-then-more",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                mw(0, 64, 25),
+                Op::Msync(s("/foo")),
+                mw(64, 64, 26),
+                Op::Persist(s("/foo"), 0, 128),
+            ],
+        ),
+        (
+            "atomic-and-sync-files",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                mw(0, 64, 27),
+                Op::Map(s("/A/bar"), 0, 100, false),
+                Op::MWrite {
+                    path: s("/A/bar"),
+                    off: 10,
+                    len: 20,
+                    seed: 28,
+                },
+                Op::Persist(s("/A/bar"), 10, 20),
+                Op::Msync(s("/A/bar")),
+            ],
+        ),
+        (
+            "atomic-then-write-at",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                mw(0, 64, 29),
+                Op::Write {
+                    path: s("/foo"),
+                    off: 10,
+                    len: 10,
+                    seed: 30,
+                },
+            ],
+        ),
+        (
+            "atomic-then-remount",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                mw(0, 64, 31),
                 Op::Remount,
             ],
         ),

@@ -239,18 +239,15 @@ impl Engine {
         self.migrate_locked(inode, &mut st)
     }
 
-    /// Migrate with the inode locked. See the module docs for the protocol.
-    pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
-        if st.cache.is_empty() && st.cache_log.tail == 0 {
-            return Ok(());
-        }
+    /// The first half of a migration: flush every cached page and return the Write entries
+    /// that hand them to the file (to be committed with the caller's own entries, if any).
+    pub(crate) fn migration_entries(&self, st: &InodeState) -> Result<Vec<Entry>> {
         let media = self.media();
         media.mark("migrate");
-        // 1. Everything stored into the cache pages is durable before the commit's fence.
+        // Everything stored into the cache pages is durable before the commit's fence.
         for &b in st.cache.values() {
             media.flush(b * BLOCK, BLOCK)?;
         }
-        // 2. One atomic commit maps every cached page into the file.
         let now = now_ns();
         let mut entries: Vec<Entry> = Vec::new();
         let mut run: Option<(u64, u64, u32)> = None;
@@ -271,6 +268,36 @@ impl Engine {
         if let Some((p0, b0, n)) = run {
             entries.push(write_entry(p0, b0, n, st.attr.size, now));
         }
+        Ok(entries)
+    }
+
+    /// The second half, once the migration entries are committed and applied: empty the cache
+    /// durably and free its log pages.
+    pub(crate) fn finish_migration(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
+        // The pages belong to the file now, whatever happens next (a retry finds the cache
+        // empty and only resets the cache log).
+        st.cache.clear();
+        self.media()
+            .commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
+        for &p in &st.cache_log.pages {
+            self.block_alloc().free(p, 1);
+        }
+        st.cache_log = LogState {
+            next_seq: 1,
+            ..LogState::default()
+        };
+        st.cache_since = None;
+        self.writeback.dirty.lock().remove(&inode.ino);
+        Ok(())
+    }
+
+    /// Migrate with the inode locked. See the module docs for the protocol.
+    pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
+        if st.cache.is_empty() && st.cache_log.tail == 0 {
+            return Ok(());
+        }
+        let media = self.media();
+        let entries = self.migration_entries(st)?;
         let mut freed = Vec::new();
         if !entries.is_empty() {
             let staged = log::stage(
@@ -293,24 +320,10 @@ impl Engine {
                 st.apply(e, inode.ino, bounds, &mut freed)?;
             }
         }
-        // The pages belong to the file now, whatever happens next (a retry finds the cache
-        // empty and only resets the cache log).
-        st.cache.clear();
         for b in freed {
             self.block_alloc().free(b, 1);
         }
-        // 3. Empty the cache durably, then free its log pages.
-        media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
-        for &p in &st.cache_log.pages {
-            self.block_alloc().free(p, 1);
-        }
-        st.cache_log = LogState {
-            next_seq: 1,
-            ..LogState::default()
-        };
-        st.cache_since = None;
-        self.writeback.dirty.lock().remove(&inode.ino);
-        Ok(())
+        self.finish_migration(inode, st)
     }
 
     /// Migrate every inode's cache; failure-atomic ones only with `include_atomic` (clean

@@ -1132,15 +1132,19 @@ impl Engine {
         // Mapped stores and write_at are ordered: if pages of the range sit in the write
         // cache, it is migrated first (for a failure-atomic mapping this commits its pending
         // pages, like a sync).
-        if !st.cache.is_empty() {
-            let overlaps = if st.cache.len() as u64 <= last - first {
+        // The migration commits together with this write (one tail store), so a crash never
+        // separates them: for a failure-atomic mapping, the pending pages and this write are
+        // committed at once.
+        let mut pre = Vec::new();
+        let migrating = !st.cache.is_empty() && {
+            if st.cache.len() as u64 <= last - first {
                 st.cache.keys().any(|p| (first..=last).contains(p))
             } else {
                 (first..=last).any(|p| st.cache.contains_key(&p))
-            };
-            if overlaps {
-                self.migrate_locked(i, &mut st)?;
             }
+        };
+        if migrating {
+            pre = self.migration_entries(&st)?;
         }
         let mut pages = Vec::with_capacity((last - first + 1) as usize);
         for pg in first..=last {
@@ -1152,7 +1156,7 @@ impl Engine {
                 pages.push((pg, Page::Borrowed(src)));
             } else {
                 let mut buf = vec![0u8; BLOCK as usize];
-                if let Some(&b) = st.map.get(&pg) {
+                if let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) {
                     self.media.read(b * BLOCK, &mut buf)?;
                 }
                 buf[(lo - pg_start) as usize..(hi - pg_start) as usize].copy_from_slice(src);
@@ -1161,7 +1165,10 @@ impl Engine {
         }
         let size = st.attr.size.max(end);
         self.media.mark("write");
-        self.commit_pages(i, &mut st, pages, size, Vec::new(), false)?;
+        self.commit_pages(i, &mut st, pages, size, pre, false)?;
+        if migrating {
+            self.finish_migration(i, &mut st)?;
+        }
         Ok(off)
     }
 
@@ -1311,6 +1318,7 @@ impl Engine {
         }
         let mut pages = Vec::new();
         let mut size = st.attr.size;
+        let mut migrate_pre: Vec<Entry> = Vec::new();
         if let Some(new) = req.size {
             match st.attr.kind {
                 Kind::Dir => return Err(Error::IsADirectory),
@@ -1323,9 +1331,9 @@ impl Engine {
                 return Err(Error::FileTooLarge);
             }
             if !st.cache.is_empty() {
-                // A size change commits the cached pages first (those past a cut are then
-                // freed).
-                self.migrate_locked(&i, &mut st)?;
+                // A size change commits the cached pages with it (those past a cut are then
+                // freed), in the same commit.
+                migrate_pre = self.migration_entries(&st)?;
             }
             a.mask |= attr_mask::SIZE;
             a.size = new;
@@ -1336,7 +1344,7 @@ impl Engine {
             // Keep the invariant that bytes past EOF in the last page are zero.
             if new < st.attr.size && new % BLOCK != 0 {
                 let pg = new / BLOCK;
-                if let Some(&b) = st.map.get(&pg) {
+                if let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) {
                     let mut buf = vec![0u8; BLOCK as usize];
                     self.media
                         .read(b * BLOCK, &mut buf[..(new % BLOCK) as usize])?;
@@ -1348,7 +1356,12 @@ impl Engine {
         self.media.mark("setattr");
         // Shrinking frees space: it may use the reserve.
         let shrinks = req.size.is_some_and(|n| n < st.attr.size);
-        self.commit_pages(&i, &mut st, pages, size, vec![Entry::SetAttr(a)], shrinks)?;
+        let migrating = !migrate_pre.is_empty();
+        migrate_pre.push(Entry::SetAttr(a));
+        self.commit_pages(&i, &mut st, pages, size, migrate_pre, shrinks)?;
+        if migrating {
+            self.finish_migration(&i, &mut st)?;
+        }
         Ok(st.attr())
     }
 
@@ -1362,13 +1375,20 @@ impl Engine {
                 "punch_hole needs a regular file".into(),
             ));
         }
+        if st.freed {
+            return Err(Error::NotFound);
+        }
         let end = off.saturating_add(len).min(st.attr.size);
         if len == 0 || off >= end {
             return Ok(());
         }
-        if !st.cache.is_empty() {
-            self.migrate_locked(&i, &mut st)?;
-        }
+        // Cached pages are migrated in the same commit as the hole.
+        let migrating = !st.cache.is_empty();
+        let pre = if migrating {
+            self.migration_entries(&st)?
+        } else {
+            Vec::new()
+        };
         let mut pages = Vec::new();
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
@@ -1376,7 +1396,9 @@ impl Engine {
             let ps = pg * BLOCK;
             let lo = off.max(ps);
             let hi = end.min(ps + BLOCK);
-            let Some(&b) = st.map.get(&pg) else { continue };
+            let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) else {
+                continue;
+            };
             if hi - lo == BLOCK {
                 pages.push((pg, Page::Hole));
             } else {
@@ -1388,7 +1410,11 @@ impl Engine {
         }
         let size = st.attr.size;
         self.media.mark("punch");
-        self.commit_pages(&i, &mut st, pages, size, Vec::new(), true)
+        self.commit_pages(&i, &mut st, pages, size, pre, true)?;
+        if migrating {
+            self.finish_migration(&i, &mut st)?;
+        }
+        Ok(())
     }
 
     /// Allocate blocks for `[off, off+len)` (zero-filled) and extend the size to cover it.
@@ -1399,6 +1425,9 @@ impl Engine {
         }
         let i = self.inode(ino)?;
         let mut st = i.state.write();
+        if st.freed {
+            return Err(Error::NotFound);
+        }
         if st.attr.kind != Kind::File {
             return Err(Error::InvalidArgument(
                 "allocate needs a regular file".into(),
@@ -1408,24 +1437,30 @@ impl Engine {
         if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
             return Err(Error::FileTooLarge);
         }
-        if !st.cache.is_empty() {
-            self.migrate_locked(&i, &mut st)?;
-        }
+        // Cached pages are migrated in the same commit.
+        let migrating = !st.cache.is_empty();
+        let mut pre = if migrating {
+            self.migration_entries(&st)?
+        } else {
+            Vec::new()
+        };
         let pages: Vec<(u64, Page<'_>)> = (off / BLOCK..end.div_ceil(BLOCK))
-            .filter(|pg| !st.map.contains_key(pg))
+            .filter(|pg| !st.map.contains_key(pg) && !st.cache.contains_key(pg))
             .map(|pg| (pg, Page::Zero))
             .collect();
         let size = st.attr.size.max(end);
-        let pre = if pages.is_empty() && size != st.attr.size {
+        if pages.is_empty() && size != st.attr.size {
             let mut a = SetAttrEntry::zeroed_entry();
             a.mask = attr_mask::SIZE;
             a.size = size;
-            vec![Entry::SetAttr(a)]
-        } else {
-            vec![]
-        };
+            pre.push(Entry::SetAttr(a));
+        }
         self.media.mark("allocate");
-        self.commit_pages(&i, &mut st, pages, size, pre, false)
+        self.commit_pages(&i, &mut st, pages, size, pre, false)?;
+        if migrating {
+            self.finish_migration(&i, &mut st)?;
+        }
+        Ok(())
     }
 
     /// The target of a symbolic link.
