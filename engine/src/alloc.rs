@@ -7,9 +7,9 @@
 //! it merges with its neighbours.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use parking_lot::Mutex;
+use crate::sync::{AtomicU64, Mutex};
 
 use crate::error::{Error, Result};
 

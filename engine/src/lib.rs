@@ -15,6 +15,7 @@ pub mod layout;
 pub mod log;
 pub mod media;
 pub mod mount;
+pub mod sync;
 
 pub use cache::{MapMode, WritebackConfig};
 pub use engine::{
