@@ -333,3 +333,53 @@ fn is_tmpfs(p: &std::path::Path) -> bool {
     }
     best.1
 }
+
+#[test]
+fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
+    let (_d, img, fs) = fresh(4 << 20);
+    fs.write("/f", b"x").unwrap();
+    let ino = fs.resolve("/f").unwrap();
+    // Append a Link entry claiming 5 links through the engine's own log machinery.
+    {
+        let e = fs.engine();
+        let i = e.inode(ino).unwrap();
+        let mut st = i.state.write();
+        let entry = novafs::engine::layout::entry::Entry::Link {
+            nlink: 5,
+            ctime_ns: 1,
+            parent: 0,
+        };
+        let staged = novafs::engine::log::stage(
+            e.media(),
+            e.block_alloc(),
+            i.slot_off,
+            &st.log,
+            std::slice::from_ref(&entry),
+            false,
+        )
+        .unwrap();
+        staged.commit_tail(e.media()).unwrap();
+        staged.apply(&mut st.log);
+    }
+    fs.crash();
+    match Fs::open(&img, &MountOptions::default()) {
+        Err(Error::Corrupt { what, .. }) => assert!(what.contains("link count"), "{what}"),
+        other => panic!("a wrong link count mounted: {other:?}"),
+    }
+    // A superblock with a valid checksum but an absurd size: a typed error, no overflow panic.
+    let raw = std::fs::read(&img).unwrap();
+    let mut sb: novafs::engine::layout::superblock::Superblock =
+        bytemuck::pod_read_unaligned(&raw[..256]);
+    sb.blocks_total = u64::MAX / 2;
+    sb.csum = novafs::engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
+    patch(&img, 0, bytemuck::bytes_of(&sb));
+    patch(
+        &img,
+        std::fs::metadata(&img).unwrap().len() - 4096,
+        bytemuck::bytes_of(&sb),
+    );
+    assert!(matches!(
+        Fs::open(&img, &MountOptions::default()),
+        Err(Error::Corrupt { .. })
+    ));
+}

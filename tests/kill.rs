@@ -186,6 +186,26 @@ fn sigkill_after_return() {
                 assert!(old_ok, "round {round}: torn write of op {inflight}");
             }
         }
+        // The recovered image is consistent: fsck (read-only) finds nothing.
+        let fs = if round % 10 == 0 {
+            fs.unmount().unwrap();
+            let t = std::time::Instant::now();
+            let report = loop {
+                match novafs_recovery::fsck::check(&img, &Default::default()) {
+                    Err(Error::ImageInUse) if t.elapsed().as_secs() < 5 => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    r => break r.expect("fsck runs"),
+                }
+            };
+            assert_eq!(
+                report.errors_found, 0,
+                "round {round}: fsck found {report:?}"
+            );
+            open_retry(&img, &MountOptions::default())
+        } else {
+            fs
+        };
         // Directory ops must not be replayed twice when the next child starts.
         if next % 3 == 2 && !fs.exists(format!("/d{}", next - 2)) {
             next += 1;

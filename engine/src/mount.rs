@@ -291,9 +291,9 @@ impl Engine {
                     if start >= frontier.len() || failure.lock().is_some() {
                         break;
                     }
-                    for &ino in &frontier[start..(start + 64).min(frontier.len())] {
-                        self.rebuild_one(
-                            ino,
+                    for &item in &frontier[start..(start + 64).min(frontier.len())] {
+                        let (nlink, file) = self.rebuild_one(
+                            item,
                             bounds,
                             &used,
                             &seen,
@@ -301,6 +301,10 @@ impl Engine {
                             max_ino,
                             &mut local_next,
                         )?;
+                        stored_nlink[item.0 as usize].store(nlink, Ordering::Relaxed);
+                        if file {
+                            is_file.set(item.0);
+                        }
                         scanned.fetch_add(1, Ordering::Relaxed);
                     }
                 }

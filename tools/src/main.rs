@@ -1,11 +1,13 @@
 //! `novafs`: format, inspect and edit novafs images from the shell.
 //!
-//! Invoked as `mkfs.novafs` (a copy or symlink of the binary), it behaves as `novafs mkfs`.
+//! Invoked as `mkfs.novafs` (a copy or symlink of the binary), it behaves as `novafs mkfs`; as
+//! `fsck.novafs`, as `novafs fsck`.
 
 mod commands;
 mod crashtest;
 mod demo;
 mod error;
+mod fsck;
 mod units;
 
 use std::ffi::OsString;
@@ -37,7 +39,8 @@ Examples:
   novafs put /dev/shm/pm.img ./notes.txt /notes.txt
   novafs ls -l /dev/shm/pm.img /
   novafs cat /dev/shm/pm.img /notes.txt
-  novafs info /dev/shm/pm.img --json";
+  novafs info /dev/shm/pm.img --json
+  novafs fsck /dev/shm/pm.img                  # check (read-only); -y repairs";
 
 const MKFS_EXAMPLES: &str = "\
 Examples:
@@ -72,6 +75,60 @@ struct Cli {
 struct MkfsCli {
     #[command(flatten)]
     args: MkfsArgs,
+}
+
+const FSCK_EXAMPLES: &str = "\
+Exit status (as e2fsck): 0 no errors, 1 errors corrected, 4 errors left uncorrected,
+8 operational error (cannot open the image, image in use, not novafs), 16 usage error.
+
+Examples:
+  novafs fsck /dev/shm/pm.img                  # check only (-n is the default)
+  novafs fsck -y /dev/shm/pm.img               # repair
+  fsck.novafs -n --json /dev/shm/pm.img | jq .errors_found";
+
+/// `fsck.novafs`: the same as `novafs fsck`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "fsck.novafs",
+    version,
+    about = "Check and repair a novafs image (same as `novafs fsck`)",
+    after_help = FSCK_EXAMPLES
+)]
+struct FsckCli {
+    #[command(flatten)]
+    args: FsckArgs,
+}
+
+#[derive(Args, Debug)]
+struct FsckArgs {
+    /// Image file (must not be mounted: it is opened with the exclusive lock)
+    image: PathBuf,
+    /// Check only, change nothing (the default)
+    #[arg(short = 'n', long = "no", conflicts_with = "yes")]
+    no: bool,
+    /// Repair every problem that can be repaired
+    #[arg(short = 'y', long = "yes")]
+    yes: bool,
+    /// Force a full check of a clean image (the full check always runs: it is fast)
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Print one JSON object (errors_found, errors_fixed, errors_left, inodes_checked,
+    /// blocks_checked, problems, ...)
+    #[arg(long)]
+    json: bool,
+}
+
+impl FsckArgs {
+    fn run(&self) -> i32 {
+        fsck::run(
+            &self.image,
+            &fsck::Options {
+                repair: self.yes && !self.no,
+                force: self.force,
+                json: self.json,
+            },
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +225,15 @@ Examples:
   novafs ln /dev/shm/pm.img /data/v1 /data/current
   novafs ln -s /dev/shm/pm.img /data/v1 /latest")]
     Ln(LnArgs),
+
+    /// Check (and with -y repair) an image: superblocks, journal, inode table, every log, the
+    /// directory tree, link counts, block ownership, sizes, lost files.
+    ///
+    /// Read-only by default (-n). With -y every repair goes through the persistence
+    /// primitives in crash-safe order, lost files go to /lost+found as #<ino>, and the image is
+    /// checked again afterwards. A progress bar is shown on a terminal for large images.
+    #[command(after_help = FSCK_EXAMPLES)]
+    Fsck(FsckArgs),
 
     /// Format a demo image, fill it, verify it across a remount and time each step.
     ///
@@ -396,6 +462,10 @@ fn run(command: Command) -> CliResult<()> {
             no_eadr: a.no_eadr,
             json: a.json,
         }),
+        Command::Fsck(a) => match a.run() {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
         Command::Demo(a) => {
             let image = a.image.unwrap_or_else(demo::default_image);
             demo::run(&image, a.size)
@@ -405,13 +475,54 @@ fn run(command: Command) -> CliResult<()> {
 
 /// Whether argv[0] names `mkfs.novafs`.
 fn invoked_as_mkfs(argv0: Option<&OsString>) -> bool {
+    invoked_as(argv0, "mkfs.novafs")
+}
+
+/// Whether argv[0] names `fsck.novafs`.
+fn invoked_as_fsck(argv0: Option<&OsString>) -> bool {
+    invoked_as(argv0, "fsck.novafs")
+}
+
+fn invoked_as(argv0: Option<&OsString>, name: &str) -> bool {
     argv0
         .and_then(|a| Path::new(a).file_name())
-        .is_some_and(|n| n == "mkfs.novafs")
+        .is_some_and(|n| n == name)
+}
+
+/// Parse fsck arguments: usage errors exit 16 (as e2fsck), help and version 0.
+fn parse_fsck<P: Parser>(args: Vec<OsString>) -> Result<P, i32> {
+    P::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            fsck::EXIT_USAGE
+        } else {
+            0
+        }
+    })
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    if invoked_as_fsck(args.first()) {
+        return match parse_fsck::<FsckCli>(args) {
+            Ok(c) => exit(c.args.run()),
+            Err(code) => exit(code),
+        };
+    }
+    if args.get(1).is_some_and(|a| a == "fsck") {
+        // `novafs fsck`: the e2fsck exit codes, usage errors included.
+        return match parse_fsck::<Cli>(args) {
+            Ok(Cli {
+                command: Command::Fsck(a),
+            }) => exit(a.run()),
+            Ok(c) => exit(run(c.command).map_or(1, |()| 0)),
+            Err(code) => exit(code),
+        };
+    }
     let result = if invoked_as_mkfs(args.first()) {
         let a = MkfsCli::parse_from(args).args;
         commands::mkfs(&a.image, a.size, a.force_emulated)
@@ -439,6 +550,7 @@ mod tests {
     fn cli_definitions_are_consistent() {
         Cli::command().debug_assert();
         MkfsCli::command().debug_assert();
+        FsckCli::command().debug_assert();
     }
 
     #[test]
@@ -448,5 +560,8 @@ mod tests {
         assert!(!invoked_as_mkfs(Some(&"novafs".into())));
         assert!(!invoked_as_mkfs(Some(&"/x/mkfs.novafs/novafs".into())));
         assert!(!invoked_as_mkfs(None));
+        assert!(invoked_as_fsck(Some(&"/sbin/fsck.novafs".into())));
+        assert!(!invoked_as_fsck(Some(&"mkfs.novafs".into())));
+        assert!(!invoked_as_fsck(Some(&"novafs".into())));
     }
 }

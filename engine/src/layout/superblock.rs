@@ -124,7 +124,11 @@ impl Superblock {
         if self.block_size as u64 != BLOCK {
             return bad("block_size");
         }
-        if self.blocks_total * BLOCK > image_len {
+        if self
+            .blocks_total
+            .checked_mul(BLOCK)
+            .is_none_or(|n| n > image_len)
+        {
             return Err(Error::corrupt(
                 "image shorter than its superblock says (truncated image file?)",
                 format!(

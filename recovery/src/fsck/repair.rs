@@ -1,0 +1,304 @@
+//! The fixes that append log entries: each inode's entries in one single-inode commit
+//! (`log::stage` + `Staged::commit_tail`, the engine's own protocol), with blocks from an
+//! allocator that holds only the blocks the round found free.
+
+use std::collections::BTreeMap;
+
+use novafs_engine::alloc::BlockAlloc;
+use novafs_engine::inode::InodeState;
+use novafs_engine::layout::entry::{attr_mask, Entry, SetAttrEntry};
+use novafs_engine::layout::inode::InodeSlot;
+use novafs_engine::layout::{now_ns, Kind, BLOCK, ROOT_INO};
+use novafs_engine::{log, Error, Result};
+
+use super::scan::{own, Ctx, Deferred, Info, Model, ScanResult, O_DATA, O_LOG};
+
+const LOST_FOUND: &[u8] = b"lost+found";
+
+/// Apply the deferred fixes of a round. A fix that fails (no space, no free inode) is left;
+/// the final check reports what remains.
+pub(super) fn apply_deferred(ctx: &Ctx<'_>, result: &mut ScanResult) -> Result<()> {
+    if result.deferred.is_empty() {
+        return Ok(());
+    }
+    let Some(model) = result.model.as_mut() else {
+        return Ok(());
+    };
+    ctx.before_change()?;
+    let alloc = free_blocks(model);
+    let mut groups: BTreeMap<u64, Vec<Deferred>> = BTreeMap::new();
+    let mut relinks = Vec::new();
+    for (_, d) in &result.deferred {
+        match d {
+            Deferred::RemoveName { dir, .. } => groups.entry(*dir).or_default().push(d.clone()),
+            Deferred::SetNlink { ino, .. }
+            | Deferred::SetParent { ino, .. }
+            | Deferred::SetSize { ino, .. }
+            | Deferred::Remap { ino, .. } => groups.entry(*ino).or_default().push(d.clone()),
+            Deferred::Relink { ino, kind } => relinks.push((*ino, *kind)),
+        }
+    }
+    let lost_found = if relinks.is_empty() {
+        None
+    } else {
+        match lost_found(ctx, model, &alloc) {
+            Ok(lf) => Some(lf),
+            Err(_) => {
+                relinks.clear();
+                None
+            }
+        }
+    };
+    if let Some(lf) = lost_found {
+        for &(ino, kind) in &relinks {
+            if kind == Kind::Dir {
+                groups
+                    .entry(ino)
+                    .or_default()
+                    .push(Deferred::SetParent { ino, parent: lf });
+            }
+        }
+    }
+    let total = groups.len() as u64;
+    for (n, (ino, ds)) in groups.into_iter().enumerate() {
+        ctx.progress("repair", n as u64, total);
+        // A failed group is left for the final check to report.
+        let _ = apply_group(ctx, model, &alloc, ino, &ds);
+    }
+    if let Some(lf) = lost_found {
+        let _ = link_lost(ctx, model, &alloc, lf, &relinks);
+    }
+    Ok(())
+}
+
+/// An allocator over the blocks no one owns.
+fn free_blocks(model: &Model) -> BlockAlloc {
+    let sb = &model.sb;
+    let alloc = BlockAlloc::new(sb.first_free_block, sb.replica_block, 1);
+    let mut b = sb.first_free_block;
+    while b < sb.replica_block {
+        if model.owner[b as usize] != 0 {
+            b += 1;
+            continue;
+        }
+        let s = b;
+        while b < sb.replica_block && model.owner[b as usize] == 0 {
+            b += 1;
+        }
+        alloc.free(s, b - s);
+    }
+    alloc
+}
+
+/// Append `entries` to inode `ino`'s log in one commit and update its DRAM state.
+fn append(
+    ctx: &Ctx<'_>,
+    model: &mut Model,
+    alloc: &BlockAlloc,
+    ino: u64,
+    entries: &[Entry],
+) -> Result<()> {
+    let bounds = model.bounds;
+    let info = model.infos.get_mut(&ino).ok_or(Error::NotFound)?;
+    let staged = log::stage(ctx.media, alloc, info.slot_off, &info.st.log, entries, true)?;
+    staged.commit_tail(ctx.media)?;
+    ctx.mark_modified();
+    for p in &staged.new_pages {
+        model.owner[*p as usize] = own(O_LOG, ino);
+    }
+    staged.apply(&mut info.st.log);
+    let mut freed = Vec::new();
+    for e in entries {
+        let _ = info.st.apply(e, ino, bounds, &mut freed);
+    }
+    Ok(())
+}
+
+fn apply_group(
+    ctx: &Ctx<'_>,
+    model: &mut Model,
+    alloc: &BlockAlloc,
+    ino: u64,
+    ds: &[Deferred],
+) -> Result<()> {
+    let now = now_ns();
+    let mut entries = Vec::new();
+    let mut copies: Vec<u64> = Vec::new();
+    let (nlink, size, mtime) = {
+        let st = &model.infos.get(&ino).ok_or(Error::NotFound)?.st;
+        (st.attr.nlink, st.attr.size, st.attr.mtime_ns)
+    };
+    let mut size_after = size;
+    let mut remapped = std::collections::HashSet::new();
+    for d in ds {
+        match d {
+            Deferred::RemoveName { name, child, .. } => entries.push(Entry::DirRemove {
+                ino: *child,
+                name: name.clone(),
+                mtime_ns: now,
+            }),
+            Deferred::SetNlink { nlink, .. } => entries.push(Entry::Link {
+                nlink: *nlink,
+                ctime_ns: now,
+                parent: 0,
+            }),
+            Deferred::SetParent { parent, .. } => entries.push(Entry::Link {
+                nlink,
+                ctime_ns: now,
+                parent: *parent,
+            }),
+            Deferred::SetSize { size, .. } => {
+                let mut a: SetAttrEntry = bytemuck::Zeroable::zeroed();
+                a.mask = attr_mask::SIZE;
+                a.size = *size;
+                size_after = *size;
+                entries.push(Entry::SetAttr(a));
+            }
+            Deferred::Remap {
+                pgoff,
+                block,
+                zero_from,
+                ..
+            } => {
+                if !remapped.insert(*pgoff) {
+                    continue;
+                }
+                let zero_from = ds
+                    .iter()
+                    .find_map(|x| match x {
+                        Deferred::Remap {
+                            pgoff: p,
+                            zero_from: Some(z),
+                            ..
+                        } if p == pgoff => Some(*z),
+                        _ => None,
+                    })
+                    .or(*zero_from);
+                let new = match alloc.alloc_with(1, true) {
+                    Ok(ext) => {
+                        let nb = ext[0].start;
+                        let mut page = vec![0u8; BLOCK as usize];
+                        ctx.media.read(block * BLOCK, &mut page)?;
+                        if let Some(z) = zero_from {
+                            page[z..].fill(0);
+                        }
+                        ctx.media.write_nt(nb * BLOCK, &page)?;
+                        copies.push(nb);
+                        nb
+                    }
+                    // No space: drop the mapping (the page reads as a hole).
+                    Err(Error::NoSpace) => 0,
+                    Err(e) => return Err(e),
+                };
+                entries.push(Entry::Write {
+                    pgoff: *pgoff,
+                    block: new,
+                    num_pages: 1,
+                    size: size_after,
+                    mtime_ns: mtime,
+                });
+            }
+            Deferred::Relink { .. } => {}
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    match append(ctx, model, alloc, ino, &entries) {
+        Ok(()) => {
+            for b in copies {
+                model.owner[b as usize] = own(O_DATA, ino);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for b in copies {
+                alloc.free(b, 1);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Find `/lost+found`, or create it.
+fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u64> {
+    let root = &model.infos.get(&ROOT_INO).ok_or(Error::NotFound)?.st;
+    if let Some(e) = root.dir.get(LOST_FOUND) {
+        if e.kind == Kind::Dir && model.infos.contains_key(&e.ino) {
+            return Ok(e.ino);
+        }
+        return Err(Error::AlreadyExists);
+    }
+    let ino = *model.free_slots.first().ok_or(Error::NoInodes)?;
+    let slot_off = novafs_engine::inode::slot_offset(&model.chunks, ino).ok_or(Error::NoInodes)?;
+    let old: InodeSlot = ctx.media.read_pod(slot_off)?;
+    let now = now_ns();
+    let slot = InodeSlot {
+        log_head: 0,
+        log_tail: 0,
+        kind: Kind::Dir as u8,
+        reserved0: [0; 7],
+        generation: old.generation.wrapping_add(1),
+        mode: 0o700,
+        uid: 0,
+        gid: 0,
+        flags: 0,
+        parent: ROOT_INO,
+        ctime_ns: now,
+        cache_head: 0,
+        cache_tail: 0,
+        reserved: [0; 44],
+        csum: 0,
+    }
+    .seal();
+    // The slot is durable before the root's commit makes it reachable (that commit fences
+    // first), as in create.
+    ctx.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+    model.free_slots.remove(0);
+    let add = Entry::DirAdd {
+        ino,
+        kind: Kind::Dir,
+        name: LOST_FOUND.to_vec(),
+        mtime_ns: now,
+    };
+    append(ctx, model, alloc, ROOT_INO, std::slice::from_ref(&add))?;
+    model.infos.insert(
+        ino,
+        Info {
+            slot_off,
+            kind: Kind::Dir,
+            st: InodeState::new(ino, &slot, Kind::Dir),
+        },
+    );
+    Ok(ino)
+}
+
+/// Name each lost inode `#<ino>` in `/lost+found` (one commit).
+fn link_lost(
+    ctx: &Ctx<'_>,
+    model: &mut Model,
+    alloc: &BlockAlloc,
+    lf: u64,
+    relinks: &[(u64, Kind)],
+) -> Result<()> {
+    let now = now_ns();
+    let taken = &model.infos.get(&lf).ok_or(Error::NotFound)?.st.dir;
+    let mut entries = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for &(ino, kind) in relinks {
+        let mut name = format!("#{ino}");
+        let mut n = 1;
+        while taken.contains_key(name.as_bytes()) || names.contains(&name) {
+            name = format!("#{ino}.{n}");
+            n += 1;
+        }
+        names.insert(name.clone());
+        entries.push(Entry::DirAdd {
+            ino,
+            kind,
+            name: name.into_bytes(),
+            mtime_ns: now,
+        });
+    }
+    append(ctx, model, alloc, lf, &entries)
+}

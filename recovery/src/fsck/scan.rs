@@ -1,0 +1,1597 @@
+//! One round of checking: reads the whole image, records every problem with its fix, applies
+//! the fixes that are single stores while it goes (with `repair`; without, they go to an
+//! overlay so that the rest of the check sees the image as it would be after them), and leaves
+//! the fixes that append log entries to [`super::repair`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use novafs_engine::inode::{slot_offset, Bounds, DirEnt, InodeState};
+use novafs_engine::layout::entry::Entry;
+use novafs_engine::layout::inode::{
+    InodeSlot, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
+};
+use novafs_engine::layout::journal::{JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
+use novafs_engine::layout::state::{MountState, CLEAN_MAGIC};
+use novafs_engine::layout::superblock::{Superblock, MAGIC};
+use novafs_engine::layout::{
+    checksum, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
+};
+use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
+
+use super::walk::{self, Fix, LogRef};
+use super::{Problem, ProblemKind, Progress, ProgressFn};
+
+/// Access to the image for one round: reads see the overlay of planned word stores (without
+/// `repair`), stores go to the media (with `repair`).
+pub(super) struct Ctx<'a> {
+    pub media: &'a Media,
+    pub repair: bool,
+    overlay: RefCell<BTreeMap<u64, u64>>,
+    modified: Cell<bool>,
+    /// The clean word to clear before the first change that alters block or inode usage.
+    dirty_target: Cell<Option<u64>>,
+    progress: Option<ProgressFn>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(media: &'a Media, repair: bool, progress: Option<ProgressFn>) -> Ctx<'a> {
+        Ctx {
+            media,
+            repair,
+            overlay: RefCell::new(BTreeMap::new()),
+            modified: Cell::new(false),
+            dirty_target: Cell::new(None),
+            progress,
+        }
+    }
+
+    /// Whether anything was written.
+    pub fn modified(&self) -> bool {
+        self.modified.get()
+    }
+
+    pub fn progress(&self, phase: &'static str, done: u64, total: u64) {
+        if let Some(p) = &self.progress {
+            p(&Progress { phase, done, total });
+        }
+    }
+
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.media.read(off, buf)?;
+        let ov = self.overlay.borrow();
+        if !ov.is_empty() {
+            let end = off + buf.len() as u64;
+            for (&w, &v) in ov.range(off.saturating_sub(7)..end) {
+                let bytes = v.to_le_bytes();
+                for (i, &b) in bytes.iter().enumerate() {
+                    let a = w + i as u64;
+                    if a >= off && a < end {
+                        buf[(a - off) as usize] = b;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_pod<T: bytemuck::Pod>(&self, off: u64) -> Result<T> {
+        let mut v = T::zeroed();
+        self.read(off, bytemuck::bytes_of_mut(&mut v))?;
+        Ok(v)
+    }
+
+    pub fn load_u64(&self, off: u64) -> Result<u64> {
+        if let Some(&v) = self.overlay.borrow().get(&off) {
+            return Ok(v);
+        }
+        self.media.load_u64(off)
+    }
+
+    /// Clear the clean flag before the first change (repair mode).
+    pub fn before_change(&self) -> Result<()> {
+        if let Some(off) = self.dirty_target.take() {
+            if self.repair {
+                self.media.commit_u64(off, 0)?;
+                self.modified.set(true);
+            } else {
+                self.overlay.borrow_mut().insert(off, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// An 8-byte store, flushed and fenced. `usage`: the change alters which blocks or inodes
+    /// are in use (a saved allocator state becomes stale).
+    pub fn store_word(&self, off: u64, v: u64, usage: bool) -> Result<()> {
+        if usage {
+            self.before_change()?;
+        }
+        if self.repair {
+            self.media.commit_u64(off, v)?;
+            self.modified.set(true);
+        } else {
+            self.overlay.borrow_mut().insert(off, v);
+        }
+        Ok(())
+    }
+
+    /// Write `bytes` (8-aligned), flushed and fenced.
+    pub fn write_bytes(&self, off: u64, bytes: &[u8], usage: bool) -> Result<()> {
+        if usage {
+            self.before_change()?;
+        }
+        if self.repair {
+            self.media.write_flush(off, bytes)?;
+            self.media.fence();
+            self.modified.set(true);
+        } else {
+            let mut ov = self.overlay.borrow_mut();
+            for (i, c) in bytes.chunks(8).enumerate() {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                ov.insert(off + 8 * i as u64, u64::from_le_bytes(w));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mark_modified(&self) {
+        self.modified.set(true);
+    }
+}
+
+/// A fix that appends log entries (applied by [`super::repair`] after the round).
+#[derive(Clone, Debug)]
+pub(super) enum Deferred {
+    /// Remove a name (DirRemove).
+    RemoveName { dir: u64, name: Vec<u8>, child: u64 },
+    /// Set a link count (Link).
+    SetNlink { ino: u64, nlink: u32 },
+    /// Set a directory's parent (Link).
+    SetParent { ino: u64, parent: u64 },
+    /// Set a file size (SetAttr).
+    SetSize { ino: u64, size: u64 },
+    /// Give page `pgoff` a private copy of `block` (zeroed from `zero_from`), or drop it.
+    Remap {
+        ino: u64,
+        pgoff: u64,
+        block: u64,
+        zero_from: Option<usize>,
+    },
+    /// Link a lost inode into /lost+found.
+    Relink { ino: u64, kind: Kind },
+}
+
+/// A loaded inode.
+pub(super) struct Info {
+    pub slot_off: u64,
+    pub kind: Kind,
+    pub st: InodeState,
+}
+
+/// What a round learnt, for the repairs.
+pub(super) struct Model {
+    pub sb: Superblock,
+    pub bounds: Bounds,
+    pub chunks: Vec<u64>,
+    pub infos: HashMap<u64, Info>,
+    /// Per block: 0 = free, else an owner code.
+    pub owner: Vec<u64>,
+    /// Free slots (kind 0, unreached), ascending, a few.
+    pub free_slots: Vec<u64>,
+}
+
+/// The result of one round.
+#[derive(Default)]
+pub(super) struct ScanResult {
+    pub problems: Vec<Problem>,
+    pub deferred: Vec<(usize, Deferred)>,
+    pub fatal: bool,
+    pub inodes_checked: u64,
+    pub blocks_checked: u64,
+    pub blocks_used: u64,
+    pub entries_checked: u64,
+    pub was_clean: bool,
+    pub notes: Vec<String>,
+    pub model: Option<Model>,
+}
+
+// Block owner codes: tag in the low 3 bits, id (inode or chunk index) above.
+const O_META: u64 = 1;
+const O_CHUNK: u64 = 2;
+pub(super) const O_LOG: u64 = 3;
+pub(super) const O_DATA: u64 = 4;
+const O_CLOG: u64 = 5;
+const O_CDATA: u64 = 6;
+
+pub(super) fn own(tag: u64, id: u64) -> u64 {
+    tag | (id << 3)
+}
+
+/// Describe an owner code.
+pub(super) fn describe(o: u64) -> String {
+    let id = o >> 3;
+    match o & 7 {
+        O_META => "fixed metadata".into(),
+        O_CHUNK => format!("part of inode-table chunk {id}"),
+        O_LOG => format!("a log page of inode {id}"),
+        O_DATA => format!("a data block of inode {id}"),
+        O_CLOG => format!("a write-cache log page of inode {id}"),
+        O_CDATA => format!("a write-cache block of inode {id}"),
+        _ => "free".into(),
+    }
+}
+
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u64) -> Bits {
+        Bits(vec![0; n.div_ceil(64) as usize])
+    }
+    fn set(&mut self, i: u64) -> bool {
+        let (w, b) = ((i / 64) as usize, 1u64 << (i % 64));
+        let was = self.0[w] & b != 0;
+        self.0[w] |= b;
+        was
+    }
+    fn get(&self, i: u64) -> bool {
+        self.0
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+/// The saved allocator state of a clean image.
+struct Saved {
+    free_blocks: Bits,
+    free_inos: Bits,
+    start: u64,
+    blocks: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Bad {
+    OutOfTable,
+    Free,
+    Invalid(String),
+}
+
+/// The names of a directory: (directory holding the name, name).
+type Names = Vec<(u64, Vec<u8>)>;
+
+struct Scanner<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    out: ScanResult,
+    sb: Superblock,
+    bounds: Bounds,
+    chunks: Vec<u64>,
+    max_ino: u64,
+    owner: Vec<u64>,
+    infos: HashMap<u64, Info>,
+    bad: HashMap<u64, Bad>,
+    reached: Bits,
+    name_count: Vec<u32>,
+    holders: HashMap<u64, Names>,
+    lost_hint: HashSet<u64>,
+    relinked: HashSet<u64>,
+    saved: Option<Saved>,
+    slot_kinds: Vec<u8>,
+    slots_in_use: u64,
+}
+
+const PRIMARY: &str = "primary superblock (block 0)";
+
+/// `Superblock::validate`, without its multiplication overflowing on a crafted block count.
+fn validate_sb(sb: &Superblock, where_: &str, len: u64) -> Result<()> {
+    if sb.magic == MAGIC && sb.blocks_total > u64::MAX / BLOCK {
+        return Err(Error::corrupt("superblock field blocks_total", where_));
+    }
+    sb.validate(where_, len)
+}
+
+/// Run one round.
+pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
+    let mut out = ScanResult::default();
+    let Some(sb) = superblocks(ctx, &mut out)? else {
+        out.fatal = true;
+        return Ok(out);
+    };
+    let mut s = Scanner {
+        ctx,
+        out,
+        sb,
+        bounds: Bounds::of(&sb),
+        chunks: Vec::new(),
+        max_ino: 0,
+        owner: vec![0; sb.blocks_total as usize],
+        infos: HashMap::new(),
+        bad: HashMap::new(),
+        reached: Bits::new(0),
+        name_count: Vec::new(),
+        holders: HashMap::new(),
+        lost_hint: HashSet::new(),
+        relinked: HashSet::new(),
+        saved: None,
+        slot_kinds: Vec::new(),
+        slots_in_use: 0,
+    };
+    s.out.blocks_checked = sb.blocks_total;
+    if !s.itable_map()? {
+        s.out.fatal = true;
+        return Ok(s.out);
+    }
+    s.mount_state()?;
+    s.journal()?;
+    s.slot_scan()?;
+    if !s.tree()? {
+        s.out.fatal = true;
+        return Ok(s.finish());
+    }
+    s.orphans()?;
+    s.dirs_and_links();
+    s.data_blocks()?;
+    s.sizes()?;
+    s.saved_state()?;
+    Ok(s.finish())
+}
+
+fn push(
+    out: &mut ScanResult,
+    kind: ProblemKind,
+    inode: Option<u64>,
+    block: Option<u64>,
+    offset: Option<u64>,
+    message: String,
+    repair: Option<&str>,
+) -> usize {
+    out.problems.push(Problem {
+        kind,
+        inode,
+        block,
+        offset,
+        message,
+        repair: repair.map(str::to_string),
+        fixed: false,
+    });
+    out.problems.len() - 1
+}
+
+/// Both superblocks: returns the good one (repairing the other), or `None` when neither is.
+fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>> {
+    let len = ctx.media.len();
+    if len < 2 * BLOCK {
+        if len >= 256 {
+            let p: Superblock = ctx.read_pod(0)?;
+            if p.magic == MAGIC {
+                push(
+                    out,
+                    ProblemKind::ImageTruncated,
+                    None,
+                    None,
+                    Some(len),
+                    format!("image file holds only {len} bytes"),
+                    None,
+                );
+                return Ok(None);
+            }
+        }
+        return Err(Error::NotNovafs);
+    }
+    let primary: Superblock = ctx.read_pod(0)?;
+    let err = match validate_sb(&primary, PRIMARY, len) {
+        Ok(()) => {
+            let rb = primary.replica_block;
+            let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
+            if replica != primary {
+                let why = match validate_sb(&replica, "superblock replica", len) {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "it differs from the primary".to_string(),
+                };
+                push(
+                    out,
+                    ProblemKind::SuperblockReplica,
+                    None,
+                    Some(rb),
+                    Some(rb * BLOCK),
+                    format!("superblock replica (block {rb}) is bad: {why}"),
+                    Some("rewrite the replica from the primary"),
+                );
+                ctx.write_bytes(rb * BLOCK, bytemuck::bytes_of(&primary), false)?;
+            }
+            return Ok(Some(primary));
+        }
+        Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
+        Err(e) => e,
+    };
+    // A superblock whose checksum holds but whose image is shorter: a truncated file.
+    if primary.magic == MAGIC
+        && primary.blocks_total <= u64::MAX / BLOCK
+        && validate_sb(&primary, PRIMARY, u64::MAX).is_ok()
+        && primary.blocks_total * BLOCK > len
+    {
+        push(out, ProblemKind::ImageTruncated, None, None, Some(len), format!("the image file holds {len} bytes but its superblock says {} blocks ({} bytes): truncated image file; restore its end from a copy", primary.blocks_total, primary.blocks_total * BLOCK), None);
+        return Ok(None);
+    }
+    let rb = len / BLOCK - 1;
+    let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
+    match validate_sb(&replica, "superblock replica", len) {
+        Ok(()) if replica.replica_block == rb => {
+            push(
+                out,
+                ProblemKind::SuperblockPrimary,
+                None,
+                Some(0),
+                Some(0),
+                format!("primary superblock is bad ({err}); the replica (block {rb}) is good"),
+                Some("rewrite the primary from the replica"),
+            );
+            ctx.write_bytes(0, bytemuck::bytes_of(&replica), false)?;
+            Ok(Some(replica))
+        }
+        other => {
+            if primary.magic != MAGIC && replica.magic != MAGIC {
+                return Err(Error::NotNovafs);
+            }
+            let rerr = match other {
+                Err(e) => e.to_string(),
+                Ok(()) => "it is not at the last block".into(),
+            };
+            push(
+                out,
+                ProblemKind::Superblock,
+                None,
+                Some(0),
+                Some(0),
+                format!("both superblocks are bad: primary: {err}; replica (block {rb}): {rerr}"),
+                None,
+            );
+            Ok(None)
+        }
+    }
+}
+
+impl Scanner<'_, '_> {
+    fn problem(
+        &mut self,
+        kind: ProblemKind,
+        inode: Option<u64>,
+        block: Option<u64>,
+        offset: Option<u64>,
+        message: String,
+        repair: Option<&str>,
+    ) -> usize {
+        push(&mut self.out, kind, inode, block, offset, message, repair)
+    }
+
+    fn defer(&mut self, idx: usize, d: Deferred) {
+        self.out.deferred.push((idx, d));
+    }
+
+    fn finish(mut self) -> ScanResult {
+        self.out.inodes_checked = (self.infos.len() + self.bad.len()) as u64;
+        self.out.blocks_used = self.owner.iter().filter(|&&o| o != 0).count() as u64;
+        let mut free_slots = Vec::new();
+        for ino in ROOT_INO + 1..self.max_ino {
+            if self.slot_kinds.get(ino as usize) == Some(&0)
+                && !self.reached.get(ino)
+                && !self.infos.contains_key(&ino)
+                && !self.bad.contains_key(&ino)
+            {
+                free_slots.push(ino);
+                if free_slots.len() >= 16 {
+                    break;
+                }
+            }
+        }
+        self.out.model = Some(Model {
+            sb: self.sb,
+            bounds: self.bounds,
+            chunks: self.chunks.clone(),
+            infos: std::mem::take(&mut self.infos),
+            owner: std::mem::take(&mut self.owner),
+            free_slots,
+        });
+        self.out
+    }
+
+    /// The inode-table map and its chunks. Returns false when it is too damaged to go on.
+    fn itable_map(&mut self) -> Result<bool> {
+        let sb = self.sb;
+        for b in 0..sb.first_free_block {
+            self.owner[b as usize] = own(O_META, 0);
+        }
+        self.owner[sb.replica_block as usize] = own(O_META, 0);
+        let map_off = sb.itable_map_start * BLOCK;
+        let mut map = vec![0u8; (sb.itable_map_blocks * BLOCK) as usize];
+        self.ctx.read(map_off, &mut map)?;
+        let n = sb.max_chunks() as usize;
+        let entry = |i: usize| u64::from_le_bytes(map[i * 8..i * 8 + 8].try_into().expect("8"));
+        let mut i = 0;
+        while i < n && entry(i) != 0 {
+            let b = entry(i);
+            let off = map_off + i as u64 * 8;
+            if b < sb.first_free_block
+                || b.checked_add(CHUNK_BLOCKS)
+                    .is_none_or(|e| e > sb.replica_block)
+            {
+                self.problem(ProblemKind::ItableMap, None, Some(sb.itable_map_start + off / BLOCK - sb.itable_map_start), Some(off), format!("inode-table map entry {i} points to block {b}, outside the allocatable area"), None);
+                return Ok(false);
+            }
+            for c in b..b + CHUNK_BLOCKS {
+                if self.owner[c as usize] != 0 {
+                    let o = describe(self.owner[c as usize]);
+                    self.problem(
+                        ProblemKind::ItableMap,
+                        None,
+                        Some(c),
+                        Some(off),
+                        format!(
+                            "inode-table chunk {i} (blocks {b}..{}) overlaps {o} at block {c}",
+                            b + CHUNK_BLOCKS
+                        ),
+                        None,
+                    );
+                    return Ok(false);
+                }
+                self.owner[c as usize] = own(O_CHUNK, i as u64);
+            }
+            self.chunks.push(b);
+            i += 1;
+        }
+        if self.chunks.is_empty() {
+            self.problem(
+                ProblemKind::ItableMap,
+                None,
+                Some(sb.itable_map_start),
+                Some(map_off),
+                "the inode-table map is empty".into(),
+                None,
+            );
+            return Ok(false);
+        }
+        for j in i..n {
+            let v = entry(j);
+            if v != 0 {
+                let off = map_off + j as u64 * 8;
+                self.problem(ProblemKind::ItableMap, None, Some(off / BLOCK), Some(off), format!("inode-table map entry {j} holds {v} after the end of the map (entry {i} is 0)"), Some("clear the entry"));
+                self.ctx.store_word(off, 0, true)?;
+            }
+        }
+        self.max_ino = self.chunks.len() as u64 * INODES_PER_CHUNK;
+        self.reached = Bits::new(self.max_ino);
+        self.name_count = vec![0; self.max_ino as usize];
+        Ok(true)
+    }
+
+    fn mount_state(&mut self) -> Result<()> {
+        let sb = self.sb;
+        let off = sb.state_block * BLOCK;
+        let ms: MountState = self.ctx.read_pod(off)?;
+        if ms.clean != 0 {
+            self.ctx.dirty_target.set(Some(off));
+        }
+        const CLEAR: &str =
+            "clear the clean flag (the next mount rebuilds the allocators from the logs)";
+        if ms.clean != 0 && ms.clean != CLEAN_MAGIC {
+            self.problem(
+                ProblemKind::MountState,
+                None,
+                Some(sb.state_block),
+                Some(off),
+                format!(
+                    "mount-state clean word holds {:#x}, neither 0 nor the clean magic",
+                    ms.clean
+                ),
+                Some(CLEAR),
+            );
+            self.ctx.before_change()?;
+            return Ok(());
+        }
+        if ms.clean != CLEAN_MAGIC {
+            self.out.notes.push("the image was not cleanly unmounted: mount will undo any interrupted operation and rebuild the allocators; the saved-state and leak checks do not apply".into());
+            return Ok(());
+        }
+        self.out.was_clean = true;
+        if ms.csum != ms.compute_csum() {
+            self.problem(
+                ProblemKind::MountState,
+                None,
+                Some(sb.state_block),
+                Some(off + 60),
+                "mount-state header checksum".into(),
+                Some(CLEAR),
+            );
+            self.ctx.before_change()?;
+            return Ok(());
+        }
+        match self.parse_saved(&ms)? {
+            Ok(saved) => self.saved = Some(saved),
+            Err(msg) => {
+                self.problem(
+                    ProblemKind::SavedState,
+                    None,
+                    Some(ms.saved_block),
+                    Some(ms.saved_block.saturating_mul(BLOCK)),
+                    format!("saved allocator state: {msg}"),
+                    Some(CLEAR),
+                );
+                self.ctx.before_change()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_saved(&self, ms: &MountState) -> Result<std::result::Result<Saved, String>> {
+        let sb = self.sb;
+        let end = ms.saved_block.saturating_add(ms.saved_blocks);
+        if ms.saved_block < sb.first_free_block
+            || end > sb.replica_block
+            || ms.saved_len > ms.saved_blocks.saturating_mul(BLOCK)
+            || ms.saved_len < 16
+        {
+            return Ok(Err(format!(
+                "location blocks {}+{} ({} bytes) is out of range",
+                ms.saved_block, ms.saved_blocks, ms.saved_len
+            )));
+        }
+        let mut buf = vec![0u8; ms.saved_len as usize];
+        self.ctx.read(ms.saved_block * BLOCK, &mut buf)?;
+        if checksum(&buf) != ms.saved_csum {
+            return Ok(Err("checksum".into()));
+        }
+        let mut pos = 0usize;
+        let mut rd = || -> Option<u64> {
+            let b = buf.get(pos..pos + 8)?;
+            pos += 8;
+            Some(u64::from_le_bytes(b.try_into().ok()?))
+        };
+        let mut saved = Saved {
+            free_blocks: Bits::new(sb.blocks_total),
+            free_inos: Bits::new(self.max_ino),
+            start: ms.saved_block,
+            blocks: ms.saved_blocks,
+        };
+        let Some(n) = rd() else {
+            return Ok(Err("truncated".into()));
+        };
+        let mut prev_end = sb.first_free_block;
+        for i in 0..n {
+            let (Some(s), Some(l)) = (rd(), rd()) else {
+                return Ok(Err("truncated extent list".into()));
+            };
+            if s < prev_end || l == 0 || s.checked_add(l).is_none_or(|e| e > sb.replica_block) {
+                return Ok(Err(format!(
+                    "free extent {i} ({s}+{l}) is unsorted, overlapping or out of range"
+                )));
+            }
+            prev_end = s + l;
+            for b in s..s + l {
+                saved.free_blocks.set(b);
+            }
+        }
+        let Some(m) = rd() else {
+            return Ok(Err("truncated".into()));
+        };
+        for i in 0..m {
+            let (Some(s), Some(l)) = (rd(), rd()) else {
+                return Ok(Err("truncated inode list".into()));
+            };
+            if s <= ROOT_INO || s.checked_add(l).is_none_or(|e| e > self.max_ino) {
+                return Ok(Err(format!(
+                    "free inode range {i} ({s}+{l}) is out of range"
+                )));
+            }
+            for ino in s..s + l {
+                saved.free_inos.set(ino);
+            }
+        }
+        if pos != buf.len() {
+            return Ok(Err("trailing bytes".into()));
+        }
+        Ok(Ok(saved))
+    }
+
+    fn journal(&mut self) -> Result<()> {
+        let base = self.sb.journal_block * BLOCK;
+        let chunks = self.chunks.clone();
+        let valid_word = |addr: u64| {
+            addr % INODE_SIZE == TAIL_OFFSET
+                && chunks
+                    .iter()
+                    .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
+        };
+        for slot in 0..SLOTS {
+            let off = base + slot as u64 * SLOT_BYTES;
+            let js: JournalSlot = self.ctx.read_pod(off)?;
+            if js.commit == 0 {
+                continue;
+            }
+            let block = Some(self.sb.journal_block);
+            if js.commit != JOURNAL_ACTIVE | js.n as u64
+                || js.n as usize > MAX_ENTRIES
+                || js.csum != js.compute_csum()
+            {
+                self.problem(ProblemKind::JournalCorrupt, None, block, Some(off), format!("journal slot {slot} is damaged (commit word {:#x}, {} records)", js.commit, js.n), Some("clear the slot without undoing it (its undo records cannot be trusted); the rest of the check repairs what the interrupted operation left"));
+                self.ctx.store_word(off, 0, true)?;
+                continue;
+            }
+            let entries = &js.entries[..js.n as usize];
+            if let Some(e) = entries.iter().find(|e| !valid_word(e.addr)) {
+                self.problem(
+                    ProblemKind::JournalCorrupt,
+                    None,
+                    block,
+                    Some(off),
+                    format!(
+                        "journal slot {slot}: undo address {} is not an inode's tail word",
+                        e.addr
+                    ),
+                    Some("clear the slot without undoing it"),
+                );
+                self.ctx.store_word(off, 0, true)?;
+                continue;
+            }
+            self.problem(ProblemKind::JournalActive, None, block, Some(off), format!("journal slot {slot} is active: a multi-inode operation was interrupted ({} tails to restore)", js.n), Some("undo it, as recovery does"));
+            self.ctx.before_change()?;
+            for e in entries {
+                if self.ctx.repair {
+                    self.ctx.media.store_u64(e.addr, e.old)?;
+                    self.ctx.media.flush(e.addr, 8)?;
+                } else {
+                    self.ctx.store_word(e.addr, e.old, true)?;
+                }
+            }
+            if self.ctx.repair {
+                self.ctx.media.fence();
+            }
+            self.ctx.store_word(off, 0, true)?;
+        }
+        Ok(())
+    }
+
+    /// Read every slot's kind byte (for orphans and the progress estimate).
+    fn slot_scan(&mut self) -> Result<()> {
+        let mut kinds = vec![0u8; self.max_ino as usize];
+        let mut buf = vec![0u8; (CHUNK_BLOCKS * BLOCK) as usize];
+        for (ci, &c) in self.chunks.iter().enumerate() {
+            self.ctx.read(c * BLOCK, &mut buf)?;
+            for i in 0..INODES_PER_CHUNK as usize {
+                kinds[ci * INODES_PER_CHUNK as usize + i] = buf[i * INODE_SIZE as usize + 16];
+            }
+        }
+        kinds[0] = 0;
+        self.slots_in_use = kinds.iter().filter(|&&k| k != 0).count() as u64;
+        self.slot_kinds = kinds;
+        Ok(())
+    }
+
+    /// Load inode `ino` (if not yet): its slot and logs; claims its log pages.
+    fn load(&mut self, ino: u64, expect: Option<Kind>) -> Result<Option<Bad>> {
+        if self.infos.contains_key(&ino) {
+            return Ok(None);
+        }
+        if let Some(b) = self.bad.get(&ino) {
+            return Ok(Some(b.clone()));
+        }
+        let r = self.load_inner(ino, expect)?;
+        if let Some(b) = &r {
+            self.bad.insert(ino, b.clone());
+        }
+        let n = (self.infos.len() + self.bad.len()) as u64;
+        if n.is_multiple_of(4096) {
+            self.ctx.progress("inodes", n, self.slots_in_use.max(n));
+        }
+        Ok(r)
+    }
+
+    fn load_inner(&mut self, ino: u64, expect: Option<Kind>) -> Result<Option<Bad>> {
+        let Some(off) = (ino != 0).then(|| slot_offset(&self.chunks, ino)).flatten() else {
+            return Ok(Some(Bad::OutOfTable));
+        };
+        let mut slot: InodeSlot = self.ctx.read_pod(off)?;
+        if slot.kind == 0 {
+            return Ok(Some(Bad::Free));
+        }
+        let blk = Some(off / BLOCK);
+        let mut reseal = None;
+        if let Err(e) = slot.validate(ino) {
+            let reason = match e {
+                Error::Corrupt { what, .. } => what,
+                e => e.to_string(),
+            };
+            if let Some((fixed, word)) = walk::fix_slot(&slot, ino) {
+                self.problem(
+                    ProblemKind::InodeSlot,
+                    Some(ino),
+                    blk,
+                    Some(off + word),
+                    format!("inode {ino} slot: {reason}; a single flipped bit"),
+                    Some("restore the bit"),
+                );
+                let value = u64::from_le_bytes(
+                    bytemuck::bytes_of(&fixed)[word as usize..word as usize + 8]
+                        .try_into()
+                        .expect("8"),
+                );
+                self.ctx.store_word(off + word, value, false)?;
+                slot = fixed;
+            } else if expect.is_some() && Kind::from_u8(slot.kind) == expect && self.sane(&slot) {
+                reseal = Some((reason, false));
+            } else if ino == ROOT_INO {
+                // The root's fixed fields are known: rebuild them, keep the rest.
+                slot.kind = Kind::Dir as u8;
+                slot.reserved0 = [0; 7];
+                slot.flags = 0;
+                slot.parent = ROOT_INO;
+                slot.reserved = [0; 44];
+                slot.cache_head = 0;
+                slot.cache_tail = 0;
+                if slot.mode > 0o7777 {
+                    slot.mode = 0o755;
+                }
+                reseal = Some((reason, true));
+            } else {
+                return Ok(Some(Bad::Invalid(reason)));
+            }
+        }
+        let kind = Kind::from_u8(slot.kind).expect("validated kind");
+        let mut st = InodeState::new(ino, &slot, kind);
+        let head = self.ctx.load_u64(off + HEAD_OFFSET)?;
+        let tail = self.ctx.load_u64(off + TAIL_OFFSET)?;
+        let bounds = self.bounds;
+        let main = {
+            let owner = &self.owner;
+            let taken = |b: u64| -> Option<String> {
+                let o = owner[b as usize];
+                (o != 0).then(|| describe(o))
+            };
+            let r = LogRef {
+                ino,
+                which: "log",
+                head,
+                tail,
+                bounds,
+                taken: &taken,
+                salvage: kind == Kind::Dir,
+            };
+            let mut scratch = Vec::new();
+            let mut apply = |e: &Entry| {
+                let res = st.apply(e, ino, bounds, &mut scratch).map_err(|e| match e {
+                    Error::Corrupt { what, .. } => what,
+                    e => e.to_string(),
+                });
+                scratch.clear();
+                res
+            };
+            walk::walk(self.ctx, &r, &mut apply)?
+        };
+        if let Some((reason, rebuild)) = reseal.take() {
+            if !main.issues.is_empty() && !rebuild {
+                return Ok(Some(Bad::Invalid(reason)));
+            }
+            let fixed = slot.seal();
+            if rebuild {
+                self.problem(ProblemKind::InodeSlot, Some(ino), blk, Some(off + 16), format!("the root directory's slot is damaged ({reason})"), Some("rebuild its fixed fields (kind, parent, flags, reserved bytes) and its checksum"));
+                self.ctx
+                    .write_bytes(off + 16, &bytemuck::bytes_of(&fixed)[16..], false)?;
+            } else {
+                let value =
+                    u64::from_le_bytes(bytemuck::bytes_of(&fixed)[120..128].try_into().expect("8"));
+                self.problem(ProblemKind::InodeSlot, Some(ino), blk, Some(off + 124), format!("inode {ino} slot: {reason}; its fields are sane and agree with its directory entry"), Some("recompute the slot checksum"));
+                self.ctx.store_word(off + 120, value, false)?;
+            }
+        }
+        self.log_issues(
+            ino,
+            off + TAIL_OFFSET,
+            &main,
+            "cut the log back to the last valid entry",
+        )?;
+        // Names past a cut: the children still named at the end of the salvaged entries are
+        // lost (a name added and removed again was a deleted file).
+        let mut names: HashMap<&[u8], u64> = HashMap::new();
+        for ent in &main.salvaged {
+            match ent {
+                Entry::DirAdd {
+                    ino: child, name, ..
+                } => {
+                    names.insert(name, *child);
+                }
+                Entry::DirRemove { name, .. } => {
+                    names.remove(name.as_slice());
+                }
+                _ => {}
+            }
+        }
+        self.lost_hint.extend(names.into_values());
+        st.log = main.log;
+        for &p in &st.log.pages {
+            self.owner[p as usize] = own(O_LOG, ino);
+        }
+        self.out.entries_checked += st.log.entries;
+        // The write-cache log.
+        let ctail = self.ctx.load_u64(off + CACHE_TAIL_OFFSET)?;
+        if ctail != 0 && kind != Kind::File {
+            self.problem(
+                ProblemKind::InodeSlot,
+                Some(ino),
+                blk,
+                Some(off + CACHE_TAIL_OFFSET),
+                format!("inode {ino}: a write cache on a non-file"),
+                Some("empty the write cache"),
+            );
+            self.ctx.store_word(off + CACHE_TAIL_OFFSET, 0, true)?;
+        } else if ctail != 0 {
+            let chead = self.ctx.load_u64(off + CACHE_HEAD_OFFSET)?;
+            let cache = {
+                let owner = &self.owner;
+                let taken = |b: u64| -> Option<String> {
+                    let o = owner[b as usize];
+                    (o != 0).then(|| describe(o))
+                };
+                let r = LogRef {
+                    ino,
+                    which: "cache log",
+                    head: chead,
+                    tail: ctail,
+                    bounds,
+                    taken: &taken,
+                    salvage: false,
+                };
+                let mut apply = |e: &Entry| st.apply_cache(e, bounds).map_err(|e| e.to_string());
+                walk::walk(self.ctx, &r, &mut apply)?
+            };
+            self.log_issues(
+                ino,
+                off + CACHE_TAIL_OFFSET,
+                &cache,
+                "cut the write-cache log back to the last valid entry",
+            )?;
+            st.cache_log = cache.log;
+            // As recovery: a failure-atomic cache is discarded (its blocks are free), a
+            // MAP_SYNC one is migrated (its log pages and blocks are in use).
+            if !st.cache_atomic {
+                for &p in &st.cache_log.pages {
+                    self.owner[p as usize] = own(O_CLOG, ino);
+                }
+            }
+        }
+        self.infos.insert(
+            ino,
+            Info {
+                slot_off: off,
+                kind,
+                st,
+            },
+        );
+        Ok(None)
+    }
+
+    /// Record a walk's problems and apply their single-store fixes.
+    fn log_issues(
+        &mut self,
+        ino: u64,
+        tail_word: u64,
+        w: &walk::WalkOut,
+        cut_msg: &str,
+    ) -> Result<()> {
+        let cut_repair = match w.cut {
+            Some(0) => format!("{cut_msg} (the log becomes empty)"),
+            Some(t) => format!("{cut_msg} (new tail {t})"),
+            None => String::new(),
+        };
+        for is in &w.issues {
+            let repair = match &is.fix {
+                Fix::Cut if is.kind == ProblemKind::LogTail => match w.cut {
+                    Some(0) => "no valid entry: empty the log (tail 0)".to_string(),
+                    Some(t) => format!("set the tail to the end of the last valid entry ({t})"),
+                    None => String::new(),
+                },
+                Fix::Word { .. } => "restore the bit".to_string(),
+                Fix::Trailer { .. } => {
+                    "rewrite the page trailer to link to the tail page".to_string()
+                }
+                Fix::Cut => cut_repair.clone(),
+            };
+            self.problem(
+                is.kind,
+                Some(ino),
+                is.block,
+                is.offset,
+                format!("inode {ino}: {}", is.message),
+                Some(&repair),
+            );
+            match &is.fix {
+                Fix::Word { off, value } => self.ctx.store_word(*off, *value, false)?,
+                Fix::Trailer { page, trailer } => self.ctx.write_bytes(
+                    page * BLOCK + novafs_engine::layout::logpage::TRAILER_OFFSET,
+                    bytemuck::bytes_of(trailer),
+                    true,
+                )?,
+                Fix::Cut => {}
+            }
+        }
+        if let Some(t) = w.cut {
+            self.ctx.store_word(tail_word, t, true)?;
+        }
+        Ok(())
+    }
+
+    fn sane(&self, s: &InodeSlot) -> bool {
+        s.reserved.iter().all(|&b| b == 0)
+            && s.reserved0.iter().all(|&b| b == 0)
+            && s.mode <= 0o7777
+            && s.flags == 0
+            && s.parent != 0
+            && s.parent < self.max_ino
+    }
+
+    /// Walk the tree from the root. Returns false when the root is unusable.
+    fn tree(&mut self) -> Result<bool> {
+        match self.load(ROOT_INO, Some(Kind::Dir))? {
+            None if self.infos[&ROOT_INO].kind == Kind::Dir => {}
+            other => {
+                let why = match other {
+                    Some(Bad::Free) => "free".to_string(),
+                    Some(Bad::Invalid(m)) => format!("invalid ({m})"),
+                    Some(Bad::OutOfTable) => "outside the table".into(),
+                    None => "not a directory".into(),
+                };
+                let off = slot_offset(&self.chunks, ROOT_INO);
+                self.problem(
+                    ProblemKind::InodeSlot,
+                    Some(ROOT_INO),
+                    off.map(|o| o / BLOCK),
+                    off,
+                    format!("the root directory inode is {why}"),
+                    None,
+                );
+                return Ok(false);
+            }
+        }
+        self.reached.set(ROOT_INO);
+        if self.infos[&ROOT_INO].st.parent != ROOT_INO {
+            let p = self.infos[&ROOT_INO].st.parent;
+            let i = self.problem(
+                ProblemKind::DirParent,
+                Some(ROOT_INO),
+                None,
+                None,
+                format!("the root directory's parent is {p}, not itself"),
+                Some("set it (Link entry)"),
+            );
+            self.defer(
+                i,
+                Deferred::SetParent {
+                    ino: ROOT_INO,
+                    parent: ROOT_INO,
+                },
+            );
+        }
+        let mut queue = VecDeque::from([ROOT_INO]);
+        self.bfs(&mut queue)?;
+        Ok(true)
+    }
+
+    fn bfs(&mut self, queue: &mut VecDeque<u64>) -> Result<()> {
+        while let Some(d) = queue.pop_front() {
+            let mut ents: Vec<(Vec<u8>, DirEnt)> = self.infos[&d]
+                .st
+                .dir
+                .iter()
+                .map(|(n, e)| (n.to_vec(), *e))
+                .collect();
+            ents.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, ent) in ents {
+                self.visit(d, name, ent, queue)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_name(&mut self, kind: ProblemKind, dir: u64, name: Vec<u8>, child: u64, why: String) {
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        let i = self.problem(
+            kind,
+            Some(dir),
+            None,
+            None,
+            format!("directory {dir}: name {shown:?} -> inode {child}: {why}"),
+            Some("remove the name (DirRemove entry)"),
+        );
+        self.defer(i, Deferred::RemoveName { dir, name, child });
+    }
+
+    fn visit(
+        &mut self,
+        d: u64,
+        name: Vec<u8>,
+        ent: DirEnt,
+        queue: &mut VecDeque<u64>,
+    ) -> Result<()> {
+        let child = ent.ino;
+        if name == b"." || name == b".." {
+            self.remove_name(
+                ProblemKind::DirEntry,
+                d,
+                name,
+                child,
+                "'.' and '..' are not stored names".into(),
+            );
+            return Ok(());
+        }
+        if child == ROOT_INO {
+            self.remove_name(
+                ProblemKind::DirReachableTwice,
+                d,
+                name,
+                child,
+                "names the root directory (a cycle)".into(),
+            );
+            return Ok(());
+        }
+        match self.load(child, Some(ent.kind))? {
+            None => {}
+            Some(Bad::OutOfTable) => {
+                self.remove_name(
+                    ProblemKind::DanglingEntry,
+                    d,
+                    name,
+                    child,
+                    "the inode number is outside the inode table".into(),
+                );
+                return Ok(());
+            }
+            Some(Bad::Free) => {
+                self.remove_name(
+                    ProblemKind::DanglingEntry,
+                    d,
+                    name,
+                    child,
+                    "the inode is free".into(),
+                );
+                return Ok(());
+            }
+            Some(Bad::Invalid(m)) => {
+                self.remove_name(
+                    ProblemKind::DanglingEntry,
+                    d,
+                    name,
+                    child,
+                    format!("the inode is invalid ({m})"),
+                );
+                return Ok(());
+            }
+        }
+        let kind = self.infos[&child].kind;
+        if kind != ent.kind {
+            self.lost_hint.insert(child);
+            self.remove_name(
+                ProblemKind::DirEntry,
+                d,
+                name,
+                child,
+                format!("the entry says {:?} but the inode is {kind:?}", ent.kind),
+            );
+            return Ok(());
+        }
+        if kind == Kind::Dir {
+            self.holders.entry(child).or_default().push((d, name));
+            if !self.reached.set(child) {
+                queue.push_back(child);
+            }
+        } else {
+            self.name_count[child as usize] += 1;
+            self.reached.set(child);
+        }
+        Ok(())
+    }
+
+    /// Valid inodes no directory names: lost files (relinked) or slots recovery frees.
+    fn orphans(&mut self) -> Result<()> {
+        let mut lost = Vec::new();
+        let mut stale = 0u64;
+        for ino in ROOT_INO + 1..self.max_ino {
+            if self.reached.get(ino) {
+                if let Some(s) = &self.saved {
+                    if s.free_inos.get(ino) {
+                        let i = self.problem(
+                            ProblemKind::InodeNumber,
+                            Some(ino),
+                            None,
+                            None,
+                            format!(
+                                "inode {ino} is in use but the saved state lists its number free"
+                            ),
+                            Some("clear the clean flag"),
+                        );
+                        let _ = i;
+                        self.ctx.before_change()?;
+                    }
+                }
+                continue;
+            }
+            let in_use_slot = self.slot_kinds[ino as usize] != 0 || self.infos.contains_key(&ino);
+            let saved_in_use = self.saved.as_ref().map(|s| !s.free_inos.get(ino));
+            if !in_use_slot {
+                if saved_in_use == Some(true) {
+                    self.problem(ProblemKind::InodeNumber, Some(ino), None, None, format!("inode number {ino} is neither in use nor free in the saved state (leaked)"), Some("clear the clean flag"));
+                    self.ctx.before_change()?;
+                }
+                continue;
+            }
+            let is_lost = saved_in_use == Some(true) || self.lost_hint.contains(&ino);
+            if !is_lost {
+                stale += 1;
+                continue;
+            }
+            match self.load(ino, None)? {
+                None => lost.push(ino),
+                Some(b) => {
+                    if saved_in_use == Some(true) {
+                        let why = match b {
+                            Bad::Invalid(m) => m,
+                            _ => "free".into(),
+                        };
+                        self.problem(ProblemKind::InodeNumber, Some(ino), None, None, format!("inode {ino} is in use per the saved state but no directory names it and its slot is invalid ({why})"), Some("clear the clean flag (recovery frees it)"));
+                        self.ctx.before_change()?;
+                    }
+                }
+            }
+        }
+        if stale > 0 {
+            self.out.notes.push(format!("{stale} inode slots are not named by any directory (deleted while open or created but not linked before a crash); mount frees them"));
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let mut named = HashSet::new();
+        for &l in &lost {
+            if self.infos[&l].kind == Kind::Dir {
+                named.extend(self.infos[&l].st.dir.values().map(|e| e.ino));
+            }
+        }
+        let mut roots: Vec<u64> = lost
+            .iter()
+            .copied()
+            .filter(|i| !named.contains(i))
+            .collect();
+        loop {
+            for &root in &roots {
+                if self.reached.set(root) {
+                    continue;
+                }
+                let info = &self.infos[&root];
+                let kind = info.kind;
+                let what = match kind {
+                    Kind::Dir => format!("directory with {} entries", info.st.dir.len()),
+                    _ => format!("{kind:?}, {} bytes", info.st.attr.size).to_lowercase(),
+                };
+                let i = self.problem(ProblemKind::Orphan, Some(root), None, Some(info.slot_off), format!("inode {root} ({what}) is valid and in use but no directory names it (a lost file)"), Some("link it into /lost+found"));
+                self.defer(i, Deferred::Relink { ino: root, kind });
+                self.relinked.insert(root);
+                if kind == Kind::Dir {
+                    let mut q = VecDeque::from([root]);
+                    self.bfs(&mut q)?;
+                }
+            }
+            // Lost directories that only name each other (a cycle): take the lowest.
+            match lost.iter().find(|&&i| !self.reached.get(i)) {
+                Some(&i) => roots = vec![i],
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Directories reachable twice; directory parents; link counts.
+    fn dirs_and_links(&mut self) {
+        let mut holders: Vec<(u64, Names)> =
+            std::mem::take(&mut self.holders).into_iter().collect();
+        holders.sort_by_key(|h| h.0);
+        for (dir, hs) in holders {
+            let parent = self.infos[&dir].st.parent;
+            let keep = hs.iter().position(|h| h.0 == parent).unwrap_or(0);
+            for (i, (h, name)) in hs.iter().enumerate() {
+                if i != keep {
+                    let kept = hs[keep].0;
+                    self.remove_name(ProblemKind::DirReachableTwice, *h, name.clone(), dir, format!("directory {dir} is also named in directory {kept} (a cycle or a hard link to a directory)"));
+                }
+            }
+            let kept = hs[keep].0;
+            if parent != kept && !self.relinked.contains(&dir) {
+                let i = self.problem(
+                    ProblemKind::DirParent,
+                    Some(dir),
+                    None,
+                    None,
+                    format!(
+                        "directory {dir}: stored parent {parent}, but directory {kept} names it"
+                    ),
+                    Some("set the parent (Link entry)"),
+                );
+                self.defer(
+                    i,
+                    Deferred::SetParent {
+                        ino: dir,
+                        parent: kept,
+                    },
+                );
+            }
+        }
+        let mut inos: Vec<u64> = self.infos.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            let info = &self.infos[&ino];
+            if info.kind == Kind::Dir || !self.reached.get(ino) {
+                continue;
+            }
+            let names = self.name_count[ino as usize] + self.relinked.contains(&ino) as u32;
+            let stored = info.st.attr.nlink;
+            if stored != names {
+                let i = self.problem(
+                    ProblemKind::LinkCount,
+                    Some(ino),
+                    None,
+                    None,
+                    format!(
+                        "inode {ino}: link count {stored}, but {names} name{} found",
+                        if names == 1 { "" } else { "s" }
+                    ),
+                    Some("set the link count (Link entry)"),
+                );
+                self.defer(i, Deferred::SetNlink { ino, nlink: names });
+            }
+        }
+    }
+
+    fn reached_inos(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .infos
+            .keys()
+            .copied()
+            .filter(|&i| self.reached.get(i))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Data and write-cache blocks: each in one place only.
+    fn data_blocks(&mut self) -> Result<()> {
+        for ino in self.reached_inos() {
+            let info = &self.infos[&ino];
+            let map: Vec<(u64, u64)> = info.st.map.iter().map(|(&p, &b)| (p, b)).collect();
+            // As recovery: a failure-atomic cache owns nothing; entries past the end of file
+            // are dropped (their blocks free); entries the map holds were migrated.
+            let pages = info.st.attr.size.div_ceil(BLOCK);
+            let cache: Vec<(u64, u64)> = if info.st.cache_atomic {
+                Vec::new()
+            } else {
+                let mut c: Vec<(u64, u64)> = info
+                    .st
+                    .cache
+                    .iter()
+                    .filter(|(&p, _)| p < pages)
+                    .map(|(&p, &b)| (p, b))
+                    .collect();
+                c.sort_unstable();
+                c
+            };
+            let data = own(O_DATA, ino);
+            for (pg, b) in map {
+                let o = self.owner[b as usize];
+                if o != 0 {
+                    let i = self.problem(
+                        ProblemKind::BlockShared,
+                        Some(ino),
+                        Some(b),
+                        Some(b * BLOCK),
+                        format!(
+                            "inode {ino} page {pg} maps block {b}, which is also {}",
+                            describe(o)
+                        ),
+                        Some("give this page a private copy (or drop it when there is no space)"),
+                    );
+                    self.defer(
+                        i,
+                        Deferred::Remap {
+                            ino,
+                            pgoff: pg,
+                            block: b,
+                            zero_from: None,
+                        },
+                    );
+                } else {
+                    self.owner[b as usize] = data;
+                }
+            }
+            for (pg, b) in cache {
+                let o = self.owner[b as usize];
+                let map_same = o == data && self.infos[&ino].st.map.get(&pg) == Some(&b);
+                if o != 0 && !map_same {
+                    self.problem(
+                        ProblemKind::BlockShared,
+                        Some(ino),
+                        Some(b),
+                        Some(b * BLOCK),
+                        format!(
+                            "inode {ino} write-cache page {pg} is block {b}, which is also {}",
+                            describe(o)
+                        ),
+                        None,
+                    );
+                } else if o == 0 {
+                    self.owner[b as usize] = own(O_CDATA, ino);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// File sizes against extents, and zero bytes past the end of file.
+    fn sizes(&mut self) -> Result<()> {
+        let mut page = vec![0u8; BLOCK as usize];
+        let max = MAX_FILE_PAGES * BLOCK;
+        for ino in self.reached_inos() {
+            let info = &self.infos[&ino];
+            if info.kind == Kind::Dir {
+                continue;
+            }
+            let size = info.st.attr.size;
+            let first_beyond = size.div_ceil(BLOCK);
+            let beyond: Vec<(u64, u64)> = info
+                .st
+                .map
+                .range(first_beyond..)
+                .map(|(&p, &b)| (p, b))
+                .collect();
+            if size > max || !beyond.is_empty() {
+                // The size the data supports: up to the last non-zero byte of the last page.
+                let mut new_size = size.min(max);
+                for &(p, b) in beyond.iter().rev() {
+                    self.ctx.read(b * BLOCK, &mut page)?;
+                    if let Some(i) = page.iter().rposition(|&x| x != 0) {
+                        new_size = new_size.max(p * BLOCK + i as u64 + 1);
+                        break;
+                    }
+                }
+                if size > max {
+                    let last = info.st.map.keys().next_back().copied();
+                    new_size = last.map_or(0, |p| (p + 1) * BLOCK).min(max);
+                }
+                let msg = if size > max {
+                    format!("inode {ino}: size {size} is beyond the largest file ({max})")
+                } else {
+                    format!("inode {ino}: size {size}, but {} mapped pages lie entirely beyond it (first: page {}, block {})", beyond.len(), beyond[0].0, beyond[0].1)
+                };
+                let repair = if new_size == size {
+                    "drop the pages beyond the size (they hold only zeros)".to_string()
+                } else {
+                    format!("set the size to {new_size} (SetAttr entry; the end of the data)")
+                };
+                let blk = beyond.first().map(|b| b.1);
+                let i = self.problem(
+                    ProblemKind::FileSize,
+                    Some(ino),
+                    blk,
+                    blk.map(|b| b * BLOCK),
+                    msg,
+                    Some(&repair),
+                );
+                self.defer(
+                    i,
+                    Deferred::SetSize {
+                        ino,
+                        size: new_size,
+                    },
+                );
+                continue;
+            }
+            let in_page = (size % BLOCK) as usize;
+            if in_page != 0 {
+                if let Some(&b) = info.st.map.get(&(size / BLOCK)) {
+                    let tail = &mut page[..BLOCK as usize - in_page];
+                    self.ctx.read(b * BLOCK + in_page as u64, tail)?;
+                    let nonzero = tail
+                        .chunks(64)
+                        .any(|c| c.iter().fold(0u8, |a, &b| a | b) != 0);
+                    if let Some(i) = nonzero.then(|| tail.iter().position(|&x| x != 0)).flatten() {
+                        let i = self.problem(ProblemKind::EofBytes, Some(ino), Some(b), Some(b * BLOCK + (in_page + i) as u64), format!("inode {ino}: non-zero bytes past the end of file (size {size}) in its last page (block {b})"), Some("zero them in a private copy of the page"));
+                        self.defer(
+                            i,
+                            Deferred::Remap {
+                                ino,
+                                pgoff: size / BLOCK,
+                                block: b,
+                                zero_from: Some(in_page),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A clean image: blocks and inode numbers against the saved state.
+    fn saved_state(&mut self) -> Result<()> {
+        let Some(saved) = self.saved.take() else {
+            return Ok(());
+        };
+        let sb = self.sb;
+        const CLEAR: &str =
+            "clear the clean flag (the next mount rebuilds the allocators from the logs)";
+        // The saved state itself lies in blocks it lists free, and in no used block.
+        for b in saved.start..saved.start + saved.blocks {
+            if self.owner[b as usize] != 0 || !saved.free_blocks.get(b) {
+                self.problem(
+                    ProblemKind::SavedState,
+                    None,
+                    Some(b),
+                    Some(b * BLOCK),
+                    format!(
+                        "the saved allocator state lies in block {b}, which is {}",
+                        if self.owner[b as usize] != 0 {
+                            describe(self.owner[b as usize])
+                        } else {
+                            "not listed free".into()
+                        }
+                    ),
+                    Some(CLEAR),
+                );
+                self.ctx.before_change()?;
+                break;
+            }
+        }
+        let mut runs: [(ProblemKind, Vec<(u64, u64)>); 2] = [
+            (ProblemKind::BlockFreeInUse, Vec::new()),
+            (ProblemKind::BlockLeaked, Vec::new()),
+        ];
+        for b in sb.first_free_block..sb.replica_block {
+            let used = self.owner[b as usize] != 0;
+            let free = saved.free_blocks.get(b);
+            let which = match (used, free) {
+                (true, true) => 0,
+                (false, false) => 1,
+                _ => continue,
+            };
+            let v = &mut runs[which].1;
+            match v.last_mut() {
+                Some((s, l)) if *s + *l == b => *l += 1,
+                _ => v.push((b, 1)),
+            }
+        }
+        const SHOWN: usize = 16;
+        for (kind, v) in runs {
+            let total: u64 = v.iter().map(|r| r.1).sum();
+            for (i, &(s, l)) in v.iter().enumerate() {
+                if i == SHOWN {
+                    let rest: u64 = v[SHOWN..].iter().map(|r| r.1).sum();
+                    self.problem(
+                        kind,
+                        None,
+                        Some(s),
+                        Some(s * BLOCK),
+                        format!(
+                            "... and {} more runs ({rest} blocks; {total} in all)",
+                            v.len() - SHOWN
+                        ),
+                        Some(CLEAR),
+                    );
+                    break;
+                }
+                let msg = match kind {
+                    ProblemKind::BlockFreeInUse => format!("blocks {s}..{} ({l}) are in use ({}...) but the saved state lists them free", s + l - 1, describe(self.owner[s as usize])),
+                    _ if l == 1 => format!("block {s} is neither in use nor free in the saved state (leaked)"),
+                    _ => format!("blocks {s}..{} ({l}) are neither in use nor free in the saved state (leaked)", s + l - 1),
+                };
+                self.problem(kind, None, Some(s), Some(s * BLOCK), msg, Some(CLEAR));
+            }
+            if !v.is_empty() {
+                self.ctx.before_change()?;
+            }
+        }
+        Ok(())
+    }
+}

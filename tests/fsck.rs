@@ -1,0 +1,1289 @@
+//! fsck: healthy images are clean; every kind of corruption is found (-n), fixed or reported
+//! unfixable (-y), and mounting the damaged image gives a typed error rather than a panic or
+//! silently damaged data (or, where the clean-mount fast path reads no log, the damage shows as
+//! a typed error on access, or only fsck sees it, as noted per test).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use novafs::engine::layout::entry::Entry;
+use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
+use novafs::engine::layout::state::MountState;
+use novafs::engine::layout::{checksum, Kind, BLOCK};
+use novafs::{Error, FormatOptions, Fs, MountOptions};
+use novafs_crashtest::workload;
+use novafs_recovery::fsck::{self, FsckOptions, FsckReport, ProblemKind};
+use tempfile::TempDir;
+
+fn scratch() -> TempDir {
+    let mut b = tempfile::Builder::new();
+    b.prefix("novafs-fsck-");
+    if Path::new("/dev/shm").is_dir() {
+        b.tempdir_in("/dev/shm").unwrap()
+    } else {
+        b.tempdir().unwrap()
+    }
+}
+
+/// Where an inode lives, taken from the mounted engine.
+#[derive(Clone, Debug)]
+struct L {
+    ino: u64,
+    slot_off: u64,
+    tail: u64,
+    pages: Vec<u64>,
+    next_seq: u64,
+    map: BTreeMap<u64, u64>,
+}
+
+fn layout(fs: &Fs, p: &str) -> L {
+    let ino = fs.resolve(p).unwrap();
+    let i = fs.engine().inode(ino).unwrap();
+    let st = i.state.read();
+    L {
+        ino,
+        slot_off: i.slot_off,
+        tail: st.log.tail,
+        pages: st.log.pages.clone(),
+        next_seq: st.log.next_seq,
+        map: st.map.clone(),
+    }
+}
+
+const PATHS: [&str; 8] = ["/", "/a", "/a/b", "/f1", "/a/f2", "/a/b/f3", "/big", "/sym"];
+
+fn data(seed: u64, len: u64) -> Vec<u8> {
+    workload::data(seed, len)
+}
+
+/// A small image: a few directories, files, a hard link, a symlink and a directory whose log
+/// spans three pages. Returns the layouts of [`PATHS`] (by path).
+fn build(dir: &TempDir, crash: bool) -> (PathBuf, BTreeMap<&'static str, L>) {
+    let path = dir.path().join("fs.img");
+    let fs = Fs::format(&path, 16 << 20, &FormatOptions::default()).unwrap();
+    fs.create_dir("/a").unwrap();
+    fs.create_dir("/a/b").unwrap();
+    fs.write("/f1", &data(1, 10000)).unwrap();
+    fs.write("/a/f2", &data(2, 100)).unwrap();
+    fs.write("/a/b/f3", &data(3, 5000)).unwrap();
+    fs.hard_link("/f1", "/a/link").unwrap();
+    fs.symlink("/f1", "/sym").unwrap();
+    fs.create_dir("/big").unwrap();
+    for i in 0..150 {
+        fs.write(format!("/big/file-{i:03}"), &data(100 + i, 10))
+            .unwrap();
+    }
+    let l = PATHS.iter().map(|&p| (p, layout(&fs, p))).collect();
+    if crash {
+        fs.crash();
+    } else {
+        fs.unmount().unwrap();
+    }
+    (path, l)
+}
+
+fn run(path: &Path, repair: bool) -> FsckReport {
+    let r = fsck::check(
+        path,
+        &FsckOptions {
+            repair,
+            ..FsckOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("fsck {}: {e}", if repair { "-y" } else { "-n" }));
+    if std::env::var_os("FSCK_SHOW").is_some() {
+        eprintln!("fsck {}: {}", if repair { "-y" } else { "-n" }, show(&r));
+    }
+    r
+}
+
+fn show(r: &FsckReport) -> String {
+    let mut s = format!(
+        "exit {} found {} fixed {} left {}\n",
+        r.exit_code(),
+        r.errors_found,
+        r.errors_fixed,
+        r.errors_left
+    );
+    for p in &r.problems {
+        s += &format!(
+            "  [{}] {p} -> {}\n",
+            if p.fixed { "fixed" } else { "left" },
+            p.repair.as_deref().unwrap_or("(cannot fix)")
+        );
+    }
+    for n in &r.notes {
+        s += &format!("  note: {n}\n");
+    }
+    s
+}
+
+fn assert_clean(path: &Path) {
+    let r = run(path, false);
+    assert_eq!(r.exit_code(), 0, "expected a clean image:\n{}", show(&r));
+    assert!(r.inodes_checked > 0 && r.blocks_checked > 0);
+}
+
+/// fsck -n finds `kind` (exit 4) naming `inode`/`block` when given; returns the report.
+fn assert_found(
+    path: &Path,
+    kind: ProblemKind,
+    inode: Option<u64>,
+    block: Option<u64>,
+) -> FsckReport {
+    let before = std::fs::read(path).unwrap();
+    let r = run(path, false);
+    assert_eq!(r.exit_code(), 4, "{}", show(&r));
+    assert!(r.errors_found > 0 && r.errors_left == r.errors_found);
+    let hit = r.problems.iter().any(|p| {
+        p.kind == kind
+            && inode.is_none_or(|i| p.inode == Some(i))
+            && block.is_none_or(|b| p.block == Some(b))
+            && (p.inode.is_some() || p.block.is_some() || p.offset.is_some())
+    });
+    assert!(
+        hit,
+        "expected {kind} (inode {inode:?}, block {block:?}):\n{}",
+        show(&r)
+    );
+    // -n wrote nothing: the image is unchanged and a second run says the same.
+    let again = run(path, false);
+    assert_eq!(again.problems, r.problems);
+    assert!(
+        std::fs::read(path).unwrap() == before,
+        "fsck -n wrote to the image"
+    );
+    r
+}
+
+/// fsck -y fixes everything (exit 1), then fsck -n is clean and the image mounts.
+fn assert_fixed(path: &Path) -> Fs {
+    let r = run(path, true);
+    assert_eq!(r.exit_code(), 1, "{}", show(&r));
+    assert_eq!(r.errors_left, 0);
+    assert_eq!(r.errors_fixed, r.errors_found);
+    assert_clean(path);
+    Fs::open(path, &MountOptions::default()).unwrap_or_else(|e| panic!("mount after fsck -y: {e}"))
+}
+
+/// A copy of the image (to mount the damaged image without touching the original).
+fn copy(path: &Path, name: &str) -> PathBuf {
+    let c = path.with_file_name(name);
+    std::fs::copy(path, &c).unwrap();
+    c
+}
+
+fn read_at(path: &Path, off: u64, len: usize) -> Vec<u8> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut b = vec![0; len];
+    f.read_exact_at(&mut b, off).unwrap();
+    b
+}
+
+fn write_at(path: &Path, off: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, off).unwrap();
+}
+
+fn flip(path: &Path, off: u64, bit: u8) {
+    let mut b = read_at(path, off, 1);
+    b[0] ^= 1 << bit;
+    write_at(path, off, &b);
+}
+
+fn u64_at(path: &Path, off: u64) -> u64 {
+    u64::from_le_bytes(read_at(path, off, 8).try_into().unwrap())
+}
+
+/// Append `e` to the log of `l` as the engine would (room in the tail page assumed).
+fn append_raw(path: &Path, l: &L, e: &Entry) {
+    let mut buf = Vec::new();
+    e.encode(l.next_seq, &mut buf);
+    assert!(
+        l.tail % BLOCK + buf.len() as u64 <= 4032,
+        "no room in the tail page"
+    );
+    write_at(path, l.tail, &buf);
+    write_at(
+        path,
+        l.slot_off + 8,
+        &(l.tail + buf.len() as u64).to_le_bytes(),
+    );
+}
+
+/// Clear the clean flag of a copy, so that mounting it runs the full rebuild.
+fn unclean_copy(path: &Path, name: &str) -> PathBuf {
+    let c = copy(path, name);
+    write_at(&c, BLOCK, &0u64.to_le_bytes());
+    c
+}
+
+fn is_corrupt<T: std::fmt::Debug>(r: novafs::Result<T>) -> bool {
+    matches!(r, Err(Error::Corrupt { .. }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Healthy images.
+
+#[test]
+fn healthy_images_are_clean() {
+    for crash in [false, true] {
+        let dir = scratch();
+        let (path, _) = build(&dir, crash);
+        assert_clean(&path);
+        let r = run(&path, true);
+        assert_eq!(r.exit_code(), 0, "{}", show(&r));
+        assert!(!r.modified, "fsck -y on a clean image wrote");
+        Fs::open(&path, &MountOptions::default())
+            .unwrap()
+            .unmount()
+            .unwrap();
+        assert_clean(&path);
+    }
+}
+
+#[test]
+fn fresh_image_and_empty_files_are_clean() {
+    let dir = scratch();
+    let path = dir.path().join("e.img");
+    Fs::format(&path, 1 << 20, &FormatOptions::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    assert_clean(&path);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    fs.create("/empty").unwrap();
+    fs.create_dir("/d").unwrap();
+    let f = fs.create("/sparse").unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    fs.crash();
+    assert_clean(&path);
+}
+
+#[test]
+fn random_workloads_leave_clean_images() {
+    for (n, w) in workload::random(11, 24, 40).into_iter().enumerate() {
+        for crash in [false, true] {
+            let dir = scratch();
+            let path = dir.path().join("w.img");
+            let fs = Fs::format(&path, 8 << 20, &FormatOptions::default()).unwrap();
+            for op in &w.ops {
+                let _ = workload::apply(&fs, op);
+            }
+            if crash {
+                fs.crash();
+            } else {
+                fs.unmount().unwrap();
+            }
+            let r = run(&path, false);
+            assert_eq!(
+                r.exit_code(),
+                0,
+                "workload {n} ({}) crash={crash}:\n{}\n{}",
+                w.name,
+                w.to_text(),
+                show(&r)
+            );
+        }
+    }
+}
+
+#[test]
+fn seq1_and_mapped_workloads_leave_clean_images() {
+    let ws: Vec<_> = workload::seq1()
+        .into_iter()
+        .chain(workload::mapped())
+        .collect();
+    assert!(ws.len() > 30);
+    for w in ws {
+        for crash in [false, true] {
+            let dir = scratch();
+            let path = dir.path().join("w.img");
+            let fs = Fs::format(&path, 8 << 20, &FormatOptions::default()).unwrap();
+            let mut maps = workload::Maps::new();
+            for op in w.setup.iter().chain(&w.ops) {
+                let _ = workload::apply_with(&fs, &mut maps, op);
+            }
+            if crash {
+                // Write caches (mapped pages) are left in place, as a crash leaves them.
+                fs.crash();
+                drop(maps);
+            } else {
+                drop(maps);
+                fs.unmount().unwrap();
+            }
+            let r = run(&path, false);
+            assert_eq!(
+                r.exit_code(),
+                0,
+                "{} crash={crash}:\n{}\n{}",
+                w.name,
+                w.to_text(),
+                show(&r)
+            );
+            Fs::open(&path, &MountOptions::default())
+                .unwrap()
+                .unmount()
+                .unwrap();
+            assert_clean(&path);
+        }
+    }
+}
+
+#[test]
+fn open_handles_at_crash_leave_unreferenced_slots_that_are_not_errors() {
+    let dir = scratch();
+    let path = dir.path().join("o.img");
+    let fs = Fs::format(&path, 4 << 20, &FormatOptions::default()).unwrap();
+    fs.write("/gone", &data(5, 9000)).unwrap();
+    let f = fs.open_file("/gone").unwrap();
+    fs.remove_file("/gone").unwrap();
+    fs.crash();
+    // After a crash, closing the handle writes nothing: the slot stays as the crash left it.
+    drop(f);
+    let r = run(&path, false);
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    assert!(
+        r.notes.iter().any(|n| n.contains("not named")),
+        "{}",
+        show(&r)
+    );
+}
+
+#[test]
+fn mounted_image_is_refused() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    let r = fsck::check(&path, &FsckOptions::default());
+    assert!(matches!(r, Err(Error::ImageInUse)), "{r:?}");
+    assert_eq!(fsck::exit_code(&r), 8);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn traced_backend() {
+    use novafs::engine::Media;
+    use std::sync::Arc;
+    let media = Arc::new(Media::traced(4 << 20));
+    let engine = novafs::Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
+    let fs = Fs::from_engine(engine, Default::default());
+    fs.create_dir("/d").unwrap();
+    fs.write("/d/x", &data(9, 7000)).unwrap();
+    fs.crash();
+    let r = fsck::check_media(media.clone(), &FsckOptions::default()).unwrap();
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    // Damage an entry of /d/x (a fresh traced region holding the damaged image), repair it on
+    // the traced backend: every store of the repair is in the trace, followed by a fence.
+    let ino = {
+        let (engine, _) = novafs::Engine::open_media(
+            Arc::new(Media::traced_from(media.snapshot().unwrap())),
+            &MountOptions::default(),
+        )
+        .unwrap();
+        let d = engine.lookup(1, b"d").unwrap().ino;
+        let x = engine.lookup(d, b"x").unwrap().ino;
+        let i = engine.inode(x).unwrap();
+        let page = i.state.read().log.pages[0];
+        engine.crash();
+        (x, page)
+    };
+    let mut image = media.snapshot().unwrap();
+    let at = (ino.1 * BLOCK) as usize;
+    image[at + 16..at + 40].fill(0xa5);
+    let damaged = Arc::new(Media::traced_from(image));
+    let r = fsck::check_media(damaged.clone(), &FsckOptions::default()).unwrap();
+    assert_eq!(r.exit_code(), 4, "{}", show(&r));
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::LogEntry && p.inode == Some(ino.0)));
+    damaged.with_trace(|t| t.enabled = true);
+    let y = fsck::check_media(
+        damaged.clone(),
+        &FsckOptions {
+            repair: true,
+            ..FsckOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(y.exit_code(), 1, "{}", show(&y));
+    let events = damaged.with_trace(|t| t.take()).unwrap();
+    use novafs::engine::media::TraceEvent;
+    let stores = events
+        .iter()
+        .filter(|e| matches!(e, TraceEvent::Store { .. }))
+        .count();
+    assert!(stores > 0);
+    assert!(
+        matches!(events.last(), Some(TraceEvent::Fence { .. })),
+        "the last event is a fence"
+    );
+    let r = fsck::check_media(damaged.clone(), &FsckOptions::default()).unwrap();
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    let (engine, _) = novafs::Engine::open_media(damaged, &MountOptions::default()).unwrap();
+    engine.lookup(1, b"d").unwrap();
+    engine.crash();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for crafting corruption.
+
+/// Region offsets of the committed entries of `l`'s log, with the decoded entries.
+fn entries(path: &Path, l: &L) -> Vec<(u64, Entry)> {
+    let mut out = Vec::new();
+    for (i, &p) in l.pages.iter().enumerate() {
+        let end = if i + 1 == l.pages.len() {
+            l.tail % BLOCK
+        } else {
+            u32::from_le_bytes(read_at(path, p * BLOCK + 4040, 4).try_into().unwrap()) as u64
+        };
+        let buf = read_at(path, p * BLOCK, end as usize);
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let lines = buf[pos + 1] as usize;
+            let (e, _) = Entry::decode(&buf[pos..pos + 64 * lines], String::new).unwrap();
+            out.push((p * BLOCK + pos as u64, e));
+            pos += 64 * lines;
+        }
+    }
+    out
+}
+
+fn dir_entry_offset(path: &Path, l: &L, name: &[u8]) -> u64 {
+    entries(path, l)
+        .into_iter()
+        .find(|(_, e)| matches!(e, Entry::DirAdd { name: n, .. } if n == name))
+        .map(|(o, _)| o)
+        .expect("entry")
+}
+
+/// Rewrite the 64-byte entry line at `off` with `f` applied, resealing its checksum.
+fn reseal_entry(path: &Path, off: u64, f: impl FnOnce(&mut [u8])) {
+    let mut b = read_at(path, off, 64);
+    f(&mut b);
+    b[4..8].copy_from_slice(&[0; 4]);
+    let c = checksum(&b);
+    b[4..8].copy_from_slice(&c.to_le_bytes());
+    write_at(path, off, &b);
+}
+
+fn used_of(path: &Path, page: u64) -> u32 {
+    u32::from_le_bytes(read_at(path, page * BLOCK + 4040, 4).try_into().unwrap())
+}
+
+fn nlink(fs: &Fs, p: &str) -> u32 {
+    fs.symlink_metadata(p).unwrap().nlink()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The corruption table.
+
+#[test]
+fn superblock_primary_bit_flip_is_repaired_from_the_replica() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    flip(&path, 20, 3); // blocks_total
+    let r = assert_found(&path, ProblemKind::SuperblockPrimary, None, Some(0));
+    assert_eq!(r.problems[0].offset, Some(0));
+    // Mount repairs the primary from the replica too (documented), on a copy.
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(fs.mount_report().superblock_repaired);
+    fs.unmount().unwrap();
+    let fs = assert_fixed(&path);
+    assert!(
+        fs.mount_report().clean,
+        "a superblock repair keeps the saved state"
+    );
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn superblock_replica_damage_is_repaired_from_the_primary() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let last = std::fs::metadata(&path).unwrap().len() - BLOCK;
+    flip(&path, last + 70, 0);
+    assert_found(
+        &path,
+        ProblemKind::SuperblockReplica,
+        None,
+        Some(last / BLOCK),
+    );
+    assert_fixed(&path).unmount().unwrap();
+}
+
+#[test]
+fn both_superblocks_damaged_is_a_clear_unfixable_error() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let last = std::fs::metadata(&path).unwrap().len() - BLOCK;
+    flip(&path, 20, 3);
+    flip(&path, last + 20, 5);
+    let r = assert_found(&path, ProblemKind::Superblock, None, Some(0));
+    assert!(
+        r.problems[0].message.contains("both superblocks"),
+        "{}",
+        show(&r)
+    );
+    let y = run(&path, true);
+    assert_eq!(y.exit_code(), 4, "{}", show(&y));
+    assert!(!y.modified);
+    assert!(is_corrupt(Fs::open(&path, &MountOptions::default())));
+}
+
+#[test]
+fn inode_slot_bit_flip_is_restored() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f2 = &l["/a/f2"];
+    flip(&path, f2.slot_off + 36, 2); // uid
+    let r = assert_found(
+        &path,
+        ProblemKind::InodeSlot,
+        Some(f2.ino),
+        Some(f2.slot_off / BLOCK),
+    );
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.offset == Some(f2.slot_off + 32)));
+    // The clean mount reads no slot; the damage shows as a typed error on access.
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(is_corrupt(fs.metadata("/a/f2")));
+    fs.unmount().unwrap();
+    assert!(is_corrupt(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
+    assert_eq!(fs.metadata("/a/f2").unwrap().uid(), 0);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn inode_slot_garbage_makes_its_names_dangling() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f3 = &l["/a/b/f3"];
+    write_at(&path, f3.slot_off + 16, &[0xee; 16]);
+    let r = assert_found(&path, ProblemKind::DanglingEntry, Some(l["/a/b"].ino), None);
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.message.contains(&format!("inode {}", f3.ino))));
+    // Its blocks are no longer owned: leaked against the saved state.
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::BlockLeaked));
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(is_corrupt(fs.metadata("/a/b/f3")));
+    fs.unmount().unwrap();
+    let fs = assert_fixed(&path);
+    assert!(!fs.exists("/a/b/f3"));
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn log_entry_bit_flip_is_restored() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f1 = &l["/f1"];
+    let at = f1.pages[0] * BLOCK;
+    flip(&path, at + 25, 4); // the Write entry's block number
+    let r = assert_found(
+        &path,
+        ProblemKind::LogEntry,
+        Some(f1.ino),
+        Some(f1.pages[0]),
+    );
+    assert!(r.problems.iter().any(|p| p.offset == Some(at)));
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(is_corrupt(fs.read("/f1")));
+    fs.unmount().unwrap();
+    assert!(is_corrupt(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    assert!(
+        fs.mount_report().clean,
+        "a restored bit keeps the saved state valid"
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn damaged_log_entry_cuts_the_log_back() {
+    let dir = scratch();
+    let (path, l) = build(&dir, true);
+    let f1 = &l["/f1"];
+    // /f1's log: the Write entry, then the Link entry of the hard link. Damage the first.
+    let es = entries(&path, f1);
+    assert!(
+        matches!(es[0].1, Entry::Write { .. })
+            && matches!(es.last().unwrap().1, Entry::Link { .. })
+    );
+    write_at(&path, es[0].0 + 16, &[0xa5; 24]);
+    let r = assert_found(
+        &path,
+        ProblemKind::LogEntry,
+        Some(f1.ino),
+        Some(f1.pages[0]),
+    );
+    assert!(r.problems.iter().any(|p| p.offset == Some(es[0].0)));
+    // Cut back to nothing: the file is empty, its link count the initial 1 for two names.
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::LinkCount && p.inode == Some(f1.ino)));
+    assert!(is_corrupt(Fs::open(
+        copy(&path, "c.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/f1").unwrap().len(), 0);
+    assert_eq!(nlink(&fs, "/f1"), 2);
+    assert_eq!(fs.read("/a/b/f3").unwrap(), data(3, 5000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn directory_entry_bit_flip_is_restored() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let a = &l["/a"];
+    let off = dir_entry_offset(&path, a, b"f2");
+    flip(&path, off + 41, 1); // a name byte
+    assert_found(&path, ProblemKind::LogEntry, Some(a.ino), Some(off / BLOCK));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn damaged_directory_entry_loses_names_into_lost_and_found() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let a = &l["/a"];
+    let f2 = &l["/a/f2"];
+    let off = dir_entry_offset(&path, a, b"f2");
+    write_at(&path, off + 8, &[0x5a; 40]);
+    let r = assert_found(&path, ProblemKind::LogEntry, Some(a.ino), Some(off / BLOCK));
+    // The names at and after the damaged entry are gone: f2 is lost, /f1 lost its second name.
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::Orphan && p.inode == Some(f2.ino)),
+        "{}",
+        show(&r)
+    );
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::LinkCount && p.inode == Some(l["/f1"].ino)));
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(is_corrupt(fs.read_dir("/a")));
+    fs.unmount().unwrap();
+    let fs = assert_fixed(&path);
+    let lost = format!("/lost+found/#{}", f2.ino);
+    assert_eq!(fs.read(&lost).unwrap(), data(2, 100));
+    assert_eq!(nlink(&fs, "/f1"), 1);
+    assert!(fs.exists("/a/b/f3"));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn bad_trailer_before_the_tail_page_is_relinked() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let big = &l["/big"];
+    assert_eq!(
+        big.pages.len(),
+        3,
+        "the test needs a three-page directory log"
+    );
+    let p1 = big.pages[1];
+    write_at(&path, p1 * BLOCK + TRAILER_OFFSET + 12, &[0; 4]); // magic
+    let r = assert_found(&path, ProblemKind::LogTrailer, Some(big.ino), Some(p1));
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.offset == Some(p1 * BLOCK + TRAILER_OFFSET)));
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(is_corrupt(fs.read_dir("/big")));
+    fs.unmount().unwrap();
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read_dir("/big").unwrap().len(), 150);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn broken_log_chain_is_cut_and_lost_names_relinked() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let big = &l["/big"];
+    let p0 = big.pages[0];
+    write_at(&path, p0 * BLOCK + TRAILER_OFFSET, &[0xff; 16]);
+    let r = assert_found(&path, ProblemKind::LogTrailer, Some(big.ino), Some(p0));
+    let orphans = r
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::Orphan)
+        .count();
+    assert_eq!(orphans, 150 - 63, "{}", show(&r));
+    assert!(is_corrupt(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read_dir("/big").unwrap().len(), 63);
+    let lost = fs.read_dir("/lost+found").unwrap();
+    assert_eq!(lost.len(), 150 - 63);
+    // Every lost file kept its contents.
+    for e in &lost {
+        let name = format!("/lost+found/{}", e.name_lossy());
+        assert_eq!(fs.read(&name).unwrap().len(), 10);
+    }
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn tail_past_its_page_is_recovered() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let big = &l["/big"];
+    let tp = big.tail / BLOCK;
+    write_at(
+        &path,
+        big.slot_off + 8,
+        &(tp * BLOCK + TRAILER_OFFSET + 8).to_le_bytes(),
+    );
+    let r = assert_found(&path, ProblemKind::LogTail, Some(big.ino), Some(tp));
+    assert!(
+        r.problems[0]
+            .repair
+            .as_deref()
+            .unwrap()
+            .contains(&big.tail.to_string()),
+        "{}",
+        show(&r)
+    );
+    let c = copy(&path, "copy.img");
+    let fs = Fs::open(&c, &MountOptions::default()).unwrap();
+    assert!(is_corrupt(fs.read_dir("/big")));
+    fs.unmount().unwrap();
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read_dir("/big").unwrap().len(), 150);
+    fs.unmount().unwrap();
+    assert_eq!(u64_at(&path, big.slot_off + 8), big.tail);
+}
+
+#[test]
+fn log_cycle_is_relinked() {
+    let dir = scratch();
+    let (path, l) = build(&dir, true);
+    let big = &l["/big"];
+    let (p0, p1) = (big.pages[0], big.pages[1]);
+    let t = PageTrailer::new(p0, used_of(&path, p1));
+    write_at(&path, p1 * BLOCK + TRAILER_OFFSET, bytemuck::bytes_of(&t));
+    assert_found(&path, ProblemKind::LogCycle, Some(big.ino), Some(p1));
+    assert!(is_corrupt(Fs::open(
+        copy(&path, "c.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read_dir("/big").unwrap().len(), 150);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn block_owned_by_two_files_gets_a_private_copy() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let (f1, f2) = (&l["/f1"], &l["/a/f2"]);
+    let b = f1.map[&0];
+    append_raw(
+        &path,
+        f2,
+        &Entry::Write {
+            pgoff: 0,
+            block: b,
+            num_pages: 1,
+            size: 100,
+            mtime_ns: 1,
+        },
+    );
+    let r = assert_found(&path, ProblemKind::BlockShared, Some(f2.ino), Some(b));
+    // f2's own block is now referenced by nothing: leaked against the saved state.
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::BlockLeaked && p.block == Some(f2.map[&0])));
+    // The clean mount reads no log and cannot see it; the rebuild after a crash refuses it.
+    assert!(is_corrupt(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    assert_eq!(fs.read("/a/f2").unwrap(), data(1, 10000)[..100].to_vec());
+    // Writing one file no longer changes the other.
+    fs.write("/a/f2", b"changed").unwrap();
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+    assert_clean(&path);
+}
+
+#[test]
+fn leaked_block_clears_the_clean_flag() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let ms: MountState = bytemuck::pod_read_unaligned(&read_at(&path, BLOCK, 64));
+    let mut saved = read_at(&path, ms.saved_block * BLOCK, ms.saved_len as usize);
+    let n = u64::from_le_bytes(saved[..8].try_into().unwrap()) as usize;
+    let last = 8 + (n - 1) * 16;
+    let len = u64::from_le_bytes(saved[last + 8..last + 16].try_into().unwrap());
+    let start = u64::from_le_bytes(saved[last..last + 8].try_into().unwrap());
+    assert!(len > 1);
+    saved[last + 8..last + 16].copy_from_slice(&(len - 1).to_le_bytes());
+    write_at(&path, ms.saved_block * BLOCK, &saved);
+    let mut ms2 = ms;
+    ms2.saved_csum = checksum(&saved);
+    ms2.csum = ms2.compute_csum();
+    write_at(&path, BLOCK, bytemuck::bytes_of(&ms2));
+    let leaked = start + len - 1;
+    assert_found(&path, ProblemKind::BlockLeaked, None, Some(leaked));
+    // Mount uses the saved state (a leak only loses space): only fsck sees it.
+    Fs::open(copy(&path, "c.img"), &MountOptions::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let fs = assert_fixed(&path);
+    assert!(
+        !fs.mount_report().clean,
+        "the next mount rebuilds the allocators"
+    );
+    fs.unmount().unwrap();
+    assert_clean(&path);
+}
+
+#[test]
+fn wrong_link_count_is_corrected() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f3 = &l["/a/b/f3"];
+    append_raw(
+        &path,
+        f3,
+        &Entry::Link {
+            nlink: 5,
+            ctime_ns: 1,
+            parent: 0,
+        },
+    );
+    assert_found(&path, ProblemKind::LinkCount, Some(f3.ino), None);
+    // The clean mount reads no log: the wrong count shows as metadata; only fsck sees it.
+    let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
+    assert_eq!(nlink(&fs, "/a/b/f3"), 5);
+    fs.unmount().unwrap();
+    // The rebuild should refuse it; see the report (engine/src/mount.rs drops the counts).
+    match Fs::open(unclean_copy(&path, "u.img"), &MountOptions::default()) {
+        Err(Error::Corrupt { .. }) => {}
+        Ok(fs) => {
+            assert_eq!(nlink(&fs, "/a/b/f3"), 5);
+            fs.unmount().unwrap();
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let fs = assert_fixed(&path);
+    assert_eq!(nlink(&fs, "/a/b/f3"), 1);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn dangling_directory_entry_is_removed() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let (a, f2) = (&l["/a"], &l["/a/f2"]);
+    write_at(&path, f2.slot_off + 16, &0u64.to_le_bytes()); // the kind word, as a free does
+    let r = assert_found(&path, ProblemKind::DanglingEntry, Some(a.ino), None);
+    assert!(r.problems.iter().any(|p| p.message.contains("free")));
+    let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
+    assert!(matches!(fs.metadata("/a/f2"), Err(Error::NotFound)));
+    fs.unmount().unwrap();
+    assert!(is_corrupt(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert!(!fs.exists("/a/f2"));
+    fs.create("/a/f2").unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&path);
+}
+
+#[test]
+fn directory_cycle_is_broken() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let (a, b) = (&l["/a"], &l["/a/b"]);
+    append_raw(
+        &path,
+        b,
+        &Entry::DirAdd {
+            ino: a.ino,
+            kind: Kind::Dir,
+            name: b"loop".to_vec(),
+            mtime_ns: 1,
+        },
+    );
+    assert_found(&path, ProblemKind::DirReachableTwice, Some(b.ino), None);
+    assert!(is_corrupt(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert!(!fs.exists("/a/b/loop"));
+    assert_eq!(nlink(&fs, "/a/b"), 2);
+    fs.remove_dir("/a/b").unwrap_err();
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn file_size_short_of_its_extents_is_restored() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f1 = &l["/f1"];
+    let (off, _) = entries(&path, f1)
+        .into_iter()
+        .find(|(_, e)| matches!(e, Entry::Write { .. }))
+        .unwrap();
+    reseal_entry(&path, off, |b| {
+        b[40..48].copy_from_slice(&100u64.to_le_bytes())
+    });
+    assert_found(&path, ProblemKind::FileSize, Some(f1.ino), None);
+    // The engine replays such an entry without complaint: only fsck sees it.
+    let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
+    assert_eq!(fs.read("/f1").unwrap().len(), 100);
+    fs.unmount().unwrap();
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn file_size_beyond_the_largest_file_is_cut_to_its_extents() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f3 = &l["/a/b/f3"];
+    let (off, _) = entries(&path, f3)
+        .into_iter()
+        .find(|(_, e)| matches!(e, Entry::Write { .. }))
+        .unwrap();
+    reseal_entry(&path, off, |b| {
+        b[40..48].copy_from_slice(&(u64::MAX / 2).to_le_bytes())
+    });
+    assert_found(&path, ProblemKind::FileSize, Some(f3.ino), None);
+    let fs = assert_fixed(&path);
+    let got = fs.read("/a/b/f3").unwrap();
+    assert_eq!(got.len(), 8192);
+    assert_eq!(got[..5000], data(3, 5000)[..]);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn bytes_past_the_end_of_file_are_zeroed() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f2 = &l["/a/f2"];
+    let b = f2.map[&0];
+    write_at(&path, b * BLOCK + 200, b"garbage");
+    assert_found(&path, ProblemKind::EofBytes, Some(f2.ino), Some(b));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
+    let f = fs.open_options().write(true).open("/a/f2").unwrap();
+    f.set_len(300).unwrap();
+    drop(f);
+    assert!(fs.read("/a/f2").unwrap()[100..].iter().all(|&x| x == 0));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn truncated_image_file_is_reported_unfixable() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(8 << 20).unwrap();
+    drop(f);
+    let r = assert_found(&path, ProblemKind::ImageTruncated, None, None);
+    assert!(r.problems[0].offset.is_some());
+    let y = run(&path, true);
+    assert_eq!(y.exit_code(), 4);
+    assert!(!y.modified);
+    assert!(is_corrupt(Fs::open(&path, &MountOptions::default())));
+}
+
+#[test]
+fn random_garbage_image_is_not_novafs() {
+    let dir = scratch();
+    let path = dir.path().join("g.img");
+    std::fs::write(&path, data(77, 4 << 20)).unwrap();
+    let r = fsck::check(&path, &FsckOptions::default());
+    assert!(matches!(r, Err(Error::NotNovafs)), "{r:?}");
+    assert_eq!(fsck::exit_code(&r), 8);
+    let y = fsck::check(
+        &path,
+        &FsckOptions {
+            repair: true,
+            ..FsckOptions::default()
+        },
+    );
+    assert!(matches!(y, Err(Error::NotNovafs)));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        data(77, 4 << 20),
+        "nothing written"
+    );
+    assert!(matches!(
+        Fs::open(&path, &MountOptions::default()),
+        Err(Error::NotNovafs)
+    ));
+}
+
+#[test]
+fn interrupted_journal_operation_is_undone() {
+    use novafs::engine::layout::journal::{JournalEntry, JournalSlot, JOURNAL_ACTIVE};
+    let dir = scratch();
+    let (path, l) = build(&dir, true);
+    let f1 = &l["/f1"];
+    let mut js = JournalSlot {
+        commit: JOURNAL_ACTIVE | 1,
+        csum: 0,
+        n: 1,
+        entries: [JournalEntry { addr: 0, old: 0 }; 15],
+    };
+    js.entries[0] = JournalEntry {
+        addr: f1.slot_off + 8,
+        old: f1.tail,
+    };
+    js.csum = js.compute_csum();
+    write_at(&path, 2 * BLOCK + 3 * 256, bytemuck::bytes_of(&js));
+    assert_found(&path, ProblemKind::JournalActive, None, Some(2));
+    let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
+    assert_eq!(fs.mount_report().journal_undone, 1);
+    fs.unmount().unwrap();
+    assert_fixed(&path).unmount().unwrap();
+}
+
+/// Throughput on a 1 GiB image with 100,000 files (run with
+/// `cargo test --release --test fsck -- --ignored --nocapture throughput`).
+#[test]
+#[ignore]
+fn throughput_1gib_100k_files() {
+    let dir = scratch();
+    let path = dir.path().join("big.img");
+    let t = std::time::Instant::now();
+    let fs = Fs::format(&path, 1 << 30, &FormatOptions::default()).unwrap();
+    let mut bytes = 0u64;
+    for d in 0..100 {
+        fs.create_dir(format!("/d{d:03}")).unwrap();
+        for f in 0..1000u64 {
+            let len = 256 + (d * 1000 + f) * 37 % 3800; // one data page each
+            fs.write(format!("/d{d:03}/f{f:04}"), &data(f, len))
+                .unwrap();
+            bytes += len;
+        }
+    }
+    fs.unmount().unwrap();
+    eprintln!(
+        "built 100,000 files ({bytes} bytes of data) in {:?}",
+        t.elapsed()
+    );
+    let image = std::fs::metadata(&path).unwrap().len() as f64;
+    for (label, force) in [("clean image, -n -f", true), ("clean image, -n", false)] {
+        let best = (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let r = fsck::check(
+                    &path,
+                    &FsckOptions {
+                        force,
+                        ..FsckOptions::default()
+                    },
+                )
+                .unwrap();
+                let e = t.elapsed();
+                assert_eq!(r.exit_code(), 0, "{}", show(&r));
+                assert!(r.inodes_checked >= 100_101);
+                e
+            })
+            .min()
+            .unwrap();
+        let s = best.as_secs_f64();
+        eprintln!(
+            "fsck {label}: {:.1} ms, {:.0} MB/s of image, {:.0} inodes/s",
+            s * 1000.0,
+            image / s / 1e6,
+            100_101.0 / s
+        );
+    }
+    // The same after a crash (no saved state).
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    fs.crash();
+    let t = std::time::Instant::now();
+    let r = fsck::check(&path, &FsckOptions::default()).unwrap();
+    let s = t.elapsed().as_secs_f64();
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    eprintln!(
+        "fsck crashed image, -n: {:.1} ms, {:.0} MB/s of image, {:.0} inodes/s",
+        s * 1000.0,
+        image / s / 1e6,
+        100_101.0 / s
+    );
+    // A mount with recovery, for comparison.
+    let t = std::time::Instant::now();
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    eprintln!(
+        "mount with recovery: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    fs.unmount().unwrap();
+    if let Some(keep) = std::env::var_os("FSCK_KEEP_IMAGE") {
+        std::fs::copy(&path, keep).unwrap();
+    }
+}
+
+/// Random damage to metadata (slots, log pages, trailers, tails, the map, the journal, the
+/// mount state): fsck never panics nor fails operationally, -n writes nothing, -y leaves an
+/// image that the next fsck -n finds clean (or that -y declared it could not fix), and mount
+/// never panics.
+#[test]
+fn random_metadata_damage_never_panics_and_repairs_converge() {
+    let dir = scratch();
+    let (pristine, l) = build(&dir, false);
+    let (crashed_dir, _) = (scratch(), ());
+    let (crashed, _) = build(&crashed_dir, true);
+    let mut targets: Vec<u64> = Vec::new();
+    for x in l.values() {
+        targets.push(x.slot_off);
+        targets.extend(x.pages.iter().map(|p| p * BLOCK));
+        targets.extend(x.pages.iter().map(|p| p * BLOCK + TRAILER_OFFSET));
+    }
+    targets.extend([BLOCK, 2 * BLOCK, 3 * BLOCK]);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut fixed = 0;
+    let mut left = 0;
+    let mut harmless = 0;
+    for round in 0..120 {
+        let src = if round % 3 == 2 { &crashed } else { &pristine };
+        let path = copy(src, "r.img");
+        let damages = 1 + rnd(3);
+        for _ in 0..damages {
+            let base = targets[rnd(targets.len() as u64) as usize];
+            let off = base + rnd(if base.is_multiple_of(BLOCK) { 256 } else { 64 });
+            match rnd(3) {
+                0 => flip(&path, off, rnd(8) as u8),
+                1 => write_at(&path, off, &[rnd(256) as u8]),
+                _ => write_at(&path, off & !7, &rnd(u64::MAX).to_le_bytes()),
+            }
+        }
+        let before = std::fs::read(&path).unwrap();
+        let n = fsck::check(&path, &FsckOptions::default());
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "round {round}: -n wrote"
+        );
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => panic!("round {round}: fsck -n failed operationally: {e}"),
+        };
+        let _ = Fs::open(copy(&path, "m.img"), &MountOptions::default()).map(|fs| fs.crash());
+        let y = fsck::check(
+            &path,
+            &FsckOptions {
+                repair: true,
+                ..FsckOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("round {round}: -y failed: {e}\n{}", show(&n)));
+        let after = run(&path, false);
+        if y.errors_left == 0 {
+            assert_eq!(
+                after.exit_code(),
+                0,
+                "round {round}: -y said fixed:\n{}\nbut:\n{}",
+                show(&y),
+                show(&after)
+            );
+            Fs::open(&path, &MountOptions::default())
+                .unwrap_or_else(|e| panic!("round {round}: mount after -y: {e}\n{}", show(&y)))
+                .unmount()
+                .unwrap();
+            fixed += (y.errors_found > 0) as u32;
+            harmless += (y.errors_found == 0) as u32;
+        } else {
+            assert_eq!(y.exit_code(), 4);
+            left += 1;
+        }
+    }
+    eprintln!("random damage: {fixed} rounds repaired, {left} left unfixable, {harmless} harmless");
+    assert!(fixed > 60, "{fixed} repaired, {left} left");
+}
+
+#[test]
+fn damaged_root_slot_is_rebuilt_and_sane_slots_resealed() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let root = &l["/"];
+    write_at(&path, root.slot_off + 16, &[0x99; 8]); // kind + reserved bytes
+    let f2 = &l["/a/f2"];
+    write_at(&path, f2.slot_off + 36, &[0x34, 0x12]); // uid: two bytes, not a single bit
+    let r = assert_found(&path, ProblemKind::InodeSlot, Some(1), None);
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::InodeSlot && p.inode == Some(f2.ino)));
+    assert!(is_corrupt(Fs::open(
+        copy(&path, "c.img"),
+        &MountOptions::default()
+    )));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read_dir("/big").unwrap().len(), 150);
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
+    assert_eq!(fs.metadata("/a/f2").unwrap().uid(), 0x1234);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn crafted_superblock_block_count_does_not_panic_fsck() {
+    use novafs::engine::layout::superblock::Superblock;
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    // A superblock whose checksum holds but whose block count overflows a byte count.
+    let sb = Superblock::new(1 << 62, [1; 16], 1);
+    write_at(&path, 0, bytemuck::bytes_of(&sb));
+    assert_found(&path, ProblemKind::SuperblockPrimary, None, Some(0));
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
