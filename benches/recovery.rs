@@ -1,5 +1,5 @@
 //! Recovery and mount times: crash recovery (1 and 2 threads) and clean mount for images of
-//! 10,000, 100,000 and 1,000,000 files, and for one 1 GiB file.
+//! 10,000, 100,000 and 1,000,000 files, and for one 1 GiB file; fsck time of the same images.
 //!
 //! `cargo bench --bench recovery` (add `-- --quick` to skip the million-file image).
 //! Each figure is the median of 5 runs; images live in /dev/shm (emulated pmem).
@@ -114,6 +114,14 @@ fn measure(img: &Image) {
         fs.unmount().expect("unmount");
     }
     rows.push(("clean mount".into(), median(times)));
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = novafs_recovery::fsck::check(&img.path, &Default::default()).expect("fsck");
+        times.push(t.elapsed());
+        assert_eq!(r.errors_found, 0, "fsck found problems: {r:?}");
+    }
+    rows.push(("fsck -n (full check)".into(), median(times)));
     let size = std::fs::metadata(&img.path).map(|m| m.len()).unwrap_or(0);
     println!(
         "\n{} — {} inodes, image {} MiB",
@@ -128,6 +136,12 @@ fn measure(img: &Image) {
             ms(*d)
         );
     }
+    let fsck = rows[3].1.as_secs_f64();
+    println!(
+        "  fsck throughput              {:>9.0} MB/s of image, {:.0} inodes/s",
+        size as f64 / fsck / 1e6,
+        img.inodes as f64 / fsck
+    );
     if rows[0].1 > Duration::ZERO {
         println!(
             "  thread scaling (1 -> 2)      {:>9.2}x",
