@@ -11,8 +11,9 @@
 //!    operation, the state before or after it;
 //! 3. the blocks in use equal those of the matching reference state (nothing leaked, nothing
 //!    freed that is used);
-//! 4. for a sample of images: the file system stays usable (write, delete everything,
-//!    remount: all space free again), and recovery survives a crash during itself (one level).
+//! 4. for a sample of images: fsck finds nothing wrong, the file system stays usable (write,
+//!    delete everything, remount: all space free again), and recovery survives a crash during
+//!    itself (one level).
 //!
 //! The reference run is the engine itself; `tests/model.rs` checks that run's semantics against
 //! an independent in-memory model.
@@ -318,7 +319,20 @@ fn recover_in_place(
         if let Some(img) = &before {
             let evs = media.with_trace(|t| t.events.clone()).unwrap_or_default();
             recovery_survives_crash(img, &evs, &st, seed)?;
-            usable(fs)?;
+            // fsck finds nothing wrong with what recovery left.
+            fs.crash();
+            let report = novafs_recovery::fsck::check_media(media.clone(), &Default::default())
+                .map_err(|e| format!("fsck after recovery failed: {e}"))?;
+            if report.errors_found > 0 {
+                return Err(format!(
+                    "fsck after recovery found {} problem(s): {:?}",
+                    report.errors_found,
+                    report.problems.first()
+                ));
+            }
+            let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
+                .map_err(|e| format!("mount after fsck failed: {e}"))?;
+            usable(Fs::from_engine(engine, r))?;
         } else {
             fs.crash();
         }
