@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeState};
 use crate::journal::Journal;
 use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
-use crate::layout::inode::InodeSlot;
+use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::superblock::Superblock;
 use crate::layout::{now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, NAME_MAX};
 use crate::log::{self, Staged};
@@ -483,24 +483,15 @@ impl Engine {
             let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
             let old: InodeSlot = self.media.read_pod(slot_off)?;
             let now = now_ns();
-            let mut slot = InodeSlot {
-                log_head: 0,
-                log_tail: 0,
-                kind: kind as u8,
-                reserved0: [0; 7],
+            let mut slot = InodeSlot::fresh(NewInode {
+                kind,
                 generation: old.generation.wrapping_add(1),
-                mode: mode & 0o7777,
+                mode,
                 uid,
                 gid,
-                flags: 0,
                 parent,
                 ctime_ns: now,
-                cache_head: 0,
-                cache_tail: 0,
-                reserved: [0; 44],
-                csum: 0,
-            }
-            .seal();
+            });
             let mut child = InodeState::new(ino, &slot, kind);
             let mut child_entries = Vec::new();
             let mut child_staged = None;

@@ -10,7 +10,7 @@ use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
-use crate::layout::inode::{InodeSlot, TAIL_OFFSET};
+use crate::layout::inode::{InodeSlot, NewInode, TAIL_OFFSET};
 use crate::layout::state::{MountState, CLEAN_MAGIC};
 use crate::layout::superblock::Superblock;
 use crate::layout::{
@@ -108,24 +108,15 @@ impl Engine {
         media.zero_nt(0, sb.first_free_block * BLOCK)?;
         let chunk0 = sb.first_free_block;
         media.zero_nt(chunk0 * BLOCK, CHUNK_BLOCKS * BLOCK)?;
-        let root = InodeSlot {
-            log_head: 0,
-            log_tail: 0,
-            kind: Kind::Dir as u8,
-            reserved0: [0; 7],
+        let root = InodeSlot::fresh(NewInode {
+            kind: Kind::Dir,
             generation: 1,
-            mode: opts.root_mode & 0o7777,
+            mode: opts.root_mode,
             uid: opts.root_uid,
             gid: opts.root_gid,
-            flags: 0,
             parent: ROOT_INO,
             ctime_ns: now,
-            cache_head: 0,
-            cache_tail: 0,
-            reserved: [0; 44],
-            csum: 0,
-        }
-        .seal();
+        });
         media.write_flush(
             chunk0 * BLOCK + ROOT_INO * INODE_SIZE,
             bytemuck::bytes_of(&root),

@@ -82,7 +82,48 @@ pub const CACHE_HEAD_OFFSET: u64 = 64;
 /// Offset of the write-cache log's tail word.
 pub const CACHE_TAIL_OFFSET: u64 = 72;
 
+/// The fields fixed when a slot is allocated.
+#[derive(Clone, Copy, Debug)]
+pub struct NewInode {
+    /// Kind.
+    pub kind: Kind,
+    /// Generation (the slot's previous generation + 1).
+    pub generation: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Parent directory.
+    pub parent: u64,
+    /// Creation time.
+    pub ctime_ns: u64,
+}
+
 impl InodeSlot {
+    /// A sealed slot for a new inode with empty logs.
+    pub fn fresh(n: NewInode) -> InodeSlot {
+        InodeSlot {
+            log_head: 0,
+            log_tail: 0,
+            kind: n.kind as u8,
+            reserved0: [0; 7],
+            generation: n.generation,
+            mode: n.mode & 0o7777,
+            uid: n.uid,
+            gid: n.gid,
+            flags: 0,
+            parent: n.parent,
+            ctime_ns: n.ctime_ns,
+            cache_head: 0,
+            cache_tail: 0,
+            reserved: [0; 44],
+            csum: 0,
+        }
+        .seal()
+    }
+
     /// Compute the checksum of the static part.
     pub fn compute_csum(&self) -> u32 {
         let b = bytemuck::bytes_of(self);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use novafs_engine::alloc::BlockAlloc;
 use novafs_engine::inode::InodeState;
 use novafs_engine::layout::entry::{attr_mask, Entry, SetAttrEntry};
-use novafs_engine::layout::inode::InodeSlot;
+use novafs_engine::layout::inode::{InodeSlot, NewInode};
 use novafs_engine::layout::{now_ns, Kind, BLOCK, ROOT_INO};
 use novafs_engine::{log, Error, Result};
 
@@ -233,24 +233,15 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
     let slot_off = novafs_engine::inode::slot_offset(&model.chunks, ino).ok_or(Error::NoInodes)?;
     let old: InodeSlot = ctx.media.read_pod(slot_off)?;
     let now = now_ns();
-    let slot = InodeSlot {
-        log_head: 0,
-        log_tail: 0,
-        kind: Kind::Dir as u8,
-        reserved0: [0; 7],
+    let slot = InodeSlot::fresh(NewInode {
+        kind: Kind::Dir,
         generation: old.generation.wrapping_add(1),
         mode: 0o700,
         uid: 0,
         gid: 0,
-        flags: 0,
         parent: ROOT_INO,
         ctime_ns: now,
-        cache_head: 0,
-        cache_tail: 0,
-        reserved: [0; 44],
-        csum: 0,
-    }
-    .seal();
+    });
     // The slot is durable before the root's commit makes it reachable (that commit fences
     // first), as in create.
     ctx.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
