@@ -746,13 +746,11 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
         r
     };
     let mut live = quiet(&media, &mut || state_of(&fs))?;
-    let mut pending: Vec<Unpersisted> = Vec::new();
-    let mut atomic_pending: Vec<Unpersisted> = Vec::new();
-    let mut atomic_maps: std::collections::HashSet<String> = Default::default();
+    let mut t = Tracker::default();
     let mut states = vec![quiet(&media, &mut || {
-        recovered_state(&media, &live, &atomic_pending)
+        recovered_state(&media, &live, &t.atomic_pending)
     })?];
-    let mut unpersisted = vec![pending.clone()];
+    let mut unpersisted = vec![t.pending.clone()];
     for (i, op) in w.ops.iter().enumerate() {
         media.mark(&format!("begin {i}"));
         let (next_fs, err) = run_op(fs, &mut maps, &media, op)?;
@@ -761,31 +759,12 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
         let before = live;
         live = quiet(&media, &mut || state_of(&fs))?;
         if err.is_none() {
-            match op {
-                Op::Map(p, _, _, atomic) => {
-                    if *atomic {
-                        atomic_maps.insert(p.clone());
-                    } else {
-                        atomic_maps.remove(p);
-                    }
-                }
-                // A failure-atomic store is gone after a crash until its file is synced: the
-                // reference (the recovered image) already shows the old bytes.
-                Op::MWrite { path, .. } if atomic_maps.contains(path) => {
-                    track_unpersisted(&mut atomic_pending, op, &before);
-                }
-                _ => {
-                    track_unpersisted(&mut pending, op, &before);
-                    if !matches!(op, Op::Persist(..)) {
-                        track_unpersisted(&mut atomic_pending, op, &before);
-                    }
-                }
-            }
+            t.on_op(op, &before);
         }
         states.push(quiet(&media, &mut || {
-            recovered_state(&media, &live, &atomic_pending)
+            recovered_state(&media, &live, &t.atomic_pending)
         })?);
-        unpersisted.push(pending.clone());
+        unpersisted.push(t.pending.clone());
     }
     drop(maps);
     // Stop without unmounting: an unmount would add a migration (of failure-atomic caches too)
@@ -804,40 +783,109 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
     })
 }
 
-/// Keep the list of mapped stores that a crash may still lose.
-fn track_unpersisted(pending: &mut Vec<Unpersisted>, op: &Op, before: &State) {
-    let covers = |p: &Unpersisted, path: &str, o: u64, l: u64| {
-        p.path == path && p.off >= o && p.off + p.old.len() as u64 <= o + l
-    };
-    match op {
-        Op::MWrite { path, off, len, .. } => {
-            let old = before
-                .contents
-                .get(path)
-                .map(|c| c[*off as usize..(*off + *len) as usize].to_vec())
-                .unwrap_or_default();
-            let ino = before.inos.get(path).copied().unwrap_or(0);
-            pending.push(Unpersisted {
-                path: path.clone(),
-                ino,
-                off: *off,
-                old,
-            });
-        }
-        Op::Persist(p, o, l) => pending.retain(|u| !covers(u, p, *o, *l)),
-        // Migration flushes every cached page of the file first (whatever name reaches it).
-        Op::Msync(p)
-        | Op::Write { path: p, .. }
-        | Op::Truncate(p, _)
-        | Op::Punch(p, _, _)
-        | Op::Falloc(p, _, _)
-        | Op::Fsync(p) => {
-            if let Some(&ino) = before.inos.get(p) {
-                pending.retain(|u| u.ino != ino);
+/// Follows the write caches of the reference run: which mapped stores a crash may still lose
+/// (MAP_SYNC stores until persisted or migrated) and which recovery will discard
+/// (failure-atomic stores until their file is synced).
+#[derive(Default)]
+struct Tracker {
+    pending: Vec<Unpersisted>,
+    atomic_pending: Vec<Unpersisted>,
+    /// Per inode: the cached pages and whether the cache is failure-atomic.
+    cached: HashMap<u64, (std::collections::BTreeSet<u64>, bool)>,
+    atomic_maps: HashSet<String>,
+}
+
+impl Tracker {
+    /// The engine migrated (or committed) inode `ino`'s cache.
+    fn migrate(&mut self, ino: u64) {
+        self.cached.remove(&ino);
+        self.pending.retain(|u| u.ino != ino);
+        self.atomic_pending.retain(|u| u.ino != ino);
+    }
+
+    fn has_cache(&self, ino: u64) -> bool {
+        self.cached.get(&ino).is_some_and(|c| !c.0.is_empty())
+    }
+
+    /// Account for an operation that succeeded.
+    fn on_op(&mut self, op: &Op, before: &State) {
+        let ino_of = |p: &str| before.inos.get(p).copied();
+        match op {
+            Op::Map(p, _, _, atomic) => {
+                if *atomic {
+                    self.atomic_maps.insert(p.clone());
+                } else {
+                    self.atomic_maps.remove(p);
+                }
             }
+            Op::MWrite { path, off, len, .. } => {
+                let Some(ino) = ino_of(path) else { return };
+                let atomic = self.atomic_maps.contains(path);
+                if self.has_cache(ino) && self.cached[&ino].1 != atomic {
+                    self.migrate(ino); // one mode per cache generation
+                }
+                let c = self.cached.entry(ino).or_default();
+                c.1 = atomic;
+                if *len > 0 {
+                    c.0.extend(*off / 4096..=(*off + *len - 1) / 4096);
+                }
+                let old = before
+                    .contents
+                    .get(path)
+                    .map(|c| c[*off as usize..(*off + *len) as usize].to_vec())
+                    .unwrap_or_default();
+                let u = Unpersisted {
+                    path: path.clone(),
+                    ino,
+                    off: *off,
+                    old,
+                };
+                if atomic {
+                    self.atomic_pending.push(u);
+                } else {
+                    self.pending.push(u);
+                }
+            }
+            Op::Persist(p, o, l) => {
+                let covers = |u: &Unpersisted| {
+                    &u.path == p && u.off >= *o && u.off + u.old.len() as u64 <= o + l
+                };
+                self.pending.retain(|u| !covers(u));
+            }
+            Op::Msync(p) | Op::Fsync(p) => {
+                if let Some(ino) = ino_of(p) {
+                    self.migrate(ino);
+                }
+            }
+            Op::Write { path, off, len, .. } => {
+                let Some(ino) = ino_of(path) else { return };
+                if *len > 0 && self.has_cache(ino) {
+                    let pages = *off / 4096..=(*off + *len - 1) / 4096;
+                    if self.cached[&ino].0.range(pages).next().is_some() {
+                        self.migrate(ino);
+                    }
+                }
+            }
+            Op::Truncate(p, _) | Op::Falloc(p, _, _) => {
+                if let Some(ino) = ino_of(p) {
+                    self.migrate(ino);
+                }
+            }
+            Op::Punch(p, o, l) => {
+                let size = before.contents.get(p).map_or(0, |c| c.len() as u64);
+                if *l > 0 && *o < (o + l).min(size) {
+                    if let Some(ino) = ino_of(p) {
+                        self.migrate(ino);
+                    }
+                }
+            }
+            Op::Remount | Op::Unmount => {
+                self.cached.clear();
+                self.pending.clear();
+                self.atomic_pending.clear();
+            }
+            _ => {}
         }
-        Op::Remount | Op::Unmount => pending.clear(),
-        _ => {}
     }
 }
 

@@ -271,6 +271,29 @@ impl Engine {
         Ok(entries)
     }
 
+    /// Before an operation that needs the cache migrated (`write_at` over cached pages,
+    /// `set_len`, `punch_hole`, `allocate`): a MAP_SYNC cache is migrated now, by its own
+    /// commits (recovery's "already migrated" rule, `map[pgoff] == block`, stays exact); a
+    /// failure-atomic cache's migration entries are returned instead, to be committed with the
+    /// operation's own entries (a crash cannot separate the implicit sync from the operation;
+    /// recovery discards atomic caches, so it needs no rule). Returns the entries and whether
+    /// the caller must call [`Engine::finish_migration`] after its commit.
+    pub(crate) fn migrate_or_fold(
+        &self,
+        inode: &Inode,
+        st: &mut InodeState,
+    ) -> Result<(Vec<Entry>, bool)> {
+        if st.cache.is_empty() && st.cache_log.tail == 0 {
+            return Ok((Vec::new(), false));
+        }
+        if st.cache_atomic {
+            Ok((self.migration_entries(st)?, true))
+        } else {
+            self.migrate_locked(inode, st)?;
+            Ok((Vec::new(), false))
+        }
+    }
+
     /// The second half, once the migration entries are committed and applied: empty the cache
     /// durably and free its log pages.
     pub(crate) fn finish_migration(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {

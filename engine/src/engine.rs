@@ -1123,20 +1123,20 @@ impl Engine {
         // Mapped stores and write_at are ordered: if pages of the range sit in the write
         // cache, it is migrated first (for a failure-atomic mapping this commits its pending
         // pages, like a sync).
-        // The migration commits together with this write (one tail store), so a crash never
-        // separates them: for a failure-atomic mapping, the pending pages and this write are
-        // committed at once.
-        let mut pre = Vec::new();
-        let migrating = !st.cache.is_empty() && {
+        // A failure-atomic cache's migration commits together with this write (one tail
+        // store): see `migrate_or_fold`.
+        let overlaps = !st.cache.is_empty() && {
             if st.cache.len() as u64 <= last - first {
                 st.cache.keys().any(|p| (first..=last).contains(p))
             } else {
                 (first..=last).any(|p| st.cache.contains_key(&p))
             }
         };
-        if migrating {
-            pre = self.migration_entries(&st)?;
-        }
+        let (pre, migrating) = if overlaps {
+            self.migrate_or_fold(i, &mut st)?
+        } else {
+            (Vec::new(), false)
+        };
         let mut pages = Vec::with_capacity((last - first + 1) as usize);
         for pg in first..=last {
             let pg_start = pg * BLOCK;
@@ -1310,6 +1310,7 @@ impl Engine {
         let mut pages = Vec::new();
         let mut size = st.attr.size;
         let mut migrate_pre: Vec<Entry> = Vec::new();
+        let mut folded = false;
         if let Some(new) = req.size {
             match st.attr.kind {
                 Kind::Dir => return Err(Error::IsADirectory),
@@ -1322,9 +1323,9 @@ impl Engine {
                 return Err(Error::FileTooLarge);
             }
             if !st.cache.is_empty() {
-                // A size change commits the cached pages with it (those past a cut are then
-                // freed), in the same commit.
-                migrate_pre = self.migration_entries(&st)?;
+                // A size change migrates the cached pages first, or with it for a
+                // failure-atomic cache (pages past a cut are then freed).
+                (migrate_pre, folded) = self.migrate_or_fold(&i, &mut st)?;
             }
             a.mask |= attr_mask::SIZE;
             a.size = new;
@@ -1347,10 +1348,9 @@ impl Engine {
         self.media.mark("setattr");
         // Shrinking frees space: it may use the reserve.
         let shrinks = req.size.is_some_and(|n| n < st.attr.size);
-        let migrating = !migrate_pre.is_empty();
         migrate_pre.push(Entry::SetAttr(a));
         self.commit_pages(&i, &mut st, pages, size, migrate_pre, shrinks)?;
-        if migrating {
+        if folded {
             self.finish_migration(&i, &mut st)?;
         }
         Ok(st.attr())
@@ -1373,13 +1373,8 @@ impl Engine {
         if len == 0 || off >= end {
             return Ok(());
         }
-        // Cached pages are migrated in the same commit as the hole.
-        let migrating = !st.cache.is_empty();
-        let pre = if migrating {
-            self.migration_entries(&st)?
-        } else {
-            Vec::new()
-        };
+        // Cached pages are migrated first (or with the hole, for a failure-atomic cache).
+        let (pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
         let mut pages = Vec::new();
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
@@ -1428,13 +1423,8 @@ impl Engine {
         if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
             return Err(Error::FileTooLarge);
         }
-        // Cached pages are migrated in the same commit.
-        let migrating = !st.cache.is_empty();
-        let mut pre = if migrating {
-            self.migration_entries(&st)?
-        } else {
-            Vec::new()
-        };
+        // Cached pages are migrated first (or with this, for a failure-atomic cache).
+        let (mut pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
         let pages: Vec<(u64, Page<'_>)> = (off / BLOCK..end.div_ceil(BLOCK))
             .filter(|pg| !st.map.contains_key(pg) && !st.cache.contains_key(pg))
             .map(|pg| (pg, Page::Zero))
