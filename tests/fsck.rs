@@ -1089,7 +1089,6 @@ fn interrupted_journal_operation_is_undone() {
     assert_fixed(&path).unmount().unwrap();
 }
 
-
 /// Random damage to metadata (slots, log pages, trailers, tails, the map, the journal, the
 /// mount state): fsck never panics nor fails operationally, -n writes nothing, -y leaves an
 /// image that the next fsck -n finds clean (or that -y declared it could not fix), and mount
