@@ -188,6 +188,7 @@ impl Choices {
                 applied.push(w);
             }
         }
+        // Program order decides between a non-temporal and a cached store to the same bytes.
         applied.sort_by_key(|w| w.event);
         let mut units: BTreeMap<u64, [u8; 8]> = BTreeMap::new();
         for w in &applied {
@@ -208,20 +209,10 @@ impl Choices {
     /// Apply a pick to a copy of `durable`; returns the image and the unit writes that
     /// survived.
     pub fn build<'a>(&'a self, durable: &[u8], pick: &Pick) -> (Vec<u8>, Vec<&'a UnitWrite>) {
+        let (units, applied) = self.overlay(durable, pick);
         let mut img = durable.to_vec();
-        let mut applied = Vec::new();
-        for (l, &k) in self.lines.iter().zip(&pick.prefixes) {
-            applied.extend(&l[..k]);
-        }
-        for (w, &on) in self.nt.iter().zip(&pick.nt) {
-            if on {
-                applied.push(w);
-            }
-        }
-        // Program order decides between a non-temporal and a cached store to the same bytes.
-        applied.sort_by_key(|w| w.event);
-        for w in &applied {
-            w.apply(&mut img);
+        for (u, v) in units {
+            img[u as usize..u as usize + 8].copy_from_slice(&v);
         }
         (img, applied)
     }

@@ -29,7 +29,7 @@ use std::time::Instant;
 use novafs::engine::media::{Media, TraceEvent};
 use novafs::{Engine, FileType, FormatOptions, Fs, MountOptions};
 
-use images::{image_key, Choices, Pick, Replay};
+use images::{image_key, Pick, Replay};
 pub use workload::{Op, Workload};
 
 /// Harness settings.
@@ -988,13 +988,4 @@ pub fn check_all(ws: &[Workload], cfg: &Config, threads: usize) -> Report {
     }
     total.seconds = start.elapsed().as_secs_f64();
     total
-}
-
-/// Choices, exposed for tests of the model.
-pub fn choices_at_end(events: &[TraceEvent], base: Vec<u8>) -> Choices {
-    let mut r = Replay::new(base);
-    for (i, e) in events.iter().enumerate() {
-        r.step(i, e);
-    }
-    r.choices()
 }

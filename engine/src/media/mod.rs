@@ -110,7 +110,7 @@ impl Media {
         lock_file(&file)?;
         file.set_len(0)?;
         file.set_len(len)?;
-        raw::preallocate(&file, len);
+        raw::preallocate(&file, len)?;
         Media::from_file(file, len, opts)
     }
 

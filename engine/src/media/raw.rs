@@ -298,9 +298,17 @@ pub fn is_ram_backed(file: &File) -> bool {
     t == TMPFS_MAGIC || t == HUGETLBFS_MAGIC
 }
 
-/// Reserve the file's space up front so that a full host file system fails at format time,
-/// not at a later store (which would raise SIGBUS). Best effort.
-pub fn preallocate(file: &File, len: u64) {
-    // SAFETY: a valid fd; fallocate has no memory effects.
-    let _ = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+/// Reserve the file's space up front so that a full host file system fails at format time
+/// with `NoSpace`, not at a later store (which would raise SIGBUS). File systems that cannot
+/// preallocate are accepted as they are.
+pub fn preallocate(file: &File, len: u64) -> Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| Error::InvalidArgument("image too large".into()))?;
+    // SAFETY: a valid fd; posix_fallocate has no memory effects.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        libc::ENOSPC | libc::EFBIG => Err(Error::NoSpace),
+        e => Err(Error::Io(std::io::Error::from_raw_os_error(e))),
+    }
 }

@@ -258,26 +258,11 @@ impl Walker<'_, '_> {
                     if self.visited.contains(&next) {
                         let msg =
                             format!("{which} page {page} links back to page {next} (a cycle)");
-                        if self.try_relink(page)? {
-                            let fix = self.relink_trailer(page);
-                            self.issue(
-                                ProblemKind::LogCycle,
-                                Some(page),
-                                Some(page * BLOCK + TRAILER_OFFSET),
-                                format!("{msg}; relinked to the tail page"),
-                                fix,
-                            );
+                        if self.relink_or_cut(page, ProblemKind::LogCycle, msg)? {
                             prev = Some(page);
                             page = r.tail / BLOCK;
                             continue;
                         }
-                        self.issue(
-                            ProblemKind::LogCycle,
-                            Some(page),
-                            Some(page * BLOCK + TRAILER_OFFSET),
-                            msg,
-                            Fix::Cut,
-                        );
                         break;
                     }
                     prev = Some(page);
@@ -292,26 +277,11 @@ impl Walker<'_, '_> {
                     }
                     let msg =
                         format!("{which} page {page}: bad trailer ({reason}): the chain is broken");
-                    if self.try_relink(page)? {
-                        let fix = self.relink_trailer(page);
-                        self.issue(
-                            ProblemKind::LogTrailer,
-                            Some(page),
-                            Some(page * BLOCK + TRAILER_OFFSET),
-                            format!("{msg}; relinked to the tail page"),
-                            fix,
-                        );
+                    if self.relink_or_cut(page, ProblemKind::LogTrailer, msg)? {
                         prev = Some(page);
                         page = r.tail / BLOCK;
                         continue;
                     }
-                    self.issue(
-                        ProblemKind::LogTrailer,
-                        Some(page),
-                        Some(page * BLOCK + TRAILER_OFFSET),
-                        msg,
-                        Fix::Cut,
-                    );
                     break;
                 }
             }
@@ -551,6 +521,20 @@ impl Walker<'_, '_> {
     /// Whether the chain can be relinked from `page` (whose entries are all good up to
     /// `good_end`) straight to the tail page: the tail page is unvisited and unowned and its
     /// entries up to the tail are all valid and continue the sequence exactly.
+    /// Report a broken link at `page`: relinked to the tail page when the entries prove it
+    /// (returns true: the walk continues there), else the log is cut here (returns false).
+    fn relink_or_cut(&mut self, page: u64, kind: ProblemKind, msg: String) -> Result<bool> {
+        let at = Some(page * BLOCK + TRAILER_OFFSET);
+        if self.try_relink(page)? {
+            let fix = self.relink_trailer(page);
+            let msg = format!("{msg}; relinked to the tail page");
+            self.issue(kind, Some(page), at, msg, fix);
+            return Ok(true);
+        }
+        self.issue(kind, Some(page), at, msg, Fix::Cut);
+        Ok(false)
+    }
+
     fn try_relink(&mut self, page: u64) -> Result<bool> {
         let r = self.r;
         let tail_ok = r.tail.is_multiple_of(LINE_BYTES as u64)
