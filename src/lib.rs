@@ -36,9 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use file::{File, Mapping, OpenOptions};
 pub use novafs_engine::{
-    self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, Kind, MapMode,
-    MediaMode, MountOptions, MountReport, RenameFlags, Result, SetAttr, StatFs, WritebackConfig,
-    BLOCK, NAME_MAX, ROOT_INO,
+    self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, GcConfig, GcStats,
+    Kind, LogStats, MapMode, MediaMode, MountOptions, MountReport, RenameFlags, Result, SetAttr,
+    StatFs, WritebackConfig, BLOCK, NAME_MAX, ROOT_INO,
 };
 
 /// A mounted novafs image.

@@ -527,10 +527,24 @@ fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
     out
 }
 
+/// Mount options with log GC far more eager than the default (compaction from 8 entries), so
+/// that short sequences cross it and every later step checks that it changed nothing.
+fn opts() -> MountOptions {
+    MountOptions {
+        gc: novafs::GcConfig {
+            fast: true,
+            inline_min_entries: 8,
+            background_min_entries: 0,
+        },
+        ..MountOptions::default()
+    }
+}
+
 fn run(ops: &[Op]) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("model.img");
     let mut fs = Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap();
+    fs.engine().set_gc_config(&opts().gc);
     let mut model = Model::default();
     for (step, op) in ops.iter().enumerate() {
         let caches = model.cached.iter().any(|c| !c.0.is_empty());
@@ -553,7 +567,7 @@ fn run(ops: &[Op]) {
                 } else {
                     fs.crash();
                 }
-                fs = Fs::open(&img, &MountOptions::default()).unwrap();
+                fs = Fs::open(&img, &opts()).unwrap();
                 assert_eq!(fs.mount_report().clean, matches!(op, Op::Remount));
                 let after = fs.statfs();
                 if (matches!(op, Op::Remount) && !atomic_caches) || !caches {
@@ -568,7 +582,7 @@ fn run(ops: &[Op]) {
                 );
                 // And what recovery rebuilt is exactly what a clean remount saves.
                 fs.unmount().unwrap();
-                fs = Fs::open(&img, &MountOptions::default()).unwrap();
+                fs = Fs::open(&img, &opts()).unwrap();
                 assert_eq!(
                     after,
                     fs.statfs(),
@@ -585,7 +599,7 @@ fn run(ops: &[Op]) {
     }
     fs.crash();
     model.apply(&Op::Crash).unwrap();
-    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    let fs = Fs::open(&img, &opts()).unwrap();
     assert_eq!(fs_dump(&fs), model.dump(), "after the final crash");
 }
 

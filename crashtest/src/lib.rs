@@ -45,6 +45,18 @@ pub struct Config {
     pub eadr: bool,
     /// Check usability and crash-during-recovery on every n-th distinct image (0 = never).
     pub deep_every: usize,
+    /// Log GC settings of the reference run. The default collects far earlier than a real
+    /// mount does, so that short workloads cross both GC paths.
+    pub gc: novafs::GcConfig,
+}
+
+/// The harness's GC settings: fast GC on, compaction inline from 200 entries, no background.
+pub fn harness_gc() -> novafs::GcConfig {
+    novafs::GcConfig {
+        fast: true,
+        inline_min_entries: 200,
+        background_min_entries: 0,
+    }
 }
 
 impl Default for Config {
@@ -55,6 +67,7 @@ impl Default for Config {
             seed: 1,
             eadr: true,
             deep_every: 97,
+            gc: harness_gc(),
         }
     }
 }
@@ -541,6 +554,17 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     let mut distinct = 0usize;
     let mut eadr_img: Option<Vec<u8>> = None;
     let mut work: Option<Vec<u8>> = None;
+    // The states at each GC start inside an operation: a crash after the operation's commit
+    // may leave its GC undone (more log pages in use).
+    let gc_mid = match gc_states(&events, cfg.image_bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            fail(&mut report, 0, "GC states".into(), e);
+            report.seconds = start.elapsed().as_secs_f64();
+            return report;
+        }
+    };
+    let no_gc: Vec<State> = Vec::new();
     let describe = |ctx: Ctx| match ctx {
         Ctx::Inside(i) => format!("inside op {i} ({})", w.ops[i]),
         Ctx::After(i) => format!("after op {i} ({})", w.ops[i]),
@@ -557,8 +581,13 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                 ctx = Ctx::After(i.parse().unwrap_or(0));
             }
         }
+        let gc_here = match ctx {
+            Ctx::Inside(i) => gc_mid.get(&i).unwrap_or(&no_gc),
+            _ => &no_gc,
+        };
         if crash_here {
-            let (allowed, fuzz) = allowed_at(ctx, &states, &unpersisted);
+            let (mut allowed, fuzz) = allowed_at(ctx, &states, &unpersisted);
+            allowed.extend(gc_here.iter());
             let c = replay.choices();
             let total = c.total();
             let (picks, exhaustive) = if total <= cfg.max_images as u128 {
@@ -645,7 +674,8 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             if let TraceEvent::Store { off, data, .. } = ev {
                 let img = eadr_img.get_or_insert_with(|| replay.current());
                 img[*off as usize..*off as usize + data.len()].copy_from_slice(data);
-                let (allowed, fuzz) = allowed_at(ctx, &states, &unpersisted);
+                let (mut allowed, fuzz) = allowed_at(ctx, &states, &unpersisted);
+                allowed.extend(gc_here.iter());
                 report.eadr_images += 1;
                 report.recoveries += 1;
                 let r = checked(|| {
@@ -670,6 +700,44 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     }
     report.seconds = start.elapsed().as_secs_f64();
     report
+}
+
+/// For each operation that runs log GC: the state recovered from the complete image at each GC
+/// start (the operation committed, its GC not begun).
+fn gc_states(
+    events: &[TraceEvent],
+    image_bytes: u64,
+) -> Result<HashMap<usize, Vec<State>>, String> {
+    let mut out: HashMap<usize, Vec<State>> = HashMap::new();
+    if !events
+        .iter()
+        .any(|e| matches!(e, TraceEvent::Mark(m) if m.starts_with("gc-")))
+    {
+        return Ok(out);
+    }
+    let mut replay = Replay::new(vec![0; image_bytes as usize]);
+    let mut op: Option<usize> = None;
+    for (idx, ev) in events.iter().enumerate() {
+        if let TraceEvent::Mark(m) = ev {
+            if let Some(i) = m.strip_prefix("begin ") {
+                op = i.parse().ok();
+            } else if m.starts_with("end ") {
+                op = None;
+            } else if let (true, Some(i)) = (m.starts_with("gc-"), op) {
+                let img = replay.current();
+                let st = checked(|| {
+                    let (fs, _) = recover(img, false)?;
+                    let st = state_of(&fs);
+                    fs.crash();
+                    st
+                })
+                .map_err(|e| format!("recovering the image at {m} in op {i}: {e}"))?;
+                out.entry(i).or_default().push(st);
+            }
+        }
+        replay.step(idx, ev);
+    }
+    Ok(out)
 }
 
 /// The states a crash in `ctx` may leave, and the mapped stores it may lose.
@@ -733,10 +801,11 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
     media.with_trace(|t| t.enabled = true);
     let engine = Engine::format_media(media.clone(), &FormatOptions::default())
         .map_err(|e| format!("format: {e}"))?;
+    engine.set_gc_config(&cfg.gc);
     let mut fs = Fs::from_engine(engine, Default::default());
     let mut maps = workload::Maps::new();
     for op in &w.setup {
-        fs = run_op(fs, &mut maps, &media, op)?.0;
+        fs = run_op(fs, &mut maps, &media, op, &cfg.gc)?.0;
     }
     let quiet = |media: &Media, f: &mut dyn FnMut() -> Result<State, String>| {
         // Reading the state must not show up in the trace.
@@ -753,7 +822,7 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
     let mut unpersisted = vec![t.pending.clone()];
     for (i, op) in w.ops.iter().enumerate() {
         media.mark(&format!("begin {i}"));
-        let (next_fs, err) = run_op(fs, &mut maps, &media, op)?;
+        let (next_fs, err) = run_op(fs, &mut maps, &media, op, &cfg.gc)?;
         fs = next_fs;
         media.mark(&format!("end {i}"));
         let before = live;
@@ -894,6 +963,7 @@ fn run_op(
     maps: &mut workload::Maps,
     media: &Arc<Media>,
     op: &Op,
+    gc: &novafs::GcConfig,
 ) -> Result<(Fs, Option<novafs::Error>), String> {
     match op {
         Op::Remount | Op::Unmount => {
@@ -902,8 +972,12 @@ fn run_op(
             drop(fs);
             engine.unmount().map_err(|e| format!("unmount: {e}"))?;
             drop(engine);
-            let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
-                .map_err(|e| format!("mount: {e}"))?;
+            let opts = MountOptions {
+                gc: gc.clone(),
+                ..MountOptions::default()
+            };
+            let (engine, report) =
+                Engine::open_media(media.clone(), &opts).map_err(|e| format!("mount: {e}"))?;
             Ok((Fs::from_engine(engine, report), None))
         }
         _ => {

@@ -603,7 +603,65 @@ pub fn mapped() -> Vec<Workload> {
         .collect()
 }
 
-/// The seq-1 workloads: every single operation, then the mapped-write paths.
+/// Workloads that cross both log GC paths under the harness's GC settings
+/// ([`crate::harness_gc`]: compaction from 200 entries): the setup brings a log close to the
+/// point where GC runs, and the checked operations cross it.
+pub fn gc() -> Vec<Workload> {
+    let s = |x: &str| x.to_string();
+    let w = |p: &str, off, len, seed| Op::Write {
+        path: p.into(),
+        off,
+        len,
+        seed,
+    };
+    let pairs = |dir: &str, from: usize, n: usize| -> Vec<Op> {
+        (from..from + n)
+            .flat_map(|i| {
+                let p = format!("{dir}/t{i}");
+                [Op::Create(p.clone()), Op::Unlink(p)]
+            })
+            .collect()
+    };
+    // Fast GC of a file: overwrites kill the head page once the log spills into a second.
+    let mut fast_file = vec![Op::Create(s("/g"))];
+    fast_file.extend((0..58).map(|i| w("/g", 0, 100, i)));
+    // Fast GC of a directory: additions and removals of the same names, straddling pages.
+    let mut fast_dir = vec![Op::Mkdir(s("/d"))];
+    // A name added at the end of a page and removed in the next keeps both pages until the
+    // tail reaches a third: 63 pairs fill two pages, the checked pairs start the third.
+    fast_dir.extend(pairs("/d", 0, 63));
+    // Compaction of a directory: a name kept from the start pins the head page, so only a
+    // compaction frees the dead pairs behind it.
+    let mut compact_dir = vec![Op::Mkdir(s("/d")), Op::Create(s("/d/keep"))];
+    compact_dir.extend(pairs("/d", 0, 98));
+    // Compaction of a file: a page written once pins the head page.
+    let mut compact_file = vec![Op::Create(s("/g")), w("/g", 40960, 10, 1)];
+    compact_file.extend((0..196).map(|i| w("/g", 0, 100, i)));
+    vec![
+        Workload {
+            name: s("gc-fast-file"),
+            setup: fast_file,
+            ops: (0..8).map(|i| w("/g", 0, 100, 100 + i)).collect(),
+        },
+        Workload {
+            name: s("gc-fast-dir"),
+            setup: fast_dir,
+            ops: pairs("/d", 100, 4),
+        },
+        Workload {
+            name: s("gc-compact-dir"),
+            setup: compact_dir,
+            ops: pairs("/d", 100, 4),
+        },
+        Workload {
+            name: s("gc-compact-file"),
+            setup: compact_file,
+            ops: (0..6).map(|i| w("/g", 0, 100, 100 + i)).collect(),
+        },
+    ]
+}
+
+/// The seq-1 workloads: every single operation, then the mapped-write paths and the GC paths.
 pub fn seq1() -> Vec<Workload> {
     let mut v: Vec<Workload> = seq1_ops()
         .into_iter()
@@ -615,6 +673,7 @@ pub fn seq1() -> Vec<Workload> {
         })
         .collect();
     v.extend(mapped());
+    v.extend(gc());
     v
 }
 

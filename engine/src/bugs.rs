@@ -26,11 +26,15 @@ pub enum Bug {
     CacheAttachNotPersisted = 8,
     /// Migration empties (frees) the cache before the commit that hands its pages to the file.
     MigrationFreesBeforeCommit = 9,
+    /// Log compaction stores the new head and tail without the journal.
+    CompactWithoutJournal = 10,
+    /// Fast GC drops a page whose added names are removed in a later page it keeps.
+    GcIgnoresReach = 11,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 11] = [
         Bug::NoLogFlush,
         Bug::NoFenceBeforeTail,
         Bug::TailBeforeEntry,
@@ -40,6 +44,8 @@ impl Bug {
         Bug::RecoveryTrustsTails,
         Bug::CacheAttachNotPersisted,
         Bug::MigrationFreesBeforeCommit,
+        Bug::CompactWithoutJournal,
+        Bug::GcIgnoresReach,
     ];
 
     /// Its name, as used on the command line.
@@ -54,6 +60,8 @@ impl Bug {
             Bug::RecoveryTrustsTails => "recovery-trusts-tails",
             Bug::CacheAttachNotPersisted => "cache-attach-not-persisted",
             Bug::MigrationFreesBeforeCommit => "migration-frees-before-commit",
+            Bug::CompactWithoutJournal => "compact-without-journal",
+            Bug::GcIgnoresReach => "gc-ignores-reach",
         }
     }
 }

@@ -337,11 +337,7 @@ impl Engine {
                 media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
             }
             staged.commit_tail(media)?;
-            staged.apply(&mut st.log);
-            let bounds = crate::inode::Bounds::of(self.superblock());
-            for e in &entries {
-                st.apply(e, inode.ino, bounds, &mut freed)?;
-            }
+            freed = self.apply_entries(st, inode.ino, staged, &entries)?;
         }
         for b in freed {
             self.block_alloc().free(b, 1);
@@ -443,6 +439,7 @@ fn writeback_loop(weak: Weak<Engine>, ctl: Arc<Ctl>, cfg: WritebackConfig) {
         // Hold the engine only for the pass, so that dropping the last handle unmounts.
         let Some(engine) = weak.upgrade() else { return };
         let _ = engine.writeback_pass(&cfg, false);
+        let _ = engine.gc_pass();
         drop(engine);
     }
 }

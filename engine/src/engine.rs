@@ -119,6 +119,7 @@ pub struct Engine {
     pub(crate) read_only: bool,
     pub(crate) mounted: AtomicBool,
     pub(crate) writeback: crate::cache::Writeback,
+    pub(crate) gc: crate::gc::Gc,
     /// Mutating operations hold it shared; unmount and crash exclusively.
     pub(crate) gate: RwLock<()>,
 }
@@ -212,6 +213,7 @@ impl Engine {
             read_only,
             mounted: AtomicBool::new(true),
             writeback: Default::default(),
+            gc: Default::default(),
             gate: RwLock::new(()),
         }
     }
@@ -350,12 +352,14 @@ impl Engine {
             return Ok(DirEnt {
                 ino: parent,
                 kind: Kind::Dir,
+                log_page: crate::inode::NO_OWNER,
             });
         }
         if name == b".." {
             return Ok(DirEnt {
                 ino: st.parent,
                 kind: Kind::Dir,
+                log_page: crate::inode::NO_OWNER,
             });
         }
         st.dir.get(name).copied().ok_or(Error::NotFound)
@@ -567,14 +571,9 @@ impl Engine {
         };
         self.media.mark("create");
         staged.commit_tail(&self.media)?;
-        let mut scratch = Vec::new();
-        staged.apply(&mut ps.log);
-        ps.apply(&entries[0], parent, Bounds::of(&self.sb), &mut scratch)?;
+        self.apply_entries(&mut ps, parent, staged, &entries[..1])?;
         if let Some(cs) = child_staged {
-            cs.apply(&mut child.log);
-            for e in &entries[1..] {
-                child.apply(e, ino, Bounds::of(&self.sb), &mut scratch)?;
-            }
+            self.apply_entries(&mut child, ino, cs, &entries[1..])?;
         }
         let attr = child.attr();
         self.cache_insert(ino, child)?;
@@ -638,11 +637,19 @@ impl Engine {
         Ok(out)
     }
 
-    fn apply_entries(&self, st: &mut InodeState, ino: u64, entries: &[Entry]) -> Result<Vec<u64>> {
+    /// Apply a committed append to the DRAM state of inode `ino` (its write lock held), then
+    /// give its log to GC. Returns the blocks the entries replaced.
+    pub(crate) fn apply_entries(
+        &self,
+        st: &mut InodeState,
+        ino: u64,
+        staged: Staged,
+        entries: &[Entry],
+    ) -> Result<Vec<u64>> {
         let mut freed = Vec::new();
-        for e in entries {
-            st.apply(e, ino, Bounds::of(&self.sb), &mut freed)?;
-        }
+        let words = staged.words;
+        st.apply_staged(staged, entries, ino, Bounds::of(&self.sb), &mut freed)?;
+        self.gc_after(words, st, ino);
         Ok(freed)
     }
 
@@ -742,14 +749,12 @@ impl Engine {
             let all: Vec<&Staged> = staged.iter().chain(child_staged.iter()).collect();
             self.commit(&all)?;
             for s in staged {
-                s.apply(&mut l.get(parent).log);
+                self.apply_entries(l.get(parent), parent, s, &pe)?;
             }
-            self.apply_entries(l.get(parent), parent, &pe)?;
             for s in child_staged {
-                s.apply(&mut l.get(ent.ino).log);
+                self.apply_entries(l.get(ent.ino), ent.ino, s, &child_entries)?;
             }
             let cs = l.get(ent.ino);
-            self.apply_entries(cs, ent.ino, &child_entries)?;
             if dir || child_entries.is_empty() {
                 cs.attr.nlink = 0;
                 cs.removed = true;
@@ -816,11 +821,12 @@ impl Engine {
         };
         self.media.mark("link");
         self.commit(&[&s1[0], &s2[0]])?;
-        s1.into_iter()
-            .for_each(|s| s.apply(&mut l.get(new_parent).log));
-        self.apply_entries(l.get(new_parent), new_parent, &pe)?;
-        s2.into_iter().for_each(|s| s.apply(&mut l.get(ino).log));
-        self.apply_entries(l.get(ino), ino, &ce)?;
+        for s in s1 {
+            self.apply_entries(l.get(new_parent), new_parent, s, &pe)?;
+        }
+        for s in s2 {
+            self.apply_entries(l.get(ino), ino, s, &ce)?;
+        }
         Ok(l.get(ino).attr())
     }
 
@@ -991,9 +997,7 @@ impl Engine {
             let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
             self.commit(&refs)?;
             for (ino, s, entries) in staged {
-                let st = l.get(ino);
-                s.apply(&mut st.log);
-                self.apply_entries(st, ino, &entries)?;
+                self.apply_entries(l.get(ino), ino, s, &entries)?;
             }
             if let Some(d) = dst {
                 let vs = l.get(d.ino);
@@ -1265,8 +1269,7 @@ impl Engine {
             }
         };
         staged.commit_tail(&self.media)?;
-        staged.apply(&mut st.log);
-        let freed = self.apply_entries(st, inode.ino, &entries)?;
+        let freed = self.apply_entries(st, inode.ino, staged, &entries)?;
         for b in freed {
             if !in_place.contains(&b) {
                 self.blocks.free(b, 1);

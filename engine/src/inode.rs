@@ -53,6 +53,53 @@ pub struct DirEnt {
     pub ino: u64,
     /// Child kind.
     pub kind: Kind,
+    /// Logical log page holding the entry that added the name (GC bookkeeping; see
+    /// [`LogState::first`]).
+    pub log_page: u64,
+}
+
+/// No owner (see [`Owners`]).
+pub const NO_OWNER: u64 = u64::MAX;
+
+/// Liveness of one log page, for GC (DESIGN.md §5.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageLive {
+    /// Entries in the page.
+    pub entries: u32,
+    /// Keys (file pages, names, attributes) whose current value an entry of this page set.
+    pub live: u32,
+    /// The latest logical page holding the removal of a name this page added: a prefix of
+    /// the log that drops this page must drop that page too (replaying a removal needs its
+    /// addition).
+    pub reach: u64,
+}
+
+/// Which log page set each attribute's current value (logical page numbers, [`NO_OWNER`]
+/// when no entry of the log did).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owners {
+    /// size, mtime, ctime, atime, mode, uid, gid, nlink, parent.
+    pub attr: [u64; ATTR_KEYS],
+}
+
+/// Attribute keys tracked by [`Owners`].
+pub const ATTR_KEYS: usize = 9;
+const K_SIZE: usize = 0;
+const K_MTIME: usize = 1;
+const K_CTIME: usize = 2;
+const K_ATIME: usize = 3;
+const K_MODE: usize = 4;
+const K_UID: usize = 5;
+const K_GID: usize = 6;
+const K_NLINK: usize = 7;
+const K_PARENT: usize = 8;
+
+impl Default for Owners {
+    fn default() -> Self {
+        Owners {
+            attr: [NO_OWNER; ATTR_KEYS],
+        }
+    }
 }
 
 /// Where the log of an inode stands.
@@ -68,12 +115,82 @@ pub struct LogState {
     pub next_seq: u64,
     /// Entries in the log (live and dead), for GC decisions.
     pub entries: u64,
+    /// Logical number of `pages[0]`: pages are numbered from the start of the chain's life,
+    /// so that dropping a prefix (fast GC) does not renumber the rest.
+    pub first: u64,
+    /// Liveness per page, parallel to `pages`.
+    pub live: Vec<PageLive>,
+    /// Entry count at which GC looks at this log again.
+    pub gc_next: u64,
 }
 
 impl LogState {
     /// Block of the page holding the tail.
     pub fn tail_page(&self) -> Option<u64> {
         self.pages.last().copied()
+    }
+
+    /// Logical number of the page holding the tail.
+    pub fn tail_logical(&self) -> u64 {
+        (self.first + self.pages.len() as u64).saturating_sub(1)
+    }
+
+    /// Liveness record of logical page `at` (None when it is not in the chain).
+    pub fn page_mut(&mut self, at: u64) -> Option<&mut PageLive> {
+        let i = at.checked_sub(self.first)?;
+        self.live.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// How many leading pages a fast GC may drop: pages with no live key, never the tail
+    /// page, and only up to a point where no later page removes a name they added.
+    pub fn dead_prefix(&self) -> usize {
+        let n = self.pages.len().min(self.live.len());
+        let mut k = 0;
+        let mut reach = 0u64;
+        for i in 0..n.saturating_sub(1) {
+            let p = &self.live[i];
+            if p.live > 0 {
+                break;
+            }
+            reach = reach.max(p.reach);
+            if reach <= self.first + i as u64
+                || crate::bugs::active(crate::bugs::Bug::GcIgnoresReach)
+            {
+                k = i + 1;
+            }
+        }
+        k
+    }
+
+    /// Drop the first `k` pages from the DRAM state (after the head moved past them);
+    /// returns their blocks.
+    pub fn drop_prefix(&mut self, k: usize) -> Vec<u64> {
+        let gone: Vec<u64> = self.pages.drain(..k).collect();
+        let dead: u64 = self.live.drain(..k).map(|p| p.entries as u64).sum();
+        self.entries -= dead.min(self.entries);
+        self.first += k as u64;
+        if let Some(&h) = self.pages.first() {
+            self.head = h;
+        }
+        gone
+    }
+}
+
+/// Move ownership of a key to logical page `at`.
+fn claim(log: &mut LogState, owner: &mut u64, at: u64) {
+    release(log, *owner);
+    *owner = at;
+    if let Some(p) = log.page_mut(at) {
+        p.live += 1;
+    }
+}
+
+/// The key's value set at page `owner` is gone.
+fn release(log: &mut LogState, owner: u64) {
+    if owner != NO_OWNER {
+        if let Some(p) = log.page_mut(owner) {
+            p.live = p.live.saturating_sub(1);
+        }
     }
 }
 
@@ -88,6 +205,10 @@ pub struct InodeState {
     pub log: LogState,
     /// File map: page index -> block.
     pub map: BTreeMap<u64, u64>,
+    /// Logical log page of the entry that set each file-map page (GC bookkeeping).
+    pub map_owner: BTreeMap<u64, u64>,
+    /// Log pages that set each attribute (GC bookkeeping).
+    pub owners: Owners,
     /// Directory index.
     pub dir: HashMap<Box<[u8]>, DirEnt>,
     /// Unlinked from the tree (may still be open).
@@ -177,6 +298,8 @@ impl InodeState {
                 ..LogState::default()
             },
             map: BTreeMap::new(),
+            map_owner: BTreeMap::new(),
+            owners: Owners::default(),
             dir: HashMap::new(),
             removed: false,
             freed: false,
@@ -190,13 +313,15 @@ impl InodeState {
         }
     }
 
-    /// Apply one committed entry.
+    /// Apply one committed entry, which lies in logical log page `at` (GC bookkeeping: the
+    /// page becomes the owner of every key the entry sets).
     pub fn apply(
         &mut self,
         e: &Entry,
         ino: u64,
         bounds: Bounds,
         freed: &mut Vec<u64>,
+        at: u64,
     ) -> Result<()> {
         let bad = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
         match e {
@@ -221,10 +346,16 @@ impl InodeState {
                     return Err(bad("write extent beyond the largest file"));
                 }
                 for i in 0..n {
+                    let pg = pgoff + i;
                     let old = if *block == 0 {
-                        self.map.remove(&(pgoff + i))
+                        if let Some(o) = self.map_owner.remove(&pg) {
+                            release(&mut self.log, o);
+                        }
+                        self.map.remove(&pg)
                     } else {
-                        self.map.insert(pgoff + i, block + i)
+                        let o = self.map_owner.entry(pg).or_insert(NO_OWNER);
+                        claim(&mut self.log, o, at);
+                        self.map.insert(pg, block + i)
                     };
                     match old {
                         // Re-applying a mapping it already has frees nothing.
@@ -240,32 +371,40 @@ impl InodeState {
                 self.attr.size = *size;
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
+                self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
             }
             Entry::SetAttr(a) => {
+                if a.mask & attr_mask::SIZE != 0 && self.attr.kind == Kind::Dir {
+                    return Err(bad("size change in a directory log"));
+                }
                 if a.mask & attr_mask::MODE != 0 {
                     self.attr.mode = a.mode;
+                    self.own(&[K_MODE], at);
                 }
                 if a.mask & attr_mask::UID != 0 {
                     self.attr.uid = a.uid;
+                    self.own(&[K_UID], at);
                 }
                 if a.mask & attr_mask::GID != 0 {
                     self.attr.gid = a.gid;
+                    self.own(&[K_GID], at);
                 }
                 if a.mask & attr_mask::SIZE != 0 {
-                    if self.attr.kind == Kind::Dir {
-                        return Err(bad("size change in a directory log"));
-                    }
                     freed.extend(self.truncate_map(a.size));
                     self.attr.size = a.size;
+                    self.own(&[K_SIZE], at);
                 }
                 if a.mask & attr_mask::ATIME != 0 {
                     self.attr.atime_ns = a.atime_ns;
+                    self.own(&[K_ATIME], at);
                 }
                 if a.mask & attr_mask::MTIME != 0 {
                     self.attr.mtime_ns = a.mtime_ns;
+                    self.own(&[K_MTIME], at);
                 }
                 if a.mask & attr_mask::CTIME != 0 {
                     self.attr.ctime_ns = a.ctime_ns;
+                    self.own(&[K_CTIME], at);
                 }
             }
             Entry::Link {
@@ -275,11 +414,14 @@ impl InodeState {
             } => {
                 if self.attr.kind != Kind::Dir {
                     self.attr.nlink = *nlink;
+                    self.own(&[K_NLINK], at);
                 }
                 if *parent != 0 {
                     self.parent = *parent;
+                    self.own(&[K_PARENT], at);
                 }
                 self.attr.ctime_ns = *ctime_ns;
+                self.own(&[K_CTIME], at);
             }
             Entry::DirAdd {
                 ino: child,
@@ -293,6 +435,7 @@ impl InodeState {
                 let ent = DirEnt {
                     ino: *child,
                     kind: *kind,
+                    log_page: at,
                 };
                 if self
                     .dir
@@ -301,11 +444,15 @@ impl InodeState {
                 {
                     return Err(bad("duplicate name in directory log"));
                 }
+                if let Some(p) = self.log.page_mut(at) {
+                    p.live += 1;
+                }
                 if *kind == Kind::Dir {
                     self.attr.nlink += 1;
                 }
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
+                self.own(&[K_MTIME, K_CTIME], at);
             }
             Entry::CacheAttach { .. } => {
                 return Err(bad("cache entry in an inode log"));
@@ -323,12 +470,44 @@ impl InodeState {
                         if ent.kind == Kind::Dir {
                             self.attr.nlink -= 1;
                         }
+                        release(&mut self.log, ent.log_page);
+                        if let Some(p) = self.log.page_mut(ent.log_page) {
+                            p.reach = p.reach.max(at);
+                        }
                     }
                     _ => return Err(bad("removal of a name the directory does not hold")),
                 }
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
+                self.own(&[K_MTIME, K_CTIME], at);
             }
+        }
+        if let Some(p) = self.log.page_mut(at) {
+            p.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// Page `at` now owns attribute keys `keys`.
+    fn own(&mut self, keys: &[usize], at: u64) {
+        for &k in keys {
+            claim(&mut self.log, &mut self.owners.attr[k], at);
+        }
+    }
+
+    /// Apply a committed append of `entries` (staged as `staged`): the log position, then
+    /// every entry with the page that holds it. Blocks the entries replaced go to `freed`.
+    pub fn apply_staged(
+        &mut self,
+        staged: crate::log::Staged,
+        entries: &[Entry],
+        ino: u64,
+        bounds: Bounds,
+        freed: &mut Vec<u64>,
+    ) -> Result<()> {
+        let pages = staged.apply(&mut self.log);
+        for (e, at) in entries.iter().zip(pages) {
+            self.apply(e, ino, bounds, freed, at)?;
         }
         Ok(())
     }
@@ -363,6 +542,9 @@ impl InodeState {
     /// Drop mappings at or beyond `size`; returns the dropped blocks.
     pub fn truncate_map(&mut self, size: u64) -> Vec<u64> {
         let first_gone = size.div_ceil(BLOCK);
+        for (_, o) in self.map_owner.split_off(&first_gone) {
+            release(&mut self.log, o);
+        }
         let gone = self.map.split_off(&first_gone);
         self.attr.blocks -= gone.len() as u64;
         gone.into_values().collect()
@@ -387,8 +569,14 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
     let tail = media.load_u64(slot_off + TAIL_OFFSET)?;
     let head = media.load_u64(slot_off + HEAD_OFFSET)?;
     let mut scratch = Vec::new();
-    st.log = walk_log(media, ino, "log", head, tail, bounds, |e, where_| {
-        st.apply(e, ino, bounds, &mut scratch)
+    // The walk numbers pages from 0; each page's liveness record exists before its entries
+    // are applied.
+    let log = walk_log(media, ino, "log", head, tail, bounds, |e, at, where_| {
+        let want = usize::try_from(at + 1).unwrap_or(usize::MAX);
+        if st.log.live.len() < want {
+            st.log.live.resize(want, PageLive::default());
+        }
+        st.apply(e, ino, bounds, &mut scratch, at)
             .map_err(|err| match err {
                 Error::Corrupt { what, .. } => Error::corrupt(what, where_()),
                 other => other,
@@ -396,6 +584,9 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
         scratch.clear();
         Ok(())
     })?;
+    let mut live = std::mem::take(&mut st.log.live);
+    live.resize(log.pages.len(), PageLive::default());
+    st.log = LogState { live, ..log };
     let ctail = media.load_u64(slot_off + CACHE_TAIL_OFFSET)?;
     let chead = media.load_u64(slot_off + CACHE_HEAD_OFFSET)?;
     if ctail != 0 && kind != Kind::File {
@@ -411,7 +602,7 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
         chead,
         ctail,
         bounds,
-        |e, where_| {
+        |e, _, where_| {
             st.apply_cache(e, bounds)
                 .map_err(|err| Error::corrupt(err.to_string(), where_()))
         },
@@ -429,7 +620,7 @@ fn walk_log(
     head: u64,
     tail: u64,
     bounds: Bounds,
-    mut f: impl FnMut(&Entry, &dyn Fn() -> String) -> Result<()>,
+    mut f: impl FnMut(&Entry, u64, &dyn Fn() -> String) -> Result<()>,
 ) -> Result<LogState> {
     let mut log = LogState {
         next_seq: 1,
@@ -486,7 +677,7 @@ fn walk_log(
                 return Err(Error::corrupt("log entry sequence", where_()));
             }
             last_seq = seq;
-            f(&e, &where_)?;
+            f(&e, log.pages.len() as u64 - 1, &where_)?;
             log.entries += 1;
             pos += len;
         }

@@ -9,6 +9,7 @@ pub mod bugs;
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod gc;
 pub mod inode;
 pub mod journal;
 pub mod layout;
@@ -22,6 +23,7 @@ pub use engine::{
     check_name, DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS,
 };
 pub use error::{Error, Result};
+pub use gc::{GcConfig, GcStats, LogStats};
 pub use inode::Attr;
 pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
 pub use media::{Media, MediaMode};

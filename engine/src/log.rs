@@ -8,7 +8,7 @@
 use crate::alloc::BlockAlloc;
 use crate::bugs::{self, Bug};
 use crate::error::Result;
-use crate::inode::LogState;
+use crate::inode::{LogState, PageLive};
 use crate::layout::entry::Entry;
 use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
@@ -59,6 +59,8 @@ pub struct Staged {
     pub next_seq: u64,
     /// Entries appended.
     pub count: u64,
+    /// Logical page (see [`LogState::first`]) of each entry.
+    pub entry_pages: Vec<u64>,
     /// Entry ranges left unflushed (only by an injected bug).
     deferred_flush: Vec<(u64, u64)>,
 }
@@ -93,6 +95,20 @@ pub fn stage_in(
     entries: &[Entry],
     use_reserve: bool,
 ) -> Result<Staged> {
+    stage_chain(media, alloc, words, log, entries, use_reserve, true)
+}
+
+/// [`stage_in`]; when the log is empty and `store_head` is false, the new chain's head is
+/// not stored (a chain that replaces a log: the caller switches head and tail together).
+pub fn stage_chain(
+    media: &Media,
+    alloc: &BlockAlloc,
+    words: LogWords,
+    log: &LogState,
+    entries: &[Entry],
+    use_reserve: bool,
+    store_head: bool,
+) -> Result<Staged> {
     let mut buf = Vec::with_capacity(64 * entries.len());
     // Plan placement: (entry range in buf, starts a new page?)
     let mut room = if log.tail == 0 {
@@ -103,6 +119,14 @@ pub fn stage_in(
     let mut new_page_count = 0u64;
     let mut seq = log.next_seq;
     let mut plan = Vec::with_capacity(entries.len());
+    let mut entry_pages = Vec::with_capacity(entries.len());
+    // Logical number of the page the next entry goes to (the tail page, or the first new
+    // page of an empty log).
+    let mut logical = if log.tail == 0 {
+        log.first + log.pages.len() as u64
+    } else {
+        log.tail_logical()
+    };
     for e in entries {
         let start = buf.len();
         e.encode(seq, &mut buf);
@@ -110,10 +134,14 @@ pub fn stage_in(
         let len = (buf.len() - start) as u64;
         let fresh = len > room;
         if fresh {
+            if new_page_count > 0 || log.tail != 0 {
+                logical += 1;
+            }
             new_page_count += 1;
             room = ENTRY_BYTES;
         }
         room -= len;
+        entry_pages.push(logical);
         plan.push((start, buf.len(), fresh));
     }
     let mut pages = Vec::with_capacity(new_page_count as usize);
@@ -164,7 +192,7 @@ pub fn stage_in(
     if !bugs::active(Bug::TailBeforeEntry) {
         deferred_flush.clear();
     }
-    if let Some(h) = new_head {
+    if let (Some(h), true) = (new_head, store_head) {
         // Only read while the tail is non-zero, which the later tail store makes it.
         media.store_u64(words.head, h)?;
         media.flush(words.head, 8)?;
@@ -177,6 +205,7 @@ pub fn stage_in(
         new_pages: pages,
         next_seq: seq,
         count: entries.len() as u64,
+        entry_pages,
         deferred_flush,
     })
 }
@@ -209,15 +238,35 @@ impl Staged {
         Ok(())
     }
 
-    /// Make the DRAM log state match the committed append.
-    pub fn apply(self, log: &mut LogState) {
+    /// Make the DRAM log state match the committed append; returns the logical page of each
+    /// entry (for [`crate::inode::InodeState::apply`]).
+    pub fn apply(self, log: &mut LogState) -> Vec<u64> {
         if let Some(h) = self.new_head {
             log.head = h;
         }
+        log.live.resize(log.pages.len(), PageLive::default());
+        log.live
+            .extend(self.new_pages.iter().map(|_| PageLive::default()));
         log.pages.extend(self.new_pages);
         log.tail = self.new_tail;
         log.next_seq = self.next_seq;
         log.entries += self.count;
+        self.entry_pages
+    }
+
+    /// The DRAM position of a chain staged into an empty log (a compaction's new chain),
+    /// before any entry is applied.
+    pub fn detached_log(&self) -> LogState {
+        LogState {
+            head: self.new_head.unwrap_or(0),
+            tail: self.new_tail,
+            pages: self.new_pages.clone(),
+            next_seq: self.next_seq,
+            entries: self.count,
+            first: 0,
+            live: vec![PageLive::default(); self.new_pages.len()],
+            gc_next: 0,
+        }
     }
 
     /// Give back the pages of an append that will not be committed.

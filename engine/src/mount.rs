@@ -10,7 +10,7 @@ use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
-use crate::layout::inode::{InodeSlot, NewInode, TAIL_OFFSET};
+use crate::layout::inode::{InodeSlot, NewInode, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::state::{MountState, CLEAN_MAGIC};
 use crate::layout::superblock::Superblock;
 use crate::layout::{
@@ -58,6 +58,8 @@ pub struct MountOptions {
     pub recovery_threads: usize,
     /// Background writeback of mapped pages (started by `novafs::Fs::open`).
     pub writeback: crate::cache::WritebackConfig,
+    /// Log garbage collection.
+    pub gc: crate::gc::GcConfig,
 }
 
 /// What mount found.
@@ -216,7 +218,8 @@ impl Engine {
                 );
                 let chunk_list = engine.chunk_blocks();
                 report.journal_undone = engine.journal.recover(&media, |addr| {
-                    addr % INODE_SIZE == TAIL_OFFSET
+                    // Tail words (multi-inode commits) and head words (log compaction).
+                    matches!(addr % INODE_SIZE, TAIL_OFFSET | HEAD_OFFSET)
                         && chunk_list
                             .iter()
                             .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
@@ -231,6 +234,7 @@ impl Engine {
             media.commit_u64(state_off, 0)?;
         }
         engine.inode(ROOT_INO)?;
+        engine.set_gc_config(&opts.gc);
         Ok((Arc::new(engine), report))
     }
 

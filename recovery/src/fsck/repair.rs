@@ -106,11 +106,11 @@ fn append(
     for p in &staged.new_pages {
         model.owner[*p as usize] = own(O_LOG, ino);
     }
-    staged.apply(&mut info.st.log);
     let mut freed = Vec::new();
-    for e in entries {
-        let _ = info.st.apply(e, ino, bounds, &mut freed);
-    }
+    // fsck keeps no GC bookkeeping (NO_OWNER pages are not tracked).
+    let _ = info
+        .st
+        .apply_staged(staged, entries, ino, bounds, &mut freed);
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use novafs_engine::inode::{slot_offset, Bounds, DirEnt, InodeState};
+use novafs_engine::inode::{slot_offset, Bounds, DirEnt, InodeState, NO_OWNER};
 use novafs_engine::layout::entry::Entry;
 use novafs_engine::layout::inode::{
     InodeSlot, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
@@ -696,7 +696,7 @@ impl Scanner<'_, '_> {
         let base = self.sb.journal_block * BLOCK;
         let chunks = self.chunks.clone();
         let valid_word = |addr: u64| {
-            addr % INODE_SIZE == TAIL_OFFSET
+            matches!(addr % INODE_SIZE, TAIL_OFFSET | HEAD_OFFSET)
                 && chunks
                     .iter()
                     .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
@@ -857,10 +857,12 @@ impl Scanner<'_, '_> {
             };
             let mut scratch = Vec::new();
             let mut apply = |e: &Entry| {
-                let res = st.apply(e, ino, bounds, &mut scratch).map_err(|e| match e {
-                    Error::Corrupt { what, .. } => what,
-                    e => e.to_string(),
-                });
+                let res = st
+                    .apply(e, ino, bounds, &mut scratch, NO_OWNER)
+                    .map_err(|e| match e {
+                        Error::Corrupt { what, .. } => what,
+                        e => e.to_string(),
+                    });
                 scratch.clear();
                 res
             };

@@ -601,6 +601,7 @@ impl Walker<'_, '_> {
             pages: self.pages,
             next_seq: self.last_seq + 1,
             entries: self.entries,
+            ..LogState::default()
         };
         self.out.cut = cut;
         self.out

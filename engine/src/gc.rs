@@ -1,0 +1,444 @@
+//! Log garbage collection (DESIGN.md §5.7).
+//!
+//! Every inode's DRAM state records, per log page, how many keys (file pages, names,
+//! attributes) an entry of that page set last ([`crate::inode::PageLive`]); replay keeps it
+//! exact, so recovery rebuilds it for free.
+//!
+//! - **Fast GC** drops a prefix of the log whose pages hold no live key: one 8-byte store of
+//!   the head word, flush, fence, then the pages are freed. Removals need their additions on
+//!   replay, so the prefix never ends between a name's addition and its removal.
+//! - **Thorough GC** (compaction) writes a fresh chain that rebuilds the inode's current state
+//!   (its attributes, file map or directory index) and switches head and tail together under
+//!   one journal slot (the journal's commit word is the atomic store); the old chain is freed
+//!   after. It runs inline when a log holds four times the entries its state needs, and in the
+//!   background at twice.
+//!
+//! GC works under the inode's write lock only: readers of other inodes never wait for it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::inode::{Bounds, InodeState, LogState};
+use crate::layout::entry::{attr_mask, Entry};
+use crate::layout::inode::InodeSlot;
+use crate::layout::Kind;
+use crate::log::{self, LogWords};
+
+/// GC settings.
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    /// Drop dead pages at the head of a log after every commit.
+    pub fast: bool,
+    /// Compact a log inline once it holds at least this many entries and at most a quarter
+    /// of them are needed (0 = never inline).
+    pub inline_min_entries: u64,
+    /// Hand a log to the background pass once it holds at least this many entries and at
+    /// most half of them are needed (0 = never in the background).
+    pub background_min_entries: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            fast: true,
+            inline_min_entries: 1024,
+            background_min_entries: 128,
+        }
+    }
+}
+
+/// GC counters (since mount).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Fast GC runs (head moves).
+    pub fast_runs: u64,
+    /// Log pages freed by fast GC.
+    pub fast_pages_freed: u64,
+    /// Compactions.
+    pub thorough_runs: u64,
+    /// Log pages freed by compactions (old chains).
+    pub thorough_pages_freed: u64,
+    /// Log pages written by compactions (new chains).
+    pub thorough_pages_written: u64,
+    /// Longest compaction, in nanoseconds (the time the inode's lock was held for it).
+    pub max_pause_ns: u64,
+    /// All compactions, in nanoseconds.
+    pub total_pause_ns: u64,
+}
+
+/// GC state of an engine.
+pub(crate) struct Gc {
+    fast: AtomicBool,
+    inline_min: AtomicU64,
+    background_min: AtomicU64,
+    /// Inodes the background pass should look at.
+    candidates: Mutex<HashSet<u64>>,
+    fast_runs: AtomicU64,
+    fast_pages: AtomicU64,
+    runs: AtomicU64,
+    pages_freed: AtomicU64,
+    pages_written: AtomicU64,
+    max_pause: AtomicU64,
+    total_pause: AtomicU64,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc::new(&GcConfig::default())
+    }
+}
+
+impl Gc {
+    pub(crate) fn new(cfg: &GcConfig) -> Gc {
+        Gc {
+            fast: AtomicBool::new(cfg.fast),
+            inline_min: AtomicU64::new(cfg.inline_min_entries),
+            background_min: AtomicU64::new(cfg.background_min_entries),
+            candidates: Mutex::default(),
+            fast_runs: AtomicU64::new(0),
+            fast_pages: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+            pages_freed: AtomicU64::new(0),
+            pages_written: AtomicU64::new(0),
+            max_pause: AtomicU64::new(0),
+            total_pause: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, cfg: &GcConfig) {
+        self.fast.store(cfg.fast, Ordering::Relaxed);
+        self.inline_min
+            .store(cfg.inline_min_entries, Ordering::Relaxed);
+        self.background_min
+            .store(cfg.background_min_entries, Ordering::Relaxed);
+    }
+}
+
+/// Log usage of one inode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Pages in the log chain.
+    pub pages: u64,
+    /// Entries in the chain (live and dead).
+    pub entries: u64,
+    /// Entries a compaction would write (what the current state needs).
+    pub needed: u64,
+}
+
+/// The entries that rebuild `st` from a fresh slot: attributes first (a size set on an empty
+/// map drops nothing), then the file map as extents or the directory's names, then the link
+/// entry (nlink, parent) whose ctime is the final one.
+pub fn checkpoint_entries(st: &InodeState) -> Vec<Entry> {
+    let a = &st.attr;
+    let mut out = Vec::new();
+    let mut sa = crate::layout::entry::SetAttrEntry::zeroed_entry();
+    sa.mask = attr_mask::MODE
+        | attr_mask::UID
+        | attr_mask::GID
+        | attr_mask::ATIME
+        | attr_mask::MTIME
+        | attr_mask::CTIME;
+    if a.kind != Kind::Dir {
+        sa.mask |= attr_mask::SIZE;
+    }
+    sa.mode = a.mode;
+    sa.uid = a.uid;
+    sa.gid = a.gid;
+    sa.size = a.size;
+    sa.atime_ns = a.atime_ns;
+    sa.mtime_ns = a.mtime_ns;
+    sa.ctime_ns = a.ctime_ns;
+    out.push(Entry::SetAttr(sa));
+    if a.kind == Kind::Dir {
+        let mut names: Vec<_> = st.dir.iter().collect();
+        names.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        out.extend(names.into_iter().map(|(name, ent)| Entry::DirAdd {
+            ino: ent.ino,
+            kind: ent.kind,
+            name: name.to_vec(),
+            mtime_ns: a.mtime_ns,
+        }));
+    } else {
+        let mut run: Option<(u64, u64, u32)> = None;
+        let flush = |r: (u64, u64, u32), out: &mut Vec<Entry>| {
+            out.push(Entry::Write {
+                pgoff: r.0,
+                block: r.1,
+                num_pages: r.2,
+                size: a.size,
+                mtime_ns: a.mtime_ns,
+            })
+        };
+        for (&pg, &b) in &st.map {
+            run = match run {
+                Some((p0, b0, n)) if pg == p0 + n as u64 && b == b0 + n as u64 && n < u32::MAX => {
+                    Some((p0, b0, n + 1))
+                }
+                Some(r) => {
+                    flush(r, &mut out);
+                    Some((pg, b, 1))
+                }
+                None => Some((pg, b, 1)),
+            };
+        }
+        if let Some(r) = run {
+            flush(r, &mut out);
+        }
+    }
+    out.push(Entry::Link {
+        nlink: a.nlink,
+        ctime_ns: a.ctime_ns,
+        parent: st.parent,
+    });
+    out
+}
+
+/// How many entries [`checkpoint_entries`] would write, without building them.
+pub fn needed_entries(st: &InodeState) -> u64 {
+    let body = if st.attr.kind == Kind::Dir {
+        st.dir.len() as u64
+    } else {
+        let mut runs = 0u64;
+        let mut prev: Option<(u64, u64)> = None;
+        for (&pg, &b) in &st.map {
+            if prev != Some((pg.wrapping_sub(1), b.wrapping_sub(1))) {
+                runs += 1;
+            }
+            prev = Some((pg, b));
+        }
+        runs
+    };
+    body + 2
+}
+
+impl Engine {
+    /// GC after a commit to the log at `words` of inode `ino` (its write lock held). Never
+    /// fails the operation that committed: a GC that cannot run now (no space for a new
+    /// chain) runs later.
+    pub(crate) fn gc_after(&self, words: LogWords, st: &mut InodeState, ino: u64) {
+        if st.removed || st.freed || self.read_only {
+            return;
+        }
+        if self.gc.fast.load(Ordering::Relaxed) {
+            let _ = self.gc_fast(words, st);
+        }
+        let entries = st.log.entries;
+        let inline = self.gc.inline_min.load(Ordering::Relaxed);
+        let bg = self.gc.background_min.load(Ordering::Relaxed);
+        let min = match (inline, bg) {
+            (0, 0) => return,
+            (0, b) => b,
+            (i, 0) => i,
+            (i, b) => i.min(b),
+        };
+        if entries < min || entries < st.log.gc_next {
+            return;
+        }
+        let needed = needed_entries(st);
+        if inline != 0 && entries >= inline && needed * 4 <= entries {
+            if let Ok(true) = self.compact(words, st, ino) {
+                return;
+            }
+        } else if bg != 0 && entries >= bg && needed * 2 <= entries {
+            self.gc.candidates.lock().insert(ino);
+        }
+        // Look again once the log has grown by what the state needs: amortised O(1) per entry.
+        st.log.gc_next = entries + needed.max(64);
+    }
+
+    /// Fast GC: drop the dead prefix of the log. Returns pages freed.
+    fn gc_fast(&self, words: LogWords, st: &mut InodeState) -> Result<u64> {
+        let k = st.log.dead_prefix();
+        if k == 0 {
+            return Ok(0);
+        }
+        let new_head = st.log.pages[k];
+        self.media.mark("gc-fast");
+        // The head is read only below the tail, which stays put: one atomic store moves it.
+        self.media.store_u64(words.head, new_head)?;
+        self.media.flush(words.head, 8)?;
+        self.media.fence();
+        for p in st.log.drop_prefix(k) {
+            self.blocks.free(p, 1);
+        }
+        self.gc.fast_runs.fetch_add(1, Ordering::Relaxed);
+        self.gc.fast_pages.fetch_add(k as u64, Ordering::Relaxed);
+        Ok(k as u64)
+    }
+
+    /// Thorough GC: rewrite the log as a fresh chain holding only what the state needs, then
+    /// switch head and tail under one journal slot and free the old chain. Returns whether it
+    /// ran (false: no space for the new chain, or the state changed under it).
+    pub(crate) fn compact(&self, words: LogWords, st: &mut InodeState, ino: u64) -> Result<bool> {
+        if st.log.tail == 0 || st.removed || st.freed {
+            return Ok(false);
+        }
+        let t0 = Instant::now();
+        let entries = checkpoint_entries(st);
+        let fresh_log = LogState {
+            next_seq: st.log.next_seq,
+            ..LogState::default()
+        };
+        let staged = match log::stage_chain(
+            &self.media,
+            &self.blocks,
+            words,
+            &fresh_log,
+            &entries,
+            true,
+            false,
+        ) {
+            Ok(s) => s,
+            Err(crate::Error::NoSpace) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // Replay the new chain in DRAM and check that it rebuilds exactly this state: a
+        // compaction that would change the file is never committed.
+        let slot_off = words.tail - crate::layout::inode::TAIL_OFFSET;
+        let slot: InodeSlot = self.media.read_pod(slot_off)?;
+        let mut fresh = InodeState::new(ino, &slot, st.attr.kind);
+        fresh.log = staged.detached_log();
+        let bounds = Bounds::of(&self.sb);
+        let mut scratch = Vec::new();
+        let replay_ok = entries
+            .iter()
+            .zip(&staged.entry_pages)
+            .all(|(e, &at)| fresh.apply(e, ino, bounds, &mut scratch, at).is_ok());
+        let same = replay_ok
+            && fresh.attr == st.attr
+            && fresh.map == st.map
+            && fresh.parent == st.parent
+            && fresh.dir.len() == st.dir.len()
+            && fresh.dir.iter().all(|(n, e)| {
+                st.dir
+                    .get(n)
+                    .is_some_and(|o| (o.ino, o.kind) == (e.ino, e.kind))
+            });
+        if !same {
+            debug_assert!(
+                false,
+                "compaction of inode {ino} does not rebuild its state"
+            );
+            staged.abort(&self.blocks);
+            return Ok(false);
+        }
+        let new_head = staged.new_head.unwrap_or(0);
+        self.media.mark("gc-compact");
+        self.media.fence();
+        let no_journal = crate::bugs::active(crate::bugs::Bug::CompactWithoutJournal);
+        let slot_j = if no_journal {
+            None
+        } else {
+            let undo = [(words.head, st.log.head), (words.tail, st.log.tail)];
+            Some(self.journal.begin(&self.media, &undo)?)
+        };
+        self.media.store_u64(words.head, new_head)?;
+        self.media.flush(words.head, 8)?;
+        if no_journal {
+            self.media.fence();
+        }
+        self.media.store_u64(words.tail, staged.new_tail)?;
+        self.media.flush(words.tail, 8)?;
+        self.media.fence();
+        if let Some(j) = slot_j {
+            self.journal.end(&self.media, j)?;
+        }
+        let old_pages = std::mem::take(&mut st.log.pages);
+        for &p in &old_pages {
+            self.blocks.free(p, 1);
+        }
+        let written = staged.new_pages.len() as u64;
+        st.log = fresh.log;
+        st.map_owner = fresh.map_owner;
+        st.owners = fresh.owners;
+        st.dir = fresh.dir;
+        st.log.gc_next = st.log.entries * 2 + 64;
+        self.gc.candidates.lock().remove(&ino);
+        let pause = t0.elapsed().as_nanos() as u64;
+        self.gc.runs.fetch_add(1, Ordering::Relaxed);
+        self.gc
+            .pages_freed
+            .fetch_add(old_pages.len() as u64, Ordering::Relaxed);
+        self.gc.pages_written.fetch_add(written, Ordering::Relaxed);
+        self.gc.max_pause.fetch_max(pause, Ordering::Relaxed);
+        self.gc.total_pause.fetch_add(pause, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Compact inode `ino`'s log now if it holds any dead entry. Returns whether it ran.
+    pub fn gc_inode(&self, ino: u64) -> Result<bool> {
+        let _op = self.writable()?;
+        let i = self.inode(ino)?;
+        let mut st = i.state.write();
+        if st.log.entries <= needed_entries(&st) {
+            return Ok(false);
+        }
+        self.compact(LogWords::file(i.slot_off), &mut st, ino)
+    }
+
+    /// One background GC pass over the inodes handed to it. Returns compactions run.
+    pub fn gc_pass(&self) -> Result<usize> {
+        let inos: Vec<u64> = self.gc.candidates.lock().drain().collect();
+        let mut n = 0;
+        for ino in inos {
+            if !self.mounted.load(Ordering::Acquire) {
+                break;
+            }
+            let Ok(_op) = self.writable() else { break };
+            let Ok(i) = self.inode(ino) else { continue };
+            let mut st = i.state.write();
+            if st.log.entries >= 2 * needed_entries(&st)
+                && self.compact(LogWords::file(i.slot_off), &mut st, ino)?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Change the GC settings of a mounted engine.
+    pub fn set_gc_config(&self, cfg: &GcConfig) {
+        self.gc.set(cfg);
+    }
+
+    /// GC counters since mount.
+    pub fn gc_stats(&self) -> GcStats {
+        let g = &self.gc;
+        GcStats {
+            fast_runs: g.fast_runs.load(Ordering::Relaxed),
+            fast_pages_freed: g.fast_pages.load(Ordering::Relaxed),
+            thorough_runs: g.runs.load(Ordering::Relaxed),
+            thorough_pages_freed: g.pages_freed.load(Ordering::Relaxed),
+            thorough_pages_written: g.pages_written.load(Ordering::Relaxed),
+            max_pause_ns: g.max_pause.load(Ordering::Relaxed),
+            total_pause_ns: g.total_pause.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Log usage of inode `ino`.
+    pub fn log_stats(&self, ino: u64) -> Result<LogStats> {
+        let i = self.inode(ino)?;
+        let st = i.state.read();
+        Ok(LogStats {
+            pages: st.log.pages.len() as u64,
+            entries: st.log.entries,
+            needed: needed_entries(&st),
+        })
+    }
+
+    /// Log pages in use by all inodes in the DRAM cache (their logs and cache logs).
+    pub fn log_pages_cached(&self) -> u64 {
+        self.cached_inodes()
+            .iter()
+            .map(|i| {
+                let st = i.state.read();
+                (st.log.pages.len() + st.cache_log.pages.len()) as u64
+            })
+            .sum()
+    }
+}
