@@ -982,7 +982,9 @@ impl Engine {
                     off(ino),
                     &l.get(ino).log,
                     &entries,
-                    true,
+                    // Only a rename that frees its victim may dip into the reserve: a plain
+                    // move on a full image fails with NoSpace.
+                    victim_gone,
                 ) {
                     Ok(s) => staged.push((ino, s, entries)),
                     Err(e) => {
