@@ -82,7 +82,9 @@ impl Engine {
     /// are first copied into new cache pages whose attachment is durable before this returns;
     /// the stored bytes are durable after [`Engine::cache_persist`] (or a sync).
     pub fn cache_write(&self, inode: &Inode, off: u64, data: &[u8], mode: MapMode) -> Result<()> {
-        let _op = self.writable()?;
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         if data.is_empty() {
             return Ok(());
         }
@@ -92,8 +94,15 @@ impl Engine {
         let atomic = mode == MapMode::Atomic;
         {
             // Fast path: every page already in the cache (in this mode): the stores change no
-            // DRAM state, so a shared lock is enough (like CPU stores to a mapped page).
+            // DRAM state, so the inode's shared lock is enough (like CPU stores to a mapped
+            // page), and the operation gate is not taken. The lock excludes migration and
+            // freeing (both take it exclusively); unmount migrates every cache under it, and
+            // `crash` drains every inode's lock after clearing `mounted`, so a store that saw
+            // `mounted` set lands before either completes.
             let st = inode.state.read();
+            if !self.mounted.load(Ordering::Acquire) {
+                return Err(Error::BadHandle("the file system was unmounted"));
+            }
             let (first, last) = (off / BLOCK, (end - 1) / BLOCK);
             if st.attr.kind == Kind::File
                 && !st.freed
@@ -101,9 +110,10 @@ impl Engine {
                 && st.cache_atomic == atomic
                 && (first..=last).all(|p| st.cache.contains_key(&p))
             {
-                return self.store_cached(&st, off, end, data);
+                return self.store_cached(inode, &st, off, end, data);
             }
         }
+        let _op = self.writable()?;
         let mut st = inode.state.write();
         if st.attr.kind != Kind::File || st.freed {
             return Err(Error::InvalidArgument("mapped write to a non-file".into()));
@@ -129,11 +139,18 @@ impl Engine {
         if !clean.is_empty() {
             self.attach(inode, &mut st, &clean, atomic)?;
         }
-        self.store_cached(&st, off, end, data)
+        self.store_cached(inode, &st, off, end, data)
     }
 
     /// The stores themselves, into pages known to be cached.
-    fn store_cached(&self, st: &InodeState, off: u64, end: u64, data: &[u8]) -> Result<()> {
+    fn store_cached(
+        &self,
+        inode: &Inode,
+        st: &InodeState,
+        off: u64,
+        end: u64,
+        data: &[u8],
+    ) -> Result<()> {
         self.media().mark("map-write");
         let mut pos = off;
         while pos < end {
@@ -143,6 +160,7 @@ impl Engine {
             let b = st.cache[&pg];
             let src = &data[(pos - off) as usize..(pos - off + n) as usize];
             self.media().write(b * BLOCK + in_pg, src)?;
+            inode.note_store(pg, b);
             pos += n;
         }
         Ok(())
@@ -213,6 +231,18 @@ impl Engine {
 
     /// Make the mapped stores in `[off, off+len)` durable: flush their lines, fence.
     pub fn cache_persist(&self, inode: &Inode, off: u64, len: u64) -> Result<()> {
+        let end = off.saturating_add(len);
+        if len > 0 && off / BLOCK == (end - 1) / BLOCK {
+            // A range inside the page of the last mapped store: flush that block without the
+            // lock. If the page was migrated meanwhile, the migration flushed it (and a block
+            // freed since only gets a harmless flush); a later store to the page went to a new
+            // block and noted it before this load.
+            if let Some(b) = inode.last_store_in(off / BLOCK) {
+                self.media().flush(b * BLOCK + off % BLOCK, len)?;
+                self.media().fence();
+                return Ok(());
+            }
+        }
         let st = inode.state.read();
         let end = off.saturating_add(len).min(st.attr.size);
         let mut pos = off;
@@ -245,13 +275,13 @@ impl Engine {
         let media = self.media();
         media.mark("migrate");
         // Everything stored into the cache pages is durable before the commit's fence.
-        for &b in st.cache.values() {
+        for b in st.cache.values() {
             media.flush(b * BLOCK, BLOCK)?;
         }
         let now = now_ns();
         let mut entries: Vec<Entry> = Vec::new();
         let mut run: Option<(u64, u64, u32)> = None;
-        let mut sorted: Vec<(u64, u64)> = st.cache.iter().map(|(&p, &b)| (p, b)).collect();
+        let mut sorted: Vec<(u64, u64)> = st.cache.iter().collect();
         sorted.sort_unstable();
         for (pg, b) in sorted {
             run = match run {
@@ -300,6 +330,7 @@ impl Engine {
         // The pages belong to the file now, whatever happens next (a retry finds the cache
         // empty and only resets the cache log).
         st.cache.clear();
+        inode.forget_last_store();
         self.media()
             .commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
         for &p in &st.cache_log.pages {

@@ -223,6 +223,11 @@ impl Engine {
     pub fn crash(&self) {
         self.mounted.store(false, Ordering::Release);
         drop(self.gate.write()); // wait for operations in flight
+                                 // Mapped stores to cached pages take only their inode's lock (`cache_write`'s fast
+                                 // path): wait for those in flight too.
+        for i in self.cached_inodes() {
+            drop(i.state.write());
+        }
         self.stop_writeback();
     }
 
@@ -280,6 +285,7 @@ impl Engine {
             slot_off,
             state: RwLock::new(st),
             open: Default::default(),
+            last_store: Default::default(),
         });
         self.shard(ino).write().insert(ino, inode.clone());
         Ok(inode)
@@ -305,6 +311,7 @@ impl Engine {
                 slot_off,
                 state: RwLock::new(st),
                 open: Default::default(),
+                last_store: Default::default(),
             })
         });
         Ok(i.clone())
@@ -665,7 +672,7 @@ impl Engine {
         for &p in &st.log.pages {
             self.blocks.free(p, 1);
         }
-        for &b in st.cache.values() {
+        for b in st.cache.values() {
             self.blocks.free(b, 1);
         }
         for &p in &st.cache_log.pages {
@@ -673,6 +680,7 @@ impl Engine {
         }
         st.map.clear();
         st.cache.clear();
+        inode.forget_last_store();
         st.log = crate::inode::LogState::default();
         st.cache_log = crate::inode::LogState::default();
         self.writeback.dirty.lock().remove(&inode.ino);
@@ -1133,7 +1141,7 @@ impl Engine {
         // store): see `migrate_or_fold`.
         let overlaps = !st.cache.is_empty() && {
             if st.cache.len() as u64 <= last - first {
-                st.cache.keys().any(|p| (first..=last).contains(p))
+                st.cache.keys().any(|p| (first..=last).contains(&p))
             } else {
                 (first..=last).any(|p| st.cache.contains_key(&p))
             }

@@ -1,7 +1,7 @@
 //! DRAM state of an inode, rebuilt from its slot and its log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -43,8 +43,129 @@ pub struct Attr {
     pub crtime_ns: u64,
 }
 
-/// The write cache's index: file page -> cache block (a hash map: O(1) for the store path).
-pub type CacheMap = HashMap<u64, u64, std::hash::BuildHasherDefault<crate::engine::InoHasher>>;
+/// The write cache's index: file page -> cache block. The mapped store path looks a page up on
+/// every call, so pages below 8 GiB sit in a two-level radix table (leaves of 512 pages, 2 MiB
+/// of file each: one dependent load into a leaf, where a hash map costs two cache misses on a
+/// large cache); pages beyond go to a hash map. Block 0 is never a cache block (it is the
+/// superblock), so 0 marks an empty slot.
+#[derive(Clone, Debug, Default)]
+pub struct CacheMap {
+    leaves: Vec<Option<Box<[u64; LEAF_PAGES]>>>,
+    far: HashMap<u64, u64, std::hash::BuildHasherDefault<crate::engine::InoHasher>>,
+    len: usize,
+}
+
+const LEAF_PAGES: usize = 512;
+const DIRECT_PAGES: u64 = 1 << 21;
+
+impl CacheMap {
+    /// The cache block of file page `pg`.
+    #[inline]
+    pub fn get(&self, pg: &u64) -> Option<&u64> {
+        let pg = *pg;
+        if pg < DIRECT_PAGES {
+            let leaf = self
+                .leaves
+                .get((pg / LEAF_PAGES as u64) as usize)?
+                .as_ref()?;
+            let v = &leaf[(pg % LEAF_PAGES as u64) as usize];
+            (*v != 0).then_some(v)
+        } else {
+            self.far.get(&pg)
+        }
+    }
+
+    /// Whether file page `pg` is cached.
+    #[inline]
+    pub fn contains_key(&self, pg: &u64) -> bool {
+        self.get(pg).is_some()
+    }
+
+    /// Cache file page `pg` in `block` (not 0); returns the block it replaces.
+    pub fn insert(&mut self, pg: u64, block: u64) -> Option<u64> {
+        debug_assert!(block != 0);
+        let old = if pg < DIRECT_PAGES {
+            let i = (pg / LEAF_PAGES as u64) as usize;
+            if self.leaves.len() <= i {
+                self.leaves.resize(i + 1, None);
+            }
+            let leaf = self.leaves[i].get_or_insert_with(|| Box::new([0; LEAF_PAGES]));
+            let old = std::mem::replace(&mut leaf[(pg % LEAF_PAGES as u64) as usize], block);
+            (old != 0).then_some(old)
+        } else {
+            self.far.insert(pg, block)
+        };
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Forget every page.
+    pub fn clear(&mut self) {
+        self.leaves.clear();
+        self.far.clear();
+        self.len = 0;
+    }
+
+    /// Pages cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No page cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// (file page, cache block) pairs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let direct = self.leaves.iter().enumerate().flat_map(|(i, l)| {
+            l.iter().flat_map(move |leaf| {
+                leaf.iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b != 0)
+                    .map(move |(j, &b)| ((i * LEAF_PAGES + j) as u64, b))
+            })
+        });
+        direct.chain(self.far.iter().map(|(&p, &b)| (p, b)))
+    }
+
+    /// Cached file pages.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(p, _)| p)
+    }
+
+    /// Cache blocks.
+    pub fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(_, b)| b)
+    }
+
+    /// Keep only the pages for which `f` holds.
+    pub fn retain(&mut self, mut f: impl FnMut(u64, u64) -> bool) {
+        let mut gone = 0;
+        for (i, l) in self.leaves.iter_mut().enumerate() {
+            if let Some(leaf) = l {
+                for (j, b) in leaf.iter_mut().enumerate() {
+                    if *b != 0 && !f((i * LEAF_PAGES + j) as u64, *b) {
+                        *b = 0;
+                        gone += 1;
+                    }
+                }
+            }
+        }
+        let before = self.far.len();
+        self.far.retain(|&p, &mut b| f(p, b));
+        self.len -= gone + (before - self.far.len());
+    }
+}
+
+impl std::ops::Index<&u64> for CacheMap {
+    type Output = u64;
+    fn index(&self, pg: &u64) -> &u64 {
+        self.get(pg).expect("page cached")
+    }
+}
 
 /// A directory entry in DRAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +358,36 @@ pub struct Inode {
     pub state: RwLock<InodeState>,
     /// Open handles.
     pub open: AtomicU32,
+    /// The write cache's last store: `(page << 40) | (block + 1)` of the cache page it went
+    /// to, 0 = none. Set under the shared lock by every mapped store, cleared under the
+    /// exclusive lock whenever a cache page goes (migration, freeing). `persist` of a range in
+    /// that page flushes the block without the lock (DESIGN.md §5.4).
+    pub last_store: AtomicU64,
+}
+
+const MEMO_BLOCK_BITS: u32 = 40;
+
+impl Inode {
+    /// Remember that a mapped store went to cache block `block` for file page `page`.
+    pub(crate) fn note_store(&self, page: u64, block: u64) {
+        let v = if page < 1 << (64 - MEMO_BLOCK_BITS) && block + 1 < 1 << MEMO_BLOCK_BITS {
+            (page << MEMO_BLOCK_BITS) | (block + 1)
+        } else {
+            0
+        };
+        self.last_store.store(v, Ordering::Release);
+    }
+
+    /// The cache block of the last mapped store if it went to file page `page`.
+    pub(crate) fn last_store_in(&self, page: u64) -> Option<u64> {
+        let v = self.last_store.load(Ordering::Acquire);
+        (v != 0 && v >> MEMO_BLOCK_BITS == page).then(|| (v & ((1 << MEMO_BLOCK_BITS) - 1)) - 1)
+    }
+
+    /// Cache pages went away: forget the last store (exclusive lock held).
+    pub(crate) fn forget_last_store(&self) {
+        self.last_store.store(0, Ordering::Release);
+    }
 }
 
 /// The blocks a log page or a data extent may use: `[lo, hi)` (the allocator's range).

@@ -459,11 +459,11 @@ impl Engine {
                 // Entries the file map already holds were migrated; entries past the end of
                 // file cannot be (a corrupt image): both are dropped, their blocks left free.
                 st.cache
-                    .retain(|pg, b| map.get(pg) != Some(b) && *pg < pages);
+                    .retain(|pg, b| map.get(&pg) != Some(&b) && pg < pages);
                 for &p in &st.cache_log.pages {
                     mark(p, "cache log page")?;
                 }
-                for &b in st.cache.values() {
+                for b in st.cache.values() {
                     mark(b, "cache")?;
                 }
             }

@@ -1370,13 +1370,8 @@ impl Scanner<'_, '_> {
             let cache: Vec<(u64, u64)> = if info.st.cache_atomic {
                 Vec::new()
             } else {
-                let mut c: Vec<(u64, u64)> = info
-                    .st
-                    .cache
-                    .iter()
-                    .filter(|(&p, _)| p < pages)
-                    .map(|(&p, &b)| (p, b))
-                    .collect();
+                let mut c: Vec<(u64, u64)> =
+                    info.st.cache.iter().filter(|&(p, _)| p < pages).collect();
                 c.sort_unstable();
                 c
             };
