@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock};
 
 use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::bugs::{self, Bug};
 use crate::error::{Error, Result};
 use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeState};
 use crate::journal::Journal;
+use crate::sync::RwLockWriteGuard;
 use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::superblock::Superblock;
@@ -276,7 +277,7 @@ impl Engine {
         let inode = Arc::new(Inode {
             ino,
             slot_off,
-            state: RwLock::new(st),
+            state: crate::sync::RwLock::new(st),
             open: Default::default(),
         });
         self.shard(ino).write().insert(ino, inode.clone());
@@ -301,7 +302,7 @@ impl Engine {
             Arc::new(Inode {
                 ino,
                 slot_off,
-                state: RwLock::new(st),
+                state: crate::sync::RwLock::new(st),
                 open: Default::default(),
             })
         });

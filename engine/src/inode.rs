@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU32;
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::layout::entry::{attr_mask, Entry, LINE_BYTES};
