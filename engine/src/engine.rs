@@ -16,13 +16,13 @@ use crate::bugs::{self, Bug};
 use crate::error::{Error, Result};
 use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeState};
 use crate::journal::Journal;
-use crate::sync::RwLockWriteGuard;
 use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::superblock::Superblock;
 use crate::layout::{now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, NAME_MAX};
 use crate::log::{self, Staged};
 use crate::media::{Media, MediaMode};
+use crate::sync::RwLockWriteGuard;
 
 /// Largest file, in pages (4 PiB).
 pub const MAX_FILE_PAGES: u64 = 1 << 40;

@@ -146,7 +146,10 @@ fn replay(e: &Engine, ino: u64, slot_off: u64) -> InodeState {
 /// The DRAM state equals the replay of the logs up to their persistent tails.
 fn assert_matches_log(e: &Engine, ino: u64, slot_off: u64, st: &InodeState) {
     let tail = e.media().load_u64(slot_off + TAIL_OFFSET).unwrap();
-    assert_eq!(tail, st.log.tail, "persistent tail differs from the DRAM tail");
+    assert_eq!(
+        tail, st.log.tail,
+        "persistent tail differs from the DRAM tail"
+    );
     let r = replay(e, ino, slot_off);
     assert!(
         r.map == st.map && r.attr.size == st.attr.size && r.cache == st.cache,
@@ -255,7 +258,11 @@ fn tail_publication_against_readers() {
         assert_eq!(st.attr.size, new.len() as u64, "the write was lost");
         drop(st);
         assert_blocks_accounted(&e, &[ROOT_INO, ino]);
-        assert_eq!(recover_durable(&e, &base), new, "a committed write was lost");
+        assert_eq!(
+            recover_durable(&e, &base),
+            new,
+            "a committed write was lost"
+        );
         e.crash();
     });
     assert!(runs > 3, "loom explored no interleavings");
