@@ -430,6 +430,9 @@ impl Held {
     }
 }
 
+/// The former name of [`Held`] (it held only mappings).
+pub type Maps = Held;
+
 /// Run one operation (except remount/unmount, which the runner handles).
 pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
     apply_with(fs, &mut Held::new(), op)
