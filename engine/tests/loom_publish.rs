@@ -203,9 +203,10 @@ fn assert_blocks_accounted(e: &Engine, inos: &[u64]) {
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) -> usize {
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
     image();
-    RUNS.store(0, Ordering::Relaxed);
+    // Counted per call (the tests run in parallel).
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
     let t = std::time::Instant::now();
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
@@ -213,10 +214,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) -> usize {
     }
     b.max_branches = 100_000;
     b.check(move || {
-        RUNS.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
         f()
     });
-    let n = RUNS.load(Ordering::Relaxed);
+    let n = runs.load(Ordering::Relaxed);
     eprintln!(
         "{n} interleavings explored in {:.1} s (preemption bound {:?})",
         t.elapsed().as_secs_f64(),
