@@ -302,7 +302,7 @@ fn seq1_and_mapped_workloads_leave_clean_images() {
             let dir = scratch();
             let path = dir.path().join("w.img");
             let fs = Fs::format(&path, 8 << 20, &FormatOptions::default()).unwrap();
-            let mut maps = workload::Maps::new();
+            let mut maps = workload::Held::new();
             for op in w.setup.iter().chain(&w.ops) {
                 let _ = workload::apply_with(&fs, &mut maps, op);
             }

@@ -30,7 +30,7 @@ use novafs::engine::media::{Media, TraceEvent};
 use novafs::{Engine, FileType, FormatOptions, Fs, MountOptions};
 
 use images::{image_key, Pick, Replay};
-pub use workload::{Op, Workload};
+pub use workload::{HandleOp, Op, Workload};
 
 /// Harness settings.
 #[derive(Clone, Debug)]
@@ -803,7 +803,7 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
         .map_err(|e| format!("format: {e}"))?;
     engine.set_gc_config(&cfg.gc);
     let mut fs = Fs::from_engine(engine, Default::default());
-    let mut maps = workload::Maps::new();
+    let mut maps = workload::Held::new();
     for op in &w.setup {
         fs = run_op(fs, &mut maps, &media, op, &cfg.gc)?.0;
     }
@@ -862,6 +862,8 @@ struct Tracker {
     /// Per inode: the cached pages and whether the cache is failure-atomic.
     cached: HashMap<u64, (std::collections::BTreeSet<u64>, bool)>,
     atomic_maps: HashSet<String>,
+    /// Open handles of the workload: name -> inode.
+    handles: HashMap<String, u64>,
 }
 
 impl Tracker {
@@ -874,6 +876,23 @@ impl Tracker {
 
     fn has_cache(&self, ino: u64) -> bool {
         self.cached.get(&ino).is_some_and(|c| !c.0.is_empty())
+    }
+
+    /// `write_at` (or an append at `off`) migrates the cache when it covers a cached page.
+    fn on_write(&mut self, ino: u64, off: u64, len: u64) {
+        if len > 0 && self.has_cache(ino) {
+            let pages = off / 4096..=(off + len - 1) / 4096;
+            if self.cached[&ino].0.range(pages).next().is_some() {
+                self.migrate(ino);
+            }
+        }
+    }
+
+    /// `punch_hole` migrates the cache when it cuts anything of the file.
+    fn on_punch(&mut self, ino: u64, size: u64, o: u64, l: u64) {
+        if l > 0 && o < (o + l).min(size) {
+            self.migrate(ino);
+        }
     }
 
     /// Account for an operation that succeeded.
@@ -927,12 +946,8 @@ impl Tracker {
                 }
             }
             Op::Write { path, off, len, .. } => {
-                let Some(ino) = ino_of(path) else { return };
-                if *len > 0 && self.has_cache(ino) {
-                    let pages = *off / 4096..=(*off + *len - 1) / 4096;
-                    if self.cached[&ino].0.range(pages).next().is_some() {
-                        self.migrate(ino);
-                    }
+                if let Some(ino) = ino_of(path) {
+                    self.on_write(ino, *off, *len);
                 }
             }
             Op::Truncate(p, _) | Op::Falloc(p, _, _) => {
@@ -942,13 +957,52 @@ impl Tracker {
             }
             Op::Punch(p, o, l) => {
                 let size = before.contents.get(p).map_or(0, |c| c.len() as u64);
-                if *l > 0 && *o < (o + l).min(size) {
-                    if let Some(ino) = ino_of(p) {
-                        self.migrate(ino);
+                if let Some(ino) = ino_of(p) {
+                    self.on_punch(ino, size, *o, *l);
+                }
+            }
+            Op::Open(p, h) => match ino_of(p) {
+                Some(ino) => {
+                    self.handles.insert(h.clone(), ino);
+                }
+                None => {
+                    self.handles.remove(h);
+                }
+            },
+            Op::Close(h) => {
+                self.handles.remove(h);
+            }
+            Op::Via(h, hop) => {
+                let Some(&ino) = self.handles.get(h) else {
+                    return;
+                };
+                // The file's size before, through any of its names (none: unlinked, and no
+                // crash image can show its contents).
+                let size = before
+                    .inos
+                    .iter()
+                    .find(|(_, &i)| i == ino)
+                    .and_then(|(p, _)| before.contents.get(p))
+                    .map(|c| c.len() as u64);
+                match hop {
+                    HandleOp::Write { off, len, .. } => self.on_write(ino, *off, *len),
+                    HandleOp::Append { len, .. } => {
+                        if let Some(size) = size {
+                            self.on_write(ino, size, *len);
+                        }
+                    }
+                    HandleOp::Punch(o, l) => {
+                        if let Some(size) = size {
+                            self.on_punch(ino, size, *o, *l);
+                        }
+                    }
+                    HandleOp::Truncate(_) | HandleOp::Falloc(..) | HandleOp::Fsync => {
+                        self.migrate(ino)
                     }
                 }
             }
             Op::Remount | Op::Unmount => {
+                self.handles.clear();
                 self.cached.clear();
                 self.pending.clear();
                 self.atomic_pending.clear();
@@ -960,7 +1014,7 @@ impl Tracker {
 
 fn run_op(
     fs: Fs,
-    maps: &mut workload::Maps,
+    maps: &mut workload::Held,
     media: &Arc<Media>,
     op: &Op,
     gc: &novafs::GcConfig,

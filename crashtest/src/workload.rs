@@ -4,10 +4,23 @@
 //! mkdir P | create P | write P OFF LEN SEED | truncate P LEN | punch P OFF LEN
 //! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q
 //! fsync P | remount | unmount
+//! map P OFF LEN [atomic] | mwrite P OFF LEN SEED | persist P OFF LEN | msync P
+//! open P H | close H
+//! write@H OFF LEN SEED | append@H LEN SEED | truncate@H LEN | punch@H OFF LEN
+//! falloc@H OFF LEN | fsync@H
 //! ```
 //! An operation that fails (a missing path, a non-empty directory, ...) is part of the
 //! workload: the crash-free run records its error, and recovery must agree with that run.
 //! `unmount` is a clean unmount followed by a mount (the crash points of both are explored).
+//!
+//! Handles: `open P H` opens P (read + write, no create) and keeps the open file as handle H
+//! (a name of the workload's choosing; an H already open is closed first), so that several
+//! handles on one file can interleave: `VERB@H ...` is the file operation `VERB` through H
+//! instead of through a fresh open of a path (`append@H` writes at the end of file as of the
+//! call). A handle keeps its inode when the path is renamed or unlinked (an unlinked file lives
+//! until its last handle closes: `close H`). `remount`/`unmount` close every handle and
+//! mapping. Mappings are per path: `map P` opens P for its mapping, so a mapping and a handle
+//! on one file are `map P ...` plus `open P H`.
 
 use std::fmt;
 
@@ -92,10 +105,45 @@ pub enum Op {
     Persist(String, u64, u64),
     /// `msync P`: migrate P's cached pages into the file.
     Msync(String),
+    /// `open P H`: open P and hold it as handle H.
+    Open(String, String),
+    /// `close H`: close handle H.
+    Close(String),
+    /// `VERB@H ...`: a file operation through handle H.
+    Via(String, HandleOp),
     /// `remount`: clean unmount, then mount.
     Remount,
     /// `unmount`: the same as remount (the workload goes on after it).
     Unmount,
+}
+
+/// A file operation through an open handle (`VERB@H ...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandleOp {
+    /// `write@H OFF LEN SEED`
+    Write {
+        /// Offset.
+        off: u64,
+        /// Length.
+        len: u64,
+        /// Data seed.
+        seed: u64,
+    },
+    /// `append@H LEN SEED`: write at the end of file.
+    Append {
+        /// Length.
+        len: u64,
+        /// Data seed.
+        seed: u64,
+    },
+    /// `truncate@H LEN`
+    Truncate(u64),
+    /// `punch@H OFF LEN`
+    Punch(u64, u64),
+    /// `falloc@H OFF LEN`
+    Falloc(u64, u64),
+    /// `fsync@H`
+    Fsync,
 }
 
 impl fmt::Display for Op {
@@ -129,6 +177,16 @@ impl fmt::Display for Op {
             } => write!(f, "mwrite {path} {off} {len} {seed}"),
             Op::Persist(p, o, l) => write!(f, "persist {p} {o} {l}"),
             Op::Msync(p) => write!(f, "msync {p}"),
+            Op::Open(p, h) => write!(f, "open {p} {h}"),
+            Op::Close(h) => write!(f, "close {h}"),
+            Op::Via(h, op) => match op {
+                HandleOp::Write { off, len, seed } => write!(f, "write@{h} {off} {len} {seed}"),
+                HandleOp::Append { len, seed } => write!(f, "append@{h} {len} {seed}"),
+                HandleOp::Truncate(l) => write!(f, "truncate@{h} {l}"),
+                HandleOp::Punch(o, l) => write!(f, "punch@{h} {o} {l}"),
+                HandleOp::Falloc(o, l) => write!(f, "falloc@{h} {o} {l}"),
+                HandleOp::Fsync => write!(f, "fsync@{h}"),
+            },
             Op::Remount => write!(f, "remount"),
             Op::Unmount => write!(f, "unmount"),
         }
@@ -197,62 +255,119 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
         }
         let mut t = content.split_whitespace();
         let verb = t.next().unwrap_or("");
-        let op = match verb {
-            "mkdir" => Op::Mkdir(path(t.next(), line)?),
-            "create" => Op::Create(path(t.next(), line)?),
-            "write" => Op::Write {
-                path: path(t.next(), line)?,
-                off: num(t.next(), line, "offset")?,
-                len: num(t.next(), line, "length")?,
-                seed: num(t.next(), line, "seed")?,
-            },
-            "truncate" => Op::Truncate(path(t.next(), line)?, num(t.next(), line, "length")?),
-            "punch" => Op::Punch(
-                path(t.next(), line)?,
-                num(t.next(), line, "offset")?,
-                num(t.next(), line, "length")?,
-            ),
-            "falloc" => Op::Falloc(
-                path(t.next(), line)?,
-                num(t.next(), line, "offset")?,
-                num(t.next(), line, "length")?,
-            ),
-            "link" => Op::Link(path(t.next(), line)?, path(t.next(), line)?),
-            "symlink" => Op::Symlink(path(t.next(), line)?, path(t.next(), line)?),
-            "unlink" => Op::Unlink(path(t.next(), line)?),
-            "rmdir" => Op::Rmdir(path(t.next(), line)?),
-            "rename" => Op::Rename(path(t.next(), line)?, path(t.next(), line)?),
-            "fsync" => Op::Fsync(path(t.next(), line)?),
-            "remount" => Op::Remount,
-            "unmount" => Op::Unmount,
-            "map" => Op::Map(
-                path(t.next(), line)?,
-                num(t.next(), line, "offset")?,
-                num(t.next(), line, "length")?,
-                match t.next() {
-                    None => false,
-                    Some("atomic") => true,
-                    Some(x) => return Err(format!("line {line}: map mode '{x}' (only 'atomic')")),
+        let via = match verb.split_once('@') {
+            Some((v, h)) if valid_handle(h) => Some((v, h.to_string())),
+            Some((_, h)) => return Err(format!("line {line}: bad handle name '{h}'")),
+            None => None,
+        };
+        let op = if let Some((v, h)) = via {
+            let hop = match v {
+                "write" => HandleOp::Write {
+                    off: num(t.next(), line, "offset")?,
+                    len: num(t.next(), line, "length")?,
+                    seed: num(t.next(), line, "seed")?,
                 },
-            ),
-            "mwrite" => Op::MWrite {
-                path: path(t.next(), line)?,
-                off: num(t.next(), line, "offset")?,
-                len: num(t.next(), line, "length")?,
-                seed: num(t.next(), line, "seed")?,
-            },
-            "persist" => Op::Persist(
-                path(t.next(), line)?,
-                num(t.next(), line, "offset")?,
-                num(t.next(), line, "length")?,
-            ),
-            "msync" => Op::Msync(path(t.next(), line)?),
-            other => return Err(format!("line {line}: unknown operation '{other}'")),
+                "append" => HandleOp::Append {
+                    len: num(t.next(), line, "length")?,
+                    seed: num(t.next(), line, "seed")?,
+                },
+                "truncate" => HandleOp::Truncate(num(t.next(), line, "length")?),
+                "punch" => HandleOp::Punch(
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                ),
+                "falloc" => HandleOp::Falloc(
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                ),
+                "fsync" => HandleOp::Fsync,
+                other => {
+                    return Err(format!(
+                        "line {line}: '{other}' has no handle form (write, append, truncate, \
+                         punch, falloc, fsync)"
+                    ))
+                }
+            };
+            Op::Via(h, hop)
+        } else {
+            match verb {
+                "open" => {
+                    let p = path(t.next(), line)?;
+                    let h = t
+                        .next()
+                        .ok_or_else(|| format!("line {line}: missing handle name"))?;
+                    if !valid_handle(h) {
+                        return Err(format!("line {line}: bad handle name '{h}'"));
+                    }
+                    Op::Open(p, h.to_string())
+                }
+                "close" => {
+                    let h = t
+                        .next()
+                        .ok_or_else(|| format!("line {line}: missing handle name"))?;
+                    Op::Close(h.to_string())
+                }
+                "mkdir" => Op::Mkdir(path(t.next(), line)?),
+                "create" => Op::Create(path(t.next(), line)?),
+                "write" => Op::Write {
+                    path: path(t.next(), line)?,
+                    off: num(t.next(), line, "offset")?,
+                    len: num(t.next(), line, "length")?,
+                    seed: num(t.next(), line, "seed")?,
+                },
+                "truncate" => Op::Truncate(path(t.next(), line)?, num(t.next(), line, "length")?),
+                "punch" => Op::Punch(
+                    path(t.next(), line)?,
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                ),
+                "falloc" => Op::Falloc(
+                    path(t.next(), line)?,
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                ),
+                "link" => Op::Link(path(t.next(), line)?, path(t.next(), line)?),
+                "symlink" => Op::Symlink(path(t.next(), line)?, path(t.next(), line)?),
+                "unlink" => Op::Unlink(path(t.next(), line)?),
+                "rmdir" => Op::Rmdir(path(t.next(), line)?),
+                "rename" => Op::Rename(path(t.next(), line)?, path(t.next(), line)?),
+                "fsync" => Op::Fsync(path(t.next(), line)?),
+                "remount" => Op::Remount,
+                "unmount" => Op::Unmount,
+                "map" => Op::Map(
+                    path(t.next(), line)?,
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                    match t.next() {
+                        None => false,
+                        Some("atomic") => true,
+                        Some(x) => {
+                            return Err(format!("line {line}: map mode '{x}' (only 'atomic')"))
+                        }
+                    },
+                ),
+                "mwrite" => Op::MWrite {
+                    path: path(t.next(), line)?,
+                    off: num(t.next(), line, "offset")?,
+                    len: num(t.next(), line, "length")?,
+                    seed: num(t.next(), line, "seed")?,
+                },
+                "persist" => Op::Persist(
+                    path(t.next(), line)?,
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                ),
+                "msync" => Op::Msync(path(t.next(), line)?),
+                other => return Err(format!("line {line}: unknown operation '{other}'")),
+            }
         };
         if let Some(extra) = t.next() {
             return Err(format!("line {line}: unexpected '{extra}'"));
         }
-        if let Op::Write { len, .. } | Op::MWrite { len, .. } = &op {
+        if let Op::Write { len, .. }
+        | Op::MWrite { len, .. }
+        | Op::Via(_, HandleOp::Write { len, .. } | HandleOp::Append { len, .. }) = &op
+        {
             if *len > 64 << 20 {
                 return Err(format!("line {line}: writes are limited to 64 MiB"));
             }
@@ -273,6 +388,13 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
     })
 }
 
+/// A handle name: letters, digits, `_` and `-`.
+fn valid_handle(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Deterministic data for `write` (never all zero).
 pub fn data(seed: u64, len: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
@@ -286,18 +408,61 @@ pub fn data(seed: u64, len: u64) -> Vec<u8> {
         .collect()
 }
 
-/// The mappings a workload holds, by path.
-pub type Maps = std::collections::HashMap<String, novafs::Mapping>;
+/// What a workload holds open between its operations: mappings by path, files by handle.
+#[derive(Default)]
+pub struct Held {
+    /// Mappings, by path.
+    pub maps: std::collections::HashMap<String, novafs::Mapping>,
+    /// Open files, by handle name.
+    pub files: std::collections::HashMap<String, novafs::File>,
+}
+
+impl Held {
+    /// Nothing held.
+    pub fn new() -> Held {
+        Held::default()
+    }
+
+    /// Close every mapping and handle.
+    pub fn clear(&mut self) {
+        self.maps.clear();
+        self.files.clear();
+    }
+}
+
+/// The former name of [`Held`] (it held only mappings).
+pub type Maps = Held;
 
 /// Run one operation (except remount/unmount, which the runner handles).
 pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
-    apply_with(fs, &mut Maps::new(), op)
+    apply_with(fs, &mut Held::new(), op)
 }
 
-/// Run one operation with the workload's mappings.
-pub fn apply_with(fs: &Fs, maps: &mut Maps, op: &Op) -> Result<(), Error> {
+/// Run one operation with what the workload holds open.
+pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
     let no_map = || Error::InvalidArgument("no mapping of that path (map it first)".into());
+    let no_handle = || Error::InvalidArgument("no open handle of that name (open it first)".into());
+    let maps = &mut held.maps;
     match op {
+        Op::Open(p, h) => {
+            let f = fs.open_options().read(true).write(true).open(p)?;
+            held.files.insert(h.clone(), f);
+            Ok(())
+        }
+        Op::Close(h) => held.files.remove(h).map(drop).ok_or_else(no_handle),
+        Op::Via(h, hop) => {
+            let f = held.files.get(h).ok_or_else(no_handle)?;
+            match hop {
+                HandleOp::Write { off, len, seed } => {
+                    f.write_at(&data(*seed, *len), *off).map(|_| ())
+                }
+                HandleOp::Append { len, seed } => f.append(&data(*seed, *len)).map(|_| ()),
+                HandleOp::Truncate(l) => f.set_len(*l),
+                HandleOp::Punch(o, l) => f.punch_hole(*o, *l),
+                HandleOp::Falloc(o, l) => f.allocate(*o, *l),
+                HandleOp::Fsync => f.sync_all(),
+            }
+        }
         Op::Custom(c) => (c.run)(fs),
         Op::Map(p, o, l, atomic) => {
             let f = fs.open_options().read(true).write(true).open(p)?;
@@ -355,7 +520,7 @@ pub fn apply_with(fs: &Fs, maps: &mut Maps, op: &Op) -> Result<(), Error> {
         Op::Rename(p, q) => fs.rename(p, q),
         Op::Fsync(p) => fs.open_options().read(true).open(p)?.sync_all(),
         Op::Remount | Op::Unmount => {
-            maps.clear();
+            held.clear();
             Ok(())
         }
     }
@@ -661,7 +826,154 @@ pub fn gc() -> Vec<Workload> {
     ]
 }
 
-/// The seq-1 workloads: every single operation, then the mapped-write paths and the GC paths.
+/// The "two handles on one file" workloads: several open handles (and a mapping) on one inode,
+/// interleaving writes, appends, truncation, punching, allocation, sync, unlink and rename.
+pub fn handles() -> Vec<Workload> {
+    let s = |x: &str| x.to_string();
+    let open = |p: &str, h: &str| Op::Open(s(p), s(h));
+    let via = |h: &str, op: HandleOp| Op::Via(s(h), op);
+    let wr = |off, len, seed| HandleOp::Write { off, len, seed };
+    let app = |len, seed| HandleOp::Append { len, seed };
+    let seqs: Vec<(&str, Vec<Op>)> = vec![
+        (
+            "write-both",
+            vec![
+                open("/foo", "h1"),
+                open("/foo", "h2"),
+                via("h1", wr(0, 4096, 40)),
+                via("h2", wr(100, 40, 41)),
+            ],
+        ),
+        (
+            "truncate-other-name-then-append",
+            vec![
+                open("/foo", "h1"),
+                open("/A/foolink", "h2"),
+                via("h1", wr(4090, 20, 42)),
+                via("h2", HandleOp::Truncate(5000)),
+                via("h1", app(3000, 43)),
+            ],
+        ),
+        (
+            "append-truncate-append",
+            vec![
+                open("/foo", "h1"),
+                open("/foo", "h2"),
+                via("h1", app(5000, 44)),
+                via("h2", HandleOp::Truncate(100)),
+                via("h1", app(100, 45)),
+                via("h2", HandleOp::Fsync),
+            ],
+        ),
+        (
+            "punch-falloc-write",
+            vec![
+                open("/foo", "h1"),
+                open("/foo", "h2"),
+                via("h1", HandleOp::Punch(100, 5000)),
+                via("h2", HandleOp::Falloc(0, 16384)),
+                via("h1", wr(6000, 100, 46)),
+            ],
+        ),
+        (
+            "unlink-while-open",
+            vec![
+                open("/A/bar", "h1"),
+                open("/A/bar", "h2"),
+                Op::Unlink(s("/A/bar")),
+                via("h1", wr(0, 50, 47)),
+                via("h2", app(4096, 48)),
+                Op::Close(s("h1")),
+                Op::Close(s("h2")),
+            ],
+        ),
+        (
+            "unlink-both-names-while-open",
+            vec![
+                open("/foo", "h"),
+                Op::Unlink(s("/foo")),
+                Op::Unlink(s("/A/foolink")),
+                via("h", HandleOp::Truncate(0)),
+                via("h", app(100, 49)),
+                Op::Close(s("h")),
+            ],
+        ),
+        (
+            "rename-while-open",
+            vec![
+                open("/foo", "h"),
+                Op::Rename(s("/foo"), s("/A/C/moved")),
+                via("h", wr(0, 100, 50)),
+                Op::Rename(s("/A/bar"), s("/A/C/moved")),
+                via("h", app(100, 51)),
+            ],
+        ),
+        (
+            "rename-over-open-file",
+            vec![
+                open("/A/bar", "h"),
+                Op::Rename(s("/sym"), s("/A/bar")),
+                via("h", wr(0, 10, 52)),
+                Op::Close(s("h")),
+            ],
+        ),
+        (
+            "map-and-write-at-other-handle",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, false),
+                open("/foo", "h"),
+                Op::MWrite {
+                    path: s("/foo"),
+                    off: 100,
+                    len: 40,
+                    seed: 53,
+                },
+                Op::Persist(s("/foo"), 100, 40),
+                via("h", wr(120, 10, 54)),
+                Op::MWrite {
+                    path: s("/foo"),
+                    off: 4200,
+                    len: 16,
+                    seed: 55,
+                },
+                via("h", HandleOp::Truncate(4096)),
+                via("h", app(64, 56)),
+            ],
+        ),
+        (
+            "atomic-map-and-handle",
+            vec![
+                Op::Map(s("/foo"), 0, 8192, true),
+                open("/foo", "h"),
+                Op::MWrite {
+                    path: s("/foo"),
+                    off: 0,
+                    len: 64,
+                    seed: 57,
+                },
+                via("h", wr(5000, 10, 58)),
+                via("h", wr(10, 10, 59)),
+                Op::MWrite {
+                    path: s("/foo"),
+                    off: 64,
+                    len: 64,
+                    seed: 60,
+                },
+                via("h", HandleOp::Fsync),
+            ],
+        ),
+    ];
+    seqs.into_iter()
+        .map(|(name, ops)| Workload {
+            name: format!("handles-{name}"),
+            setup: prepared_tree(),
+            ops,
+        })
+        .collect()
+}
+
+/// The seq-1 workloads: every single operation, then the mapped-write paths, the
+/// several-handles workloads and the GC paths.
 pub fn seq1() -> Vec<Workload> {
     let mut v: Vec<Workload> = seq1_ops()
         .into_iter()
@@ -673,6 +985,7 @@ pub fn seq1() -> Vec<Workload> {
         })
         .collect();
     v.extend(mapped());
+    v.extend(handles());
     v.extend(gc());
     v
 }
@@ -690,8 +1003,9 @@ pub fn seq2() -> Vec<Workload> {
             });
         }
     }
-    // Each mapped-write path followed by every single operation.
-    for m in mapped() {
+    // Each mapped-write path and each several-handles workload followed by every single
+    // operation (handles still open).
+    for m in mapped().into_iter().chain(handles()) {
         for (j, b) in ops.iter().enumerate() {
             let mut w = m.clone();
             w.name = format!("{}-then-{j:02}", m.name);
@@ -764,5 +1078,15 @@ mod tests {
             .unwrap_err()
             .contains("not a number"));
         assert!(parse("x", "# nothing\n").is_err());
+        assert!(parse("x", "write@ 1 2 3").unwrap_err().contains("handle"));
+        assert!(parse("x", "link@h /a")
+            .unwrap_err()
+            .contains("no handle form"));
+        assert!(parse("x", "open /a").unwrap_err().contains("handle"));
+        let w = parse("x", "open /a h1\nappend@h1 10 2\nfsync@h1\nclose h1\n").unwrap();
+        assert_eq!(
+            w.ops[1],
+            Op::Via("h1".into(), HandleOp::Append { len: 10, seed: 2 })
+        );
     }
 }

@@ -66,8 +66,9 @@ impl Default for WritebackConfig {
 pub(crate) struct Writeback {
     ctl: Arc<Ctl>,
     thread: Mutex<Option<(std::thread::ThreadId, std::thread::JoinHandle<()>)>>,
-    /// Inodes whose cache is not empty.
-    pub(crate) dirty: Mutex<HashSet<u64>>,
+    /// Inodes whose cache is not empty (loom's mutex under `--cfg loom`: attachment and the
+    /// writeback pass race on it).
+    pub(crate) dirty: crate::sync::Mutex<HashSet<u64>>,
 }
 
 /// Shared with the thread, which waits on it without holding the engine.

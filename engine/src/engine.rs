@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock};
 
 use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::bugs::{self, Bug};
@@ -22,6 +22,7 @@ use crate::layout::superblock::Superblock;
 use crate::layout::{now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, NAME_MAX};
 use crate::log::{self, Staged};
 use crate::media::{Media, MediaMode};
+use crate::sync::RwLockWriteGuard;
 
 /// Largest file, in pages (4 PiB).
 pub const MAX_FILE_PAGES: u64 = 1 << 40;
@@ -283,7 +284,7 @@ impl Engine {
         let inode = Arc::new(Inode {
             ino,
             slot_off,
-            state: RwLock::new(st),
+            state: crate::sync::RwLock::new(st),
             open: Default::default(),
             last_store: Default::default(),
         });
@@ -309,7 +310,7 @@ impl Engine {
             Arc::new(Inode {
                 ino,
                 slot_off,
-                state: RwLock::new(st),
+                state: crate::sync::RwLock::new(st),
                 open: Default::default(),
                 last_store: Default::default(),
             })

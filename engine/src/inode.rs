@@ -1,9 +1,11 @@
 //! DRAM state of an inode, rebuilt from its slot and its log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use parking_lot::RwLock;
+use crate::sync::AtomicU64;
+
+use crate::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::layout::entry::{attr_mask, Entry, LINE_BYTES};
@@ -159,6 +161,15 @@ impl CacheMap {
         self.len -= gone + (before - self.far.len());
     }
 }
+
+impl PartialEq for CacheMap {
+    /// The same pages in the same blocks (whatever the table shapes).
+    fn eq(&self, other: &CacheMap) -> bool {
+        self.len == other.len && self.iter().all(|(p, b)| other.get(&p) == Some(&b))
+    }
+}
+
+impl Eq for CacheMap {}
 
 impl std::ops::Index<&u64> for CacheMap {
     type Output = u64;

@@ -1,13 +1,20 @@
-//! Synchronisation primitives of the allocators, swapped for loom's under `--cfg loom` so that
-//! `engine/tests/loom_alloc.rs` can model-check every interleaving of concurrent allocations.
+//! Synchronisation primitives swapped for loom's under `--cfg loom`, so that the loom tests
+//! (`engine/tests/loom_*.rs`) can model-check every interleaving of the code that uses them:
+//! the allocators (`Mutex`, `AtomicU64`), the per-inode `RwLock<InodeState>` that publishes a
+//! committed log tail to readers, and the traced media backend's lock (every store, flush and
+//! fence to a traced region is then a loom scheduling point, so loom interleaves other threads
+//! between the individual persistence steps of a commit). Other engine locks stay parking_lot:
+//! they are never held across one of these points while another thread could wait for them.
 
 #[cfg(not(loom))]
-pub use parking_lot::Mutex;
+pub use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(not(loom))]
 pub use std::sync::atomic::AtomicU64;
 
 #[cfg(loom)]
 pub use loom::sync::atomic::AtomicU64;
+#[cfg(loom)]
+pub use loom::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// loom's mutex with parking_lot's interface.
 #[cfg(loom)]
@@ -24,5 +31,40 @@ impl<T> Mutex<T> {
     /// Lock it (loom mutexes are never poisoned in a passing model).
     pub fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
         self.0.lock().expect("poisoned")
+    }
+
+    /// The value.
+    pub fn into_inner(self) -> T {
+        self.0.into_inner().expect("poisoned")
+    }
+}
+
+#[cfg(loom)]
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Mutex<T> {
+        Mutex::new(T::default())
+    }
+}
+
+/// loom's reader-writer lock with parking_lot's interface.
+#[cfg(loom)]
+#[derive(Debug)]
+pub struct RwLock<T>(loom::sync::RwLock<T>);
+
+#[cfg(loom)]
+impl<T> RwLock<T> {
+    /// A new lock.
+    pub fn new(v: T) -> RwLock<T> {
+        RwLock(loom::sync::RwLock::new(v))
+    }
+
+    /// Shared access.
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0.read().expect("poisoned")
+    }
+
+    /// Exclusive access.
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.0.write().expect("poisoned")
     }
 }

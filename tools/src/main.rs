@@ -258,7 +258,11 @@ Examples:
     ///
     /// Workload files hold one operation per line (# comments): mkdir P, create P,
     /// write P OFF LEN SEED, truncate P LEN, punch P OFF LEN, falloc P OFF LEN, link P Q,
-    /// symlink TARGET P, unlink P, rmdir P, rename P Q, fsync P, remount, unmount; lines after
+    /// symlink TARGET P, unlink P, rmdir P, rename P Q, fsync P, remount, unmount,
+    /// map P OFF LEN [atomic], mwrite P OFF LEN SEED, persist P OFF LEN, msync P. Handles:
+    /// open P H keeps P open as handle H (close H closes it); write@H OFF LEN SEED,
+    /// append@H LEN SEED, truncate@H LEN, punch@H OFF LEN, falloc@H OFF LEN and fsync@H act
+    /// through H (several handles on one file; H outlives a rename or unlink of P). Lines after
     /// '@setup' (until '@ops') prepare the tree without being crash-checked.
     #[command(after_help = "\
 Examples:
