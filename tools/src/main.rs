@@ -1,13 +1,14 @@
 //! `novafs`: format, inspect and edit novafs images from the shell.
 //!
 //! Invoked as `mkfs.novafs` (a copy or symlink of the binary), it behaves as `novafs mkfs`; as
-//! `fsck.novafs`, as `novafs fsck`.
+//! `fsck.novafs`, as `novafs fsck`; as `mount.novafs`, as `novafs mount`.
 
 mod commands;
 mod crashtest;
 mod demo;
 mod error;
 mod fsck;
+mod mount;
 mod units;
 
 use std::ffi::OsString;
@@ -97,6 +98,20 @@ Examples:
 struct FsckCli {
     #[command(flatten)]
     args: FsckArgs,
+}
+
+/// `mount.novafs`: the same as `novafs mount` (the mount(8) helper calling convention:
+/// `mount.novafs IMAGE DIR [-sfnv] [-o OPTIONS]`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "mount.novafs",
+    version,
+    about = "Mount a novafs image through FUSE (same as `novafs mount`)",
+    after_help = mount::MOUNT_EXAMPLES
+)]
+struct MountCli {
+    #[command(flatten)]
+    args: mount::MountArgs,
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +249,16 @@ Examples:
     /// checked again afterwards. A progress bar is shown on a terminal for large images.
     #[command(after_help = FSCK_EXAMPLES)]
     Fsck(FsckArgs),
+
+    /// Mount an image through FUSE and serve it until it is unmounted.
+    ///
+    /// Every FUSE request becomes one engine operation: each write, create, rename, ... is
+    /// atomic and durable when the system call returns (fsync only fences). Requests run on
+    /// several threads. Without -f the command returns once the mount is up and a detached
+    /// process serves it. Unmounting (fusermount3 -u, umount, or SIGINT/SIGTERM to the
+    /// serving process) unmounts the image cleanly.
+    #[command(after_help = mount::MOUNT_EXAMPLES)]
+    Mount(mount::MountArgs),
 
     /// Format a demo image, fill it, verify it across a remount and time each step.
     ///
@@ -466,6 +491,7 @@ fn run(command: Command) -> CliResult<()> {
             0 => Ok(()),
             code => std::process::exit(code),
         },
+        Command::Mount(a) => mount::run(&a),
         Command::Demo(a) => {
             let image = a.image.unwrap_or_else(demo::default_image);
             demo::run(&image, a.size)
@@ -481,6 +507,11 @@ fn invoked_as_mkfs(argv0: Option<&OsString>) -> bool {
 /// Whether argv[0] names `fsck.novafs`.
 fn invoked_as_fsck(argv0: Option<&OsString>) -> bool {
     invoked_as(argv0, "fsck.novafs")
+}
+
+/// Whether argv[0] names `mount.novafs`.
+fn invoked_as_mount(argv0: Option<&OsString>) -> bool {
+    invoked_as(argv0, "mount.novafs")
 }
 
 fn invoked_as(argv0: Option<&OsString>, name: &str) -> bool {
@@ -526,6 +557,8 @@ fn main() -> ExitCode {
     let result = if invoked_as_mkfs(args.first()) {
         let a = MkfsCli::parse_from(args).args;
         commands::mkfs(&a.image, a.size, a.force_emulated)
+    } else if invoked_as_mount(args.first()) {
+        mount::run(&MountCli::parse_from(args).args)
     } else {
         run(Cli::parse_from(args).command)
     };
@@ -551,6 +584,7 @@ mod tests {
         Cli::command().debug_assert();
         MkfsCli::command().debug_assert();
         FsckCli::command().debug_assert();
+        MountCli::command().debug_assert();
     }
 
     #[test]
@@ -563,5 +597,19 @@ mod tests {
         assert!(invoked_as_fsck(Some(&"/sbin/fsck.novafs".into())));
         assert!(!invoked_as_fsck(Some(&"mkfs.novafs".into())));
         assert!(!invoked_as_fsck(Some(&"novafs".into())));
+        assert!(invoked_as_mount(Some(&"/sbin/mount.novafs".into())));
+        assert!(!invoked_as_mount(Some(&"novafs".into())));
+    }
+
+    #[test]
+    fn mount_helper_arguments() {
+        // mount(8) calls helpers as `mount.novafs SPEC DIR [-sfnv] [-o OPTIONS]`.
+        let c = MountCli::try_parse_from([
+            "mount.novafs", "/dev/shm/a.img", "/mnt/a", "-n", "-o", "ro,allow_other", "-f",
+        ])
+        .unwrap();
+        assert!(c.args.foreground && c.args.no_mtab);
+        assert_eq!(c.args.options, vec!["ro,allow_other".to_string()]);
+        assert_eq!(c.args.mountpoint, PathBuf::from("/mnt/a"));
     }
 }
