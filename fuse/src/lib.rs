@@ -1031,7 +1031,8 @@ fn spawn_signal_thread(
     std::thread::Builder::new()
         .name("novafs-signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
+            // Ends when the session is over (`Handle::close`). A repeated signal is harmless.
+            for _ in signals.forever() {
                 if unmounter.unmount().is_err() {
                     // Busy: detach it now; the session ends when the last user lets go.
                     lazy_unmount(&mountpoint);
