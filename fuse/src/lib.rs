@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use novafs::engine::inode::Inode;
 use novafs::{Attr, Engine, Error, Fs, Kind, MountOptions, SetAttr, ROOT_INO};
@@ -127,7 +127,9 @@ impl MountConfig {
             | "sync" | "async" | "dirsync" => {
                 self.kernel_flags.push(opt.to_string());
             }
-            o if IGNORED_OPTIONS.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") => {}
+            o if IGNORED_OPTIONS.contains(&o)
+                || o.starts_with("x-")
+                || o.starts_with("comment=") => {}
             o => {
                 let (key, value) = o
                     .split_once('=')

@@ -14,7 +14,10 @@ use novafs::{Fs, MountOptions};
 
 /// The workspace root (a tree of real source files to copy around).
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Pseudo-random bytes (xorshift), reproducible.
@@ -62,7 +65,9 @@ fn shell_tools_round_trip_then_fsck_and_library() {
     // cp -r, tar, diff -r, ls -l.
     sh_ok(&format!("cp -r '{src_s}' '{mnt}/cp'"));
     sh_ok(&format!("diff -r '{src_s}' '{mnt}/cp'"));
-    sh_ok(&format!("mkdir '{mnt}/tar' && tar -C '{src_s}' -cf - . | tar -C '{mnt}/tar' -xf -"));
+    sh_ok(&format!(
+        "mkdir '{mnt}/tar' && tar -C '{src_s}' -cf - . | tar -C '{mnt}/tar' -xf -"
+    ));
     sh_ok(&format!("diff -r '{src_s}' '{mnt}/tar'"));
     sh_ok(&format!("tar -C '{mnt}' -cf '{mnt}/all.tar' cp"));
     let listing = sh_ok(&format!("tar -tf '{mnt}/all.tar'"));
@@ -102,11 +107,17 @@ fn shell_tools_round_trip_then_fsck_and_library() {
     m.unmount();
     assert!(!is_mounted(&m.mnt));
     let report = m.fsck_clean();
-    assert!(report["inodes_checked"].as_u64().unwrap() > 20, "{report:#}");
+    assert!(
+        report["inodes_checked"].as_u64().unwrap() > 20,
+        "{report:#}"
+    );
 
     // The library sees exactly what the shell tools wrote, and the unmount was clean.
     let fs = Fs::open(&m.image, &MountOptions::default()).unwrap();
-    assert!(fs.mount_report().clean, "unmount through FUSE was not clean");
+    assert!(
+        fs.mount_report().clean,
+        "unmount through FUSE was not clean"
+    );
     let files = files_under(&src);
     assert!(files.len() > 10);
     for rel in &files {
@@ -114,7 +125,10 @@ fn shell_tools_round_trip_then_fsck_and_library() {
         let inside = Path::new("/cp").join(rel);
         assert_eq!(fs.read(&inside).unwrap(), host, "{}", inside.display());
         let md = fs.metadata(&inside).unwrap();
-        assert_eq!(md.mode() & 0o777, std::fs::metadata(src.join(rel)).unwrap().mode() & 0o777);
+        assert_eq!(
+            md.mode() & 0o777,
+            std::fs::metadata(src.join(rel)).unwrap().mode() & 0o777
+        );
     }
     assert_eq!(fs.read("/cp/big.renamed").unwrap(), big);
     assert!(fs.metadata("/tar").is_err());
@@ -133,10 +147,26 @@ fn read_only_mount_refuses_changes() {
     m.mount("ro");
     assert_eq!(std::fs::read(m.p("kept")).unwrap(), b"data");
     let erofs = Some(libc::EROFS);
-    assert_eq!(std::fs::write(m.p("new"), b"x").unwrap_err().raw_os_error(), erofs);
-    assert_eq!(std::fs::write(m.p("kept"), b"x").unwrap_err().raw_os_error(), erofs);
-    assert_eq!(std::fs::create_dir(m.p("d")).unwrap_err().raw_os_error(), erofs);
-    assert_eq!(std::fs::remove_file(m.p("kept")).unwrap_err().raw_os_error(), erofs);
+    assert_eq!(
+        std::fs::write(m.p("new"), b"x").unwrap_err().raw_os_error(),
+        erofs
+    );
+    assert_eq!(
+        std::fs::write(m.p("kept"), b"x")
+            .unwrap_err()
+            .raw_os_error(),
+        erofs
+    );
+    assert_eq!(
+        std::fs::create_dir(m.p("d")).unwrap_err().raw_os_error(),
+        erofs
+    );
+    assert_eq!(
+        std::fs::remove_file(m.p("kept"))
+            .unwrap_err()
+            .raw_os_error(),
+        erofs
+    );
     m.unmount();
     m.fsck_clean();
     assert_eq!(m.info()["clean"], true);
@@ -150,7 +180,11 @@ fn sigterm_and_sigint_unmount_cleanly() {
     let mut m = Mounted::new("64MiB", "");
     std::fs::write(m.p("a"), b"before the signal").unwrap();
     m.stop_with_signal("TERM");
-    assert_eq!(m.info()["clean"], true, "SIGTERM did not unmount the engine cleanly");
+    assert_eq!(
+        m.info()["clean"],
+        true,
+        "SIGTERM did not unmount the engine cleanly"
+    );
     m.fsck_clean();
 
     m.mount("");
@@ -225,7 +259,10 @@ fn detached_mount_through_the_mount_helper_name() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open the image"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot open the image"),
+        "{o:?}"
+    );
     assert!(!is_mounted(&m.mnt));
 }
 
@@ -259,7 +296,10 @@ fn concurrent_writers_through_the_mount() {
     let datas: Vec<Vec<u8>> = threads.into_iter().map(|h| h.join().unwrap()).collect();
     for (t, d) in datas.iter().enumerate() {
         assert!(std::fs::read(m.p(&format!("t{t}/data"))).unwrap() == *d);
-        assert_eq!(std::fs::read_dir(m.p(&format!("t{t}"))).unwrap().count(), 101);
+        assert_eq!(
+            std::fs::read_dir(m.p(&format!("t{t}"))).unwrap().count(),
+            101
+        );
     }
     m.unmount();
     m.fsck_clean();
@@ -276,7 +316,10 @@ fn xattrs_and_special_files_are_refused_clearly() {
     // mkfifo / mknod: no such inode kinds.
     let o = sh(&format!("mkfifo '{}'", m.p("fifo").display()));
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not supported"),
+        "{o:?}"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         // setxattr(2) = 188, getxattr(2) = 191, listxattr(2) = 194 on x86_64.
@@ -289,7 +332,12 @@ fn xattrs_and_special_files_are_refused_clearly() {
                 "my ($p, $n, $v, $b) = ($ARGV[0], \"user.a\", \"v\", \"\\0\" x 64); \
                  my $r = {call}; print(($r < 0) ? $! + 0 : 0)"
             );
-            let o = Command::new("perl").arg("-e").arg(&script).arg(&f).output().unwrap();
+            let o = Command::new("perl")
+                .arg("-e")
+                .arg(&script)
+                .arg(&f)
+                .output()
+                .unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&o.stdout),
                 libc::EOPNOTSUPP.to_string(),

@@ -126,7 +126,10 @@ fn permissions_and_ownership_as_root_and_nobody() {
     denied(&format!("chown root {mnt}/pub/mine"));
     allowed(&format!("rm {mnt}/tmp/nobodys")); // own file in a sticky directory
     let md = fs::metadata(m.p("pub/mine")).unwrap();
-    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (NOBODY, NOBODY, 0o600));
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (NOBODY, NOBODY, 0o600)
+    );
     assert_eq!(fs::metadata(m.p("pub/mydir")).unwrap().uid(), NOBODY);
 
     // chown by root; the new owner may now write.
@@ -147,7 +150,9 @@ fn permissions_and_ownership_as_root_and_nobody() {
     assert_eq!(d.mode() & 0o2000, 0o2000);
 
     // umask applies to new files.
-    sh_ok(&format!("umask 027 && touch {mnt}/masked && mkdir {mnt}/maskeddir"));
+    sh_ok(&format!(
+        "umask 027 && touch {mnt}/masked && mkdir {mnt}/maskeddir"
+    ));
     assert_eq!(mode(&m.p("masked")), 0o640);
     assert_eq!(mode(&m.p("maskeddir")), 0o750);
 
@@ -181,9 +186,17 @@ fn timestamps_follow_the_calls_that_change_them() {
     // write: mtime and ctime move to now.
     let before = SystemTime::now();
     let c0 = ctime(&f);
-    OpenOptions::new().write(true).open(&f).unwrap().write_all_at(b"x", 3).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .write_all_at(b"x", 3)
+        .unwrap();
     assert!(mtime(&f) >= before, "write did not update mtime");
-    assert!(ctime(&f) > c0 && ctime(&f) >= before, "write did not update ctime");
+    assert!(
+        ctime(&f) > c0 && ctime(&f) >= before,
+        "write did not update ctime"
+    );
 
     // read: no change to mtime or ctime (atime: noatime semantics).
     age(&f);
@@ -206,22 +219,48 @@ fn timestamps_follow_the_calls_that_change_them() {
 
     // truncate: mtime and ctime.
     let before = SystemTime::now();
-    OpenOptions::new().write(true).open(&f).unwrap().set_len(4).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(4)
+        .unwrap();
     assert!(mtime(&f) >= before && ctime(&f) >= before, "truncate");
 
     // create / unlink / mkdir / rmdir in a directory: its mtime and ctime.
     for (what, op) in [
-        ("create", Box::new(|d: &Path| fs::write(d.join("n"), b"").unwrap()) as Box<dyn Fn(&Path)>),
-        ("unlink", Box::new(|d: &Path| fs::remove_file(d.join("n")).unwrap())),
-        ("mkdir", Box::new(|d: &Path| fs::create_dir(d.join("s")).unwrap())),
-        ("rmdir", Box::new(|d: &Path| fs::remove_dir(d.join("s")).unwrap())),
-        ("symlink", Box::new(|d: &Path| std::os::unix::fs::symlink("t", d.join("l")).unwrap())),
+        (
+            "create",
+            Box::new(|d: &Path| fs::write(d.join("n"), b"").unwrap()) as Box<dyn Fn(&Path)>,
+        ),
+        (
+            "unlink",
+            Box::new(|d: &Path| fs::remove_file(d.join("n")).unwrap()),
+        ),
+        (
+            "mkdir",
+            Box::new(|d: &Path| fs::create_dir(d.join("s")).unwrap()),
+        ),
+        (
+            "rmdir",
+            Box::new(|d: &Path| fs::remove_dir(d.join("s")).unwrap()),
+        ),
+        (
+            "symlink",
+            Box::new(|d: &Path| std::os::unix::fs::symlink("t", d.join("l")).unwrap()),
+        ),
     ] {
         age(&d);
         let before = SystemTime::now();
         op(&d);
-        assert!(mtime(&d) >= before, "{what} did not update the directory's mtime");
-        assert!(ctime(&d) >= before, "{what} did not update the directory's ctime");
+        assert!(
+            mtime(&d) >= before,
+            "{what} did not update the directory's mtime"
+        );
+        assert!(
+            ctime(&d) >= before,
+            "{what} did not update the directory's ctime"
+        );
     }
 
     // link: the file's ctime and the directory's mtime; rename: both directories' mtimes.
@@ -259,7 +298,9 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
         .arg(flags.to_string())
         .output()
         .unwrap();
-    String::from_utf8_lossy(&o.stdout).parse().expect("perl output")
+    String::from_utf8_lossy(&o.stdout)
+        .parse()
+        .expect("perl output")
 }
 
 #[test]
@@ -289,11 +330,26 @@ fn rename_over_rules() {
     assert!(p("b").exists() && p("b3").exists());
 
     // Directory rules.
-    assert_eq!(errno(fs::rename(p("b2"), p("empty")).unwrap_err()), libc::EISDIR);
-    assert_eq!(errno(fs::rename(p("empty"), p("b2")).unwrap_err()), libc::ENOTDIR);
-    assert_eq!(errno(fs::rename(p("d"), p("full")).unwrap_err()), libc::ENOTEMPTY);
-    assert_eq!(errno(fs::rename(p("d"), p("d/sub/in")).unwrap_err()), libc::EINVAL);
-    assert_eq!(errno(fs::rename(p("nothing"), p("x")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(fs::rename(p("b2"), p("empty")).unwrap_err()),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(fs::rename(p("empty"), p("b2")).unwrap_err()),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(fs::rename(p("d"), p("full")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(fs::rename(p("d"), p("d/sub/in")).unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(fs::rename(p("nothing"), p("x")).unwrap_err()),
+        libc::ENOENT
+    );
     let root_links = fs::metadata(&m.mnt).unwrap().nlink();
     fs::rename(p("d"), p("empty")).unwrap(); // over an empty directory
     assert!(p("empty/sub").is_dir() && !p("d").exists());
@@ -342,15 +398,24 @@ fn link_counts() {
     }
     assert_eq!(nl(&f), 6);
     assert_eq!(nl(&m.p("l3")), 6);
-    assert_eq!(fs::metadata(m.p("l3")).unwrap().ino(), fs::metadata(&f).unwrap().ino());
+    assert_eq!(
+        fs::metadata(m.p("l3")).unwrap().ino(),
+        fs::metadata(&f).unwrap().ino()
+    );
     fs::remove_file(m.p("l0")).unwrap();
     fs::remove_file(&f).unwrap();
     assert_eq!(nl(&m.p("l4")), 4);
     assert_eq!(fs::read(m.p("l4")).unwrap(), b"x");
     // Hard links to directories are refused.
     fs::create_dir(m.p("d")).unwrap();
-    assert_eq!(errno(fs::hard_link(m.p("d"), m.p("dl")).unwrap_err()), libc::EPERM);
-    assert_eq!(errno(fs::hard_link(m.p("l1"), m.p("l2")).unwrap_err()), libc::EEXIST);
+    assert_eq!(
+        errno(fs::hard_link(m.p("d"), m.p("dl")).unwrap_err()),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(fs::hard_link(m.p("l1"), m.p("l2")).unwrap_err()),
+        libc::EEXIST
+    );
     // Directories: 2 + subdirectories; files do not count.
     assert_eq!(nl(&m.p("d")), 2);
     fs::create_dir(m.p("d/a")).unwrap();
@@ -380,7 +445,13 @@ fn sparse_files_holes_and_fallocate() {
     }
     let mut m = Mounted::new("64MiB", "");
     let p = m.p("sparse");
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
     f.write_all_at(b"end", 1 << 30).unwrap(); // 1 GiB on a 64 MiB image
     let md = f.metadata().unwrap();
     assert_eq!(md.len(), (1 << 30) + 3);
@@ -420,10 +491,16 @@ fn sparse_files_holes_and_fallocate() {
     assert!(data[8192..12288].iter().all(|&b| b == 9));
     assert!(data[12288..].iter().all(|&b| b == 0));
     let o = fuse_common::sh(&format!("fallocate -n -o 0 -l 1M '{}'", r.display()));
-    assert!(!o.status.success(), "KEEP_SIZE past the end must be refused");
+    assert!(
+        !o.status.success(),
+        "KEEP_SIZE past the end must be refused"
+    );
     // util-linux words EOPNOTSUPP as "keep size mode is unsupported".
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("unsupported") || err.contains("not supported"), "{o:?}");
+    assert!(
+        err.contains("unsupported") || err.contains("not supported"),
+        "{o:?}"
+    );
     assert_eq!(fs::metadata(&r).unwrap().len(), 65536);
     drop(f);
     m.unmount();
@@ -456,7 +533,11 @@ fn o_append_and_o_trunc() {
     fs::write(&p, vec![1u8; 50_000]).unwrap();
     age(&p);
     let before = SystemTime::now();
-    let mut t = OpenOptions::new().write(true).truncate(true).open(&p).unwrap();
+    let mut t = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
     let md = t.metadata().unwrap();
     assert_eq!((md.len(), md.blocks()), (0, 0));
     assert!(mtime(&p) >= before, "O_TRUNC did not update mtime");
@@ -464,10 +545,18 @@ fn o_append_and_o_trunc() {
     drop(t);
     assert_eq!(fs::read(&p).unwrap(), b"new");
     // O_TRUNC on an empty file, and shell truncation by redirection.
-    sh_ok(&format!("printf abc > '{}' && printf d > '{}'", p.display(), p.display()));
+    sh_ok(&format!(
+        "printf abc > '{}' && printf d > '{}'",
+        p.display(),
+        p.display()
+    ));
     assert_eq!(fs::read(&p).unwrap(), b"d");
     // O_CREAT|O_EXCL on an existing name.
-    let e = OpenOptions::new().write(true).create_new(true).open(&p).unwrap_err();
+    let e = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap_err();
     assert_eq!(errno(e), libc::EEXIST);
     m.unmount();
     m.fsck_clean();
@@ -480,7 +569,13 @@ fn offsets_past_4_gib() {
     }
     let mut m = Mounted::new("64MiB", "");
     let p = m.p("large");
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
     let four = 4u64 << 30;
     // Across the 4 GiB boundary, far past it, and near 2^40.
     f.write_all_at(b"ABCDEFGH", four - 4).unwrap();
@@ -545,16 +640,28 @@ fn directory_streams_and_error_numbers() {
 
     // Error numbers.
     let long = "x".repeat(256);
-    assert_eq!(errno(fs::write(m.p(&long), b"").unwrap_err()), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(fs::write(m.p(&long), b"").unwrap_err()),
+        libc::ENAMETOOLONG
+    );
     fs::write(m.p(&"y".repeat(255)), b"").unwrap();
     fs::write(d.join("f"), b"").unwrap();
     assert_eq!(errno(fs::remove_dir(&d).unwrap_err()), libc::ENOTEMPTY);
     assert_eq!(errno(fs::remove_file(&d).unwrap_err()), libc::EISDIR);
-    assert_eq!(errno(fs::remove_dir(d.join("f")).unwrap_err()), libc::ENOTDIR);
+    assert_eq!(
+        errno(fs::remove_dir(d.join("f")).unwrap_err()),
+        libc::ENOTDIR
+    );
     assert_eq!(errno(fs::create_dir(&d).unwrap_err()), libc::EEXIST);
-    assert_eq!(errno(fs::write(d.join("f/x"), b"").unwrap_err()), libc::ENOTDIR);
+    assert_eq!(
+        errno(fs::write(d.join("f/x"), b"").unwrap_err()),
+        libc::ENOTDIR
+    );
     assert_eq!(errno(fs::read(m.p("missing")).unwrap_err()), libc::ENOENT);
-    assert_eq!(errno(File::open(&d).unwrap().read(&mut [0u8; 4]).unwrap_err()), libc::EISDIR);
+    assert_eq!(
+        errno(File::open(&d).unwrap().read(&mut [0u8; 4]).unwrap_err()),
+        libc::EISDIR
+    );
     // fsync and fdatasync succeed (writes are already durable).
     let f = OpenOptions::new().write(true).open(d.join("f")).unwrap();
     f.sync_all().unwrap();

@@ -163,7 +163,10 @@ impl Mounted {
             if start.elapsed() > PATIENCE {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("novafs mount did not exit after unmount\n{}", self.log_text());
+                panic!(
+                    "novafs mount did not exit after unmount\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -224,8 +227,8 @@ impl Mounted {
             .arg(&self.image)
             .output()
             .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("fsck --json: {e}: {o:?}"));
+        let v: Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("fsck --json: {e}: {o:?}"));
         assert_eq!(o.status.code(), Some(0), "fsck: {v:#}");
         assert_eq!(v["errors_found"], 0, "fsck: {v:#}");
         v
@@ -256,7 +259,8 @@ fn unmount_cmd(mnt: &Path) -> Command {
 }
 
 fn which(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
 }
 
 /// Whether `mnt` is a mount point (listed in /proc/self/mountinfo).
