@@ -36,6 +36,10 @@ pub enum Target {
     Path(std::path::PathBuf),
 }
 
+/// A decoded log: (page, offset in page, seq, entry) in order, the pages of the chain, and
+/// where the walk stopped on damage.
+type Walk = (Vec<(u64, u64, u64, Entry)>, Vec<u64>, Option<String>);
+
 /// Positioned reads of the image file.
 struct Raw {
     file: File,
@@ -106,11 +110,7 @@ impl Raw {
 
     /// Walk a log from `head` to `tail`: (page, offset in page, seq, entry) in order, plus
     /// the pages. Stops at the first damaged spot, reporting it.
-    fn walk(
-        &self,
-        head: u64,
-        tail: u64,
-    ) -> (Vec<(u64, u64, u64, Entry)>, Vec<u64>, Option<String>) {
+    fn walk(&self, head: u64, tail: u64) -> Walk {
         let mut entries = Vec::new();
         let mut pages = Vec::new();
         if tail == 0 {
