@@ -635,7 +635,9 @@ impl Filesystem for NovaFuse {
             reply.error(Errno::EBADF);
             return;
         };
-        let mut buf = vec![0u8; size.min(MAX_WRITE.max(1 << 17)) as usize];
+        // The kernel bounds `size` by the negotiated max_pages (at most 1 MiB by default).
+        // A short answer would read as zeros, so the whole request is served.
+        let mut buf = vec![0u8; size as usize];
         let st = inode.state.read();
         match self.engine.read_locked(&st, offset, &mut buf) {
             Ok(n) => reply.data(&buf[..n]),
