@@ -542,3 +542,197 @@ pub fn ln(image: &Path, target: &Path, link: &Path, symbolic: bool) -> CliResult
         }
     })
 }
+
+fn attr_json(name: &str, a: &Attr, target: Option<&[u8]>) -> serde_json::Value {
+    let mut v = json!({
+        "name": name,
+        "kind": kind_name(a.kind),
+        "ino": a.ino,
+        "size": a.size,
+        "blocks": a.blocks,
+        "nlink": a.nlink,
+        "mode": a.mode & 0o7777,
+        "mode_octal": format!("{:04o}", a.mode & 0o7777),
+        "uid": a.uid,
+        "gid": a.gid,
+        "mtime_ns": a.mtime_ns,
+    });
+    if let (Some(t), Some(o)) = (target, v.as_object_mut()) {
+        o.insert(
+            "target".into(),
+            String::from_utf8_lossy(t).into_owned().into(),
+        );
+    }
+    v
+}
+
+/// `novafs ls --json`: one JSON array of entries (the fields of `stat --json`, plus name).
+pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
+    let rows = with_fs(image, |fs| {
+        let ctx = || shown(path);
+        let own = fs.symlink_metadata(path).with_context(ctx)?;
+        let engine = fs.engine();
+        if own.is_dir() || (own.is_symlink() && fs.metadata(path).is_ok_and(|m| m.is_dir())) {
+            let mut entries = fs.read_dir(path).with_context(ctx)?;
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            entries
+                .into_iter()
+                .map(|e| row(engine, e.name.clone(), e.ino).with_context(ctx))
+                .collect::<CliResult<Vec<Row>>>()
+        } else {
+            let name = path.as_os_str().as_bytes().to_vec();
+            Ok(vec![row(engine, name, own.ino()).with_context(ctx)?])
+        }
+    })?;
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            attr_json(
+                &String::from_utf8_lossy(&r.name),
+                &r.attr,
+                r.target.as_deref(),
+            )
+        })
+        .collect();
+    let mut out = Out::new();
+    out.line(serde_json::to_string_pretty(&v).context("encoding JSON")?)?;
+    out.finish()
+}
+
+/// `novafs df`: space and inodes, like df(1).
+pub fn df(image: &Path, as_json: bool) -> CliResult<()> {
+    let st = with_fs(image, |fs| Ok(fs.statfs())).map_err(|e| {
+        CliError::new(
+            "",
+            format!("{e} (if the image is mounted through FUSE, run df on its mount point)"),
+        )
+    })?;
+    let bs = st.block_size;
+    let used = st.blocks_total.saturating_sub(st.blocks_free);
+    let pct = |part: u64, whole: u64| {
+        if whole == 0 {
+            0
+        } else {
+            (part * 100).div_ceil(whole)
+        }
+    };
+    let inodes_used = st.inodes_total.saturating_sub(st.inodes_free);
+    let mut out = Out::new();
+    if as_json {
+        let v = json!({
+            "image": shown(image),
+            "block_size": bs,
+            "size_bytes": st.blocks_total * bs,
+            "used_bytes": used * bs,
+            "available_bytes": st.blocks_avail * bs,
+            "reserved_bytes": (st.blocks_free - st.blocks_avail) * bs,
+            "use_percent": pct(used, used + st.blocks_avail),
+            "inodes_total": st.inodes_total,
+            "inodes_used": inodes_used,
+            "inodes_free": st.inodes_free,
+            "inodes_use_percent": pct(inodes_used, st.inodes_total),
+        });
+        out.line(serde_json::to_string_pretty(&v).context("encoding JSON")?)?;
+    } else {
+        out.line(format!(
+            "{:<24} {:>10} {:>10} {:>10} {:>5} {:>10} {:>10} {:>6}",
+            "Image", "Size", "Used", "Avail", "Use%", "Inodes", "IUsed", "IUse%"
+        ))?;
+        out.line(format!(
+            "{:<24} {:>10} {:>10} {:>10} {:>4}% {:>10} {:>10} {:>5}%",
+            shown(image),
+            human_bytes(st.blocks_total * bs),
+            human_bytes(used * bs),
+            human_bytes(st.blocks_avail * bs),
+            pct(used, used + st.blocks_avail),
+            st.inodes_total,
+            inodes_used,
+            pct(inodes_used, st.inodes_total)
+        ))?;
+    }
+    out.finish()
+}
+
+/// `novafs tree`: the directory tree below PATH (symlinks shown, not followed).
+pub fn tree(image: &Path, path: &Path, max_depth: Option<usize>, as_json: bool) -> CliResult<()> {
+    fn walk(
+        engine: &Engine,
+        name: &str,
+        ino: u64,
+        depth: usize,
+        max: Option<usize>,
+        counts: &mut (u64, u64),
+    ) -> novafs::Result<serde_json::Value> {
+        let r = row(engine, Vec::new(), ino)?;
+        let mut v = attr_json(name, &r.attr, r.target.as_deref());
+        if r.attr.kind == Kind::Dir {
+            if depth > 0 {
+                counts.0 += 1;
+            }
+            if max.is_none_or(|m| depth < m) {
+                let mut entries = engine.readdir(ino)?;
+                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                let children = entries
+                    .iter()
+                    .map(|e| {
+                        walk(
+                            engine,
+                            &String::from_utf8_lossy(&e.name),
+                            e.ino,
+                            depth + 1,
+                            max,
+                            counts,
+                        )
+                    })
+                    .collect::<novafs::Result<Vec<_>>>()?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("children".into(), children.into());
+                }
+            }
+        } else {
+            counts.1 += 1;
+        }
+        Ok(v)
+    }
+    let mut counts = (0u64, 0u64);
+    let v = with_fs(image, |fs| {
+        let ino = fs
+            .symlink_metadata(path)
+            .with_context(|| shown(path))?
+            .ino();
+        walk(fs.engine(), &shown(path), ino, 0, max_depth, &mut counts).with_context(|| shown(path))
+    })?;
+    let mut out = Out::new();
+    if as_json {
+        out.line(serde_json::to_string_pretty(&v).context("encoding JSON")?)?;
+        return out.finish();
+    }
+    fn print(out: &mut Out, v: &serde_json::Value, prefix: &str) -> CliResult<()> {
+        let Some(children) = v.get("children").and_then(|c| c.as_array()) else {
+            return Ok(());
+        };
+        for (i, c) in children.iter().enumerate() {
+            let last = i + 1 == children.len();
+            let name = c["name"].as_str().unwrap_or("?");
+            let detail = match c["kind"].as_str() {
+                Some("dir") => "/".to_string(),
+                Some("symlink") => format!(" -> {}", c["target"].as_str().unwrap_or("")),
+                _ => format!("  ({})", human_bytes(c["size"].as_u64().unwrap_or(0))),
+            };
+            out.line(format!(
+                "{prefix}{}{name}{detail}",
+                if last { "└── " } else { "├── " }
+            ))?;
+            print(
+                out,
+                c,
+                &format!("{prefix}{}", if last { "    " } else { "│   " }),
+            )?;
+        }
+        Ok(())
+    }
+    out.line(shown(path))?;
+    print(&mut out, &v, "")?;
+    out.line(format!("\n{} directories, {} files", counts.0, counts.1))?;
+    out.finish()
+}

@@ -1,13 +1,15 @@
 //! `novafs`: format, inspect and edit novafs images from the shell.
 //!
 //! Invoked as `mkfs.novafs` (a copy or symlink of the binary), it behaves as `novafs mkfs`; as
-//! `fsck.novafs`, as `novafs fsck`.
+//! `fsck.novafs`, as `novafs fsck`; as `mount.novafs`, as `novafs mount`.
 
 mod commands;
 mod crashtest;
 mod demo;
 mod error;
 mod fsck;
+mod inspect;
+mod mount;
 mod units;
 
 use std::ffi::OsString;
@@ -40,7 +42,12 @@ Examples:
   novafs ls -l /dev/shm/pm.img /
   novafs cat /dev/shm/pm.img /notes.txt
   novafs info /dev/shm/pm.img --json
-  novafs fsck /dev/shm/pm.img                  # check (read-only); -y repairs";
+  novafs df /dev/shm/pm.img
+  novafs tree /dev/shm/pm.img
+  novafs inspect /dev/shm/pm.img --path /notes.txt
+  novafs fsck /dev/shm/pm.img                  # check (read-only); -y repairs
+  novafs mount /dev/shm/pm.img /mnt/pm         # serve it through FUSE
+  fusermount3 -u /mnt/pm";
 
 const MKFS_EXAMPLES: &str = "\
 Examples:
@@ -97,6 +104,20 @@ Examples:
 struct FsckCli {
     #[command(flatten)]
     args: FsckArgs,
+}
+
+/// `mount.novafs`: the same as `novafs mount` (the mount(8) helper calling convention:
+/// `mount.novafs IMAGE DIR [-sfnv] [-o OPTIONS]`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "mount.novafs",
+    version,
+    about = "Mount a novafs image through FUSE (same as `novafs mount`)",
+    after_help = mount::MOUNT_EXAMPLES
+)]
+struct MountCli {
+    #[command(flatten)]
+    args: mount::MountArgs,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +181,39 @@ Examples:
   novafs ls /dev/shm/pm.img
   novafs ls -l /dev/shm/pm.img /logs")]
     Ls(LsArgs),
+
+    /// Show free space and inodes, like df(1).
+    ///
+    /// Available space excludes the small reserve kept so that deleting always works on a
+    /// full image.
+    #[command(after_help = "\
+Examples:
+  novafs df /dev/shm/pm.img
+  novafs df /dev/shm/pm.img --json | jq .available_bytes")]
+    Df(DfArgs),
+
+    /// Show the directory tree below PATH, with file sizes and symlink targets.
+    #[command(after_help = "\
+Examples:
+  novafs tree /dev/shm/pm.img
+  novafs tree /dev/shm/pm.img /var -L 2
+  novafs tree /dev/shm/pm.img --json | jq '.children[].name'")]
+    Tree(TreeArgs),
+
+    /// Decode on-media structures: the superblock and mount state (default), an inode with
+    /// every log entry, or a block and its owner.
+    ///
+    /// The image file is read directly, without mounting or locking it and without writing:
+    /// it works on an image that is mounted (through FUSE, say); each structure is shown as
+    /// durable at the moment it was read. Log entries show their sequence number, page and
+    /// offset, type and fields (times in nanoseconds since 1970).
+    #[command(after_help = "\
+Examples:
+  novafs inspect /dev/shm/pm.img                    # superblock, mount state, inode table
+  novafs inspect /dev/shm/pm.img --inode 1          # the root directory's log
+  novafs inspect /dev/shm/pm.img --path /notes.txt --json | jq '.log_entries[].type'
+  novafs inspect /dev/shm/pm.img --block 1234       # who owns block 1234")]
+    Inspect(InspectArgs),
 
     /// Show the metadata of a file, directory or symlink (symlinks are not followed).
     #[command(after_help = "\
@@ -234,6 +288,16 @@ Examples:
     /// checked again afterwards. A progress bar is shown on a terminal for large images.
     #[command(after_help = FSCK_EXAMPLES)]
     Fsck(FsckArgs),
+
+    /// Mount an image through FUSE and serve it until it is unmounted.
+    ///
+    /// Every FUSE request becomes one engine operation: each write, create, rename, ... is
+    /// atomic and durable when the system call returns (fsync only fences). Requests run on
+    /// several threads. Without -f the command returns once the mount is up and a detached
+    /// process serves it. Unmounting (fusermount3 -u, umount, or SIGINT/SIGTERM to the
+    /// serving process) unmounts the image cleanly.
+    #[command(after_help = mount::MOUNT_EXAMPLES)]
+    Mount(mount::MountArgs),
 
     /// Format a demo image, fill it, verify it across a remount and time each step.
     ///
@@ -341,6 +405,51 @@ struct LsArgs {
     /// Long listing: kind, mode, links, size, inode, name
     #[arg(short)]
     long: bool,
+    /// Print one JSON array of entries (the fields of `stat --json`, plus name)
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DfArgs {
+    /// Image file (not mounted elsewhere: for a FUSE mount use df on the mount point)
+    image: PathBuf,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct TreeArgs {
+    /// Image file
+    image: PathBuf,
+    /// Directory inside the image
+    #[arg(default_value = "/")]
+    path: PathBuf,
+    /// Descend at most this many levels
+    #[arg(short = 'L', long)]
+    level: Option<usize>,
+    /// Print one nested JSON object (children under "children")
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Image file (read directly: it may be mounted by another process)
+    image: PathBuf,
+    /// Show inode N: its slot, attributes and every log entry decoded
+    #[arg(long, value_name = "N", group = "what")]
+    inode: Option<u64>,
+    /// Show block N: what it is and which inode owns it (scans every inode)
+    #[arg(long, value_name = "N", group = "what")]
+    block: Option<u64>,
+    /// Show the inode that PATH names (symlinks are not followed)
+    #[arg(long, value_name = "PATH", group = "what")]
+    path: Option<PathBuf>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -444,7 +553,19 @@ fn run(command: Command) -> CliResult<()> {
     match command {
         Command::Mkfs(a) => commands::mkfs(&a.image, a.size, a.force_emulated),
         Command::Info(a) => commands::info(&a.image, a.json),
+        Command::Ls(a) if a.json => commands::ls_json(&a.image, &a.path),
         Command::Ls(a) => commands::ls(&a.image, &a.path, a.long),
+        Command::Df(a) => commands::df(&a.image, a.json),
+        Command::Tree(a) => commands::tree(&a.image, &a.path, a.level, a.json),
+        Command::Inspect(a) => {
+            let target = match (a.inode, a.block, a.path) {
+                (Some(i), _, _) => inspect::Target::Inode(i),
+                (_, Some(b), _) => inspect::Target::Block(b),
+                (_, _, Some(p)) => inspect::Target::Path(p),
+                _ => inspect::Target::Superblock,
+            };
+            inspect::run(&a.image, target, a.json)
+        }
         Command::Stat(a) => commands::stat(&a.image, &a.path, a.json),
         Command::Cat(a) => commands::cat(&a.image, &a.path),
         Command::Put(a) => commands::put(&a.image, &a.hostfile, &a.path),
@@ -470,6 +591,7 @@ fn run(command: Command) -> CliResult<()> {
             0 => Ok(()),
             code => std::process::exit(code),
         },
+        Command::Mount(a) => mount::run(&a),
         Command::Demo(a) => {
             let image = a.image.unwrap_or_else(demo::default_image);
             demo::run(&image, a.size)
@@ -485,6 +607,11 @@ fn invoked_as_mkfs(argv0: Option<&OsString>) -> bool {
 /// Whether argv[0] names `fsck.novafs`.
 fn invoked_as_fsck(argv0: Option<&OsString>) -> bool {
     invoked_as(argv0, "fsck.novafs")
+}
+
+/// Whether argv[0] names `mount.novafs`.
+fn invoked_as_mount(argv0: Option<&OsString>) -> bool {
+    invoked_as(argv0, "mount.novafs")
 }
 
 fn invoked_as(argv0: Option<&OsString>, name: &str) -> bool {
@@ -530,6 +657,8 @@ fn main() -> ExitCode {
     let result = if invoked_as_mkfs(args.first()) {
         let a = MkfsCli::parse_from(args).args;
         commands::mkfs(&a.image, a.size, a.force_emulated)
+    } else if invoked_as_mount(args.first()) {
+        mount::run(&MountCli::parse_from(args).args)
     } else {
         run(Cli::parse_from(args).command)
     };
@@ -555,6 +684,7 @@ mod tests {
         Cli::command().debug_assert();
         MkfsCli::command().debug_assert();
         FsckCli::command().debug_assert();
+        MountCli::command().debug_assert();
     }
 
     #[test]
@@ -567,5 +697,25 @@ mod tests {
         assert!(invoked_as_fsck(Some(&"/sbin/fsck.novafs".into())));
         assert!(!invoked_as_fsck(Some(&"mkfs.novafs".into())));
         assert!(!invoked_as_fsck(Some(&"novafs".into())));
+        assert!(invoked_as_mount(Some(&"/sbin/mount.novafs".into())));
+        assert!(!invoked_as_mount(Some(&"novafs".into())));
+    }
+
+    #[test]
+    fn mount_helper_arguments() {
+        // mount(8) calls helpers as `mount.novafs SPEC DIR [-sfnv] [-o OPTIONS]`.
+        let c = MountCli::try_parse_from([
+            "mount.novafs",
+            "/dev/shm/a.img",
+            "/mnt/a",
+            "-n",
+            "-o",
+            "ro,allow_other",
+            "-f",
+        ])
+        .unwrap();
+        assert!(c.args.foreground && c.args.no_mtab);
+        assert_eq!(c.args.options, vec!["ro,allow_other".to_string()]);
+        assert_eq!(c.args.mountpoint, PathBuf::from("/mnt/a"));
     }
 }
