@@ -47,7 +47,7 @@ fn layout(fs: &Fs, p: &str) -> L {
         tail: st.log.tail,
         pages: st.log.pages.clone(),
         next_seq: st.log.next_seq,
-        map: st.map.clone(),
+        map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
     }
 }
 

@@ -10,8 +10,8 @@
 //! - **Thorough GC** (compaction) writes a fresh chain that rebuilds the inode's current state
 //!   (its attributes, file map or directory index) and switches head and tail together under
 //!   one journal slot (the journal's commit word is the atomic store); the old chain is freed
-//!   after. It runs inline when a log holds four times the entries its state needs, and in the
-//!   background at twice.
+//!   after. It runs inline when a log holds eight times the entries its state needs, and in
+//!   the background at four times.
 //!
 //! GC works under the inode's write lock only: readers of other inodes never wait for it.
 
@@ -29,16 +29,23 @@ use crate::layout::inode::InodeSlot;
 use crate::layout::Kind;
 use crate::log::{self, LogWords};
 
+/// A log is compacted inline once it holds this many times the entries its state needs: a
+/// compaction costs O(needed), so it runs at most once per `(INLINE_RATIO - 1) * needed` new
+/// entries.
+pub const INLINE_RATIO: u64 = 8;
+/// The background pass compacts logs that hold this many times what they need.
+pub const BACKGROUND_RATIO: u64 = 4;
+
 /// GC settings.
 #[derive(Clone, Debug)]
 pub struct GcConfig {
     /// Drop dead pages at the head of a log after every commit.
     pub fast: bool,
-    /// Compact a log inline once it holds at least this many entries and at most a quarter
+    /// Compact a log inline once it holds at least this many entries and at most an eighth
     /// of them are needed (0 = never inline).
     pub inline_min_entries: u64,
     /// Hand a log to the background pass once it holds at least this many entries and at
-    /// most half of them are needed (0 = never in the background).
+    /// most a quarter of them are needed (0 = never in the background).
     pub background_min_entries: u64,
 }
 
@@ -240,15 +247,17 @@ impl Engine {
             return;
         }
         let needed = needed_entries(st);
-        if inline != 0 && entries >= inline && needed * 4 <= entries {
+        if inline != 0 && entries >= inline && needed * INLINE_RATIO <= entries {
             if let Ok(true) = self.compact(words, st, ino) {
                 return;
             }
-        } else if bg != 0 && entries >= bg && needed * 2 <= entries {
+        } else if bg != 0 && entries >= bg && needed * BACKGROUND_RATIO <= entries {
             self.gc.candidates.lock().insert(ino);
         }
-        // Look again once the log has grown by what the state needs: amortised O(1) per entry.
-        st.log.gc_next = entries + needed.max(64);
+        // Look again once the log has grown by what the state needs, or by a quarter of what
+        // counting it walked (the file map or the names): amortised O(1) per entry.
+        let walked = (st.map.len() + st.dir.len()) as u64 / 4;
+        st.log.gc_next = entries + needed.max(walked).max(64);
     }
 
     /// Fast GC: drop the dead prefix of the log. Returns pages freed.
@@ -305,10 +314,11 @@ impl Engine {
         fresh.log = staged.detached_log();
         let bounds = Bounds::of(&self.sb);
         let mut scratch = Vec::new();
-        let replay_ok = entries
-            .iter()
-            .zip(&staged.entry_pages)
-            .all(|(e, &at)| fresh.apply(e, ino, bounds, &mut scratch, at).is_ok());
+        let replay_ok = entries.iter().enumerate().all(|(i, e)| {
+            fresh
+                .apply(e, ino, bounds, &mut scratch, staged.entry_page(i))
+                .is_ok()
+        });
         let same = replay_ok
             && fresh.attr == st.attr
             && fresh.map == st.map
@@ -354,7 +364,7 @@ impl Engine {
         }
         let written = staged.new_pages.len() as u64;
         st.log = fresh.log;
-        st.map_owner = fresh.map_owner;
+        st.map = fresh.map;
         st.owners = fresh.owners;
         st.dir = fresh.dir;
         st.log.gc_next = st.log.entries * 2 + 64;
@@ -392,7 +402,7 @@ impl Engine {
             let Ok(_op) = self.writable() else { break };
             let Ok(i) = self.inode(ino) else { continue };
             let mut st = i.state.write();
-            if st.log.entries >= 2 * needed_entries(&st)
+            if st.log.entries >= BACKGROUND_RATIO * needed_entries(&st)
                 && self.compact(LogWords::file(i.slot_off), &mut st, ino)?
             {
                 n += 1;

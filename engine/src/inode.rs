@@ -190,6 +190,89 @@ pub struct DirEnt {
     pub log_page: u64,
 }
 
+/// A file map: file page -> block, each with the logical log page of the entry that set it
+/// (GC bookkeeping, [`PageLive`]). One B-tree holds both, so the write path walks one tree.
+#[derive(Clone, Debug, Default)]
+pub struct FileMap {
+    inner: BTreeMap<u64, Mapped>,
+}
+
+/// One file page's mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mapped {
+    block: u64,
+    owner: u64,
+}
+
+impl FileMap {
+    /// The block of file page `pg`.
+    #[inline]
+    pub fn get(&self, pg: &u64) -> Option<&u64> {
+        self.inner.get(pg).map(|m| &m.block)
+    }
+
+    /// Whether file page `pg` is mapped.
+    #[inline]
+    pub fn contains_key(&self, pg: &u64) -> bool {
+        self.inner.contains_key(pg)
+    }
+
+    /// Mapped pages.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// No page mapped.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// (file page, block) pairs in page order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u64, &u64)> + '_ {
+        self.inner.iter().map(|(p, m)| (p, &m.block))
+    }
+
+    /// (file page, block) pairs of the pages in `r`, in order.
+    pub fn range(
+        &self,
+        r: impl std::ops::RangeBounds<u64>,
+    ) -> impl DoubleEndedIterator<Item = (&u64, &u64)> + '_ {
+        self.inner.range(r).map(|(p, m)| (p, &m.block))
+    }
+
+    /// Mapped pages in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &u64> + '_ {
+        self.inner.keys()
+    }
+
+    /// Blocks, in page order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &u64> + '_ {
+        self.inner.values().map(|m| &m.block)
+    }
+
+    /// Forget every page.
+    pub fn clear(&mut self) {
+        self.inner.clear();
+    }
+}
+
+impl PartialEq for FileMap {
+    /// The same pages in the same blocks (owners are bookkeeping).
+    fn eq(&self, other: &FileMap) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for FileMap {}
+
+impl<'a> IntoIterator for &'a FileMap {
+    type Item = (&'a u64, &'a u64);
+    type IntoIter = Box<dyn Iterator<Item = (&'a u64, &'a u64)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// No owner (see [`Owners`]).
 pub const NO_OWNER: u64 = u64::MAX;
 
@@ -309,7 +392,11 @@ impl LogState {
 }
 
 /// Move ownership of a key to logical page `at`.
+#[inline]
 fn claim(log: &mut LogState, owner: &mut u64, at: u64) {
+    if *owner == at {
+        return; // the same page keeps it
+    }
     release(log, *owner);
     *owner = at;
     if let Some(p) = log.page_mut(at) {
@@ -335,10 +422,8 @@ pub struct InodeState {
     pub parent: u64,
     /// Log position.
     pub log: LogState,
-    /// File map: page index -> block.
-    pub map: BTreeMap<u64, u64>,
-    /// Logical log page of the entry that set each file-map page (GC bookkeeping).
-    pub map_owner: BTreeMap<u64, u64>,
+    /// File map: page index -> block (and the log page that set it).
+    pub map: FileMap,
     /// Log pages that set each attribute (GC bookkeeping).
     pub owners: Owners,
     /// Directory index.
@@ -459,8 +544,7 @@ impl InodeState {
                 next_seq: 1,
                 ..LogState::default()
             },
-            map: BTreeMap::new(),
-            map_owner: BTreeMap::new(),
+            map: FileMap::default(),
             owners: Owners::default(),
             dir: HashMap::new(),
             removed: false,
@@ -510,14 +594,25 @@ impl InodeState {
                 for i in 0..n {
                     let pg = pgoff + i;
                     let old = if *block == 0 {
-                        if let Some(o) = self.map_owner.remove(&pg) {
-                            release(&mut self.log, o);
-                        }
-                        self.map.remove(&pg)
+                        self.map.inner.remove(&pg).map(|m| {
+                            release(&mut self.log, m.owner);
+                            m.block
+                        })
                     } else {
-                        let o = self.map_owner.entry(pg).or_insert(NO_OWNER);
-                        claim(&mut self.log, o, at);
-                        self.map.insert(pg, block + i)
+                        let new = Mapped {
+                            block: block + i,
+                            owner: at,
+                        };
+                        let old = self.map.inner.insert(pg, new);
+                        if old.is_none_or(|m| m.owner != at) {
+                            if let Some(p) = self.log.page_mut(at) {
+                                p.live += 1;
+                            }
+                            if let Some(m) = old {
+                                release(&mut self.log, m.owner);
+                            }
+                        }
+                        old.map(|m| m.block)
                     };
                     match old {
                         // Re-applying a mapping it already has frees nothing.
@@ -667,8 +762,13 @@ impl InodeState {
         bounds: Bounds,
         freed: &mut Vec<u64>,
     ) -> Result<()> {
-        let pages = staged.apply(&mut self.log);
-        for (e, at) in entries.iter().zip(pages) {
+        let (first, breaks) = staged.apply(&mut self.log);
+        let mut at = first;
+        let mut next_break = breaks.iter().peekable();
+        for (i, e) in entries.iter().enumerate() {
+            while next_break.next_if(|&&b| b <= i).is_some() {
+                at += 1;
+            }
             self.apply(e, ino, bounds, freed, at)?;
         }
         Ok(())
@@ -704,12 +804,14 @@ impl InodeState {
     /// Drop mappings at or beyond `size`; returns the dropped blocks.
     pub fn truncate_map(&mut self, size: u64) -> Vec<u64> {
         let first_gone = size.div_ceil(BLOCK);
-        for (_, o) in self.map_owner.split_off(&first_gone) {
-            release(&mut self.log, o);
-        }
-        let gone = self.map.split_off(&first_gone);
+        let gone = self.map.inner.split_off(&first_gone);
         self.attr.blocks -= gone.len() as u64;
-        gone.into_values().collect()
+        gone.into_values()
+            .map(|m| {
+                release(&mut self.log, m.owner);
+                m.block
+            })
+            .collect()
     }
 
     /// Public attributes.

@@ -59,8 +59,11 @@ pub struct Staged {
     pub next_seq: u64,
     /// Entries appended.
     pub count: u64,
-    /// Logical page (see [`LogState::first`]) of each entry.
-    pub entry_pages: Vec<u64>,
+    /// Logical page (see [`LogState::first`]) of the first entry.
+    pub first_page: u64,
+    /// Indices of the entries that start a further page (empty, so no allocation, for an
+    /// append that stays in one page).
+    pub page_breaks: Vec<usize>,
     /// Entry ranges left unflushed (only by an injected bug).
     deferred_flush: Vec<(u64, u64)>,
 }
@@ -119,10 +122,10 @@ pub fn stage_chain(
     let mut new_page_count = 0u64;
     let mut seq = log.next_seq;
     let mut plan = Vec::with_capacity(entries.len());
-    let mut entry_pages = Vec::with_capacity(entries.len());
-    // Logical number of the page the next entry goes to (the tail page, or the first new
+    let mut page_breaks = Vec::new();
+    // Logical number of the page the first entry goes to (the tail page, or the first new
     // page of an empty log).
-    let mut logical = if log.tail == 0 {
+    let first_page = if log.tail == 0 {
         log.first + log.pages.len() as u64
     } else {
         log.tail_logical()
@@ -135,13 +138,12 @@ pub fn stage_chain(
         let fresh = len > room;
         if fresh {
             if new_page_count > 0 || log.tail != 0 {
-                logical += 1;
+                page_breaks.push(plan.len());
             }
             new_page_count += 1;
             room = ENTRY_BYTES;
         }
         room -= len;
-        entry_pages.push(logical);
         plan.push((start, buf.len(), fresh));
     }
     let mut pages = Vec::with_capacity(new_page_count as usize);
@@ -205,7 +207,8 @@ pub fn stage_chain(
         new_pages: pages,
         next_seq: seq,
         count: entries.len() as u64,
-        entry_pages,
+        first_page,
+        page_breaks,
         deferred_flush,
     })
 }
@@ -238,9 +241,15 @@ impl Staged {
         Ok(())
     }
 
-    /// Make the DRAM log state match the committed append; returns the logical page of each
-    /// entry (for [`crate::inode::InodeState::apply`]).
-    pub fn apply(self, log: &mut LogState) -> Vec<u64> {
+    /// Logical page of entry `i` of this append.
+    pub fn entry_page(&self, i: usize) -> u64 {
+        self.first_page + self.page_breaks.partition_point(|&b| b <= i) as u64
+    }
+
+    /// Make the DRAM log state match the committed append; returns, for
+    /// [`crate::inode::InodeState::apply`], the logical page of the first entry and the indices
+    /// of the entries that start a further page.
+    pub fn apply(self, log: &mut LogState) -> (u64, Vec<usize>) {
         if let Some(h) = self.new_head {
             log.head = h;
         }
@@ -251,7 +260,7 @@ impl Staged {
         log.tail = self.new_tail;
         log.next_seq = self.next_seq;
         log.entries += self.count;
-        self.entry_pages
+        (self.first_page, self.page_breaks)
     }
 
     /// The DRAM position of a chain staged into an empty log (a compaction's new chain),
