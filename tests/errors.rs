@@ -85,7 +85,14 @@ fn rename_rules() {
     fs.rename("/a/b", "/e").unwrap(); // over an empty directory
     assert!(fs.metadata("/e/c").unwrap().is_dir());
     assert!(matches!(
-        fs.rename_with("/f", "/e", novafs::RenameFlags { noreplace: true }),
+        fs.rename_with(
+            "/f",
+            "/e",
+            novafs::RenameFlags {
+                noreplace: true,
+                ..Default::default()
+            }
+        ),
         Err(Error::AlreadyExists)
     ));
     fs.write("/g", b"2").unwrap();

@@ -22,6 +22,8 @@ enum Op {
     Unlink(String),
     Rmdir(String),
     Rename(String, String),
+    /// `RENAME_EXCHANGE`: swap two names.
+    Exchange(String, String),
     Link(String, String),
     Symlink(String),
     /// Map `[off, off+len)`, store through the mapping, persist (`true` = failure-atomic).
@@ -49,6 +51,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => p().prop_map(Op::Unlink),
         2 => p().prop_map(Op::Rmdir),
         3 => (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
+        2 => (p(), p()).prop_map(|(a, b)| Op::Exchange(a, b)),
         2 => (p(), p()).prop_map(|(a, b)| Op::Link(a, b)),
         1 => p().prop_map(Op::Symlink),
         3 => (p(), 0u64..16_000, 1usize..6_000, any::<u8>(), any::<bool>())
@@ -342,6 +345,7 @@ impl Model {
                 Ok(())
             }
             Op::Rename(a, b) => self.rename(a, b),
+            Op::Exchange(a, b) => self.exchange(a, b),
             Op::Remount => {
                 for id in 0..self.files.len() {
                     self.migrate(id);
@@ -400,6 +404,47 @@ impl Model {
         }
         let node = self.dir_mut(&adirs)?.remove(&alast).expect("checked");
         self.dir_mut(&bdirs)?.insert(blast, node);
+        Ok(())
+    }
+
+    fn exchange(&mut self, a: &str, b: &str) -> Result<(), E> {
+        let (adirs, alast) = split(a);
+        let (bdirs, blast) = split(b);
+        self.phase1(&adirs)?;
+        self.phase1(&bdirs)?;
+        let src = self
+            .dir_mut(&adirs)?
+            .get(&alast)
+            .cloned()
+            .ok_or(E::NotFound)?;
+        let dst = self
+            .dir_mut(&bdirs)?
+            .get(&blast)
+            .cloned()
+            .ok_or(E::NotFound)?;
+        let same = match (&src, &dst) {
+            (Node::File(x), Node::File(y)) | (Node::Symlink(x), Node::Symlink(y)) => x == y,
+            _ => false,
+        } || (adirs == bdirs && alast == blast);
+        if same {
+            return Ok(());
+        }
+        // Neither directory may land inside itself.
+        let inside = |dirs: &[String], moved_dirs: &[String], moved: &String| {
+            let mut m = moved_dirs.to_vec();
+            m.push(moved.clone());
+            dirs.len() >= m.len() && dirs[..m.len()] == m[..]
+        };
+        if adirs != bdirs
+            && ((matches!(src, Node::Dir(_)) && inside(&bdirs, &adirs, &alast))
+                || (matches!(dst, Node::Dir(_)) && inside(&adirs, &bdirs, &blast)))
+        {
+            return Err(E::Inval);
+        }
+        let s = self.dir_mut(&adirs)?.remove(&alast).expect("checked");
+        let d = self.dir_mut(&bdirs)?.remove(&blast).expect("checked");
+        self.dir_mut(&adirs)?.insert(alast, d);
+        self.dir_mut(&bdirs)?.insert(blast, s);
         Ok(())
     }
 
@@ -480,6 +525,14 @@ fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
         Op::Unlink(p) => fs.remove_file(p),
         Op::Rmdir(p) => fs.remove_dir(p),
         Op::Rename(a, b) => fs.rename(a, b),
+        Op::Exchange(a, b) => fs.rename_with(
+            a,
+            b,
+            novafs::RenameFlags {
+                exchange: true,
+                ..Default::default()
+            },
+        ),
         Op::Link(a, b) => fs.hard_link(a, b),
         Op::Symlink(p) => fs.symlink(SYMLINK_TARGET, p),
         Op::MapWrite(p, off, len, seed, atomic) => {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mkdir P | create P | write P OFF LEN SEED | truncate P LEN | punch P OFF LEN
-//! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q
+//! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q | exchange P Q
 //! fsync P | remount | unmount
 //! map P OFF LEN [atomic] | mwrite P OFF LEN SEED | persist P OFF LEN | msync P
 //! open P H | close H
@@ -85,6 +85,8 @@ pub enum Op {
     Rmdir(String),
     /// `rename P Q`
     Rename(String, String),
+    /// `RENAME_EXCHANGE`: swap two names atomically.
+    Exchange(String, String),
     /// `fsync P`
     Fsync(String),
     /// `map P OFF LEN [atomic]`: map a range (MAP_SYNC mode, or failure-atomic); later
@@ -166,6 +168,7 @@ impl fmt::Display for Op {
             Op::Unlink(p) => write!(f, "unlink {p}"),
             Op::Rmdir(p) => write!(f, "rmdir {p}"),
             Op::Rename(p, q) => write!(f, "rename {p} {q}"),
+            Op::Exchange(p, q) => write!(f, "exchange {p} {q}"),
             Op::Fsync(p) => write!(f, "fsync {p}"),
             Op::Map(p, o, l, false) => write!(f, "map {p} {o} {l}"),
             Op::Map(p, o, l, true) => write!(f, "map {p} {o} {l} atomic"),
@@ -331,6 +334,7 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                 "unlink" => Op::Unlink(path(t.next(), line)?),
                 "rmdir" => Op::Rmdir(path(t.next(), line)?),
                 "rename" => Op::Rename(path(t.next(), line)?, path(t.next(), line)?),
+                "exchange" => Op::Exchange(path(t.next(), line)?, path(t.next(), line)?),
                 "fsync" => Op::Fsync(path(t.next(), line)?),
                 "remount" => Op::Remount,
                 "unmount" => Op::Unmount,
@@ -518,6 +522,14 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
         Op::Unlink(p) => fs.remove_file(p),
         Op::Rmdir(p) => fs.remove_dir(p),
         Op::Rename(p, q) => fs.rename(p, q),
+        Op::Exchange(p, q) => fs.rename_with(
+            p,
+            q,
+            novafs::RenameFlags {
+                exchange: true,
+                ..Default::default()
+            },
+        ),
         Op::Fsync(p) => fs.open_options().read(true).open(p)?.sync_all(),
         Op::Remount | Op::Unmount => {
             held.clear();
@@ -589,6 +601,8 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Rename(s("/A/C"), s("/C2")),        // a directory, across directories
         Op::Rename(s("/A"), s("/A/C/x")),       // into itself: fails
         Op::Rename(s("/foo"), s("/A/foolink")), // two names of one inode: no-op
+        Op::Exchange(s("/foo"), s("/A/bar")),   // swap two files across directories
+        Op::Exchange(s("/A/C"), s("/sym")),     // swap a directory and a symlink
         Op::Fsync(s("/foo")),
         Op::Remount,
     ]

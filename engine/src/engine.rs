@@ -104,6 +104,8 @@ pub struct StatFs {
 pub struct RenameFlags {
     /// Fail with `AlreadyExists` instead of replacing the target.
     pub noreplace: bool,
+    /// Swap the two names atomically (both must exist; `RENAME_EXCHANGE`).
+    pub exchange: bool,
 }
 
 /// The engine.
@@ -850,8 +852,16 @@ impl Engine {
     ) -> Result<()> {
         check_name(src_name)?;
         check_name(dst_name)?;
+        if flags.exchange && flags.noreplace {
+            return Err(Error::InvalidArgument(
+                "exchange and noreplace together".into(),
+            ));
+        }
         let _op = self.writable()?;
         let _rename = self.rename_lock.lock();
+        if flags.exchange {
+            return self.exchange(src_parent, src_name, dst_parent, dst_name);
+        }
         loop {
             let src = self.lookup_ent(src_parent, src_name)?;
             let dst = match self.lookup_ent(dst_parent, dst_name) {
@@ -872,26 +882,12 @@ impl Engine {
                     _ => {}
                 }
             }
-            if src.kind == Kind::Dir && src_parent != dst_parent {
-                // The destination must not be the moved directory or inside it.
-                let mut cur = dst_parent;
-                let mut hops = 0u64;
-                loop {
-                    if cur == src.ino {
-                        return Err(Error::RenameIntoSelf);
-                    }
-                    if cur == crate::layout::ROOT_INO {
-                        break;
-                    }
-                    cur = self.parent_of(cur)?;
-                    hops += 1;
-                    if hops > 1 << 32 {
-                        return Err(Error::corrupt(
-                            "directory cycle",
-                            format!("inode {dst_parent}"),
-                        ));
-                    }
-                }
+            // The destination must not be the moved directory or inside it.
+            if src.kind == Kind::Dir
+                && src_parent != dst_parent
+                && self.within(dst_parent, src.ino)?
+            {
+                return Err(Error::RenameIntoSelf);
             }
             let mut inodes = vec![self.inode(src_parent)?, self.inode(src.ino)?];
             if dst_parent != src_parent {
@@ -1020,6 +1016,160 @@ impl Engine {
                         self.free_inode(victim, vs)?;
                     }
                 }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Whether directory `dir` is `ancestor` or lies inside it (the rename lock held).
+    fn within(&self, dir: u64, ancestor: u64) -> Result<bool> {
+        let mut cur = dir;
+        let mut hops = 0u64;
+        loop {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == crate::layout::ROOT_INO {
+                return Ok(false);
+            }
+            cur = self.parent_of(cur)?;
+            hops += 1;
+            if hops > 1 << 32 {
+                return Err(Error::corrupt("directory cycle", format!("inode {dir}")));
+            }
+        }
+    }
+
+    /// `RENAME_EXCHANGE`: swap what two names point at, in one journaled commit (the rename
+    /// lock and the operation gate held).
+    fn exchange(
+        &self,
+        src_parent: u64,
+        src_name: &[u8],
+        dst_parent: u64,
+        dst_name: &[u8],
+    ) -> Result<()> {
+        loop {
+            let src = self.lookup_ent(src_parent, src_name)?;
+            let dst = self.lookup_ent(dst_parent, dst_name)?;
+            if src.ino == dst.ino {
+                return Ok(());
+            }
+            if src_parent != dst_parent
+                && ((src.kind == Kind::Dir && self.within(dst_parent, src.ino)?)
+                    || (dst.kind == Kind::Dir && self.within(src_parent, dst.ino)?))
+            {
+                return Err(Error::RenameIntoSelf);
+            }
+            let mut inodes = vec![
+                self.inode(src_parent)?,
+                self.inode(src.ino)?,
+                self.inode(dst.ino)?,
+            ];
+            if dst_parent != src_parent {
+                inodes.push(self.inode(dst_parent)?);
+            }
+            let mut l = Locked::new(&inodes);
+            if l.get(src_parent).dir.get(src_name) != Some(&src)
+                || l.get(dst_parent).dir.get(dst_name) != Some(&dst)
+            {
+                continue;
+            }
+            let cross = src_parent != dst_parent;
+            // A parent that trades a non-directory for a directory gains a link.
+            let gains_dir = |to: &DirEnt, from: &DirEnt| {
+                cross && to.kind == Kind::Dir && from.kind != Kind::Dir
+            };
+            if (gains_dir(&dst, &src) && l.get(src_parent).attr.nlink >= MAX_LINKS)
+                || (gains_dir(&src, &dst) && l.get(dst_parent).attr.nlink >= MAX_LINKS)
+            {
+                return Err(Error::TooManyLinks);
+            }
+            let now = now_ns();
+            let remove = |e: &DirEnt, name: &[u8]| Entry::DirRemove {
+                ino: e.ino,
+                name: name.to_vec(),
+                mtime_ns: now,
+            };
+            let add = |e: &DirEnt, name: &[u8]| Entry::DirAdd {
+                ino: e.ino,
+                kind: e.kind,
+                name: name.to_vec(),
+                mtime_ns: now,
+            };
+            let mut plan: Vec<(u64, Vec<Entry>)> = if cross {
+                vec![
+                    (
+                        src_parent,
+                        vec![remove(&src, src_name), add(&dst, src_name)],
+                    ),
+                    (
+                        dst_parent,
+                        vec![remove(&dst, dst_name), add(&src, dst_name)],
+                    ),
+                ]
+            } else {
+                vec![(
+                    src_parent,
+                    vec![
+                        remove(&src, src_name),
+                        remove(&dst, dst_name),
+                        add(&dst, src_name),
+                        add(&src, dst_name),
+                    ],
+                )]
+            };
+            // Both inodes change ctime; a directory that changes parent records it.
+            for (e, new_parent) in [(&src, dst_parent), (&dst, src_parent)] {
+                let nlink = l.get(e.ino).attr.nlink;
+                plan.push((
+                    e.ino,
+                    vec![Entry::Link {
+                        nlink,
+                        ctime_ns: now,
+                        parent: if e.kind == Kind::Dir && cross {
+                            new_parent
+                        } else {
+                            0
+                        },
+                    }],
+                ));
+            }
+            let items = plan
+                .iter()
+                .map(|(ino, entries)| {
+                    let slot = inodes
+                        .iter()
+                        .find(|i| i.ino == *ino)
+                        .map(|i| i.slot_off)
+                        .expect("locked");
+                    (slot, *ino, entries.clone())
+                })
+                .collect::<Vec<_>>();
+            let mut staged: Vec<(u64, Staged, Vec<Entry>)> = Vec::new();
+            for (slot, ino, entries) in items {
+                match log::stage(
+                    &self.media,
+                    &self.blocks,
+                    slot,
+                    &l.get(ino).log,
+                    &entries,
+                    false,
+                ) {
+                    Ok(s) => staged.push((ino, s, entries)),
+                    Err(e) => {
+                        for (_, s, _) in staged {
+                            s.abort(&self.blocks);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            self.media.mark("exchange");
+            let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
+            self.commit(&refs)?;
+            for (ino, s, entries) in staged {
+                self.apply_entries(l.get(ino), ino, s, &entries)?;
             }
             return Ok(());
         }

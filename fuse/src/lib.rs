@@ -10,8 +10,8 @@
 //! Permission checks are the kernel's (`default_permissions` is always set): the attributes
 //! novafs stores (mode, uid, gid) are what it checks against. Not supported, with a clear
 //! errno: extended attributes (`EOPNOTSUPP`), device nodes, FIFOs and sockets (`EOPNOTSUPP`),
-//! `RENAME_EXCHANGE` and `RENAME_WHITEOUT` (`EINVAL`, as Linux answers for a file system
-//! without them), `fallocate` modes other than plain allocation, `KEEP_SIZE` inside the file
+//! `RENAME_WHITEOUT` (`EINVAL`, as Linux answers for a file system without it; `RENAME_EXCHANGE`
+//! and `RENAME_NOREPLACE` are the engine's atomic exchange and no-replace), `fallocate` modes other than plain allocation, `KEEP_SIZE` inside the file
 //! and `PUNCH_HOLE | KEEP_SIZE` (`EOPNOTSUPP`). POSIX locks are the kernel's local ones.
 
 use std::collections::HashMap;
@@ -570,14 +570,15 @@ impl Filesystem for NovaFuse {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let unsupported = fuser::RenameFlags::RENAME_EXCHANGE | fuser::RenameFlags::RENAME_WHITEOUT;
+        let unsupported = fuser::RenameFlags::RENAME_WHITEOUT;
         if flags.intersects(unsupported) || !fuser::RenameFlags::all().contains(flags) {
-            // What Linux answers for a file system that cannot do these atomically.
+            // What Linux answers for a file system that cannot do this.
             reply.error(Errno::EINVAL);
             return;
         }
         let f = novafs::RenameFlags {
             noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
         };
         match self.engine.rename(
             parent.0,

@@ -322,7 +322,7 @@ Examples:
     ///
     /// Workload files hold one operation per line (# comments): mkdir P, create P,
     /// write P OFF LEN SEED, truncate P LEN, punch P OFF LEN, falloc P OFF LEN, link P Q,
-    /// symlink TARGET P, unlink P, rmdir P, rename P Q, fsync P, remount, unmount,
+    /// symlink TARGET P, unlink P, rmdir P, rename P Q, exchange P Q, fsync P, remount, unmount,
     /// map P OFF LEN [atomic], mwrite P OFF LEN SEED, persist P OFF LEN, msync P. Handles:
     /// open P H keeps P open as handle H (close H closes it); write@H OFF LEN SEED,
     /// append@H LEN SEED, truncate@H LEN, punch@H OFF LEN, falloc@H OFF LEN and fsync@H act

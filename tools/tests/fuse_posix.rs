@@ -374,10 +374,30 @@ fn rename_over_rules() {
         assert_eq!(fs::read(p("b")).unwrap(), b"A");
         assert_eq!(renameat2(&p("c"), &p("c-new"), NOREPLACE), 0);
         assert_eq!(fs::read(p("c-new")).unwrap(), b"C");
-        // Not supported atomically: refused, nothing changed.
-        assert_eq!(renameat2(&p("c-new"), &p("b"), EXCHANGE), libc::EINVAL);
-        assert_eq!(fs::read(p("c-new")).unwrap(), b"C");
-        assert_eq!(fs::read(p("b")).unwrap(), b"A");
+        // An atomic swap of two files, then of a file and a directory across directories.
+        assert_eq!(renameat2(&p("c-new"), &p("b"), EXCHANGE), 0);
+        assert_eq!(fs::read(p("c-new")).unwrap(), b"A");
+        assert_eq!(fs::read(p("b")).unwrap(), b"C");
+        assert_eq!(
+            renameat2(&p("c-new"), &p("missing"), EXCHANGE),
+            libc::ENOENT
+        );
+        fs::create_dir(p("xd")).unwrap();
+        fs::write(p("xd/inner"), b"I").unwrap();
+        let full_links = fs::metadata(p("full")).unwrap().nlink();
+        assert_eq!(renameat2(&p("xd"), &p("full/sub"), EXCHANGE), 0);
+        assert_eq!(fs::read(p("full/sub/inner")).unwrap(), b"I");
+        assert!(fs::metadata(p("xd")).unwrap().is_dir());
+        assert_eq!(fs::metadata(p("full")).unwrap().nlink(), full_links);
+        assert_eq!(
+            fs::metadata(p("full/sub/..")).unwrap().ino(),
+            fs::metadata(p("full")).unwrap().ino()
+        );
+        // A directory cannot be swapped into its own subtree.
+        assert_eq!(
+            renameat2(&p("full"), &p("full/sub/inner"), EXCHANGE),
+            libc::EINVAL
+        );
     }
     m.unmount();
     m.fsck_clean();
