@@ -1628,9 +1628,14 @@ impl Engine {
     /// write cache (like msync of every mapping; failure-atomic caches wait for their owner's
     /// sync), fences, and msyncs in Msync mode.
     pub fn sync(&self) -> Result<()> {
-        if !self.read_only && self.mounted.load(Ordering::Acquire) {
-            // Failure-atomic caches are committed only by their owner's sync.
-            self.migrate_all(false)?;
+        if !self.read_only {
+            // Under the operation gate: unmount and crash wait for these migrations (they
+            // allocate and free blocks) before saving or dropping the allocator state.
+            let _op = self.gate.read_recursive();
+            if self.mounted.load(Ordering::Acquire) {
+                // Failure-atomic caches are committed only by their owner's sync.
+                self.migrate_all(false)?;
+            }
         }
         self.media.sync_all()
     }

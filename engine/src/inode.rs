@@ -408,6 +408,7 @@ fn claim(log: &mut LogState, owner: &mut u64, at: u64) {
 fn release(log: &mut LogState, owner: u64) {
     if owner != NO_OWNER {
         if let Some(p) = log.page_mut(owner) {
+            debug_assert!(p.live > 0, "liveness count of log page {owner} underflows");
             p.live = p.live.saturating_sub(1);
         }
     }
