@@ -483,3 +483,120 @@ fn soak_one_million() {
     fs.unmount().unwrap();
     fsck_clean(&img);
 }
+
+/// A small xorshift generator (seeded, reproducible).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One random operation on a few names in three directories (errors are part of the game).
+fn random_step(fs: &Fs, r: &mut Rng) {
+    const DIRS: [&str; 3] = ["/a", "/b", "/a/c"];
+    let mut pick = |r: &mut Rng| format!("{}/n{}", DIRS[r.below(3) as usize], r.below(4));
+    let (p, q) = (pick(r), pick(r));
+    let exchange = novafs::RenameFlags {
+        exchange: true,
+        ..Default::default()
+    };
+    let _ = match r.below(16) {
+        0 | 1 => fs.create(&p).map(|_| ()),
+        2 | 3 => fs.open_file(&p).and_then(|f| {
+            let data = vec![r.below(256) as u8; 1 + r.below(6000) as usize];
+            f.write_at(&data, r.below(6) * 4096 + r.below(4096))
+                .map(|_| ())
+        }),
+        4 => fs.open_file(&p).and_then(|f| f.set_len(r.below(30_000))),
+        5 => fs
+            .open_file(&p)
+            .and_then(|f| f.punch_hole(r.below(20_000), r.below(12_000))),
+        6 => fs.remove_file(&p),
+        7 => fs.rename(&p, &q),
+        8 => fs.rename_with(&p, &q, exchange),
+        9 => fs.hard_link(&p, &q),
+        10 => fs.symlink("/x/y", &p),
+        11 => fs.create_dir(&p),
+        12 => fs.remove_dir(&p),
+        13 => fs.set_permissions(&p, 0o600 + r.below(64) as u32),
+        14 => fs.open_file(&p).and_then(|f| {
+            let len = f.metadata()?.len();
+            if len < 16 {
+                return Ok(());
+            }
+            let m = f.map(0, len, MapMode::Sync)?;
+            let off = r.below(len - 8);
+            m.write_at(&r.below(u64::MAX).to_le_bytes(), off)?;
+            m.persist(off, 8)?;
+            if r.below(2) == 0 {
+                m.sync()?;
+            }
+            Ok(())
+        }),
+        _ => {
+            let ino = fs.resolve(DIRS[r.below(3) as usize]).unwrap();
+            fs.engine().gc_inode(ino).map(|_| ())
+        }
+    };
+}
+
+/// Random operations under each GC mode (fast only, fast + eager compaction, compaction
+/// only), each round ended by a crash or a clean unmount (then fsck): the tree after
+/// remounting is the tree before. (A reviewer's stress test; `GC_STRESS_SEEDS` runs more.)
+#[test]
+fn random_operations_under_every_gc_mode_survive_crash_and_remount() {
+    let seeds: u64 = std::env::var("GC_STRESS_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for seed in 0..seeds {
+        for (mode, fast, inline) in [(0, true, 0), (1, true, 8), (2, false, 8)] {
+            let opts = MountOptions {
+                gc: GcConfig {
+                    fast,
+                    inline_min_entries: inline,
+                    background_min_entries: 0,
+                },
+                writeback: novafs::WritebackConfig {
+                    interval: std::time::Duration::ZERO,
+                    ..Default::default()
+                },
+                ..MountOptions::default()
+            };
+            let (_d, img, fs) = fresh(64 << 20);
+            fs.unmount().unwrap();
+            let mut fs = Fs::open(&img, &opts).unwrap();
+            for d in ["/a", "/b", "/a/c"] {
+                fs.create_dir(d).unwrap();
+            }
+            let mut r = Rng(seed * 2_654_435_761 + 1);
+            for round in 0..8 {
+                for _ in 0..r.below(1500) {
+                    random_step(&fs, &mut r);
+                }
+                fs.sync().unwrap();
+                let want = tree(&fs);
+                let clean = r.below(4) == 0;
+                if clean {
+                    fs.unmount().unwrap();
+                    fsck_clean(&img);
+                } else {
+                    fs.crash();
+                }
+                fs = Fs::open(&img, &opts).unwrap();
+                assert!(
+                    tree(&fs) == want,
+                    "seed {seed} mode {mode} round {round}: the tree differs after {}",
+                    if clean { "a clean remount" } else { "a crash" }
+                );
+            }
+            fs.unmount().unwrap();
+            fsck_clean(&img);
+        }
+    }
+}
