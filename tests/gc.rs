@@ -499,7 +499,7 @@ impl Rng {
 /// One random operation on a few names in three directories (errors are part of the game).
 fn random_step(fs: &Fs, r: &mut Rng) {
     const DIRS: [&str; 3] = ["/a", "/b", "/a/c"];
-    let mut pick = |r: &mut Rng| format!("{}/n{}", DIRS[r.below(3) as usize], r.below(4));
+    let pick = |r: &mut Rng| format!("{}/n{}", DIRS[r.below(3) as usize], r.below(4));
     let (p, q) = (pick(r), pick(r));
     let exchange = novafs::RenameFlags {
         exchange: true,
