@@ -112,17 +112,69 @@ pub fn stage_chain(
     use_reserve: bool,
     store_head: bool,
 ) -> Result<Staged> {
-    let mut buf = Vec::with_capacity(64 * entries.len());
-    // Plan placement: (entry range in buf, starts a new page?)
+    // The entries are encoded into a per-thread buffer (no allocation per append); a nested
+    // or interleaved use (loom schedules threads on one OS thread) falls back to a fresh one.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            stage_into(
+                &mut buf,
+                media,
+                alloc,
+                words,
+                log,
+                entries,
+                use_reserve,
+                store_head,
+            )
+        }
+        Err(_) => stage_into(
+            &mut Vec::new(),
+            media,
+            alloc,
+            words,
+            log,
+            entries,
+            use_reserve,
+            store_head,
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_into(
+    buf: &mut Vec<u8>,
+    media: &Media,
+    alloc: &BlockAlloc,
+    words: LogWords,
+    log: &LogState,
+    entries: &[Entry],
+    use_reserve: bool,
+    store_head: bool,
+) -> Result<Staged> {
+    // Plan placement from the entries' lengths: which entries start a new page.
     let mut room = if log.tail == 0 {
         0
     } else {
         ENTRY_BYTES - log.tail % BLOCK
     };
     let mut new_page_count = 0u64;
-    let mut seq = log.next_seq;
-    let mut plan = Vec::with_capacity(entries.len());
+    // Entries (after the first page of an empty log) that start a further page.
     let mut page_breaks = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let len = e.len_bytes() as u64;
+        if len > room {
+            if new_page_count > 0 || log.tail != 0 {
+                page_breaks.push(i);
+            }
+            new_page_count += 1;
+            room = ENTRY_BYTES;
+        }
+        room -= len;
+    }
     // Logical number of the page the first entry goes to (the tail page, or the first new
     // page of an empty log).
     let first_page = if log.tail == 0 {
@@ -130,22 +182,6 @@ pub fn stage_chain(
     } else {
         log.tail_logical()
     };
-    for e in entries {
-        let start = buf.len();
-        e.encode(seq, &mut buf);
-        seq += 1;
-        let len = (buf.len() - start) as u64;
-        let fresh = len > room;
-        if fresh {
-            if new_page_count > 0 || log.tail != 0 {
-                page_breaks.push(plan.len());
-            }
-            new_page_count += 1;
-            room = ENTRY_BYTES;
-        }
-        room -= len;
-        plan.push((start, buf.len(), fresh));
-    }
     let mut pages = Vec::with_capacity(new_page_count as usize);
     if new_page_count > 0 {
         for ext in alloc.alloc_with(new_page_count, use_reserve)? {
@@ -156,6 +192,7 @@ pub fn stage_chain(
     let mut cur_page = log.tail_page();
     let mut pos = log.tail;
     let mut page_iter = pages.iter().copied();
+    let mut next_break = page_breaks.iter().copied().peekable();
     // Write runs of entries that share a page with one store + one flush each.
     let mut run_start_pos = pos;
     let mut run_buf_start = 0usize;
@@ -167,7 +204,10 @@ pub fn stage_chain(
         }
         media.write_flush(off, bytes)
     };
-    for (start, end, fresh) in plan {
+    let mut seq = log.next_seq;
+    for (i, e) in entries.iter().enumerate() {
+        let start = buf.len();
+        let fresh = (i == 0 && log.tail == 0) || next_break.next_if_eq(&i).is_some();
         if fresh {
             if pos > run_start_pos {
                 put(run_start_pos, &buf[run_buf_start..start])?;
@@ -186,7 +226,10 @@ pub fn stage_chain(
             run_start_pos = pos;
             run_buf_start = start;
         }
-        pos += (end - start) as u64;
+        e.encode(seq, buf);
+        seq += 1;
+        debug_assert_eq!(buf.len() - start, e.len_bytes());
+        pos += (buf.len() - start) as u64;
     }
     if pos > run_start_pos {
         put(run_start_pos, &buf[run_buf_start..])?;
