@@ -280,26 +280,11 @@ impl Engine {
             media.flush(b * BLOCK, BLOCK)?;
         }
         let now = now_ns();
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut run: Option<(u64, u64, u32)> = None;
         let mut sorted: Vec<(u64, u64)> = st.cache.iter().collect();
         sorted.sort_unstable();
-        for (pg, b) in sorted {
-            run = match run {
-                Some((p0, b0, n)) if p0 + n as u64 == pg && b0 + n as u64 == b => {
-                    Some((p0, b0, n + 1))
-                }
-                Some((p0, b0, n)) => {
-                    entries.push(write_entry(p0, b0, n, st.attr.size, now));
-                    Some((pg, b, 1))
-                }
-                None => Some((pg, b, 1)),
-            };
-        }
-        if let Some((p0, b0, n)) = run {
-            entries.push(write_entry(p0, b0, n, st.attr.size, now));
-        }
-        Ok(entries)
+        Ok(crate::inode::extent_runs(sorted)
+            .map(|(p0, b0, n)| write_entry(p0, b0, n, st.attr.size, now))
+            .collect())
     }
 
     /// Before an operation that needs the cache migrated (`write_at` over cached pages,

@@ -961,13 +961,6 @@ impl Engine {
                 }
                 _ => vec![],
             };
-            let off = |ino: u64| {
-                inodes
-                    .iter()
-                    .find(|i| i.ino == ino)
-                    .map(|i| i.slot_off)
-                    .expect("locked")
-            };
             let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
             if src_parent != dst_parent {
                 plan.push((dst_parent, dst_entries));
@@ -976,36 +969,9 @@ impl Engine {
             if let Some(d) = dst {
                 plan.push((d.ino, victim_entries));
             }
-            let mut staged: Vec<(u64, Staged, Vec<Entry>)> = Vec::new();
-            for (ino, entries) in plan {
-                if entries.is_empty() {
-                    continue;
-                }
-                match log::stage(
-                    &self.media,
-                    &self.blocks,
-                    off(ino),
-                    &l.get(ino).log,
-                    &entries,
-                    // Only a rename that frees its victim may dip into the reserve: a plain
-                    // move on a full image fails with NoSpace.
-                    victim_gone,
-                ) {
-                    Ok(s) => staged.push((ino, s, entries)),
-                    Err(e) => {
-                        for (_, s, _) in staged {
-                            s.abort(&self.blocks);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            self.media.mark("rename");
-            let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
-            self.commit(&refs)?;
-            for (ino, s, entries) in staged {
-                self.apply_entries(l.get(ino), ino, s, &entries)?;
-            }
+            // Only a rename that frees its victim may dip into the reserve: a plain move on a
+            // full image fails with NoSpace.
+            self.commit_locked(&mut l, &inodes, plan, victim_gone, "rename")?;
             if let Some(d) = dst {
                 let vs = l.get(d.ino);
                 if victim_gone {
@@ -1135,44 +1101,54 @@ impl Engine {
                     }],
                 ));
             }
-            let items = plan
+            return self.commit_locked(&mut l, &inodes, plan, false, "exchange");
+        }
+    }
+
+    /// Stage each locked inode's entries of `plan` (empty lists skipped; on failure nothing
+    /// stays staged), commit them together (journaled when several) and apply them.
+    fn commit_locked(
+        &self,
+        l: &mut Locked<'_>,
+        inodes: &[Arc<Inode>],
+        plan: Vec<(u64, Vec<Entry>)>,
+        use_reserve: bool,
+        mark: &str,
+    ) -> Result<()> {
+        let mut staged: Vec<(u64, Staged, Vec<Entry>)> = Vec::new();
+        for (ino, entries) in plan {
+            if entries.is_empty() {
+                continue;
+            }
+            let slot = inodes
                 .iter()
-                .map(|(ino, entries)| {
-                    let slot = inodes
-                        .iter()
-                        .find(|i| i.ino == *ino)
-                        .map(|i| i.slot_off)
-                        .expect("locked");
-                    (slot, *ino, entries.clone())
-                })
-                .collect::<Vec<_>>();
-            let mut staged: Vec<(u64, Staged, Vec<Entry>)> = Vec::new();
-            for (slot, ino, entries) in items {
-                match log::stage(
-                    &self.media,
-                    &self.blocks,
-                    slot,
-                    &l.get(ino).log,
-                    &entries,
-                    false,
-                ) {
-                    Ok(s) => staged.push((ino, s, entries)),
-                    Err(e) => {
-                        for (_, s, _) in staged {
-                            s.abort(&self.blocks);
-                        }
-                        return Err(e);
+                .find(|i| i.ino == ino)
+                .map(|i| i.slot_off)
+                .expect("locked");
+            match log::stage(
+                &self.media,
+                &self.blocks,
+                slot,
+                &l.get(ino).log,
+                &entries,
+                use_reserve,
+            ) {
+                Ok(s) => staged.push((ino, s, entries)),
+                Err(e) => {
+                    for (_, s, _) in staged {
+                        s.abort(&self.blocks);
                     }
+                    return Err(e);
                 }
             }
-            self.media.mark("exchange");
-            let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
-            self.commit(&refs)?;
-            for (ino, s, entries) in staged {
-                self.apply_entries(l.get(ino), ino, s, &entries)?;
-            }
-            return Ok(());
         }
+        self.media.mark(mark);
+        let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
+        self.commit(&refs)?;
+        for (ino, s, entries) in staged {
+            self.apply_entries(l.get(ino), ino, s, &entries)?;
+        }
+        Ok(())
     }
 
     // ----- open handles -----

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::inode::{Bounds, InodeState, LogState};
+use crate::inode::{extent_runs, Bounds, InodeState, LogState};
 use crate::layout::entry::{attr_mask, Entry};
 use crate::layout::inode::InodeSlot;
 use crate::layout::Kind;
@@ -171,31 +171,17 @@ pub fn checkpoint_entries(st: &InodeState) -> Vec<Entry> {
             mtime_ns: a.mtime_ns,
         }));
     } else {
-        let mut run: Option<(u64, u64, u32)> = None;
-        let flush = |r: (u64, u64, u32), out: &mut Vec<Entry>| {
-            out.push(Entry::Write {
-                pgoff: r.0,
-                block: r.1,
-                num_pages: r.2,
-                size: a.size,
-                mtime_ns: a.mtime_ns,
-            })
-        };
-        for (&pg, &b) in &st.map {
-            run = match run {
-                Some((p0, b0, n)) if pg == p0 + n as u64 && b == b0 + n as u64 && n < u32::MAX => {
-                    Some((p0, b0, n + 1))
+        out.extend(
+            extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).map(|(pgoff, block, n)| {
+                Entry::Write {
+                    pgoff,
+                    block,
+                    num_pages: n,
+                    size: a.size,
+                    mtime_ns: a.mtime_ns,
                 }
-                Some(r) => {
-                    flush(r, &mut out);
-                    Some((pg, b, 1))
-                }
-                None => Some((pg, b, 1)),
-            };
-        }
-        if let Some(r) = run {
-            flush(r, &mut out);
-        }
+            }),
+        );
     }
     out.push(Entry::Link {
         nlink: a.nlink,
@@ -210,15 +196,7 @@ pub fn needed_entries(st: &InodeState) -> u64 {
     let body = if st.attr.kind == Kind::Dir {
         st.dir.len() as u64
     } else {
-        let mut runs = 0u64;
-        let mut prev: Option<(u64, u64)> = None;
-        for (&pg, &b) in &st.map {
-            if prev != Some((pg.wrapping_sub(1), b.wrapping_sub(1))) {
-                runs += 1;
-            }
-            prev = Some((pg, b));
-        }
-        runs
+        extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
     };
     body + 2
 }
@@ -237,11 +215,9 @@ impl Engine {
         let entries = st.log.entries;
         let inline = self.gc.inline_min.load(Ordering::Relaxed);
         let bg = self.gc.background_min.load(Ordering::Relaxed);
-        let min = match (inline, bg) {
-            (0, 0) => return,
-            (0, b) => b,
-            (i, 0) => i,
-            (i, b) => i.min(b),
+        // 0 turns a trigger off.
+        let Some(min) = [inline, bg].into_iter().filter(|&m| m != 0).min() else {
+            return;
         };
         if entries < min || entries < st.log.gc_next {
             return;
@@ -339,9 +315,10 @@ impl Engine {
         }
         let new_head = staged.new_head.unwrap_or(0);
         self.media.mark("gc-compact");
-        self.media.fence();
         let no_journal = crate::bugs::active(crate::bugs::Bug::CompactWithoutJournal);
+        // The journal's begin fences the new chain's entries before its commit word.
         let slot_j = if no_journal {
+            self.media.fence();
             None
         } else {
             let undo = [(words.head, st.log.head), (words.tail, st.log.tail)];
@@ -439,16 +416,5 @@ impl Engine {
             entries: st.log.entries,
             needed: needed_entries(&st),
         })
-    }
-
-    /// Log pages in use by all inodes in the DRAM cache (their logs and cache logs).
-    pub fn log_pages_cached(&self) -> u64 {
-        self.cached_inodes()
-            .iter()
-            .map(|i| {
-                let st = i.state.read();
-                (st.log.pages.len() + st.cache_log.pages.len()) as u64
-            })
-            .sum()
     }
 }

@@ -265,12 +265,24 @@ impl PartialEq for FileMap {
 
 impl Eq for FileMap {}
 
-impl<'a> IntoIterator for &'a FileMap {
-    type Item = (&'a u64, &'a u64);
-    type IntoIter = Box<dyn Iterator<Item = (&'a u64, &'a u64)> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
+/// Contiguous runs `(first page, first block, pages)` of `(page, block)` pairs given in page
+/// order: what one `Write` entry each can map.
+pub fn extent_runs(
+    pairs: impl IntoIterator<Item = (u64, u64)>,
+) -> impl Iterator<Item = (u64, u64, u32)> {
+    let mut pairs = pairs.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let (p0, b0) = pairs.next()?;
+        let mut n = 1u32;
+        while n < u32::MAX
+            && pairs
+                .next_if(|&(p, b)| p == p0 + n as u64 && b == b0 + n as u64)
+                .is_some()
+        {
+            n += 1;
+        }
+        Some((p0, b0, n))
+    })
 }
 
 /// No owner (see [`Owners`]).

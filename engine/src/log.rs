@@ -117,22 +117,18 @@ pub fn stage_chain(
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    BUF.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            stage_into(
-                &mut buf,
-                media,
-                alloc,
-                words,
-                log,
-                entries,
-                use_reserve,
-                store_head,
-            )
-        }
-        Err(_) => stage_into(
-            &mut Vec::new(),
+    BUF.with(|cell| {
+        let mut shared = cell.try_borrow_mut();
+        let mut own = Vec::new();
+        let buf = match shared.as_deref_mut() {
+            Ok(b) => {
+                b.clear();
+                b
+            }
+            Err(_) => &mut own,
+        };
+        stage_into(
+            buf,
             media,
             alloc,
             words,
@@ -140,7 +136,7 @@ pub fn stage_chain(
             entries,
             use_reserve,
             store_head,
-        ),
+        )
     })
 }
 

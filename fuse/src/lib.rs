@@ -345,6 +345,24 @@ impl NovaFuse {
 
     /// Owner of a new inode in `parent`: the caller, with the directory's group if it is
     /// set-group-ID (and then a new directory inherits the bit).
+    /// Create a regular file for mknod/create: the caller's owner, the umask, set-group-ID
+    /// inheritance. Device nodes, FIFOs and sockets have no inode kind in novafs.
+    fn create_file(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> novafs::Result<novafs::Attr> {
+        let fmt = mode & libc::S_IFMT;
+        if fmt != 0 && fmt != libc::S_IFREG {
+            return Err(Error::NotSupported("device nodes, FIFOs and sockets"));
+        }
+        let (mode, uid, gid) = self.new_owner(req, parent, mode & 0o7777 & !umask, false);
+        self.engine.create(parent, name.as_bytes(), mode, uid, gid)
+    }
+
     fn new_owner(&self, req: &Request, parent: u64, mode: u32, dir: bool) -> (u32, u32, u32) {
         match self.engine.getattr(parent) {
             Ok(p) if p.mode & libc::S_ISGID != 0 => {
@@ -495,18 +513,7 @@ impl Filesystem for NovaFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let fmt = mode & libc::S_IFMT;
-        if fmt != 0 && fmt != libc::S_IFREG {
-            // Device nodes, FIFOs and sockets have no inode kind in novafs.
-            reply.error(Errno::EOPNOTSUPP);
-            return;
-        }
-        let (mode, uid, gid) = self.new_owner(req, parent.0, mode & 0o7777 & !umask, false);
-        self.entry(
-            reply,
-            self.engine
-                .create(parent.0, name.as_bytes(), mode, uid, gid),
-        );
+        self.entry(reply, self.create_file(req, parent.0, name, mode, umask));
     }
 
     fn mkdir(
@@ -863,16 +870,7 @@ impl Filesystem for NovaFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let fmt = mode & libc::S_IFMT;
-        if fmt != 0 && fmt != libc::S_IFREG {
-            reply.error(Errno::EOPNOTSUPP);
-            return;
-        }
-        let (mode, uid, gid) = self.new_owner(req, parent.0, mode & 0o7777 & !umask, false);
-        let created = match self
-            .engine
-            .create(parent.0, name.as_bytes(), mode, uid, gid)
-        {
+        let created = match self.create_file(req, parent.0, name, mode, umask) {
             // Created by someone else since the kernel's lookup: open it, unless O_EXCL.
             Err(Error::AlreadyExists) if flags & libc::O_EXCL == 0 => {
                 match self.engine.lookup(parent.0, name.as_bytes()) {

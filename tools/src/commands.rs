@@ -254,26 +254,7 @@ pub fn stat(image: &Path, path: &Path, as_json: bool) -> CliResult<()> {
         .map(|t| String::from_utf8_lossy(t).into_owned());
     let mut out = Out::new();
     if as_json {
-        let mut v = json!({
-            "path": shown(path),
-            "kind": kind_name(a.kind),
-            "ino": a.ino,
-            "generation": a.generation,
-            "size": a.size,
-            "blocks": a.blocks,
-            "nlink": a.nlink,
-            "mode": a.mode & 0o7777,
-            "mode_octal": format!("{:04o}", a.mode & 0o7777),
-            "uid": a.uid,
-            "gid": a.gid,
-            "atime_ns": a.atime_ns,
-            "mtime_ns": a.mtime_ns,
-            "ctime_ns": a.ctime_ns,
-            "crtime_ns": a.crtime_ns,
-        });
-        if let (Some(t), Some(obj)) = (target, v.as_object_mut()) {
-            obj.insert("target".into(), t.into());
-        }
+        let v = attr_json("path", &shown(path), a, r.target.as_deref());
         out.line(serde_json::to_string_pretty(&v).context("encoding JSON")?)?;
     } else {
         out.line(format!("  path    {}", path.display()))?;
@@ -543,11 +524,14 @@ pub fn ln(image: &Path, target: &Path, link: &Path, symbolic: bool) -> CliResult
     })
 }
 
-fn attr_json(name: &str, a: &Attr, target: Option<&[u8]>) -> serde_json::Value {
+/// The JSON object of `stat --json`, `ls --json` and `tree --json`: `key` (`path` or `name`)
+/// set to `label`, every attribute, and a symlink's target.
+fn attr_json(key: &str, label: &str, a: &Attr, target: Option<&[u8]>) -> serde_json::Value {
     let mut v = json!({
-        "name": name,
+        key: label,
         "kind": kind_name(a.kind),
         "ino": a.ino,
+        "generation": a.generation,
         "size": a.size,
         "blocks": a.blocks,
         "nlink": a.nlink,
@@ -555,7 +539,10 @@ fn attr_json(name: &str, a: &Attr, target: Option<&[u8]>) -> serde_json::Value {
         "mode_octal": format!("{:04o}", a.mode & 0o7777),
         "uid": a.uid,
         "gid": a.gid,
+        "atime_ns": a.atime_ns,
         "mtime_ns": a.mtime_ns,
+        "ctime_ns": a.ctime_ns,
+        "crtime_ns": a.crtime_ns,
     });
     if let (Some(t), Some(o)) = (target, v.as_object_mut()) {
         o.insert(
@@ -588,6 +575,7 @@ pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
         .iter()
         .map(|r| {
             attr_json(
+                "name",
                 &String::from_utf8_lossy(&r.name),
                 &r.attr,
                 r.target.as_deref(),
@@ -664,7 +652,7 @@ pub fn tree(image: &Path, path: &Path, max_depth: Option<usize>, as_json: bool) 
         counts: &mut (u64, u64),
     ) -> novafs::Result<serde_json::Value> {
         let r = row(engine, Vec::new(), ino)?;
-        let mut v = attr_json(name, &r.attr, r.target.as_deref());
+        let mut v = attr_json("name", name, &r.attr, r.target.as_deref());
         if r.attr.kind == Kind::Dir {
             if depth > 0 {
                 counts.0 += 1;
