@@ -87,3 +87,32 @@ fn refuses_what_posix_refuses() {
     assert_eq!(fs.read("/g").unwrap(), b"g");
     assert_eq!(fs.read("/a/b/f").unwrap(), b"f");
 }
+
+/// A rename changes the renamed inode's ctime (as ext4 and tmpfs do), for files, directories
+/// and symlinks, within and across directories, also over a victim; and it stays after
+/// remount and after a crash.
+#[test]
+fn rename_sets_the_renamed_inodes_ctime() {
+    let (_d, img, fs) = fresh();
+    fs.create_dir_all("/A/B").unwrap();
+    fs.write("/f", b"f").unwrap();
+    fs.write("/victim", b"v").unwrap();
+    fs.symlink("/f", "/s").unwrap();
+    let ctime = |fs: &Fs, p: &str| fs.symlink_metadata(p).unwrap().changed();
+    let before = [ctime(&fs, "/f"), ctime(&fs, "/A/B"), ctime(&fs, "/s")];
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs.rename("/f", "/g").unwrap(); // same directory
+    fs.rename("/A/B", "/B").unwrap(); // a directory, across directories
+    fs.rename("/s", "/A/s").unwrap(); // a symlink, across directories
+    fs.rename("/g", "/victim").unwrap(); // over a victim
+    let after = [ctime(&fs, "/victim"), ctime(&fs, "/B"), ctime(&fs, "/A/s")];
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a > b, "ctime {a:?} not after {b:?}");
+    }
+    fs.engine().crash();
+    drop(fs);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    let recovered = [ctime(&fs, "/victim"), ctime(&fs, "/B"), ctime(&fs, "/A/s")];
+    assert_eq!(recovered, after);
+    fs.unmount().unwrap();
+}

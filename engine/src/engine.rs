@@ -938,15 +938,17 @@ impl Engine {
             } else {
                 (vec![remove_src], dst_entries)
             };
-            let moved_entries = if src.kind == Kind::Dir && src_parent != dst_parent {
-                vec![Entry::Link {
-                    nlink: 0,
-                    ctime_ns: now,
-                    parent: dst_parent,
-                }]
-            } else {
-                vec![]
-            };
+            // The moved inode's ctime changes (as on ext4 and tmpfs); a directory that changes
+            // parent records the new one.
+            let moved_entries = vec![Entry::Link {
+                nlink: l.get(src.ino).attr.nlink,
+                ctime_ns: now,
+                parent: if src.kind == Kind::Dir && src_parent != dst_parent {
+                    dst_parent
+                } else {
+                    0
+                },
+            }];
             let victim_gone = match dst {
                 Some(d) => d.kind == Kind::Dir || l.get(d.ino).attr.nlink <= 1,
                 None => false,
@@ -1153,12 +1155,14 @@ impl Engine {
 
     // ----- open handles -----
 
-    /// Count an open handle on `ino` (an unlinked inode stays until the last one closes).
+    /// Count an open handle on `ino` (an unlinked inode stays until the last one closes). An
+    /// unlinked inode that is still held (open, or referenced by the kernel through the FUSE
+    /// mount) can gain handles; a freed one is `NotFound`.
     pub fn open_inode(&self, ino: u64) -> Result<Arc<Inode>> {
         let i = self.inode(ino)?;
         {
             let st = i.state.read();
-            if st.removed || st.freed {
+            if st.freed {
                 return Err(Error::NotFound);
             }
             i.open.fetch_add(1, Ordering::AcqRel);

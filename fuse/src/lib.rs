@@ -244,6 +244,20 @@ impl<T: Clone> Handles<T> {
     }
 }
 
+/// The kernel's references to nodes: node id (= inode number) -> (lookup count, a pin).
+///
+/// Every reply that gives the kernel a node (lookup, create, mkdir, mknod, symlink, link,
+/// readdirplus) counts one lookup; `forget` takes them back. While the count is positive the
+/// node holds an open-handle pin on its inode, so an inode the kernel still knows (a working
+/// directory that was removed, a cached inode of an unlinked file) stays allocated as an
+/// orphan and its number is never handed to a new inode: the node id always names the inode
+/// it named when the kernel learnt it. The orphan's space comes back at the last forget, at
+/// unmount (the engine frees unlinked inodes), or by recovery after a crash (unreachable
+/// inodes are free).
+struct Nodes {
+    map: Mutex<HashMap<u64, (u64, Arc<Inode>)>>,
+}
+
 /// A snapshot of a directory's entries, taken at `opendir` and at every read from offset 0
 /// (`rewinddir`): offsets are indexes into it, so a listing never skips or repeats an entry
 /// while names are added or removed.
@@ -255,6 +269,7 @@ pub struct NovaFuse {
     engine: Arc<Engine>,
     files: Handles<Arc<Inode>>,
     dirs: Handles<DirSnapshot>,
+    nodes: Nodes,
     ttl: Duration,
     read_only: bool,
 }
@@ -265,6 +280,7 @@ impl std::fmt::Debug for NovaFuse {
             .field("engine", &self.engine)
             .field("open_files", &self.files.len())
             .field("open_dirs", &self.dirs.len())
+            .field("nodes", &self.nodes.map.lock().len())
             .finish()
     }
 }
@@ -326,6 +342,9 @@ impl NovaFuse {
             fs,
             files: Handles::new(),
             dirs: Handles::new(),
+            nodes: Nodes {
+                map: Mutex::new(HashMap::new()),
+            },
             ttl,
             read_only,
         }
@@ -336,11 +355,77 @@ impl NovaFuse {
         &self.fs
     }
 
-    fn entry(&self, reply: ReplyEntry, r: novafs::Result<Attr>) {
-        match r {
+    /// Answer an operation that gives the kernel the node `name` in `parent` (the operation
+    /// just made or found it): count the kernel's reference first.
+    fn entry(&self, reply: ReplyEntry, parent: u64, name: &OsStr, r: novafs::Result<Attr>) {
+        match r.and_then(|a| self.remember_named(parent, name.as_bytes(), a)) {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// Count one kernel reference to `ino`, pinning the inode on the first.
+    fn remember(&self, ino: u64) -> novafs::Result<()> {
+        if let Some(n) = self.nodes.map.lock().get_mut(&ino) {
+            n.0 += 1;
+            return Ok(());
+        }
+        let pin = self.engine.open_inode(ino)?;
+        let mut map = self.nodes.map.lock();
+        if let Some(n) = map.get_mut(&ino) {
+            // Pinned by another request meanwhile: one pin is enough.
+            n.0 += 1;
+            drop(map);
+            return self.engine.release_inode(&pin);
+        }
+        map.insert(ino, (1, pin));
+        Ok(())
+    }
+
+    /// Take back `n` kernel references to `ino`; the last one drops the pin (which frees an
+    /// unlinked inode that has no open handle either).
+    fn forget_node(&self, ino: u64, n: u64) {
+        let mut map = self.nodes.map.lock();
+        let Some(node) = map.get_mut(&ino) else {
+            return; // the root (never counted), or a node the kernel over-forgets
+        };
+        node.0 = node.0.saturating_sub(n);
+        if node.0 == 0 {
+            let (_, pin) = map.remove(&ino).expect("present");
+            drop(map);
+            if let Err(e) = self.engine.release_inode(&pin) {
+                use std::io::Write;
+                let _ = writeln!(io::stderr(), "novafs: releasing inode {ino}: {e}");
+            }
+        }
+    }
+
+    /// Count a kernel reference to the inode `a` that `name` in `parent` named a moment ago,
+    /// and return its current attributes. Between the name's lookup and the pin the inode may
+    /// have been unlinked and its number reused by a new inode; the name is looked up again
+    /// after pinning, and the pin is kept only if the name still names the pinned inode (then
+    /// the reply describes exactly the inode the node id keeps naming).
+    fn remember_named(&self, parent: u64, name: &[u8], mut a: Attr) -> novafs::Result<Attr> {
+        loop {
+            match self.remember(a.ino) {
+                Ok(()) => match self.engine.lookup(parent, name) {
+                    Ok(b) if b.ino == a.ino => return Ok(b),
+                    r => {
+                        self.forget_node(a.ino, 1);
+                        a = r?;
+                    }
+                },
+                // Freed since: look the name up again.
+                Err(Error::NotFound) => a = self.engine.lookup(parent, name)?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Look `name` up in `parent` and count the kernel's reference to what it names.
+    fn lookup_node(&self, parent: u64, name: &[u8]) -> novafs::Result<Attr> {
+        let a = self.engine.lookup(parent, name)?;
+        self.remember_named(parent, name, a)
     }
 
     /// Owner of a new inode in `parent`: the caller, with the directory's group if it is
@@ -412,6 +497,21 @@ impl NovaFuse {
     }
 }
 
+/// How the kernel treats a regular file's handle. A handle that can write does direct I/O:
+/// the kernel sends each `write(2)` as it came (split only past `max_write` or the request's
+/// page limit), not page by page from its page cache, so one `write(2)` is one engine commit,
+/// atomic and durable on return; the kernel drops cached pages of the range it writes, so
+/// read-only handles, which keep the page cache, stay coherent. Shared mappings of such a
+/// handle still work (`FUSE_DIRECT_IO_ALLOW_MMAP`); the kernel may then run writes in
+/// parallel (`FOPEN_PARALLEL_DIRECT_WRITES`: the engine's inode lock orders them).
+fn open_flags(mode: OpenAccMode) -> FopenFlags {
+    if mode == OpenAccMode::O_RDONLY {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    }
+}
+
 impl Filesystem for NovaFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Optional capabilities: take what the kernel offers.
@@ -419,6 +519,7 @@ impl Filesystem for NovaFuse {
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -436,7 +537,15 @@ impl Filesystem for NovaFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.engine.lookup(parent.0, name.as_bytes()));
+        match self.lookup_node(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    // (`batch_forget`'s default calls this per node; fuser does not export its item type.)
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.forget_node(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -513,7 +622,12 @@ impl Filesystem for NovaFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.entry(reply, self.create_file(req, parent.0, name, mode, umask));
+        self.entry(
+            reply,
+            parent.0,
+            name,
+            self.create_file(req, parent.0, name, mode, umask),
+        );
     }
 
     fn mkdir(
@@ -528,6 +642,8 @@ impl Filesystem for NovaFuse {
         let (mode, uid, gid) = self.new_owner(req, parent.0, mode & 0o7777 & !umask, true);
         self.entry(
             reply,
+            parent.0,
+            name,
             self.engine.mkdir(parent.0, name.as_bytes(), mode, uid, gid),
         );
     }
@@ -557,6 +673,8 @@ impl Filesystem for NovaFuse {
         let (_, uid, gid) = self.new_owner(req, parent.0, 0o777, false);
         self.entry(
             reply,
+            parent.0,
+            link_name,
             self.engine.symlink(
                 parent.0,
                 link_name.as_bytes(),
@@ -609,6 +727,8 @@ impl Filesystem for NovaFuse {
     ) {
         self.entry(
             reply,
+            newparent.0,
+            newname,
             self.engine.link(ino.0, newparent.0, newname.as_bytes()),
         );
     }
@@ -621,7 +741,7 @@ impl Filesystem for NovaFuse {
         match self.engine.getattr(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
             Ok(_) => match self.open_handle(ino.0) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags(flags.acc_mode())),
                 Err(e) => reply.error(errno(&e)),
             },
             Err(e) => reply.error(errno(&e)),
@@ -763,22 +883,35 @@ impl Filesystem for NovaFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let ino_dir = ino.0;
         match self.dir_entries(ino.0, fh, offset) {
             Ok(entries) => {
                 for (i, (ino, _, name)) in entries.iter().enumerate() {
-                    // A name removed since the snapshot is skipped.
-                    let Ok(a) = self.engine.getattr(*ino) else {
+                    let next = offset + i as u64 + 1;
+                    let dots = name == b"." || name == b"..";
+                    // The kernel takes no reference for `.` and `..`; every other entry is a
+                    // lookup, of what the name names now (a name removed since the snapshot
+                    // is skipped).
+                    let a = if dots {
+                        self.engine.getattr(*ino)
+                    } else {
+                        self.lookup_node(ino_dir, name)
+                    };
+                    let Ok(a) = a else {
                         continue;
                     };
-                    let next = offset + i as u64 + 1;
                     if reply.add(
-                        INodeNo(*ino),
+                        INodeNo(a.ino),
                         next,
                         OsStr::from_bytes(name),
                         &self.ttl,
                         &file_attr(&a),
                         Generation(a.generation),
                     ) {
+                        // Full: this entry was not sent, so the kernel has no reference.
+                        if !dots {
+                            self.forget_node(a.ino, 1);
+                        }
                         break;
                     }
                 }
@@ -887,14 +1020,22 @@ impl Filesystem for NovaFuse {
             }
             r => r,
         };
-        let r = created.and_then(|a| Ok((a.clone(), self.open_handle(a.ino)?)));
+        let r = created
+            .and_then(|a| self.remember_named(parent.0, name.as_bytes(), a))
+            .and_then(|a| match self.open_handle(a.ino) {
+                Ok(fh) => Ok((a, fh)),
+                Err(e) => {
+                    self.forget_node(a.ino, 1);
+                    Err(e)
+                }
+            });
         match r {
             Ok((a, fh)) => reply.created(
                 &self.ttl,
                 &file_attr(&a),
                 Generation(a.generation),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                open_flags(OpenFlags(flags).acc_mode()),
             ),
             Err(e) => reply.error(errno(&e)),
         }

@@ -385,3 +385,99 @@ fn unlinked_open_file_lives_until_closed() {
     assert!(st.blocks_total - st.blocks_free < 100, "{st:?}");
     fs.unmount().unwrap();
 }
+
+/// Run `script` (with `$R` set to `root`) in `sh`; its status, stdout and stderr with the
+/// root's path replaced by `$R`.
+fn run_in(root: &Path, script: &str) -> (Option<i32>, String, String) {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("R", root)
+        .output()
+        .unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(root.to_str().unwrap(), "$R");
+    (o.status.code(), clean(&o.stdout), clean(&o.stderr))
+}
+
+/// A node id the kernel still holds never names another inode: a shell whose working
+/// directory was removed, after a new file took the directory's inode number, lists its
+/// working directory as on tmpfs (empty, ENOENT) instead of an EIO (the new file's node
+/// answered for the directory). The same for an unlinked file whose inode the kernel still
+/// knows through an open descriptor elsewhere.
+#[test]
+fn node_ids_are_not_reused_while_the_kernel_holds_them() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mounted::new("64MiB", "");
+    let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+    let script = r#"
+        mkdir "$R/D" && cd "$R/D" && rmdir "$R/D" &&
+        echo hi > "$R/newfile" && echo there > "$R/other" &&
+        ls -a . ; echo "ls: $?"
+        cat "$R/newfile" "$R/other"
+        mkdir "$R/E"; cd "$R/E" && rm -r "$R/E" && mkdir "$R/F" && touch "$R/F/x" && ls . ; echo "ls2: $?"
+        ls "$R"
+    "#;
+    let on_mount = run_in(&m.mnt, script);
+    let on_tmpfs = run_in(tmp.path(), script);
+    assert!(!on_mount.2.contains("Input/output error"), "{on_mount:?}");
+    assert_eq!(on_mount, on_tmpfs, "mount vs tmpfs");
+    // The orphaned directories' inodes were freed at the kernel's forget (or unmount).
+    m.unmount();
+    m.fsck_clean();
+}
+
+/// Handles that can write do direct I/O (one write(2) = one engine commit); read-only handles
+/// keep the kernel's page cache. A read-only handle that cached a page sees a later write
+/// through a writing handle, and a shared writable mapping of a writing handle still works.
+#[test]
+fn direct_io_writers_and_cached_readers_stay_coherent() {
+    if !fuse_available() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let mut m = Mounted::new("64MiB", "");
+    let p = m.p("coherent");
+    std::fs::write(&p, vec![b'a'; 3 * 4096]).unwrap();
+    let reader = std::fs::File::open(&p).unwrap();
+    let mut buf = vec![0u8; 3 * 4096];
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&b| b == b'a'));
+    let writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    // Unaligned, across a page boundary.
+    writer.write_all_at(&[b'b'; 5000], 4000).unwrap();
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf[..4000].iter().all(|&b| b == b'a'));
+    assert!(buf[4000..9000].iter().all(|&b| b == b'b'));
+    assert!(buf[9000..].iter().all(|&b| b == b'a'));
+    // Growth through the writer is seen by the reader's size.
+    writer.write_all_at(b"tail", 5 * 4096).unwrap();
+    assert_eq!(reader.metadata().unwrap().len(), 5 * 4096 + 4);
+    drop(writer);
+    // A shared writable mapping of a read-write handle (python's mmap: no unsafe here).
+    if Path::new("/usr/bin/python3").exists() {
+        let script = format!(
+            "import mmap,os\n\
+             fd=os.open('{}',os.O_RDWR)\n\
+             m=mmap.mmap(fd,4096,mmap.MAP_SHARED,mmap.PROT_READ|mmap.PROT_WRITE)\n\
+             m[0:6]=b'mapped'\n\
+             m.flush()\n\
+             print(m[3999:4002].decode())\n",
+            p.display()
+        );
+        let out = sh_ok(&format!("python3 -c \"{script}\""));
+        assert_eq!(out.trim(), "abb");
+        reader.read_exact_at(&mut buf[..6], 0).unwrap();
+        assert_eq!(&buf[..6], b"mapped");
+    }
+    drop(reader);
+    m.unmount();
+    m.fsck_clean();
+    let fs = Fs::open(&m.image, &MountOptions::default()).unwrap();
+    let d = fs.read("/coherent").unwrap();
+    assert_eq!(&d[..6], b"mapped");
+    assert_eq!(&d[4000..4003], b"bbb");
+    assert_eq!(&d[5 * 4096..], b"tail");
+    fs.unmount().unwrap();
+}

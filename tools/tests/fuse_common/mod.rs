@@ -203,6 +203,21 @@ impl Mounted {
         assert!(o.status.success(), "kill: {o:?}");
     }
 
+    /// After the serving process was killed (-9): reap it and detach its dead mount, so that
+    /// the image can be mounted again (recovery runs then).
+    pub fn reap_killed(&mut self) {
+        let mut child = self.child.take().expect("mounted");
+        let _ = child.wait();
+        let start = Instant::now();
+        while is_mounted(&self.mnt) {
+            let _ = unmount_cmd(&self.mnt).output();
+            if start.elapsed() > PATIENCE {
+                panic!("the dead mount stays mounted");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Send `signal` (e.g. "TERM") to the serving process; it must unmount and exit with 0.
     pub fn stop_with_signal(&mut self, signal: &str) {
         self.signal(signal);
