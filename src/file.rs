@@ -198,6 +198,15 @@ impl File {
         self.engine.punch_hole(self.inode.ino, offset, len)
     }
 
+    /// Zero a range and back it with zero-filled blocks (`fallocate(FALLOC_FL_ZERO_RANGE)`),
+    /// atomic and durable on return. The file grows to cover the range, unless `keep_size`
+    /// (then the range stops at the end of the file).
+    pub fn zero_range(&self, offset: u64, len: u64, keep_size: bool) -> Result<()> {
+        self.need_write()?;
+        self.engine
+            .zero_range(self.inode.ino, offset, len, keep_size)
+    }
+
     /// Allocate zeroed blocks for a range, extending the file if needed (fallocate).
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;

@@ -18,6 +18,8 @@ enum Op {
     Write(String, u64, usize, u8),
     Truncate(String, u64),
     Punch(String, u64, u64),
+    /// `zero_range(off, len, keep_size)`.
+    Zero(String, u64, u64, bool),
     Allocate(String, u64, u64),
     Unlink(String),
     Rmdir(String),
@@ -48,6 +50,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (p(), 0u64..20_000).prop_map(|(a, l)| Op::Truncate(a, l)),
         1 => (p(), 0u64..20_000, 0u64..10_000).prop_map(|(a, o, l)| Op::Punch(a, o, l)),
         1 => (p(), 0u64..20_000, 1u64..10_000).prop_map(|(a, o, l)| Op::Allocate(a, o, l)),
+        1 => (p(), 0u64..20_000, 0u64..10_000, any::<bool>())
+            .prop_map(|(a, o, l, k)| Op::Zero(a, o, l, k)),
         2 => p().prop_map(Op::Unlink),
         2 => p().prop_map(Op::Rmdir),
         3 => (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
@@ -244,6 +248,28 @@ impl Model {
                     self.migrate(id);
                 }
                 self.durable(id, |f| f[*off as usize..end].fill(0));
+                Ok(())
+            }
+            Op::Zero(p, off, len, keep) => {
+                let id = self.file_for_write(p)?;
+                let size = self.files[id].len();
+                let end = if *keep {
+                    ((off + len) as usize).min(size)
+                } else {
+                    (off + len) as usize
+                };
+                if *len == 0 || *off as usize >= end {
+                    return Ok(());
+                }
+                if !self.cached[id].0.is_empty() {
+                    self.migrate(id);
+                }
+                self.durable(id, |f| {
+                    if f.len() < end {
+                        f.resize(end, 0);
+                    }
+                    f[*off as usize..end].fill(0);
+                });
                 Ok(())
             }
             Op::Allocate(p, off, len) => {
@@ -521,6 +547,11 @@ fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
             .write(true)
             .open(p)?
             .punch_hole(*off, *len),
+        Op::Zero(p, off, len, keep) => fs
+            .open_options()
+            .write(true)
+            .open(p)?
+            .zero_range(*off, *len, *keep),
         Op::Allocate(p, off, len) => fs.open_options().write(true).open(p)?.allocate(*off, *len),
         Op::Unlink(p) => fs.remove_file(p),
         Op::Rmdir(p) => fs.remove_dir(p),

@@ -955,10 +955,27 @@ impl Tracker {
                     self.migrate(ino);
                 }
             }
-            Op::Punch(p, o, l) => {
+            Op::Punch(p, o, l)
+            | Op::Zero {
+                path: p,
+                off: o,
+                len: l,
+                keep: true,
+            } => {
                 let size = before.contents.get(p).map_or(0, |c| c.len() as u64);
                 if let Some(ino) = ino_of(p) {
                     self.on_punch(ino, size, *o, *l);
+                }
+            }
+            Op::Zero {
+                path: p,
+                len,
+                keep: false,
+                ..
+            } => {
+                // Zeroing that may grow the file migrates the cache unless empty.
+                if let Some(ino) = ino_of(p).filter(|_| *len > 0) {
+                    self.migrate(ino);
                 }
             }
             Op::Open(p, h) => match ino_of(p) {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! mkdir P | create P | write P OFF LEN SEED | truncate P LEN | punch P OFF LEN
+//! zero P OFF LEN | zero-keep P OFF LEN
 //! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q | exchange P Q
 //! fsync P | remount | unmount
 //! map P OFF LEN [atomic] | mwrite P OFF LEN SEED | persist P OFF LEN | msync P
@@ -73,6 +74,17 @@ pub enum Op {
     Truncate(String, u64),
     /// `punch P OFF LEN`
     Punch(String, u64, u64),
+    /// `zero P OFF LEN` (`keep` false) or `zero-keep P OFF LEN`: `File::zero_range`.
+    Zero {
+        /// The file.
+        path: String,
+        /// Offset.
+        off: u64,
+        /// Length.
+        len: u64,
+        /// `keep_size`.
+        keep: bool,
+    },
     /// `falloc P OFF LEN`
     Falloc(String, u64, u64),
     /// `link P Q` (hard link)
@@ -162,6 +174,16 @@ impl fmt::Display for Op {
             } => write!(f, "write {path} {off} {len} {seed}"),
             Op::Truncate(p, l) => write!(f, "truncate {p} {l}"),
             Op::Punch(p, o, l) => write!(f, "punch {p} {o} {l}"),
+            Op::Zero {
+                path,
+                off,
+                len,
+                keep,
+            } => write!(
+                f,
+                "{} {path} {off} {len}",
+                if *keep { "zero-keep" } else { "zero" }
+            ),
             Op::Falloc(p, o, l) => write!(f, "falloc {p} {o} {l}"),
             Op::Link(p, q) => write!(f, "link {p} {q}"),
             Op::Symlink(t, p) => write!(f, "symlink {t} {p}"),
@@ -324,6 +346,12 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                     num(t.next(), line, "offset")?,
                     num(t.next(), line, "length")?,
                 ),
+                w @ ("zero" | "zero-keep") => Op::Zero {
+                    path: path(t.next(), line)?,
+                    off: num(t.next(), line, "offset")?,
+                    len: num(t.next(), line, "length")?,
+                    keep: w == "zero-keep",
+                },
                 "falloc" => Op::Falloc(
                     path(t.next(), line)?,
                     num(t.next(), line, "offset")?,
@@ -516,6 +544,16 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
         }
         Op::Truncate(p, l) => fs.open_options().write(true).open(p)?.set_len(*l),
         Op::Punch(p, o, l) => fs.open_options().write(true).open(p)?.punch_hole(*o, *l),
+        Op::Zero {
+            path,
+            off,
+            len,
+            keep,
+        } => fs
+            .open_options()
+            .write(true)
+            .open(path)?
+            .zero_range(*off, *len, *keep),
         Op::Falloc(p, o, l) => fs.open_options().write(true).open(p)?.allocate(*o, *l),
         Op::Link(p, q) => fs.hard_link(p, q),
         Op::Symlink(t, p) => fs.symlink(t, p),
@@ -567,6 +605,12 @@ pub fn seq1_ops() -> Vec<Op> {
         seed,
     };
     let s = |x: &str| x.to_string();
+    let zero = |p: &str, off, len, keep| Op::Zero {
+        path: p.into(),
+        off,
+        len,
+        keep,
+    };
     vec![
         Op::Mkdir(s("/B")),
         Op::Mkdir(s("/A/D")),
@@ -583,6 +627,9 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Truncate(s("/foo"), 5000),
         Op::Truncate(s("/foo"), 20000),
         Op::Punch(s("/foo"), 100, 5000),
+        zero("/foo", 100, 5000, false), // across a page boundary, inside the file
+        zero("/foo", 9000, 8000, false), // past the end: the file grows
+        zero("/foo", 4000, 90000, true), // keep_size: stops at the end
         Op::Falloc(s("/foo"), 8192, 8192),
         Op::Falloc(s("/A/bar"), 0, 4096),
         Op::Link(s("/foo"), s("/A/l2")),

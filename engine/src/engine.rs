@@ -136,6 +136,18 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// What [`Engine::clear_range`] leaves in whole pages of its range.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clear {
+    /// Holes (`punch_hole`; the range stops at the end of the file).
+    Punch,
+    /// Zero-filled blocks (`zero_range`).
+    Zero {
+        /// The range stops at the end of the file, which keeps its size.
+        keep_size: bool,
+    },
+}
+
 /// Content of one page of a copy-on-write commit.
 enum Page<'a> {
     /// A whole page from the caller.
@@ -1232,6 +1244,76 @@ impl Engine {
         Ok(n)
     }
 
+    /// `lseek(SEEK_DATA)` (`data`) or `lseek(SEEK_HOLE)` from the file map: the first offset
+    /// at or after `off` in a page that holds data (a mapped or cached page) or in a hole (a
+    /// page with no block, or the end of the file). `PastEnd` (ENXIO) when `off` is at or past
+    /// the end, or no data follows.
+    pub fn seek(&self, ino: u64, off: u64, data: bool) -> Result<u64> {
+        let i = self.inode(ino)?;
+        let st = i.state.read();
+        if st.freed {
+            return Err(Error::NotFound);
+        }
+        if st.attr.kind == Kind::Dir {
+            return Err(Error::IsADirectory);
+        }
+        let size = st.attr.size;
+        if off >= size {
+            return Err(Error::PastEnd);
+        }
+        let first = off / BLOCK;
+        let held = |pg: u64| st.map.contains_key(&pg) || st.cache.get(&pg).is_some();
+        let at = |pg: u64| (pg * BLOCK).max(off);
+        if data {
+            let in_map = st.map.range(first..).next().map(|(&pg, _)| pg);
+            let in_cache = st.cache.keys().filter(|&pg| pg >= first).min();
+            return match in_map.into_iter().chain(in_cache).min() {
+                Some(pg) if at(pg) < size => Ok(at(pg)),
+                _ => Err(Error::PastEnd),
+            };
+        }
+        let mut pg = first;
+        while pg * BLOCK < size && held(pg) {
+            pg += 1;
+        }
+        Ok(at(pg).min(size))
+    }
+
+    /// `copy_file_range`: copy up to `len` bytes at `src_off` of `src` (stopping at its end)
+    /// to `dst_off` of `dst`, without the data leaving the engine. Each piece of up to 1 MiB
+    /// is one atomic, durable write; returns the bytes copied. Overlapping ranges of one file
+    /// are refused (`InvalidArgument`), as Linux does.
+    pub fn copy_range(
+        &self,
+        src: &Inode,
+        src_off: u64,
+        dst: &Inode,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
+        const PIECE: u64 = 1 << 20;
+        if src.ino == dst.ino
+            && src_off < dst_off.saturating_add(len)
+            && dst_off < src_off.saturating_add(len)
+        {
+            return Err(Error::InvalidArgument(
+                "copy_file_range within one file with overlapping ranges".into(),
+            ));
+        }
+        let mut buf = vec![0u8; PIECE.min(len) as usize];
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(PIECE) as usize;
+            let n = self.read_locked(&src.state.read(), src_off + done, &mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            self.write_inode(dst, Some(dst_off + done), &buf[..n])?;
+            done += n as u64;
+        }
+        Ok(done)
+    }
+
     /// Write `data` at `off` (or at the end of file if `off` is `None`): copy-on-write, atomic
     /// and durable on return. Returns the offset written at.
     pub fn write(&self, ino: u64, off: Option<u64>, data: &[u8]) -> Result<u64> {
@@ -1502,23 +1584,44 @@ impl Engine {
 
     /// Deallocate `[off, off+len)`: it reads as zeros afterwards; the size does not change.
     pub fn punch_hole(&self, ino: u64, off: u64, len: u64) -> Result<()> {
+        self.clear_range(ino, off, len, Clear::Punch)
+    }
+
+    /// `fallocate(FALLOC_FL_ZERO_RANGE)`: `[off, off+len)` reads as zeros and is backed by
+    /// zero-filled blocks (partial pages copied with zeros), in one atomic commit; the size
+    /// grows to cover the range unless `keep_size` (then the range stops at the end).
+    pub fn zero_range(&self, ino: u64, off: u64, len: u64, keep_size: bool) -> Result<()> {
+        self.clear_range(ino, off, len, Clear::Zero { keep_size })
+    }
+
+    /// Punch or zero `[off, off+len)` in one commit (see [`Clear`]).
+    fn clear_range(&self, ino: u64, off: u64, len: u64, how: Clear) -> Result<()> {
         let _op = self.writable()?;
         let i = self.inode(ino)?;
         let mut st = i.state.write();
         if st.attr.kind != Kind::File {
             return Err(Error::InvalidArgument(
-                "punch_hole needs a regular file".into(),
+                "punch_hole and zero_range need a regular file".into(),
             ));
         }
         if st.freed {
             return Err(Error::NotFound);
         }
-        let end = off.saturating_add(len).min(st.attr.size);
+        let end = match how {
+            Clear::Zero { keep_size: false } => {
+                let end = off.checked_add(len).ok_or(Error::FileTooLarge)?;
+                if end.div_ceil(BLOCK) > MAX_FILE_PAGES {
+                    return Err(Error::FileTooLarge);
+                }
+                end
+            }
+            _ => off.saturating_add(len).min(st.attr.size),
+        };
         if len == 0 || off >= end {
             return Ok(());
         }
         // Cached pages are migrated first (or with the hole, for a failure-atomic cache).
-        let (pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
+        let (mut pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
         let mut pages = Vec::new();
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
@@ -1526,11 +1629,16 @@ impl Engine {
             let ps = pg * BLOCK;
             let lo = off.max(ps);
             let hi = end.min(ps + BLOCK);
+            let zero = matches!(how, Clear::Zero { .. });
             let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) else {
+                // A hole reads as zeros already; zeroing backs it with a zeroed block.
+                if zero {
+                    pages.push((pg, Page::Zero));
+                }
                 continue;
             };
             if hi - lo == BLOCK {
-                pages.push((pg, Page::Hole));
+                pages.push((pg, if zero { Page::Zero } else { Page::Hole }));
             } else {
                 let mut buf = vec![0u8; BLOCK as usize];
                 self.media.read(b * BLOCK, &mut buf)?;
@@ -1538,9 +1646,19 @@ impl Engine {
                 pages.push((pg, Page::Owned(buf)));
             }
         }
-        let size = st.attr.size;
-        self.media.mark("punch");
-        self.commit_pages(&i, &mut st, pages, size, pre, true)?;
+        let size = st.attr.size.max(end);
+        if pages.is_empty() && size != st.attr.size {
+            let mut a = SetAttrEntry::zeroed_entry();
+            a.mask = attr_mask::SIZE;
+            a.size = size;
+            pre.push(Entry::SetAttr(a));
+        }
+        self.media.mark(match how {
+            Clear::Punch => "punch",
+            Clear::Zero { .. } => "zero-range",
+        });
+        // Punching frees space, so it may dip into the reserve; zeroing allocates.
+        self.commit_pages(&i, &mut st, pages, size, pre, how == Clear::Punch)?;
         if migrating {
             self.finish_migration(&i, &mut st)?;
         }

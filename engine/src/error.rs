@@ -78,6 +78,9 @@ pub enum Error {
     /// Not supported by novafs.
     #[error("not supported: {0}")]
     NotSupported(&'static str),
+    /// `lseek(SEEK_DATA/SEEK_HOLE)` at or past the end, or no data after the offset (ENXIO).
+    #[error("offset at or past the end of the file")]
+    PastEnd,
     /// File too large.
     #[error("file too large")]
     FileTooLarge,
@@ -114,6 +117,7 @@ impl Error {
             Error::DaxUnavailable => libc::EOPNOTSUPP,
             Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::FileTooLarge => libc::EFBIG,
+            Error::PastEnd => libc::ENXIO,
             Error::NotPermitted(_) => libc::EPERM,
             Error::ReadOnly => libc::EROFS,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),

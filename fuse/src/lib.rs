@@ -11,8 +11,12 @@
 //! novafs stores (mode, uid, gid) are what it checks against. Not supported, with a clear
 //! errno: extended attributes (`EOPNOTSUPP`), device nodes, FIFOs and sockets (`EOPNOTSUPP`),
 //! `RENAME_WHITEOUT` (`EINVAL`, as Linux answers for a file system without it; `RENAME_EXCHANGE`
-//! and `RENAME_NOREPLACE` are the engine's atomic exchange and no-replace), `fallocate` modes other than plain allocation, `KEEP_SIZE` inside the file
-//! and `PUNCH_HOLE | KEEP_SIZE` (`EOPNOTSUPP`). POSIX locks are the kernel's local ones.
+//! and `RENAME_NOREPLACE` are the engine's atomic exchange and no-replace), `fallocate` modes other
+//! than plain allocation, `KEEP_SIZE` inside the file, `PUNCH_HOLE | KEEP_SIZE` and
+//! `ZERO_RANGE` (with or without `KEEP_SIZE`) (`EOPNOTSUPP`). `SEEK_DATA`/`SEEK_HOLE` come from
+//! the file map, `copy_file_range` is done inside the server, and `fsync`/`flush` are answered
+//! once with `ENOSYS` (every operation is durable on return, so the kernel stops asking). POSIX
+//! locks are the kernel's local ones.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -27,8 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use novafs::engine::inode::Inode;
 use novafs::{Attr, Engine, Error, Fs, Kind, MountOptions, SetAttr, ROOT_INO};
@@ -504,9 +508,13 @@ impl NovaFuse {
 /// read-only handles, which keep the page cache, stay coherent. Shared mappings of such a
 /// handle still work (`FUSE_DIRECT_IO_ALLOW_MMAP`); the kernel may then run writes in
 /// parallel (`FOPEN_PARALLEL_DIRECT_WRITES`: the engine's inode lock orders them).
+///
+/// Read-only handles keep the page cache across opens (`FOPEN_KEEP_CACHE`): this process is the
+/// image's only writer and every change reaches it through the kernel, which drops what the
+/// change makes stale (direct writes, truncate, fallocate punch/zero, copy_file_range).
 fn open_flags(mode: OpenAccMode) -> FopenFlags {
     if mode == OpenAccMode::O_RDONLY {
-        FopenFlags::empty()
+        FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
     }
@@ -805,8 +813,9 @@ impl Filesystem for NovaFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Every write was durable when it returned: nothing to flush.
-        reply.ok();
+        // Every write was durable when it returned: nothing to flush. ENOSYS tells the kernel
+        // so once (it then answers close without asking; its POSIX locks are local anyway).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -836,11 +845,10 @@ impl Filesystem for NovaFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Operations are durable on return; this fences (and msyncs in msync mode).
-        match self.engine.sync_media() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // Every operation is durable when it returns (in msync mode too: each persist point
+        // msyncs). ENOSYS tells the kernel so once: later fsyncs succeed without a request
+        // (the kernel still writes back a shared mapping's dirty pages first).
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -941,10 +949,8 @@ impl Filesystem for NovaFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.engine.sync_media() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // As fsync: directory operations are durable on return.
+        reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1065,10 +1071,66 @@ impl Filesystem for NovaFuse {
             m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
                 self.engine.punch_hole(ino.0, offset, length)
             }
+            libc::FALLOC_FL_ZERO_RANGE => self.engine.zero_range(ino.0, offset, length, false),
+            m if m == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE => {
+                self.engine.zero_range(ino.0, offset, length, true)
+            }
             _ => Err(Error::NotSupported("this fallocate mode")),
         };
         match r {
             Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // The kernel asks only for SEEK_DATA and SEEK_HOLE (it does SET/CUR/END itself).
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let ino = self.files.get(fh).map_or(ino.0, |i| i.ino);
+        match self.engine.seek(ino, offset, data) {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let (Some(src), Some(dst)) = (self.files.get(fh_in), self.files.get(fh_out)) else {
+            return reply.error(Errno::EBADF);
+        };
+        // The reply counts bytes in 32 bits: copy at most that much per call (callers loop).
+        let len = len.min(u64::from(u32::MAX) & !(novafs::BLOCK - 1));
+        match self
+            .engine
+            .copy_range(&src, offset_in, &dst, offset_out, len)
+        {
+            Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
     }

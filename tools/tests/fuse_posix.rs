@@ -690,3 +690,82 @@ fn directory_streams_and_error_numbers() {
     m.unmount();
     m.fsck_clean();
 }
+
+/// fallocate ZERO_RANGE (with and without KEEP_SIZE), lseek SEEK_DATA/SEEK_HOLE from the file
+/// map, and copy_file_range done by the server, each as on tmpfs.
+#[test]
+fn zero_range_seek_data_hole_and_copy_file_range() {
+    if !fuse_available() {
+        return;
+    }
+    use rustix::fs::{copy_file_range, seek, SeekFrom};
+    let mut m = Mounted::new("64MiB", "");
+    let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+    // tmpfs has no ZERO_RANGE: the expected bytes are spelled out.
+    {
+        let p = m.p("z");
+        fs::write(&p, vec![5u8; 4 * 4096]).unwrap();
+        // Zero a range across a page boundary, then one past the end (the size grows), then
+        // one past the end with KEEP_SIZE (the size stays).
+        sh_ok(&format!("fallocate -z -o 4000 -l 5000 '{}'", p.display()));
+        sh_ok(&format!("fallocate -z -o 16384 -l 8192 '{}'", p.display()));
+        sh_ok(&format!(
+            "fallocate -z -n -o 24576 -l 8192 '{}'",
+            p.display()
+        ));
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len(), 24576);
+        assert!(data[..4000].iter().all(|&b| b == 5));
+        assert!(data[4000..9000].iter().all(|&b| b == 0));
+        assert!(data[9000..16384].iter().all(|&b| b == 5));
+        assert!(data[16384..].iter().all(|&b| b == 0));
+        // Zeroed ranges are allocated: 6 pages (with KEEP_SIZE the range stops at the end:
+        // novafs keeps no blocks past the end of a file).
+        assert_eq!(fs::metadata(&p).unwrap().blocks(), 6 * 8);
+    }
+    for root in [m.mnt.clone(), tmp.path().to_path_buf()] {
+        // A file with data at pages 0 and 3, holes at 1..3 and after 4 (up to 6 pages).
+        let s = root.join("sparse");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&s)
+            .unwrap();
+        f.write_all_at(b"a", 0).unwrap();
+        f.write_all_at(b"b", 3 * 4096 + 10).unwrap();
+        f.set_len(6 * 4096).unwrap();
+        let at = |w: SeekFrom| seek(&f, w).map_err(|e| e.raw_os_error());
+        assert_eq!(at(SeekFrom::Data(0)), Ok(0), "{}", root.display());
+        assert_eq!(at(SeekFrom::Hole(0)), Ok(4096));
+        assert_eq!(at(SeekFrom::Data(4096)), Ok(3 * 4096));
+        assert_eq!(at(SeekFrom::Data(3 * 4096 + 5)), Ok(3 * 4096 + 5));
+        assert_eq!(at(SeekFrom::Hole(3 * 4096)), Ok(4 * 4096));
+        assert_eq!(at(SeekFrom::Data(4 * 4096)), Err(libc::ENXIO));
+        assert_eq!(at(SeekFrom::Hole(6 * 4096)), Err(libc::ENXIO));
+
+        // copy_file_range: the source's bytes land at the destination's offset.
+        let d = root.join("copy");
+        let out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&d)
+            .unwrap();
+        let mut off_in = 4000u64;
+        let mut off_out = 100u64;
+        let mut left = 9000usize;
+        while left > 0 {
+            let n = copy_file_range(&f, Some(&mut off_in), &out, Some(&mut off_out), left).unwrap();
+            assert!(n > 0);
+            left -= n;
+        }
+        let mut want = vec![0u8; 100];
+        want.extend_from_slice(&fs::read(&s).unwrap()[4000..13000]);
+        assert_eq!(fs::read(&d).unwrap(), want, "{}", root.display());
+    }
+    m.unmount();
+    m.fsck_clean();
+}
