@@ -60,6 +60,14 @@ pub enum FileType {
     Dir,
     /// Symbolic link.
     Symlink,
+    /// Named pipe (FIFO).
+    Fifo,
+    /// Unix domain socket.
+    Socket,
+    /// Character device node.
+    CharDevice,
+    /// Block device node.
+    BlockDevice,
 }
 
 impl From<Kind> for FileType {
@@ -68,6 +76,24 @@ impl From<Kind> for FileType {
             Kind::File => FileType::File,
             Kind::Dir => FileType::Dir,
             Kind::Symlink => FileType::Symlink,
+            Kind::Fifo => FileType::Fifo,
+            Kind::Socket => FileType::Socket,
+            Kind::CharDev => FileType::CharDevice,
+            Kind::BlockDev => FileType::BlockDevice,
+        }
+    }
+}
+
+impl From<FileType> for Kind {
+    fn from(t: FileType) -> Kind {
+        match t {
+            FileType::File => Kind::File,
+            FileType::Dir => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharDevice => Kind::CharDev,
+            FileType::BlockDevice => Kind::BlockDev,
         }
     }
 }
@@ -106,6 +132,10 @@ impl Metadata {
     /// Is a symbolic link.
     pub fn is_symlink(&self) -> bool {
         self.attr.kind == Kind::Symlink
+    }
+    /// Device number of a device node (Linux `dev_t` encoding; 0 for every other kind).
+    pub fn rdev(&self) -> u64 {
+        self.attr.rdev
     }
     /// Inode number.
     pub fn ino(&self) -> u64 {
@@ -364,6 +394,18 @@ impl Fs {
         let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
         self.engine
             .symlink(dp, &dn, bytes(target.as_ref()), 0, 0)
+            .map(|_| ())
+    }
+
+    /// Create a FIFO, socket or device node (`mknod(2)`): `kind` is one of
+    /// [`FileType::Fifo`], [`FileType::Socket`], [`FileType::CharDevice`],
+    /// [`FileType::BlockDevice`]; `rdev` is a device node's number (`libc::makedev`), 0
+    /// otherwise. Atomic and durable on return. Such an inode has metadata and no data: reading
+    /// and writing it is the kernel's business (through a FUSE mount), not the library's.
+    pub fn mknod(&self, p: impl AsRef<Path>, kind: FileType, mode: u32, rdev: u64) -> Result<()> {
+        let (dp, dn) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
+        self.engine
+            .mknod(dp, &dn, kind.into(), mode, 0, 0, rdev)
             .map(|_| ())
     }
 

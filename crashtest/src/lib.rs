@@ -205,6 +205,13 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
                         m.nlink()
                     )
                 }
+                special => format!(
+                    "{special:?} rdev={:#x} nlink={} mode={:o} len={}",
+                    m.rdev(),
+                    m.nlink(),
+                    m.mode(),
+                    m.len()
+                ),
             };
             tree.insert(p, desc);
         }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mkdir P | create P | write P OFF LEN SEED | truncate P LEN | punch P OFF LEN
-//! zero P OFF LEN | zero-keep P OFF LEN
+//! zero P OFF LEN | zero-keep P OFF LEN | mknod P fifo|socket|chr|blk [MAJOR:MINOR]
 //! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q | exchange P Q
 //! fsync P | remount | unmount
 //! map P OFF LEN [atomic] | mwrite P OFF LEN SEED | persist P OFF LEN | msync P
@@ -59,6 +59,8 @@ pub enum Op {
     Mkdir(String),
     /// `create P` (create or open; no truncate)
     Create(String),
+    /// `mknod P KIND [MAJOR:MINOR]`: a FIFO, socket or device node (`Fs::mknod`).
+    Mknod(String, novafs::FileType, u64),
     /// `write P OFF LEN SEED`
     Write {
         /// Path.
@@ -187,6 +189,19 @@ impl fmt::Display for Op {
             Op::Falloc(p, o, l) => write!(f, "falloc {p} {o} {l}"),
             Op::Link(p, q) => write!(f, "link {p} {q}"),
             Op::Symlink(t, p) => write!(f, "symlink {t} {p}"),
+            Op::Mknod(p, k, rdev) => {
+                let kind = match k {
+                    novafs::FileType::Fifo => "fifo",
+                    novafs::FileType::Socket => "socket",
+                    novafs::FileType::CharDevice => "chr",
+                    _ => "blk",
+                };
+                write!(f, "mknod {p} {kind}")?;
+                if *rdev != 0 {
+                    write!(f, " {}:{}", rdev >> 8, rdev & 0xff)?;
+                }
+                Ok(())
+            }
             Op::Unlink(p) => write!(f, "unlink {p}"),
             Op::Rmdir(p) => write!(f, "rmdir {p}"),
             Op::Rename(p, q) => write!(f, "rename {p} {q}"),
@@ -359,6 +374,36 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                 ),
                 "link" => Op::Link(path(t.next(), line)?, path(t.next(), line)?),
                 "symlink" => Op::Symlink(path(t.next(), line)?, path(t.next(), line)?),
+                "mknod" => {
+                    let p = path(t.next(), line)?;
+                    let kind = match t.next() {
+                        Some("fifo") => novafs::FileType::Fifo,
+                        Some("socket") => novafs::FileType::Socket,
+                        Some("chr") => novafs::FileType::CharDevice,
+                        Some("blk") => novafs::FileType::BlockDevice,
+                        k => {
+                            return Err(format!(
+                                "line {line}: mknod kind {k:?}: fifo, socket, chr or blk"
+                            ))
+                        }
+                    };
+                    // Small device numbers (major and minor below 256) in makedev's encoding.
+                    let rdev = match t.next() {
+                        None => 0,
+                        Some(d) => {
+                            let (ma, mi) = d
+                                .split_once(':')
+                                .and_then(|(a, b)| {
+                                    Some((a.parse::<u8>().ok()?, b.parse::<u8>().ok()?))
+                                })
+                                .ok_or_else(|| {
+                                    format!("line {line}: device {d:?}: MAJOR:MINOR below 256")
+                                })?;
+                            u64::from(ma) << 8 | u64::from(mi)
+                        }
+                    };
+                    Op::Mknod(p, kind, rdev)
+                }
                 "unlink" => Op::Unlink(path(t.next(), line)?),
                 "rmdir" => Op::Rmdir(path(t.next(), line)?),
                 "rename" => Op::Rename(path(t.next(), line)?, path(t.next(), line)?),
@@ -557,6 +602,7 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
         Op::Falloc(p, o, l) => fs.open_options().write(true).open(p)?.allocate(*o, *l),
         Op::Link(p, q) => fs.hard_link(p, q),
         Op::Symlink(t, p) => fs.symlink(t, p),
+        Op::Mknod(p, k, rdev) => fs.mknod(p, *k, 0o644, *rdev),
         Op::Unlink(p) => fs.remove_file(p),
         Op::Rmdir(p) => fs.remove_dir(p),
         Op::Rename(p, q) => fs.rename(p, q),
@@ -635,6 +681,10 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Link(s("/foo"), s("/A/l2")),
         Op::Link(s("/A/bar"), s("/bar2")),
         Op::Symlink(s("/A"), s("/s2")),
+        Op::Mknod(s("/fifo"), novafs::FileType::Fifo, 0),
+        Op::Mknod(s("/A/sock"), novafs::FileType::Socket, 0),
+        Op::Mknod(s("/null"), novafs::FileType::CharDevice, 1 << 8 | 3),
+        Op::Mknod(s("/A/C/sda"), novafs::FileType::BlockDevice, 8 << 8),
         Op::Unlink(s("/foo")),   // one of two links
         Op::Unlink(s("/A/bar")), // the last link
         Op::Unlink(s("/sym")),

@@ -43,6 +43,8 @@ pub struct Attr {
     pub ctime_ns: u64,
     /// Creation time.
     pub crtime_ns: u64,
+    /// Device number of a device node (0 otherwise).
+    pub rdev: u64,
 }
 
 /// The write cache's index: file page -> cache block. The mapped store path looks a page up on
@@ -551,6 +553,7 @@ impl InodeState {
                 mtime_ns: slot.ctime_ns,
                 ctime_ns: slot.ctime_ns,
                 crtime_ns: slot.ctime_ns,
+                rdev: slot.rdev,
             },
             parent: slot.parent,
             log: LogState {
@@ -593,6 +596,9 @@ impl InodeState {
             } => {
                 if self.attr.kind == Kind::Dir {
                     return Err(bad("write entry in a directory log"));
+                }
+                if self.attr.kind.is_special() {
+                    return Err(bad("write entry in the log of a FIFO, socket or device"));
                 }
                 let n = *num_pages as u64;
                 if *block != 0 && !bounds.contains(*block, n) {
@@ -646,6 +652,9 @@ impl InodeState {
             Entry::SetAttr(a) => {
                 if a.mask & attr_mask::SIZE != 0 && self.attr.kind == Kind::Dir {
                     return Err(bad("size change in a directory log"));
+                }
+                if a.mask & attr_mask::SIZE != 0 && a.size != 0 && self.attr.kind.is_special() {
+                    return Err(bad("a size for a FIFO, socket or device"));
                 }
                 if a.mask & attr_mask::MODE != 0 {
                     self.attr.mode = a.mode;

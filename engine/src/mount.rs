@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
 use crate::layout::inode::{InodeSlot, NewInode, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::state::{MountState, CLEAN_MAGIC};
-use crate::layout::superblock::Superblock;
+use crate::layout::superblock::{Superblock, FORMAT_VERSION};
 use crate::layout::{
     checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, MIN_IMAGE_BYTES,
     ROOT_INO,
@@ -75,6 +75,8 @@ pub struct MountReport {
     pub superblock_repaired: bool,
     /// Write caches migrated (MAP_SYNC) or discarded (failure-atomic) by recovery.
     pub caches_recovered: usize,
+    /// The image was of this older format version and was upgraded by this (read-write) mount.
+    pub format_upgraded_from: Option<u32>,
 }
 
 fn shards() -> usize {
@@ -118,6 +120,7 @@ impl Engine {
             gid: opts.root_gid,
             parent: ROOT_INO,
             ctime_ns: now,
+            rdev: 0,
         });
         media.write_flush(
             chunk0 * BLOCK + ROOT_INO * INODE_SIZE,
@@ -191,11 +194,23 @@ impl Engine {
         media: Arc<Media>,
         opts: &MountOptions,
     ) -> Result<(Arc<Engine>, MountReport)> {
-        let (sb, repaired) = Engine::read_superblock(&media, !opts.read_only)?;
+        let (mut sb, repaired) = Engine::read_superblock(&media, !opts.read_only)?;
         let mut report = MountReport {
             superblock_repaired: repaired,
             ..MountReport::default()
         };
+        if !opts.read_only && sb.version < FORMAT_VERSION {
+            // Upgrade an older format before anything newer can be written to the image: the
+            // primary first, then the replica, each fenced. A torn primary is repaired from
+            // the (old) replica at the next mount, which upgrades again (DESIGN.md §5.8).
+            let up = sb.upgraded();
+            media.write_flush(0, bytemuck::bytes_of(&up))?;
+            media.fence();
+            media.write_flush(up.replica_block * BLOCK, bytemuck::bytes_of(&up))?;
+            media.fence();
+            report.format_upgraded_from = Some(sb.version);
+            sb = up;
+        }
         let chunks = read_chunks(&media, &sb)?;
         let state_off = sb.state_block * BLOCK;
         let ms: MountState = media.read_pod(state_off)?;

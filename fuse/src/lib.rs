@@ -298,6 +298,10 @@ fn file_type(k: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
     }
 }
 
@@ -331,7 +335,9 @@ pub fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        // The kernel's 32-bit encoding, which the engine's rdev is for every device it can
+        // name (the engine refuses larger numbers).
+        rdev: u32::try_from(a.rdev).unwrap_or(0),
         blksize: novafs::BLOCK as u32,
         flags: 0,
     }
@@ -434,8 +440,8 @@ impl NovaFuse {
 
     /// Owner of a new inode in `parent`: the caller, with the directory's group if it is
     /// set-group-ID (and then a new directory inherits the bit).
-    /// Create a regular file for mknod/create: the caller's owner, the umask, set-group-ID
-    /// inheritance. Device nodes, FIFOs and sockets have no inode kind in novafs.
+    /// Create a regular file, FIFO, socket or device node for mknod/create: the caller's
+    /// owner, the umask, set-group-ID inheritance.
     fn create_file(
         &self,
         req: &Request,
@@ -443,13 +449,24 @@ impl NovaFuse {
         name: &OsStr,
         mode: u32,
         umask: u32,
+        rdev: u32,
     ) -> novafs::Result<novafs::Attr> {
-        let fmt = mode & libc::S_IFMT;
-        if fmt != 0 && fmt != libc::S_IFREG {
-            return Err(Error::NotSupported("device nodes, FIFOs and sockets"));
-        }
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            // S_IFDIR and S_IFLNK have their own requests; anything else is no file type.
+            _ => return Err(Error::InvalidArgument("mknod of this file type".into())),
+        };
         let (mode, uid, gid) = self.new_owner(req, parent, mode & 0o7777 & !umask, false);
-        self.engine.create(parent, name.as_bytes(), mode, uid, gid)
+        if kind == Kind::File {
+            return self.engine.create(parent, name.as_bytes(), mode, uid, gid);
+        }
+        let rdev = if kind.is_device() { u64::from(rdev) } else { 0 };
+        self.engine
+            .mknod(parent, name.as_bytes(), kind, mode, uid, gid, rdev)
     }
 
     fn new_owner(&self, req: &Request, parent: u64, mode: u32, dir: bool) -> (u32, u32, u32) {
@@ -627,14 +644,14 @@ impl Filesystem for NovaFuse {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         self.entry(
             reply,
             parent.0,
             name,
-            self.create_file(req, parent.0, name, mode, umask),
+            self.create_file(req, parent.0, name, mode, umask, rdev),
         );
     }
 
@@ -1009,7 +1026,7 @@ impl Filesystem for NovaFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let created = match self.create_file(req, parent.0, name, mode, umask) {
+        let created = match self.create_file(req, parent.0, name, mode, umask, 0) {
             // Created by someone else since the kernel's lookup: open it, unless O_EXCL.
             Err(Error::AlreadyExists) if flags & libc::O_EXCL == 0 => {
                 match self.engine.lookup(parent.0, name.as_bytes()) {
@@ -1304,6 +1321,7 @@ mod tests {
             mtime_ns: 2_000_000_001,
             ctime_ns: 3,
             crtime_ns: 4,
+            rdev: 0,
         };
         let f = file_attr(&a);
         assert_eq!(f.ino, INodeNo(7));
@@ -1316,5 +1334,11 @@ mod tests {
             ns(TimeOrNow::SpecificTime(UNIX_EPOCH - Duration::from_secs(5))),
             0
         );
+        let dev = file_attr(&Attr {
+            kind: Kind::CharDev,
+            rdev: 0x0103, // 1:3, /dev/null
+            ..a
+        });
+        assert_eq!((dev.kind, dev.rdev), (FileType::CharDevice, 0x0103));
     }
 }

@@ -56,14 +56,6 @@ fn shown(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::File => "file",
-        Kind::Dir => "dir",
-        Kind::Symlink => "symlink",
-    }
-}
-
 /// Reject paths whose last component is not a name (`/`, `..`): they cannot be removed or
 /// moved, and resolving them would act on another entry.
 fn last_name<'a>(p: &'a Path, what: &str) -> CliResult<&'a std::ffi::OsStr> {
@@ -187,7 +179,7 @@ pub fn ls(image: &Path, path: &Path, long: bool) -> CliResult<()> {
             novafs::FileType::Dir => true,
             // A symlink to a directory lists the directory; a dangling one lists itself.
             novafs::FileType::Symlink => fs.metadata(path).is_ok_and(|m| m.is_dir()),
-            novafs::FileType::File => false,
+            _ => false,
         };
         let engine = fs.engine();
         if list_dir {
@@ -222,7 +214,7 @@ pub fn ls(image: &Path, path: &Path, long: bool) -> CliResult<()> {
             out.bytes(
                 format!(
                     "{:<7} {:04o} {:>wl$} {:>ws$} {:>wi$} ",
-                    kind_name(r.attr.kind),
+                    r.attr.kind.name(),
                     r.attr.mode & 0o7777,
                     r.attr.nlink,
                     r.attr.size,
@@ -258,13 +250,20 @@ pub fn stat(image: &Path, path: &Path, as_json: bool) -> CliResult<()> {
         out.line(serde_json::to_string_pretty(&v).context("encoding JSON")?)?;
     } else {
         out.line(format!("  path    {}", path.display()))?;
-        out.line(format!("  kind    {}", kind_name(a.kind)))?;
+        out.line(format!("  kind    {}", a.kind.name()))?;
         if let Some(t) = target {
             out.line(format!("  target  {t}"))?;
         }
         out.line(format!("  ino     {} (generation {})", a.ino, a.generation))?;
         out.line(format!("  size    {} ({})", a.size, human_bytes(a.size)))?;
         out.line(format!("  blocks  {} of {} bytes", a.blocks, novafs::BLOCK))?;
+        if a.kind.is_device() {
+            out.line(format!(
+                "  rdev    {}:{}",
+                (a.rdev >> 8) & 0xfff,
+                (a.rdev & 0xff) | ((a.rdev >> 12) & 0xfff00)
+            ))?;
+        }
         out.line(format!("  nlink   {}", a.nlink))?;
         out.line(format!("  mode    {:04o}", a.mode & 0o7777))?;
         out.line(format!("  uid     {}", a.uid))?;
@@ -529,7 +528,7 @@ pub fn ln(image: &Path, target: &Path, link: &Path, symbolic: bool) -> CliResult
 fn attr_json(key: &str, label: &str, a: &Attr, target: Option<&[u8]>) -> serde_json::Value {
     let mut v = json!({
         key: label,
-        "kind": kind_name(a.kind),
+        "kind": a.kind.name(),
         "ino": a.ino,
         "generation": a.generation,
         "size": a.size,
@@ -543,6 +542,7 @@ fn attr_json(key: &str, label: &str, a: &Attr, target: Option<&[u8]>) -> serde_j
         "mtime_ns": a.mtime_ns,
         "ctime_ns": a.ctime_ns,
         "crtime_ns": a.crtime_ns,
+        "rdev": a.rdev,
     });
     if let (Some(t), Some(o)) = (target, v.as_object_mut()) {
         o.insert(

@@ -168,9 +168,7 @@ impl Raw {
 
 fn kind_name(k: u8) -> &'static str {
     match Kind::from_u8(k) {
-        Some(Kind::File) => "file",
-        Some(Kind::Dir) => "dir",
-        Some(Kind::Symlink) => "symlink",
+        Some(kind) => kind.name(),
         None if k == 0 => "free",
         None => "invalid",
     }

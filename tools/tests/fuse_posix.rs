@@ -769,3 +769,54 @@ fn zero_range_seek_data_hole_and_copy_file_range() {
     m.unmount();
     m.fsck_clean();
 }
+
+/// FIFOs, sockets and device nodes through the mount: mkfifo and mknod make them, ls and stat
+/// show their kind and device number, a FIFO carries data between two processes (the kernel's
+/// pipe), and they survive unmount with fsck clean; as on tmpfs.
+#[test]
+fn fifos_sockets_and_device_nodes() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mounted::new("64MiB", "");
+    let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+    let script = r#"
+        cd "$R" && mkfifo -m 640 fifo && mknod null c 1 3 && mknod sda b 8 0 &&
+        python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.bind("sock")' 2>/dev/null ||
+            true
+        stat -c '%n %F %a %t:%T %h' fifo null sda
+        ln fifo fifo2 && stat -c '%n %h' fifo
+        (echo through-the-pipe > fifo &) ; cat fifo
+        mv sda sdb && ls
+    "#;
+    let run = |root: &Path| {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("R", root)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let on_mount = run(&m.mnt);
+    assert_eq!(on_mount, run(tmp.path()), "mount vs tmpfs");
+    assert!(on_mount.1.contains("fifo fifo 640 0:0 1"), "{on_mount:?}");
+    assert!(
+        on_mount.1.contains("null character special file 644 1:3"),
+        "{on_mount:?}"
+    );
+    assert!(on_mount.1.contains("through-the-pipe"), "{on_mount:?}");
+    m.unmount();
+    m.fsck_clean();
+    let fs = Fs::open(&m.image, &MountOptions::default()).unwrap();
+    assert_eq!(fs.symlink_metadata("/sdb").unwrap().rdev(), 8 << 8);
+    assert_eq!(
+        fs.symlink_metadata("/fifo2").unwrap().file_type(),
+        novafs::FileType::Fifo
+    );
+    fs.unmount().unwrap();
+}

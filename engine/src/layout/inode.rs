@@ -10,7 +10,8 @@
 //! 56  ctime_ns u64 (creation time)
 //! 64  cache_head u64 (atomic; first page of the write-cache log)
 //! 72  cache_tail u64 (atomic commit word of the write-cache log; 0 = cache empty)
-//! 80  reserved [u8;44] (zero)
+//! 80  rdev u64 (device number of a character or block device; 0 otherwise; format 2)
+//! 88  reserved [u8;36] (zero)
 //! 124 csum u32 (over bytes 16..64 and 80..124: the fields fixed at allocation)
 //! ```
 //!
@@ -53,8 +54,10 @@ pub struct InodeSlot {
     pub cache_head: u64,
     /// Commit word of the write-cache log (0 = empty).
     pub cache_tail: u64,
+    /// Device number (Linux `dev_t` encoding) of a device node; 0 for every other kind.
+    pub rdev: u64,
     /// Zero.
-    pub reserved: [u8; 44],
+    pub reserved: [u8; 36],
     /// Checksum over bytes 16..124.
     pub csum: u32,
 }
@@ -69,7 +72,8 @@ const _: () = {
     assert!(offset_of!(InodeSlot, parent) == 48);
     assert!(offset_of!(InodeSlot, cache_head) == 64);
     assert!(offset_of!(InodeSlot, cache_tail) == 72);
-    assert!(offset_of!(InodeSlot, reserved) == 80);
+    assert!(offset_of!(InodeSlot, rdev) == 80);
+    assert!(offset_of!(InodeSlot, reserved) == 88);
     assert!(offset_of!(InodeSlot, csum) == 124);
 };
 
@@ -99,6 +103,8 @@ pub struct NewInode {
     pub parent: u64,
     /// Creation time.
     pub ctime_ns: u64,
+    /// Device number (device nodes only; 0 otherwise).
+    pub rdev: u64,
 }
 
 impl InodeSlot {
@@ -118,7 +124,8 @@ impl InodeSlot {
             ctime_ns: n.ctime_ns,
             cache_head: 0,
             cache_tail: 0,
-            reserved: [0; 44],
+            rdev: n.rdev,
+            reserved: [0; 36],
             csum: 0,
         }
         .seal()
@@ -145,6 +152,12 @@ impl InodeSlot {
             .ok_or_else(|| Error::corrupt("inode kind", format!("inode {ino}")))?;
         if self.csum != self.compute_csum() {
             return Err(Error::corrupt("inode checksum", format!("inode {ino}")));
+        }
+        if self.rdev != 0 && !kind.is_device() {
+            return Err(Error::corrupt(
+                "device number of an inode that is no device",
+                format!("inode {ino}"),
+            ));
         }
         if self.reserved.iter().any(|&b| b != 0) || self.reserved0.iter().any(|&b| b != 0) {
             return Err(Error::corrupt(

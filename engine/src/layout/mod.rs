@@ -68,6 +68,14 @@ pub enum Kind {
     Dir = 2,
     /// A symbolic link (target stored as file data).
     Symlink = 3,
+    /// A named pipe (format 2).
+    Fifo = 4,
+    /// A Unix domain socket (format 2).
+    Socket = 5,
+    /// A character device (format 2; its number is the slot's `rdev`).
+    CharDev = 6,
+    /// A block device (format 2; its number is the slot's `rdev`).
+    BlockDev = 7,
 }
 
 impl Kind {
@@ -77,8 +85,39 @@ impl Kind {
             1 => Some(Kind::File),
             2 => Some(Kind::Dir),
             3 => Some(Kind::Symlink),
+            4 => Some(Kind::Fifo),
+            5 => Some(Kind::Socket),
+            6 => Some(Kind::CharDev),
+            7 => Some(Kind::BlockDev),
             _ => None,
         }
+    }
+
+    /// A FIFO, socket or device node: an inode with attributes and no data (the kernel, not
+    /// the file system, serves its reads and writes).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev
+        )
+    }
+
+    /// The kind's name as the tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::CharDev => "chardev",
+            Kind::BlockDev => "blockdev",
+        }
+    }
+
+    /// A device node (it carries a device number).
+    pub fn is_device(self) -> bool {
+        matches!(self, Kind::CharDev | Kind::BlockDev)
     }
 }
 

@@ -18,8 +18,11 @@ use crate::error::{Error, Result};
 
 /// Magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"NOVAFS\0\x01";
-/// The on-media format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-media format version this build writes (version 2 added the special inode kinds and
+/// the slot's `rdev`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads; a read-write mount upgrades it (DESIGN.md §5.8).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The on-media superblock.
 #[repr(C)]
@@ -97,6 +100,15 @@ impl Superblock {
         sb
     }
 
+    /// This superblock at the current [`FORMAT_VERSION`], sealed (a format-1 image has nothing a
+    /// format-2 reader would read differently).
+    pub fn upgraded(&self) -> Superblock {
+        let mut sb = *self;
+        sb.version = FORMAT_VERSION;
+        sb.csum = sb.compute_csum();
+        sb
+    }
+
     fn compute_csum(&self) -> u32 {
         checksum(&bytemuck::bytes_of(self)[..252])
     }
@@ -114,7 +126,7 @@ impl Superblock {
         if self.csum != self.compute_csum() {
             return Err(Error::corrupt("superblock checksum", where_));
         }
-        if self.version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.version) {
             return Err(Error::UnsupportedVersion {
                 found: self.version,
                 supported: FORMAT_VERSION,

@@ -241,6 +241,7 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
         gid: 0,
         parent: ROOT_INO,
         ctime_ns: now,
+        rdev: 0,
     });
     // The slot is durable before the root's commit makes it reachable (that commit fences
     // first), as in create.

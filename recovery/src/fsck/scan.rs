@@ -824,7 +824,8 @@ impl Scanner<'_, '_> {
                 slot.reserved0 = [0; 7];
                 slot.flags = 0;
                 slot.parent = ROOT_INO;
-                slot.reserved = [0; 44];
+                slot.reserved = [0; 36];
+                slot.rdev = 0;
                 slot.cache_head = 0;
                 slot.cache_tail = 0;
                 if slot.mode > 0o7777 {
