@@ -15,8 +15,10 @@
 # Jobs (psync engine, one job at a time, fallocate=none everywhere):
 #   randwrite-fsync  4 KiB random writes, fsync after each (time-based)
 #   seqwrite-1m      sequential 1 MiB writes of SIZE, fsync at the end
-#   randread-4k      4 KiB random reads of a SIZE file (time-based; through each file system's
-#                    page cache, as an application would see it)
+#   randread-4k      4 KiB random reads of a SIZE file (time-based; fio drops the file's cached
+#                    pages first, so most reads miss the page cache: the cost of a read request)
+#   randread-4k-warm the same with the file read into the page cache first (pre_read) and not
+#                    dropped: what a re-read costs where the page cache is kept
 #   create/stat/rename/unlink  NRFILES empty files, each phase timed on its own by
 #                    `tools/examples/metaops.rs` (open O_CREAT|O_EXCL + close, stat, rename,
 #                    unlink)
@@ -84,7 +86,7 @@ bindfs "$work/bindfs-src" "$bmnt"
 
 declare -A DIRS=([novafs]="$mnt" [bindfs]="$bmnt" [tmpfs]="$work/tmpfs" [disk]="$DISK_DIR")
 TARGETS=(novafs bindfs tmpfs disk)
-FIO_JOBS=(randwrite-fsync seqwrite-1m randread-4k)
+FIO_JOBS=(randwrite-fsync seqwrite-1m randread-4k randread-4k-warm)
 META_JOBS=(create stat rename unlink)
 JOBS=("${FIO_JOBS[@]}" "${META_JOBS[@]}")
 
@@ -95,6 +97,7 @@ job_args() {
         randwrite-fsync) echo "${common[*]} --rw=randwrite --bs=4k --size=$SIZE --fsync=1 --time_based --runtime=$RUNTIME" ;;
         seqwrite-1m) echo "${common[*]} --rw=write --bs=1M --size=$SIZE --end_fsync=1" ;;
         randread-4k) echo "${common[*]} --rw=randread --bs=4k --size=$SIZE --time_based --runtime=$RUNTIME" ;;
+        randread-4k-warm) echo "${common[*]} --rw=randread --bs=4k --size=$SIZE --time_based --runtime=$RUNTIME --pre_read=1 --invalidate=0" ;;
     esac
 }
 
@@ -166,7 +169,7 @@ for job in "${JOBS[@]}"; do
     for t in "${TARGETS[@]}"; do
         i=${IOPS[$t,$job]}
         case "$job" in
-            randwrite-fsync|seqwrite-1m|randread-4k)
+            randwrite-fsync|seqwrite-1m|randread-4k*)
                 row+=" $(printf '%.0f IOPS, %.1f MiB/s' "$i" "${BW[$t,$job]}") |" ;;
             *) row+=" $(printf '%.0f ops/s' "$i") |" ;;
         esac
