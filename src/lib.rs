@@ -262,17 +262,31 @@ impl Fs {
         Ok(buf)
     }
 
-    /// Replace a file's contents (created if missing), atomically.
+    /// Replace a file's contents with `data` (the file is created, mode 0644, if missing;
+    /// symlinks are followed), like `std::fs::write`.
+    ///
+    /// **Atomic and durable on return**: one commit. The new contents are written
+    /// copy-on-write and the new length and pages are committed by one log append; a new
+    /// file is created with its contents in the same commit. After a crash the file holds
+    /// its old contents (or does not exist, if it did not) or all of `data`: never a mix,
+    /// never empty in between.
     pub fn write(&self, p: impl AsRef<Path>, data: &[u8]) -> Result<()> {
-        let f = self.open_options().write(true).create(true).open(p)?;
-        if f.metadata()?.len() > data.len() as u64 {
-            f.set_len(data.len() as u64)?;
+        let p = bytes(p.as_ref());
+        // A name created by someone else between the lookup and the create: look again.
+        for _ in 0..3 {
+            match path::resolve(&self.engine, p, true) {
+                Ok(ino) => return self.engine.replace_inode(&*self.engine.inode(ino)?, data),
+                Err(Error::NotFound) => {
+                    let (parent, name) = path::resolve_parent(&self.engine, p)?;
+                    match self.engine.create_with(parent, &name, 0o644, (0, 0), data) {
+                        Err(Error::AlreadyExists) => continue,
+                        r => return r.map(|_| ()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        f.write_at(data, 0)?;
-        if f.metadata()?.len() != data.len() as u64 {
-            f.set_len(data.len() as u64)?;
-        }
-        Ok(())
+        Err(Error::AlreadyExists)
     }
 
     /// Create a directory (mode 0755).

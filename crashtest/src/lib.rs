@@ -950,7 +950,7 @@ impl Tracker {
                     self.on_write(ino, *off, *len);
                 }
             }
-            Op::Truncate(p, _) | Op::Falloc(p, _, _) => {
+            Op::Truncate(p, _) | Op::Falloc(p, _, _) | Op::WriteFile { path: p, .. } => {
                 if let Some(ino) = ino_of(p) {
                     self.migrate(ino);
                 }
