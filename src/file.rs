@@ -244,6 +244,7 @@ impl File {
 
     /// Metadata.
     pub fn metadata(&self) -> Result<Metadata> {
+        self.engine.check_mounted()?;
         let st = self.inode.state.read();
         Ok(Metadata { attr: st.attr() })
     }

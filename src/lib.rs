@@ -176,7 +176,10 @@ fn bytes(p: &Path) -> &[u8] {
 }
 
 impl Fs {
-    /// Format `image` (created or overwritten) as a novafs image of `size_bytes` and mount it.
+    /// Format `image` as a novafs image of `size_bytes` and mount it. The file is created if
+    /// missing; an existing non-empty file is refused with `AlreadyExists` unless
+    /// [`FormatOptions::overwrite`] is set. Durable on return (a crash during format leaves a
+    /// file that is not a novafs image: the superblock is written last).
     pub fn format(image: impl AsRef<Path>, size_bytes: u64, opts: &FormatOptions) -> Result<Fs> {
         let engine = Engine::format(image.as_ref(), size_bytes, opts)?;
         engine.start_writeback(WritebackConfig::default());
@@ -189,11 +192,42 @@ impl Fs {
         })
     }
 
-    /// Mount `image`; runs recovery if the last session did not unmount cleanly.
+    /// Mount `image`; runs recovery if the last session did not unmount cleanly. Takes the
+    /// image's exclusive lock: while another mount holds it, `ImageInUse { pid }` names the
+    /// holder. An empty or foreign file is `NotNovafs`.
     pub fn open(image: impl AsRef<Path>, opts: &MountOptions) -> Result<Fs> {
         let (engine, report) = novafs_recovery::open(image.as_ref(), opts)?;
         engine.start_writeback(opts.writeback.clone());
         Ok(Fs { engine, report })
+    }
+
+    /// Mount `image`, or format it (`size_bytes`, default [`FormatOptions`] with
+    /// `opts.force_emulated`) if the file is missing or empty: the common start of an
+    /// embedded engine. A foreign non-empty file is `NotNovafs`, never overwritten; an
+    /// existing image keeps its size.
+    pub fn open_or_format(
+        image: impl AsRef<Path>,
+        size_bytes: u64,
+        opts: &MountOptions,
+    ) -> Result<Fs> {
+        let image = image.as_ref();
+        let format = FormatOptions {
+            force_emulated: opts.force_emulated,
+            ..FormatOptions::default()
+        };
+        let missing_or_empty = || match std::fs::metadata(image) {
+            Ok(m) => Ok(m.len() == 0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Error::Io(e)),
+        };
+        if missing_or_empty()? {
+            match Fs::format(image, size_bytes, &format) {
+                // Formatted by another process meanwhile: mount that image.
+                Err(Error::AlreadyExists) => {}
+                r => return r,
+            }
+        }
+        Fs::open(image, opts)
     }
 
     /// Wrap an engine (e.g. one on the traced backend).
@@ -216,14 +250,16 @@ impl Fs {
         self.engine.media_mode()
     }
 
-    /// Clean unmount: saves the allocator state so the next mount is fast. Handles still open
-    /// fail afterwards.
+    /// Clean unmount: saves the allocator state so the next mount is fast, and releases the
+    /// image's lock at once, so the image can be mounted again (in this process or another)
+    /// while handles or clones of this `Fs` still exist: those fail every call afterwards
+    /// with `Unmounted`. Durable on return.
     pub fn unmount(self) -> Result<()> {
         self.engine.unmount()
     }
 
     /// Stop without a clean unmount, as if the process had been killed: the next mount runs
-    /// recovery. For tests; open handles fail afterwards.
+    /// recovery. For tests; the lock is released and open handles fail with `Unmounted`.
     pub fn crash(self) {
         self.engine.crash();
     }
@@ -463,14 +499,16 @@ impl Fs {
     }
 
     /// Blocks and inodes, total and free.
-    pub fn statfs(&self) -> StatFs {
-        self.engine.statfs()
+    pub fn statfs(&self) -> Result<StatFs> {
+        self.engine.check_mounted()?;
+        Ok(self.engine.statfs())
     }
 
     /// Flush everything: operations are already durable; this also migrates the pages stored
     /// through mappings into their files (like msync of every mapping), and `msync`s in Msync
     /// mode.
     pub fn sync(&self) -> Result<()> {
+        self.engine.check_mounted()?;
         self.engine.sync()
     }
 }

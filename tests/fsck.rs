@@ -358,7 +358,7 @@ fn mounted_image_is_refused() {
     let (path, _) = build(&dir, false);
     let fs = Fs::open(&path, &MountOptions::default()).unwrap();
     let r = fsck::check(&path, &FsckOptions::default());
-    assert!(matches!(r, Err(Error::ImageInUse)), "{r:?}");
+    assert!(matches!(r, Err(Error::ImageInUse { .. })), "{r:?}");
     assert_eq!(fsck::exit_code(&r), 8);
     fs.unmount().unwrap();
 }

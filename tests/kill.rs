@@ -18,7 +18,7 @@ fn open_retry(image: impl AsRef<std::path::Path>, opts: &MountOptions) -> Fs {
     loop {
         match Fs::open(image.as_ref(), opts) {
             Ok(fs) => return fs,
-            Err(Error::ImageInUse) if t.elapsed() < std::time::Duration::from_secs(5) => {
+            Err(Error::ImageInUse { .. }) if t.elapsed() < std::time::Duration::from_secs(5) => {
                 std::thread::sleep(std::time::Duration::from_millis(2))
             }
             Err(e) => panic!("mount: {e}"),
@@ -192,7 +192,7 @@ fn sigkill_after_return() {
             let t = std::time::Instant::now();
             let report = loop {
                 match novafs_recovery::fsck::check(&img, &Default::default()) {
-                    Err(Error::ImageInUse) if t.elapsed().as_secs() < 5 => {
+                    Err(Error::ImageInUse { .. }) if t.elapsed().as_secs() < 5 => {
                         std::thread::sleep(std::time::Duration::from_millis(2))
                     }
                     r => break r.expect("fsck runs"),
@@ -500,4 +500,58 @@ fn sigkill_whole_file_writes() {
         "{} of {ROUNDS} kills left a torn or empty file: {torn:?}",
         torn.len()
     );
+}
+
+const HOLD_CHILD_ENV: &str = "NOVAFS_HOLD_CHILD_IMAGE";
+
+/// A second process that opens a mounted image gets `ImageInUse` naming the holder's pid;
+/// once the holder is gone (killed), the image opens.
+#[test]
+fn image_in_use_names_the_holding_process() {
+    if let Ok(image) = std::env::var(HOLD_CHILD_ENV) {
+        let _fs = open_retry(&image, &MountOptions::default());
+        println!("mounted");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("hold.img");
+    Fs::format(&img, 4 << 20, &FormatOptions::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "image_in_use_names_the_holding_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLD_CHILD_ENV, &img)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines
+        .next()
+        .expect("child mounts")
+        .unwrap()
+        .ends_with("mounted")
+    {}
+    let r = Fs::open(&img, &MountOptions::default());
+    let holder = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    match r {
+        Err(e @ Error::ImageInUse { pid }) => {
+            assert_eq!(pid, Some(holder), "{e}");
+            assert!(e.to_string().contains(&format!("process {holder}")), "{e}");
+        }
+        other => panic!("expected ImageInUse, got {other:?}"),
+    }
+    open_retry(&img, &MountOptions::default())
+        .unmount()
+        .unwrap();
 }

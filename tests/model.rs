@@ -614,7 +614,7 @@ fn run(ops: &[Op]) {
                     // commits failure-atomic caches, which Fs::sync leaves to their owners).
                     fs.sync().unwrap();
                 }
-                let free = fs.statfs();
+                let free = fs.statfs().unwrap();
                 if matches!(op, Op::Remount) {
                     fs.unmount().unwrap();
                 } else {
@@ -622,7 +622,7 @@ fn run(ops: &[Op]) {
                 }
                 fs = Fs::open(&img, &opts()).unwrap();
                 assert_eq!(fs.mount_report().clean, matches!(op, Op::Remount));
-                let after = fs.statfs();
+                let after = fs.statfs().unwrap();
                 if (matches!(op, Op::Remount) && !atomic_caches) || !caches {
                     assert_eq!(
                         free.blocks_free, after.blocks_free,
@@ -638,7 +638,7 @@ fn run(ops: &[Op]) {
                 fs = Fs::open(&img, &opts()).unwrap();
                 assert_eq!(
                     after,
-                    fs.statfs(),
+                    fs.statfs().unwrap(),
                     "step {step}: space changed across a clean remount"
                 );
             }

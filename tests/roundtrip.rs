@@ -136,7 +136,7 @@ fn append_mode_and_unlinked_open_file() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("app.img");
     let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
-    let free0 = fs.statfs().blocks_free;
+    let free0 = fs.statfs().unwrap().blocks_free;
     let a = fs
         .open_options()
         .append(true)
@@ -164,7 +164,7 @@ fn append_mode_and_unlinked_open_file() {
         .log
         .pages
         .len() as u64;
-    assert_eq!(fs.statfs().blocks_free, free0 - root_log);
+    assert_eq!(fs.statfs().unwrap().blocks_free, free0 - root_log);
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn crash_reclaims_orphans_and_uncommitted_space() {
     let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
     fs.create_dir("/d").unwrap();
     fs.write("/d/keep", b"keep").unwrap();
-    let baseline = fs.statfs();
+    let baseline = fs.statfs().unwrap();
     // An orphan: unlinked while open, then grown through the handle, then the process dies.
     let f = fs
         .open_options()
@@ -186,12 +186,12 @@ fn crash_reclaims_orphans_and_uncommitted_space() {
     f.write_at(&vec![7u8; 100_000], 0).unwrap();
     fs.remove_file("/d/orphan").unwrap();
     f.write_at(&vec![8u8; 50_000], 100_000).unwrap();
-    assert!(fs.statfs().blocks_free < baseline.blocks_free - 30);
+    assert!(fs.statfs().unwrap().blocks_free < baseline.blocks_free - 30);
     // The process "dies" with the handle open: after the crash, closing it writes nothing.
     fs.crash();
     drop(f);
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
-    let after = fs.statfs();
+    let after = fs.statfs().unwrap();
     // Everything the orphan held is free again; only the directory's log grew.
     let d = fs.resolve("/d").unwrap();
     let dir_log = fs.engine().inode(d).unwrap().state.read().log.pages.len() as u64;

@@ -209,7 +209,7 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
             tree.insert(p, desc);
         }
     }
-    let s = fs.statfs();
+    let s = fs.statfs().map_err(|e| format!("statfs: {e}"))?;
     let sb = fs.engine().superblock();
     let fixed = sb.first_free_block + 1 + fs.engine().chunk_blocks().len() as u64 * 32;
     Ok(State {

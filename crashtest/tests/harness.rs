@@ -51,7 +51,7 @@ fn handle_workloads_run_every_operation() {
                 panic!("{name}: '{op}' failed: {e}");
             }
         }
-        let free = fs.statfs().blocks_free;
+        let free = fs.statfs().unwrap().blocks_free;
         (fs, held, free)
     };
     let ws = workload::handles();

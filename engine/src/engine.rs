@@ -250,6 +250,8 @@ impl Engine {
             drop(i.state.write());
         }
         self.stop_writeback();
+        // A killed process's lock goes with it.
+        self.media.release();
     }
 
     /// The media.
@@ -280,14 +282,23 @@ impl Engine {
     /// Admit a mutating operation: the returned guard keeps unmount and crash from starting
     /// until the operation is done (they take the gate exclusively).
     pub(crate) fn writable(&self) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
+        self.check_mounted()?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }
         let guard = self.gate.read_recursive();
-        if !self.mounted.load(Ordering::Acquire) {
-            return Err(Error::BadHandle("the file system was unmounted"));
-        }
+        self.check_mounted()?;
         Ok(guard)
+    }
+
+    /// `Unmounted` once the engine was unmounted (or crashed): every public call checks it,
+    /// so handles and clones that outlive the unmount fail, reads included.
+    pub fn check_mounted(&self) -> Result<()> {
+        if self.mounted.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::Unmounted)
+        }
     }
 
     fn shard(&self, ino: u64) -> &RwLock<InoMap<Arc<Inode>>> {
@@ -312,8 +323,14 @@ impl Engine {
         Ok(inode)
     }
 
-    /// The cached inode `ino`, loading it from its log if needed.
+    /// The cached inode `ino`, loading it from its log if needed. `Unmounted` after unmount.
     pub fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        self.check_mounted()?;
+        self.load_inode(ino)
+    }
+
+    /// [`Engine::inode`] without the mounted check (unmount's own migrations).
+    pub(crate) fn load_inode(&self, ino: u64) -> Result<Arc<Inode>> {
         if let Some(i) = self.shard(ino).read().get(&ino) {
             return Ok(i.clone());
         }
@@ -1237,6 +1254,7 @@ impl Engine {
 
     /// Read from an inode whose state the caller has locked.
     pub fn read_locked(&self, st: &InodeState, off: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check_mounted()?;
         if st.attr.kind == Kind::Dir {
             return Err(Error::IsADirectory);
         }
@@ -1697,6 +1715,7 @@ impl Engine {
 
     /// Fence (and msync in Msync mode) without migrating any write cache.
     pub fn sync_media(&self) -> Result<()> {
+        self.check_mounted()?;
         self.media.sync_all()
     }
 

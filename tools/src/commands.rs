@@ -76,14 +76,22 @@ fn last_name<'a>(p: &'a Path, what: &str) -> CliResult<&'a std::ffi::OsStr> {
 }
 
 /// `novafs mkfs`.
-pub fn mkfs(image: &Path, size: u64, force_emulated: bool) -> CliResult<()> {
+pub fn mkfs(image: &Path, size: u64, force_emulated: bool, force: bool) -> CliResult<()> {
     let opts = FormatOptions {
         force_emulated,
+        overwrite: force,
         ..FormatOptions::default()
     };
-    let ctx = || format!("cannot format {}", image.display());
+    let ctx = || {
+        let hint = if !force && image.metadata().is_ok_and(|m| m.len() > 0) {
+            " (the file exists and is not empty: --force formats over it)"
+        } else {
+            ""
+        };
+        format!("cannot format {}{hint}", image.display())
+    };
     let fs = Fs::format(image, size, &opts).with_context(ctx)?;
-    let st = fs.statfs();
+    let st = fs.statfs().with_context(ctx)?;
     let mode = fs.media_mode();
     fs.unmount().with_context(ctx)?;
     let mut out = Out::new();
@@ -103,7 +111,11 @@ pub fn mkfs(image: &Path, size: u64, force_emulated: bool) -> CliResult<()> {
 /// `novafs info`.
 pub fn info(image: &Path, as_json: bool) -> CliResult<()> {
     let (st, mode, report) = with_fs(image, |fs| {
-        Ok((fs.statfs(), fs.media_mode(), fs.mount_report().clone()))
+        Ok((
+            fs.statfs().with_context(|| "statfs".to_string())?,
+            fs.media_mode(),
+            fs.mount_report().clone(),
+        ))
     })?;
     let image_bytes = st.blocks_total * st.block_size;
     let mut out = Out::new();
@@ -589,7 +601,10 @@ pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
 
 /// `novafs df`: space and inodes, like df(1).
 pub fn df(image: &Path, as_json: bool) -> CliResult<()> {
-    let st = with_fs(image, |fs| Ok(fs.statfs())).map_err(|e| {
+    let st = with_fs(image, |fs| {
+        fs.statfs().with_context(|| "statfs".to_string())
+    })
+    .map_err(|e| {
         CliError::new(
             "",
             format!("{e} (if the image is mounted through FUSE, run df on its mount point)"),
