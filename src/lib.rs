@@ -26,6 +26,7 @@
 //! # Ok::<(), novafs::Error>(())
 //! ```
 
+mod dir;
 mod file;
 mod path;
 
@@ -34,6 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use dir::{DirEntry, ReadDir};
 pub use file::{File, Mapping, OpenOptions};
 pub use novafs_engine::{
     self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, GcConfig, GcStats,
@@ -150,24 +152,6 @@ impl Metadata {
     /// The raw attributes.
     pub fn attr(&self) -> &Attr {
         &self.attr
-    }
-}
-
-/// One entry of [`Fs::read_dir`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    /// Name bytes.
-    pub name: Vec<u8>,
-    /// Inode number.
-    pub ino: u64,
-    /// Type.
-    pub file_type: FileType,
-}
-
-impl DirEntry {
-    /// The name, lossily as UTF-8.
-    pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
     }
 }
 
@@ -358,19 +342,16 @@ impl Fs {
         Ok(())
     }
 
-    /// The entries of a directory (without `.` and `..`), in no particular order.
-    pub fn read_dir(&self, p: impl AsRef<Path>) -> Result<Vec<DirEntry>> {
-        let ino = self.resolve(p)?;
-        Ok(self
-            .engine
-            .readdir(ino)?
-            .into_iter()
-            .map(|e| DirEntry {
-                name: e.name,
-                ino: e.ino,
-                file_type: e.kind.into(),
-            })
-            .collect())
+    /// The entries of a directory (without `.` and `..`, in no particular order), like
+    /// `std::fs::read_dir`: a snapshot taken by this call.
+    pub fn read_dir(&self, p: impl AsRef<Path>) -> Result<ReadDir> {
+        let ino = self.resolve(p.as_ref())?;
+        let entries = self.engine.readdir(ino)?;
+        Ok(ReadDir::new(
+            self.engine.clone(),
+            p.as_ref().to_path_buf(),
+            entries,
+        ))
     }
 
     /// Remove a file or symlink.

@@ -509,3 +509,92 @@ fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
         Err(Error::Corrupt { .. })
     ));
 }
+
+#[test]
+fn read_exact_at_past_the_end_is_unexpected_eof() {
+    let (_d, _img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    let f = fs.open_options().read(true).open("/f").unwrap();
+    let mut buf = [0u8; 4];
+    let e = f.read_exact_at(&mut buf, 0).unwrap_err();
+    assert!(matches!(e, Error::UnexpectedEof), "{e:?}");
+    let io: std::io::Error = e.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+    let mut buf = [0u8; 3];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"abc");
+}
+
+#[test]
+fn open_options_are_validated_as_std_does() {
+    let (_d, _img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    let invalid = |o: &novafs::OpenOptions, what: &str| match o.open("/f") {
+        Err(e @ Error::InvalidArgument(_)) => {
+            assert_eq!(e.errno(), libc::EINVAL);
+            let io: std::io::Error = e.into();
+            assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput, "{what}");
+        }
+        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+    };
+    invalid(&fs.open_options(), "no access");
+    invalid(
+        fs.open_options().read(true).truncate(true),
+        "truncate without write",
+    );
+    invalid(
+        fs.open_options().read(true).create(true),
+        "create without write",
+    );
+    invalid(
+        fs.open_options().read(true).create_new(true),
+        "create_new without write",
+    );
+    invalid(
+        fs.open_options().append(true).truncate(true),
+        "append + truncate",
+    );
+    invalid(
+        fs.open_options().write(true).append(true).truncate(true),
+        "write + append + truncate",
+    );
+    // Nothing was truncated by the refused opens.
+    assert_eq!(fs.read("/f").unwrap(), b"abc");
+    // What std allows: append alone, append + create, create_new + append + truncate.
+    fs.open_options().append(true).open("/f").unwrap();
+    fs.open_options()
+        .append(true)
+        .create(true)
+        .open("/g")
+        .unwrap();
+    fs.open_options()
+        .append(true)
+        .truncate(true)
+        .create_new(true)
+        .open("/h")
+        .unwrap();
+    assert!(matches!(
+        fs.open_options()
+            .append(true)
+            .truncate(true)
+            .create_new(true)
+            .open("/f"),
+        Err(Error::AlreadyExists)
+    ));
+    // Same answers as std on a real file (InvalidInput; std's messages carry no errno).
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("f");
+    std::fs::write(&real, b"abc").unwrap();
+    let std_err = std::fs::OpenOptions::new()
+        .append(true)
+        .truncate(true)
+        .open(&real)
+        .unwrap_err();
+    assert_eq!(std_err.kind(), std::io::ErrorKind::InvalidInput);
+    let std_err = std::fs::OpenOptions::new()
+        .read(true)
+        .create(true)
+        .open(&real)
+        .unwrap_err();
+    assert_eq!(std_err.kind(), std::io::ErrorKind::InvalidInput);
+}

@@ -35,6 +35,7 @@ fn log_pages(fs: &Fs, p: &str) -> u64 {
 fn tree(fs: &Fs) -> BTreeMap<String, String> {
     fn walk(fs: &Fs, dir: &str, out: &mut BTreeMap<String, String>) {
         for e in fs.read_dir(if dir.is_empty() { "/" } else { dir }).unwrap() {
+            let e = e.unwrap();
             let p = format!("{dir}/{}", e.name_lossy());
             let m = fs.symlink_metadata(&p).unwrap();
             let what = if m.is_dir() {
@@ -424,7 +425,8 @@ fn a_full_image_fails_cleanly_and_gets_its_space_back() {
     assert_eq!(tree(&fs), want);
     // Deleting everything gives the space back: a file as big as the first fill fits again.
     for e in fs.read_dir("/fill").unwrap() {
-        fs.remove_file(format!("/fill/{}", e.name_lossy())).unwrap();
+        fs.remove_file(format!("/fill/{}", e.unwrap().name_lossy()))
+            .unwrap();
     }
     let mut i = 0;
     let chunk = vec![1u8; 64 << 10];

@@ -556,10 +556,15 @@ fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     fn walk(fs: &Fs, dir: &str, out: &mut BTreeMap<String, String>) {
         for e in fs.read_dir(if dir.is_empty() { "/" } else { dir }).unwrap() {
+            let e = e.unwrap();
             let p = format!("{dir}/{}", e.name_lossy());
             let m = fs.symlink_metadata(&p).unwrap();
-            assert_eq!(m.file_type(), e.file_type, "{p}: kind in entry vs inode");
-            match e.file_type {
+            assert_eq!(
+                m.file_type(),
+                e.file_type().unwrap(),
+                "{p}: kind in entry vs inode"
+            );
+            match e.file_type().unwrap() {
                 FileType::File => {
                     let data = fs.read(&p).unwrap();
                     assert_eq!(data.len() as u64, m.len());

@@ -75,6 +75,17 @@ fn last_name<'a>(p: &'a Path, what: &str) -> CliResult<&'a std::ffi::OsStr> {
     })
 }
 
+/// The (name, inode) pairs of a directory, sorted by name.
+fn sorted_entries(fs: &Fs, dir: &Path) -> novafs::Result<Vec<(Vec<u8>, u64)>> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut entries = fs
+        .read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name().into_vec(), e.ino())))
+        .collect::<novafs::Result<Vec<_>>>()?;
+    entries.sort();
+    Ok(entries)
+}
+
 /// `novafs mkfs`.
 pub fn mkfs(image: &Path, size: u64, force_emulated: bool, force: bool) -> CliResult<()> {
     let opts = FormatOptions {
@@ -203,13 +214,12 @@ pub fn ls(image: &Path, path: &Path, long: bool) -> CliResult<()> {
         };
         let engine = fs.engine();
         if list_dir {
-            let mut entries = fs.read_dir(path).with_context(ctx)?;
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let entries = sorted_entries(fs, path).with_context(ctx)?;
             entries
                 .into_iter()
-                .map(|e| {
-                    row(engine, e.name.clone(), e.ino)
-                        .with_context(|| shown(&path.join(std::ffi::OsStr::from_bytes(&e.name))))
+                .map(|(name, ino)| {
+                    row(engine, name.clone(), ino)
+                        .with_context(|| shown(&path.join(std::ffi::OsStr::from_bytes(&name))))
                 })
                 .collect::<CliResult<Vec<Row>>>()
         } else {
@@ -572,11 +582,10 @@ pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
         let own = fs.symlink_metadata(path).with_context(ctx)?;
         let engine = fs.engine();
         if own.is_dir() || (own.is_symlink() && fs.metadata(path).is_ok_and(|m| m.is_dir())) {
-            let mut entries = fs.read_dir(path).with_context(ctx)?;
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let entries = sorted_entries(fs, path).with_context(ctx)?;
             entries
                 .into_iter()
-                .map(|e| row(engine, e.name.clone(), e.ino).with_context(ctx))
+                .map(|(name, ino)| row(engine, name, ino).with_context(ctx))
                 .collect::<CliResult<Vec<Row>>>()
         } else {
             let name = path.as_os_str().as_bytes().to_vec();
