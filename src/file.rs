@@ -174,7 +174,8 @@ impl File {
         }
     }
 
-    /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
+    /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at end of file). One
+    /// consistent snapshot: a concurrent write is wholly in it or not.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         if !self.read {
             return Err(Error::BadHandle("not opened for reading"));
@@ -202,13 +203,14 @@ impl File {
         Ok(buf.len())
     }
 
-    /// Append `buf` at the end of the file, atomically; returns the offset it landed at.
+    /// Append `buf` at the end of the file, atomically and durably on return (concurrent
+    /// appends never interleave); returns the offset it landed at.
     pub fn append(&self, buf: &[u8]) -> Result<u64> {
         self.need_write()?;
         self.engine.write_inode(&self.inode, None, buf)
     }
 
-    /// Truncate or extend (holes read as zeros).
+    /// Truncate or extend (holes read as zeros). Atomic and durable on return.
     pub fn set_len(&self, len: u64) -> Result<()> {
         self.need_write()?;
         self.engine
@@ -222,13 +224,15 @@ impl File {
             .map(|_| ())
     }
 
-    /// Deallocate a range (it reads as zeros; the length is unchanged).
+    /// Deallocate a range (it reads as zeros; the length is unchanged). Atomic and durable
+    /// on return.
     pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;
         self.engine.punch_hole(self.inode.ino, offset, len)
     }
 
-    /// Allocate zeroed blocks for a range, extending the file if needed (fallocate).
+    /// Allocate zeroed blocks for a range, extending the file if needed (fallocate). Atomic
+    /// and durable on return.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;
         self.engine.allocate(self.inode.ino, offset, len)
@@ -272,7 +276,7 @@ impl File {
         })
     }
 
-    /// Metadata.
+    /// Metadata (a read).
     pub fn metadata(&self) -> Result<Metadata> {
         self.engine.check_mounted()?;
         let st = self.inode.state.read();

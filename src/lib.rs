@@ -4,7 +4,12 @@
 //! region: a file on a DAX file system, a devdax device, or any file (a `/dev/shm` file is the
 //! everyday stand-in for persistent memory).
 //!
-//! Every metadata operation and every `write_at` is atomic and durable when it returns.
+//! Every metadata operation, every `write_at` / `std::io::Write::write` and [`Fs::write`] is
+//! atomic and durable when it returns: no fsync is needed, and after a crash such a call is
+//! wholly there or wholly absent. Each call's documentation says what it commits. The
+//! exceptions: [`Fs::create_dir_all`] (one commit per directory), [`Fs::create`] of an existing
+//! file (create-or-open, then truncate), and stores through a [`Mapping`], which are durable
+//! once persisted (see there).
 //!
 //! ```
 //! use novafs::{Fs, FormatOptions, MountOptions};
@@ -248,12 +253,14 @@ impl Fs {
         self.engine.crash();
     }
 
-    /// Resolve a path to its inode (following symlinks).
+    /// Resolve a path to its inode (following symlinks; a read).
     pub fn resolve(&self, p: impl AsRef<Path>) -> Result<u64> {
         path::resolve(&self.engine, bytes(p.as_ref()), true)
     }
 
-    /// Create (or truncate) a file for writing, like `std::fs::File::create`.
+    /// Create (or truncate) a file for writing, like `std::fs::File::create`. The create
+    /// and the truncate are each atomic and durable on return (two commits when an existing
+    /// file is truncated; use [`Fs::write`] to replace contents in one).
     pub fn create(&self, p: impl AsRef<Path>) -> Result<File> {
         self.open_options()
             .write(true)
@@ -262,7 +269,7 @@ impl Fs {
             .open(p)
     }
 
-    /// Open an existing file for reading and writing.
+    /// Open an existing file for reading and writing (changes nothing on the image).
     pub fn open_file(&self, p: impl AsRef<Path>) -> Result<File> {
         self.open_options().read(true).write(true).open(p)
     }
@@ -272,7 +279,8 @@ impl Fs {
         OpenOptions::new(self.engine.clone())
     }
 
-    /// Read a whole file.
+    /// Read a whole file: one consistent snapshot (the inode's shared lock is held for the
+    /// copy, so a concurrent write is wholly in it or wholly not).
     pub fn read(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
         let f = self.open_options().read(true).open(p)?;
         let len = f.metadata()?.len();
@@ -309,19 +317,20 @@ impl Fs {
         Err(Error::AlreadyExists)
     }
 
-    /// Create a directory (mode 0755).
+    /// Create a directory (mode 0755). Atomic and durable on return.
     pub fn create_dir(&self, p: impl AsRef<Path>) -> Result<()> {
         self.create_dir_mode(p, 0o755).map(|_| ())
     }
 
-    /// Create a directory with the given mode.
+    /// Create a directory with the given mode. Atomic and durable on return.
     pub fn create_dir_mode(&self, p: impl AsRef<Path>, mode: u32) -> Result<Metadata> {
         let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
         let attr = self.engine.mkdir(parent, &name, mode, 0, 0)?;
         Ok(Metadata { attr })
     }
 
-    /// Create a directory and all missing parents.
+    /// Create a directory and all missing parents. Each directory's creation is atomic and
+    /// durable on return; the whole is not (a crash may leave a prefix of the parents).
     pub fn create_dir_all(&self, p: impl AsRef<Path>) -> Result<()> {
         let mut cur = ROOT_INO;
         for comp in bytes(p.as_ref()).split(|&b| b == b'/') {
@@ -354,24 +363,29 @@ impl Fs {
         ))
     }
 
-    /// Remove a file or symlink.
+    /// Remove a file or symlink. Atomic and durable on return (the name and, with another
+    /// link left, the link count change in one journaled commit); the space of a last link
+    /// is free at once, or at the last close of an open file.
     pub fn remove_file(&self, p: impl AsRef<Path>) -> Result<()> {
         let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
         self.engine.unlink(parent, &name)
     }
 
-    /// Remove an empty directory.
+    /// Remove an empty directory. Atomic and durable on return.
     pub fn remove_dir(&self, p: impl AsRef<Path>) -> Result<()> {
         let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
         self.engine.rmdir(parent, &name)
     }
 
-    /// Rename, replacing an existing target by POSIX rules.
+    /// Rename, replacing an existing target by POSIX rules. Atomic and durable on return:
+    /// after a crash either the old names or the new ones (across directories too: one
+    /// journaled commit), never both or neither.
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<()> {
         self.rename_with(from, to, RenameFlags::default())
     }
 
-    /// Rename with flags (e.g. `noreplace`).
+    /// Rename with flags (`noreplace`, `exchange`). Atomic and durable on return, like
+    /// [`Fs::rename`].
     pub fn rename_with(
         &self,
         from: impl AsRef<Path>,
@@ -383,14 +397,16 @@ impl Fs {
         self.engine.rename(sp, &sn, dp, &dn, flags)
     }
 
-    /// Make `link` a new name for the file at `original`.
+    /// Make `link` a new name for the file at `original`. Atomic and durable on return (the
+    /// name and the link count in one journaled commit).
     pub fn hard_link(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
         let ino = path::resolve(&self.engine, bytes(original.as_ref()), false)?;
         let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
         self.engine.link(ino, dp, &dn).map(|_| ())
     }
 
-    /// Create a symbolic link at `link` pointing to `target`.
+    /// Create a symbolic link at `link` pointing to `target`. Atomic and durable on return:
+    /// the link appears with its target.
     pub fn symlink(&self, target: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
         let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
         self.engine
@@ -398,13 +414,13 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// The target of a symbolic link.
+    /// The target of a symbolic link (a read: changes nothing).
     pub fn read_link(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
         let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
         self.engine.readlink(ino)
     }
 
-    /// Metadata, following symlinks.
+    /// Metadata, following symlinks (a read: changes nothing).
     pub fn metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
         let ino = self.resolve(p)?;
         Ok(Metadata {
@@ -412,7 +428,7 @@ impl Fs {
         })
     }
 
-    /// Metadata of the path itself (a symlink is not followed).
+    /// Metadata of the path itself (a symlink is not followed; a read).
     pub fn symlink_metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
         let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
         Ok(Metadata {
@@ -420,12 +436,12 @@ impl Fs {
         })
     }
 
-    /// Whether the path exists.
+    /// Whether the path exists (false also after unmount).
     pub fn exists(&self, p: impl AsRef<Path>) -> bool {
         self.resolve(p).is_ok()
     }
 
-    /// Set permission bits.
+    /// Set permission bits. Atomic and durable on return.
     pub fn set_permissions(&self, p: impl AsRef<Path>, mode: u32) -> Result<()> {
         let ino = self.resolve(p)?;
         self.engine
@@ -439,7 +455,7 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// Set owner and group.
+    /// Set owner and group (both in one commit). Atomic and durable on return.
     pub fn set_owner(&self, p: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         let ino = self.resolve(p)?;
         self.engine
@@ -454,7 +470,8 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// Set access and modification times.
+    /// Set access and modification times (both in one commit). Atomic and durable on
+    /// return.
     pub fn set_times(
         &self,
         p: impl AsRef<Path>,
@@ -479,7 +496,7 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// Blocks and inodes, total and free.
+    /// Blocks and inodes, total and free (a read).
     pub fn statfs(&self) -> Result<StatFs> {
         self.engine.check_mounted()?;
         Ok(self.engine.statfs())

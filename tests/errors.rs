@@ -585,6 +585,10 @@ fn open_options_are_validated_as_std_does() {
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("f");
     std::fs::write(&real, b"abc").unwrap();
+    #[expect(
+        clippy::nonsensical_open_options,
+        reason = "the invalid combination is what is tested"
+    )]
     let std_err = std::fs::OpenOptions::new()
         .append(true)
         .truncate(true)
@@ -594,6 +598,7 @@ fn open_options_are_validated_as_std_does() {
     let std_err = std::fs::OpenOptions::new()
         .read(true)
         .create(true)
+        .truncate(false)
         .open(&real)
         .unwrap_err();
     assert_eq!(std_err.kind(), std::io::ErrorKind::InvalidInput);

@@ -410,6 +410,18 @@ fn sigkill_mapped_atomic() {
 
 const WHOLE_CHILD_ENV: &str = "NOVAFS_KILL_WHOLE_CHILD";
 
+/// Run this test binary's `test` alone as a child, with `env` set to the image path; its
+/// stdout is piped.
+fn spawn_child(test: &str, env: &str, img: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, img)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The two versions `Fs::write` alternates: 4 MiB and 2 MiB, different bytes.
 fn version(v: u64) -> Vec<u8> {
     let len: usize = if v == 0 { 4 << 20 } else { 2 << 20 };
@@ -456,18 +468,7 @@ fn sigkill_whole_file_writes() {
     let (mut torn, mut g_absent) = (Vec::new(), 0);
     const ROUNDS: u32 = 60;
     for round in 0..ROUNDS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "sigkill_whole_file_writes",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(WHOLE_CHILD_ENV, &img)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child("sigkill_whole_file_writes", WHOLE_CHILD_ENV, &img);
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -521,18 +522,11 @@ fn image_in_use_names_the_holding_process() {
         .unwrap()
         .unmount()
         .unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "image_in_use_names_the_holding_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLD_CHILD_ENV, &img)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(
+        "image_in_use_names_the_holding_process",
+        HOLD_CHILD_ENV,
+        &img,
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     while !lines
         .next()
