@@ -300,21 +300,26 @@ impl Fs {
     /// never empty in between.
     pub fn write(&self, p: impl AsRef<Path>, data: &[u8]) -> Result<()> {
         let p = bytes(p.as_ref());
-        // A name created by someone else between the lookup and the create: look again.
+        // A name created by someone else between the lookup and the create: look again (a
+        // few times; a name that keeps appearing and vanishing ends in NotFound).
         for _ in 0..3 {
             match path::resolve(&self.engine, p, true) {
                 Ok(ino) => return self.engine.replace_inode(&*self.engine.inode(ino)?, data),
                 Err(Error::NotFound) => {
                     let (parent, name) = path::resolve_parent(&self.engine, p)?;
                     match self.engine.create_with(parent, &name, 0o644, (0, 0), data) {
-                        Err(Error::AlreadyExists) => continue,
+                        Err(Error::AlreadyExists) => match self.engine.lookup_ent(parent, &name) {
+                            // A dangling symlink: its target's directory has no such name.
+                            Ok(e) if e.kind == Kind::Symlink => return Err(Error::NotFound),
+                            _ => continue,
+                        },
                         r => return r.map(|_| ()),
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::AlreadyExists)
+        Err(Error::NotFound)
     }
 
     /// Create a directory (mode 0755). Atomic and durable on return.

@@ -16,6 +16,8 @@ enum Op {
     Create(String),
     Mkdir(String),
     Write(String, u64, usize, u8),
+    /// `Fs::write`: replace the whole contents (create the file if missing).
+    WriteFile(String, usize, u8),
     Truncate(String, u64),
     Punch(String, u64, u64),
     Allocate(String, u64, u64),
@@ -45,6 +47,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => p().prop_map(Op::Create),
         3 => p().prop_map(Op::Mkdir),
         6 => (p(), 0u64..20_000, 0usize..9_000, any::<u8>()).prop_map(|(a, o, l, s)| Op::Write(a, o, l, s)),
+        2 => (p(), 0usize..20_000, any::<u8>()).prop_map(|(a, l, s)| Op::WriteFile(a, l, s)),
         2 => (p(), 0u64..20_000).prop_map(|(a, l)| Op::Truncate(a, l)),
         1 => (p(), 0u64..20_000, 0u64..10_000).prop_map(|(a, o, l)| Op::Punch(a, o, l)),
         1 => (p(), 0u64..20_000, 1u64..10_000).prop_map(|(a, o, l)| Op::Allocate(a, o, l)),
@@ -224,6 +227,25 @@ impl Model {
                         f[off + i] = data_byte(seed, i);
                     }
                 });
+                Ok(())
+            }
+            Op::WriteFile(p, len, seed) => {
+                let data: Vec<u8> = (0..*len).map(|i| data_byte(*seed, i)).collect();
+                let id = match self.get(p) {
+                    Err(E::NotFound) => {
+                        let (dirs, last) = split(p);
+                        let id = self.files.len();
+                        self.dir_mut(&dirs)?.insert(last, Node::File(id));
+                        self.new_file();
+                        id
+                    }
+                    _ => self.file_for_write(p)?,
+                };
+                // Cached pages are migrated first (or in the same commit): none stay cached.
+                if !self.cached[id].0.is_empty() {
+                    self.migrate(id);
+                }
+                self.durable(id, |f| f.clone_from(&data));
                 Ok(())
             }
             Op::Truncate(p, l) => {
@@ -514,6 +536,10 @@ fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
             let f = fs.open_options().write(true).open(p)?;
             let data: Vec<u8> = (0..*len).map(|i| data_byte(*seed, i)).collect();
             f.write_at(&data, *off).map(|_| ())
+        }
+        Op::WriteFile(p, len, seed) => {
+            let data: Vec<u8> = (0..*len).map(|i| data_byte(*seed, i)).collect();
+            fs.write(p, &data)
         }
         Op::Truncate(p, l) => fs.open_options().write(true).open(p)?.set_len(*l),
         Op::Punch(p, off, len) => fs

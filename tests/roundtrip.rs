@@ -368,3 +368,42 @@ fn read_dir_entries_like_std() {
     assert_eq!(ents[0].ino(), fs.metadata("/d/f").unwrap().ino());
     assert!(fs.read_dir("/d/f").is_err());
 }
+
+#[test]
+fn whole_file_write_shrinks_grows_and_frees() {
+    let (_d, fs) = io_fs();
+    let big = pattern(3 * 4096 + 100, 1);
+    fs.write("/f", &big).unwrap();
+    assert_eq!(fs.metadata("/f").unwrap().blocks(), 4);
+    let free = fs.statfs().unwrap().blocks_free;
+    // Shorter: the pages past the new end are gone (their blocks free), and an extension
+    // afterwards reads zeros there, not the old bytes.
+    let small = pattern(5000, 2);
+    fs.write("/f", &small).unwrap();
+    assert_eq!(fs.read("/f").unwrap(), small);
+    assert_eq!(fs.metadata("/f").unwrap().blocks(), 2);
+    assert!(fs.statfs().unwrap().blocks_free >= free + 2);
+    fs.open_file("/f")
+        .unwrap()
+        .set_len(big.len() as u64)
+        .unwrap();
+    let got = fs.read("/f").unwrap();
+    assert_eq!(&got[..5000], &small[..]);
+    assert!(got[5000..].iter().all(|&b| b == 0), "old bytes came back");
+    // Empty, then longer again; through a symlink; survives remount.
+    fs.write("/f", b"").unwrap();
+    assert_eq!(fs.metadata("/f").unwrap().len(), 0);
+    fs.symlink("/f", "/l").unwrap();
+    fs.write("/l", &big).unwrap();
+    assert_eq!(fs.read("/f").unwrap(), big);
+    // A dangling symlink names no file to write: NotFound, as for open.
+    fs.symlink("/nowhere/x", "/dangling").unwrap();
+    assert!(matches!(
+        fs.write("/dangling", b"x"),
+        Err(novafs::Error::NotFound)
+    ));
+    assert!(matches!(
+        fs.write("/", b"x"),
+        Err(novafs::Error::IsADirectory)
+    ));
+}
