@@ -63,6 +63,7 @@ fn main() {
     let raw = Media::create(
         &raw_path,
         256 << 20,
+        true,
         &MapOptions {
             populate: true,
             ..MapOptions::default()

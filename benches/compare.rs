@@ -553,7 +553,8 @@ impl Raw {
     fn new() -> Raw {
         let dir = tempdir_in(Path::new("/dev/shm"));
         let path = dir.path().join("raw");
-        let media = Media::create(&path, FILE_PAGES * PAGE, &MapOptions::default()).expect("map");
+        let media =
+            Media::create(&path, FILE_PAGES * PAGE, true, &MapOptions::default()).expect("map");
         println!(
             "raw column: {} ({}), media mode {}, flush {:?}; 4 KiB write_nt + fence, \
              64 B write + flush + fence, 4 KiB read",

@@ -1,6 +1,8 @@
 //! Open files and the `OpenOptions` builder.
 
+use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use novafs_engine::inode::Inode;
@@ -44,12 +46,13 @@ impl OpenOptions {
         self.write = v;
         self
     }
-    /// Every write goes to the end of the file (implies write).
+    /// Every write (`write_at` too, and `std::io::Write`) goes to the end of the file, each
+    /// one atomically (implies write).
     pub fn append(&mut self, v: bool) -> &mut Self {
         self.append = v;
         self
     }
-    /// Truncate to zero length on open (needs write).
+    /// Truncate to zero length on open (needs write; not with append).
     pub fn truncate(&mut self, v: bool) -> &mut Self {
         self.truncate = v;
         self
@@ -59,7 +62,8 @@ impl OpenOptions {
         self.create = v;
         self
     }
-    /// Create the file, failing if it exists (needs write or append).
+    /// Create the file, failing if it exists (needs write or append; `create` and
+    /// `truncate` are then ignored).
     pub fn create_new(&mut self, v: bool) -> &mut Self {
         self.create_new = v;
         self
@@ -70,21 +74,36 @@ impl OpenOptions {
         self
     }
 
-    /// Open `p` with these options.
-    pub fn open(&self, p: impl AsRef<Path>) -> Result<File> {
-        use std::os::unix::ffi::OsStrExt;
-        let bytes = p.as_ref().as_os_str().as_bytes();
+    /// The combinations `std::fs::OpenOptions` refuses on Unix (`EINVAL`, `InvalidInput`):
+    /// no access at all; `truncate`, `create` or `create_new` without `write` or `append`;
+    /// `append` with `truncate` (unless `create_new`).
+    fn validate(&self) -> Result<()> {
         let writable = self.write || self.append;
         if !self.read && !writable {
             return Err(Error::InvalidArgument(
-                "open with neither read nor write".into(),
+                "open with neither read nor write nor append".into(),
             ));
         }
         if (self.create || self.create_new || self.truncate) && !writable {
             return Err(Error::InvalidArgument(
-                "create and truncate need write or append access".into(),
+                "create, create_new and truncate need write or append access".into(),
             ));
         }
+        if self.append && self.truncate && !self.create_new {
+            return Err(Error::InvalidArgument(
+                "append and truncate together".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Open `p` with these options. Creating a file (`create`, `create_new`) and truncating
+    /// one are each atomic and durable on return.
+    pub fn open(&self, p: impl AsRef<Path>) -> Result<File> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = p.as_ref().as_os_str().as_bytes();
+        let writable = self.write || self.append;
+        self.validate()?;
         let e = &self.engine;
         let ino = if self.create || self.create_new {
             let (parent, name) = path::resolve_parent(e, bytes)?;
@@ -108,13 +127,14 @@ impl OpenOptions {
             read: self.read,
             write: writable,
             append: self.append,
+            pos: AtomicU64::new(0),
         };
         let kind = file.inode.state.read().attr.kind;
         if kind == Kind::Dir && writable {
             return Err(Error::IsADirectory);
         }
         // A file this open just created is empty already: no log entry for it.
-        if self.truncate && !self.append && !file.metadata()?.is_empty() {
+        if self.truncate && !self.create_new && !file.metadata()?.is_empty() {
             file.set_len(0)?;
         }
         Ok(file)
@@ -122,6 +142,12 @@ impl OpenOptions {
 }
 
 /// An open file. Closing (dropping) it releases the inode if it was unlinked meanwhile.
+///
+/// Positional calls (`read_at`, `write_at`, like `std::os::unix::fs::FileExt`) ignore the
+/// cursor; `std::io::{Read, Write, Seek}` (on `File` and on `&File`, as std has them) use the
+/// handle's own cursor, starting at 0. Every `write`/`write_at` is one atomic commit, durable
+/// on return (`flush` has nothing to do); in append mode each goes to the end of the file
+/// atomically, even with other handles appending, and moves the cursor past it.
 #[derive(Debug)]
 pub struct File {
     engine: Arc<Engine>,
@@ -129,6 +155,9 @@ pub struct File {
     read: bool,
     write: bool,
     append: bool,
+    /// The cursor of `Read`/`Write`/`Seek`. Through `&File` from several threads the
+    /// interleaving of cursor moves is unspecified, as with a shared std file offset.
+    pos: AtomicU64,
 }
 
 impl File {
@@ -145,7 +174,8 @@ impl File {
         }
     }
 
-    /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
+    /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at end of file). One
+    /// consistent snapshot: a concurrent write is wholly in it or not.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         if !self.read {
             return Err(Error::BadHandle("not opened for reading"));
@@ -154,11 +184,12 @@ impl File {
         self.engine.read_locked(&st, offset, buf)
     }
 
-    /// Fill `buf` from `offset`, or fail with `InvalidArgument` at end of file.
+    /// Fill `buf` from `offset`, or fail with `UnexpectedEof` (`io::ErrorKind::UnexpectedEof`)
+    /// if the file ends first.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let n = self.read_at(buf, offset)?;
         if n < buf.len() {
-            return Err(Error::InvalidArgument("read past end of file".into()));
+            return Err(Error::UnexpectedEof);
         }
         Ok(())
     }
@@ -172,13 +203,14 @@ impl File {
         Ok(buf.len())
     }
 
-    /// Append `buf` at the end of the file, atomically; returns the offset it landed at.
+    /// Append `buf` at the end of the file, atomically and durably on return (concurrent
+    /// appends never interleave); returns the offset it landed at.
     pub fn append(&self, buf: &[u8]) -> Result<u64> {
         self.need_write()?;
         self.engine.write_inode(&self.inode, None, buf)
     }
 
-    /// Truncate or extend (holes read as zeros).
+    /// Truncate or extend (holes read as zeros). Atomic and durable on return.
     pub fn set_len(&self, len: u64) -> Result<()> {
         self.need_write()?;
         self.engine
@@ -192,7 +224,8 @@ impl File {
             .map(|_| ())
     }
 
-    /// Deallocate a range (it reads as zeros; the length is unchanged).
+    /// Deallocate a range (it reads as zeros; the length is unchanged). Atomic and durable
+    /// on return.
     pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;
         self.engine.punch_hole(self.inode.ino, offset, len)
@@ -207,7 +240,8 @@ impl File {
             .zero_range(self.inode.ino, offset, len, keep_size)
     }
 
-    /// Allocate zeroed blocks for a range, extending the file if needed (fallocate).
+    /// Allocate zeroed blocks for a range, extending the file if needed (fallocate). Atomic
+    /// and durable on return.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;
         self.engine.allocate(self.inode.ino, offset, len)
@@ -251,8 +285,9 @@ impl File {
         })
     }
 
-    /// Metadata.
+    /// Metadata (a read).
     pub fn metadata(&self) -> Result<Metadata> {
+        self.engine.check_mounted()?;
         let st = self.inode.state.read();
         Ok(Metadata { attr: st.attr() })
     }
@@ -261,6 +296,76 @@ impl File {
 impl Drop for File {
     fn drop(&mut self) {
         let _ = self.engine.release_inode(&self.inode);
+    }
+}
+
+impl io::Read for &File {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pos = self.pos.load(Ordering::Acquire);
+        let n = self.read_at(buf, pos)?;
+        self.pos.store(pos + n as u64, Ordering::Release);
+        Ok(n)
+    }
+}
+
+impl io::Write for &File {
+    /// Writes all of `buf` at the cursor (at the end of file in append mode) in one atomic,
+    /// durable commit.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.need_write()?;
+        let at = if self.append {
+            None
+        } else {
+            Some(self.pos.load(Ordering::Acquire))
+        };
+        let off = self.engine.write_inode(&self.inode, at, buf)?;
+        self.pos.store(off + buf.len() as u64, Ordering::Release);
+        Ok(buf.len())
+    }
+
+    /// Nothing to do: every write is durable on return.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl io::Seek for &File {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let (base, delta) = match to {
+            io::SeekFrom::Start(n) => (n, 0),
+            io::SeekFrom::End(d) => (self.metadata()?.len(), d),
+            io::SeekFrom::Current(d) => (self.pos.load(Ordering::Acquire), d),
+        };
+        let pos = base.checked_add_signed(delta).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )
+        })?;
+        self.pos.store(pos, Ordering::Release);
+        Ok(pos)
+    }
+}
+
+impl io::Read for File {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl io::Write for File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self).flush()
+    }
+}
+
+impl io::Seek for File {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        (&*self).seek(to)
     }
 }
 

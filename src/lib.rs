@@ -4,7 +4,12 @@
 //! region: a file on a DAX file system, a devdax device, or any file (a `/dev/shm` file is the
 //! everyday stand-in for persistent memory).
 //!
-//! Every metadata operation and every `write_at` is atomic and durable when it returns.
+//! Every metadata operation, every `write_at` / `std::io::Write::write` and [`Fs::write`] is
+//! atomic and durable when it returns: no fsync is needed, and after a crash such a call is
+//! wholly there or wholly absent. Each call's documentation says what it commits. The
+//! exceptions: [`Fs::create_dir_all`] (one commit per directory), [`Fs::create`] of an existing
+//! file (create-or-open, then truncate), and stores through a [`Mapping`], which are durable
+//! once persisted (see there).
 //!
 //! ```
 //! use novafs::{Fs, FormatOptions, MountOptions};
@@ -26,6 +31,7 @@
 //! # Ok::<(), novafs::Error>(())
 //! ```
 
+mod dir;
 mod file;
 mod path;
 
@@ -34,6 +40,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use dir::{DirEntry, ReadDir};
 pub use file::{File, Mapping, OpenOptions};
 pub use novafs_engine::{
     self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, GcConfig, GcStats,
@@ -183,30 +190,15 @@ impl Metadata {
     }
 }
 
-/// One entry of [`Fs::read_dir`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    /// Name bytes.
-    pub name: Vec<u8>,
-    /// Inode number.
-    pub ino: u64,
-    /// Type.
-    pub file_type: FileType,
-}
-
-impl DirEntry {
-    /// The name, lossily as UTF-8.
-    pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
-    }
-}
-
 fn bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
 impl Fs {
-    /// Format `image` (created or overwritten) as a novafs image of `size_bytes` and mount it.
+    /// Format `image` as a novafs image of `size_bytes` and mount it. The file is created if
+    /// missing; an existing non-empty file is refused with `AlreadyExists` unless
+    /// [`FormatOptions::overwrite`] is set. Durable on return (a crash during format leaves a
+    /// file that is not a novafs image: the superblock is written last).
     pub fn format(image: impl AsRef<Path>, size_bytes: u64, opts: &FormatOptions) -> Result<Fs> {
         let engine = Engine::format(image.as_ref(), size_bytes, opts)?;
         engine.start_writeback(WritebackConfig::default());
@@ -219,11 +211,42 @@ impl Fs {
         })
     }
 
-    /// Mount `image`; runs recovery if the last session did not unmount cleanly.
+    /// Mount `image`; runs recovery if the last session did not unmount cleanly. Takes the
+    /// image's exclusive lock: while another mount holds it, `ImageInUse { pid }` names the
+    /// holder. An empty or foreign file is `NotNovafs`.
     pub fn open(image: impl AsRef<Path>, opts: &MountOptions) -> Result<Fs> {
         let (engine, report) = novafs_recovery::open(image.as_ref(), opts)?;
         engine.start_writeback(opts.writeback.clone());
         Ok(Fs { engine, report })
+    }
+
+    /// Mount `image`, or format it (`size_bytes`, default [`FormatOptions`] with
+    /// `opts.force_emulated`) if the file is missing or empty: the common start of an
+    /// embedded engine. A foreign non-empty file is `NotNovafs`, never overwritten; an
+    /// existing image keeps its size.
+    pub fn open_or_format(
+        image: impl AsRef<Path>,
+        size_bytes: u64,
+        opts: &MountOptions,
+    ) -> Result<Fs> {
+        let image = image.as_ref();
+        let format = FormatOptions {
+            force_emulated: opts.force_emulated,
+            ..FormatOptions::default()
+        };
+        let missing_or_empty = || match std::fs::metadata(image) {
+            Ok(m) => Ok(m.len() == 0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Error::Io(e)),
+        };
+        if missing_or_empty()? {
+            match Fs::format(image, size_bytes, &format) {
+                // Formatted by another process meanwhile: mount that image.
+                Err(Error::AlreadyExists) => {}
+                r => return r,
+            }
+        }
+        Fs::open(image, opts)
     }
 
     /// Wrap an engine (e.g. one on the traced backend).
@@ -246,24 +269,28 @@ impl Fs {
         self.engine.media_mode()
     }
 
-    /// Clean unmount: saves the allocator state so the next mount is fast. Handles still open
-    /// fail afterwards.
+    /// Clean unmount: saves the allocator state so the next mount is fast, and releases the
+    /// image's lock at once, so the image can be mounted again (in this process or another)
+    /// while handles or clones of this `Fs` still exist: those fail every call afterwards
+    /// with `Unmounted`. Durable on return.
     pub fn unmount(self) -> Result<()> {
         self.engine.unmount()
     }
 
     /// Stop without a clean unmount, as if the process had been killed: the next mount runs
-    /// recovery. For tests; open handles fail afterwards.
+    /// recovery. For tests; the lock is released and open handles fail with `Unmounted`.
     pub fn crash(self) {
         self.engine.crash();
     }
 
-    /// Resolve a path to its inode (following symlinks).
+    /// Resolve a path to its inode (following symlinks; a read).
     pub fn resolve(&self, p: impl AsRef<Path>) -> Result<u64> {
         path::resolve(&self.engine, bytes(p.as_ref()), true)
     }
 
-    /// Create (or truncate) a file for writing, like `std::fs::File::create`.
+    /// Create (or truncate) a file for writing, like `std::fs::File::create`. The create
+    /// and the truncate are each atomic and durable on return (two commits when an existing
+    /// file is truncated; use [`Fs::write`] to replace contents in one).
     pub fn create(&self, p: impl AsRef<Path>) -> Result<File> {
         self.open_options()
             .write(true)
@@ -272,7 +299,7 @@ impl Fs {
             .open(p)
     }
 
-    /// Open an existing file for reading and writing.
+    /// Open an existing file for reading and writing (changes nothing on the image).
     pub fn open_file(&self, p: impl AsRef<Path>) -> Result<File> {
         self.open_options().read(true).write(true).open(p)
     }
@@ -282,7 +309,8 @@ impl Fs {
         OpenOptions::new(self.engine.clone())
     }
 
-    /// Read a whole file.
+    /// Read a whole file: one consistent snapshot (the inode's shared lock is held for the
+    /// copy, so a concurrent write is wholly in it or wholly not).
     pub fn read(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
         let f = self.open_options().read(true).open(p)?;
         let len = f.metadata()?.len();
@@ -292,32 +320,52 @@ impl Fs {
         Ok(buf)
     }
 
-    /// Replace a file's contents (created if missing), atomically.
+    /// Replace a file's contents with `data` (the file is created, mode 0644, if missing;
+    /// symlinks are followed), like `std::fs::write`.
+    ///
+    /// **Atomic and durable on return**: one commit. The new contents are written
+    /// copy-on-write and the new length and pages are committed by one log append; a new
+    /// file is created with its contents in the same commit. After a crash the file holds
+    /// its old contents (or does not exist, if it did not) or all of `data`: never a mix,
+    /// never empty in between.
     pub fn write(&self, p: impl AsRef<Path>, data: &[u8]) -> Result<()> {
-        let f = self.open_options().write(true).create(true).open(p)?;
-        if f.metadata()?.len() > data.len() as u64 {
-            f.set_len(data.len() as u64)?;
+        let p = bytes(p.as_ref());
+        // A name created by someone else between the lookup and the create: look again (a
+        // few times; a name that keeps appearing and vanishing ends in NotFound).
+        for _ in 0..3 {
+            match path::resolve(&self.engine, p, true) {
+                Ok(ino) => return self.engine.replace_inode(&*self.engine.inode(ino)?, data),
+                Err(Error::NotFound) => {
+                    let (parent, name) = path::resolve_parent(&self.engine, p)?;
+                    match self.engine.create_with(parent, &name, 0o644, (0, 0), data) {
+                        Err(Error::AlreadyExists) => match self.engine.lookup_ent(parent, &name) {
+                            // A dangling symlink: its target's directory has no such name.
+                            Ok(e) if e.kind == Kind::Symlink => return Err(Error::NotFound),
+                            _ => continue,
+                        },
+                        r => return r.map(|_| ()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        f.write_at(data, 0)?;
-        if f.metadata()?.len() != data.len() as u64 {
-            f.set_len(data.len() as u64)?;
-        }
-        Ok(())
+        Err(Error::NotFound)
     }
 
-    /// Create a directory (mode 0755).
+    /// Create a directory (mode 0755). Atomic and durable on return.
     pub fn create_dir(&self, p: impl AsRef<Path>) -> Result<()> {
         self.create_dir_mode(p, 0o755).map(|_| ())
     }
 
-    /// Create a directory with the given mode.
+    /// Create a directory with the given mode. Atomic and durable on return.
     pub fn create_dir_mode(&self, p: impl AsRef<Path>, mode: u32) -> Result<Metadata> {
         let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
         let attr = self.engine.mkdir(parent, &name, mode, 0, 0)?;
         Ok(Metadata { attr })
     }
 
-    /// Create a directory and all missing parents.
+    /// Create a directory and all missing parents. Each directory's creation is atomic and
+    /// durable on return; the whole is not (a crash may leave a prefix of the parents).
     pub fn create_dir_all(&self, p: impl AsRef<Path>) -> Result<()> {
         let mut cur = ROOT_INO;
         for comp in bytes(p.as_ref()).split(|&b| b == b'/') {
@@ -338,39 +386,41 @@ impl Fs {
         Ok(())
     }
 
-    /// The entries of a directory (without `.` and `..`), in no particular order.
-    pub fn read_dir(&self, p: impl AsRef<Path>) -> Result<Vec<DirEntry>> {
-        let ino = self.resolve(p)?;
-        Ok(self
-            .engine
-            .readdir(ino)?
-            .into_iter()
-            .map(|e| DirEntry {
-                name: e.name,
-                ino: e.ino,
-                file_type: e.kind.into(),
-            })
-            .collect())
+    /// The entries of a directory (without `.` and `..`, in no particular order), like
+    /// `std::fs::read_dir`: a snapshot taken by this call.
+    pub fn read_dir(&self, p: impl AsRef<Path>) -> Result<ReadDir> {
+        let ino = self.resolve(p.as_ref())?;
+        let entries = self.engine.readdir(ino)?;
+        Ok(ReadDir::new(
+            self.engine.clone(),
+            p.as_ref().to_path_buf(),
+            entries,
+        ))
     }
 
-    /// Remove a file or symlink.
+    /// Remove a file or symlink. Atomic and durable on return (the name and, with another
+    /// link left, the link count change in one journaled commit); the space of a last link
+    /// is free at once, or at the last close of an open file.
     pub fn remove_file(&self, p: impl AsRef<Path>) -> Result<()> {
         let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
         self.engine.unlink(parent, &name)
     }
 
-    /// Remove an empty directory.
+    /// Remove an empty directory. Atomic and durable on return.
     pub fn remove_dir(&self, p: impl AsRef<Path>) -> Result<()> {
         let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
         self.engine.rmdir(parent, &name)
     }
 
-    /// Rename, replacing an existing target by POSIX rules.
+    /// Rename, replacing an existing target by POSIX rules. Atomic and durable on return:
+    /// after a crash either the old names or the new ones (across directories too: one
+    /// journaled commit), never both or neither.
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<()> {
         self.rename_with(from, to, RenameFlags::default())
     }
 
-    /// Rename with flags (e.g. `noreplace`).
+    /// Rename with flags (`noreplace`, `exchange`). Atomic and durable on return, like
+    /// [`Fs::rename`].
     pub fn rename_with(
         &self,
         from: impl AsRef<Path>,
@@ -382,14 +432,16 @@ impl Fs {
         self.engine.rename(sp, &sn, dp, &dn, flags)
     }
 
-    /// Make `link` a new name for the file at `original`.
+    /// Make `link` a new name for the file at `original`. Atomic and durable on return (the
+    /// name and the link count in one journaled commit).
     pub fn hard_link(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
         let ino = path::resolve(&self.engine, bytes(original.as_ref()), false)?;
         let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
         self.engine.link(ino, dp, &dn).map(|_| ())
     }
 
-    /// Create a symbolic link at `link` pointing to `target`.
+    /// Create a symbolic link at `link` pointing to `target`. Atomic and durable on return:
+    /// the link appears with its target.
     pub fn symlink(&self, target: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
         let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
         self.engine
@@ -409,13 +461,13 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// The target of a symbolic link.
+    /// The target of a symbolic link (a read: changes nothing).
     pub fn read_link(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
         let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
         self.engine.readlink(ino)
     }
 
-    /// Metadata, following symlinks.
+    /// Metadata, following symlinks (a read: changes nothing).
     pub fn metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
         let ino = self.resolve(p)?;
         Ok(Metadata {
@@ -423,7 +475,7 @@ impl Fs {
         })
     }
 
-    /// Metadata of the path itself (a symlink is not followed).
+    /// Metadata of the path itself (a symlink is not followed; a read).
     pub fn symlink_metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
         let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
         Ok(Metadata {
@@ -431,12 +483,12 @@ impl Fs {
         })
     }
 
-    /// Whether the path exists.
+    /// Whether the path exists (false also after unmount).
     pub fn exists(&self, p: impl AsRef<Path>) -> bool {
         self.resolve(p).is_ok()
     }
 
-    /// Set permission bits.
+    /// Set permission bits. Atomic and durable on return.
     pub fn set_permissions(&self, p: impl AsRef<Path>, mode: u32) -> Result<()> {
         let ino = self.resolve(p)?;
         self.engine
@@ -450,7 +502,7 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// Set owner and group.
+    /// Set owner and group (both in one commit). Atomic and durable on return.
     pub fn set_owner(&self, p: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         let ino = self.resolve(p)?;
         self.engine
@@ -465,7 +517,8 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// Set access and modification times.
+    /// Set access and modification times (both in one commit). Atomic and durable on
+    /// return.
     pub fn set_times(
         &self,
         p: impl AsRef<Path>,
@@ -490,15 +543,17 @@ impl Fs {
             .map(|_| ())
     }
 
-    /// Blocks and inodes, total and free.
-    pub fn statfs(&self) -> StatFs {
-        self.engine.statfs()
+    /// Blocks and inodes, total and free (a read).
+    pub fn statfs(&self) -> Result<StatFs> {
+        self.engine.check_mounted()?;
+        Ok(self.engine.statfs())
     }
 
     /// Flush everything: operations are already durable; this also migrates the pages stored
     /// through mappings into their files (like msync of every mapping), and `msync`s in Msync
     /// mode.
     pub fn sync(&self) -> Result<()> {
+        self.engine.check_mounted()?;
         self.engine.sync()
     }
 }

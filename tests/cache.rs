@@ -63,10 +63,10 @@ fn persisted_mapped_stores_survive_a_crash_without_fsync() {
     assert_eq!(data.len(), 3 * 4096);
     // Recovery migrated the cache into the file.
     assert_eq!(cached_pages(&fs, "/m"), 0);
-    let s = fs.statfs();
+    let s = fs.statfs().unwrap();
     fs.unmount().unwrap();
     let fs = Fs::open(&img, &no_writeback()).unwrap();
-    assert_eq!(fs.statfs(), s, "nothing leaked by the migration");
+    assert_eq!(fs.statfs().unwrap(), s, "nothing leaked by the migration");
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn failure_atomic_mode_recovers_to_the_last_sync() {
     m.persist(0, 8192).unwrap(); // durable in the cache, but not synced
     assert_eq!(&fs.read("/a").unwrap()[5000..5100], &[b'2'; 100][..]);
     drop((m, f));
-    let free_before_crash = fs.statfs().blocks_free;
+    let free_before_crash = fs.statfs().unwrap().blocks_free;
     fs.crash();
     let fs = Fs::open(&img, &no_writeback()).unwrap();
     let data = fs.read("/a").unwrap();
@@ -92,7 +92,7 @@ fn failure_atomic_mode_recovers_to_the_last_sync() {
     );
     assert_eq!(cached_pages(&fs, "/a"), 0);
     // The discarded cache page and cache log page are free again.
-    assert_eq!(fs.statfs().blocks_free, free_before_crash + 2);
+    assert_eq!(fs.statfs().unwrap().blocks_free, free_before_crash + 2);
 }
 
 #[test]
@@ -100,17 +100,17 @@ fn sync_migrates_atomically_and_frees_old_blocks() {
     let (_d, _img, fs) = fresh(16 << 20);
     let f = rw(&fs, "/s");
     f.write_at(&vec![3u8; 16 * 4096], 0).unwrap();
-    let before = fs.statfs().blocks_free;
+    let before = fs.statfs().unwrap().blocks_free;
     let m = f.map(0, 16 * 4096, MapMode::Sync).unwrap();
     for p in 0..16u64 {
         m.write_at(&[p as u8; 64], p * 4096).unwrap();
     }
     assert_eq!(cached_pages(&fs, "/s"), 16);
-    assert_eq!(fs.statfs().blocks_free, before - 16 - 1); // 16 cache pages + a cache log page
+    assert_eq!(fs.statfs().unwrap().blocks_free, before - 16 - 1); // 16 cache pages + a cache log page
     f.sync_all().unwrap();
     assert_eq!(cached_pages(&fs, "/s"), 0);
     // The old blocks and the cache log page were freed; one log entry may have needed no page.
-    let after = fs.statfs().blocks_free;
+    let after = fs.statfs().unwrap().blocks_free;
     assert!(
         after == before || after + 1 == before,
         "{before} -> {after}"
@@ -166,16 +166,16 @@ fn coherence_write_at_truncate_punch_and_two_mappings() {
     f.read_exact_at(&mut z, 0).unwrap();
     assert_eq!(z, [0u8; 16]);
     drop((m1, m2, f));
-    let s = fs.statfs();
+    let s = fs.statfs().unwrap();
     fs.unmount().unwrap();
     let fs = Fs::open(&img, &no_writeback()).unwrap();
-    assert_eq!(fs.statfs(), s);
+    assert_eq!(fs.statfs().unwrap(), s);
 }
 
 #[test]
 fn removing_a_file_with_cached_pages_leaks_nothing() {
     let (_d, img, fs) = fresh(16 << 20);
-    let base = fs.statfs();
+    let base = fs.statfs().unwrap();
     let f = rw(&fs, "/r");
     f.set_len(8 * 4096).unwrap();
     let m = f.map(0, 8 * 4096, MapMode::Sync).unwrap();
@@ -198,11 +198,17 @@ fn removing_a_file_with_cached_pages_leaks_nothing() {
         .log
         .pages
         .len() as u64;
-    assert_eq!(fs.statfs().blocks_free, base.blocks_free - root_log);
-    assert_eq!(fs.statfs().inodes_free, base.inodes_free);
+    assert_eq!(
+        fs.statfs().unwrap().blocks_free,
+        base.blocks_free - root_log
+    );
+    assert_eq!(fs.statfs().unwrap().inodes_free, base.inodes_free);
     fs.unmount().unwrap();
     let fs = Fs::open(&img, &no_writeback()).unwrap();
-    assert_eq!(fs.statfs().blocks_free, base.blocks_free - root_log);
+    assert_eq!(
+        fs.statfs().unwrap().blocks_free,
+        base.blocks_free - root_log
+    );
 }
 
 #[test]

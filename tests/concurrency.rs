@@ -83,10 +83,10 @@ fn parallel_writers_and_readers() {
     let expected = 4 * (200 - 40);
     assert_eq!(count(&fs), expected);
     let fs = Arc::try_unwrap(fs).unwrap();
-    let free = fs.statfs();
+    let free = fs.statfs().unwrap();
     fs.crash();
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
     assert_eq!(count(&fs), expected);
-    assert_eq!(fs.statfs().blocks_free, free.blocks_free);
+    assert_eq!(fs.statfs().unwrap().blocks_free, free.blocks_free);
     assert_eq!(fs.read("/m/x").unwrap(), b"moving");
 }

@@ -107,7 +107,7 @@ fn rename_rules() {
 #[test]
 fn no_space_is_clean_and_recoverable() {
     let (_d, img, fs) = fresh(4 << 20);
-    let before = fs.statfs();
+    let before = fs.statfs().unwrap();
     let chunk = vec![0xabu8; 64 << 10];
     let mut written = 0u64;
     let f = fs.create("/big").unwrap();
@@ -140,7 +140,7 @@ fn no_space_is_clean_and_recoverable() {
     }
     // Everything came back but the root directory's log pages and any inode-table chunk
     // added for the files.
-    let after = fs.statfs();
+    let after = fs.statfs().unwrap();
     let root_log = fs
         .engine()
         .inode(novafs::ROOT_INO)
@@ -159,22 +159,133 @@ fn no_space_is_clean_and_recoverable() {
     fs.crash();
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
     assert_eq!(fs.read("/again").unwrap(), chunk);
-    let s = fs.statfs();
+    let s = fs.statfs().unwrap();
     fs.unmount().unwrap();
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
-    assert_eq!(fs.statfs(), s);
+    assert_eq!(fs.statfs().unwrap(), s);
 }
 
 #[test]
 fn image_in_use() {
     let (_d, img, fs) = fresh(4 << 20);
-    assert!(matches!(
-        Fs::open(&img, &MountOptions::default()),
-        Err(Error::ImageInUse)
-    ));
-    assert_eq!(errno(Error::ImageInUse), libc::EBUSY);
+    match Fs::open(&img, &MountOptions::default()) {
+        Err(e @ Error::ImageInUse { pid }) => {
+            // The holder is this process (the lock is per open file, not per process).
+            assert_eq!(pid, Some(std::process::id()), "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("process {} has it open", std::process::id())),
+                "{e}"
+            );
+        }
+        other => panic!("expected ImageInUse, got {other:?}"),
+    }
+    assert_eq!(errno(Error::ImageInUse { pid: None }), libc::EBUSY);
     fs.unmount().unwrap();
     Fs::open(&img, &MountOptions::default()).unwrap();
+}
+
+#[test]
+fn unmount_releases_the_lock_and_stale_handles_fail_every_call() {
+    let (_d, img, fs) = fresh(8 << 20);
+    fs.write("/f", b"hello").unwrap();
+    fs.create_dir("/d").unwrap();
+    let clone = fs.clone();
+    let f = fs.open_file("/f").unwrap();
+    let m = f.map(0, 5, novafs::MapMode::Sync).unwrap();
+    fs.unmount().unwrap();
+    // The image is free at once, although a clone, a handle and a mapping still exist.
+    let again = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert!(again.mount_report().clean);
+    assert_eq!(again.read("/f").unwrap(), b"hello");
+    // Every call through what outlived the unmount fails with Unmounted, reads included.
+    let unmounted = |r: Result<(), Error>, what: &str| match r {
+        Err(Error::Unmounted) => {}
+        other => panic!("{what}: expected Unmounted, got {other:?}"),
+    };
+    let mut buf = [0u8; 5];
+    unmounted(f.read_at(&mut buf, 0).map(drop), "read_at");
+    unmounted(f.write_at(b"x", 0).map(drop), "write_at");
+    unmounted(f.metadata().map(drop), "File::metadata");
+    unmounted(f.set_len(1), "set_len");
+    unmounted(f.sync_all(), "sync_all");
+    unmounted(m.read_at(&mut buf, 0).map(drop), "Mapping::read_at");
+    unmounted(m.write_at(b"x", 0), "Mapping::write_at");
+    unmounted(m.persist(0, 1), "Mapping::persist");
+    unmounted(clone.read("/f").map(drop), "Fs::read");
+    unmounted(clone.metadata("/f").map(drop), "Fs::metadata");
+    unmounted(clone.read_dir("/").map(drop), "Fs::read_dir");
+    unmounted(clone.write("/g", b"x"), "Fs::write");
+    unmounted(clone.create_dir("/e"), "Fs::create_dir");
+    unmounted(clone.statfs().map(drop), "Fs::statfs");
+    unmounted(clone.sync(), "Fs::sync");
+    assert_eq!(errno(Error::Unmounted), libc::ENOTCONN);
+    drop((m, f, clone));
+    // Nothing the stale handles did reached the image.
+    assert_eq!(again.read("/f").unwrap(), b"hello");
+    assert!(!again.exists("/g") && !again.exists("/e"));
+    again.unmount().unwrap();
+}
+
+#[test]
+fn format_refuses_an_existing_file_unless_overwrite() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let other = dir.path().join("precious.txt");
+    std::fs::write(&other, b"not an image").unwrap();
+    let r = Fs::format(&other, 4 << 20, &FormatOptions::default());
+    assert!(matches!(r, Err(Error::AlreadyExists)), "{r:?}");
+    assert_eq!(std::fs::read(&other).unwrap(), b"not an image");
+    // A foreign file is not a novafs image (not "corrupt"), and so is an empty one.
+    for bytes in [&b"not an image"[..], &[], &[7u8; 8192][..]] {
+        std::fs::write(&other, bytes).unwrap();
+        let r = Fs::open(&other, &MountOptions::default());
+        assert!(
+            matches!(r, Err(Error::NotNovafs)),
+            "{} bytes: {r:?}",
+            bytes.len()
+        );
+    }
+    // An empty file may be formatted; overwrite formats over anything.
+    std::fs::write(&other, b"").unwrap();
+    Fs::format(&other, 4 << 20, &FormatOptions::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let r = Fs::format(&other, 4 << 20, &FormatOptions::default());
+    assert!(matches!(r, Err(Error::AlreadyExists)), "{r:?}");
+    let opts = FormatOptions {
+        overwrite: true,
+        ..FormatOptions::default()
+    };
+    let fs = Fs::format(&other, 8 << 20, &opts).unwrap();
+    assert_eq!(fs.statfs().unwrap().blocks_total, 2048);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn open_or_format() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("oof.img");
+    let opts = MountOptions::default();
+    // Missing: formatted.
+    let fs = Fs::open_or_format(&img, 4 << 20, &opts).unwrap();
+    fs.write("/kept", b"data").unwrap();
+    fs.unmount().unwrap();
+    // Existing image: mounted, contents and size kept.
+    let fs = Fs::open_or_format(&img, 8 << 20, &opts).unwrap();
+    assert_eq!(fs.read("/kept").unwrap(), b"data");
+    assert_eq!(fs.statfs().unwrap().blocks_total, 1024);
+    fs.unmount().unwrap();
+    // Empty: formatted. Foreign: refused, untouched.
+    std::fs::write(&img, b"").unwrap();
+    Fs::open_or_format(&img, 4 << 20, &opts)
+        .unwrap()
+        .unmount()
+        .unwrap();
+    std::fs::write(&img, b"someone else's file").unwrap();
+    let r = Fs::open_or_format(&img, 4 << 20, &opts);
+    assert!(matches!(r, Err(Error::NotNovafs)), "{r:?}");
+    assert_eq!(std::fs::read(&img).unwrap(), b"someone else's file");
 }
 
 fn patch(img: &std::path::Path, off: u64, bytes: &[u8]) {
@@ -207,7 +318,15 @@ fn unsupported_version_and_bad_magic() {
         Fs::open(junk.path(), &MountOptions::default()),
         Err(Error::NotNovafs)
     ));
+    // Too short to be an image: foreign (NotNovafs), unless it starts like one (a truncated
+    // image is Corrupt).
     std::fs::write(junk.path(), b"tiny").unwrap();
+    assert!(matches!(
+        Fs::open(junk.path(), &MountOptions::default()),
+        Err(Error::NotNovafs)
+    ));
+    let head = std::fs::read(&img).unwrap()[..8192].to_vec();
+    std::fs::write(junk.path(), head).unwrap();
     assert!(matches!(
         Fs::open(junk.path(), &MountOptions::default()),
         Err(Error::Corrupt { .. })
@@ -389,4 +508,98 @@ fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
         Fs::open(&img, &MountOptions::default()),
         Err(Error::Corrupt { .. })
     ));
+}
+
+#[test]
+fn read_exact_at_past_the_end_is_unexpected_eof() {
+    let (_d, _img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    let f = fs.open_options().read(true).open("/f").unwrap();
+    let mut buf = [0u8; 4];
+    let e = f.read_exact_at(&mut buf, 0).unwrap_err();
+    assert!(matches!(e, Error::UnexpectedEof), "{e:?}");
+    let io: std::io::Error = e.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+    let mut buf = [0u8; 3];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"abc");
+}
+
+#[test]
+fn open_options_are_validated_as_std_does() {
+    let (_d, _img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    let invalid = |o: &novafs::OpenOptions, what: &str| match o.open("/f") {
+        Err(e @ Error::InvalidArgument(_)) => {
+            assert_eq!(e.errno(), libc::EINVAL);
+            let io: std::io::Error = e.into();
+            assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput, "{what}");
+        }
+        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+    };
+    invalid(&fs.open_options(), "no access");
+    invalid(
+        fs.open_options().read(true).truncate(true),
+        "truncate without write",
+    );
+    invalid(
+        fs.open_options().read(true).create(true),
+        "create without write",
+    );
+    invalid(
+        fs.open_options().read(true).create_new(true),
+        "create_new without write",
+    );
+    invalid(
+        fs.open_options().append(true).truncate(true),
+        "append + truncate",
+    );
+    invalid(
+        fs.open_options().write(true).append(true).truncate(true),
+        "write + append + truncate",
+    );
+    // Nothing was truncated by the refused opens.
+    assert_eq!(fs.read("/f").unwrap(), b"abc");
+    // What std allows: append alone, append + create, create_new + append + truncate.
+    fs.open_options().append(true).open("/f").unwrap();
+    fs.open_options()
+        .append(true)
+        .create(true)
+        .open("/g")
+        .unwrap();
+    fs.open_options()
+        .append(true)
+        .truncate(true)
+        .create_new(true)
+        .open("/h")
+        .unwrap();
+    assert!(matches!(
+        fs.open_options()
+            .append(true)
+            .truncate(true)
+            .create_new(true)
+            .open("/f"),
+        Err(Error::AlreadyExists)
+    ));
+    // Same answers as std on a real file (InvalidInput; std's messages carry no errno).
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("f");
+    std::fs::write(&real, b"abc").unwrap();
+    #[expect(
+        clippy::nonsensical_open_options,
+        reason = "the invalid combination is what is tested"
+    )]
+    let std_err = std::fs::OpenOptions::new()
+        .append(true)
+        .truncate(true)
+        .open(&real)
+        .unwrap_err();
+    assert_eq!(std_err.kind(), std::io::ErrorKind::InvalidInput);
+    let std_err = std::fs::OpenOptions::new()
+        .read(true)
+        .create(true)
+        .truncate(false)
+        .open(&real)
+        .unwrap_err();
+    assert_eq!(std_err.kind(), std::io::ErrorKind::InvalidInput);
 }

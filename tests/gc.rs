@@ -35,6 +35,7 @@ fn log_pages(fs: &Fs, p: &str) -> u64 {
 fn tree(fs: &Fs) -> BTreeMap<String, String> {
     fn walk(fs: &Fs, dir: &str, out: &mut BTreeMap<String, String>) {
         for e in fs.read_dir(if dir.is_empty() { "/" } else { dir }).unwrap() {
+            let e = e.unwrap();
             let p = format!("{dir}/{}", e.name_lossy());
             let m = fs.symlink_metadata(&p).unwrap();
             let what = if m.is_dir() {
@@ -262,7 +263,7 @@ fn background_gc_compacts_what_inline_gc_leaves() {
 fn statfs_is_exact() {
     let (_d, img, fs) = fresh(32 << 20);
     let check = |fs: &Fs, img: &Path| {
-        let s = fs.statfs();
+        let s = fs.statfs().unwrap();
         // fsck counts every block reachable from the superblock (the fixed area, inode
         // tables, logs, file data, write caches).
         let used = fsck::check_media(fs.engine().media().clone(), &FsckOptions::default())
@@ -342,7 +343,7 @@ fn a_full_image_fails_cleanly_and_gets_its_space_back() {
     let f = fs.open_options().write(true).open("/dir/a").unwrap();
     fill(&fs);
     let full = tree(&fs);
-    let s = fs.statfs();
+    let s = fs.statfs().unwrap();
     assert!(s.blocks_avail == 0, "{s:?}");
     // Every operation that needs a block fails with NoSpace and changes nothing.
     let no_space = |what: &str, r: novafs::Result<()>| match r {
@@ -417,14 +418,15 @@ fn a_full_image_fails_cleanly_and_gets_its_space_back() {
     fs.crash();
     let fs = open(&img);
     assert_eq!(tree(&fs), want);
-    let used = fs.statfs().blocks_total - fs.statfs().blocks_free;
+    let used = fs.statfs().unwrap().blocks_total - fs.statfs().unwrap().blocks_free;
     fs.unmount().unwrap();
     assert_eq!(fsck_clean(&img), used);
     let fs = open(&img);
     assert_eq!(tree(&fs), want);
     // Deleting everything gives the space back: a file as big as the first fill fits again.
     for e in fs.read_dir("/fill").unwrap() {
-        fs.remove_file(format!("/fill/{}", e.name_lossy())).unwrap();
+        fs.remove_file(format!("/fill/{}", e.unwrap().name_lossy()))
+            .unwrap();
     }
     let mut i = 0;
     let chunk = vec![1u8; 64 << 10];

@@ -18,7 +18,7 @@ fn open_retry(image: impl AsRef<std::path::Path>, opts: &MountOptions) -> Fs {
     loop {
         match Fs::open(image.as_ref(), opts) {
             Ok(fs) => return fs,
-            Err(Error::ImageInUse) if t.elapsed() < std::time::Duration::from_secs(5) => {
+            Err(Error::ImageInUse { .. }) if t.elapsed() < std::time::Duration::from_secs(5) => {
                 std::thread::sleep(std::time::Duration::from_millis(2))
             }
             Err(e) => panic!("mount: {e}"),
@@ -192,7 +192,7 @@ fn sigkill_after_return() {
             let t = std::time::Instant::now();
             let report = loop {
                 match novafs_recovery::fsck::check(&img, &Default::default()) {
-                    Err(Error::ImageInUse) if t.elapsed().as_secs() < 5 => {
+                    Err(Error::ImageInUse { .. }) if t.elapsed().as_secs() < 5 => {
                         std::thread::sleep(std::time::Duration::from_millis(2))
                     }
                     r => break r.expect("fsck runs"),
@@ -406,4 +406,146 @@ fn sigkill_mapped_sync() {
 #[test]
 fn sigkill_mapped_atomic() {
     map_kills(true);
+}
+
+const WHOLE_CHILD_ENV: &str = "NOVAFS_KILL_WHOLE_CHILD";
+
+/// Run this test binary's `test` alone as a child, with `env` set to the image path; its
+/// stdout is piped.
+fn spawn_child(test: &str, env: &str, img: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, img)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The two versions `Fs::write` alternates: 4 MiB and 2 MiB, different bytes.
+fn version(v: u64) -> Vec<u8> {
+    let len: usize = if v == 0 { 4 << 20 } else { 2 << 20 };
+    (0..len)
+        .map(|i| ((i / 4096) as u64 * 31 + v * 97 + (i % 251) as u64) as u8)
+        .collect()
+}
+
+/// The child replaces `/f` with the two versions in turn, and recreates `/g` (remove, then
+/// `Fs::write` of a new file) each round, acknowledging every call.
+fn whole_child(image: &str) -> ! {
+    let fs = open_retry(image, &MountOptions::default());
+    let versions = [version(0), version(1)];
+    let mut out = std::io::stdout().lock();
+    for n in 0u64.. {
+        fs.write("/f", &versions[(n % 2) as usize])
+            .expect("write /f");
+        match fs.remove_file("/g") {
+            Ok(()) | Err(Error::NotFound) => {}
+            Err(e) => panic!("remove /g: {e}"),
+        }
+        fs.write("/g", &versions[(n % 2) as usize])
+            .expect("write /g");
+        writeln!(out, "ack {n}").unwrap();
+        out.flush().unwrap();
+    }
+    unreachable!()
+}
+
+/// `Fs::write` is an atomic replace: a kill at any moment leaves `/f` exactly one whole
+/// version (never torn, never empty) and `/g` absent or one whole version (never empty).
+#[test]
+fn sigkill_whole_file_writes() {
+    if let Ok(image) = std::env::var(WHOLE_CHILD_ENV) {
+        whole_child(&image);
+    }
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("whole.img");
+    let versions = [version(0), version(1)];
+    let fs = Fs::format(&img, 64 << 20, &FormatOptions::default()).unwrap();
+    fs.write("/f", &versions[1]).unwrap();
+    fs.unmount().unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut torn, mut g_absent) = (Vec::new(), 0);
+    const ROUNDS: u32 = 60;
+    for round in 0..ROUNDS {
+        let mut child = spawn_child("sigkill_whole_file_writes", WHOLE_CHILD_ENV, &img);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acks = 0;
+        while acks < 1 + seed % 3 {
+            let line = lines.next().expect("child acknowledges").unwrap();
+            acks += u64::from(line.starts_with("ack "));
+        }
+        // Then a random moment inside the next rounds of writes.
+        std::thread::sleep(std::time::Duration::from_micros((seed >> 8) % 3000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let fs = open_retry(&img, &MountOptions::default());
+        let f = fs.read("/f").unwrap();
+        if !versions.contains(&f) {
+            torn.push(format!("round {round}: /f has {} bytes", f.len()));
+        }
+        match fs.read("/g") {
+            Ok(g) if versions.contains(&g) => {}
+            Ok(g) => torn.push(format!("round {round}: /g has {} bytes", g.len())),
+            Err(Error::NotFound) => g_absent += 1,
+            Err(e) => panic!("read /g: {e}"),
+        }
+        fs.unmount().unwrap();
+    }
+    eprintln!("{ROUNDS} kills, /g absent after {g_absent}");
+    assert!(
+        torn.is_empty(),
+        "{} of {ROUNDS} kills left a torn or empty file: {torn:?}",
+        torn.len()
+    );
+}
+
+const HOLD_CHILD_ENV: &str = "NOVAFS_HOLD_CHILD_IMAGE";
+
+/// A second process that opens a mounted image gets `ImageInUse` naming the holder's pid;
+/// once the holder is gone (killed), the image opens.
+#[test]
+fn image_in_use_names_the_holding_process() {
+    if let Ok(image) = std::env::var(HOLD_CHILD_ENV) {
+        let _fs = open_retry(&image, &MountOptions::default());
+        println!("mounted");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("hold.img");
+    Fs::format(&img, 4 << 20, &FormatOptions::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let mut child = spawn_child(
+        "image_in_use_names_the_holding_process",
+        HOLD_CHILD_ENV,
+        &img,
+    );
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines
+        .next()
+        .expect("child mounts")
+        .unwrap()
+        .ends_with("mounted")
+    {}
+    let r = Fs::open(&img, &MountOptions::default());
+    let holder = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    match r {
+        Err(e @ Error::ImageInUse { pid }) => {
+            assert_eq!(pid, Some(holder), "{e}");
+            assert!(e.to_string().contains(&format!("process {holder}")), "{e}");
+        }
+        other => panic!("expected ImageInUse, got {other:?}"),
+    }
+    open_retry(&img, &MountOptions::default())
+        .unmount()
+        .unwrap();
 }

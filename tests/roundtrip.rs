@@ -136,7 +136,7 @@ fn append_mode_and_unlinked_open_file() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("app.img");
     let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
-    let free0 = fs.statfs().blocks_free;
+    let free0 = fs.statfs().unwrap().blocks_free;
     let a = fs
         .open_options()
         .append(true)
@@ -164,7 +164,7 @@ fn append_mode_and_unlinked_open_file() {
         .log
         .pages
         .len() as u64;
-    assert_eq!(fs.statfs().blocks_free, free0 - root_log);
+    assert_eq!(fs.statfs().unwrap().blocks_free, free0 - root_log);
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn crash_reclaims_orphans_and_uncommitted_space() {
     let fs = Fs::format(&img, 16 << 20, &FormatOptions::default()).unwrap();
     fs.create_dir("/d").unwrap();
     fs.write("/d/keep", b"keep").unwrap();
-    let baseline = fs.statfs();
+    let baseline = fs.statfs().unwrap();
     // An orphan: unlinked while open, then grown through the handle, then the process dies.
     let f = fs
         .open_options()
@@ -186,12 +186,12 @@ fn crash_reclaims_orphans_and_uncommitted_space() {
     f.write_at(&vec![7u8; 100_000], 0).unwrap();
     fs.remove_file("/d/orphan").unwrap();
     f.write_at(&vec![8u8; 50_000], 100_000).unwrap();
-    assert!(fs.statfs().blocks_free < baseline.blocks_free - 30);
+    assert!(fs.statfs().unwrap().blocks_free < baseline.blocks_free - 30);
     // The process "dies" with the handle open: after the crash, closing it writes nothing.
     fs.crash();
     drop(f);
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
-    let after = fs.statfs();
+    let after = fs.statfs().unwrap();
     // Everything the orphan held is free again; only the directory's log grew.
     let d = fs.resolve("/d").unwrap();
     let dir_log = fs.engine().inode(d).unwrap().state.read().log.pages.len() as u64;
@@ -200,4 +200,210 @@ fn crash_reclaims_orphans_and_uncommitted_space() {
     assert_eq!(after.blocks_free, baseline.blocks_free);
     assert_eq!(fs.read("/d/keep").unwrap(), b"keep");
     assert_eq!(fs.read_dir("/d").unwrap().len(), 1);
+}
+
+// ----- std::io on File, ReadDir -----
+
+fn io_fs() -> (tempfile::TempDir, Fs) {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let fs = Fs::format(
+        dir.path().join("io.img"),
+        32 << 20,
+        &FormatOptions::default(),
+    )
+    .unwrap();
+    (dir, fs)
+}
+
+#[test]
+fn bufwriter_and_bufreader_lines() {
+    use std::io::{BufRead, BufReader, BufWriter, Write};
+    let (_d, fs) = io_fs();
+    {
+        let mut w = BufWriter::with_capacity(100, fs.create("/log").unwrap());
+        for i in 0..1000 {
+            writeln!(w, "line {i}").unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let want: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(fs.read("/log").unwrap(), want.as_bytes());
+    let r = BufReader::new(fs.open_options().read(true).open("/log").unwrap());
+    let lines: Vec<String> = r.lines().map(Result::unwrap).collect();
+    assert_eq!(lines.len(), 1000);
+    assert_eq!(lines[0], "line 0");
+    assert_eq!(lines[999], "line 999");
+}
+
+#[test]
+fn io_copy_in_and_out_and_between_files() {
+    let (_d, fs) = io_fs();
+    let data = pattern(300_000, 7);
+    let mut dst = fs.create("/a").unwrap();
+    let n = std::io::copy(&mut &data[..], &mut dst).unwrap();
+    assert_eq!(n, data.len() as u64);
+    // File to file, both cursors moving; then out to a Vec.
+    let mut src = fs.open_options().read(true).open("/a").unwrap();
+    let mut b = fs.create("/b").unwrap();
+    assert_eq!(std::io::copy(&mut src, &mut b).unwrap(), data.len() as u64);
+    let mut out = Vec::new();
+    std::io::copy(
+        &mut fs.open_options().read(true).open("/b").unwrap(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out, data);
+    // read_to_end through &File.
+    let f = fs.open_options().read(true).open("/b").unwrap();
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut again).unwrap();
+    assert_eq!(again, data);
+}
+
+#[test]
+fn seek_from_start_current_and_end() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let (_d, fs) = io_fs();
+    let mut f = fs
+        .open_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open("/s")
+        .unwrap();
+    f.write_all(b"0123456789").unwrap();
+    assert_eq!(f.stream_position().unwrap(), 10);
+    assert_eq!(f.seek(SeekFrom::End(-3)).unwrap(), 7);
+    let mut b = [0u8; 3];
+    f.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"789");
+    assert_eq!(f.read(&mut b).unwrap(), 0, "at end of file");
+    assert_eq!(f.seek(SeekFrom::Start(2)).unwrap(), 2);
+    assert_eq!(f.seek(SeekFrom::Current(2)).unwrap(), 4);
+    f.write_all(b"ab").unwrap();
+    assert_eq!(fs.read("/s").unwrap(), b"0123ab6789");
+    // Past the end: a write there leaves a hole of zeros.
+    assert_eq!(f.seek(SeekFrom::End(2)).unwrap(), 12);
+    f.write_all(b"z").unwrap();
+    assert_eq!(fs.read("/s").unwrap(), b"0123ab6789\0\0z");
+    // Before the start: InvalidInput, and the cursor stays.
+    let e = f.seek(SeekFrom::Current(-100)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(f.stream_position().unwrap(), 13);
+    // Positional calls ignore the cursor.
+    f.write_at(b"X", 0).unwrap();
+    assert_eq!(f.stream_position().unwrap(), 13);
+}
+
+#[test]
+fn append_through_two_handles() {
+    use std::io::{Read, Write};
+    let (_d, fs) = io_fs();
+    fs.write("/a", b"start.").unwrap();
+    let open = || {
+        fs.open_options()
+            .append(true)
+            .read(true)
+            .open("/a")
+            .unwrap()
+    };
+    let (mut h1, mut h2) = (open(), open());
+    h1.write_all(b"one.").unwrap();
+    h2.write_all(b"two.").unwrap(); // at the end as of now, not at h2's cursor
+    h1.write_all(b"three.").unwrap();
+    // write_at in append mode goes to the end too.
+    h2.write_at(b"four.", 0).unwrap();
+    assert_eq!(fs.read("/a").unwrap(), b"start.one.two.three.four.");
+    // Each write moved its handle's cursor past what it wrote: a read there sees the rest.
+    let mut rest = String::new();
+    h1.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "four.");
+    // Concurrent appenders never overwrite each other.
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let mut h = open();
+            s.spawn(move || {
+                for _ in 0..50 {
+                    h.write_all(&[b'a' + t; 10]).unwrap();
+                }
+            });
+        }
+    });
+    let all = fs.read("/a").unwrap();
+    assert_eq!(all.len(), 25 + 4 * 50 * 10);
+    for t in 0..4u8 {
+        assert_eq!(all[25..].iter().filter(|&&b| b == b'a' + t).count(), 500);
+    }
+    for rec in all[25..].chunks(10) {
+        assert!(rec.iter().all(|&b| b == rec[0]), "a torn append: {rec:?}");
+    }
+}
+
+#[test]
+fn read_dir_entries_like_std() {
+    use std::ffi::OsString;
+    let (_d, fs) = io_fs();
+    fs.create_dir_all("/d/sub").unwrap();
+    fs.write("/d/f", b"12345").unwrap();
+    fs.symlink("/d/f", "/d/l").unwrap();
+    let rd = fs.read_dir("/d").unwrap();
+    assert_eq!(rd.len(), 3);
+    let mut ents: Vec<_> = rd.map(Result::unwrap).collect();
+    ents.sort_by_key(|e| e.file_name());
+    let names: Vec<OsString> = ents.iter().map(|e| e.file_name()).collect();
+    assert_eq!(names, ["f", "l", "sub"].map(OsString::from));
+    assert_eq!(ents[0].path(), std::path::Path::new("/d/f"));
+    let kinds: Vec<_> = ents.iter().map(|e| e.file_type().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            novafs::FileType::File,
+            novafs::FileType::Symlink,
+            novafs::FileType::Dir
+        ]
+    );
+    // metadata() is the entry's own (a symlink is not followed).
+    assert_eq!(ents[0].metadata().unwrap().len(), 5);
+    assert!(ents[1].metadata().unwrap().is_symlink());
+    assert_eq!(ents[0].ino(), fs.metadata("/d/f").unwrap().ino());
+    assert!(fs.read_dir("/d/f").is_err());
+}
+
+#[test]
+fn whole_file_write_shrinks_grows_and_frees() {
+    let (_d, fs) = io_fs();
+    let big = pattern(3 * 4096 + 100, 1);
+    fs.write("/f", &big).unwrap();
+    assert_eq!(fs.metadata("/f").unwrap().blocks(), 4);
+    let free = fs.statfs().unwrap().blocks_free;
+    // Shorter: the pages past the new end are gone (their blocks free), and an extension
+    // afterwards reads zeros there, not the old bytes.
+    let small = pattern(5000, 2);
+    fs.write("/f", &small).unwrap();
+    assert_eq!(fs.read("/f").unwrap(), small);
+    assert_eq!(fs.metadata("/f").unwrap().blocks(), 2);
+    assert!(fs.statfs().unwrap().blocks_free >= free + 2);
+    fs.open_file("/f")
+        .unwrap()
+        .set_len(big.len() as u64)
+        .unwrap();
+    let got = fs.read("/f").unwrap();
+    assert_eq!(&got[..5000], &small[..]);
+    assert!(got[5000..].iter().all(|&b| b == 0), "old bytes came back");
+    // Empty, then longer again; through a symlink; survives remount.
+    fs.write("/f", b"").unwrap();
+    assert_eq!(fs.metadata("/f").unwrap().len(), 0);
+    fs.symlink("/f", "/l").unwrap();
+    fs.write("/l", &big).unwrap();
+    assert_eq!(fs.read("/f").unwrap(), big);
+    // A dangling symlink names no file to write: NotFound, as for open.
+    fs.symlink("/nowhere/x", "/dangling").unwrap();
+    assert!(matches!(
+        fs.write("/dangling", b"x"),
+        Err(novafs::Error::NotFound)
+    ));
+    assert!(matches!(
+        fs.write("/", b"x"),
+        Err(novafs::Error::IsADirectory)
+    ));
 }

@@ -34,8 +34,8 @@ fn check_tree(fs: &Fs) {
     let kinds: Vec<_> = fs
         .read_dir("/d")
         .unwrap()
-        .into_iter()
-        .map(|e| (e.name_lossy(), e.file_type))
+        .map(|e| e.unwrap())
+        .map(|e| (e.name_lossy(), e.file_type().unwrap()))
         .collect();
     assert!(
         kinds.contains(&("fifo".into(), FileType::Fifo)),

@@ -171,15 +171,17 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
         let d = if dir.is_empty() { "/" } else { &dir };
         let entries = fs.read_dir(d).map_err(|e| format!("read_dir {d}: {e}"))?;
         for e in entries {
+            let e = e.map_err(|e| format!("read_dir {d}: {e}"))?;
             budget = budget.checked_sub(1).ok_or("tree too large")?;
             let p = format!("{dir}/{}", e.name_lossy());
+            let kind = e.file_type().map_err(|e| format!("{p}: {e}"))?;
             let m = fs
                 .symlink_metadata(&p)
                 .map_err(|e| format!("stat {p}: {e}"))?;
-            if m.file_type() != e.file_type {
+            if m.file_type() != kind {
                 return Err(format!("{p}: entry kind differs from the inode's"));
             }
-            let desc = match e.file_type {
+            let desc = match kind {
                 FileType::File => {
                     let data = fs.read(&p).map_err(|e| format!("read {p}: {e}"))?;
                     let d = format!(
@@ -190,7 +192,7 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
                         m.blocks()
                     );
                     contents.insert(p.clone(), data);
-                    inos.insert(p.clone(), e.ino);
+                    inos.insert(p.clone(), e.ino());
                     d
                 }
                 FileType::Dir => {
@@ -216,7 +218,7 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
             tree.insert(p, desc);
         }
     }
-    let s = fs.statfs();
+    let s = fs.statfs().map_err(|e| format!("statfs: {e}"))?;
     let sb = fs.engine().superblock();
     let fixed = sb.first_free_block + 1 + fs.engine().chunk_blocks().len() as u64 * 32;
     Ok(State {
@@ -434,8 +436,9 @@ fn usable(fs: Fs) -> Result<(), String> {
     // Delete everything.
     fn rm(fs: &Fs, dir: &str) -> Result<(), novafs::Error> {
         for ent in fs.read_dir(if dir.is_empty() { "/" } else { dir })? {
+            let ent = ent?;
             let p = format!("{dir}/{}", ent.name_lossy());
-            if ent.file_type == FileType::Dir {
+            if ent.file_type()? == FileType::Dir {
                 rm(fs, &p)?;
                 fs.remove_dir(&p)?;
             } else {
@@ -957,7 +960,7 @@ impl Tracker {
                     self.on_write(ino, *off, *len);
                 }
             }
-            Op::Truncate(p, _) | Op::Falloc(p, _, _) => {
+            Op::Truncate(p, _) | Op::Falloc(p, _, _) | Op::WriteFile { path: p, .. } => {
                 if let Some(ino) = ino_of(p) {
                     self.migrate(ino);
                 }

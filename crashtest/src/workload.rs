@@ -1,8 +1,8 @@
 //! Workloads: one operation per line, `#` comments.
 //!
 //! ```text
-//! mkdir P | create P | write P OFF LEN SEED | truncate P LEN | punch P OFF LEN
-//! zero P OFF LEN | zero-keep P OFF LEN | mknod P fifo|socket|chr|blk [MAJOR:MINOR]
+//! mkdir P | create P | write P OFF LEN SEED | writefile P LEN SEED | truncate P LEN
+//! punch P OFF LEN | zero P OFF LEN | zero-keep P OFF LEN | mknod P fifo|socket|chr|blk [MAJOR:MINOR]
 //! falloc P OFF LEN | link P Q | symlink TARGET P | unlink P | rmdir P | rename P Q | exchange P Q
 //! fsync P | remount | unmount
 //! map P OFF LEN [atomic] | mwrite P OFF LEN SEED | persist P OFF LEN | msync P
@@ -68,6 +68,16 @@ pub enum Op {
         /// Offset.
         off: u64,
         /// Length.
+        len: u64,
+        /// Data seed.
+        seed: u64,
+    },
+    /// `writefile P LEN SEED`: `Fs::write`, the atomic replace of a whole file (created if
+    /// missing)
+    WriteFile {
+        /// Path.
+        path: String,
+        /// New length.
         len: u64,
         /// Data seed.
         seed: u64,
@@ -174,6 +184,7 @@ impl fmt::Display for Op {
                 len,
                 seed,
             } => write!(f, "write {path} {off} {len} {seed}"),
+            Op::WriteFile { path, len, seed } => write!(f, "writefile {path} {len} {seed}"),
             Op::Truncate(p, l) => write!(f, "truncate {p} {l}"),
             Op::Punch(p, o, l) => write!(f, "punch {p} {o} {l}"),
             Op::Zero {
@@ -355,6 +366,11 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                     len: num(t.next(), line, "length")?,
                     seed: num(t.next(), line, "seed")?,
                 },
+                "writefile" => Op::WriteFile {
+                    path: path(t.next(), line)?,
+                    len: num(t.next(), line, "length")?,
+                    seed: num(t.next(), line, "seed")?,
+                },
                 "truncate" => Op::Truncate(path(t.next(), line)?, num(t.next(), line, "length")?),
                 "punch" => Op::Punch(
                     path(t.next(), line)?,
@@ -442,6 +458,7 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
             return Err(format!("line {line}: unexpected '{extra}'"));
         }
         if let Op::Write { len, .. }
+        | Op::WriteFile { len, .. }
         | Op::MWrite { len, .. }
         | Op::Via(_, HandleOp::Write { len, .. } | HandleOp::Append { len, .. }) = &op
         {
@@ -587,6 +604,7 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
             let f = fs.open_options().write(true).open(path)?;
             f.write_at(&data(*seed, *len), *off).map(|_| ())
         }
+        Op::WriteFile { path, len, seed } => fs.write(path, &data(*seed, *len)),
         Op::Truncate(p, l) => fs.open_options().write(true).open(p)?.set_len(*l),
         Op::Punch(p, o, l) => fs.open_options().write(true).open(p)?.punch_hole(*o, *l),
         Op::Zero {
@@ -650,6 +668,11 @@ pub fn seq1_ops() -> Vec<Op> {
         len,
         seed,
     };
+    let wf = |p: &str, len, seed| Op::WriteFile {
+        path: p.into(),
+        len,
+        seed,
+    };
     let s = |x: &str| x.to_string();
     let zero = |p: &str, off, len, keep| Op::Zero {
         path: p.into(),
@@ -669,6 +692,9 @@ pub fn seq1_ops() -> Vec<Op> {
         w("/foo", 8192, 5000, 7),  // append
         w("/A/bar", 200, 1, 8),    // extend a small file by a sparse write
         w("/foo", 20000, 4096, 9), // beyond the end (hole)
+        wf("/foo", 5000, 10),      // replace a file by a shorter one (partial last page)
+        wf("/A/bar", 12288, 11),   // replace a file by a longer one
+        wf("/new2", 6000, 12),     // a new file, created with its contents
         Op::Truncate(s("/foo"), 0),
         Op::Truncate(s("/foo"), 5000),
         Op::Truncate(s("/foo"), 20000),

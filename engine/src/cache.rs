@@ -102,7 +102,7 @@ impl Engine {
             // `mounted` set lands before either completes.
             let st = inode.state.read();
             if !self.mounted.load(Ordering::Acquire) {
-                return Err(Error::BadHandle("the file system was unmounted"));
+                return Err(Error::Unmounted);
             }
             let (first, last) = (off / BLOCK, (end - 1) / BLOCK);
             if st.attr.kind == Kind::File
@@ -232,6 +232,7 @@ impl Engine {
 
     /// Make the mapped stores in `[off, off+len)` durable: flush their lines, fence.
     pub fn cache_persist(&self, inode: &Inode, off: u64, len: u64) -> Result<()> {
+        self.check_mounted()?;
         let end = off.saturating_add(len);
         if len > 0 && off / BLOCK == (end - 1) / BLOCK {
             // A range inside the page of the last mapped store: flush that block without the
@@ -367,7 +368,7 @@ impl Engine {
     pub(crate) fn migrate_all(&self, include_atomic: bool) -> Result<()> {
         let inos: Vec<u64> = self.writeback.dirty.lock().iter().copied().collect();
         for ino in inos {
-            let i = self.inode(ino)?;
+            let i = self.load_inode(ino)?;
             let mut st = i.state.write();
             if !st.freed && (include_atomic || !st.cache_atomic) {
                 self.migrate_locked(&i, &mut st)?;

@@ -179,6 +179,24 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `data` as whole pages from page 0: full pages borrowed, the last partial one padded with
+/// zeros (bytes past the end of file are always zero).
+fn content_pages(data: &[u8]) -> Vec<(u64, Page<'_>)> {
+    data.chunks(BLOCK as usize)
+        .enumerate()
+        .map(|(pg, c)| {
+            let page = if c.len() == BLOCK as usize {
+                Page::Borrowed(c)
+            } else {
+                let mut buf = vec![0u8; BLOCK as usize];
+                buf[..c.len()].copy_from_slice(c);
+                Page::Owned(buf)
+            };
+            (pg as u64, page)
+        })
+        .collect()
+}
+
 /// Locks on several inodes, taken in inode order.
 struct Locked<'a> {
     guards: Vec<(u64, RwLockWriteGuard<'a, InodeState>)>,
@@ -244,6 +262,8 @@ impl Engine {
             drop(i.state.write());
         }
         self.stop_writeback();
+        // A killed process's lock goes with it.
+        self.media.release();
     }
 
     /// The media.
@@ -274,14 +294,23 @@ impl Engine {
     /// Admit a mutating operation: the returned guard keeps unmount and crash from starting
     /// until the operation is done (they take the gate exclusively).
     pub(crate) fn writable(&self) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
+        self.check_mounted()?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }
         let guard = self.gate.read_recursive();
-        if !self.mounted.load(Ordering::Acquire) {
-            return Err(Error::BadHandle("the file system was unmounted"));
-        }
+        self.check_mounted()?;
         Ok(guard)
+    }
+
+    /// `Unmounted` once the engine was unmounted (or crashed): every public call checks it,
+    /// so handles and clones that outlive the unmount fail, reads included.
+    pub fn check_mounted(&self) -> Result<()> {
+        if self.mounted.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::Unmounted)
+        }
     }
 
     fn shard(&self, ino: u64) -> &RwLock<InoMap<Arc<Inode>>> {
@@ -306,8 +335,14 @@ impl Engine {
         Ok(inode)
     }
 
-    /// The cached inode `ino`, loading it from its log if needed.
+    /// The cached inode `ino`, loading it from its log if needed. `Unmounted` after unmount.
     pub fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        self.check_mounted()?;
+        self.load_inode(ino)
+    }
+
+    /// [`Engine::inode`] without the mounted check (unmount's own migrations).
+    pub(crate) fn load_inode(&self, ino: u64) -> Result<Arc<Inode>> {
         if let Some(i) = self.shard(ino).read().get(&ino) {
             return Ok(i.clone());
         }
@@ -486,6 +521,24 @@ impl Engine {
         self.make_node(parent, name, (kind, rdev), mode, uid, gid, None)
     }
 
+    /// Create a regular file holding `data`, in one commit: after a crash the name is absent,
+    /// or present with all of `data` (never empty or partly written). `AlreadyExists` if the
+    /// name is taken.
+    pub fn create_with(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+        data: &[u8],
+    ) -> Result<Attr> {
+        if data.len() as u64 > MAX_FILE_PAGES * BLOCK {
+            return Err(Error::FileTooLarge);
+        }
+        let (uid, gid) = owner;
+        self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, Some(data))
+    }
+
     /// Create a directory.
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         self.make_node(parent, name, (Kind::Dir, 0), mode, uid, gid, None)
@@ -525,7 +578,7 @@ impl Engine {
         mode: u32,
         uid: u32,
         gid: u32,
-        target: Option<&[u8]>,
+        content: Option<&[u8]>,
     ) -> Result<Attr> {
         check_name(name)?;
         let _op = self.writable()?;
@@ -562,34 +615,31 @@ impl Engine {
             let mut child = InodeState::new(ino, &slot, kind);
             let mut child_entries = Vec::new();
             let mut child_staged = None;
-            if let Some(t) = target {
-                let ext = self.blocks.alloc(1)?;
-                let b = ext[0].start;
-                cleanup_blocks.push(b);
-                let mut page = vec![0u8; BLOCK as usize];
-                page[..t.len()].copy_from_slice(t);
-                self.media.write_nt(b * BLOCK, &page)?;
-                let e = Entry::Write {
-                    pgoff: 0,
-                    block: b,
-                    num_pages: 1,
-                    size: t.len() as u64,
-                    mtime_ns: now,
-                };
+            if let Some(data) = content.filter(|d| !d.is_empty()) {
+                // The new inode's log is prepared before anything names it: the parent's
+                // commit makes the inode and its contents visible together.
+                let (extents, _) = self.write_pages(
+                    &child.map,
+                    &content_pages(data),
+                    data.len() as u64,
+                    now,
+                    &mut child_entries,
+                    false,
+                )?;
+                cleanup_blocks.extend(extents.iter().flat_map(|e| e.start..e.start + e.len));
                 let st = log::stage(
                     &self.media,
                     &self.blocks,
                     slot_off,
                     &child.log,
-                    std::slice::from_ref(&e),
+                    &child_entries,
                     false,
                 )?;
                 slot.log_head = st.new_head.unwrap_or(0);
                 slot.log_tail = st.new_tail;
-                child_entries.push(e);
                 child_staged = Some(st);
             }
-            // The whole slot, including head and tail for a symlink's prepared log.
+            // The whole slot, including head and tail for a prepared log.
             if bugs::active(Bug::NoInodeSlotFlush) {
                 self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
             } else {
@@ -1261,6 +1311,7 @@ impl Engine {
 
     /// Read from an inode whose state the caller has locked.
     pub fn read_locked(&self, st: &InodeState, off: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check_mounted()?;
         if st.attr.kind == Kind::Dir {
             return Err(Error::IsADirectory);
         }
@@ -1441,91 +1492,21 @@ impl Engine {
         pre: Vec<Entry>,
         use_reserve: bool,
     ) -> Result<()> {
-        let need = pages
-            .iter()
-            .filter(|(_, p)| !matches!(p, Page::Hole))
-            .count() as u64;
-        // Injected bug: overwrite in place, i.e. the old blocks are "freed" and reused before
-        // the commit.
-        let mut in_place: Vec<u64> = Vec::new();
-        if bugs::active(Bug::FreeBeforeCommit) {
-            for (pg, p) in &pages {
-                if let (Some(&b), false) = (st.map.get(pg), matches!(p, Page::Hole)) {
-                    in_place.push(b);
-                }
-            }
-        }
-        let extents = self
-            .blocks
-            .alloc_with(need - in_place.len() as u64, use_reserve)?;
-        let mut reuse = in_place.clone().into_iter();
-        let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
-        let now = now_ns();
         let mut entries = pre;
-        let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
-        let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
-            entries.push(Entry::Write {
-                pgoff: r.0,
-                block: r.1,
-                num_pages: r.2,
-                size,
-                mtime_ns: now,
-            })
-        };
-        let mut write_err = None;
-        for (pg, content) in &pages {
-            let b = match content {
-                Page::Hole => 0,
-                _ if !in_place.is_empty() && st.map.contains_key(pg) => {
-                    reuse.next().expect("old block")
-                }
-                _ => blocks.next().expect("allocated"),
-            };
-            let r = match content {
-                Page::Borrowed(d) => self.media.write_nt(b * BLOCK, d),
-                Page::Owned(d) => self.media.write_nt(b * BLOCK, d),
-                Page::Zero => self.media.zero_nt(b * BLOCK, BLOCK),
-                Page::Hole => Ok(()),
-            };
-            if let Err(e) = r {
-                write_err = Some(e);
-                break;
-            }
-            run = match run {
-                Some((p0, b0, n))
-                    if p0 + n as u64 == *pg
-                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
-                        && n < u32::MAX =>
-                {
-                    Some((p0, b0, n + 1))
-                }
-                Some(r) => {
-                    push_run(&mut entries, r);
-                    Some((*pg, b, 1))
-                }
-                None => Some((*pg, b, 1)),
-            };
-        }
-        if let Some(r) = run {
-            push_run(&mut entries, r);
-        }
+        let (extents, in_place) =
+            self.write_pages(&st.map, &pages, size, now_ns(), &mut entries, use_reserve)?;
         if entries.is_empty() {
             // Nothing to log (e.g. a size-only change that the caller logged itself).
-            self.blocks.free_extents(&extents);
             return Ok(());
         }
-        let staged = match write_err {
-            Some(e) => Err(e),
-            None => log::stage(
-                &self.media,
-                &self.blocks,
-                inode.slot_off,
-                &st.log,
-                &entries,
-                use_reserve,
-            ),
-        };
-        let staged = match staged {
+        let staged = match log::stage(
+            &self.media,
+            &self.blocks,
+            inode.slot_off,
+            &st.log,
+            &entries,
+            use_reserve,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 self.blocks.free_extents(&extents);
@@ -1538,6 +1519,126 @@ impl Engine {
             if !in_place.contains(&b) {
                 self.blocks.free(b, 1);
             }
+        }
+        Ok(())
+    }
+
+    /// Allocate blocks for `pages` (everything first: on `NoSpace` nothing was written), write
+    /// them with non-temporal stores (durable at the commit's fence), and append their `Write`
+    /// entries (one per run of contiguous pages and blocks; all carry `size`) to `entries`.
+    /// `map` is the file's current map. On error nothing stays allocated. Returns the
+    /// allocated extents and the old blocks reused in place (only under an injected bug).
+    fn write_pages(
+        &self,
+        map: &crate::inode::FileMap,
+        pages: &[(u64, Page<'_>)],
+        size: u64,
+        now: u64,
+        entries: &mut Vec<Entry>,
+        use_reserve: bool,
+    ) -> Result<(Vec<crate::alloc::Extent>, Vec<u64>)> {
+        let need = pages
+            .iter()
+            .filter(|(_, p)| !matches!(p, Page::Hole))
+            .count() as u64;
+        // Injected bug: overwrite in place, i.e. the old blocks are "freed" and reused before
+        // the commit.
+        let mut in_place: Vec<u64> = Vec::new();
+        if bugs::active(Bug::FreeBeforeCommit) {
+            for (pg, p) in pages {
+                if let (Some(&b), false) = (map.get(pg), matches!(p, Page::Hole)) {
+                    in_place.push(b);
+                }
+            }
+        }
+        let extents = self
+            .blocks
+            .alloc_with(need - in_place.len() as u64, use_reserve)?;
+        let mut reuse = in_place.clone().into_iter();
+        let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
+        let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
+        let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
+            entries.push(Entry::Write {
+                pgoff: r.0,
+                block: r.1,
+                num_pages: r.2,
+                size,
+                mtime_ns: now,
+            })
+        };
+        for (pg, content) in pages {
+            let b = match content {
+                Page::Hole => 0,
+                _ if !in_place.is_empty() && map.contains_key(pg) => {
+                    reuse.next().expect("old block")
+                }
+                _ => blocks.next().expect("allocated"),
+            };
+            let r = match content {
+                Page::Borrowed(d) => self.media.write_nt(b * BLOCK, d),
+                Page::Owned(d) => self.media.write_nt(b * BLOCK, d),
+                Page::Zero => self.media.zero_nt(b * BLOCK, BLOCK),
+                Page::Hole => Ok(()),
+            };
+            if let Err(e) = r {
+                self.blocks.free_extents(&extents);
+                return Err(e);
+            }
+            run = match run {
+                Some((p0, b0, n))
+                    if p0 + n as u64 == *pg
+                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
+                        && n < u32::MAX =>
+                {
+                    Some((p0, b0, n + 1))
+                }
+                Some(r) => {
+                    push_run(entries, r);
+                    Some((*pg, b, 1))
+                }
+                None => Some((*pg, b, 1)),
+            };
+        }
+        if let Some(r) = run {
+            push_run(entries, r);
+        }
+        Ok((extents, in_place))
+    }
+
+    /// Replace the whole contents of file `i` with `data` (its new length), in one commit:
+    /// the new pages are written copy-on-write, then one log append (a size change that drops
+    /// the old pages past the new end, and the new pages' `Write` entries) is committed by
+    /// one tail store. After a crash the file holds the old contents or all of `data`.
+    pub fn replace_inode(&self, i: &Inode, data: &[u8]) -> Result<()> {
+        let _op = self.writable()?;
+        let len = data.len() as u64;
+        if len.div_ceil(BLOCK) > MAX_FILE_PAGES {
+            return Err(Error::FileTooLarge);
+        }
+        let mut st = i.state.write();
+        match st.attr.kind {
+            Kind::File if st.freed => return Err(Error::NotFound),
+            Kind::File => {}
+            Kind::Dir => return Err(Error::IsADirectory),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "write to a symlink, FIFO, socket or device node".into(),
+                ))
+            }
+        }
+        // Cached pages are migrated first (or with this, for a failure-atomic cache).
+        let (mut pre, migrating) = self.migrate_or_fold(i, &mut st)?;
+        let now = now_ns();
+        let mut a = SetAttrEntry::zeroed_entry();
+        a.mask = attr_mask::SIZE | attr_mask::MTIME | attr_mask::CTIME;
+        a.size = len;
+        a.mtime_ns = now;
+        a.ctime_ns = now;
+        pre.push(Entry::SetAttr(a));
+        self.media.mark("replace");
+        self.commit_pages(i, &mut st, content_pages(data), len, pre, false)?;
+        if migrating {
+            self.finish_migration(i, &mut st)?;
         }
         Ok(())
     }
@@ -1786,6 +1887,7 @@ impl Engine {
 
     /// Fence (and msync in Msync mode) without migrating any write cache.
     pub fn sync_media(&self) -> Result<()> {
+        self.check_mounted()?;
         self.media.sync_all()
     }
 

@@ -38,9 +38,21 @@ pub enum Error {
     /// No free inode left.
     #[error("no free inodes left on the image")]
     NoInodes,
-    /// Another process (or handle) holds the image.
-    #[error("image in use: another process has it open")]
-    ImageInUse,
+    /// Another mount holds the image's lock: another process, or another `Fs` of this one
+    /// that was not unmounted. `pid` is the holder's process id as the kernel lists it in
+    /// `/proc/locks` (`None` when it cannot be read there).
+    #[error("image in use: {}", match pid { Some(p) => format!("process {p} has it open"), None => "another process has it open".into() })]
+    ImageInUse {
+        /// The process holding the image's lock.
+        pid: Option<u32>,
+    },
+    /// The file system was unmounted (or crashed, for tests): a handle or clone that outlived
+    /// the unmount fails every call.
+    #[error("the file system was unmounted")]
+    Unmounted,
+    /// A read reached the end of the file before filling the buffer (`read_exact_at`).
+    #[error("unexpected end of file")]
+    UnexpectedEof,
     /// The image was made by a format version this build does not read.
     #[error("unsupported format version {found} (this build reads version {supported})")]
     UnsupportedVersion {
@@ -49,8 +61,8 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
-    /// Not a novafs image at all.
-    #[error("not a novafs image (bad magic)")]
+    /// Not a novafs image at all (an empty file, or no novafs superblock magic).
+    #[error("not a novafs image")]
     NotNovafs,
     /// Damage detected on the media.
     #[error("corrupt {what} at {location}")]
@@ -107,7 +119,9 @@ impl Error {
             Error::NameTooLong(_) => libc::ENAMETOOLONG,
             Error::InvalidPath(_) | Error::InvalidArgument(_) => libc::EINVAL,
             Error::NoSpace | Error::NoInodes => libc::ENOSPC,
-            Error::ImageInUse => libc::EBUSY,
+            Error::ImageInUse { .. } => libc::EBUSY,
+            Error::Unmounted => libc::ENOTCONN,
+            Error::UnexpectedEof => libc::EIO,
             Error::UnsupportedVersion { .. } | Error::NotNovafs => libc::EINVAL,
             Error::Corrupt { .. } => libc::EUCLEAN,
             Error::Loop => libc::ELOOP,
@@ -124,6 +138,16 @@ impl Error {
         }
     }
 
+    /// The `std::io::ErrorKind` this error maps to (the errno's, except `UnexpectedEof`,
+    /// which has no errno of its own).
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io(e) => e.kind(),
+            Error::UnexpectedEof => io::ErrorKind::UnexpectedEof,
+            other => io::Error::from_raw_os_error(other.errno()).kind(),
+        }
+    }
+
     /// Shorthand for a corruption error.
     pub fn corrupt(what: impl Into<String>, location: impl Into<String>) -> Error {
         Error::Corrupt {
@@ -137,11 +161,7 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         match e {
             Error::Io(e) => e,
-            other => {
-                let errno = other.errno();
-                let kind = io::Error::from_raw_os_error(errno).kind();
-                io::Error::new(kind, other)
-            }
+            other => io::Error::new(other.io_kind(), other),
         }
     }
 }

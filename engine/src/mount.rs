@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
 use crate::layout::inode::{InodeSlot, NewInode, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::state::{MountState, CLEAN_MAGIC};
-use crate::layout::superblock::{Superblock, FORMAT_VERSION};
+use crate::layout::superblock::{Superblock, FORMAT_VERSION, MAGIC};
 use crate::layout::{
     checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, MIN_IMAGE_BYTES,
     ROOT_INO,
@@ -30,6 +30,9 @@ pub struct FormatOptions {
     pub root_uid: u32,
     /// Root group.
     pub root_gid: u32,
+    /// Format over an existing non-empty file (default false: such a file is refused with
+    /// `AlreadyExists`, so that a typo cannot wipe an image or any other file).
+    pub overwrite: bool,
 }
 
 impl Default for FormatOptions {
@@ -39,6 +42,7 @@ impl Default for FormatOptions {
             root_mode: 0o755,
             root_uid: 0,
             root_gid: 0,
+            overwrite: false,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Engine {
         let media = Media::create(
             path,
             size_bytes,
+            opts.overwrite,
             &MapOptions {
                 force_emulated: opts.force_emulated,
                 ..MapOptions::default()
@@ -160,6 +165,10 @@ impl Engine {
     /// Read and validate the superblock (repairing the primary from the replica).
     pub fn read_superblock(media: &Media, repair: bool) -> Result<(Superblock, bool)> {
         let len = media.len();
+        // A file too short for an image is foreign unless it starts with the magic.
+        if len < MIN_IMAGE_BYTES && (len < 8 || media.read_pod::<[u8; 8]>(0)? != MAGIC) {
+            return Err(Error::NotNovafs);
+        }
         if len < MIN_IMAGE_BYTES {
             return Err(Error::corrupt(
                 "image too small (truncated image file?)",
@@ -511,9 +520,20 @@ impl Engine {
         }
         self.stop_writeback();
         if self.read_only {
+            drop(self.gate.write()); // readers in flight finish first
+            self.media.release();
             return Ok(());
         }
         let _gate = self.gate.write(); // operations in flight finish first
+        let saved = self.save_clean();
+        // The lock goes with the unmount, not with the last handle: the image can be mounted
+        // again at once (handles and clones that outlive this fail with `Unmounted`).
+        self.media.release();
+        saved
+    }
+
+    /// Clean unmount's stores (the gate held exclusively, `mounted` cleared).
+    fn save_clean(&self) -> Result<()> {
         self.free_orphans()?;
         self.migrate_all(true)?;
         let free = self.blocks.extents();

@@ -67,15 +67,34 @@ fn last_name<'a>(p: &'a Path, what: &str) -> CliResult<&'a std::ffi::OsStr> {
     })
 }
 
+/// The (name, inode) pairs of a directory, sorted by name.
+fn sorted_entries(fs: &Fs, dir: &Path) -> novafs::Result<Vec<(Vec<u8>, u64)>> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut entries = fs
+        .read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name().into_vec(), e.ino())))
+        .collect::<novafs::Result<Vec<_>>>()?;
+    entries.sort();
+    Ok(entries)
+}
+
 /// `novafs mkfs`.
-pub fn mkfs(image: &Path, size: u64, force_emulated: bool) -> CliResult<()> {
+pub fn mkfs(image: &Path, size: u64, force_emulated: bool, force: bool) -> CliResult<()> {
     let opts = FormatOptions {
         force_emulated,
+        overwrite: force,
         ..FormatOptions::default()
     };
-    let ctx = || format!("cannot format {}", image.display());
+    let ctx = || {
+        let hint = if !force && image.metadata().is_ok_and(|m| m.len() > 0) {
+            " (the file exists and is not empty: --force formats over it)"
+        } else {
+            ""
+        };
+        format!("cannot format {}{hint}", image.display())
+    };
     let fs = Fs::format(image, size, &opts).with_context(ctx)?;
-    let st = fs.statfs();
+    let st = fs.statfs().with_context(ctx)?;
     let mode = fs.media_mode();
     fs.unmount().with_context(ctx)?;
     let mut out = Out::new();
@@ -95,7 +114,11 @@ pub fn mkfs(image: &Path, size: u64, force_emulated: bool) -> CliResult<()> {
 /// `novafs info`.
 pub fn info(image: &Path, as_json: bool) -> CliResult<()> {
     let (st, mode, report) = with_fs(image, |fs| {
-        Ok((fs.statfs(), fs.media_mode(), fs.mount_report().clone()))
+        Ok((
+            fs.statfs().with_context(|| "statfs".to_string())?,
+            fs.media_mode(),
+            fs.mount_report().clone(),
+        ))
     })?;
     let image_bytes = st.blocks_total * st.block_size;
     let mut out = Out::new();
@@ -183,13 +206,12 @@ pub fn ls(image: &Path, path: &Path, long: bool) -> CliResult<()> {
         };
         let engine = fs.engine();
         if list_dir {
-            let mut entries = fs.read_dir(path).with_context(ctx)?;
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let entries = sorted_entries(fs, path).with_context(ctx)?;
             entries
                 .into_iter()
-                .map(|e| {
-                    row(engine, e.name.clone(), e.ino)
-                        .with_context(|| shown(&path.join(std::ffi::OsStr::from_bytes(&e.name))))
+                .map(|(name, ino)| {
+                    row(engine, name.clone(), ino)
+                        .with_context(|| shown(&path.join(std::ffi::OsStr::from_bytes(&name))))
                 })
                 .collect::<CliResult<Vec<Row>>>()
         } else {
@@ -560,11 +582,10 @@ pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
         let own = fs.symlink_metadata(path).with_context(ctx)?;
         let engine = fs.engine();
         if own.is_dir() || (own.is_symlink() && fs.metadata(path).is_ok_and(|m| m.is_dir())) {
-            let mut entries = fs.read_dir(path).with_context(ctx)?;
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let entries = sorted_entries(fs, path).with_context(ctx)?;
             entries
                 .into_iter()
-                .map(|e| row(engine, e.name.clone(), e.ino).with_context(ctx))
+                .map(|(name, ino)| row(engine, name, ino).with_context(ctx))
                 .collect::<CliResult<Vec<Row>>>()
         } else {
             let name = path.as_os_str().as_bytes().to_vec();
@@ -589,7 +610,10 @@ pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
 
 /// `novafs df`: space and inodes, like df(1).
 pub fn df(image: &Path, as_json: bool) -> CliResult<()> {
-    let st = with_fs(image, |fs| Ok(fs.statfs())).map_err(|e| {
+    let st = with_fs(image, |fs| {
+        fs.statfs().with_context(|| "statfs".to_string())
+    })
+    .map_err(|e| {
         CliError::new(
             "",
             format!("{e} (if the image is mounted through FUSE, run df on its mount point)"),

@@ -237,8 +237,18 @@ pub fn run(image: &Path, size: u64) -> CliResult<()> {
     let mut written = 0u64;
 
     let fs = r.step("format", || {
-        let fs = Fs::format(image, size, &FormatOptions::default())
-            .with_context(|| format!("cannot format {shown}"))?;
+        // The demo reformats its own image (or any novafs image it is given), never a
+        // foreign file.
+        let mut magic = [0u8; 8];
+        let is_novafs = std::fs::File::open(image)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|()| magic == novafs::engine::layout::superblock::MAGIC);
+        let opts = FormatOptions {
+            overwrite: is_novafs,
+            ..FormatOptions::default()
+        };
+        let fs =
+            Fs::format(image, size, &opts).with_context(|| format!("cannot format {shown}"))?;
         Ok((fs, String::new()))
     })?;
     let mode = fs.media_mode();
@@ -411,7 +421,9 @@ pub fn run(image: &Path, size: u64) -> CliResult<()> {
         Ok((t, d))
     })?;
 
-    let st: StatFs = fs.statfs();
+    let st: StatFs = fs
+        .statfs()
+        .with_context(|| format!("demo: statfs of {shown}"))?;
     r.step("unmount", || {
         fs.unmount()
             .with_context(|| format!("demo: unmounting {shown}"))?;

@@ -376,7 +376,7 @@ struct CrashtestArgs {
 
 #[derive(Args, Debug)]
 struct MkfsArgs {
-    /// Image file to create or overwrite
+    /// Image file to create (an existing non-empty file needs --force)
     image: PathBuf,
     /// Image size: bytes, or with a suffix K/M/G/T, KiB/MiB/GiB/TiB (x1024) or KB/MB/GB/TB (x1000)
     #[arg(short, long, default_value = "1GiB", value_parser = units::parse_size)]
@@ -384,6 +384,9 @@ struct MkfsArgs {
     /// Treat the image as emulated persistent memory even if it is not on tmpfs
     #[arg(long)]
     force_emulated: bool,
+    /// Format over an existing non-empty file (without it such a file is refused)
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -551,7 +554,7 @@ struct DemoArgs {
 
 fn run(command: Command) -> CliResult<()> {
     match command {
-        Command::Mkfs(a) => commands::mkfs(&a.image, a.size, a.force_emulated),
+        Command::Mkfs(a) => commands::mkfs(&a.image, a.size, a.force_emulated, a.force),
         Command::Info(a) => commands::info(&a.image, a.json),
         Command::Ls(a) if a.json => commands::ls_json(&a.image, &a.path),
         Command::Ls(a) => commands::ls(&a.image, &a.path, a.long),
@@ -656,7 +659,7 @@ fn main() -> ExitCode {
     }
     let result = if invoked_as_mkfs(args.first()) {
         let a = MkfsCli::parse_from(args).args;
-        commands::mkfs(&a.image, a.size, a.force_emulated)
+        commands::mkfs(&a.image, a.size, a.force_emulated, a.force)
     } else if invoked_as_mount(args.first()) {
         mount::run(&MountCli::parse_from(args).args)
     } else {

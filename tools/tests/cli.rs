@@ -188,7 +188,7 @@ fn mkfs_sizes() {
         ("4096000B", 4_096_000),
         ("1.5MiB", 3 << 19),
     ] {
-        ok(&["mkfs", s(&img), "--size", arg]);
+        ok(&["mkfs", s(&img), "--size", arg, "--force"]);
         assert_eq!(std::fs::metadata(&img).unwrap().len(), bytes, "{arg}");
         let v = json(&["info", s(&img), "--json"]);
         assert_eq!(v["blocks_total"].as_u64(), Some(bytes / 4096), "{arg}");
@@ -199,8 +199,18 @@ fn mkfs_sizes() {
         Some(2)
     );
     assert_eq!(run(&["mkfs", s(&img), "--size", ""]).status.code(), Some(2));
-    fails(&["mkfs", s(&img), "--size", "100K"]);
-    fails(&["mkfs", s(&img), "--size", "1000001KB"]);
+    fails(&["mkfs", s(&img), "--size", "100K", "--force"]);
+    fails(&["mkfs", s(&img), "--size", "1000001KB", "--force"]);
+    // An existing non-empty file needs --force, and is left alone without it.
+    let before = std::fs::read(&img).unwrap();
+    let out = run(&["mkfs", s(&img), "--size", "4MiB"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&img).unwrap(), before);
 }
 
 #[test]

@@ -85,7 +85,8 @@ pub struct Media {
     mode: MediaMode,
     len: u64,
     flush_kind: FlushKind,
-    _file: Option<File>,
+    /// The image file, holding its lock until [`Media::release`] (unmount) or drop.
+    file: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for Media {
@@ -99,8 +100,9 @@ impl std::fmt::Debug for Media {
 }
 
 impl Media {
-    /// Create (or resize) the image file at `path` to `len` bytes and map it.
-    pub fn create(path: &Path, len: u64, opts: &MapOptions) -> Result<Media> {
+    /// Create the image file at `path` (or take an existing one), size it to `len` bytes and
+    /// map it. An existing non-empty file is refused with `AlreadyExists` unless `overwrite`.
+    pub fn create(path: &Path, len: u64, overwrite: bool, opts: &MapOptions) -> Result<Media> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -108,6 +110,9 @@ impl Media {
             .truncate(false)
             .open(path)?;
         lock_file(&file)?;
+        if !overwrite && file.metadata()?.len() > 0 {
+            return Err(Error::AlreadyExists);
+        }
         file.set_len(0)?;
         file.set_len(len)?;
         raw::preallocate(&file, len)?;
@@ -123,7 +128,10 @@ impl Media {
     }
 
     fn from_file(file: File, len: u64, opts: &MapOptions) -> Result<Media> {
-        if len == 0 || usize::try_from(len).is_err() {
+        if len == 0 {
+            return Err(Error::NotNovafs);
+        }
+        if usize::try_from(len).is_err() {
             return Err(Error::Corrupt {
                 what: "image size".into(),
                 location: format!("{len} bytes"),
@@ -146,7 +154,7 @@ impl Media {
             mode,
             len,
             flush_kind: FlushKind::detect(),
-            _file: Some(file),
+            file: Mutex::new(Some(file)),
         })
     }
 
@@ -163,7 +171,7 @@ impl Media {
             mode: MediaMode::Traced,
             len,
             flush_kind: FlushKind::None,
-            _file: None,
+            file: Mutex::new(None),
         }
     }
 
@@ -360,6 +368,16 @@ impl Media {
         }
     }
 
+    /// Release the image's lock and close the file (unmount: another mount may take the image
+    /// at once). The mapping stays valid; the engine makes no store after this. The unlock is
+    /// explicit: the mapping keeps the open file description, and with it a `flock`, alive
+    /// after the descriptor is closed.
+    pub fn release(&self) {
+        if let Some(f) = self.file.lock().take() {
+            let _ = f.unlock();
+        }
+    }
+
     /// Flush everything and, for file-backed regions, `msync` the whole file.
     pub fn sync_all(&self) -> Result<()> {
         if let Backend::Mapped(r) = &self.backend {
@@ -375,10 +393,57 @@ impl Media {
 /// Shared handle to the media.
 pub type MediaRef = Arc<Media>;
 
+/// Take the image's exclusive lock: `flock(LOCK_EX | LOCK_NB)` on the open file description,
+/// so a second open conflicts even within one process. On conflict, the holder's pid is looked
+/// up in `/proc/locks` (the kernel records the pid of the process that took a `flock`): no
+/// pid is written to the image, so nothing goes stale after a crash.
 fn lock_file(file: &File) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ImageInUse),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ImageInUse {
+            pid: lock_holder(file),
+        }),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}
+
+/// The pid holding a `flock` write lock on `file`, from `/proc/locks`.
+fn lock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    parse_lock_holder(&locks, &id)
+}
+
+/// In `/proc/locks` text, the pid of the `FLOCK WRITE` lock on `dev_ino` ("maj:min:ino", hex
+/// device numbers). Lines of waiters (`-> ...`) are skipped.
+fn parse_lock_holder(locks: &str, dev_ino: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [_, "FLOCK", _, "WRITE", pid, id, ..] if *id == dev_ino => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_holder_is_read_from_proc_locks() {
+        let text = "1: POSIX  ADVISORY  WRITE 77 00:2d:99 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 4242 00:2d:1234 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 5151 00:2d:1234 0 EOF\n";
+        assert_eq!(parse_lock_holder(text, "00:2d:1234"), Some(4242));
+        assert_eq!(parse_lock_holder(text, "00:2d:99"), None);
+        assert_eq!(parse_lock_holder(text, "00:2e:1234"), None);
     }
 }
