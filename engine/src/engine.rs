@@ -125,6 +125,8 @@ pub struct Engine {
     pub(crate) gc: crate::gc::Gc,
     /// Mutating operations hold it shared; unmount and crash exclusively.
     pub(crate) gate: RwLock<()>,
+    /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
+    pub(crate) dir_names: crate::admit::DirNames,
 }
 
 impl std::fmt::Debug for Engine {
@@ -218,6 +220,7 @@ impl Engine {
             writeback: Default::default(),
             gc: Default::default(),
             gate: RwLock::new(()),
+            dir_names: Default::default(),
         }
     }
 
@@ -304,19 +307,31 @@ impl Engine {
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
         let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.sb))?;
-        if !st.cache.is_empty() {
-            self.writeback.dirty.lock().insert(ino);
-        }
         let mut shard = self.shard(ino).write();
-        let i = shard.entry(ino).or_insert_with(|| {
-            Arc::new(Inode {
-                ino,
-                slot_off,
-                state: crate::sync::RwLock::new(st),
-                open: Default::default(),
-                last_store: Default::default(),
-            })
-        });
+        let i = match shard.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if let Err(e) = self.admit(ino, &st) {
+                    // Freed while it was loading (kind word cleared): not damage.
+                    let kind_word = self.media.load_u64(slot_off + 16)?;
+                    return Err(if kind_word & 0xff == 0 {
+                        Error::NotFound
+                    } else {
+                        e
+                    });
+                }
+                if !st.cache.is_empty() {
+                    self.writeback.dirty.lock().insert(ino);
+                }
+                v.insert(Arc::new(Inode {
+                    ino,
+                    slot_off,
+                    state: crate::sync::RwLock::new(st),
+                    open: Default::default(),
+                    last_store: Default::default(),
+                }))
+            }
+        };
         Ok(i.clone())
     }
 
@@ -659,6 +674,9 @@ impl Engine {
         let mut freed = Vec::new();
         let words = staged.words;
         st.apply_staged(staged, entries, ino, Bounds::of(&self.sb), &mut freed)?;
+        if st.attr.kind == Kind::Dir {
+            self.dir_names.note_applied(ino, entries);
+        }
         self.gc_after(words, st, ino);
         Ok(freed)
     }
@@ -723,8 +741,27 @@ impl Engine {
             }
             let now = now_ns();
             let cs = l.get(ent.ino);
+            if cs.attr.kind != ent.kind {
+                // The fast path trusts the logs: never free an inode of another kind than
+                // the name says (a directory's children would be lost).
+                return Err(Error::corrupt(
+                    "directory entry kind differs from the inode's",
+                    format!("inode {} (named in directory {parent})", ent.ino),
+                ));
+            }
             if dir && !cs.dir.is_empty() {
                 return Err(Error::DirectoryNotEmpty);
+            }
+            if dir && cs.parent != parent {
+                // A directory named by a second directory: freeing it would leave the name
+                // its real parent holds pointing at a free inode.
+                return Err(Error::corrupt(
+                    "directory named outside its parent (a directory hard link)",
+                    format!(
+                        "inode {} (named in directory {parent}, parent {})",
+                        ent.ino, cs.parent
+                    ),
+                ));
             }
             let child_entries = if !dir && cs.attr.nlink > 1 {
                 vec![Entry::Link {
@@ -991,6 +1028,8 @@ impl Engine {
     fn within(&self, dir: u64, ancestor: u64) -> Result<bool> {
         let mut cur = dir;
         let mut hops = 0u64;
+        // A parent chain longer than the inode table holds inodes is a cycle.
+        let max_hops = self.chunks.read().len() as u64 * INODES_PER_CHUNK;
         loop {
             if cur == ancestor {
                 return Ok(true);
@@ -1000,7 +1039,7 @@ impl Engine {
             }
             cur = self.parent_of(cur)?;
             hops += 1;
-            if hops > 1 << 32 {
+            if hops > max_hops {
                 return Err(Error::corrupt("directory cycle", format!("inode {dir}")));
             }
         }

@@ -485,6 +485,9 @@ impl Engine {
             }
         }
         let result = (st.attr.nlink, st.attr.kind != Kind::Dir);
+        if st.attr.kind == Kind::Dir {
+            self.dir_names.note_loaded(ino, &st)?;
+        }
         self.cache_insert(ino, st)?;
         Ok(result)
     }
@@ -574,7 +577,8 @@ pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
         if b == 0 {
             break;
         }
-        if b < sb.first_free_block || b + CHUNK_BLOCKS > sb.replica_block {
+        // The map has no checksum: every word is untrusted.
+        if !sb.chunk_in_range(b) {
             return Err(Error::corrupt(
                 "inode-table chunk pointer",
                 format!("map entry {i} -> block {b}"),
@@ -584,6 +588,14 @@ pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
     }
     if chunks.is_empty() {
         return Err(Error::corrupt("inode-table map is empty", "block 3"));
+    }
+    let mut sorted = chunks.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[1] - w[0] < CHUNK_BLOCKS) {
+        return Err(Error::corrupt(
+            "inode-table chunks overlap",
+            format!("chunks at blocks {} and {}", w[0], w[1]),
+        ));
     }
     Ok(chunks)
 }

@@ -282,14 +282,6 @@ struct Scanner<'c, 'a> {
 
 const PRIMARY: &str = "primary superblock (block 0)";
 
-/// `Superblock::validate`, without its multiplication overflowing on a crafted block count.
-fn validate_sb(sb: &Superblock, where_: &str, len: u64) -> Result<()> {
-    if sb.magic == MAGIC && sb.blocks_total > u64::MAX / BLOCK {
-        return Err(Error::corrupt("superblock field blocks_total", where_));
-    }
-    sb.validate(where_, len)
-}
-
 /// Run one round.
 pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
     let mut out = ScanResult::default();
@@ -379,12 +371,12 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
         return Err(Error::NotNovafs);
     }
     let primary: Superblock = ctx.read_pod(0)?;
-    let err = match validate_sb(&primary, PRIMARY, len) {
+    let err = match primary.validate(PRIMARY, len) {
         Ok(()) => {
             let rb = primary.replica_block;
             let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
             if replica != primary {
-                let why = match validate_sb(&replica, "superblock replica", len) {
+                let why = match replica.validate("superblock replica", len) {
                     Err(e) => e.to_string(),
                     Ok(()) => "it differs from the primary".to_string(),
                 };
@@ -407,7 +399,7 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
     // A superblock whose checksum holds but whose image is shorter: a truncated file.
     if primary.magic == MAGIC
         && primary.blocks_total <= u64::MAX / BLOCK
-        && validate_sb(&primary, PRIMARY, u64::MAX).is_ok()
+        && primary.validate(PRIMARY, u64::MAX).is_ok()
         && primary.blocks_total * BLOCK > len
     {
         push(out, ProblemKind::ImageTruncated, None, None, Some(len), format!("the image file holds {len} bytes but its superblock says {} blocks ({} bytes): truncated image file; restore its end from a copy", primary.blocks_total, primary.blocks_total * BLOCK), None);
@@ -415,7 +407,7 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
     }
     let rb = len / BLOCK - 1;
     let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
-    match validate_sb(&replica, "superblock replica", len) {
+    match replica.validate("superblock replica", len) {
         Ok(()) if replica.replica_block == rb => {
             push(
                 out,
@@ -511,10 +503,7 @@ impl Scanner<'_, '_> {
         while i < n && entry(i) != 0 {
             let b = entry(i);
             let off = map_off + i as u64 * 8;
-            if b < sb.first_free_block
-                || b.checked_add(CHUNK_BLOCKS)
-                    .is_none_or(|e| e > sb.replica_block)
-            {
+            if !sb.chunk_in_range(b) {
                 self.problem(ProblemKind::ItableMap, None, Some(sb.itable_map_start + off / BLOCK - sb.itable_map_start), Some(off), format!("inode-table map entry {i} points to block {b}, outside the allocatable area"), None);
                 return Ok(false);
             }
@@ -1113,16 +1102,8 @@ impl Scanner<'_, '_> {
         queue: &mut VecDeque<u64>,
     ) -> Result<()> {
         let child = ent.ino;
-        if name == b"." || name == b".." {
-            self.remove_name(
-                ProblemKind::DirEntry,
-                d,
-                name,
-                child,
-                "'.' and '..' are not stored names".into(),
-            );
-            return Ok(());
-        }
+        // Names '.', '..', empty or with '/' or NUL never get here: the entry decoder refuses
+        // them (the log is cut back there).
         if child == ROOT_INO {
             self.remove_name(
                 ProblemKind::DirReachableTwice,
