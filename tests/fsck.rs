@@ -805,29 +805,111 @@ fn random_garbage_image_is_not_novafs() {
     ));
 }
 
+/// Every name of the root can be listed, stat'ed, and a symlink's target read (what `ls -l /`
+/// does).
+fn root_lists(fs: &Fs) {
+    for e in fs.read_dir("/").unwrap() {
+        let p = format!("/{}", e.name_lossy());
+        let m = fs.symlink_metadata(&p).unwrap();
+        if m.is_symlink() {
+            let t = fs.read_link(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert!(!t.is_empty(), "{p}: empty target");
+        }
+    }
+}
+
 #[test]
-fn interrupted_journal_operation_is_undone() {
+fn symlink_with_an_empty_log_is_removed_not_kept() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let sym = &l["/sym"];
+    // The tail word is covered by no checksum: an empty log.
+    write_at(&path, sym.slot_off + 8, &0u64.to_le_bytes());
+    let r = assert_found(&path, ProblemKind::DanglingEntry, Some(l["/"].ino), None);
+    assert!(
+        r.problems.iter().any(|p| p.message.contains("symlink")),
+        "{}",
+        show(&r)
+    );
+    let fs = assert_fixed(&path);
+    assert!(fs.symlink_metadata("/sym").is_err());
+    root_lists(&fs);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn symlink_whose_log_is_cut_back_to_nothing_is_removed_not_created_empty() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let sym = &l["/sym"];
+    let es = entries(&path, sym);
+    write_at(&path, es[0].0 + 16, &[0xa5; 24]); // garble the first entry (not one bit)
+    assert_found(&path, ProblemKind::LogEntry, Some(sym.ino), None);
+    let fs = assert_fixed(&path);
+    assert!(fs.symlink_metadata("/sym").is_err());
+    root_lists(&fs);
+    fs.unmount().unwrap();
+}
+
+/// A crash after a rename's new tails were durable but before its journal slot retired: the
+/// image needs recovery, which is not an error (as e2fsck treats a journal needing replay).
+#[test]
+fn interrupted_rename_needs_recovery_and_is_not_an_error() {
     use novafs::engine::layout::journal::{JournalEntry, JournalSlot, JOURNAL_ACTIVE};
     let dir = scratch();
-    let (path, l) = build(&dir, true);
-    let f1 = &l["/f1"];
+    let (path, l) = build(&dir, false);
+    let (root, a) = (&l["/"], &l["/a"]);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    fs.rename("/a/f2", "/moved").unwrap();
+    fs.crash();
     let mut js = JournalSlot {
-        commit: JOURNAL_ACTIVE | 1,
+        commit: JOURNAL_ACTIVE | 2,
         csum: 0,
-        n: 1,
+        n: 2,
         entries: [JournalEntry { addr: 0, old: 0 }; 15],
     };
     js.entries[0] = JournalEntry {
-        addr: f1.slot_off + 8,
-        old: f1.tail,
+        addr: root.slot_off + 8,
+        old: root.tail,
+    };
+    js.entries[1] = JournalEntry {
+        addr: a.slot_off + 8,
+        old: a.tail,
     };
     js.csum = js.compute_csum();
     write_at(&path, 2 * BLOCK + 3 * 256, bytemuck::bytes_of(&js));
-    assert_found(&path, ProblemKind::JournalActive, None, Some(2));
+    let before = std::fs::read(&path).unwrap();
+    let n = run(&path, false);
+    assert_eq!(n.exit_code(), 0, "{}", show(&n));
+    assert_eq!(n.errors_found, 0);
+    assert_eq!(n.recovery.len(), 1, "{}", show(&n));
+    assert!(
+        n.recovery[0].contains("recovery will undo"),
+        "{:?}",
+        n.recovery
+    );
+    assert!(std::fs::read(&path).unwrap() == before, "fsck -n wrote");
+    // Mount recovers it the same way.
     let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
     assert_eq!(fs.mount_report().journal_undone, 1);
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
     fs.unmount().unwrap();
-    assert_fixed(&path).unmount().unwrap();
+    // -y applies the undo: nothing was an error, the image was modified.
+    let y = run(&path, true);
+    assert_eq!(y.exit_code(), 0, "{}", show(&y));
+    assert!(
+        y.modified && y.recovery[0].contains("undone"),
+        "{}",
+        show(&y)
+    );
+    let again = run(&path, false);
+    assert_eq!(again.exit_code(), 0, "{}", show(&again));
+    assert!(again.recovery.is_empty());
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
+    assert!(!fs.exists("/moved"));
+    fs.unmount().unwrap();
 }
 
 /// Random damage to metadata (slots, log pages, trailers, tails, the map, the journal, the

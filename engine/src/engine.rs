@@ -1630,12 +1630,15 @@ impl Engine {
         if st.attr.kind != Kind::Symlink {
             return Err(Error::InvalidArgument("not a symbolic link".into()));
         }
-        if st.attr.size == 0 || st.attr.size > BLOCK {
+        if st.attr.size == 0 || st.attr.size > BLOCK || !st.map.contains_key(&0) {
             return Err(Error::corrupt("symlink length", format!("inode {ino}")));
         }
         let mut buf = vec![0u8; st.attr.size as usize];
         let n = self.read_locked(&st, 0, &mut buf)?;
         buf.truncate(n);
+        if buf.contains(&0) {
+            return Err(Error::corrupt("symlink target", format!("inode {ino}")));
+        }
         Ok(buf)
     }
 

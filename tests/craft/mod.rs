@@ -111,6 +111,9 @@ pub fn show(r: &FsckReport) -> String {
             p.repair.as_deref().unwrap_or("(cannot fix)")
         );
     }
+    for n in &r.recovery {
+        s += &format!("  needs recovery: {n}\n");
+    }
     for n in &r.notes {
         s += &format!("  note: {n}\n");
     }
