@@ -852,6 +852,37 @@ fn symlink_whose_log_is_cut_back_to_nothing_is_removed_not_created_empty() {
     fs.unmount().unwrap();
 }
 
+#[test]
+fn destroyed_first_inode_table_block_rebuilds_an_empty_root() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    // The block holding inodes 0..31: the root, /a, /a/b, /f1, ..., /big and its first files.
+    let table = l["/"].slot_off / BLOCK;
+    write_at(&path, table * BLOCK, &[0u8; BLOCK as usize]);
+    assert!(is_corrupt(Fs::open(
+        copy(&path, "c.img"),
+        &MountOptions::default()
+    )));
+    assert_found(&path, ProblemKind::InodeSlot, Some(1), Some(table));
+    let fs = assert_fixed(&path);
+    root_lists(&fs);
+    // The files of /big whose slots survived (inode 32 on) are in /lost+found.
+    let big0 = l["/big"].ino + 1; // /big/file-000
+    let mut found = 0;
+    for i in 0..150u64 {
+        let ino = big0 + i;
+        if ino >= 32 {
+            assert_eq!(
+                fs.read(format!("/lost+found/#{ino}")).unwrap(),
+                data(100 + i, 10)
+            );
+            found += 1;
+        }
+    }
+    assert!(found > 100, "{found}");
+    fs.unmount().unwrap();
+}
+
 /// A crash after a rename's new tails were durable but before its journal slot retired: the
 /// image needs recovery, which is not an error (as e2fsck treats a journal needing replay).
 #[test]

@@ -333,18 +333,16 @@ fn recover_in_place(
         if let Some(img) = &before {
             let evs = media.with_trace(|t| t.events.clone()).unwrap_or_default();
             recovery_survives_crash(img, &evs, &st, seed)?;
-            fsck_before_recovery(img)?;
+            // fsck -n of the crash image as the crash left it reports nothing beyond "needs
+            // recovery" (an active journal slot is not an error): every crash state is one
+            // recovery handles, and fsck sees it as recovery will leave it.
+            fsck_finds_nothing(
+                Arc::new(Media::traced_from(img.clone())),
+                "the crash image (before recovery)",
+            )?;
             // fsck finds nothing wrong with what recovery left.
             fs.crash();
-            let report = novafs_recovery::fsck::check_media(media.clone(), &Default::default())
-                .map_err(|e| format!("fsck after recovery failed: {e}"))?;
-            if report.errors_found > 0 {
-                return Err(format!(
-                    "fsck after recovery found {} problem(s): {:?}",
-                    report.errors_found,
-                    report.problems.first()
-                ));
-            }
+            fsck_finds_nothing(media.clone(), "the recovered image")?;
             let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
                 .map_err(|e| format!("mount after fsck failed: {e}"))?;
             usable(Fs::from_engine(engine, r))?;
@@ -378,16 +376,13 @@ fn recover_in_place(
     result
 }
 
-/// fsck -n of a crash image as the crash left it (before recovery) reports nothing beyond
-/// "needs recovery" (an active journal slot): every crash state is one recovery handles, and
-/// fsck sees it as recovery will leave it.
-fn fsck_before_recovery(img: &[u8]) -> Result<(), String> {
-    let media = Arc::new(Media::traced_from(img.to_vec()));
+/// fsck -n of `media` finds no error.
+fn fsck_finds_nothing(media: Arc<Media>, what: &str) -> Result<(), String> {
     let report = novafs_recovery::fsck::check_media(media, &Default::default())
-        .map_err(|e| format!("fsck -n of the crash image failed: {e}"))?;
+        .map_err(|e| format!("fsck -n of {what} failed: {e}"))?;
     if report.errors_found > 0 {
         return Err(format!(
-            "fsck -n of the crash image (before recovery) found {} problem(s): {:?}",
+            "fsck -n of {what} found {} problem(s): {:?}",
             report.errors_found,
             report.problems.first()
         ));

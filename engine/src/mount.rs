@@ -233,7 +233,10 @@ impl Engine {
             // Invalidate the saved state before any change: a later crash must not reuse it.
             media.commit_u64(state_off, 0)?;
         }
-        engine.inode(ROOT_INO)?;
+        engine.inode(ROOT_INO).map_err(|e| match e {
+            Error::NotFound => Error::corrupt("root directory inode is free", "inode 1"),
+            e => e,
+        })?;
         engine.set_gc_config(&opts.gc);
         Ok((Arc::new(engine), report))
     }

@@ -64,7 +64,10 @@
 //!   mapping is dropped when there is no space), non-zero bytes past the end of file are zeroed
 //!   in a private copy;
 //! - lost files and directories are linked into `/lost+found` (created if missing) as
-//!   `#<ino>`;
+//!   `#<ino>`; a lost root (free or invalid slot) is rebuilt as an empty directory first, and
+//!   every valid slot no directory names is then lost (relinked), even after a crash;
+//! - an invalid symlink (length outside 1..=4096, target not stored or holding NUL) loses its
+//!   name and is not relinked;
 //! - stale saved state, leaked blocks and inode numbers: the clean flag is cleared.
 //!
 //! After the repairs the image is checked again (up to [`FsckOptions::max_passes`] rounds);

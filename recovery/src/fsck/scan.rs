@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use novafs_engine::inode::{slot_offset, Bounds, DirEnt, InodeState, NO_OWNER};
 use novafs_engine::layout::entry::Entry;
 use novafs_engine::layout::inode::{
-    InodeSlot, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
+    InodeSlot, NewInode, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
 };
 use novafs_engine::layout::journal::{JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
 use novafs_engine::layout::state::{MountState, CLEAN_MAGIC};
 use novafs_engine::layout::superblock::{Superblock, MAGIC};
 use novafs_engine::layout::{
-    checksum, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
+    checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
 };
 use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
 
@@ -280,6 +280,8 @@ struct Scanner<'c, 'a> {
     saved: Option<Saved>,
     slot_kinds: Vec<u8>,
     slots_in_use: u64,
+    /// The root was lost and rebuilt empty this round.
+    root_rebuilt: bool,
 }
 
 const PRIMARY: &str = "primary superblock (block 0)";
@@ -309,6 +311,7 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         saved: None,
         slot_kinds: Vec::new(),
         slots_in_use: 0,
+        root_rebuilt: false,
     };
     s.out.blocks_checked = sb.blocks_total;
     if !s.itable_map()? {
@@ -1073,16 +1076,18 @@ impl Scanner<'_, '_> {
                     Some(Bad::OutOfTable) => "outside the table".into(),
                     None => "not a directory".into(),
                 };
-                let off = slot_offset(&self.chunks, ROOT_INO);
+                let Some(off) = slot_offset(&self.chunks, ROOT_INO) else {
+                    return Ok(false);
+                };
                 self.problem(
                     ProblemKind::InodeSlot,
                     Some(ROOT_INO),
-                    off.map(|o| o / BLOCK),
-                    off,
+                    Some(off / BLOCK),
+                    Some(off),
                     format!("the root directory inode is {why}"),
-                    None,
+                    Some("rebuild an empty root directory; every valid inode no directory names then goes to /lost+found"),
                 );
-                return Ok(false);
+                self.rebuild_root(off)?;
             }
         }
         self.reached.set(ROOT_INO);
@@ -1107,6 +1112,30 @@ impl Scanner<'_, '_> {
         let mut queue = VecDeque::from([ROOT_INO]);
         self.bfs(&mut queue)?;
         Ok(true)
+    }
+
+    /// Replace a lost root by an empty directory (a fresh slot, empty logs; what its old log
+    /// held is leaked, and the clean flag cleared). Every valid slot no directory names is
+    /// then a lost file, not a slot recovery would free: its names were in the old root.
+    fn rebuild_root(&mut self, off: u64) -> Result<()> {
+        let old: InodeSlot = self.ctx.read_pod(off)?;
+        let root = InodeSlot::fresh(NewInode {
+            kind: Kind::Dir,
+            generation: old.generation.wrapping_add(1),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            parent: ROOT_INO,
+            ctime_ns: now_ns(),
+        });
+        self.ctx.write_bytes(off, bytemuck::bytes_of(&root), true)?;
+        self.bad.remove(&ROOT_INO);
+        self.infos.remove(&ROOT_INO);
+        self.root_rebuilt = true;
+        match self.load(ROOT_INO, Some(Kind::Dir))? {
+            None => Ok(()),
+            Some(_) => Err(Error::corrupt("rebuilt root directory", "inode 1")),
+        }
     }
 
     fn bfs(&mut self, queue: &mut VecDeque<u64>) -> Result<()> {
@@ -1248,7 +1277,8 @@ impl Scanner<'_, '_> {
                 }
                 continue;
             }
-            let is_lost = saved_in_use == Some(true) || self.lost_hint.contains(&ino);
+            let is_lost =
+                saved_in_use == Some(true) || self.lost_hint.contains(&ino) || self.root_rebuilt;
             if !is_lost {
                 stale += 1;
                 continue;
