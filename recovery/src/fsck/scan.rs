@@ -12,10 +12,11 @@ use novafs_engine::layout::inode::{
     InodeSlot, NewInode, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
 };
 use novafs_engine::layout::journal::{JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
+use novafs_engine::layout::saved;
 use novafs_engine::layout::state::{MountState, CLEAN_MAGIC};
 use novafs_engine::layout::superblock::{Superblock, MAGIC};
 use novafs_engine::layout::{
-    checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
+    now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
 };
 use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
 
@@ -618,72 +619,33 @@ impl Scanner<'_, '_> {
 
     fn parse_saved(&self, ms: &MountState) -> Result<std::result::Result<Saved, String>> {
         let sb = self.sb;
-        let end = ms.saved_block.saturating_add(ms.saved_blocks);
-        if ms.saved_block < sb.first_free_block
-            || end > sb.replica_block
-            || ms.saved_len > ms.saved_blocks.saturating_mul(BLOCK)
-            || ms.saved_len < 16
-        {
-            return Ok(Err(format!(
-                "location blocks {}+{} ({} bytes) is out of range",
-                ms.saved_block, ms.saved_blocks, ms.saved_len
-            )));
-        }
-        let mut buf = vec![0u8; ms.saved_len as usize];
-        self.ctx.read(ms.saved_block * BLOCK, &mut buf)?;
-        if checksum(&buf) != ms.saved_csum {
-            return Ok(Err("checksum".into()));
-        }
-        let mut pos = 0usize;
-        let mut rd = || -> Option<u64> {
-            let b = buf.get(pos..pos + 8)?;
-            pos += 8;
-            Some(u64::from_le_bytes(b.try_into().ok()?))
+        let (off, len) = match saved::location(ms, &sb) {
+            Ok(l) => l,
+            Err(msg) => return Ok(Err(msg)),
         };
-        let mut saved = Saved {
+        let mut buf = vec![0u8; len];
+        self.ctx.read(off, &mut buf)?;
+        let state = match saved::decode(ms, &buf, &sb, self.max_ino) {
+            Ok(s) => s,
+            Err(msg) => return Ok(Err(msg)),
+        };
+        let mut out = Saved {
             free_blocks: Bits::new(sb.blocks_total),
             free_inos: Bits::new(self.max_ino),
             start: ms.saved_block,
             blocks: ms.saved_blocks,
         };
-        let Some(n) = rd() else {
-            return Ok(Err("truncated".into()));
-        };
-        let mut prev_end = sb.first_free_block;
-        for i in 0..n {
-            let (Some(s), Some(l)) = (rd(), rd()) else {
-                return Ok(Err("truncated extent list".into()));
-            };
-            if s < prev_end || l == 0 || s.checked_add(l).is_none_or(|e| e > sb.replica_block) {
-                return Ok(Err(format!(
-                    "free extent {i} ({s}+{l}) is unsorted, overlapping or out of range"
-                )));
-            }
-            prev_end = s + l;
+        for &(s, l) in &state.free_blocks {
             for b in s..s + l {
-                saved.free_blocks.set(b);
+                out.free_blocks.set(b);
             }
         }
-        let Some(m) = rd() else {
-            return Ok(Err("truncated".into()));
-        };
-        for i in 0..m {
-            let (Some(s), Some(l)) = (rd(), rd()) else {
-                return Ok(Err("truncated inode list".into()));
-            };
-            if s <= ROOT_INO || s.checked_add(l).is_none_or(|e| e > self.max_ino) {
-                return Ok(Err(format!(
-                    "free inode range {i} ({s}+{l}) is out of range"
-                )));
-            }
+        for &(s, l) in &state.free_inos {
             for ino in s..s + l {
-                saved.free_inos.set(ino);
+                out.free_inos.set(ino);
             }
         }
-        if pos != buf.len() {
-            return Ok(Err("trailing bytes".into()));
-        }
-        Ok(Ok(saved))
+        Ok(Ok(out))
     }
 
     fn journal(&mut self) -> Result<()> {
