@@ -278,3 +278,31 @@ fn extent_naming_another_files_log_page_is_caught_by_rebuild_and_fsck() {
     )));
     assert_found(&path, ProblemKind::BlockShared, None, Some(f2.pages[0]));
 }
+
+#[test]
+fn parent_cycle_stops_the_rename_ancestor_walk() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let (a, b) = (&l["/a"], &l["/a/b"]);
+    // /a's stored parent becomes /a/b: walking up from /a/b never reaches the root.
+    append_raw(
+        &path,
+        a,
+        &Entry::Link {
+            nlink: 0,
+            ctime_ns: 1,
+            parent: b.ino,
+        },
+    );
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    let start = std::time::Instant::now();
+    let r = fs.rename("/big", "/a/b/big");
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    assert!(
+        start.elapsed().as_secs() < 10,
+        "the walk took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(fs.read_dir("/big").unwrap().len(), 150);
+    fs.unmount().unwrap();
+}
