@@ -16,6 +16,15 @@ use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_novafs");
 
+/// These tests mount images in-process and spawn the binary: a child forked by one test while
+/// another has an image open briefly holds that image's lock (flock is per open file
+/// description, inherited until exec). Run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The binary with a 1 GiB address-space limit, killed after 30 s.
 fn novafs(args: &[&str]) -> Output {
     let mut cmd = Command::new("sh");
@@ -99,6 +108,7 @@ fn assert_corrupt_and_nothing_freed(o: &Output, img: &Path, kept: &[(&str, &[u8]
 
 #[test]
 fn tree_and_rm_r_on_a_directory_cycle_fail_cleanly() {
+    let _serial = serial();
     let dir = scratch();
     let img = image(&dir, "/a/b", "/a");
     let s = img.to_str().unwrap();
@@ -113,6 +123,7 @@ fn tree_and_rm_r_on_a_directory_cycle_fail_cleanly() {
 
 #[test]
 fn rm_r_of_a_directory_named_twice_frees_nothing() {
+    let _serial = serial();
     let dir = scratch();
     // /a/b also named /e/again: removing /a (the real parent) must not leave /e/again
     // pointing at a freed inode, nor must removing /e.
