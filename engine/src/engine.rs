@@ -307,21 +307,33 @@ impl Engine {
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
         let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.sb))?;
+        if let Err(e) = self.admit_blocks(ino, &st) {
+            // Not damage when a concurrent load cached the inode and an operation changed it
+            // meanwhile (an overwrite frees the blocks this older state maps), or when it was
+            // freed meanwhile (kind word cleared).
+            if let Some(i) = self.shard(ino).read().get(&ino) {
+                return Ok(i.clone());
+            }
+            let kind_word = self.media.load_u64(slot_off + 16)?;
+            return Err(if kind_word & 0xff == 0 {
+                Error::NotFound
+            } else {
+                e
+            });
+        }
+        if !st.cache.is_empty() {
+            self.writeback.dirty.lock().insert(ino);
+        }
+        // Nothing under the shard lock may be a loom scheduling point (it is a parking_lot
+        // lock): the directory-name check takes only a parking_lot mutex.
         let mut shard = self.shard(ino).write();
         let i = match shard.entry(ino) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                if let Err(e) = self.admit(ino, &st) {
-                    // Freed while it was loading (kind word cleared): not damage.
-                    let kind_word = self.media.load_u64(slot_off + 16)?;
-                    return Err(if kind_word & 0xff == 0 {
-                        Error::NotFound
-                    } else {
-                        e
-                    });
-                }
-                if !st.cache.is_empty() {
-                    self.writeback.dirty.lock().insert(ino);
+                if st.attr.kind == Kind::Dir {
+                    // Under the shard lock: no operation changed this directory since its
+                    // log was read, so its names are current.
+                    self.dir_names.note_loaded(ino, &st)?;
                 }
                 v.insert(Arc::new(Inode {
                     ino,
