@@ -3,225 +3,17 @@
 //! silently damaged data (or, where the clean-mount fast path reads no log, the damage shows as
 //! a typed error on access, or only fsck sees it, as noted per test).
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-
 use novafs::engine::layout::entry::Entry;
 use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
 use novafs::engine::layout::state::MountState;
 use novafs::engine::layout::{checksum, Kind, BLOCK};
 use novafs::{Error, FormatOptions, Fs, MountOptions};
 use novafs_crashtest::workload;
-use novafs_recovery::fsck::{self, FsckOptions, FsckReport, ProblemKind};
-use tempfile::TempDir;
+use novafs_recovery::fsck::{self, FsckOptions, ProblemKind};
 
-fn scratch() -> TempDir {
-    let mut b = tempfile::Builder::new();
-    b.prefix("novafs-fsck-");
-    if Path::new("/dev/shm").is_dir() {
-        b.tempdir_in("/dev/shm").unwrap()
-    } else {
-        b.tempdir().unwrap()
-    }
-}
+mod craft;
 
-/// Where an inode lives, taken from the mounted engine.
-#[derive(Clone, Debug)]
-struct L {
-    ino: u64,
-    slot_off: u64,
-    tail: u64,
-    pages: Vec<u64>,
-    next_seq: u64,
-    map: BTreeMap<u64, u64>,
-}
-
-fn layout(fs: &Fs, p: &str) -> L {
-    let ino = fs.resolve(p).unwrap();
-    let i = fs.engine().inode(ino).unwrap();
-    let st = i.state.read();
-    L {
-        ino,
-        slot_off: i.slot_off,
-        tail: st.log.tail,
-        pages: st.log.pages.clone(),
-        next_seq: st.log.next_seq,
-        map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
-    }
-}
-
-const PATHS: [&str; 8] = ["/", "/a", "/a/b", "/f1", "/a/f2", "/a/b/f3", "/big", "/sym"];
-
-fn data(seed: u64, len: u64) -> Vec<u8> {
-    workload::data(seed, len)
-}
-
-/// A small image: a few directories, files, a hard link, a symlink and a directory whose log
-/// spans three pages. Returns the layouts of [`PATHS`] (by path).
-fn build(dir: &TempDir, crash: bool) -> (PathBuf, BTreeMap<&'static str, L>) {
-    let path = dir.path().join("fs.img");
-    let fs = Fs::format(&path, 16 << 20, &FormatOptions::default()).unwrap();
-    fs.create_dir("/a").unwrap();
-    fs.create_dir("/a/b").unwrap();
-    fs.write("/f1", &data(1, 10000)).unwrap();
-    fs.write("/a/f2", &data(2, 100)).unwrap();
-    fs.write("/a/b/f3", &data(3, 5000)).unwrap();
-    fs.hard_link("/f1", "/a/link").unwrap();
-    fs.symlink("/f1", "/sym").unwrap();
-    fs.create_dir("/big").unwrap();
-    for i in 0..150 {
-        fs.write(format!("/big/file-{i:03}"), &data(100 + i, 10))
-            .unwrap();
-    }
-    let l = PATHS.iter().map(|&p| (p, layout(&fs, p))).collect();
-    if crash {
-        fs.crash();
-    } else {
-        fs.unmount().unwrap();
-    }
-    (path, l)
-}
-
-fn run(path: &Path, repair: bool) -> FsckReport {
-    let r = fsck::check(
-        path,
-        &FsckOptions {
-            repair,
-            ..FsckOptions::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("fsck {}: {e}", if repair { "-y" } else { "-n" }));
-    if std::env::var_os("FSCK_SHOW").is_some() {
-        eprintln!("fsck {}: {}", if repair { "-y" } else { "-n" }, show(&r));
-    }
-    r
-}
-
-fn show(r: &FsckReport) -> String {
-    let mut s = format!(
-        "exit {} found {} fixed {} left {}\n",
-        r.exit_code(),
-        r.errors_found,
-        r.errors_fixed,
-        r.errors_left
-    );
-    for p in &r.problems {
-        s += &format!(
-            "  [{}] {p} -> {}\n",
-            if p.fixed { "fixed" } else { "left" },
-            p.repair.as_deref().unwrap_or("(cannot fix)")
-        );
-    }
-    for n in &r.notes {
-        s += &format!("  note: {n}\n");
-    }
-    s
-}
-
-fn assert_clean(path: &Path) {
-    let r = run(path, false);
-    assert_eq!(r.exit_code(), 0, "expected a clean image:\n{}", show(&r));
-    assert!(r.inodes_checked > 0 && r.blocks_checked > 0);
-}
-
-/// fsck -n finds `kind` (exit 4) naming `inode`/`block` when given; returns the report.
-fn assert_found(
-    path: &Path,
-    kind: ProblemKind,
-    inode: Option<u64>,
-    block: Option<u64>,
-) -> FsckReport {
-    let before = std::fs::read(path).unwrap();
-    let r = run(path, false);
-    assert_eq!(r.exit_code(), 4, "{}", show(&r));
-    assert!(r.errors_found > 0 && r.errors_left == r.errors_found);
-    let hit = r.problems.iter().any(|p| {
-        p.kind == kind
-            && inode.is_none_or(|i| p.inode == Some(i))
-            && block.is_none_or(|b| p.block == Some(b))
-            && (p.inode.is_some() || p.block.is_some() || p.offset.is_some())
-    });
-    assert!(
-        hit,
-        "expected {kind} (inode {inode:?}, block {block:?}):\n{}",
-        show(&r)
-    );
-    // -n wrote nothing: the image is unchanged and a second run says the same.
-    let again = run(path, false);
-    assert_eq!(again.problems, r.problems);
-    assert!(
-        std::fs::read(path).unwrap() == before,
-        "fsck -n wrote to the image"
-    );
-    r
-}
-
-/// fsck -y fixes everything (exit 1), then fsck -n is clean and the image mounts.
-fn assert_fixed(path: &Path) -> Fs {
-    let r = run(path, true);
-    assert_eq!(r.exit_code(), 1, "{}", show(&r));
-    assert_eq!(r.errors_left, 0);
-    assert_eq!(r.errors_fixed, r.errors_found);
-    assert_clean(path);
-    Fs::open(path, &MountOptions::default()).unwrap_or_else(|e| panic!("mount after fsck -y: {e}"))
-}
-
-/// A copy of the image (to mount the damaged image without touching the original).
-fn copy(path: &Path, name: &str) -> PathBuf {
-    let c = path.with_file_name(name);
-    std::fs::copy(path, &c).unwrap();
-    c
-}
-
-fn read_at(path: &Path, off: u64, len: usize) -> Vec<u8> {
-    let f = std::fs::File::open(path).unwrap();
-    let mut b = vec![0; len];
-    f.read_exact_at(&mut b, off).unwrap();
-    b
-}
-
-fn write_at(path: &Path, off: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, off).unwrap();
-}
-
-fn flip(path: &Path, off: u64, bit: u8) {
-    let mut b = read_at(path, off, 1);
-    b[0] ^= 1 << bit;
-    write_at(path, off, &b);
-}
-
-fn u64_at(path: &Path, off: u64) -> u64 {
-    u64::from_le_bytes(read_at(path, off, 8).try_into().unwrap())
-}
-
-/// Append `e` to the log of `l` as the engine would (room in the tail page assumed).
-fn append_raw(path: &Path, l: &L, e: &Entry) {
-    let mut buf = Vec::new();
-    e.encode(l.next_seq, &mut buf);
-    assert!(
-        l.tail % BLOCK + buf.len() as u64 <= 4032,
-        "no room in the tail page"
-    );
-    write_at(path, l.tail, &buf);
-    write_at(
-        path,
-        l.slot_off + 8,
-        &(l.tail + buf.len() as u64).to_le_bytes(),
-    );
-}
-
-/// Clear the clean flag of a copy, so that mounting it runs the full rebuild.
-fn unclean_copy(path: &Path, name: &str) -> PathBuf {
-    let c = copy(path, name);
-    write_at(&c, BLOCK, &0u64.to_le_bytes());
-    c
-}
-
-fn is_corrupt<T: std::fmt::Debug>(r: novafs::Result<T>) -> bool {
-    matches!(r, Err(Error::Corrupt { .. }))
-}
+use craft::*;
 
 // ---------------------------------------------------------------------------------------------
 // Healthy images.
@@ -428,57 +220,6 @@ fn traced_backend() {
     engine.crash();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Helpers for crafting corruption.
-
-/// Region offsets of the committed entries of `l`'s log, with the decoded entries.
-fn entries(path: &Path, l: &L) -> Vec<(u64, Entry)> {
-    let mut out = Vec::new();
-    for (i, &p) in l.pages.iter().enumerate() {
-        let end = if i + 1 == l.pages.len() {
-            l.tail % BLOCK
-        } else {
-            u32::from_le_bytes(read_at(path, p * BLOCK + 4040, 4).try_into().unwrap()) as u64
-        };
-        let buf = read_at(path, p * BLOCK, end as usize);
-        let mut pos = 0usize;
-        while pos < buf.len() {
-            let lines = buf[pos + 1] as usize;
-            let (e, _) = Entry::decode(&buf[pos..pos + 64 * lines], String::new).unwrap();
-            out.push((p * BLOCK + pos as u64, e));
-            pos += 64 * lines;
-        }
-    }
-    out
-}
-
-fn dir_entry_offset(path: &Path, l: &L, name: &[u8]) -> u64 {
-    entries(path, l)
-        .into_iter()
-        .find(|(_, e)| matches!(e, Entry::DirAdd { name: n, .. } if n == name))
-        .map(|(o, _)| o)
-        .expect("entry")
-}
-
-/// Rewrite the 64-byte entry line at `off` with `f` applied, resealing its checksum.
-fn reseal_entry(path: &Path, off: u64, f: impl FnOnce(&mut [u8])) {
-    let mut b = read_at(path, off, 64);
-    f(&mut b);
-    b[4..8].copy_from_slice(&[0; 4]);
-    let c = checksum(&b);
-    b[4..8].copy_from_slice(&c.to_le_bytes());
-    write_at(path, off, &b);
-}
-
-fn used_of(path: &Path, page: u64) -> u32 {
-    u32::from_le_bytes(read_at(path, page * BLOCK + 4040, 4).try_into().unwrap())
-}
-
-fn nlink(fs: &Fs, p: &str) -> u32 {
-    fs.symlink_metadata(p).unwrap().nlink()
-}
-
-// ---------------------------------------------------------------------------------------------
 // The corruption table.
 
 #[test]
@@ -1064,29 +805,142 @@ fn random_garbage_image_is_not_novafs() {
     ));
 }
 
+/// Every name of the root can be listed, stat'ed, and a symlink's target read (what `ls -l /`
+/// does).
+fn root_lists(fs: &Fs) {
+    for e in fs.read_dir("/").unwrap() {
+        let p = format!("/{}", e.unwrap().name_lossy());
+        let m = fs.symlink_metadata(&p).unwrap();
+        if m.is_symlink() {
+            let t = fs.read_link(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert!(!t.is_empty(), "{p}: empty target");
+        }
+    }
+}
+
 #[test]
-fn interrupted_journal_operation_is_undone() {
+fn symlink_with_an_empty_log_is_removed_not_kept() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let sym = &l["/sym"];
+    // The tail word is covered by no checksum: an empty log.
+    write_at(&path, sym.slot_off + 8, &0u64.to_le_bytes());
+    let r = assert_found(&path, ProblemKind::DanglingEntry, Some(l["/"].ino), None);
+    assert!(
+        r.problems.iter().any(|p| p.message.contains("symlink")),
+        "{}",
+        show(&r)
+    );
+    let fs = assert_fixed(&path);
+    assert!(fs.symlink_metadata("/sym").is_err());
+    root_lists(&fs);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn symlink_whose_log_is_cut_back_to_nothing_is_removed_not_created_empty() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let sym = &l["/sym"];
+    let es = entries(&path, sym);
+    write_at(&path, es[0].0 + 16, &[0xa5; 24]); // garble the first entry (not one bit)
+    assert_found(&path, ProblemKind::LogEntry, Some(sym.ino), None);
+    let fs = assert_fixed(&path);
+    assert!(fs.symlink_metadata("/sym").is_err());
+    root_lists(&fs);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn destroyed_first_inode_table_block_rebuilds_an_empty_root() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    // The block holding inodes 0..31: the root, /a, /a/b, /f1, ..., /big and its first files.
+    let table = l["/"].slot_off / BLOCK;
+    write_at(&path, table * BLOCK, &[0u8; BLOCK as usize]);
+    assert!(is_corrupt(Fs::open(
+        copy(&path, "c.img"),
+        &MountOptions::default()
+    )));
+    assert_found(&path, ProblemKind::InodeSlot, Some(1), Some(table));
+    let fs = assert_fixed(&path);
+    root_lists(&fs);
+    // The files of /big whose slots survived (inode 32 on) are in /lost+found.
+    let big0 = l["/big"].ino + 1; // /big/file-000
+    let mut found = 0;
+    for i in 0..150u64 {
+        let ino = big0 + i;
+        if ino >= 32 {
+            assert_eq!(
+                fs.read(format!("/lost+found/#{ino}")).unwrap(),
+                data(100 + i, 10)
+            );
+            found += 1;
+        }
+    }
+    assert!(found > 100, "{found}");
+    fs.unmount().unwrap();
+}
+
+/// A crash after a rename's new tails were durable but before its journal slot retired: the
+/// image needs recovery, which is not an error (as e2fsck treats a journal needing replay).
+#[test]
+fn interrupted_rename_needs_recovery_and_is_not_an_error() {
     use novafs::engine::layout::journal::{JournalEntry, JournalSlot, JOURNAL_ACTIVE};
     let dir = scratch();
-    let (path, l) = build(&dir, true);
-    let f1 = &l["/f1"];
+    let (path, l) = build(&dir, false);
+    let (root, a) = (&l["/"], &l["/a"]);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    fs.rename("/a/f2", "/moved").unwrap();
+    fs.crash();
     let mut js = JournalSlot {
-        commit: JOURNAL_ACTIVE | 1,
+        commit: JOURNAL_ACTIVE | 2,
         csum: 0,
-        n: 1,
+        n: 2,
         entries: [JournalEntry { addr: 0, old: 0 }; 15],
     };
     js.entries[0] = JournalEntry {
-        addr: f1.slot_off + 8,
-        old: f1.tail,
+        addr: root.slot_off + 8,
+        old: root.tail,
+    };
+    js.entries[1] = JournalEntry {
+        addr: a.slot_off + 8,
+        old: a.tail,
     };
     js.csum = js.compute_csum();
     write_at(&path, 2 * BLOCK + 3 * 256, bytemuck::bytes_of(&js));
-    assert_found(&path, ProblemKind::JournalActive, None, Some(2));
+    let before = std::fs::read(&path).unwrap();
+    let n = run(&path, false);
+    assert_eq!(n.exit_code(), 0, "{}", show(&n));
+    assert_eq!(n.errors_found, 0);
+    assert_eq!(n.recovery.len(), 1, "{}", show(&n));
+    assert!(
+        n.recovery[0].contains("recovery will undo"),
+        "{:?}",
+        n.recovery
+    );
+    assert!(std::fs::read(&path).unwrap() == before, "fsck -n wrote");
+    // Mount recovers it the same way.
     let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
     assert_eq!(fs.mount_report().journal_undone, 1);
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
     fs.unmount().unwrap();
-    assert_fixed(&path).unmount().unwrap();
+    // -y applies the undo: nothing was an error, the image was modified.
+    let y = run(&path, true);
+    assert_eq!(y.exit_code(), 0, "{}", show(&y));
+    assert!(
+        y.modified && y.recovery[0].contains("undone"),
+        "{}",
+        show(&y)
+    );
+    let again = run(&path, false);
+    assert_eq!(again.exit_code(), 0, "{}", show(&again));
+    assert!(again.recovery.is_empty());
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    assert_eq!(fs.read("/a/f2").unwrap(), data(2, 100));
+    assert!(!fs.exists("/moved"));
+    fs.unmount().unwrap();
 }
 
 /// Random damage to metadata (slots, log pages, trailers, tails, the map, the journal, the

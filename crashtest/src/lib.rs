@@ -11,7 +11,8 @@
 //!    operation, the state before or after it;
 //! 3. the blocks in use equal those of the matching reference state (nothing leaked, nothing
 //!    freed that is used);
-//! 4. for a sample of images: fsck finds nothing wrong, the file system stays usable (write,
+//! 4. for a sample of images: fsck -n of the crash image before recovery finds nothing beyond
+//!    "needs recovery", fsck finds nothing wrong after it, the file system stays usable (write,
 //!    delete everything, remount: all space free again), and recovery survives a crash during
 //!    itself (one level).
 //!
@@ -341,17 +342,16 @@ fn recover_in_place(
         if let Some(img) = &before {
             let evs = media.with_trace(|t| t.events.clone()).unwrap_or_default();
             recovery_survives_crash(img, &evs, &st, seed)?;
+            // fsck -n of the crash image as the crash left it reports nothing beyond "needs
+            // recovery" (an active journal slot is not an error): every crash state is one
+            // recovery handles, and fsck sees it as recovery will leave it.
+            fsck_finds_nothing(
+                Arc::new(Media::traced_from(img.clone())),
+                "the crash image (before recovery)",
+            )?;
             // fsck finds nothing wrong with what recovery left.
             fs.crash();
-            let report = novafs_recovery::fsck::check_media(media.clone(), &Default::default())
-                .map_err(|e| format!("fsck after recovery failed: {e}"))?;
-            if report.errors_found > 0 {
-                return Err(format!(
-                    "fsck after recovery found {} problem(s): {:?}",
-                    report.errors_found,
-                    report.problems.first()
-                ));
-            }
+            fsck_finds_nothing(media.clone(), "the recovered image")?;
             let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
                 .map_err(|e| format!("mount after fsck failed: {e}"))?;
             usable(Fs::from_engine(engine, r))?;
@@ -383,6 +383,20 @@ fn recover_in_place(
     }
     *work = Some(buf);
     result
+}
+
+/// fsck -n of `media` finds no error.
+fn fsck_finds_nothing(media: Arc<Media>, what: &str) -> Result<(), String> {
+    let report = novafs_recovery::fsck::check_media(media, &Default::default())
+        .map_err(|e| format!("fsck -n of {what} failed: {e}"))?;
+    if report.errors_found > 0 {
+        return Err(format!(
+            "fsck -n of {what} found {} problem(s): {:?}",
+            report.errors_found,
+            report.problems.first()
+        ));
+    }
+    Ok(())
 }
 
 /// Mount an image (recovery runs). Panics become errors.

@@ -296,6 +296,24 @@ impl BlockAlloc {
         v
     }
 
+    /// Whether any block of `[start, start + len)` is free.
+    pub fn any_free(&self, start: u64, len: u64) -> bool {
+        let lo = start.max(self.first);
+        let hi = start.saturating_add(len).min(self.end);
+        if lo >= hi {
+            return false;
+        }
+        (self.shard_of(lo)..=self.shard_of(hi - 1)).any(|i| {
+            let sh = self.shards[i].lock();
+            sh.recent.iter().any(|&b| b >= lo && b < hi)
+                || sh
+                    .free
+                    .range(..hi)
+                    .next_back()
+                    .is_some_and(|(&s, &l)| s + l > lo)
+        })
+    }
+
     /// Whether `block` is free.
     pub fn is_free(&self, block: u64) -> bool {
         if block < self.first || block >= self.end {

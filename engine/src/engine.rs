@@ -125,6 +125,8 @@ pub struct Engine {
     pub(crate) gc: crate::gc::Gc,
     /// Mutating operations hold it shared; unmount and crash exclusively.
     pub(crate) gate: RwLock<()>,
+    /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
+    pub(crate) dir_names: crate::admit::DirNames,
 }
 
 impl std::fmt::Debug for Engine {
@@ -248,6 +250,7 @@ impl Engine {
             writeback: Default::default(),
             gc: Default::default(),
             gate: RwLock::new(()),
+            dir_names: Default::default(),
         }
     }
 
@@ -351,19 +354,43 @@ impl Engine {
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
         let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.sb))?;
+        if let Err(e) = self.admit_blocks(ino, &st) {
+            // Not damage when a concurrent load cached the inode and an operation changed it
+            // meanwhile (an overwrite frees the blocks this older state maps), or when it was
+            // freed meanwhile (kind word cleared).
+            if let Some(i) = self.shard(ino).read().get(&ino) {
+                return Ok(i.clone());
+            }
+            let kind_word = self.media.load_u64(slot_off + 16)?;
+            return Err(if kind_word & 0xff == 0 {
+                Error::NotFound
+            } else {
+                e
+            });
+        }
         if !st.cache.is_empty() {
             self.writeback.dirty.lock().insert(ino);
         }
+        // Nothing under the shard lock may be a loom scheduling point (it is a parking_lot
+        // lock): the directory-name check takes only a parking_lot mutex.
         let mut shard = self.shard(ino).write();
-        let i = shard.entry(ino).or_insert_with(|| {
-            Arc::new(Inode {
-                ino,
-                slot_off,
-                state: crate::sync::RwLock::new(st),
-                open: Default::default(),
-                last_store: Default::default(),
-            })
-        });
+        let i = match shard.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if st.attr.kind == Kind::Dir {
+                    // Under the shard lock: no operation changed this directory since its
+                    // log was read, so its names are current.
+                    self.dir_names.note_loaded(ino, &st)?;
+                }
+                v.insert(Arc::new(Inode {
+                    ino,
+                    slot_off,
+                    state: crate::sync::RwLock::new(st),
+                    open: Default::default(),
+                    last_store: Default::default(),
+                }))
+            }
+        };
         Ok(i.clone())
     }
 
@@ -762,6 +789,9 @@ impl Engine {
         let mut freed = Vec::new();
         let words = staged.words;
         st.apply_staged(staged, entries, ino, Bounds::of(&self.sb), &mut freed)?;
+        if st.attr.kind == Kind::Dir {
+            self.dir_names.note_applied(ino, entries);
+        }
         self.gc_after(words, st, ino);
         Ok(freed)
     }
@@ -826,8 +856,27 @@ impl Engine {
             }
             let now = now_ns();
             let cs = l.get(ent.ino);
+            if cs.attr.kind != ent.kind {
+                // The fast path trusts the logs: never free an inode of another kind than
+                // the name says (a directory's children would be lost).
+                return Err(Error::corrupt(
+                    "directory entry kind differs from the inode's",
+                    format!("inode {} (named in directory {parent})", ent.ino),
+                ));
+            }
             if dir && !cs.dir.is_empty() {
                 return Err(Error::DirectoryNotEmpty);
+            }
+            if dir && cs.parent != parent {
+                // A directory named by a second directory: freeing it would leave the name
+                // its real parent holds pointing at a free inode.
+                return Err(Error::corrupt(
+                    "directory named outside its parent (a directory hard link)",
+                    format!(
+                        "inode {} (named in directory {parent}, parent {})",
+                        ent.ino, cs.parent
+                    ),
+                ));
             }
             let child_entries = if !dir && cs.attr.nlink > 1 {
                 vec![Entry::Link {
@@ -1096,6 +1145,8 @@ impl Engine {
     fn within(&self, dir: u64, ancestor: u64) -> Result<bool> {
         let mut cur = dir;
         let mut hops = 0u64;
+        // A parent chain longer than the inode table holds inodes is a cycle.
+        let max_hops = self.chunks.read().len() as u64 * INODES_PER_CHUNK;
         loop {
             if cur == ancestor {
                 return Ok(true);
@@ -1105,7 +1156,7 @@ impl Engine {
             }
             cur = self.parent_of(cur)?;
             hops += 1;
-            if hops > 1 << 32 {
+            if hops > max_hops {
                 return Err(Error::corrupt("directory cycle", format!("inode {dir}")));
             }
         }
@@ -1860,12 +1911,15 @@ impl Engine {
         if st.attr.kind != Kind::Symlink {
             return Err(Error::InvalidArgument("not a symbolic link".into()));
         }
-        if st.attr.size == 0 || st.attr.size > BLOCK {
+        if st.attr.size == 0 || st.attr.size > BLOCK || !st.map.contains_key(&0) {
             return Err(Error::corrupt("symlink length", format!("inode {ino}")));
         }
         let mut buf = vec![0u8; st.attr.size as usize];
         let n = self.read_locked(&st, 0, &mut buf)?;
         buf.truncate(n);
+        if buf.contains(&0) {
+            return Err(Error::corrupt("symlink target", format!("inode {ino}")));
+        }
         Ok(buf)
     }
 

@@ -4,6 +4,7 @@
 //! [`layout`] (on-media structs), [`alloc`], [`log`], [`journal`], [`inode`] (DRAM state rebuilt
 //! from logs), [`engine`] (inode-level operations), [`mount`] (format, mount, unmount).
 
+mod admit;
 pub mod alloc;
 pub mod bugs;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod log;
 pub mod media;
 pub mod mount;
 pub mod sync;
+mod walk;
 
 pub use cache::{MapMode, WritebackConfig};
 pub use engine::{

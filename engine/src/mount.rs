@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
-use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
+use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
 use crate::layout::inode::{InodeSlot, NewInode, HEAD_OFFSET, TAIL_OFFSET};
+use crate::layout::saved;
 use crate::layout::state::{MountState, CLEAN_MAGIC};
 use crate::layout::superblock::{Superblock, FORMAT_VERSION, MAGIC};
 use crate::layout::{
@@ -257,7 +258,10 @@ impl Engine {
             // Invalidate the saved state before any change: a later crash must not reuse it.
             media.commit_u64(state_off, 0)?;
         }
-        engine.inode(ROOT_INO)?;
+        engine.inode(ROOT_INO).map_err(|e| match e {
+            Error::NotFound => Error::corrupt("root directory inode is free", "inode 1"),
+            e => e,
+        })?;
         engine.set_gc_config(&opts.gc);
         Ok((Arc::new(engine), report))
     }
@@ -509,6 +513,9 @@ impl Engine {
             }
         }
         let result = (st.attr.nlink, st.attr.kind != Kind::Dir);
+        if st.attr.kind == Kind::Dir {
+            self.dir_names.note_loaded(ino, &st)?;
+        }
         self.cache_insert(ino, st)?;
         Ok(result)
     }
@@ -609,7 +616,8 @@ pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
         if b == 0 {
             break;
         }
-        if b < sb.first_free_block || b + CHUNK_BLOCKS > sb.replica_block {
+        // The map has no checksum: every word is untrusted.
+        if !sb.chunk_in_range(b) {
             return Err(Error::corrupt(
                 "inode-table chunk pointer",
                 format!("map entry {i} -> block {b}"),
@@ -619,6 +627,14 @@ pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
     }
     if chunks.is_empty() {
         return Err(Error::corrupt("inode-table map is empty", "block 3"));
+    }
+    let mut sorted = chunks.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[1] - w[0] < CHUNK_BLOCKS) {
+        return Err(Error::corrupt(
+            "inode-table chunks overlap",
+            format!("chunks at blocks {} and {}", w[0], w[1]),
+        ));
     }
     Ok(chunks)
 }
@@ -632,67 +648,21 @@ fn load_saved(
     if ms.clean != CLEAN_MAGIC || ms.csum != ms.compute_csum() {
         return Ok(None);
     }
-    let end = ms.saved_block.saturating_add(ms.saved_blocks);
-    if ms.saved_block < sb.first_free_block
-        || end > sb.replica_block
-        || ms.saved_len > ms.saved_blocks * BLOCK
-        || ms.saved_len < 16
-    {
+    let Ok((off, len)) = saved::location(ms, sb) else {
         return Ok(None);
-    }
-    let mut buf = vec![0u8; ms.saved_len as usize];
-    media.read(ms.saved_block * BLOCK, &mut buf)?;
-    if checksum(&buf) != ms.saved_csum {
-        return Ok(None);
-    }
-    let Some((extents, inos)) = parse_saved(&buf, sb, read_chunks(media, sb)?.len() as u64) else {
+    };
+    let mut buf = vec![0u8; len];
+    media.read(off, &mut buf)?;
+    let max_ino = read_chunks(media, sb)?.len() as u64 * INODES_PER_CHUNK;
+    let Ok(state) = saved::decode(ms, &buf, sb, max_ino) else {
         return Ok(None);
     };
     let blocks = BlockAlloc::new(sb.first_free_block, sb.replica_block, shards());
-    blocks.free_extents(&extents);
-    let ia = InodeAlloc::new(inos.iter().flat_map(|&(s, l)| s..s + l));
+    for &(start, len) in &state.free_blocks {
+        blocks.free(start, len);
+    }
+    let ia = InodeAlloc::new(state.free_inos.iter().flat_map(|&(s, l)| s..s + l));
     Ok(Some((blocks, ia)))
-}
-
-type Saved = (Vec<Extent>, Vec<(u64, u64)>);
-
-fn parse_saved(buf: &[u8], sb: &Superblock, chunks: u64) -> Option<Saved> {
-    let mut r = Reader { buf, pos: 0 };
-    let n = r.u64()?;
-    let mut prev_end = sb.first_free_block;
-    let mut extents = Vec::new();
-    for _ in 0..n {
-        let (s, l) = (r.u64()?, r.u64()?);
-        if s < prev_end || l == 0 || s.checked_add(l)? > sb.replica_block {
-            return None;
-        }
-        prev_end = s + l;
-        extents.push(Extent { start: s, len: l });
-    }
-    let max_ino = chunks * INODES_PER_CHUNK;
-    let m = r.u64()?;
-    let mut inos = Vec::new();
-    for _ in 0..m {
-        let (s, l) = (r.u64()?, r.u64()?);
-        if s <= ROOT_INO || s.checked_add(l)? > max_ino {
-            return None;
-        }
-        inos.push((s, l));
-    }
-    (r.pos == buf.len()).then_some((extents, inos))
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn u64(&mut self) -> Option<u64> {
-        let b = self.buf.get(self.pos..self.pos + 8)?;
-        self.pos += 8;
-        Some(u64::from_le_bytes(b.try_into().ok()?))
-    }
 }
 
 /// A bitmap whose bits are set atomically (for the parallel rebuild).

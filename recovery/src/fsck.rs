@@ -6,15 +6,18 @@
 //! - both superblocks (checksum, geometry, that they agree) and the image length;
 //! - the mount-state block (clean word, header checksum) and, after a clean unmount, the saved
 //!   allocator state (range, checksum, well-formed extents and inode ranges);
-//! - the journal: an active slot is an interrupted multi-inode operation, a damaged one is
-//!   reported;
+//! - the journal: an active slot is an interrupted multi-inode operation: not an error but
+//!   "needs recovery" ([`FsckReport::recovery`], as e2fsck treats a journal needing replay);
+//!   the rest of the check sees the image as recovery leaves it (the undo applied in an
+//!   overlay, or on the media with `repair`); a damaged slot is reported;
 //! - the inode-table map and its chunks;
 //! - every reachable inode: its slot (kind, checksum, reserved bytes) and its log (head, tail
 //!   inside a page's entry area, page trailers, no cycles, entry checksums, strictly increasing
-//!   sequence numbers, every entry replayable with the engine's own `InodeState::apply`), and a
+//!   sequence numbers, every entry decodable (names `.`, `..`, empty or holding `/` or NUL are
+//!   refused by the decoder) and replayable with the engine's own `InodeState::apply`), and a
 //!   file's write-cache log;
 //! - the directory tree from the root: names to free, invalid or out-of-table inodes, kinds
-//!   that differ from the inode's, names `.`/`..`, directories reachable twice (cycles or hard
+//!   that differ from the inode's, directories reachable twice (cycles or hard
 //!   links to directories), a directory's stored parent against the directory naming it;
 //! - link counts of non-directories against the names found;
 //! - block ownership: no block in two places (two files, a file and a log, a log and an
@@ -51,7 +54,8 @@
 //!   owner): when the tail page is known and the entries prove it, the broken link is rewritten;
 //!   otherwise the log is cut back to the last valid entry (the tail word, which is the commit
 //!   word, is stored, flushed and fenced);
-//! - an active journal slot is undone as recovery does; a damaged one is cleared;
+//! - an active journal slot is undone as recovery does (not counted as a fix: exit 0 when
+//!   nothing else was wrong); a damaged one is cleared;
 //! - names to free, invalid or out-of-table inodes, of the wrong kind, and extra names of a
 //!   directory reachable twice are removed (DirRemove entries appended with the engine's
 //!   `log::stage` + `Staged::commit_tail`, allocating from blocks fsck found free);
@@ -60,7 +64,10 @@
 //!   mapping is dropped when there is no space), non-zero bytes past the end of file are zeroed
 //!   in a private copy;
 //! - lost files and directories are linked into `/lost+found` (created if missing) as
-//!   `#<ino>`;
+//!   `#<ino>`; a lost root (free or invalid slot) is rebuilt as an empty directory first, and
+//!   every valid slot no directory names is then lost (relinked), even after a crash;
+//! - an invalid symlink (length outside 1..=4096, target not stored or holding NUL) loses its
+//!   name and is not relinked;
 //! - stale saved state, leaked blocks and inode numbers: the clean flag is cleared.
 //!
 //! After the repairs the image is checked again (up to [`FsckOptions::max_passes`] rounds);
@@ -158,8 +165,6 @@ pub enum ProblemKind {
     MountState,
     /// The saved allocator state of a clean image is damaged or disagrees with the image.
     SavedState,
-    /// An active journal slot: an interrupted multi-inode operation.
-    JournalActive,
     /// A damaged journal slot.
     JournalCorrupt,
     /// A damaged inode-table map entry.
@@ -214,7 +219,6 @@ impl ProblemKind {
             ProblemKind::ImageTruncated => "image_truncated",
             ProblemKind::MountState => "mount_state",
             ProblemKind::SavedState => "saved_state",
-            ProblemKind::JournalActive => "journal_active",
             ProblemKind::JournalCorrupt => "journal_corrupt",
             ProblemKind::ItableMap => "itable_map",
             ProblemKind::InodeSlot => "inode_slot",
@@ -314,6 +318,11 @@ pub struct FsckReport {
     pub problems: Vec<Problem>,
     /// Observations that are not errors (unclean unmount, slots recovery will free, ...).
     pub notes: Vec<String>,
+    /// The image needs recovery (an interrupted multi-inode operation in the journal), which
+    /// is not an error, as e2fsck treats a journal needing replay: what recovery will do
+    /// (without `repair`: the check sees the image as recovery will leave it, nothing is
+    /// written) or what was done (with `repair`, which applies the undo as mount would).
+    pub recovery: Vec<String>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -378,6 +387,7 @@ pub fn check_media(media: Arc<Media>, opts: &FsckOptions) -> Result<FsckReport> 
             report.entries_checked = result.entries_checked;
             report.was_clean = result.was_clean;
             report.notes = result.notes.clone();
+            report.recovery = result.recovery.clone();
         }
         merge(&mut problems, &mut keys, &result.problems);
         last_found = std::mem::take(&mut result.problems);

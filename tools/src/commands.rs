@@ -447,7 +447,8 @@ struct Frame {
     link: Option<(u64, Vec<u8>)>,
 }
 
-/// Remove everything below directory `top` (depth first, without recursion).
+/// Remove everything below directory `top` (depth first, without recursion; the caller has
+/// checked with `walk_dirs` that the subtree is a tree).
 fn remove_tree(engine: &Engine, top: u64, top_path: &Path) -> CliResult<()> {
     let read = |ino: u64, p: &Path| engine.readdir(ino).with_context(|| shown(p));
     let mut stack = vec![Frame {
@@ -511,6 +512,12 @@ pub fn rm(image: &Path, path: &Path, recursive: bool) -> CliResult<()> {
                 ));
             }
             last_name(path, "remove")?;
+            // Before freeing anything, check that the directories form a tree: on the
+            // clean-mount fast path nothing has, and a second name of a directory about to be
+            // freed may be anywhere, so the whole tree is walked (directories only).
+            fs.engine()
+                .walk_dirs(ROOT_INO, usize::MAX, |_, _, _| Ok(()))
+                .with_context(ctx)?;
             remove_tree(fs.engine(), m.ino(), path)?;
             fs.remove_dir(path).with_context(ctx)
         } else {
@@ -665,6 +672,9 @@ pub fn df(image: &Path, as_json: bool) -> CliResult<()> {
     out.finish()
 }
 
+/// Levels `novafs tree` shows at most (its walk and output recurse per level).
+const TREE_DEPTH_MAX: usize = 1024;
+
 /// `novafs tree`: the directory tree below PATH (symlinks shown, not followed).
 pub fn tree(image: &Path, path: &Path, max_depth: Option<usize>, as_json: bool) -> CliResult<()> {
     fn walk(
@@ -712,6 +722,28 @@ pub fn tree(image: &Path, path: &Path, max_depth: Option<usize>, as_json: bool) 
             .symlink_metadata(path)
             .with_context(|| shown(path))?
             .ino();
+        // The recursion below (and the JSON it builds) is only as deep as the tree: check
+        // first that it is a tree (no cycle) of bounded depth.
+        let depth_max = max_depth.unwrap_or(usize::MAX).min(TREE_DEPTH_MAX + 1);
+        let mut deepest = 0;
+        if fs
+            .symlink_metadata(path)
+            .with_context(|| shown(path))?
+            .is_dir()
+        {
+            fs.engine()
+                .walk_dirs(ino, depth_max, |_, depth, _| {
+                    deepest = deepest.max(depth);
+                    Ok(())
+                })
+                .with_context(|| shown(path))?;
+        }
+        if deepest > TREE_DEPTH_MAX {
+            return Err(CliError::new(
+                shown(path),
+                format!("the tree is deeper than {TREE_DEPTH_MAX} levels (use --max-depth)"),
+            ));
+        }
         walk(fs.engine(), &shown(path), ino, 0, max_depth, &mut counts).with_context(|| shown(path))
     })?;
     let mut out = Out::new();

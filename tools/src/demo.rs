@@ -1,6 +1,6 @@
 //! `novafs demo`: format an image, fill it, verify it across a clean remount, time each step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -134,21 +134,29 @@ fn verify(fs: &Fs, model: &BTreeMap<String, Node>, when: &str) -> CliResult<Tota
     let fail = |msg: String| CliError::new(format!("demo: verification {when} failed"), msg);
     let engine = fs.engine();
     let mut seen: BTreeMap<String, Kind> = BTreeMap::new();
-    let mut stack = vec![(String::new(), ROOT_INO)];
-    while let Some((dir, ino)) = stack.pop() {
-        let shown = if dir.is_empty() { "/" } else { dir.as_str() };
-        let entries = engine
-            .readdir(ino)
-            .map_err(|e| fail(format!("reading directory {shown}: {e}")))?;
-        for e in entries {
-            let name = String::from_utf8(e.name)
-                .map_err(|_| fail(format!("a name in {shown} is not the UTF-8 written")))?;
-            let p = format!("{dir}/{name}");
-            if e.kind == Kind::Dir {
-                stack.push((p.clone(), e.ino));
+    // Directory paths by inode (a parent is visited before its children).
+    let mut dirs: HashMap<u64, String> = HashMap::from([(ROOT_INO, String::new())]);
+    let mut bad_name = None;
+    engine
+        .walk_dirs(ROOT_INO, usize::MAX, |ino, _, entries| {
+            let dir = dirs.get(&ino).cloned().unwrap_or_default();
+            for e in entries {
+                let Ok(name) = std::str::from_utf8(&e.name) else {
+                    bad_name.get_or_insert_with(|| dir.clone());
+                    continue;
+                };
+                let p = format!("{dir}/{name}");
+                if e.kind == Kind::Dir {
+                    dirs.insert(e.ino, p.clone());
+                }
+                seen.insert(p, e.kind);
             }
-            seen.insert(p, e.kind);
-        }
+            Ok(())
+        })
+        .map_err(|e| fail(format!("walking the tree: {e}")))?;
+    if let Some(dir) = bad_name {
+        let shown = if dir.is_empty() { "/" } else { dir.as_str() };
+        return Err(fail(format!("a name in {shown} is not the UTF-8 written")));
     }
     if let Some(p) = seen.keys().find(|p| !model.contains_key(*p)) {
         return Err(fail(format!("unexpected entry {p}")));

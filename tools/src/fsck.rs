@@ -71,6 +71,7 @@ fn report_json(image: &Path, o: &Options, r: &FsckReport) -> Value {
         "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
         "problems": r.problems.iter().map(problem_json).collect::<Vec<_>>(),
         "notes": r.notes,
+        "recovery": r.recovery,
     })
 }
 
@@ -96,6 +97,9 @@ fn human(image: &Path, o: &Options, r: &FsckReport) -> String {
             (false, _, false) => "left",
         };
         s += &format!("      {state}: {what}\n");
+    }
+    for n in &r.recovery {
+        s += &format!("  needs recovery: {n}\n");
     }
     for n in &r.notes {
         s += &format!("  note: {n}\n");

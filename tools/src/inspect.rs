@@ -67,7 +67,7 @@ impl Raw {
         }
         let map_bytes = raw.sb.itable_map_blocks.saturating_mul(BLOCK);
         let mut map = vec![0u8; usize::try_from(map_bytes.min(64 << 20)).unwrap_or(0)];
-        raw.read(raw.sb.itable_map_start * BLOCK, &mut map)?;
+        raw.read(raw.sb.itable_map_start.saturating_mul(BLOCK), &mut map)?;
         raw.chunks = map
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
@@ -98,7 +98,9 @@ impl Raw {
         let chunk = *self
             .chunks
             .get(usize::try_from(ino / INODES_PER_CHUNK).ok()?)?;
-        Some(chunk * BLOCK + (ino % INODES_PER_CHUNK) * INODE_SIZE)
+        chunk
+            .checked_mul(BLOCK)?
+            .checked_add((ino % INODES_PER_CHUNK) * INODE_SIZE)
     }
 
     fn slot(&self, ino: u64) -> CliResult<InodeSlot> {
@@ -119,8 +121,10 @@ impl Raw {
         let tail_page = tail / BLOCK;
         let mut page = head;
         let mut buf = vec![0u8; ENTRY_BYTES as usize];
-        for _ in 0..self.sb.blocks_total.max(1) {
-            if page == 0 || page >= self.sb.blocks_total {
+        // The file's length bounds the walk (the superblock's block count is untrusted).
+        let blocks = self.len / BLOCK;
+        for _ in 0..blocks.max(1) {
+            if page == 0 || page >= blocks {
                 return (
                     entries,
                     pages,
@@ -267,8 +271,8 @@ fn entry_text(v: &Value) -> String {
 
 fn superblock_json(raw: &Raw) -> CliResult<Value> {
     let sb = &raw.sb;
-    let st: MountState = raw.pod(sb.state_block * BLOCK)?;
-    let replica: Option<Superblock> = raw.pod(sb.replica_block * BLOCK).ok();
+    let st: MountState = raw.pod(sb.state_block.saturating_mul(BLOCK))?;
+    let replica: Option<Superblock> = raw.pod(sb.replica_block.saturating_mul(BLOCK)).ok();
     Ok(json!({
         "superblock": {
             "magic": lossy(&sb.magic[..6]),
@@ -365,7 +369,7 @@ fn resolve(raw: &Raw, path: &Path) -> CliResult<u64> {
 
 fn block_json(raw: &Raw, block: u64) -> CliResult<Value> {
     let sb = &raw.sb;
-    if block >= sb.blocks_total {
+    if block >= sb.blocks_total.min(raw.len / BLOCK) {
         return Err(CliError::new(
             format!("block {block}"),
             format!("beyond the image ({} blocks)", sb.blocks_total),
@@ -375,7 +379,9 @@ fn block_json(raw: &Raw, block: u64) -> CliResult<Value> {
         0 => Some("superblock (primary)".to_string()),
         b if b == sb.state_block => Some("mount state".into()),
         b if b == sb.journal_block => Some("journal".into()),
-        b if b >= sb.itable_map_start && b < sb.itable_map_start + sb.itable_map_blocks => {
+        b if b >= sb.itable_map_start
+            && b < sb.itable_map_start.saturating_add(sb.itable_map_blocks) =>
+        {
             Some("inode-table map".into())
         }
         b if b == sb.replica_block => Some("superblock (replica)".into()),
@@ -390,7 +396,7 @@ fn block_json(raw: &Raw, block: u64) -> CliResult<Value> {
         return Ok(v);
     }
     for (i, &c) in raw.chunks.iter().enumerate() {
-        if block >= c && block < c + u64::from(sb.chunk_blocks) {
+        if block >= c && block < c.saturating_add(u64::from(sb.chunk_blocks)) {
             let first_ino = i as u64 * INODES_PER_CHUNK + (block - c) * BLOCK / INODE_SIZE;
             o.insert(
                 "owner".into(),

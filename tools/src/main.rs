@@ -87,6 +87,8 @@ struct MkfsCli {
 const FSCK_EXAMPLES: &str = "\
 Exit status (as e2fsck): 0 no errors, 1 errors corrected, 4 errors left uncorrected,
 8 operational error (cannot open the image, image in use, not novafs), 16 usage error.
+An interrupted operation in the journal is not an error but \"needs recovery\": -n checks the
+image as recovery will leave it and says what recovery will do; -y applies it (as mount does).
 
 Examples:
   novafs fsck /dev/shm/pm.img                  # check only (-n is the default)

@@ -465,6 +465,10 @@ impl Entry {
                 if name.iter().any(|&b| b == 0 || b == b'/') {
                     return Err(bad("name bytes"));
                 }
+                // Never stored: lookups answer them from the directory itself.
+                if name == b"." || name == b".." {
+                    return Err(bad("name '.' or '..'"));
+                }
                 if hdr.kind == 4 {
                     let kind = Kind::from_u8(h.kind).ok_or_else(|| bad("child kind"))?;
                     Entry::DirAdd {

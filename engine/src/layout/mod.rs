@@ -16,6 +16,7 @@ pub mod entry;
 pub mod inode;
 pub mod journal;
 pub mod logpage;
+pub mod saved;
 pub mod state;
 pub mod superblock;
 

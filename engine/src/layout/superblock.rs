@@ -76,8 +76,7 @@ const _: () = {
 impl Superblock {
     /// Lay out an image of `blocks_total` blocks.
     pub fn new(blocks_total: u64, uuid: [u8; 16], now_ns: u64) -> Superblock {
-        let max_chunks = blocks_total / CHUNK_BLOCKS + 1;
-        let map_blocks = (max_chunks * 8).div_ceil(BLOCK).max(1);
+        let map_blocks = map_blocks(blocks_total);
         let mut sb = Superblock {
             magic: MAGIC,
             version: FORMAT_VERSION,
@@ -118,6 +117,14 @@ impl Superblock {
         self.itable_map_blocks * BLOCK / 8
     }
 
+    /// Whether an inode-table chunk may start at block `b` (an untrusted map word): the
+    /// whole chunk inside the allocatable area. The one check the engine and fsck share.
+    pub fn chunk_in_range(&self, b: u64) -> bool {
+        b >= self.first_free_block
+            && b.checked_add(CHUNK_BLOCKS)
+                .is_some_and(|end| end <= self.replica_block)
+    }
+
     /// Validate an untrusted copy read from `where_`.
     pub fn validate(&self, where_: &str, image_len: u64) -> Result<()> {
         if self.magic != MAGIC {
@@ -155,12 +162,18 @@ impl Superblock {
         {
             return bad("chunk geometry");
         }
-        if self.itable_map_start != ITABLE_MAP_START
+        // Every field is untrusted (a crafted superblock can carry a valid checksum): no
+        // arithmetic below may overflow, and the map's size must be the one format computes,
+        // so that `max_chunks` and every chunk pointer check stay in range.
+        if self.blocks_total < MIN_BLOCKS
+            || self.itable_map_start != ITABLE_MAP_START
             || self.journal_block != super::JOURNAL_BLOCK
             || self.state_block != super::STATE_BLOCK
-            || self.first_free_block != self.itable_map_start + self.itable_map_blocks
+            || self.itable_map_blocks != map_blocks(self.blocks_total)
+            || self.itable_map_start.checked_add(self.itable_map_blocks)
+                != Some(self.first_free_block)
             || self.first_free_block >= self.replica_block
-            || self.replica_block != self.blocks_total - 1
+            || self.blocks_total.checked_sub(1) != Some(self.replica_block)
         {
             return bad("layout");
         }
@@ -169,6 +182,16 @@ impl Superblock {
         }
         Ok(())
     }
+}
+
+/// The fewest blocks a valid image has (format's minimum size).
+const MIN_BLOCKS: u64 = super::MIN_IMAGE_BYTES / BLOCK;
+
+/// Blocks of the inode-table map of an image of `blocks_total` blocks (room for a pointer to
+/// every chunk the image could hold).
+fn map_blocks(blocks_total: u64) -> u64 {
+    let max_chunks = blocks_total / CHUNK_BLOCKS + 1;
+    (max_chunks * 8).div_ceil(BLOCK).max(1)
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use novafs_engine::inode::{slot_offset, Bounds, DirEnt, InodeState, NO_OWNER};
 use novafs_engine::layout::entry::Entry;
 use novafs_engine::layout::inode::{
-    InodeSlot, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
+    InodeSlot, NewInode, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
 };
 use novafs_engine::layout::journal::{JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
+use novafs_engine::layout::saved;
 use novafs_engine::layout::state::{MountState, CLEAN_MAGIC};
 use novafs_engine::layout::superblock::{Superblock, MAGIC};
 use novafs_engine::layout::{
-    checksum, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
+    now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
 };
 use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
 
@@ -194,6 +195,8 @@ pub(super) struct ScanResult {
     pub entries_checked: u64,
     pub was_clean: bool,
     pub notes: Vec<String>,
+    /// What recovery does (did, with `repair`) before the image is consistent.
+    pub recovery: Vec<String>,
     pub model: Option<Model>,
 }
 
@@ -278,17 +281,11 @@ struct Scanner<'c, 'a> {
     saved: Option<Saved>,
     slot_kinds: Vec<u8>,
     slots_in_use: u64,
+    /// The root was lost and rebuilt empty this round.
+    root_rebuilt: bool,
 }
 
 const PRIMARY: &str = "primary superblock (block 0)";
-
-/// `Superblock::validate`, without its multiplication overflowing on a crafted block count.
-fn validate_sb(sb: &Superblock, where_: &str, len: u64) -> Result<()> {
-    if sb.magic == MAGIC && sb.blocks_total > u64::MAX / BLOCK {
-        return Err(Error::corrupt("superblock field blocks_total", where_));
-    }
-    sb.validate(where_, len)
-}
 
 /// Run one round.
 pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
@@ -315,6 +312,7 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         saved: None,
         slot_kinds: Vec::new(),
         slots_in_use: 0,
+        root_rebuilt: false,
     };
     s.out.blocks_checked = sb.blocks_total;
     if !s.itable_map()? {
@@ -379,12 +377,12 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
         return Err(Error::NotNovafs);
     }
     let primary: Superblock = ctx.read_pod(0)?;
-    let err = match validate_sb(&primary, PRIMARY, len) {
+    let err = match primary.validate(PRIMARY, len) {
         Ok(()) => {
             let rb = primary.replica_block;
             let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
             if replica != primary {
-                let why = match validate_sb(&replica, "superblock replica", len) {
+                let why = match replica.validate("superblock replica", len) {
                     Err(e) => e.to_string(),
                     Ok(()) => "it differs from the primary".to_string(),
                 };
@@ -407,7 +405,7 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
     // A superblock whose checksum holds but whose image is shorter: a truncated file.
     if primary.magic == MAGIC
         && primary.blocks_total <= u64::MAX / BLOCK
-        && validate_sb(&primary, PRIMARY, u64::MAX).is_ok()
+        && primary.validate(PRIMARY, u64::MAX).is_ok()
         && primary.blocks_total * BLOCK > len
     {
         push(out, ProblemKind::ImageTruncated, None, None, Some(len), format!("the image file holds {len} bytes but its superblock says {} blocks ({} bytes): truncated image file; restore its end from a copy", primary.blocks_total, primary.blocks_total * BLOCK), None);
@@ -415,7 +413,7 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
     }
     let rb = len / BLOCK - 1;
     let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
-    match validate_sb(&replica, "superblock replica", len) {
+    match replica.validate("superblock replica", len) {
         Ok(()) if replica.replica_block == rb => {
             push(
                 out,
@@ -511,10 +509,7 @@ impl Scanner<'_, '_> {
         while i < n && entry(i) != 0 {
             let b = entry(i);
             let off = map_off + i as u64 * 8;
-            if b < sb.first_free_block
-                || b.checked_add(CHUNK_BLOCKS)
-                    .is_none_or(|e| e > sb.replica_block)
-            {
+            if !sb.chunk_in_range(b) {
                 self.problem(ProblemKind::ItableMap, None, Some(sb.itable_map_start + off / BLOCK - sb.itable_map_start), Some(off), format!("inode-table map entry {i} points to block {b}, outside the allocatable area"), None);
                 return Ok(false);
             }
@@ -624,72 +619,33 @@ impl Scanner<'_, '_> {
 
     fn parse_saved(&self, ms: &MountState) -> Result<std::result::Result<Saved, String>> {
         let sb = self.sb;
-        let end = ms.saved_block.saturating_add(ms.saved_blocks);
-        if ms.saved_block < sb.first_free_block
-            || end > sb.replica_block
-            || ms.saved_len > ms.saved_blocks.saturating_mul(BLOCK)
-            || ms.saved_len < 16
-        {
-            return Ok(Err(format!(
-                "location blocks {}+{} ({} bytes) is out of range",
-                ms.saved_block, ms.saved_blocks, ms.saved_len
-            )));
-        }
-        let mut buf = vec![0u8; ms.saved_len as usize];
-        self.ctx.read(ms.saved_block * BLOCK, &mut buf)?;
-        if checksum(&buf) != ms.saved_csum {
-            return Ok(Err("checksum".into()));
-        }
-        let mut pos = 0usize;
-        let mut rd = || -> Option<u64> {
-            let b = buf.get(pos..pos + 8)?;
-            pos += 8;
-            Some(u64::from_le_bytes(b.try_into().ok()?))
+        let (off, len) = match saved::location(ms, &sb) {
+            Ok(l) => l,
+            Err(msg) => return Ok(Err(msg)),
         };
-        let mut saved = Saved {
+        let mut buf = vec![0u8; len];
+        self.ctx.read(off, &mut buf)?;
+        let state = match saved::decode(ms, &buf, &sb, self.max_ino) {
+            Ok(s) => s,
+            Err(msg) => return Ok(Err(msg)),
+        };
+        let mut out = Saved {
             free_blocks: Bits::new(sb.blocks_total),
             free_inos: Bits::new(self.max_ino),
             start: ms.saved_block,
             blocks: ms.saved_blocks,
         };
-        let Some(n) = rd() else {
-            return Ok(Err("truncated".into()));
-        };
-        let mut prev_end = sb.first_free_block;
-        for i in 0..n {
-            let (Some(s), Some(l)) = (rd(), rd()) else {
-                return Ok(Err("truncated extent list".into()));
-            };
-            if s < prev_end || l == 0 || s.checked_add(l).is_none_or(|e| e > sb.replica_block) {
-                return Ok(Err(format!(
-                    "free extent {i} ({s}+{l}) is unsorted, overlapping or out of range"
-                )));
-            }
-            prev_end = s + l;
+        for &(s, l) in &state.free_blocks {
             for b in s..s + l {
-                saved.free_blocks.set(b);
+                out.free_blocks.set(b);
             }
         }
-        let Some(m) = rd() else {
-            return Ok(Err("truncated".into()));
-        };
-        for i in 0..m {
-            let (Some(s), Some(l)) = (rd(), rd()) else {
-                return Ok(Err("truncated inode list".into()));
-            };
-            if s <= ROOT_INO || s.checked_add(l).is_none_or(|e| e > self.max_ino) {
-                return Ok(Err(format!(
-                    "free inode range {i} ({s}+{l}) is out of range"
-                )));
-            }
+        for &(s, l) in &state.free_inos {
             for ino in s..s + l {
-                saved.free_inos.set(ino);
+                out.free_inos.set(ino);
             }
         }
-        if pos != buf.len() {
-            return Ok(Err("trailing bytes".into()));
-        }
-        Ok(Ok(saved))
+        Ok(Ok(out))
     }
 
     fn journal(&mut self) -> Result<()> {
@@ -732,7 +688,18 @@ impl Scanner<'_, '_> {
                 self.ctx.store_word(off, 0, true)?;
                 continue;
             }
-            self.problem(ProblemKind::JournalActive, None, block, Some(off), format!("journal slot {slot} is active: a multi-inode operation was interrupted ({} tails to restore)", js.n), Some("undo it, as recovery does"));
+            // Not an error: the image needs recovery (as e2fsck treats a journal needing
+            // replay). The rest of the check sees the image as recovery leaves it: undone in
+            // the overlay (-n) or on the media (-y).
+            let done = if self.ctx.repair {
+                "undone"
+            } else {
+                "recovery will undo it"
+            };
+            self.out.recovery.push(format!(
+                "journal slot {slot} is active: a multi-inode operation was interrupted; {done} ({} log words restored)",
+                js.n
+            ));
             self.ctx.before_change()?;
             for e in entries {
                 if self.ctx.repair {
@@ -913,6 +880,13 @@ impl Scanner<'_, '_> {
             self.owner[p as usize] = own(O_LOG, ino);
         }
         self.out.entries_checked += st.log.entries;
+        if kind == Kind::Symlink {
+            if let Some(why) = self.symlink_problem(&st)? {
+                // Its name is removed and it is not relinked: a symlink without its target
+                // (an empty log, or one cut back by the repair above) is never kept.
+                return Ok(Some(Bad::Invalid(why)));
+            }
+        }
         // The write-cache log.
         let ctail = self.ctx.load_u64(off + CACHE_TAIL_OFFSET)?;
         if ctail != 0 && kind != Kind::File {
@@ -969,6 +943,30 @@ impl Scanner<'_, '_> {
             },
         );
         Ok(None)
+    }
+
+    /// What is wrong with a symlink's replayed state, if anything: its length must be
+    /// 1..=4096 bytes and its target bytes present (the first page mapped, no NUL byte).
+    fn symlink_problem(&self, st: &InodeState) -> Result<Option<String>> {
+        let len = st.attr.size;
+        if len == 0 || len > BLOCK {
+            return Ok(Some(format!(
+                "a symlink of {len} bytes (1..=4096 expected)"
+            )));
+        }
+        let Some(&block) = st.map.get(&0) else {
+            return Ok(Some("a symlink whose target is not stored".into()));
+        };
+        if !self.bounds.contains(block, 1) {
+            return Ok(Some(
+                "a symlink whose target block is outside the image".into(),
+            ));
+        }
+        let mut target = vec![0u8; len as usize];
+        self.ctx.read(block * BLOCK, &mut target)?;
+        Ok(target
+            .contains(&0)
+            .then(|| "a symlink whose target holds a NUL byte".into()))
     }
 
     /// Record a walk's problems and apply their single-store fixes.
@@ -1041,16 +1039,18 @@ impl Scanner<'_, '_> {
                     Some(Bad::OutOfTable) => "outside the table".into(),
                     None => "not a directory".into(),
                 };
-                let off = slot_offset(&self.chunks, ROOT_INO);
+                let Some(off) = slot_offset(&self.chunks, ROOT_INO) else {
+                    return Ok(false);
+                };
                 self.problem(
                     ProblemKind::InodeSlot,
                     Some(ROOT_INO),
-                    off.map(|o| o / BLOCK),
-                    off,
+                    Some(off / BLOCK),
+                    Some(off),
                     format!("the root directory inode is {why}"),
-                    None,
+                    Some("rebuild an empty root directory; every valid inode no directory names then goes to /lost+found"),
                 );
-                return Ok(false);
+                self.rebuild_root(off)?;
             }
         }
         self.reached.set(ROOT_INO);
@@ -1075,6 +1075,31 @@ impl Scanner<'_, '_> {
         let mut queue = VecDeque::from([ROOT_INO]);
         self.bfs(&mut queue)?;
         Ok(true)
+    }
+
+    /// Replace a lost root by an empty directory (a fresh slot, empty logs; what its old log
+    /// held is leaked, and the clean flag cleared). Every valid slot no directory names is
+    /// then a lost file, not a slot recovery would free: its names were in the old root.
+    fn rebuild_root(&mut self, off: u64) -> Result<()> {
+        let old: InodeSlot = self.ctx.read_pod(off)?;
+        let root = InodeSlot::fresh(NewInode {
+            kind: Kind::Dir,
+            generation: old.generation.wrapping_add(1),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            parent: ROOT_INO,
+            ctime_ns: now_ns(),
+            rdev: 0,
+        });
+        self.ctx.write_bytes(off, bytemuck::bytes_of(&root), true)?;
+        self.bad.remove(&ROOT_INO);
+        self.infos.remove(&ROOT_INO);
+        self.root_rebuilt = true;
+        match self.load(ROOT_INO, Some(Kind::Dir))? {
+            None => Ok(()),
+            Some(_) => Err(Error::corrupt("rebuilt root directory", "inode 1")),
+        }
     }
 
     fn bfs(&mut self, queue: &mut VecDeque<u64>) -> Result<()> {
@@ -1114,16 +1139,8 @@ impl Scanner<'_, '_> {
         queue: &mut VecDeque<u64>,
     ) -> Result<()> {
         let child = ent.ino;
-        if name == b"." || name == b".." {
-            self.remove_name(
-                ProblemKind::DirEntry,
-                d,
-                name,
-                child,
-                "'.' and '..' are not stored names".into(),
-            );
-            return Ok(());
-        }
+        // Names '.', '..', empty or with '/' or NUL never get here: the entry decoder refuses
+        // them (the log is cut back there).
         if child == ROOT_INO {
             self.remove_name(
                 ProblemKind::DirReachableTwice,
@@ -1224,7 +1241,8 @@ impl Scanner<'_, '_> {
                 }
                 continue;
             }
-            let is_lost = saved_in_use == Some(true) || self.lost_hint.contains(&ino);
+            let is_lost =
+                saved_in_use == Some(true) || self.lost_hint.contains(&ino) || self.root_rebuilt;
             if !is_lost {
                 stale += 1;
                 continue;
