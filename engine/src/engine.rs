@@ -1819,7 +1819,7 @@ impl Engine {
             return Ok(());
         }
         // Cached pages are migrated first (or with the hole, for a failure-atomic cache).
-        let (mut pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
+        let (pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
         let mut pages = Vec::new();
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
@@ -1844,13 +1844,9 @@ impl Engine {
                 pages.push((pg, Page::Owned(buf)));
             }
         }
+        // Zeroing past the end grows the file: its range is never empty, so the new pages'
+        // entries carry the size.
         let size = st.attr.size.max(end);
-        if pages.is_empty() && size != st.attr.size {
-            let mut a = SetAttrEntry::zeroed_entry();
-            a.mask = attr_mask::SIZE;
-            a.size = size;
-            pre.push(Entry::SetAttr(a));
-        }
         self.media.mark(match how {
             Clear::Punch => "punch",
             Clear::Zero { .. } => "zero-range",

@@ -26,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fuse_common::{fuse_available, Mounted};
@@ -535,39 +535,51 @@ fn concurrent(m: &Mounted, seeds: std::ops::Range<u64>, workers: u64) -> Vec<Str
     bad
 }
 
+/// Start this binary again with `args` (a worker or tear process), its output discarded.
+fn spawn_self(args: &[std::ffi::OsString]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// After `delay_ms`, kill the server -9, reap `children` (they fail once the mount is gone),
+/// then mount again (recovery runs).
+fn kill_server_and_remount(m: &mut Mounted, delay_ms: u64, children: Vec<Child>) {
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    m.signal("KILL");
+    for mut c in children {
+        let _ = c.wait();
+    }
+    m.reap_killed();
+    m.mount("");
+}
+
 /// Workers write, fsync and acknowledge; the server is killed -9; after the next mount
 /// (recovery) every acknowledged file is there, whole.
 fn killed(m: &mut Mounted, rounds: u64) -> Vec<String> {
     let mut bad = Vec::new();
     let acks = tmpfs_dir("acks");
-    let me = std::env::current_exe().unwrap();
     for round in 0..rounds {
         let root = m.p(&format!("kill{round}"));
         fresh(&root);
         let ackfile = acks.path().join(format!("round{round}"));
         let children: Vec<_> = (0..3u64)
             .map(|i| {
-                Command::new(&me)
-                    .arg("worker")
-                    .arg(&root)
-                    .arg((i + 1).to_string())
-                    .arg(round.to_string())
-                    .arg("1000000")
-                    .arg(ackfile.with_extension(i.to_string()))
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                spawn_self(&[
+                    "worker".into(),
+                    root.clone().into(),
+                    (i + 1).to_string().into(),
+                    round.to_string().into(),
+                    "1000000".into(),
+                    ackfile.with_extension(i.to_string()).into(),
+                ])
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(150 + 97 * round));
-        m.signal("KILL");
-        for mut c in children {
-            let _ = c.wait();
-        }
-        m.reap_killed();
-        m.mount("");
+        kill_server_and_remount(m, 150 + 97 * round, children);
         for i in 0..3u64 {
             let acked =
                 std::fs::read_to_string(ackfile.with_extension(i.to_string())).unwrap_or_default();
@@ -615,7 +627,6 @@ fn tear(args: &[String]) {
 /// is killed -9; after recovery each range holds a single value.
 fn torn_writes(m: &mut Mounted, rounds: u64) -> Vec<String> {
     let mut bad = Vec::new();
-    let me = std::env::current_exe().unwrap();
     // (offset, length): across one page boundary; across many, from mid-page to mid-page.
     let ranges = [(4096 - 100, 300), (1000, 1_000_000)];
     for round in 0..rounds {
@@ -629,25 +640,15 @@ fn torn_writes(m: &mut Mounted, rounds: u64) -> Vec<String> {
             .iter()
             .zip(ranges)
             .map(|(n, (off, len))| {
-                Command::new(&me)
-                    .arg("tear")
-                    .arg(n)
-                    .arg(off.to_string())
-                    .arg(len.to_string())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                spawn_self(&[
+                    "tear".into(),
+                    n.clone().into(),
+                    off.to_string().into(),
+                    len.to_string().into(),
+                ])
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(200 + 37 * round));
-        m.signal("KILL");
-        for mut c in children {
-            let _ = c.wait();
-        }
-        m.reap_killed();
-        m.mount("");
+        kill_server_and_remount(m, 200 + 37 * round, children);
         for (n, (off, len)) in names.iter().zip(ranges) {
             let d = std::fs::read(n).unwrap();
             let r = &d[off..off + len];
