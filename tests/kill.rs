@@ -68,6 +68,11 @@ fn child(image: &str, start: u64) -> ! {
     let mut out = std::io::stdout().lock();
     let mut n = start;
     loop {
+        // At most 64 operations a round (the parent kills after at most 40 acknowledgements):
+        // a parent slowed by a loaded machine must not let the child fill the image.
+        if n >= start + 64 {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         writeln!(out, "begin {n}").unwrap();
         out.flush().unwrap();
         do_op(&fs, n).expect("child op");
@@ -88,7 +93,7 @@ fn sigkill_after_return() {
     }
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("kill.img");
-    let fs = Fs::format(&img, 32 << 20, &FormatOptions::default()).unwrap();
+    let fs = Fs::format(&img, 64 << 20, &FormatOptions::default()).unwrap();
     fs.create("/data").unwrap().set_len(64 * 8192).unwrap();
     fs.unmount().unwrap();
     let mut next = 0u64; // first op not yet known to be done
