@@ -654,9 +654,13 @@ fn load_saved(
     Ok(Some((blocks, ia)))
 }
 
-type Saved = (Vec<Extent>, Vec<(u64, u64)>);
+/// The saved allocator state: free block extents and free inode ranges `(start, len)`.
+pub type Saved = (Vec<Extent>, Vec<(u64, u64)>);
 
-fn parse_saved(buf: &[u8], sb: &Superblock, chunks: u64) -> Option<Saved> {
+/// Decode the saved allocator state (`buf`: its `saved_len` bytes, checksum already verified)
+/// of an image with superblock `sb` and `chunks` inode-table chunks. `None` if it is malformed
+/// (mount then rebuilds from the logs). Public for the fuzz targets.
+pub fn parse_saved(buf: &[u8], sb: &Superblock, chunks: u64) -> Option<Saved> {
     let mut r = Reader { buf, pos: 0 };
     let n = r.u64()?;
     let mut prev_end = sb.first_free_block;
