@@ -132,7 +132,7 @@ pub fn journal_slot(data: &[u8]) {
     let media = Media::traced(4 * BLOCK);
     let off = JOURNAL_BLOCK * BLOCK;
     media.write(off, &block).expect("write inside the region");
-    let valid = |addr: u64| addr.is_multiple_of(8) && addr + 8 <= JOURNAL_BLOCK * BLOCK;
+    let valid = |addr: u64| addr.is_multiple_of(8) && addr < JOURNAL_BLOCK * BLOCK;
     if let Ok(undone) = Journal::new(JOURNAL_BLOCK).recover(&media, valid) {
         assert!(undone <= SLOTS);
         for s in 0..SLOTS as u64 {
