@@ -609,7 +609,10 @@ pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
         if b == 0 {
             break;
         }
-        if b < sb.first_free_block || b + CHUNK_BLOCKS > sb.replica_block {
+        if b < sb.first_free_block
+            || b.checked_add(CHUNK_BLOCKS)
+                .is_none_or(|end| end > sb.replica_block)
+        {
             return Err(Error::corrupt(
                 "inode-table chunk pointer",
                 format!("map entry {i} -> block {b}"),
@@ -719,5 +722,31 @@ impl AtomicBits {
 
     fn get(&self, i: u64) -> bool {
         self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `image_walk` fuzz target (fuzz/regressions/image_walk/): a map entry near
+    /// `u64::MAX` overflowed `b + CHUNK_BLOCKS` (a panic with overflow checks, a pass without).
+    #[test]
+    fn chunk_pointer_near_u64_max_is_corrupt() {
+        let media = Arc::new(Media::traced(MIN_IMAGE_BYTES));
+        let engine = Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
+        let sb = *engine.superblock();
+        engine.unmount().unwrap();
+        assert_eq!(read_chunks(&media, &sb).unwrap().len(), 1);
+        let entry1 = sb.itable_map_start * BLOCK + 8;
+        media.store_u64(entry1, u64::MAX - 3).unwrap();
+        let err = read_chunks(&media, &sb).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { what, .. } if what == "inode-table chunk pointer"),
+            "{err:?}"
+        );
+        let image = media.snapshot().unwrap();
+        let again = Arc::new(Media::traced_from(image));
+        assert!(Engine::open_media(again, &MountOptions::default()).is_err());
     }
 }
