@@ -160,7 +160,7 @@ impl Superblock {
             || self.state_block != super::STATE_BLOCK
             || self.first_free_block != self.itable_map_start + self.itable_map_blocks
             || self.first_free_block >= self.replica_block
-            || self.replica_block != self.blocks_total - 1
+            || self.blocks_total.checked_sub(1) != Some(self.replica_block)
         {
             return bad("layout");
         }
@@ -193,5 +193,19 @@ mod tests {
         }
         let zero = Superblock::zeroed();
         assert!(zero.validate("t", 1 << 30).is_err());
+    }
+
+    /// Found by the `fsck` fuzz target (fuzz/regressions/fsck/): a sealed superblock with
+    /// `blocks_total` 0 underflowed `blocks_total - 1` (a panic with overflow checks).
+    #[test]
+    fn zero_blocks_total_is_corrupt_not_a_panic() {
+        let mut sb = Superblock::new(256, [7; 16], 42);
+        sb.blocks_total = 0;
+        sb.csum = sb.compute_csum();
+        let err = sb.validate("test", 256 * BLOCK).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { what, .. } if what == "superblock field layout"),
+            "{err:?}"
+        );
     }
 }
