@@ -171,7 +171,7 @@ pub fn log_trailer(data: &[u8]) {
     let t: PageTrailer = bytemuck::pod_read_unaligned(&raw);
     if t.validate(7, block, blocks_total).is_ok() {
         assert!(t.next != 0 && t.next < blocks_total);
-        assert!(u64::from(t.used) <= ENTRY_BYTES && t.used % 64 == 0);
+        assert!(u64::from(t.used) <= ENTRY_BYTES && t.used.is_multiple_of(64));
     }
 }
 

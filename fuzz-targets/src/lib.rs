@@ -20,8 +20,12 @@ pub use decoders::{
 };
 pub use image::{fsck, image_walk};
 
-/// Every target by name, for the replay test and the CI script.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: one input, no result (a finding is a panic or a hang).
+pub type Target = fn(&[u8]);
+
+/// Every target by name (the names of the binaries in `fuzz/fuzz_targets/`), for the replay
+/// test.
+pub const TARGETS: &[(&str, Target)] = &[
     ("superblock", superblock),
     ("mount_state", mount_state),
     ("saved_state", saved_state),
