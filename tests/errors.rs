@@ -308,7 +308,7 @@ fn unsupported_version_and_bad_magic() {
     match Fs::open(&img, &MountOptions::default()) {
         Err(Error::UnsupportedVersion {
             found: 99,
-            supported: 1,
+            supported: 2,
         }) => {}
         other => panic!("{other:?}"),
     }
