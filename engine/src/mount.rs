@@ -571,7 +571,8 @@ impl Engine {
         ms.saved_blocks = need;
         ms.saved_len = buf.len() as u64;
         ms.saved_csum = checksum(&buf);
-        ms.mount_count += 1;
+        // Read from the media (untrusted): a counter, wrapping is harmless.
+        ms.mount_count = ms.mount_count.wrapping_add(1);
         ms.reserved0 = 0;
         ms.reserved1 = [0; 12];
         ms.csum = ms.compute_csum();
@@ -685,5 +686,53 @@ impl AtomicBits {
 
     fn get(&self, i: u64) -> bool {
         self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `image_walk` fuzz target (fuzz/regressions/image_walk/): a map entry near
+    /// `u64::MAX` overflowed `b + CHUNK_BLOCKS` (a panic with overflow checks, a pass without).
+    #[test]
+    fn chunk_pointer_near_u64_max_is_corrupt() {
+        let media = Arc::new(Media::traced(MIN_IMAGE_BYTES));
+        let engine = Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
+        let sb = *engine.superblock();
+        engine.unmount().unwrap();
+        assert_eq!(read_chunks(&media, &sb).unwrap().len(), 1);
+        let entry1 = sb.itable_map_start * BLOCK + 8;
+        media.store_u64(entry1, u64::MAX - 3).unwrap();
+        let err = read_chunks(&media, &sb).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { what, .. } if what == "inode-table chunk pointer"),
+            "{err:?}"
+        );
+        let image = media.snapshot().unwrap();
+        let again = Arc::new(Media::traced_from(image));
+        assert!(Engine::open_media(again, &MountOptions::default()).is_err());
+    }
+
+    /// Found by the `image_walk` fuzz target (fuzz/regressions/image_walk/): a mount count of
+    /// `u64::MAX` on the media overflowed at the next clean unmount (a panic there).
+    #[test]
+    fn mount_count_at_u64_max_wraps_at_unmount() {
+        let media = Arc::new(Media::traced(MIN_IMAGE_BYTES));
+        let engine = Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
+        let state_off = engine.superblock().state_block * BLOCK;
+        engine.unmount().unwrap();
+        let mut ms: MountState = media.read_pod(state_off).unwrap();
+        ms.mount_count = u64::MAX;
+        ms.csum = ms.compute_csum();
+        media.write(state_off, bytemuck::bytes_of(&ms)).unwrap();
+        let image = media.snapshot().unwrap();
+        let again = Arc::new(Media::traced_from(image));
+        let (engine, report) = Engine::open_media(again.clone(), &MountOptions::default()).unwrap();
+        assert!(report.clean);
+        engine.unmount().unwrap();
+        let ms: MountState = again.read_pod(state_off).unwrap();
+        assert_eq!(ms.mount_count, 0);
+        assert_eq!(ms.clean, CLEAN_MAGIC);
     }
 }

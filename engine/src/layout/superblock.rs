@@ -217,4 +217,18 @@ mod tests {
         let zero = Superblock::zeroed();
         assert!(zero.validate("t", 1 << 30).is_err());
     }
+
+    /// Found by the `fsck` fuzz target (fuzz/regressions/fsck/): a sealed superblock with
+    /// `blocks_total` 0 underflowed `blocks_total - 1` (a panic with overflow checks).
+    #[test]
+    fn zero_blocks_total_is_corrupt_not_a_panic() {
+        let mut sb = Superblock::new(256, [7; 16], 42);
+        sb.blocks_total = 0;
+        sb.csum = sb.compute_csum();
+        let err = sb.validate("test", 256 * BLOCK).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { what, .. } if what == "superblock field layout"),
+            "{err:?}"
+        );
+    }
 }
