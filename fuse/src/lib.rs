@@ -1213,7 +1213,14 @@ pub fn mount(
         }
     };
     on_ready(&ready);
-    let served = session.run();
+    // The kernel ends the session with ENODEV, or with ECONNABORTED when it aborted the
+    // connection (an unmount racing the event loops' reads, an abort through
+    // /sys/fs/fuse/connections): either way nothing more will be asked, and the engine unmounts
+    // cleanly. Everything acknowledged was durable when it was.
+    let served = match session.run() {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        r => r,
+    };
     signals.close();
     let unmounted = engine.unmount();
     served.map_err(MountError::Fuse)?;

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fuse_common::{fuse_available, is_mounted, sh_ok, Mounted, BIN};
+use fuse_common::{fuse_available, is_mounted, run_in, sh_ok, Mounted, BIN};
 use novafs::{Fs, MountOptions};
 
 /// The workspace root (a tree of real source files to copy around).
@@ -377,19 +377,6 @@ fn unlinked_open_file_lives_until_closed() {
     let st = fs.statfs().unwrap();
     assert!(st.blocks_total - st.blocks_free < 100, "{st:?}");
     fs.unmount().unwrap();
-}
-
-/// Run `script` (with `$R` set to `root`) in `sh`; its status, stdout and stderr with the
-/// root's path replaced by `$R`.
-fn run_in(root: &Path, script: &str) -> (Option<i32>, String, String) {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .env("R", root)
-        .output()
-        .unwrap();
-    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(root.to_str().unwrap(), "$R");
-    (o.status.code(), clean(&o.stdout), clean(&o.stderr))
 }
 
 /// A node id the kernel still holds never names another inode: a shell whose working

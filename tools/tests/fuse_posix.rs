@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuse_common::{fuse_available, sh_ok, Mounted};
+use fuse_common::{fuse_available, run_in, sh_ok, Mounted};
 use novafs::{Fs, MountOptions};
 
 const NOBODY: u32 = 65534;
@@ -789,21 +789,8 @@ fn fifos_sockets_and_device_nodes() {
         (echo through-the-pipe > fifo &) ; cat fifo
         mv sda sdb && ls
     "#;
-    let run = |root: &Path| {
-        let o = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("R", root)
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
-    let on_mount = run(&m.mnt);
-    assert_eq!(on_mount, run(tmp.path()), "mount vs tmpfs");
+    let on_mount = run_in(&m.mnt, script);
+    assert_eq!(on_mount, run_in(tmp.path(), script), "mount vs tmpfs");
     assert!(on_mount.1.contains("fifo fifo 640 0:0 1"), "{on_mount:?}");
     assert!(
         on_mount.1.contains("null character special file 644 1:3"),

@@ -59,6 +59,19 @@ pub fn sh_ok(cmd: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Run `script` (with `$R` set to `root`) in `sh`; its status, stdout and stderr with the
+/// root's path replaced by `$R`.
+pub fn run_in(root: &Path, script: &str) -> (Option<i32>, String, String) {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("R", root)
+        .output()
+        .unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(root.to_str().unwrap(), "$R");
+    (o.status.code(), clean(&o.stdout), clean(&o.stderr))
+}
+
 /// A mounted image.
 pub struct Mounted {
     pub dir: TempDir,
