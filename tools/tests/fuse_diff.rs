@@ -179,6 +179,19 @@ impl Worker {
         (1 + self.rng.below(SLOTS - 1)) * SLOT as u64
     }
 
+    /// `what` on a random one of `names`: describe it in `out`, return its result.
+    fn on_path(
+        &mut self,
+        out: &mut String,
+        what: &str,
+        names: &[&str],
+        f: fn(&Path) -> std::io::Result<()>,
+    ) -> Res<String> {
+        let n = self.rng.pick(names);
+        let _ = write!(out, "{what} {n}");
+        ok(f(&self.path(n))).map(|_| "ok".into())
+    }
+
     /// Run one random operation; returns its description and result.
     fn step(&mut self) -> String {
         let choice = self.rng.below(100);
@@ -263,26 +276,10 @@ impl Worker {
                 let _ = write!(out, "link {a} {b}");
                 ok(std::fs::hard_link(self.path(a), self.path(b))).map(|_| "ok".into())
             }
-            69..=76 => {
-                let f = self.rng.pick(FILES);
-                let _ = write!(out, "unlink {f}");
-                ok(std::fs::remove_file(self.path(f))).map(|_| "ok".into())
-            }
-            77..=81 => {
-                let d = self.rng.pick(DIRS);
-                let _ = write!(out, "mkdir {d}");
-                ok(std::fs::create_dir(self.path(d))).map(|_| "ok".into())
-            }
-            82..=86 => {
-                let d = self.rng.pick(DIRS);
-                let _ = write!(out, "rmdir {d}");
-                ok(std::fs::remove_dir(self.path(d))).map(|_| "ok".into())
-            }
-            87..=90 => {
-                let d = self.rng.pick(DIRS);
-                let _ = write!(out, "chdir {d}");
-                ok(std::env::set_current_dir(self.path(d))).map(|_| "ok".into())
-            }
+            69..=76 => self.on_path(&mut out, "unlink", FILES, |p| std::fs::remove_file(p)),
+            77..=81 => self.on_path(&mut out, "mkdir", DIRS, |p| std::fs::create_dir(p)),
+            82..=86 => self.on_path(&mut out, "rmdir", DIRS, |p| std::fs::remove_dir(p)),
+            87..=90 => self.on_path(&mut out, "chdir", DIRS, |p| std::env::set_current_dir(p)),
             91..=95 => {
                 // The working directory may have been removed since it was entered.
                 let _ = write!(out, "list .");

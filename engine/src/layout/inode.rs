@@ -153,9 +153,10 @@ impl InodeSlot {
         if self.csum != self.compute_csum() {
             return Err(Error::corrupt("inode checksum", format!("inode {ino}")));
         }
-        if self.rdev != 0 && !kind.is_device() {
+        if (self.rdev != 0 && !kind.is_device()) || self.rdev > u64::from(u32::MAX) {
+            // Only device nodes carry a number, and Linux's fit in 32 bits (mknod refuses more).
             return Err(Error::corrupt(
-                "device number of an inode that is no device",
+                "device number (none but a device's, 32 bits at most)",
                 format!("inode {ino}"),
             ));
         }
@@ -166,5 +167,36 @@ impl InodeSlot {
             ));
         }
         Ok(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(kind: Kind, rdev: u64) -> InodeSlot {
+        InodeSlot::fresh(NewInode {
+            kind,
+            generation: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            parent: 1,
+            ctime_ns: 0,
+            rdev,
+        })
+    }
+
+    #[test]
+    fn only_devices_carry_a_device_number_of_32_bits() {
+        assert_eq!(
+            slot(Kind::CharDev, 0x0103).validate(9).unwrap(),
+            Kind::CharDev
+        );
+        assert_eq!(slot(Kind::Fifo, 0).validate(9).unwrap(), Kind::Fifo);
+        // Sealed with a valid checksum, still refused.
+        assert!(slot(Kind::Fifo, 5).validate(9).is_err());
+        assert!(slot(Kind::File, 5).validate(9).is_err());
+        assert!(slot(Kind::BlockDev, 1 << 32).validate(9).is_err());
     }
 }
