@@ -24,10 +24,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::inode::{Inode, InodeState, LogState};
+use crate::inode::{Inode, InodeState};
 use crate::layout::entry::Entry;
 use crate::layout::{now_ns, Kind, BLOCK};
-use crate::log::{self, LogWords};
+use crate::log::LogWords;
 
 /// How a mapping's dirty pages survive a crash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,7 +167,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Copy clean pages into new cache blocks and durably attach them.
+    /// Copy clean pages into new cache blocks and durably attach them (one transaction on
+    /// the cache log).
     fn attach(
         &self,
         inode: &Inode,
@@ -175,57 +176,28 @@ impl Engine {
         pages: &[u64],
         atomic: bool,
     ) -> Result<()> {
-        let extents = self.block_alloc().alloc(pages.len() as u64)?;
-        let blocks: Vec<u64> = extents
-            .iter()
-            .flat_map(|e| e.start..e.start + e.len)
-            .collect();
+        let mut txn = self.txn("cache-attach");
+        let blocks = txn.alloc_blocks(pages.len() as u64)?;
         let mut buf = vec![0u8; BLOCK as usize];
-        let res = (|| {
-            for (&pg, &b) in pages.iter().zip(&blocks) {
-                match st.map.get(&pg) {
-                    Some(&old) => self.media().read(old * BLOCK, &mut buf)?,
-                    None => buf.fill(0),
-                }
-                self.media().write_nt(b * BLOCK, &buf)?;
+        for (&pg, &b) in pages.iter().zip(&blocks) {
+            match st.map.get(&pg) {
+                Some(&old) => self.media.read(old * BLOCK, &mut buf)?,
+                None => buf.fill(0),
             }
-            let entries: Vec<Entry> = pages
-                .iter()
-                .zip(&blocks)
-                .map(|(&pgoff, &block)| Entry::CacheAttach {
-                    pgoff,
-                    block,
-                    atomic,
-                })
-                .collect();
-            let staged = log::stage_in(
-                self.media(),
-                self.block_alloc(),
-                LogWords::cache(inode.slot_off),
-                &st.cache_log,
-                &entries,
-                false,
-            )?;
-            self.media().mark("cache-attach");
-            if crate::bugs::active(crate::bugs::Bug::CacheAttachNotPersisted) {
-                staged.store_tail(self.media())?; // no fence: write access granted too early
-            } else {
-                staged.commit_tail(self.media())?;
-            }
-            Ok((staged, entries))
-        })();
-        let (staged, entries) = match res {
-            Ok(v) => v,
-            Err(e) => {
-                self.block_alloc().free_extents(&extents);
-                return Err(e);
-            }
-        };
-        staged.apply(&mut st.cache_log);
-        let bounds = crate::inode::Bounds::of(self.superblock());
-        for e in &entries {
-            st.apply_cache(e, bounds)?;
+            self.media.write_nt(b * BLOCK, &buf)?;
         }
+        let entries: Vec<Entry> = pages
+            .iter()
+            .zip(&blocks)
+            .map(|(&pgoff, &block)| Entry::CacheAttach {
+                pgoff,
+                block,
+                atomic,
+            })
+            .collect();
+        txn.append_cache(inode.ino, inode.slot_off, st, entries)?;
+        let mut done = txn.commit()?;
+        let _ = done.apply(&self.blocks, inode.ino, st);
         self.writeback.dirty.lock().insert(inode.ino);
         Ok(())
     }
@@ -275,7 +247,6 @@ impl Engine {
     /// that hand them to the file (to be committed with the caller's own entries, if any).
     pub(crate) fn migration_entries(&self, st: &InodeState) -> Result<Vec<Entry>> {
         let media = self.media();
-        media.mark("migrate");
         // Everything stored into the cache pages is durable before the commit's fence.
         for b in st.cache.values() {
             media.flush(b * BLOCK, BLOCK)?;
@@ -312,22 +283,16 @@ impl Engine {
     }
 
     /// The second half, once the migration entries are committed and applied: empty the cache
-    /// durably and free its log pages.
+    /// durably (its tail word to 0) and free its log pages.
     pub(crate) fn finish_migration(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
         // The pages belong to the file now, whatever happens next (a retry finds the cache
         // empty and only resets the cache log).
         st.cache.clear();
         inode.forget_last_store();
-        self.media()
-            .commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
-        for &p in &st.cache_log.pages {
-            self.block_alloc().free(p, 1);
-        }
-        st.cache_log = LogState {
-            next_seq: 1,
-            ..LogState::default()
-        };
-        st.cache_since = None;
+        let mut txn = self.txn("cache-reset");
+        txn.reset_cache(inode.ino, inode.slot_off);
+        let mut done = txn.commit()?;
+        let _ = done.apply(&self.blocks, inode.ino, st);
         self.writeback.dirty.lock().remove(&inode.ino);
         Ok(())
     }
@@ -337,28 +302,19 @@ impl Engine {
         if st.cache.is_empty() && st.cache_log.tail == 0 {
             return Ok(());
         }
-        let media = self.media();
         let entries = self.migration_entries(st)?;
-        let mut freed = Vec::new();
-        if !entries.is_empty() {
-            let staged = log::stage(
-                media,
-                self.block_alloc(),
-                inode.slot_off,
-                &st.log,
-                &entries,
-                true,
-            )?;
-            if crate::bugs::active(crate::bugs::Bug::MigrationFreesBeforeCommit) {
-                // Injected bug: the cache (and what it holds) is released before the commit
-                // that hands its pages to the file.
-                media.commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
-            }
-            staged.commit_tail(media)?;
-            freed = self.apply_entries(st, inode.ino, staged, &entries)?;
+        // A migration frees space (the replaced blocks): it may use the reserve.
+        let mut txn = self.txn("migrate").frees_space(true);
+        txn.append(inode.ino, inode.slot_off, st, entries)?;
+        if crate::bugs::active(crate::bugs::Bug::MigrationFreesBeforeCommit) {
+            // Injected bug: the cache (and what it holds) is released before the commit
+            // that hands its pages to the file.
+            self.media
+                .commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
         }
-        for b in freed {
-            self.block_alloc().free(b, 1);
+        let mut done = txn.commit()?;
+        for b in self.apply(&mut done, inode.ino, inode.slot_off, st) {
+            self.blocks.free(b, 1);
         }
         self.finish_migration(inode, st)
     }

@@ -20,9 +20,9 @@ use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::superblock::Superblock;
 use crate::layout::{now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, NAME_MAX};
-use crate::log::{self, Staged};
 use crate::media::{Media, MediaMode};
 use crate::sync::RwLockWriteGuard;
+use crate::txn::{Committed, Page, Store, Txn};
 
 /// Largest file, in pages (4 PiB).
 pub const MAX_FILE_PAGES: u64 = 1 << 40;
@@ -148,18 +148,6 @@ enum Clear {
         /// The range stops at the end of the file, which keeps its size.
         keep_size: bool,
     },
-}
-
-/// Content of one page of a copy-on-write commit.
-enum Page<'a> {
-    /// A whole page from the caller.
-    Borrowed(&'a [u8]),
-    /// A merged page.
-    Owned(Vec<u8>),
-    /// A zero-filled page.
-    Zero,
-    /// Unmap (hole).
-    Hole,
 }
 
 /// Validate one name.
@@ -623,177 +611,91 @@ impl Engine {
         if kind == Kind::Dir && ps.attr.nlink >= MAX_LINKS {
             return Err(Error::TooManyLinks);
         }
+        let mut txn = self.txn("create");
         let ino = self.alloc_ino()?;
-        let mut cleanup_blocks: Vec<u64> = Vec::new();
-        let result = (|| -> Result<(InodeState, Vec<Entry>, Option<Staged>, Staged)> {
-            let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
-            let old: InodeSlot = self.media.read_pod(slot_off)?;
-            let now = now_ns();
-            let mut slot = InodeSlot::fresh(NewInode {
-                kind,
-                generation: old.generation.wrapping_add(1),
-                mode,
-                uid,
-                gid,
-                parent,
-                ctime_ns: now,
-                rdev,
-            });
-            let mut child = InodeState::new(ino, &slot, kind);
-            let mut child_entries = Vec::new();
-            let mut child_staged = None;
-            if let Some(data) = content.filter(|d| !d.is_empty()) {
-                // The new inode's log is prepared before anything names it: the parent's
-                // commit makes the inode and its contents visible together.
-                let (extents, _) = self.write_pages(
-                    &child.map,
-                    &content_pages(data),
-                    data.len() as u64,
-                    now,
-                    &mut child_entries,
-                    false,
-                )?;
-                cleanup_blocks.extend(extents.iter().flat_map(|e| e.start..e.start + e.len));
-                let st = log::stage(
-                    &self.media,
-                    &self.blocks,
-                    slot_off,
-                    &child.log,
-                    &child_entries,
-                    false,
-                )?;
-                slot.log_head = st.new_head.unwrap_or(0);
-                slot.log_tail = st.new_tail;
-                child_staged = Some(st);
-            }
-            // The whole slot, including head and tail for a prepared log.
-            if bugs::active(Bug::NoInodeSlotFlush) {
-                self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
-            } else {
-                self.media
-                    .write_flush(slot_off, bytemuck::bytes_of(&slot))?;
-            }
-            child.log.next_seq = 1;
-            let pe = Entry::DirAdd {
-                ino,
-                kind,
-                name: name.to_vec(),
-                mtime_ns: now,
-            };
-            let staged = match log::stage(
-                &self.media,
-                &self.blocks,
-                p.slot_off,
-                &ps.log,
-                std::slice::from_ref(&pe),
-                false,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(cs) = child_staged {
-                        cs.abort(&self.blocks);
-                    }
-                    return Err(e);
-                }
-            };
-            child_entries.insert(0, pe);
-            Ok((child, child_entries, child_staged, staged))
-        })();
-        let (mut child, entries, child_staged, staged) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                for b in cleanup_blocks {
-                    self.blocks.free(b, 1);
-                }
-                self.inos.free(ino);
-                return Err(e);
-            }
-        };
-        self.media.mark("create");
-        staged.commit_tail(&self.media)?;
-        self.apply_entries(&mut ps, parent, staged, &entries[..1])?;
-        if let Some(cs) = child_staged {
-            self.apply_entries(&mut child, ino, cs, &entries[1..])?;
+        txn.alloc_ino(ino);
+        let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
+        let old: InodeSlot = self.media.read_pod(slot_off)?;
+        let now = now_ns();
+        let mut slot = InodeSlot::fresh(NewInode {
+            kind,
+            generation: old.generation.wrapping_add(1),
+            mode,
+            uid,
+            gid,
+            parent,
+            ctime_ns: now,
+            rdev,
+        });
+        let mut child = InodeState::new(ino, &slot, kind);
+        if let Some(data) = content.filter(|d| !d.is_empty()) {
+            // The new inode's log is prepared before anything names it: the parent's commit
+            // makes the inode and its contents visible together (one tail store: the child's
+            // log is reached only through the parent's new entry).
+            let mut entries = Vec::new();
+            txn.write_pages(
+                &child.map,
+                &content_pages(data),
+                data.len() as u64,
+                now,
+                &mut entries,
+            )?;
+            (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, &child, entries)?;
         }
+        // The whole slot, including head and tail for a prepared log.
+        if bugs::active(Bug::NoInodeSlotFlush) {
+            self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
+        } else {
+            self.media
+                .write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+        }
+        let pe = Entry::DirAdd {
+            ino,
+            kind,
+            name: name.to_vec(),
+            mtime_ns: now,
+        };
+        txn.append(parent, p.slot_off, &ps, vec![pe])?;
+        let mut done = txn.commit()?;
+        self.apply(&mut done, parent, p.slot_off, &mut ps);
+        let _ = done.apply(&self.blocks, ino, &mut child);
         let attr = child.attr();
         self.cache_insert(ino, child)?;
         Ok(attr)
     }
 
-    /// Commit staged appends of one or more inodes atomically.
-    fn commit(&self, staged: &[&Staged]) -> Result<()> {
-        match staged {
-            [] => Ok(()),
-            [one] => one.commit_tail(&self.media),
-            many if bugs::active(Bug::SkipJournal) => {
-                for s in many {
-                    self.media.fence();
-                    s.store_tail(&self.media)?;
-                    self.media.fence();
-                }
-                Ok(())
-            }
-            many => {
-                let words: Vec<(u64, u64)> =
-                    many.iter().map(|s| (s.tail_addr(), s.old_tail)).collect();
-                let slot = self.journal.begin(&self.media, &words)?;
-                for s in many {
-                    s.store_tail(&self.media)?;
-                }
-                self.media.fence();
-                self.journal.end(&self.media, slot)
-            }
-        }
+    /// A transaction on this engine's image, labelled `mark` in the crash harness's trace.
+    pub(crate) fn txn(&self, mark: &'static str) -> Txn<'_> {
+        Txn::new(
+            Store {
+                media: &self.media,
+                blocks: &self.blocks,
+                inos: Some(&self.inos),
+                journal: Some(&self.journal),
+                bounds: Bounds::of(&self.sb),
+            },
+            mark,
+        )
     }
 
-    /// Stage entries for several inodes; on failure abort the ones already staged.
-    fn stage_all(
+    /// Apply the parts of a committed transaction that belong to inode `ino` (slot at
+    /// `slot_off`, its write lock held), then let GC look at its log. Returns the blocks
+    /// the entries replaced (the caller frees them).
+    pub(crate) fn apply(
         &self,
-        items: Vec<(u64, &InodeState, Vec<Entry>)>,
-        use_reserve: bool,
-    ) -> Result<Vec<Staged>> {
-        let mut out: Vec<Staged> = Vec::new();
-        for (slot_off, st, entries) in items {
-            if entries.is_empty() {
-                continue;
-            }
-            match log::stage(
-                &self.media,
-                &self.blocks,
-                slot_off,
-                &st.log,
-                &entries,
-                use_reserve,
-            ) {
-                Ok(s) => out.push(s),
-                Err(e) => {
-                    for s in out {
-                        s.abort(&self.blocks);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Apply a committed append to the DRAM state of inode `ino` (its write lock held), then
-    /// give its log to GC. Returns the blocks the entries replaced.
-    pub(crate) fn apply_entries(
-        &self,
-        st: &mut InodeState,
+        done: &mut Committed,
         ino: u64,
-        staged: Staged,
-        entries: &[Entry],
-    ) -> Result<Vec<u64>> {
-        let mut freed = Vec::new();
-        let words = staged.words;
-        st.apply_staged(staged, entries, ino, Bounds::of(&self.sb), &mut freed)?;
-        if st.attr.kind == Kind::Dir {
-            self.dir_names.note_applied(ino, entries);
+        slot_off: u64,
+        st: &mut InodeState,
+    ) -> Vec<u64> {
+        let applied = done.apply(&self.blocks, ino, st);
+        if applied.appended {
+            if st.attr.kind == Kind::Dir {
+                self.dir_names.note_applied(ino, &applied.entries);
+            }
+            self.gc_after(slot_off, st, ino);
         }
-        self.gc_after(words, st, ino);
-        Ok(freed)
+        applied.freed
     }
 
     /// Release the blocks and slot of an inode whose last link and handle are gone.
@@ -892,33 +794,16 @@ impl Engine {
                 name: name.to_vec(),
                 mtime_ns: now,
             }];
-            let staged = self.stage_all(
-                vec![(inodes[0].slot_off, &*l.get(parent), pe.clone())],
-                true,
-            )?;
-            let child_staged = match self.stage_all(
-                vec![(inodes[1].slot_off, &*l.get(ent.ino), child_entries.clone())],
-                true,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    for s in staged {
-                        s.abort(&self.blocks);
-                    }
-                    return Err(e);
-                }
-            };
-            self.media.mark("remove");
-            let all: Vec<&Staged> = staged.iter().chain(child_staged.iter()).collect();
-            self.commit(&all)?;
-            for s in staged {
-                self.apply_entries(l.get(parent), parent, s, &pe)?;
-            }
-            for s in child_staged {
-                self.apply_entries(l.get(ent.ino), ent.ino, s, &child_entries)?;
-            }
+            let last_link = dir || child_entries.is_empty();
+            // Removing frees space: it may use the reserve.
+            let mut txn = self.txn("remove").frees_space(true);
+            txn.append(parent, inodes[0].slot_off, l.get(parent), pe)?;
+            txn.append(ent.ino, inodes[1].slot_off, l.get(ent.ino), child_entries)?;
+            let mut done = txn.commit()?;
+            self.apply(&mut done, parent, inodes[0].slot_off, l.get(parent));
+            self.apply(&mut done, ent.ino, inodes[1].slot_off, l.get(ent.ino));
             let cs = l.get(ent.ino);
-            if dir || child_entries.is_empty() {
+            if last_link {
                 cs.attr.nlink = 0;
                 cs.removed = true;
                 cs.attr.ctime_ns = now;
@@ -971,25 +856,12 @@ impl Engine {
             name: new_name.to_vec(),
             mtime_ns: now,
         }];
-        let s1 = self.stage_all(
-            vec![(inodes[0].slot_off, &*l.get(new_parent), pe.clone())],
-            false,
-        )?;
-        let s2 = match self.stage_all(vec![(inodes[1].slot_off, &*l.get(ino), ce.clone())], false) {
-            Ok(s) => s,
-            Err(e) => {
-                s1.into_iter().for_each(|s| s.abort(&self.blocks));
-                return Err(e);
-            }
-        };
-        self.media.mark("link");
-        self.commit(&[&s1[0], &s2[0]])?;
-        for s in s1 {
-            self.apply_entries(l.get(new_parent), new_parent, s, &pe)?;
-        }
-        for s in s2 {
-            self.apply_entries(l.get(ino), ino, s, &ce)?;
-        }
+        let mut txn = self.txn("link");
+        txn.append(new_parent, inodes[0].slot_off, l.get(new_parent), pe)?;
+        txn.append(ino, inodes[1].slot_off, l.get(ino), ce)?;
+        let mut done = txn.commit()?;
+        self.apply(&mut done, new_parent, inodes[0].slot_off, l.get(new_parent));
+        self.apply(&mut done, ino, inodes[1].slot_off, l.get(ino));
         Ok(l.get(ino).attr())
     }
 
@@ -1261,48 +1133,32 @@ impl Engine {
         }
     }
 
-    /// Stage each locked inode's entries of `plan` (empty lists skipped; on failure nothing
-    /// stays staged), commit them together (journaled when several) and apply them.
+    /// Prepare each locked inode's entries of `plan` (empty lists add nothing), commit them
+    /// together (journaled when several) and apply them.
     fn commit_locked(
         &self,
         l: &mut Locked<'_>,
         inodes: &[Arc<Inode>],
         plan: Vec<(u64, Vec<Entry>)>,
-        use_reserve: bool,
-        mark: &str,
+        frees_space: bool,
+        mark: &'static str,
     ) -> Result<()> {
-        let mut staged: Vec<(u64, Staged, Vec<Entry>)> = Vec::new();
-        for (ino, entries) in plan {
-            if entries.is_empty() {
-                continue;
-            }
-            let slot = inodes
+        let slot_of = |ino: u64| {
+            inodes
                 .iter()
                 .find(|i| i.ino == ino)
                 .map(|i| i.slot_off)
-                .expect("locked");
-            match log::stage(
-                &self.media,
-                &self.blocks,
-                slot,
-                &l.get(ino).log,
-                &entries,
-                use_reserve,
-            ) {
-                Ok(s) => staged.push((ino, s, entries)),
-                Err(e) => {
-                    for (_, s, _) in staged {
-                        s.abort(&self.blocks);
-                    }
-                    return Err(e);
-                }
-            }
+                .expect("locked")
+        };
+        let mut txn = self.txn(mark).frees_space(frees_space);
+        let mut touched = Vec::with_capacity(plan.len());
+        for (ino, entries) in plan {
+            txn.append(ino, slot_of(ino), l.get(ino), entries)?;
+            touched.push(ino);
         }
-        self.media.mark(mark);
-        let refs: Vec<&Staged> = staged.iter().map(|(_, s, _)| s).collect();
-        self.commit(&refs)?;
-        for (ino, s, entries) in staged {
-            self.apply_entries(l.get(ino), ino, s, &entries)?;
+        let mut done = txn.commit()?;
+        for ino in touched {
+            self.apply(&mut done, ino, slot_of(ino), l.get(ino));
         }
         Ok(())
     }
@@ -1525,15 +1381,16 @@ impl Engine {
             }
         }
         let size = st.attr.size.max(end);
-        self.media.mark("write");
-        self.commit_pages(i, &mut st, pages, size, pre, false)?;
+        self.commit_pages(i, &mut st, pages, size, pre, false, "write")?;
         if migrating {
             self.finish_migration(i, &mut st)?;
         }
         Ok(off)
     }
 
-    /// Copy-on-write commit of whole pages (plus `pre` entries, applied first).
+    /// Copy-on-write commit of whole pages (plus `pre` entries, applied first) to file
+    /// `inode` (its state `st` locked), in one transaction labelled `mark`.
+    #[allow(clippy::too_many_arguments)]
     fn commit_pages(
         &self,
         inode: &Inode,
@@ -1541,119 +1398,20 @@ impl Engine {
         pages: Vec<(u64, Page<'_>)>,
         size: u64,
         pre: Vec<Entry>,
-        use_reserve: bool,
+        frees_space: bool,
+        mark: &'static str,
     ) -> Result<()> {
+        let mut txn = self.txn(mark).frees_space(frees_space);
         let mut entries = pre;
-        let (extents, in_place) =
-            self.write_pages(&st.map, &pages, size, now_ns(), &mut entries, use_reserve)?;
-        if entries.is_empty() {
-            // Nothing to log (e.g. a size-only change that the caller logged itself).
-            return Ok(());
-        }
-        let staged = match log::stage(
-            &self.media,
-            &self.blocks,
-            inode.slot_off,
-            &st.log,
-            &entries,
-            use_reserve,
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                self.blocks.free_extents(&extents);
-                return Err(e);
-            }
-        };
-        staged.commit_tail(&self.media)?;
-        let freed = self.apply_entries(st, inode.ino, staged, &entries)?;
-        for b in freed {
+        let in_place = txn.write_pages(&st.map, &pages, size, now_ns(), &mut entries)?;
+        txn.append(inode.ino, inode.slot_off, st, entries)?;
+        let mut done = txn.commit()?;
+        for b in self.apply(&mut done, inode.ino, inode.slot_off, st) {
             if !in_place.contains(&b) {
                 self.blocks.free(b, 1);
             }
         }
         Ok(())
-    }
-
-    /// Allocate blocks for `pages` (everything first: on `NoSpace` nothing was written), write
-    /// them with non-temporal stores (durable at the commit's fence), and append their `Write`
-    /// entries (one per run of contiguous pages and blocks; all carry `size`) to `entries`.
-    /// `map` is the file's current map. On error nothing stays allocated. Returns the
-    /// allocated extents and the old blocks reused in place (only under an injected bug).
-    fn write_pages(
-        &self,
-        map: &crate::inode::FileMap,
-        pages: &[(u64, Page<'_>)],
-        size: u64,
-        now: u64,
-        entries: &mut Vec<Entry>,
-        use_reserve: bool,
-    ) -> Result<(Vec<crate::alloc::Extent>, Vec<u64>)> {
-        let need = pages
-            .iter()
-            .filter(|(_, p)| !matches!(p, Page::Hole))
-            .count() as u64;
-        // Injected bug: overwrite in place, i.e. the old blocks are "freed" and reused before
-        // the commit.
-        let mut in_place: Vec<u64> = Vec::new();
-        if bugs::active(Bug::FreeBeforeCommit) {
-            for (pg, p) in pages {
-                if let (Some(&b), false) = (map.get(pg), matches!(p, Page::Hole)) {
-                    in_place.push(b);
-                }
-            }
-        }
-        let extents = self
-            .blocks
-            .alloc_with(need - in_place.len() as u64, use_reserve)?;
-        let mut reuse = in_place.clone().into_iter();
-        let mut blocks = extents.iter().flat_map(|e| e.start..e.start + e.len);
-        let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
-        let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
-            entries.push(Entry::Write {
-                pgoff: r.0,
-                block: r.1,
-                num_pages: r.2,
-                size,
-                mtime_ns: now,
-            })
-        };
-        for (pg, content) in pages {
-            let b = match content {
-                Page::Hole => 0,
-                _ if !in_place.is_empty() && map.contains_key(pg) => {
-                    reuse.next().expect("old block")
-                }
-                _ => blocks.next().expect("allocated"),
-            };
-            let r = match content {
-                Page::Borrowed(d) => self.media.write_nt(b * BLOCK, d),
-                Page::Owned(d) => self.media.write_nt(b * BLOCK, d),
-                Page::Zero => self.media.zero_nt(b * BLOCK, BLOCK),
-                Page::Hole => Ok(()),
-            };
-            if let Err(e) = r {
-                self.blocks.free_extents(&extents);
-                return Err(e);
-            }
-            run = match run {
-                Some((p0, b0, n))
-                    if p0 + n as u64 == *pg
-                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
-                        && n < u32::MAX =>
-                {
-                    Some((p0, b0, n + 1))
-                }
-                Some(r) => {
-                    push_run(entries, r);
-                    Some((*pg, b, 1))
-                }
-                None => Some((*pg, b, 1)),
-            };
-        }
-        if let Some(r) = run {
-            push_run(entries, r);
-        }
-        Ok((extents, in_place))
     }
 
     /// Replace the whole contents of file `i` with `data` (its new length), in one commit:
@@ -1686,8 +1444,7 @@ impl Engine {
         a.mtime_ns = now;
         a.ctime_ns = now;
         pre.push(Entry::SetAttr(a));
-        self.media.mark("replace");
-        self.commit_pages(i, &mut st, content_pages(data), len, pre, false)?;
+        self.commit_pages(i, &mut st, content_pages(data), len, pre, false, "replace")?;
         if migrating {
             self.finish_migration(i, &mut st)?;
         }
@@ -1769,11 +1526,10 @@ impl Engine {
             }
             size = new;
         }
-        self.media.mark("setattr");
         // Shrinking frees space: it may use the reserve.
         let shrinks = req.size.is_some_and(|n| n < st.attr.size);
         migrate_pre.push(Entry::SetAttr(a));
-        self.commit_pages(&i, &mut st, pages, size, migrate_pre, shrinks)?;
+        self.commit_pages(&i, &mut st, pages, size, migrate_pre, shrinks, "setattr")?;
         if folded {
             self.finish_migration(&i, &mut st)?;
         }
@@ -1847,12 +1603,12 @@ impl Engine {
         // Zeroing past the end grows the file: its range is never empty, so the new pages'
         // entries carry the size.
         let size = st.attr.size.max(end);
-        self.media.mark(match how {
+        // Punching frees space, so it may dip into the reserve; zeroing allocates.
+        let mark = match how {
             Clear::Punch => "punch",
             Clear::Zero { .. } => "zero-range",
-        });
-        // Punching frees space, so it may dip into the reserve; zeroing allocates.
-        self.commit_pages(&i, &mut st, pages, size, pre, how == Clear::Punch)?;
+        };
+        self.commit_pages(&i, &mut st, pages, size, pre, how == Clear::Punch, mark)?;
         if migrating {
             self.finish_migration(&i, &mut st)?;
         }
@@ -1892,8 +1648,7 @@ impl Engine {
             a.size = size;
             pre.push(Entry::SetAttr(a));
         }
-        self.media.mark("allocate");
-        self.commit_pages(&i, &mut st, pages, size, pre, false)?;
+        self.commit_pages(&i, &mut st, pages, size, pre, false, "allocate")?;
         if migrating {
             self.finish_migration(&i, &mut st)?;
         }

@@ -23,11 +23,9 @@ use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::inode::{extent_runs, Bounds, InodeState, LogState};
+use crate::inode::{extent_runs, InodeState};
 use crate::layout::entry::{attr_mask, Entry};
-use crate::layout::inode::InodeSlot;
 use crate::layout::Kind;
-use crate::log::{self, LogWords};
 
 /// A log is compacted inline once it holds this many times the entries its state needs: a
 /// compaction costs O(needed), so it runs at most once per `(INLINE_RATIO - 1) * needed` new
@@ -205,12 +203,12 @@ impl Engine {
     /// GC after a commit to the log at `words` of inode `ino` (its write lock held). Never
     /// fails the operation that committed: a GC that cannot run now (no space for a new
     /// chain) runs later.
-    pub(crate) fn gc_after(&self, words: LogWords, st: &mut InodeState, ino: u64) {
+    pub(crate) fn gc_after(&self, slot_off: u64, st: &mut InodeState, ino: u64) {
         if st.removed || st.freed || self.read_only {
             return;
         }
         if self.gc.fast.load(Ordering::Relaxed) {
-            let _ = self.gc_fast(words, st);
+            let _ = self.gc_fast(slot_off, st, ino);
         }
         let entries = st.log.entries;
         let inline = self.gc.inline_min.load(Ordering::Relaxed);
@@ -224,7 +222,7 @@ impl Engine {
         }
         let needed = needed_entries(st);
         if inline != 0 && entries >= inline && needed * INLINE_RATIO <= entries {
-            if let Ok(true) = self.compact(words, st, ino) {
+            if let Ok(true) = self.compact(slot_off, st, ino) {
                 return;
             }
         } else if bg != 0 && entries >= bg && needed * BACKGROUND_RATIO <= entries {
@@ -236,121 +234,50 @@ impl Engine {
         st.log.gc_next = entries + needed.max(walked).max(64);
     }
 
-    /// Fast GC: drop the dead prefix of the log. Returns pages freed.
-    fn gc_fast(&self, words: LogWords, st: &mut InodeState) -> Result<u64> {
+    /// Fast GC: drop the dead prefix of the log (one transaction moving the head word).
+    /// Returns pages freed.
+    fn gc_fast(&self, slot_off: u64, st: &mut InodeState, ino: u64) -> Result<u64> {
         let k = st.log.dead_prefix();
         if k == 0 {
             return Ok(0);
         }
-        let new_head = st.log.pages[k];
-        self.media.mark("gc-fast");
         // The head is read only below the tail, which stays put: one atomic store moves it.
-        self.media.store_u64(words.head, new_head)?;
-        self.media.flush(words.head, 8)?;
-        self.media.fence();
-        for p in st.log.drop_prefix(k) {
-            self.blocks.free(p, 1);
-        }
+        let mut txn = self.txn("gc-fast");
+        txn.drop_prefix(ino, slot_off, &st.log, k);
+        let mut done = txn.commit()?;
+        let freed = done.apply(&self.blocks, ino, st).log_pages_freed;
         self.gc.fast_runs.fetch_add(1, Ordering::Relaxed);
-        self.gc.fast_pages.fetch_add(k as u64, Ordering::Relaxed);
-        Ok(k as u64)
+        self.gc.fast_pages.fetch_add(freed, Ordering::Relaxed);
+        Ok(freed)
     }
 
     /// Thorough GC: rewrite the log as a fresh chain holding only what the state needs, then
-    /// switch head and tail under one journal slot and free the old chain. Returns whether it
-    /// ran (false: no space for the new chain, or the state changed under it).
-    pub(crate) fn compact(&self, words: LogWords, st: &mut InodeState, ino: u64) -> Result<bool> {
+    /// switch head and tail in one journaled transaction, which frees the old chain. Returns
+    /// whether it ran (false: no space for the new chain, or the state changed under it).
+    pub(crate) fn compact(&self, slot_off: u64, st: &mut InodeState, ino: u64) -> Result<bool> {
         if st.log.tail == 0 || st.removed || st.freed {
             return Ok(false);
         }
         let t0 = Instant::now();
         let entries = checkpoint_entries(st);
-        let fresh_log = LogState {
-            next_seq: st.log.next_seq,
-            ..LogState::default()
-        };
-        let staged = match log::stage_chain(
-            &self.media,
-            &self.blocks,
-            words,
-            &fresh_log,
-            &entries,
-            true,
-            false,
-        ) {
-            Ok(s) => s,
-            Err(crate::Error::NoSpace) => return Ok(false),
+        let mut txn = self.txn("gc-compact").frees_space(true);
+        match txn.replace_log(ino, slot_off, st, &entries) {
+            Ok(true) => {}
+            Ok(false) | Err(crate::Error::NoSpace) => return Ok(false),
             Err(e) => return Err(e),
-        };
-        // Replay the new chain in DRAM and check that it rebuilds exactly this state: a
-        // compaction that would change the file is never committed.
-        let slot_off = words.tail - crate::layout::inode::TAIL_OFFSET;
-        let slot: InodeSlot = self.media.read_pod(slot_off)?;
-        let mut fresh = InodeState::new(ino, &slot, st.attr.kind);
-        fresh.log = staged.detached_log();
-        let bounds = Bounds::of(&self.sb);
-        let mut scratch = Vec::new();
-        let replay_ok = entries.iter().enumerate().all(|(i, e)| {
-            fresh
-                .apply(e, ino, bounds, &mut scratch, staged.entry_page(i))
-                .is_ok()
-        });
-        let same = replay_ok
-            && fresh.attr == st.attr
-            && fresh.map == st.map
-            && fresh.parent == st.parent
-            && fresh.dir.len() == st.dir.len()
-            && fresh.dir.iter().all(|(n, e)| {
-                st.dir
-                    .get(n)
-                    .is_some_and(|o| (o.ino, o.kind) == (e.ino, e.kind))
-            });
-        if !same {
-            debug_assert!(
-                false,
-                "compaction of inode {ino} does not rebuild its state"
-            );
-            staged.abort(&self.blocks);
-            return Ok(false);
         }
-        let new_head = staged.new_head.unwrap_or(0);
-        self.media.mark("gc-compact");
-        let no_journal = crate::bugs::active(crate::bugs::Bug::CompactWithoutJournal);
-        // The journal's begin fences the new chain's entries before its commit word.
-        let slot_j = if no_journal {
-            self.media.fence();
-            None
-        } else {
-            let undo = [(words.head, st.log.head), (words.tail, st.log.tail)];
-            Some(self.journal.begin(&self.media, &undo)?)
-        };
-        self.media.store_u64(words.head, new_head)?;
-        self.media.flush(words.head, 8)?;
-        if no_journal {
-            self.media.fence();
-        }
-        self.media.store_u64(words.tail, staged.new_tail)?;
-        self.media.flush(words.tail, 8)?;
-        self.media.fence();
-        if let Some(j) = slot_j {
-            self.journal.end(&self.media, j)?;
-        }
-        let old_pages = std::mem::take(&mut st.log.pages);
-        for &p in &old_pages {
-            self.blocks.free(p, 1);
-        }
-        let written = staged.new_pages.len() as u64;
-        st.log = fresh.log;
-        st.map = fresh.map;
-        st.owners = fresh.owners;
-        st.dir = fresh.dir;
+        let mut done = txn.commit()?;
+        let written_before = st.log.pages.len();
+        let applied = done.apply(&self.blocks, ino, st);
+        debug_assert_eq!(applied.log_pages_freed, written_before as u64);
+        let written = st.log.pages.len() as u64;
         st.log.gc_next = st.log.entries * 2 + 64;
         self.gc.candidates.lock().remove(&ino);
         let pause = t0.elapsed().as_nanos() as u64;
         self.gc.runs.fetch_add(1, Ordering::Relaxed);
         self.gc
             .pages_freed
-            .fetch_add(old_pages.len() as u64, Ordering::Relaxed);
+            .fetch_add(applied.log_pages_freed, Ordering::Relaxed);
         self.gc.pages_written.fetch_add(written, Ordering::Relaxed);
         self.gc.max_pause.fetch_max(pause, Ordering::Relaxed);
         self.gc.total_pause.fetch_add(pause, Ordering::Relaxed);
@@ -365,7 +292,7 @@ impl Engine {
         if st.log.entries <= needed_entries(&st) {
             return Ok(false);
         }
-        self.compact(LogWords::file(i.slot_off), &mut st, ino)
+        self.compact(i.slot_off, &mut st, ino)
     }
 
     /// One background GC pass over the inodes handed to it. Returns compactions run.
@@ -380,7 +307,7 @@ impl Engine {
             let Ok(i) = self.inode(ino) else { continue };
             let mut st = i.state.write();
             if st.log.entries >= BACKGROUND_RATIO * needed_entries(&st)
-                && self.compact(LogWords::file(i.slot_off), &mut st, ino)?
+                && self.compact(i.slot_off, &mut st, ino)?
             {
                 n += 1;
             }

@@ -535,6 +535,27 @@ pub fn slot_offset(chunks: &[u64], ino: u64) -> Option<u64> {
     Some(chunk * BLOCK + (ino % per_chunk) * crate::layout::INODE_SIZE)
 }
 
+/// The names earlier entries of one append added and removed (a prepare-time check of a
+/// multi-entry directory append, e.g. a rename within one directory).
+#[derive(Default)]
+struct NameOverlay<'e> {
+    added: HashMap<&'e [u8], u64>,
+    removed: std::collections::HashSet<&'e [u8]>,
+}
+
+impl NameOverlay<'_> {
+    /// The inode `name` names after the entries seen so far.
+    fn lookup(&self, dir: &HashMap<Box<[u8]>, DirEnt>, name: &[u8]) -> Option<u64> {
+        if let Some(&ino) = self.added.get(name) {
+            return Some(ino);
+        }
+        if self.removed.contains(name) {
+            return None;
+        }
+        dir.get(name).map(|e| e.ino)
+    }
+}
+
 impl InodeState {
     /// A fresh inode.
     pub fn new(ino: u64, slot: &InodeSlot, kind: Kind) -> InodeState {
@@ -575,8 +596,10 @@ impl InodeState {
         }
     }
 
-    /// Apply one committed entry, which lies in logical log page `at` (GC bookkeeping: the
-    /// page becomes the owner of every key the entry sets).
+    /// Apply one committed entry read from media, which lies in logical log page `at` (GC
+    /// bookkeeping: the page becomes the owner of every key the entry sets): [`Self::check`],
+    /// then [`Self::apply_checked`]. Replay and fsck use it; an entry the state cannot take is
+    /// `Corrupt` and changes nothing.
     pub fn apply(
         &mut self,
         e: &Entry,
@@ -585,14 +608,41 @@ impl InodeState {
         freed: &mut Vec<u64>,
         at: u64,
     ) -> Result<()> {
+        self.check(e, ino, bounds)?;
+        self.apply_checked(e, freed, at);
+        Ok(())
+    }
+
+    /// Whether `e` applies to this state (what [`Self::apply_checked`] assumes).
+    pub fn check(&self, e: &Entry, ino: u64, bounds: Bounds) -> Result<()> {
+        self.check_in(e, ino, bounds, &mut NameOverlay::default())
+    }
+
+    /// Whether `entries`, applied in order, all apply to this state: a transaction's prepare
+    /// step checks its appends with it, so that applying them after the commit cannot fail.
+    pub fn check_all(&self, entries: &[Entry], ino: u64, bounds: Bounds) -> Result<()> {
+        let mut names = NameOverlay::default();
+        for e in entries {
+            self.check_in(e, ino, bounds, &mut names)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`] with the names earlier entries of the same append added and removed.
+    fn check_in<'e>(
+        &self,
+        e: &'e Entry,
+        ino: u64,
+        bounds: Bounds,
+        names: &mut NameOverlay<'e>,
+    ) -> Result<()> {
         let bad = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
         match e {
             Entry::Write {
                 pgoff,
                 block,
                 num_pages,
-                size,
-                mtime_ns,
+                ..
             } => {
                 if self.attr.kind == Kind::Dir {
                     return Err(bad("write entry in a directory log"));
@@ -610,6 +660,57 @@ impl InodeState {
                 {
                     return Err(bad("write extent beyond the largest file"));
                 }
+            }
+            Entry::SetAttr(a) => {
+                if a.mask & attr_mask::SIZE != 0 && self.attr.kind == Kind::Dir {
+                    return Err(bad("size change in a directory log"));
+                }
+                if a.mask & attr_mask::SIZE != 0 && a.size != 0 && self.attr.kind.is_special() {
+                    return Err(bad("a size for a FIFO, socket or device"));
+                }
+            }
+            Entry::Link { .. } => {}
+            Entry::DirAdd {
+                ino: child, name, ..
+            } => {
+                if self.attr.kind != Kind::Dir {
+                    return Err(bad("directory entry in a non-directory log"));
+                }
+                if names.lookup(&self.dir, name).is_some() {
+                    return Err(bad("duplicate name in directory log"));
+                }
+                names.removed.remove(name.as_slice());
+                names.added.insert(name, *child);
+            }
+            Entry::DirRemove {
+                ino: child, name, ..
+            } => {
+                if self.attr.kind != Kind::Dir {
+                    return Err(bad("directory entry in a non-directory log"));
+                }
+                if names.lookup(&self.dir, name) != Some(*child) {
+                    return Err(bad("removal of a name the directory does not hold"));
+                }
+                names.added.remove(name.as_slice());
+                names.removed.insert(name);
+            }
+            Entry::CacheAttach { .. } => return Err(bad("cache entry in an inode log")),
+        }
+        Ok(())
+    }
+
+    /// Apply one entry that [`Self::check`] accepted (infallible: a transaction applies its
+    /// committed entries with it, after the commit point).
+    pub fn apply_checked(&mut self, e: &Entry, freed: &mut Vec<u64>, at: u64) {
+        match e {
+            Entry::Write {
+                pgoff,
+                block,
+                num_pages,
+                size,
+                mtime_ns,
+            } => {
+                let n = *num_pages as u64;
                 if *block == 0 {
                     // A hole: visit only the pages mapped in range (`num_pages` is untrusted,
                     // up to 2^32: a loop over every page would stall the mount).
@@ -656,12 +757,6 @@ impl InodeState {
                 self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
             }
             Entry::SetAttr(a) => {
-                if a.mask & attr_mask::SIZE != 0 && self.attr.kind == Kind::Dir {
-                    return Err(bad("size change in a directory log"));
-                }
-                if a.mask & attr_mask::SIZE != 0 && a.size != 0 && self.attr.kind.is_special() {
-                    return Err(bad("a size for a FIFO, socket or device"));
-                }
                 if a.mask & attr_mask::MODE != 0 {
                     self.attr.mode = a.mode;
                     self.own(&[K_MODE], at);
@@ -714,21 +809,13 @@ impl InodeState {
                 name,
                 mtime_ns,
             } => {
-                if self.attr.kind != Kind::Dir {
-                    return Err(bad("directory entry in a non-directory log"));
-                }
                 let ent = DirEnt {
                     ino: *child,
                     kind: *kind,
                     log_page: at,
                 };
-                if self
-                    .dir
-                    .insert(name.clone().into_boxed_slice(), ent)
-                    .is_some()
-                {
-                    return Err(bad("duplicate name in directory log"));
-                }
+                let old = self.dir.insert(name.clone().into_boxed_slice(), ent);
+                debug_assert!(old.is_none(), "checked: the name was free");
                 if let Some(p) = self.log.page_mut(at) {
                     p.live += 1;
                 }
@@ -739,28 +826,21 @@ impl InodeState {
                 self.attr.ctime_ns = *mtime_ns;
                 self.own(&[K_MTIME, K_CTIME], at);
             }
-            Entry::CacheAttach { .. } => {
-                return Err(bad("cache entry in an inode log"));
-            }
+            Entry::CacheAttach { .. } => debug_assert!(false, "checked: not in an inode log"),
             Entry::DirRemove {
                 ino: child,
                 name,
                 mtime_ns,
             } => {
-                if self.attr.kind != Kind::Dir {
-                    return Err(bad("directory entry in a non-directory log"));
-                }
-                match self.dir.remove(name.as_slice()) {
-                    Some(ent) if ent.ino == *child => {
-                        if ent.kind == Kind::Dir {
-                            self.attr.nlink -= 1;
-                        }
-                        release(&mut self.log, ent.log_page);
-                        if let Some(p) = self.log.page_mut(ent.log_page) {
-                            p.reach = p.reach.max(at);
-                        }
+                if let Some(ent) = self.dir.remove(name.as_slice()) {
+                    debug_assert_eq!(ent.ino, *child, "checked: the name held the inode");
+                    if ent.kind == Kind::Dir {
+                        self.attr.nlink -= 1;
                     }
-                    _ => return Err(bad("removal of a name the directory does not hold")),
+                    release(&mut self.log, ent.log_page);
+                    if let Some(p) = self.log.page_mut(ent.log_page) {
+                        p.reach = p.reach.max(at);
+                    }
                 }
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
@@ -770,7 +850,6 @@ impl InodeState {
         if let Some(p) = self.log.page_mut(at) {
             p.entries += 1;
         }
-        Ok(())
     }
 
     /// Page `at` now owns attribute keys `keys`.
@@ -780,16 +859,15 @@ impl InodeState {
         }
     }
 
-    /// Apply a committed append of `entries` (staged as `staged`): the log position, then
-    /// every entry with the page that holds it. Blocks the entries replaced go to `freed`.
+    /// Apply a committed append of `entries` (staged as `staged`, checked with
+    /// [`Self::check_all`] before its commit): the log position, then every entry with the
+    /// page that holds it. Blocks the entries replaced go to `freed`.
     pub fn apply_staged(
         &mut self,
         staged: crate::log::Staged,
         entries: &[Entry],
-        ino: u64,
-        bounds: Bounds,
         freed: &mut Vec<u64>,
-    ) -> Result<()> {
+    ) {
         let (first, breaks) = staged.apply(&mut self.log);
         let mut at = first;
         let mut next_break = breaks.iter().peekable();
@@ -797,35 +875,51 @@ impl InodeState {
             while next_break.next_if(|&&b| b <= i).is_some() {
                 at += 1;
             }
-            self.apply(e, ino, bounds, freed, at)?;
+            self.apply_checked(e, freed, at);
+        }
+    }
+
+    /// Apply one committed entry of the write-cache log read from media.
+    pub fn apply_cache(&mut self, e: &Entry, bounds: Bounds) -> Result<()> {
+        self.check_cache(std::slice::from_ref(e), bounds)?;
+        self.apply_cache_checked(e);
+        Ok(())
+    }
+
+    /// Whether `entries` all apply to the write cache: attachments of distinct pages not
+    /// cached yet, to blocks inside the image.
+    pub fn check_cache(&self, entries: &[Entry], bounds: Bounds) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for e in entries {
+            let Entry::CacheAttach { pgoff, block, .. } = e else {
+                return Err(Error::corrupt(
+                    "non-cache entry in the cache log",
+                    "cache log",
+                ));
+            };
+            if !bounds.contains(*block, 1) || *pgoff >= crate::MAX_FILE_PAGES {
+                return Err(Error::corrupt("cache entry out of range", "cache log"));
+            }
+            if self.cache.contains_key(pgoff) || !seen.insert(*pgoff) {
+                return Err(Error::corrupt("page cached twice", "cache log"));
+            }
         }
         Ok(())
     }
 
-    /// Apply one committed entry of the write-cache log.
-    pub fn apply_cache(&mut self, e: &Entry, bounds: Bounds) -> Result<()> {
-        match e {
-            Entry::CacheAttach {
-                pgoff,
-                block,
-                atomic,
-            } => {
-                if !bounds.contains(*block, 1) || *pgoff >= crate::MAX_FILE_PAGES {
-                    return Err(Error::corrupt("cache entry out of range", "cache log"));
-                }
-                if self.cache.insert(*pgoff, *block).is_some() {
-                    return Err(Error::corrupt("page cached twice", "cache log"));
-                }
-                self.cache_atomic = *atomic;
-                if self.cache_since.is_none() {
-                    self.cache_since = Some(std::time::Instant::now());
-                }
-                Ok(())
+    /// Apply one cache entry [`Self::check_cache`] accepted (infallible).
+    pub fn apply_cache_checked(&mut self, e: &Entry) {
+        if let Entry::CacheAttach {
+            pgoff,
+            block,
+            atomic,
+        } = e
+        {
+            self.cache.insert(*pgoff, *block);
+            self.cache_atomic = *atomic;
+            if self.cache_since.is_none() {
+                self.cache_since = Some(std::time::Instant::now());
             }
-            _ => Err(Error::corrupt(
-                "non-cache entry in the cache log",
-                "cache log",
-            )),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod log;
 pub mod media;
 pub mod mount;
 pub mod sync;
+pub mod txn;
 mod walk;
 
 pub use cache::{MapMode, WritebackConfig};

@@ -58,7 +58,7 @@
 //!   nothing else was wrong); a damaged one is cleared;
 //! - names to free, invalid or out-of-table inodes, of the wrong kind, and extra names of a
 //!   directory reachable twice are removed (DirRemove entries appended with the engine's
-//!   `log::stage` + `Staged::commit_tail`, allocating from blocks fsck found free);
+//!   `Txn::repair`, the engine's commit path, allocating from blocks fsck found free);
 //! - link counts and directory parents are corrected with Link entries, sizes with SetAttr
 //!   entries, a block owned twice is given to its second owner as a private copy (or that
 //!   mapping is dropped when there is no space), non-zero bytes past the end of file are zeroed

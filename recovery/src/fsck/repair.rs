@@ -1,6 +1,6 @@
-//! The fixes that append log entries: each inode's entries in one single-inode commit
-//! (`log::stage` + `Staged::commit_tail`, the engine's own protocol), with blocks from an
-//! allocator that holds only the blocks the round found free.
+//! The fixes that append log entries: each inode's entries in one single-inode transaction
+//! (`Txn::repair`, the engine's own commit path), with blocks from an allocator that holds
+//! only the blocks the round found free.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,8 @@ use novafs_engine::inode::InodeState;
 use novafs_engine::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use novafs_engine::layout::inode::{InodeSlot, NewInode};
 use novafs_engine::layout::{now_ns, Kind, BLOCK, ROOT_INO};
-use novafs_engine::{log, Error, Result};
+use novafs_engine::txn::Txn;
+use novafs_engine::{Error, Result};
 
 use super::scan::{own, Ctx, Deferred, Info, Model, ScanResult, O_DATA, O_LOG};
 
@@ -100,17 +101,15 @@ fn append(
 ) -> Result<()> {
     let bounds = model.bounds;
     let info = model.infos.get_mut(&ino).ok_or(Error::NotFound)?;
-    let staged = log::stage(ctx.media, alloc, info.slot_off, &info.st.log, entries, true)?;
-    staged.commit_tail(ctx.media)?;
+    let mut txn = Txn::repair(ctx.media, alloc, bounds);
+    txn.append(ino, info.slot_off, &info.st, entries.to_vec())?;
+    let mut done = txn.commit()?;
     ctx.mark_modified();
-    for p in &staged.new_pages {
-        model.owner[*p as usize] = own(O_LOG, ino);
-    }
-    let mut freed = Vec::new();
     // fsck keeps no GC bookkeeping (NO_OWNER pages are not tracked).
-    let _ = info
-        .st
-        .apply_staged(staged, entries, ino, bounds, &mut freed);
+    let applied = done.apply(alloc, ino, &mut info.st);
+    for p in applied.log_pages_added {
+        model.owner[p as usize] = own(O_LOG, ino);
+    }
     Ok(())
 }
 

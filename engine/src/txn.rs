@@ -1,0 +1,851 @@
+//! One transaction type for every change of the image (DESIGN.md §5).
+//!
+//! A [`Txn`] has three steps:
+//!
+//! 1. **Prepare.** Allocate everything (data blocks, log pages, inode numbers), write the new
+//!    data with non-temporal stores, stage every log append past its committed tail
+//!    ([`crate::log::stage`]), and check that every entry applies to the DRAM state it is
+//!    meant for ([`InodeState::check_all`]). Nothing is visible after a crash. An error, or
+//!    dropping the `Txn`, gives back everything it allocated.
+//! 2. **Commit** ([`Txn::commit`]). One part: fence, one 8-byte store of the log's commit
+//!    word, flush, fence. Several parts (a rename, a compaction's head and tail): the undo
+//!    journal (`journal.rs`) around the stores. After it returns, the whole change survives a
+//!    crash.
+//! 3. **Apply** ([`Committed::apply`]). Infallible, DRAM only: each part's log position and
+//!    entries are applied to the locked inode state it was prepared against.
+//!
+//! The kinds of part ([`Part`]) are the commit words the engine has: a file log's tail
+//! (`append`), a write-cache log's tail (`append_cache`), a cache reset (tail 0), a log's
+//! head alone (fast GC: `drop_prefix`) and a log's head and tail together (compaction:
+//! `replace_log`).
+
+use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
+use crate::bugs::{self, Bug};
+use crate::error::{Error, Result};
+use crate::inode::{Bounds, InodeState, LogState};
+use crate::journal::Journal;
+use crate::layout::entry::Entry;
+use crate::layout::BLOCK;
+use crate::log::{self, LogWords, Staged};
+use crate::media::Media;
+
+/// What a transaction changes of the image, beside the data it writes.
+pub(crate) struct Store<'e> {
+    /// The media.
+    pub media: &'e Media,
+    /// The block allocator.
+    pub blocks: &'e BlockAlloc,
+    /// The inode-number allocator (none for fsck's repairs, which take no inode numbers).
+    pub inos: Option<&'e InodeAlloc>,
+    /// The undo journal (none for fsck's repairs, which commit one inode at a time).
+    pub journal: Option<&'e Journal>,
+    /// The blocks an extent may use.
+    pub bounds: Bounds,
+}
+
+/// Content of one file page of a copy-on-write write.
+pub(crate) enum Page<'a> {
+    /// A whole page from the caller.
+    Borrowed(&'a [u8]),
+    /// A merged page.
+    Owned(Vec<u8>),
+    /// A zero-filled page.
+    Zero,
+    /// Unmap (a hole).
+    Hole,
+}
+
+/// One commit word of a transaction and what its commit makes true.
+enum Part {
+    /// Entries appended to an inode's log (its tail word).
+    Append {
+        ino: u64,
+        staged: Staged,
+        entries: Vec<Entry>,
+    },
+    /// Entries appended to an inode's write-cache log (its cache tail word).
+    AppendCache {
+        ino: u64,
+        staged: Staged,
+        entries: Vec<Entry>,
+    },
+    /// The log of a new inode, staged before anything names it: its head and tail go into the
+    /// new slot (written at prepare), and the commit of the part that names the inode (the
+    /// parent's `DirAdd`) makes it reachable. No commit word of its own.
+    NewLog {
+        ino: u64,
+        staged: Staged,
+        entries: Vec<Entry>,
+    },
+    /// The write cache emptied: its tail word set to 0.
+    ResetCache { ino: u64, tail_word: u64 },
+    /// Fast GC: the log's head moved past `pages` dead pages (its head word).
+    DropPrefix {
+        ino: u64,
+        head_word: u64,
+        new_head: u64,
+        pages: usize,
+    },
+    /// Compaction: a fresh chain replaces the log (head and tail words together). `fresh` is
+    /// the state the chain rebuilds, checked against the live one at prepare.
+    ReplaceLog {
+        ino: u64,
+        staged: Staged,
+        old: (u64, u64),
+        fresh: Box<InodeState>,
+    },
+}
+
+impl Part {
+    fn ino(&self) -> u64 {
+        match self {
+            Part::Append { ino, .. }
+            | Part::NewLog { ino, .. }
+            | Part::AppendCache { ino, .. }
+            | Part::ResetCache { ino, .. }
+            | Part::DropPrefix { ino, .. }
+            | Part::ReplaceLog { ino, .. } => *ino,
+        }
+    }
+
+    /// The undo records of this part: (word address, value before).
+    fn undo(&self, out: &mut Vec<(u64, u64)>) {
+        match self {
+            Part::Append { staged, .. } | Part::AppendCache { staged, .. } => {
+                out.push((staged.tail_addr(), staged.old_tail))
+            }
+            Part::NewLog { .. } => {}
+            Part::ResetCache { .. } | Part::DropPrefix { .. } => {
+                unreachable!("single-part transactions")
+            }
+            Part::ReplaceLog { staged, old, .. } => {
+                out.push((staged.words.head, old.0));
+                out.push((staged.words.tail, old.1));
+            }
+        }
+    }
+
+    /// Whether the part has a commit word (a new inode's log has none).
+    fn has_word(&self) -> bool {
+        !matches!(self, Part::NewLog { .. })
+    }
+
+    /// Store (and flush) this part's commit words; the caller fences.
+    fn store(&self, media: &Media) -> Result<()> {
+        match self {
+            Part::NewLog { .. } => Ok(()),
+            Part::Append { staged, .. } | Part::AppendCache { staged, .. } => {
+                staged.store_tail(media)
+            }
+            Part::ResetCache { tail_word, .. } => {
+                media.store_u64(*tail_word, 0)?;
+                media.flush(*tail_word, 8)
+            }
+            Part::DropPrefix {
+                head_word,
+                new_head,
+                ..
+            } => {
+                media.store_u64(*head_word, *new_head)?;
+                media.flush(*head_word, 8)
+            }
+            Part::ReplaceLog { staged, .. } => {
+                media.store_u64(staged.words.head, staged.new_head.unwrap_or(0))?;
+                media.flush(staged.words.head, 8)?;
+                staged.store_tail(media)
+            }
+        }
+    }
+
+    /// Give back what this part allocated (it will not be committed).
+    fn abort(self, blocks: &BlockAlloc) {
+        match self {
+            Part::Append { staged, .. }
+            | Part::NewLog { staged, .. }
+            | Part::AppendCache { staged, .. }
+            | Part::ReplaceLog { staged, .. } => staged.abort(blocks),
+            Part::ResetCache { .. } | Part::DropPrefix { .. } => {}
+        }
+    }
+}
+
+/// A change of the image being prepared. Dropped before [`Txn::commit`], it frees every block
+/// and inode number it allocated and leaves the image as it was.
+#[must_use = "a transaction does nothing until committed; dropping it undoes its preparation"]
+pub struct Txn<'e> {
+    store: Store<'e>,
+    mark: &'static str,
+    /// The change frees space: it may use the allocator's reserve.
+    frees_space: bool,
+    /// Data blocks written for the change.
+    data: Vec<Extent>,
+    /// Inode numbers taken for the change.
+    inos: Vec<u64>,
+    parts: Vec<Part>,
+}
+
+impl<'e> Txn<'e> {
+    /// A repair of fsck's: single-inode appends on `media`, allocating from `blocks` (the
+    /// blocks fsck found free), entries checked against `bounds`.
+    pub fn repair(media: &'e Media, blocks: &'e BlockAlloc, bounds: Bounds) -> Txn<'e> {
+        Txn::new(
+            Store {
+                media,
+                blocks,
+                inos: None,
+                journal: None,
+                bounds,
+            },
+            "fsck-repair",
+        )
+        .frees_space(true)
+    }
+
+    /// A transaction labelled `mark` in the crash harness's trace.
+    pub(crate) fn new(store: Store<'e>, mark: &'static str) -> Txn<'e> {
+        Txn {
+            store,
+            mark,
+            frees_space: false,
+            data: Vec::new(),
+            inos: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// The change frees space (a removal, a shrink, a migration, a compaction): its
+    /// allocations may dip into the reserve, so that a full image can still be emptied.
+    pub fn frees_space(mut self, yes: bool) -> Txn<'e> {
+        self.frees_space = yes;
+        self
+    }
+
+    /// Take an inode number for a new inode (given back if the transaction is dropped).
+    pub(crate) fn alloc_ino(&mut self, ino: u64) {
+        self.inos.push(ino);
+    }
+
+    /// Allocate `n` data blocks, owned by the transaction until it commits.
+    pub fn alloc_blocks(&mut self, n: u64) -> Result<Vec<u64>> {
+        let ext = self.store.blocks.alloc_with(n, self.frees_space)?;
+        let blocks = ext.iter().flat_map(|e| e.start..e.start + e.len).collect();
+        self.data.extend(ext);
+        Ok(blocks)
+    }
+
+    /// Write `pages` copy-on-write into new blocks (non-temporal stores, durable at the
+    /// commit's fence) and append their `Write` entries (one per run of contiguous pages and
+    /// blocks, all carrying `size`) to `entries`. `map` is the file's current map. Returns the
+    /// old blocks reused in place (only under the injected bug `FreeBeforeCommit`).
+    pub(crate) fn write_pages(
+        &mut self,
+        map: &crate::inode::FileMap,
+        pages: &[(u64, Page<'_>)],
+        size: u64,
+        now: u64,
+        entries: &mut Vec<Entry>,
+    ) -> Result<Vec<u64>> {
+        let need = pages
+            .iter()
+            .filter(|(_, p)| !matches!(p, Page::Hole))
+            .count() as u64;
+        // Injected bug: overwrite in place, i.e. the old blocks are "freed" and reused before
+        // the commit.
+        let mut in_place: Vec<u64> = Vec::new();
+        if bugs::active(Bug::FreeBeforeCommit) {
+            for (pg, p) in pages {
+                if let (Some(&b), false) = (map.get(pg), matches!(p, Page::Hole)) {
+                    in_place.push(b);
+                }
+            }
+        }
+        let fresh = self.alloc_blocks(need - in_place.len() as u64)?;
+        let mut reuse = in_place.clone().into_iter();
+        let mut blocks = fresh.into_iter();
+        let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
+        let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
+            entries.push(Entry::Write {
+                pgoff: r.0,
+                block: r.1,
+                num_pages: r.2,
+                size,
+                mtime_ns: now,
+            })
+        };
+        let media = self.store.media;
+        for (pg, content) in pages {
+            let b = match content {
+                Page::Hole => 0,
+                _ if !in_place.is_empty() && map.contains_key(pg) => {
+                    reuse.next().ok_or(Error::NoSpace)?
+                }
+                _ => blocks.next().ok_or(Error::NoSpace)?,
+            };
+            match content {
+                Page::Borrowed(d) => media.write_nt(b * BLOCK, d)?,
+                Page::Owned(d) => media.write_nt(b * BLOCK, d)?,
+                Page::Zero => media.zero_nt(b * BLOCK, BLOCK)?,
+                Page::Hole => {}
+            }
+            run = match run {
+                Some((p0, b0, n))
+                    if p0 + n as u64 == *pg
+                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
+                        && n < u32::MAX =>
+                {
+                    Some((p0, b0, n + 1))
+                }
+                Some(r) => {
+                    push_run(entries, r);
+                    Some((*pg, b, 1))
+                }
+                None => Some((*pg, b, 1)),
+            };
+        }
+        if let Some(r) = run {
+            push_run(entries, r);
+        }
+        Ok(in_place)
+    }
+
+    /// Stage `entries` on the log of inode `ino` (slot at `slot_off`), whose locked state is
+    /// `st`, after checking they apply to it. An empty list adds nothing.
+    pub fn append(
+        &mut self,
+        ino: u64,
+        slot_off: u64,
+        st: &InodeState,
+        entries: Vec<Entry>,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        st.check_all(&entries, ino, self.store.bounds)?;
+        let staged = self.stage(LogWords::file(slot_off), &st.log, &entries, true)?;
+        self.parts.push(Part::Append {
+            ino,
+            staged,
+            entries,
+        });
+        Ok(())
+    }
+
+    /// Stage `entries` as the whole log of new inode `ino` (state `st`, not reachable yet);
+    /// returns its (head, tail) for the slot the caller writes before the commit.
+    pub fn new_log(
+        &mut self,
+        ino: u64,
+        slot_off: u64,
+        st: &InodeState,
+        entries: Vec<Entry>,
+    ) -> Result<(u64, u64)> {
+        st.check_all(&entries, ino, self.store.bounds)?;
+        let staged = self.stage(LogWords::file(slot_off), &st.log, &entries, false)?;
+        let words = (staged.new_head.unwrap_or(0), staged.new_tail);
+        self.parts.push(Part::NewLog {
+            ino,
+            staged,
+            entries,
+        });
+        Ok(words)
+    }
+
+    /// Stage `entries` (`CacheAttach`) on the write-cache log of inode `ino`.
+    pub fn append_cache(
+        &mut self,
+        ino: u64,
+        slot_off: u64,
+        st: &InodeState,
+        entries: Vec<Entry>,
+    ) -> Result<()> {
+        st.check_cache(&entries, self.store.bounds)?;
+        let staged = self.stage(LogWords::cache(slot_off), &st.cache_log, &entries, true)?;
+        self.parts.push(Part::AppendCache {
+            ino,
+            staged,
+            entries,
+        });
+        Ok(())
+    }
+
+    /// Empty the write cache of inode `ino` (its pages already belong to the file, or are
+    /// discarded): the cache tail word becomes 0; apply frees the cache log's pages.
+    pub fn reset_cache(&mut self, ino: u64, slot_off: u64) {
+        self.parts.push(Part::ResetCache {
+            ino,
+            tail_word: LogWords::cache(slot_off).tail,
+        });
+    }
+
+    /// Fast GC: move the head of inode `ino`'s log past its first `pages` pages (which hold
+    /// no live key; [`LogState::dead_prefix`]).
+    pub fn drop_prefix(&mut self, ino: u64, slot_off: u64, log: &LogState, pages: usize) {
+        if pages == 0 || pages >= log.pages.len() {
+            return;
+        }
+        self.parts.push(Part::DropPrefix {
+            ino,
+            head_word: LogWords::file(slot_off).head,
+            new_head: log.pages[pages],
+            pages,
+        });
+    }
+
+    /// Compaction: stage `entries` as a fresh chain for inode `ino`'s log, replay it into a
+    /// fresh state from the inode's slot, and refuse (`Ok(false)`, nothing staged) unless that
+    /// state is `st`'s: a compaction that would change the file is never committed.
+    pub fn replace_log(
+        &mut self,
+        ino: u64,
+        slot_off: u64,
+        st: &InodeState,
+        entries: &[Entry],
+    ) -> Result<bool> {
+        let fresh_log = LogState {
+            next_seq: st.log.next_seq,
+            ..LogState::default()
+        };
+        let staged = self.stage(LogWords::file(slot_off), &fresh_log, entries, false)?;
+        let slot: crate::layout::inode::InodeSlot = match self.store.media.read_pod(slot_off) {
+            Ok(s) => s,
+            Err(e) => {
+                staged.abort(self.store.blocks);
+                return Err(e);
+            }
+        };
+        let mut fresh = InodeState::new(ino, &slot, st.attr.kind);
+        fresh.log = staged.detached_log();
+        let mut scratch = Vec::new();
+        let replay_ok = entries.iter().enumerate().all(|(i, e)| {
+            fresh
+                .apply(
+                    e,
+                    ino,
+                    self.store.bounds,
+                    &mut scratch,
+                    staged.entry_page(i),
+                )
+                .is_ok()
+        });
+        let same = replay_ok
+            && fresh.attr == st.attr
+            && fresh.map == st.map
+            && fresh.parent == st.parent
+            && fresh.dir.len() == st.dir.len()
+            && fresh.dir.iter().all(|(n, e)| {
+                st.dir
+                    .get(n)
+                    .is_some_and(|o| (o.ino, o.kind) == (e.ino, e.kind))
+            });
+        if !same {
+            debug_assert!(
+                false,
+                "compaction of inode {ino} does not rebuild its state"
+            );
+            staged.abort(self.store.blocks);
+            return Ok(false);
+        }
+        self.parts.push(Part::ReplaceLog {
+            ino,
+            staged,
+            old: (st.log.head, st.log.tail),
+            fresh: Box::new(fresh),
+        });
+        Ok(true)
+    }
+
+    /// Stage on one log (a new chain's head is stored now only when `store_head`).
+    fn stage(
+        &mut self,
+        words: LogWords,
+        log: &LogState,
+        entries: &[Entry],
+        store_head: bool,
+    ) -> Result<Staged> {
+        log::stage_chain(
+            self.store.media,
+            self.store.blocks,
+            words,
+            log,
+            entries,
+            self.frees_space,
+            store_head,
+        )
+    }
+
+    /// The commit point: after it returns `Ok`, the whole change survives a crash, and the
+    /// returned [`Committed`] must be applied to the DRAM state. On `Err` before any commit
+    /// word was stored, everything prepared is given back; after (a media error in the middle
+    /// of a journaled commit), what was allocated is left to recovery.
+    pub fn commit(mut self) -> Result<Committed> {
+        let media = self.store.media;
+        let parts = std::mem::take(&mut self.parts);
+        if !parts.is_empty() {
+            media.mark(self.mark);
+        }
+        let words: Vec<&Part> = parts.iter().filter(|p| p.has_word()).collect();
+        let res = match words.as_slice() {
+            [] => Ok(()),
+            [one @ (Part::Append { staged, .. } | Part::AppendCache { staged, .. })] => {
+                if matches!(one, Part::AppendCache { .. })
+                    && bugs::active(Bug::CacheAttachNotPersisted)
+                {
+                    staged.store_tail(media) // no fence: write access granted too early
+                } else {
+                    staged.commit_tail(media)
+                }
+            }
+            // The change these follow (a migration, an append) ended with its fence.
+            [one @ (Part::ResetCache { .. } | Part::DropPrefix { .. })] => {
+                one.store(media).map(|()| media.fence())
+            }
+            [Part::ReplaceLog { staged, .. }] if bugs::active(Bug::CompactWithoutJournal) => {
+                // Injected bug: head and tail switched by two separate stores.
+                media.fence();
+                (|| {
+                    media.store_u64(staged.words.head, staged.new_head.unwrap_or(0))?;
+                    media.flush(staged.words.head, 8)?;
+                    media.fence();
+                    staged.store_tail(media)?;
+                    media.fence();
+                    Ok(())
+                })()
+            }
+            many if bugs::active(Bug::SkipJournal)
+                && many.iter().all(|p| !matches!(p, Part::ReplaceLog { .. })) =>
+            {
+                // Injected bug: several tails stored one by one, no journal.
+                (|| {
+                    for p in many.iter() {
+                        media.fence();
+                        p.store(media)?;
+                        media.fence();
+                    }
+                    Ok(())
+                })()
+            }
+            many => {
+                let mut undo = Vec::with_capacity(many.len() + 1);
+                for p in many.iter() {
+                    p.undo(&mut undo);
+                }
+                let Some(journal) = self.store.journal else {
+                    drop(words);
+                    self.parts = parts;
+                    return Err(Error::InvalidArgument(
+                        "a transaction of several commit words without a journal".into(),
+                    ));
+                };
+                match journal.begin(media, &undo) {
+                    // Nothing was stored: the preparation is given back below.
+                    Err(e) => {
+                        drop(words);
+                        self.parts = parts;
+                        return Err(e);
+                    }
+                    // From here on a failure may leave a commit word stored: leak, not free.
+                    Ok(slot) => (|| {
+                        for p in many.iter() {
+                            p.store(media)?;
+                        }
+                        media.fence();
+                        journal.end(media, slot)
+                    })(),
+                }
+            }
+        };
+        drop(words);
+        if let Err(e) = res {
+            // The state of the commit words is unknown: keep every block allocated (recovery
+            // rebuilds the allocator from what the image reaches).
+            self.data.clear();
+            self.inos.clear();
+            drop(parts); // dropping a part frees nothing; only `Part::abort` does
+            return Err(e);
+        }
+        self.data.clear();
+        self.inos.clear();
+        Ok(Committed {
+            parts: parts.into_iter().map(Some).collect(),
+        })
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        for p in self.parts.drain(..) {
+            p.abort(self.store.blocks);
+        }
+        self.store.blocks.free_extents(&self.data);
+        if let Some(inos) = self.store.inos {
+            for &ino in &self.inos {
+                inos.free(ino);
+            }
+        }
+    }
+}
+
+/// A committed transaction whose parts must each be applied to the inode state they were
+/// prepared against (the caller still holds those inodes' write locks).
+#[must_use = "the DRAM state is behind the image until every part is applied"]
+pub struct Committed {
+    parts: Vec<Option<Part>>,
+}
+
+/// What applying one inode's parts changed.
+#[derive(Default)]
+pub struct Applied {
+    /// Blocks the entries replaced (the caller frees them).
+    pub freed: Vec<u64>,
+    /// Log pages the commit released and `apply` freed (GC statistics).
+    pub log_pages_freed: u64,
+    /// The inode's log was appended to (GC may look at it).
+    pub appended: bool,
+    /// The entries appended to the inode's log.
+    pub entries: Vec<Entry>,
+    /// Log pages the appends linked.
+    pub log_pages_added: Vec<u64>,
+}
+
+impl Committed {
+    /// Apply every part of inode `ino` to its locked state `st`, in commit order. Infallible:
+    /// prepare checked every entry against this state.
+    pub fn apply(&mut self, blocks: &BlockAlloc, ino: u64, st: &mut InodeState) -> Applied {
+        let mut out = Applied::default();
+        for slot in self.parts.iter_mut() {
+            if slot.as_ref().is_none_or(|p| p.ino() != ino) {
+                continue;
+            }
+            match slot.take().expect("checked") {
+                Part::Append {
+                    staged, entries, ..
+                } => {
+                    out.log_pages_added.extend_from_slice(&staged.new_pages);
+                    st.apply_staged(staged, &entries, &mut out.freed);
+                    out.appended = true;
+                    out.entries.extend(entries);
+                }
+                Part::NewLog {
+                    staged, entries, ..
+                } => {
+                    st.apply_staged(staged, &entries, &mut out.freed);
+                }
+                Part::AppendCache {
+                    staged, entries, ..
+                } => {
+                    staged.apply(&mut st.cache_log);
+                    for e in &entries {
+                        st.apply_cache_checked(e);
+                    }
+                }
+                Part::ResetCache { .. } => {
+                    for &p in &st.cache_log.pages {
+                        blocks.free(p, 1);
+                    }
+                    out.log_pages_freed += st.cache_log.pages.len() as u64;
+                    st.cache.clear();
+                    st.cache_log = LogState {
+                        next_seq: 1,
+                        ..LogState::default()
+                    };
+                    st.cache_since = None;
+                }
+                Part::DropPrefix { pages, .. } => {
+                    for p in st.log.drop_prefix(pages) {
+                        blocks.free(p, 1);
+                    }
+                    out.log_pages_freed += pages as u64;
+                }
+                Part::ReplaceLog { fresh, .. } => {
+                    let old_pages = std::mem::take(&mut st.log.pages);
+                    for &p in &old_pages {
+                        blocks.free(p, 1);
+                    }
+                    out.log_pages_freed += old_pages.len() as u64;
+                    let fresh = *fresh;
+                    st.log = fresh.log;
+                    st.map = fresh.map;
+                    st.owners = fresh.owners;
+                    st.dir = fresh.dir;
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether every part was applied.
+    pub fn is_applied(&self) -> bool {
+        self.parts.iter().all(Option::is_none)
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        debug_assert!(
+            std::thread::panicking() || self.is_applied(),
+            "a committed transaction was not applied to the DRAM state"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::inode::{InodeSlot, NewInode};
+    use crate::layout::Kind;
+
+    const BLOCKS: u64 = 64;
+
+    struct Fixture {
+        media: Media,
+        blocks: BlockAlloc,
+        inos: InodeAlloc,
+        journal: Journal,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let blocks = BlockAlloc::new(8, BLOCKS, 1);
+            blocks.free(8, BLOCKS - 8);
+            Fixture {
+                media: Media::traced(BLOCKS * BLOCK),
+                blocks,
+                inos: InodeAlloc::new([5u64, 6, 7]),
+                journal: Journal::new(2),
+            }
+        }
+
+        fn txn(&self) -> Txn<'_> {
+            Txn::new(
+                Store {
+                    media: &self.media,
+                    blocks: &self.blocks,
+                    inos: Some(&self.inos),
+                    journal: Some(&self.journal),
+                    bounds: Bounds { lo: 8, hi: BLOCKS },
+                },
+                "test",
+            )
+        }
+    }
+
+    fn state(kind: Kind) -> InodeState {
+        let slot = InodeSlot::fresh(NewInode {
+            kind,
+            generation: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            parent: crate::ROOT_INO,
+            ctime_ns: 0,
+            rdev: 0,
+        });
+        InodeState::new(9, &slot, kind)
+    }
+
+    fn add(ino: u64, name: &[u8]) -> Entry {
+        Entry::DirAdd {
+            ino,
+            kind: Kind::File,
+            name: name.to_vec(),
+            mtime_ns: 1,
+        }
+    }
+
+    /// A transaction dropped before its commit gives back its log pages, data blocks and inode
+    /// numbers, and stores no commit word.
+    #[test]
+    fn dropped_transaction_frees_everything() {
+        let f = Fixture::new();
+        let free = f.blocks.free_blocks();
+        let dir = state(Kind::Dir);
+        let mut txn = f.txn();
+        txn.alloc_blocks(3).unwrap();
+        let ino = f.inos.alloc().unwrap();
+        txn.alloc_ino(ino);
+        assert_eq!(f.inos.free_count(), 2);
+        txn.append(9, 3 * BLOCK, &dir, vec![add(5, b"a")]).unwrap();
+        assert!(f.blocks.free_blocks() < free - 3);
+        drop(txn);
+        assert_eq!(f.blocks.free_blocks(), free);
+        assert_eq!(f.inos.free_count(), 3);
+        assert_eq!(f.media.load_u64(LogWords::file(3 * BLOCK).tail).unwrap(), 0);
+    }
+
+    /// Prepare refuses entries that would not apply (checked in order: a rename within one
+    /// directory removes and adds in one append), allocating nothing.
+    #[test]
+    fn prepare_checks_entries_in_order() {
+        let f = Fixture::new();
+        let free = f.blocks.free_blocks();
+        let dir = state(Kind::Dir);
+        let remove = |ino: u64, name: &[u8]| Entry::DirRemove {
+            ino,
+            name: name.to_vec(),
+            mtime_ns: 1,
+        };
+        let mut txn = f.txn();
+        assert!(txn
+            .append(9, 3 * BLOCK, &dir, vec![remove(5, b"a")])
+            .is_err());
+        assert!(txn
+            .append(9, 3 * BLOCK, &dir, vec![add(5, b"a"), add(6, b"a")])
+            .is_err());
+        assert_eq!(f.blocks.free_blocks(), free);
+        // Added, removed and added again within one append: applies.
+        txn.append(
+            9,
+            3 * BLOCK,
+            &dir,
+            vec![add(5, b"a"), remove(5, b"a"), add(6, b"a")],
+        )
+        .unwrap();
+        let file = state(Kind::File);
+        assert!(txn
+            .append(10, 4 * BLOCK, &file, vec![add(5, b"b")])
+            .is_err());
+    }
+
+    /// A committed transaction of two logs goes through the journal; applying it brings the
+    /// DRAM state to the image's, and the journal slot is retired.
+    #[test]
+    fn commit_then_apply() {
+        let f = Fixture::new();
+        let mut a = state(Kind::Dir);
+        let mut b = state(Kind::Dir);
+        let mut txn = f.txn();
+        txn.append(9, 3 * BLOCK, &a, vec![add(5, b"x")]).unwrap();
+        txn.append(10, 3 * BLOCK + 128, &b, vec![add(6, b"y")])
+            .unwrap();
+        let mut done = txn.commit().unwrap();
+        assert!(!done.is_applied());
+        let applied = done.apply(&f.blocks, 9, &mut a);
+        assert!(applied.appended);
+        assert_eq!(applied.log_pages_added.len(), 1);
+        let _ = done.apply(&f.blocks, 10, &mut b);
+        assert!(done.is_applied());
+        assert_eq!(a.dir.get(&b"x"[..]).map(|e| e.ino), Some(5));
+        assert_eq!(b.dir.get(&b"y"[..]).map(|e| e.ino), Some(6));
+        let tail = f.media.load_u64(LogWords::file(3 * BLOCK).tail).unwrap();
+        assert_eq!(tail, a.log.tail);
+        assert_ne!(tail, 0);
+        let js: crate::layout::journal::JournalSlot = f.media.read_pod(2 * BLOCK).unwrap();
+        assert_eq!(js.commit, 0, "journal slot retired");
+    }
+
+    /// fsck's repair transactions have no journal: several commit words are refused before
+    /// anything is stored, and everything is given back.
+    #[test]
+    fn repair_transaction_refuses_several_words() {
+        let f = Fixture::new();
+        let free = f.blocks.free_blocks();
+        let (a, b) = (state(Kind::Dir), state(Kind::Dir));
+        let mut txn = Txn::repair(&f.media, &f.blocks, Bounds { lo: 8, hi: BLOCKS });
+        txn.append(9, 3 * BLOCK, &a, vec![add(5, b"x")]).unwrap();
+        txn.append(10, 3 * BLOCK + 128, &b, vec![add(6, b"y")])
+            .unwrap();
+        assert!(txn.commit().is_err());
+        assert_eq!(f.blocks.free_blocks(), free);
+        assert_eq!(f.media.load_u64(LogWords::file(3 * BLOCK).tail).unwrap(), 0);
+    }
+}
