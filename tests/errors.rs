@@ -478,10 +478,10 @@ fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
         let staged = novafs::engine::log::stage(
             e.media(),
             e.block_alloc(),
-            i.slot_off,
+            novafs::engine::log::LogWords::file(i.slot_off),
             &st.log,
             std::slice::from_ref(&entry),
-            false,
+            Default::default(),
         )
         .unwrap();
         staged.commit_tail(e.media()).unwrap();

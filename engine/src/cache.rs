@@ -236,7 +236,7 @@ impl Engine {
     /// Migrate the inode's cached pages into its file map (msync / fsync of a mapping).
     pub fn cache_sync(&self, inode: &Inode) -> Result<()> {
         let _op = self.writable()?;
-        if inode.state.read().cache_log.tail == 0 {
+        if inode.state.read().cache_log.tail_off == 0 {
             return Ok(());
         }
         let mut st = inode.state.write();
@@ -271,7 +271,7 @@ impl Engine {
         inode: &Inode,
         st: &mut InodeState,
     ) -> Result<(Vec<Entry>, bool)> {
-        if st.cache.is_empty() && st.cache_log.tail == 0 {
+        if st.cache.is_empty() && st.cache_log.tail_off == 0 {
             return Ok((Vec::new(), false));
         }
         if st.cache_atomic {
@@ -299,7 +299,7 @@ impl Engine {
 
     /// Migrate with the inode locked. See the module docs for the protocol.
     pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
-        if st.cache.is_empty() && st.cache_log.tail == 0 {
+        if st.cache.is_empty() && st.cache_log.tail_off == 0 {
             return Ok(());
         }
         let entries = self.migration_entries(st)?;

@@ -5,7 +5,6 @@
 //! retry if a concurrent operation changed them). Renames also take a global rename lock, so
 //! that the "not into its own subtree" walk sees a stable tree.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -24,32 +23,13 @@ use crate::media::{Media, MediaMode};
 use crate::sync::RwLockWriteGuard;
 use crate::txn::{Committed, Page, Store, Txn};
 
-/// Largest file, in pages (4 PiB).
-pub const MAX_FILE_PAGES: u64 = 1 << 40;
+pub use crate::layout::MAX_FILE_PAGES;
 /// Most hard links to one file.
 pub const MAX_LINKS: u32 = 65_000;
 
 const CACHE_SHARDS: usize = 64;
 
-/// Hasher for inode numbers (already well spread; no need for SipHash).
-#[derive(Default, Clone, Copy)]
-pub struct InoHasher(u64);
-
-impl std::hash::Hasher for InoHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type InoMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<InoHasher>>;
+type InoMap<V> = crate::hash::U64Map<V>;
 
 /// Attribute changes for [`Engine::setattr`].
 #[derive(Clone, Debug, Default)]

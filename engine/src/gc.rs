@@ -255,7 +255,7 @@ impl Engine {
     /// switch head and tail in one journaled transaction, which frees the old chain. Returns
     /// whether it ran (false: no space for the new chain, or the state changed under it).
     pub(crate) fn compact(&self, slot_off: u64, st: &mut InodeState, ino: u64) -> Result<bool> {
-        if st.log.tail == 0 || st.removed || st.freed {
+        if st.log.tail_off == 0 || st.removed || st.freed {
             return Ok(false);
         }
         let t0 = Instant::now();

@@ -12,6 +12,7 @@ use crate::layout::entry::{attr_mask, Entry, LINE_BYTES};
 use crate::layout::inode::InodeSlot;
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
 use crate::layout::{Kind, BLOCK};
+pub use crate::log::{LogState, PageLive};
 use crate::media::Media;
 
 /// Attributes of an inode, as returned by `getattr`.
@@ -55,7 +56,7 @@ pub struct Attr {
 #[derive(Clone, Debug, Default)]
 pub struct CacheMap {
     leaves: Vec<Option<Box<[u64; LEAF_PAGES]>>>,
-    far: HashMap<u64, u64, std::hash::BuildHasherDefault<crate::engine::InoHasher>>,
+    far: crate::hash::U64Map<u64>,
     len: usize,
 }
 
@@ -290,19 +291,6 @@ pub fn extent_runs(
 /// No owner (see [`Owners`]).
 pub const NO_OWNER: u64 = u64::MAX;
 
-/// Liveness of one log page, for GC (DESIGN.md §5.7).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PageLive {
-    /// Entries in the page.
-    pub entries: u32,
-    /// Keys (file pages, names, attributes) whose current value an entry of this page set.
-    pub live: u32,
-    /// The latest logical page holding the removal of a name this page added: a prefix of
-    /// the log that drops this page must drop that page too (replaying a removal needs its
-    /// addition).
-    pub reach: u64,
-}
-
 /// Which log page set each attribute's current value (logical page numbers, [`NO_OWNER`]
 /// when no entry of the log did).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,80 +316,6 @@ impl Default for Owners {
         Owners {
             attr: [NO_OWNER; ATTR_KEYS],
         }
-    }
-}
-
-/// Where the log of an inode stands.
-#[derive(Clone, Debug, Default)]
-pub struct LogState {
-    /// First page (0 = empty log).
-    pub head: u64,
-    /// Committed tail offset (0 = empty log).
-    pub tail: u64,
-    /// All pages of the chain, in order.
-    pub pages: Vec<u64>,
-    /// Next entry sequence number.
-    pub next_seq: u64,
-    /// Entries in the log (live and dead), for GC decisions.
-    pub entries: u64,
-    /// Logical number of `pages[0]`: pages are numbered from the start of the chain's life,
-    /// so that dropping a prefix (fast GC) does not renumber the rest.
-    pub first: u64,
-    /// Liveness per page, parallel to `pages`.
-    pub live: Vec<PageLive>,
-    /// Entry count at which GC looks at this log again.
-    pub gc_next: u64,
-}
-
-impl LogState {
-    /// Block of the page holding the tail.
-    pub fn tail_page(&self) -> Option<u64> {
-        self.pages.last().copied()
-    }
-
-    /// Logical number of the page holding the tail.
-    pub fn tail_logical(&self) -> u64 {
-        (self.first + self.pages.len() as u64).saturating_sub(1)
-    }
-
-    /// Liveness record of logical page `at` (None when it is not in the chain).
-    pub fn page_mut(&mut self, at: u64) -> Option<&mut PageLive> {
-        let i = at.checked_sub(self.first)?;
-        self.live.get_mut(usize::try_from(i).ok()?)
-    }
-
-    /// How many leading pages a fast GC may drop: pages with no live key, never the tail
-    /// page, and only up to a point where no later page removes a name they added.
-    pub fn dead_prefix(&self) -> usize {
-        let n = self.pages.len().min(self.live.len());
-        let mut k = 0;
-        let mut reach = 0u64;
-        for i in 0..n.saturating_sub(1) {
-            let p = &self.live[i];
-            if p.live > 0 {
-                break;
-            }
-            reach = reach.max(p.reach);
-            if reach <= self.first + i as u64
-                || crate::bugs::active(crate::bugs::Bug::GcIgnoresReach)
-            {
-                k = i + 1;
-            }
-        }
-        k
-    }
-
-    /// Drop the first `k` pages from the DRAM state (after the head moved past them);
-    /// returns their blocks.
-    pub fn drop_prefix(&mut self, k: usize) -> Vec<u64> {
-        let gone: Vec<u64> = self.pages.drain(..k).collect();
-        let dead: u64 = self.live.drain(..k).map(|p| p.entries as u64).sum();
-        self.entries -= dead.min(self.entries);
-        self.first += k as u64;
-        if let Some(&h) = self.pages.first() {
-            self.head = h;
-        }
-        gone
     }
 }
 
@@ -535,24 +449,29 @@ pub fn slot_offset(chunks: &[u64], ino: u64) -> Option<u64> {
     Some(chunk * BLOCK + (ino % per_chunk) * crate::layout::INODE_SIZE)
 }
 
-/// The names earlier entries of one append added and removed (a prepare-time check of a
-/// multi-entry directory append, e.g. a rename within one directory).
+/// The names earlier entries of one append added (`Some(ino)`) and removed (`None`): a
+/// prepare-time check of a multi-entry directory append, e.g. a rename within one directory.
+/// A short list (an append holds a few entries), searched from the newest.
 #[derive(Default)]
 struct NameOverlay<'e> {
-    added: HashMap<&'e [u8], u64>,
-    removed: std::collections::HashSet<&'e [u8]>,
+    /// Record what the entry checked next adds and removes (not for the last one).
+    track: bool,
+    changed: Vec<(&'e [u8], Option<u64>)>,
 }
 
-impl NameOverlay<'_> {
+impl<'e> NameOverlay<'e> {
     /// The inode `name` names after the entries seen so far.
     fn lookup(&self, dir: &HashMap<Box<[u8]>, DirEnt>, name: &[u8]) -> Option<u64> {
-        if let Some(&ino) = self.added.get(name) {
-            return Some(ino);
+        match self.changed.iter().rev().find(|(n, _)| *n == name) {
+            Some(&(_, now)) => now,
+            None => dir.get(name).map(|e| e.ino),
         }
-        if self.removed.contains(name) {
-            return None;
+    }
+
+    fn set(&mut self, name: &'e [u8], ino: Option<u64>) {
+        if self.track {
+            self.changed.push((name, ino));
         }
-        dir.get(name).map(|e| e.ino)
     }
 }
 
@@ -622,7 +541,9 @@ impl InodeState {
     /// step checks its appends with it, so that applying them after the commit cannot fail.
     pub fn check_all(&self, entries: &[Entry], ino: u64, bounds: Bounds) -> Result<()> {
         let mut names = NameOverlay::default();
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
+            // The last entry's names need not be recorded (no allocation for one entry).
+            names.track = i + 1 < entries.len();
             self.check_in(e, ino, bounds, &mut names)?;
         }
         Ok(())
@@ -656,7 +577,7 @@ impl InodeState {
                 }
                 if pgoff
                     .checked_add(n)
-                    .is_none_or(|e| e > crate::MAX_FILE_PAGES)
+                    .is_none_or(|e| e > crate::layout::MAX_FILE_PAGES)
                 {
                     return Err(bad("write extent beyond the largest file"));
                 }
@@ -679,8 +600,7 @@ impl InodeState {
                 if names.lookup(&self.dir, name).is_some() {
                     return Err(bad("duplicate name in directory log"));
                 }
-                names.removed.remove(name.as_slice());
-                names.added.insert(name, *child);
+                names.set(name, Some(*child));
             }
             Entry::DirRemove {
                 ino: child, name, ..
@@ -691,8 +611,7 @@ impl InodeState {
                 if names.lookup(&self.dir, name) != Some(*child) {
                     return Err(bad("removal of a name the directory does not hold"));
                 }
-                names.added.remove(name.as_slice());
-                names.removed.insert(name);
+                names.set(name, None);
             }
             Entry::CacheAttach { .. } => return Err(bad("cache entry in an inode log")),
         }
@@ -889,7 +808,8 @@ impl InodeState {
     /// Whether `entries` all apply to the write cache: attachments of distinct pages not
     /// cached yet, to blocks inside the image.
     pub fn check_cache(&self, entries: &[Entry], bounds: Bounds) -> Result<()> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen =
+            std::collections::HashSet::with_capacity(entries.len().min(64).saturating_sub(1));
         for e in entries {
             let Entry::CacheAttach { pgoff, block, .. } = e else {
                 return Err(Error::corrupt(
@@ -897,10 +817,10 @@ impl InodeState {
                     "cache log",
                 ));
             };
-            if !bounds.contains(*block, 1) || *pgoff >= crate::MAX_FILE_PAGES {
+            if !bounds.contains(*block, 1) || *pgoff >= crate::layout::MAX_FILE_PAGES {
                 return Err(Error::corrupt("cache entry out of range", "cache log"));
             }
-            if self.cache.contains_key(pgoff) || !seen.insert(*pgoff) {
+            if self.cache.contains_key(pgoff) || (entries.len() > 1 && !seen.insert(*pgoff)) {
                 return Err(Error::corrupt("page cached twice", "cache log"));
             }
         }
@@ -1072,8 +992,8 @@ fn walk_log(
         }
         page = next;
     }
-    log.head = head;
-    log.tail = tail;
+    log.head_block = head;
+    log.tail_off = tail;
     log.next_seq = last_seq + 1;
     Ok(log)
 }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod gc;
+pub mod hash;
 pub mod inode;
 pub mod journal;
 pub mod layout;

@@ -8,12 +8,98 @@
 use crate::alloc::BlockAlloc;
 use crate::bugs::{self, Bug};
 use crate::error::Result;
-use crate::inode::{LogState, PageLive};
 use crate::layout::entry::Entry;
 use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
 use crate::layout::BLOCK;
 use crate::media::Media;
+
+/// Liveness of one log page, for GC (DESIGN.md §5.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageLive {
+    /// Entries in the page.
+    pub entries: u32,
+    /// Keys (file pages, names, attributes) whose current value an entry of this page set.
+    pub live: u32,
+    /// The latest logical page holding the removal of a name this page added: a prefix of
+    /// the log that drops this page must drop that page too (replaying a removal needs its
+    /// addition).
+    pub reach: u64,
+}
+
+/// Where the log of an inode stands.
+#[derive(Clone, Debug, Default)]
+pub struct LogState {
+    /// Block of the first page (0 = empty log).
+    pub head_block: u64,
+    /// Region byte offset of the committed tail (0 = empty log).
+    pub tail_off: u64,
+    /// All pages of the chain, in order.
+    pub pages: Vec<u64>,
+    /// Next entry sequence number.
+    pub next_seq: u64,
+    /// Entries in the log (live and dead), for GC decisions.
+    pub entries: u64,
+    /// Logical number of `pages[0]`: pages are numbered from the start of the chain's life,
+    /// so that dropping a prefix (fast GC) does not renumber the rest.
+    pub first: u64,
+    /// Liveness per page, parallel to `pages`.
+    pub live: Vec<PageLive>,
+    /// Entry count at which GC looks at this log again.
+    pub gc_next: u64,
+}
+
+impl LogState {
+    /// Block of the page holding the tail.
+    pub fn tail_page(&self) -> Option<u64> {
+        self.pages.last().copied()
+    }
+
+    /// Logical number of the page holding the tail.
+    pub fn tail_logical(&self) -> u64 {
+        (self.first + self.pages.len() as u64).saturating_sub(1)
+    }
+
+    /// Liveness record of logical page `at` (None when it is not in the chain).
+    pub fn page_mut(&mut self, at: u64) -> Option<&mut PageLive> {
+        let i = at.checked_sub(self.first)?;
+        self.live.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// How many leading pages a fast GC may drop: pages with no live key, never the tail
+    /// page, and only up to a point where no later page removes a name they added.
+    pub fn dead_prefix(&self) -> usize {
+        let n = self.pages.len().min(self.live.len());
+        let mut k = 0;
+        let mut reach = 0u64;
+        for i in 0..n.saturating_sub(1) {
+            let p = &self.live[i];
+            if p.live > 0 {
+                break;
+            }
+            reach = reach.max(p.reach);
+            if reach <= self.first + i as u64
+                || crate::bugs::active(crate::bugs::Bug::GcIgnoresReach)
+            {
+                k = i + 1;
+            }
+        }
+        k
+    }
+
+    /// Drop the first `k` pages from the DRAM state (after the head moved past them);
+    /// returns their blocks.
+    pub fn drop_prefix(&mut self, k: usize) -> Vec<u64> {
+        let gone: Vec<u64> = self.pages.drain(..k).collect();
+        let dead: u64 = self.live.drain(..k).map(|p| p.entries as u64).sum();
+        self.entries -= dead.min(self.entries);
+        self.first += k as u64;
+        if let Some(&h) = self.pages.first() {
+            self.head_block = h;
+        }
+        gone
+    }
+}
 
 /// Where a log's head and tail words live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,49 +154,27 @@ pub struct Staged {
     deferred_flush: Vec<(u64, u64)>,
 }
 
-/// Write `entries` after the tail of `log` (of the inode whose slot is at `slot_off`).
-/// Everything it needs is allocated first: on `NoSpace` nothing was written. `use_reserve`:
-/// the operation frees space and may use the allocator's reserve.
+/// How an append is staged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageOptions {
+    /// The change frees space (a removal, a shrink, a migration, a compaction): its log pages
+    /// may come from the allocator's reserve.
+    pub use_reserve: bool,
+    /// A chain that replaces a log (compaction): when the log is empty, its new head word is
+    /// not stored here; the commit switches head and tail together.
+    pub detached: bool,
+}
+
+/// Write `entries` after the tail of `log`, whose head and tail words are `words`, linking
+/// new log pages as needed, and flush them. Commits nothing (see the module docs). Its log
+/// pages are allocated before anything is written: on `NoSpace` nothing was.
 pub fn stage(
     media: &Media,
     alloc: &BlockAlloc,
-    slot_off: u64,
-    log: &LogState,
-    entries: &[Entry],
-    use_reserve: bool,
-) -> Result<Staged> {
-    stage_in(
-        media,
-        alloc,
-        LogWords::file(slot_off),
-        log,
-        entries,
-        use_reserve,
-    )
-}
-
-/// [`stage`] for any log (the inode's or its write cache's).
-pub fn stage_in(
-    media: &Media,
-    alloc: &BlockAlloc,
     words: LogWords,
     log: &LogState,
     entries: &[Entry],
-    use_reserve: bool,
-) -> Result<Staged> {
-    stage_chain(media, alloc, words, log, entries, use_reserve, true)
-}
-
-/// [`stage_in`]; when the log is empty and `store_head` is false, the new chain's head is
-/// not stored (a chain that replaces a log: the caller switches head and tail together).
-pub fn stage_chain(
-    media: &Media,
-    alloc: &BlockAlloc,
-    words: LogWords,
-    log: &LogState,
-    entries: &[Entry],
-    use_reserve: bool,
-    store_head: bool,
+    opts: StageOptions,
 ) -> Result<Staged> {
     // The entries are encoded into a per-thread buffer (no allocation per append); a nested
     // or interleaved use (loom schedules threads on one OS thread) falls back to a fresh one.
@@ -127,20 +191,10 @@ pub fn stage_chain(
             }
             Err(_) => &mut own,
         };
-        stage_into(
-            buf,
-            media,
-            alloc,
-            words,
-            log,
-            entries,
-            use_reserve,
-            store_head,
-        )
+        stage_into(buf, media, alloc, words, log, entries, opts)
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn stage_into(
     buf: &mut Vec<u8>,
     media: &Media,
@@ -148,14 +202,13 @@ fn stage_into(
     words: LogWords,
     log: &LogState,
     entries: &[Entry],
-    use_reserve: bool,
-    store_head: bool,
+    opts: StageOptions,
 ) -> Result<Staged> {
     // Plan placement from the entries' lengths: which entries start a new page.
-    let mut room = if log.tail == 0 {
+    let mut room = if log.tail_off == 0 {
         0
     } else {
-        ENTRY_BYTES - log.tail % BLOCK
+        ENTRY_BYTES - log.tail_off % BLOCK
     };
     let mut new_page_count = 0u64;
     // Entries (after the first page of an empty log) that start a further page.
@@ -163,7 +216,7 @@ fn stage_into(
     for (i, e) in entries.iter().enumerate() {
         let len = e.len_bytes() as u64;
         if len > room {
-            if new_page_count > 0 || log.tail != 0 {
+            if new_page_count > 0 || log.tail_off != 0 {
                 page_breaks.push(i);
             }
             new_page_count += 1;
@@ -173,20 +226,20 @@ fn stage_into(
     }
     // Logical number of the page the first entry goes to (the tail page, or the first new
     // page of an empty log).
-    let first_page = if log.tail == 0 {
+    let first_page = if log.tail_off == 0 {
         log.first + log.pages.len() as u64
     } else {
         log.tail_logical()
     };
     let mut pages = Vec::with_capacity(new_page_count as usize);
     if new_page_count > 0 {
-        for ext in alloc.alloc_with(new_page_count, use_reserve)? {
+        for ext in alloc.alloc_with(new_page_count, opts.use_reserve)? {
             pages.extend(ext.start..ext.start + ext.len);
         }
     }
     let mut new_head = None;
     let mut cur_page = log.tail_page();
-    let mut pos = log.tail;
+    let mut pos = log.tail_off;
     let mut page_iter = pages.iter().copied();
     let mut next_break = page_breaks.iter().copied().peekable();
     // Write runs of entries that share a page with one store + one flush each.
@@ -203,7 +256,7 @@ fn stage_into(
     let mut seq = log.next_seq;
     for (i, e) in entries.iter().enumerate() {
         let start = buf.len();
-        let fresh = (i == 0 && log.tail == 0) || next_break.next_if_eq(&i).is_some();
+        let fresh = (i == 0 && log.tail_off == 0) || next_break.next_if_eq(&i).is_some();
         if fresh {
             if pos > run_start_pos {
                 put(run_start_pos, &buf[run_buf_start..start])?;
@@ -233,14 +286,14 @@ fn stage_into(
     if !bugs::active(Bug::TailBeforeEntry) {
         deferred_flush.clear();
     }
-    if let (Some(h), true) = (new_head, store_head) {
+    if let (Some(h), false) = (new_head, opts.detached) {
         // Only read while the tail is non-zero, which the later tail store makes it.
         media.store_u64(words.head, h)?;
         media.flush(words.head, 8)?;
     }
     Ok(Staged {
         words,
-        old_tail: log.tail,
+        old_tail: log.tail_off,
         new_tail: pos,
         new_head,
         new_pages: pages,
@@ -290,13 +343,13 @@ impl Staged {
     /// of the entries that start a further page.
     pub fn apply(self, log: &mut LogState) -> (u64, Vec<usize>) {
         if let Some(h) = self.new_head {
-            log.head = h;
+            log.head_block = h;
         }
         log.live.resize(log.pages.len(), PageLive::default());
         log.live
             .extend(self.new_pages.iter().map(|_| PageLive::default()));
         log.pages.extend(self.new_pages);
-        log.tail = self.new_tail;
+        log.tail_off = self.new_tail;
         log.next_seq = self.next_seq;
         log.entries += self.count;
         (self.first_page, self.page_breaks)
@@ -306,8 +359,8 @@ impl Staged {
     /// before any entry is applied.
     pub fn detached_log(&self) -> LogState {
         LogState {
-            head: self.new_head.unwrap_or(0),
-            tail: self.new_tail,
+            head_block: self.new_head.unwrap_or(0),
+            tail_off: self.new_tail,
             pages: self.new_pages.clone(),
             next_seq: self.next_seq,
             entries: self.count,

@@ -109,10 +109,7 @@ impl Engine {
         check_size(media.len())?;
         let blocks_total = media.len() / BLOCK;
         let now = now_ns();
-        let mut uuid = [0u8; 16];
-        uuid[..8].copy_from_slice(&now.to_le_bytes());
-        uuid[8..]
-            .copy_from_slice(&(std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        let uuid = random_uuid(now);
         let sb = Superblock::new(blocks_total, uuid, now);
         // Clear the metadata area (the file may hold an old image).
         media.zero_nt(0, sb.first_free_block * BLOCK)?;
@@ -392,7 +389,7 @@ impl Engine {
         let with_cache: Vec<_> = self
             .cached_inodes()
             .into_iter()
-            .filter(|i| i.state.read().cache_log.tail != 0)
+            .filter(|i| i.state.read().cache_log.tail_off != 0)
             .collect();
         // First reset every failure-atomic cache: its pages were left free, and a migration
         // below may allocate them; the reset must be durable before that.
@@ -417,7 +414,7 @@ impl Engine {
         }
         for i in &with_cache {
             let mut st = i.state.write();
-            if st.cache_log.tail != 0 {
+            if st.cache_log.tail_off != 0 {
                 self.migrate_locked(i, &mut st)?;
             }
         }
@@ -474,7 +471,7 @@ impl Engine {
             mark(b, "data")?;
         }
         let mut st = st;
-        if st.cache_log.tail != 0 {
+        if st.cache_log.tail_off != 0 {
             if st.cache_atomic {
                 // Failure-atomic: discard what was not synced (nothing is marked, so the cache
                 // blocks and cache log pages come back free; the tail is reset after the walk).
@@ -687,6 +684,22 @@ impl AtomicBits {
     fn get(&self, i: u64) -> bool {
         self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
+}
+
+/// A random version-4 UUID from the kernel's random source (time and pid mixed in only if
+/// `/dev/urandom` cannot be read, e.g. in a sandbox without it).
+fn random_uuid(now: u64) -> [u8; 16] {
+    use std::io::Read;
+    let mut uuid = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut uuid));
+    if read.is_err() {
+        uuid[..8].copy_from_slice(&now.to_le_bytes());
+        uuid[8..]
+            .copy_from_slice(&(std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    }
+    uuid[6] = (uuid[6] & 0x0f) | 0x40; // version 4
+    uuid[8] = (uuid[8] & 0x3f) | 0x80; // RFC 4122 variant
+    uuid
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::inode::{Bounds, InodeState, LogState};
 use crate::journal::Journal;
 use crate::layout::entry::Entry;
 use crate::layout::BLOCK;
-use crate::log::{self, LogWords, Staged};
+use crate::log::{self, LogWords, StageOptions, Staged};
 use crate::media::Media;
 
 /// What a transaction changes of the image, beside the data it writes.
@@ -53,6 +53,11 @@ pub(crate) enum Page<'a> {
     Zero,
     /// Unmap (a hole).
     Hole,
+}
+
+/// Every block of `extents`, in order.
+fn blocks_of(extents: &[Extent]) -> impl Iterator<Item = u64> + '_ {
+    extents.iter().flat_map(|e| e.start..e.start + e.len)
 }
 
 /// One commit word of a transaction and what its commit makes true.
@@ -86,6 +91,8 @@ enum Part {
         new_head: u64,
         pages: usize,
     },
+    /// A part of a committed transaction already applied.
+    Applied,
     /// Compaction: a fresh chain replaces the log (head and tail words together). `fresh` is
     /// the state the chain rebuilds, checked against the live one at prepare.
     ReplaceLog {
@@ -105,6 +112,7 @@ impl Part {
             | Part::ResetCache { ino, .. }
             | Part::DropPrefix { ino, .. }
             | Part::ReplaceLog { ino, .. } => *ino,
+            Part::Applied => u64::MAX,
         }
     }
 
@@ -114,7 +122,7 @@ impl Part {
             Part::Append { staged, .. } | Part::AppendCache { staged, .. } => {
                 out.push((staged.tail_addr(), staged.old_tail))
             }
-            Part::NewLog { .. } => {}
+            Part::NewLog { .. } | Part::Applied => {}
             Part::ResetCache { .. } | Part::DropPrefix { .. } => {
                 unreachable!("single-part transactions")
             }
@@ -127,13 +135,13 @@ impl Part {
 
     /// Whether the part has a commit word (a new inode's log has none).
     fn has_word(&self) -> bool {
-        !matches!(self, Part::NewLog { .. })
+        !matches!(self, Part::NewLog { .. } | Part::Applied)
     }
 
     /// Store (and flush) this part's commit words; the caller fences.
     fn store(&self, media: &Media) -> Result<()> {
         match self {
-            Part::NewLog { .. } => Ok(()),
+            Part::NewLog { .. } | Part::Applied => Ok(()),
             Part::Append { staged, .. } | Part::AppendCache { staged, .. } => {
                 staged.store_tail(media)
             }
@@ -164,7 +172,7 @@ impl Part {
             | Part::NewLog { staged, .. }
             | Part::AppendCache { staged, .. }
             | Part::ReplaceLog { staged, .. } => staged.abort(blocks),
-            Part::ResetCache { .. } | Part::DropPrefix { .. } => {}
+            Part::ResetCache { .. } | Part::DropPrefix { .. } | Part::Applied => {}
         }
     }
 }
@@ -181,7 +189,56 @@ pub struct Txn<'e> {
     data: Vec<Extent>,
     /// Inode numbers taken for the change.
     inos: Vec<u64>,
-    parts: Vec<Part>,
+    parts: Parts,
+}
+
+/// The parts of a transaction: most changes have one, kept inline (no allocation).
+#[derive(Default)]
+enum Parts {
+    #[default]
+    Empty,
+    One(Part),
+    Many(Vec<Part>),
+}
+
+impl Parts {
+    fn push(&mut self, p: Part) {
+        match self {
+            Parts::Empty => *self = Parts::One(p),
+            Parts::One(_) => {
+                if let Parts::One(a) = std::mem::take(self) {
+                    *self = Parts::Many(vec![a, p]);
+                }
+            }
+            Parts::Many(v) => v.push(p),
+        }
+    }
+
+    fn as_slice(&self) -> &[Part] {
+        match self {
+            Parts::Empty => &[],
+            Parts::One(p) => std::slice::from_ref(p),
+            Parts::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Part] {
+        match self {
+            Parts::Empty => &mut [],
+            Parts::One(p) => std::slice::from_mut(p),
+            Parts::Many(v) => v,
+        }
+    }
+
+    /// Every part, by value (the list left empty).
+    fn drain(&mut self) -> impl Iterator<Item = Part> {
+        let (one, many) = match std::mem::take(self) {
+            Parts::Empty => (None, Vec::new()),
+            Parts::One(p) => (Some(p), Vec::new()),
+            Parts::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many)
+    }
 }
 
 impl<'e> Txn<'e> {
@@ -209,7 +266,7 @@ impl<'e> Txn<'e> {
             frees_space: false,
             data: Vec::new(),
             inos: Vec::new(),
-            parts: Vec::new(),
+            parts: Parts::Empty,
         }
     }
 
@@ -227,10 +284,21 @@ impl<'e> Txn<'e> {
 
     /// Allocate `n` data blocks, owned by the transaction until it commits.
     pub fn alloc_blocks(&mut self, n: u64) -> Result<Vec<u64>> {
+        let first = self.alloc_extents(n)?;
+        Ok(blocks_of(&self.data[first..]).collect())
+    }
+
+    /// Allocate `n` data blocks as extents appended to `self.data`; returns the index of the
+    /// first new extent.
+    fn alloc_extents(&mut self, n: u64) -> Result<usize> {
         let ext = self.store.blocks.alloc_with(n, self.frees_space)?;
-        let blocks = ext.iter().flat_map(|e| e.start..e.start + e.len).collect();
-        self.data.extend(ext);
-        Ok(blocks)
+        let first = self.data.len();
+        if self.data.is_empty() {
+            self.data = ext; // no copy (the common case: one allocation per change)
+        } else {
+            self.data.extend(ext);
+        }
+        Ok(first)
     }
 
     /// Write `pages` copy-on-write into new blocks (non-temporal stores, durable at the
@@ -259,9 +327,9 @@ impl<'e> Txn<'e> {
                 }
             }
         }
-        let fresh = self.alloc_blocks(need - in_place.len() as u64)?;
+        let first = self.alloc_extents(need - in_place.len() as u64)?;
         let mut reuse = in_place.clone().into_iter();
-        let mut blocks = fresh.into_iter();
+        let mut blocks = blocks_of(&self.data[first..]);
         let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
         let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
             entries.push(Entry::Write {
@@ -321,7 +389,7 @@ impl<'e> Txn<'e> {
             return Ok(());
         }
         st.check_all(&entries, ino, self.store.bounds)?;
-        let staged = self.stage(LogWords::file(slot_off), &st.log, &entries, true)?;
+        let staged = self.stage(LogWords::file(slot_off), &st.log, &entries)?;
         self.parts.push(Part::Append {
             ino,
             staged,
@@ -340,7 +408,7 @@ impl<'e> Txn<'e> {
         entries: Vec<Entry>,
     ) -> Result<(u64, u64)> {
         st.check_all(&entries, ino, self.store.bounds)?;
-        let staged = self.stage(LogWords::file(slot_off), &st.log, &entries, false)?;
+        let staged = self.stage_detached(LogWords::file(slot_off), &st.log, &entries)?;
         let words = (staged.new_head.unwrap_or(0), staged.new_tail);
         self.parts.push(Part::NewLog {
             ino,
@@ -359,7 +427,7 @@ impl<'e> Txn<'e> {
         entries: Vec<Entry>,
     ) -> Result<()> {
         st.check_cache(&entries, self.store.bounds)?;
-        let staged = self.stage(LogWords::cache(slot_off), &st.cache_log, &entries, true)?;
+        let staged = self.stage(LogWords::cache(slot_off), &st.cache_log, &entries)?;
         self.parts.push(Part::AppendCache {
             ino,
             staged,
@@ -405,7 +473,7 @@ impl<'e> Txn<'e> {
             next_seq: st.log.next_seq,
             ..LogState::default()
         };
-        let staged = self.stage(LogWords::file(slot_off), &fresh_log, entries, false)?;
+        let staged = self.stage_detached(LogWords::file(slot_off), &fresh_log, entries)?;
         let slot: crate::layout::inode::InodeSlot = match self.store.media.read_pod(slot_off) {
             Ok(s) => s,
             Err(e) => {
@@ -448,28 +516,47 @@ impl<'e> Txn<'e> {
         self.parts.push(Part::ReplaceLog {
             ino,
             staged,
-            old: (st.log.head, st.log.tail),
+            old: (st.log.head_block, st.log.tail_off),
             fresh: Box::new(fresh),
         });
         Ok(true)
     }
 
-    /// Stage on one log (a new chain's head is stored now only when `store_head`).
-    fn stage(
+    /// Stage on one log (a new chain's head word is stored now: the log's tail commit makes
+    /// it read).
+    fn stage(&mut self, words: LogWords, log: &LogState, entries: &[Entry]) -> Result<Staged> {
+        self.stage_with(words, log, entries, false)
+    }
+
+    /// Stage a chain whose head word the commit stores (a new inode's log, in its slot; a
+    /// compaction's chain, switched with the tail).
+    fn stage_detached(
         &mut self,
         words: LogWords,
         log: &LogState,
         entries: &[Entry],
-        store_head: bool,
     ) -> Result<Staged> {
-        log::stage_chain(
+        self.stage_with(words, log, entries, true)
+    }
+
+    fn stage_with(
+        &mut self,
+        words: LogWords,
+        log: &LogState,
+        entries: &[Entry],
+        detached: bool,
+    ) -> Result<Staged> {
+        let opts = StageOptions {
+            use_reserve: self.frees_space,
+            detached,
+        };
+        log::stage(
             self.store.media,
             self.store.blocks,
             words,
             log,
             entries,
-            self.frees_space,
-            store_head,
+            opts,
         )
     }
 
@@ -480,11 +567,21 @@ impl<'e> Txn<'e> {
     pub fn commit(mut self) -> Result<Committed> {
         let media = self.store.media;
         let parts = std::mem::take(&mut self.parts);
-        if !parts.is_empty() {
+        if !parts.as_slice().is_empty() {
             media.mark(self.mark);
         }
-        let words: Vec<&Part> = parts.iter().filter(|p| p.has_word()).collect();
-        let res = match words.as_slice() {
+        // The parts with a commit word (no allocation when there is one, as in most changes).
+        let mut words: Vec<&Part> = Vec::new();
+        let single;
+        let all = parts.as_slice();
+        let words: &[&Part] = if all.iter().filter(|p| p.has_word()).count() == 1 {
+            single = all.iter().find(|p| p.has_word());
+            std::slice::from_ref(single.as_ref().expect("counted"))
+        } else {
+            words.extend(all.iter().filter(|p| p.has_word()));
+            &words
+        };
+        let res = match words {
             [] => Ok(()),
             [one @ (Part::Append { staged, .. } | Part::AppendCache { staged, .. })] => {
                 if matches!(one, Part::AppendCache { .. })
@@ -530,7 +627,6 @@ impl<'e> Txn<'e> {
                     p.undo(&mut undo);
                 }
                 let Some(journal) = self.store.journal else {
-                    drop(words);
                     self.parts = parts;
                     return Err(Error::InvalidArgument(
                         "a transaction of several commit words without a journal".into(),
@@ -539,7 +635,6 @@ impl<'e> Txn<'e> {
                 match journal.begin(media, &undo) {
                     // Nothing was stored: the preparation is given back below.
                     Err(e) => {
-                        drop(words);
                         self.parts = parts;
                         return Err(e);
                     }
@@ -554,7 +649,6 @@ impl<'e> Txn<'e> {
                 }
             }
         };
-        drop(words);
         if let Err(e) = res {
             // The state of the commit words is unknown: keep every block allocated (recovery
             // rebuilds the allocator from what the image reaches).
@@ -565,15 +659,16 @@ impl<'e> Txn<'e> {
         }
         self.data.clear();
         self.inos.clear();
-        Ok(Committed {
-            parts: parts.into_iter().map(Some).collect(),
-        })
+        Ok(Committed { parts })
     }
 }
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        for p in self.parts.drain(..) {
+        if matches!(self.parts, Parts::Empty) && self.data.is_empty() && self.inos.is_empty() {
+            return; // committed (or never prepared anything)
+        }
+        for p in self.parts.drain() {
             p.abort(self.store.blocks);
         }
         self.store.blocks.free_extents(&self.data);
@@ -589,7 +684,8 @@ impl Drop for Txn<'_> {
 /// prepared against (the caller still holds those inodes' write locks).
 #[must_use = "the DRAM state is behind the image until every part is applied"]
 pub struct Committed {
-    parts: Vec<Option<Part>>,
+    /// Parts not applied yet (applied ones are replaced by `Part::Applied`).
+    parts: Parts,
 }
 
 /// What applying one inode's parts changed.
@@ -612,18 +708,23 @@ impl Committed {
     /// prepare checked every entry against this state.
     pub fn apply(&mut self, blocks: &BlockAlloc, ino: u64, st: &mut InodeState) -> Applied {
         let mut out = Applied::default();
-        for slot in self.parts.iter_mut() {
-            if slot.as_ref().is_none_or(|p| p.ino() != ino) {
+        for slot in self.parts.as_mut_slice() {
+            if matches!(slot, Part::Applied) || slot.ino() != ino {
                 continue;
             }
-            match slot.take().expect("checked") {
+            match std::mem::replace(slot, Part::Applied) {
+                Part::Applied => {}
                 Part::Append {
                     staged, entries, ..
                 } => {
                     out.log_pages_added.extend_from_slice(&staged.new_pages);
                     st.apply_staged(staged, &entries, &mut out.freed);
                     out.appended = true;
-                    out.entries.extend(entries);
+                    if out.entries.is_empty() {
+                        out.entries = entries; // no copy
+                    } else {
+                        out.entries.extend(entries);
+                    }
                 }
                 Part::NewLog {
                     staged, entries, ..
@@ -675,7 +776,10 @@ impl Committed {
 
     /// Whether every part was applied.
     pub fn is_applied(&self) -> bool {
-        self.parts.iter().all(Option::is_none)
+        self.parts
+            .as_slice()
+            .iter()
+            .all(|p| matches!(p, Part::Applied))
     }
 }
 
@@ -827,7 +931,7 @@ mod tests {
         assert_eq!(a.dir.get(&b"x"[..]).map(|e| e.ino), Some(5));
         assert_eq!(b.dir.get(&b"y"[..]).map(|e| e.ino), Some(6));
         let tail = f.media.load_u64(LogWords::file(3 * BLOCK).tail).unwrap();
-        assert_eq!(tail, a.log.tail);
+        assert_eq!(tail, a.log.tail_off);
         assert_ne!(tail, 0);
         let js: crate::layout::journal::JournalSlot = f.media.read_pod(2 * BLOCK).unwrap();
         assert_eq!(js.commit, 0, "journal slot retired");

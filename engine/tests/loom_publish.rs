@@ -147,7 +147,7 @@ fn replay(e: &Engine, ino: u64, slot_off: u64) -> InodeState {
 fn assert_matches_log(e: &Engine, ino: u64, slot_off: u64, st: &InodeState) {
     let tail = e.media().load_u64(slot_off + TAIL_OFFSET).unwrap();
     assert_eq!(
-        tail, st.log.tail,
+        tail, st.log.tail_off,
         "persistent tail differs from the DRAM tail"
     );
     let r = replay(e, ino, slot_off);

@@ -42,7 +42,7 @@ pub fn layout(fs: &Fs, p: &str) -> L {
     L {
         ino,
         slot_off: i.slot_off,
-        tail: st.log.tail,
+        tail: st.log.tail_off,
         pages: st.log.pages.clone(),
         next_seq: st.log.next_seq,
         map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),

@@ -75,7 +75,7 @@ fn image(dir: &TempDir, in_dir: &str, child: &str) -> PathBuf {
     let i = fs.engine().inode(fs.resolve(in_dir).unwrap()).unwrap();
     let (slot_off, tail, seq) = {
         let st = i.state.read();
-        (i.slot_off, st.log.tail, st.log.next_seq)
+        (i.slot_off, st.log.tail_off, st.log.next_seq)
     };
     fs.unmount().unwrap();
     let mut buf = Vec::new();

@@ -185,6 +185,23 @@ impl RawRegion {
                 self.flush(off, (a_start - start) as u64, FlushKind::detect());
             }
             let mut i = a_start;
+            // A cache line (four 16-byte stores) per iteration: a third of the instructions of
+            // one store per iteration for a 4 KiB page (callgrind).
+            while i + 64 <= a_end {
+                // SAFETY: `i` is 16-aligned and `i + 64 <= a_end <= end <= len` (bounds checked
+                // by the caller); the source indices `i - start .. +64` are within `data`.
+                unsafe {
+                    let src = data.as_ptr().add(i - start) as *const __m128i;
+                    let dst = self.ptr.add(i) as *mut __m128i;
+                    let (a, b) = (_mm_loadu_si128(src), _mm_loadu_si128(src.add(1)));
+                    let (c, d) = (_mm_loadu_si128(src.add(2)), _mm_loadu_si128(src.add(3)));
+                    _mm_stream_si128(dst, a);
+                    _mm_stream_si128(dst.add(1), b);
+                    _mm_stream_si128(dst.add(2), c);
+                    _mm_stream_si128(dst.add(3), d);
+                }
+                i += 64;
+            }
             while i < a_end {
                 // SAFETY: `i` is 16-aligned and `i + 16 <= end <= len` (bounds checked by the
                 // caller); the source slice index `i - start .. +16` is within `data`.

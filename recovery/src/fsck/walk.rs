@@ -596,8 +596,8 @@ impl Walker<'_, '_> {
             }
         }
         self.out.log = LogState {
-            head: if tail == 0 { 0 } else { r.head },
-            tail,
+            head_block: if tail == 0 { 0 } else { r.head },
+            tail_off: tail,
             pages: self.pages,
             next_seq: self.last_seq + 1,
             entries: self.entries,

@@ -1,0 +1,27 @@
+//! A hasher for `u64` keys that are already well spread (inode numbers, file page numbers):
+//! one multiply instead of SipHash. Not for keys an attacker chooses to collide (the engine's
+//! keys come from its own allocators and from page offsets, both bounded).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+/// Hashes a `u64` with one multiply (Fibonacci hashing); other inputs byte by byte.
+#[derive(Default, Clone, Copy)]
+pub struct U64Hasher(u64);
+
+impl std::hash::Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by inode or page numbers.
+pub type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;

@@ -1,0 +1,82 @@
+//! Instructions per engine operation, for `valgrind --tool=callgrind` (stable on noisy
+//! machines, unlike time). Each operation kind runs `N` times inside its own function
+//! (`op_write4k`, `op_write64`, `op_create`, `op_rename`, `op_unlink`, `op_setattr`), so that
+//! callgrind's `--toggle-collect` counts exactly those calls:
+//!
+//! ```sh
+//! cargo build --release -p novafs-tools --example opcount
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*op_write4k*' \
+//!     target/release/examples/opcount /dev/shm/opcount.img 2000
+//! ```
+//! Instructions per operation = the collected total / N. One image per run (overwritten).
+
+use novafs::{FormatOptions, Fs};
+
+#[inline(never)]
+fn op_write4k(f: &novafs::File, n: u64, buf: &[u8]) {
+    for i in 0..n {
+        f.write_at(buf, (i % 64) * 4096).expect("write_at");
+    }
+}
+
+#[inline(never)]
+fn op_write64(f: &novafs::File, n: u64, buf: &[u8]) {
+    for i in 0..n {
+        f.write_at(&buf[..64], (i % 4096) * 64).expect("write_at");
+    }
+}
+
+#[inline(never)]
+fn op_create(fs: &Fs, n: u64) {
+    for i in 0..n {
+        drop(fs.create(format!("/d/f{i}")).expect("create"));
+    }
+}
+
+#[inline(never)]
+fn op_rename(fs: &Fs, n: u64) {
+    for i in 0..n {
+        fs.rename(format!("/d/f{i}"), format!("/d/g{i}"))
+            .expect("rename");
+    }
+}
+
+#[inline(never)]
+fn op_unlink(fs: &Fs, n: u64) {
+    for i in 0..n {
+        fs.remove_file(format!("/d/g{i}")).expect("unlink");
+    }
+}
+
+#[inline(never)]
+fn op_setattr(f: &novafs::File, n: u64) {
+    for i in 0..n {
+        f.set_len(4096 * 64 + (i % 2)).expect("set_len");
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let img = args.next().unwrap_or_else(|| "/dev/shm/opcount.img".into());
+    let n: u64 = args
+        .next()
+        .map_or(2000, |s| s.parse().expect("N: a number"));
+    let opts = FormatOptions {
+        overwrite: true,
+        ..FormatOptions::default()
+    };
+    let fs = Fs::format(&img, 256 << 20, &opts).expect("format");
+    fs.create_dir("/d").expect("mkdir");
+    let f = fs.create("/file").expect("create");
+    let buf = vec![7u8; 4096];
+    f.set_len(4096 * 64).expect("set_len");
+    op_write4k(&f, n, &buf);
+    op_write64(&f, n, &buf);
+    op_setattr(&f, n);
+    op_create(&fs, n);
+    op_rename(&fs, n);
+    op_unlink(&fs, n);
+    drop(f);
+    fs.unmount().expect("unmount");
+    println!("{n} of each: write4k write64 setattr create rename unlink");
+}
