@@ -34,6 +34,8 @@
 mod dir;
 mod file;
 mod path;
+#[cfg(feature = "redb")]
+mod redb_backend;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -47,6 +49,8 @@ pub use novafs_engine::{
     Kind, LogStats, MapMode, MediaMode, MountOptions, MountReport, RenameFlags, Result, SetAttr,
     StatFs, WritebackConfig, BLOCK, NAME_MAX, ROOT_INO,
 };
+#[cfg(feature = "redb")]
+pub use redb_backend::RedbBackend;
 
 /// A mounted novafs image.
 ///
