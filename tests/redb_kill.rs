@@ -5,11 +5,13 @@
 //! every acknowledged transaction is there, the one in flight wholly or not at all, and
 //! nothing else.
 
+mod cause;
+use cause::cause;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use novafs::{Error, FormatOptions, Fs, MountOptions, RedbBackend};
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions, RedbBackend};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const CHILD_ENV: &str = "NOVAFS_REDB_KILL_CHILD_IMAGE";
@@ -32,7 +34,7 @@ fn value(n: u64) -> Vec<u8> {
 fn open_retry(image: &std::path::Path) -> Fs {
     let t = Instant::now();
     loop {
-        match Fs::open(image, &MountOptions::default()) {
+        match cause(Fs::open(image, &MountOptions::default())) {
             Ok(fs) => return fs,
             Err(Error::ImageInUse { .. }) if t.elapsed() < Duration::from_secs(5) => {
                 std::thread::sleep(Duration::from_millis(2))

@@ -5,12 +5,14 @@
 #[expect(dead_code, reason = "the example's main is not called here")]
 mod wal;
 
+mod cause;
+use cause::cause;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use novafs::{Error, FormatOptions, Fs, MountOptions};
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 use wal::Wal;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -164,7 +166,7 @@ const ROUNDS: u32 = 60;
 fn open_retry(image: &std::path::Path) -> Fs {
     let t = Instant::now();
     loop {
-        match Fs::open(image, &MountOptions::default()) {
+        match cause(Fs::open(image, &MountOptions::default())) {
             Ok(fs) => return fs,
             Err(Error::ImageInUse { .. }) if t.elapsed() < Duration::from_secs(5) => {
                 std::thread::sleep(Duration::from_millis(2))
