@@ -5,9 +5,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use novafs_engine::{DirEntry as RawDirEntry, Engine, Result};
+use novafs_engine::{DirEntry as RawDirEntry, Engine};
 
-use crate::{FileType, Metadata};
+use crate::{Error, FileType, Metadata, Result};
 
 /// The entries of a directory, from [`crate::Fs::read_dir`] (without `.` and `..`, in no
 /// particular order). A snapshot taken by the call: entries added or removed later are not
@@ -74,9 +74,11 @@ impl DirEntry {
 
     /// Metadata of the entry itself (a symlink is not followed, as `std::fs::DirEntry`).
     pub fn metadata(&self) -> Result<Metadata> {
-        Ok(Metadata {
-            attr: self.engine.getattr(self.raw.ino)?,
-        })
+        let attr = self
+            .engine
+            .getattr(self.raw.ino)
+            .map_err(|e| Error::at(e, "read metadata of", &self.path))?;
+        Ok(Metadata { attr })
     }
 
     /// Inode number (`std::os::unix::fs::DirEntryExt::ino`).

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use novafs_engine::inode::Inode;
-use novafs_engine::{Engine, Error, Kind, MapMode, Result, SetAttr};
+use novafs_engine::{Engine, Error as EngineError, Kind, MapMode, SetAttr};
 
-use crate::{path, Metadata};
+use crate::{path, Error, Metadata, Result};
 
 /// Options for opening a file, like `std::fs::OpenOptions`.
 #[derive(Clone, Debug)]
@@ -77,7 +77,8 @@ impl OpenOptions {
     /// The combinations `std::fs::OpenOptions` refuses on Unix (`EINVAL`, `InvalidInput`):
     /// no access at all; `truncate`, `create` or `create_new` without `write` or `append`;
     /// `append` with `truncate` (unless `create_new`).
-    fn validate(&self) -> Result<()> {
+    fn validate(&self) -> novafs_engine::Result<()> {
+        use novafs_engine::Error;
         let writable = self.write || self.append;
         if !self.read && !writable {
             return Err(Error::InvalidArgument(
@@ -100,8 +101,15 @@ impl OpenOptions {
     /// Open `p` with these options. Creating a file (`create`, `create_new`) and truncating
     /// one are each atomic and durable on return.
     pub fn open(&self, p: impl AsRef<Path>) -> Result<File> {
+        let p = p.as_ref();
+        self.open_engine(p)
+            .map_err(|e| Error::at(e, "open file", p))
+    }
+
+    fn open_engine(&self, p: &Path) -> novafs_engine::Result<File> {
+        use novafs_engine::Error;
         use std::os::unix::ffi::OsStrExt;
-        let bytes = p.as_ref().as_os_str().as_bytes();
+        let bytes = p.as_os_str().as_bytes();
         let writable = self.write || self.append;
         self.validate()?;
         let e = &self.engine;
@@ -134,8 +142,8 @@ impl OpenOptions {
             return Err(Error::IsADirectory);
         }
         // A file this open just created is empty already: no log entry for it.
-        if self.truncate && !self.create_new && !file.metadata()?.is_empty() {
-            file.set_len(0)?;
+        if self.truncate && !self.create_new && file.inode.state.read().attr.size != 0 {
+            file.set_len_engine(0)?;
         }
         Ok(file)
     }
@@ -166,11 +174,11 @@ impl File {
         self.inode.ino
     }
 
-    fn need_write(&self) -> Result<()> {
+    fn need_write(&self) -> novafs_engine::Result<()> {
         if self.write {
             Ok(())
         } else {
-            Err(Error::BadHandle("not opened for writing"))
+            Err(EngineError::BadHandle("not opened for writing"))
         }
     }
 
@@ -178,10 +186,10 @@ impl File {
     /// consistent snapshot: a concurrent write is wholly in it or not.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         if !self.read {
-            return Err(Error::BadHandle("not opened for reading"));
+            return Err(EngineError::BadHandle("not opened for reading").into());
         }
         let st = self.inode.state.read();
-        self.engine.read_locked(&st, offset, buf)
+        Ok(self.engine.read_locked(&st, offset, buf)?)
     }
 
     /// Fill `buf` from `offset`, or fail with `UnexpectedEof` (`io::ErrorKind::UnexpectedEof`)
@@ -189,7 +197,7 @@ impl File {
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let n = self.read_at(buf, offset)?;
         if n < buf.len() {
-            return Err(Error::UnexpectedEof);
+            return Err(EngineError::UnexpectedEof.into());
         }
         Ok(())
     }
@@ -207,11 +215,15 @@ impl File {
     /// appends never interleave); returns the offset it landed at.
     pub fn append(&self, buf: &[u8]) -> Result<u64> {
         self.need_write()?;
-        self.engine.write_inode(&self.inode, None, buf)
+        Ok(self.engine.write_inode(&self.inode, None, buf)?)
     }
 
     /// Truncate or extend (holes read as zeros). Atomic and durable on return.
     pub fn set_len(&self, len: u64) -> Result<()> {
+        Ok(self.set_len_engine(len)?)
+    }
+
+    fn set_len_engine(&self, len: u64) -> novafs_engine::Result<()> {
         self.need_write()?;
         self.engine
             .setattr(
@@ -228,7 +240,7 @@ impl File {
     /// on return.
     pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;
-        self.engine.punch_hole(self.inode.ino, offset, len)
+        Ok(self.engine.punch_hole(self.inode.ino, offset, len)?)
     }
 
     /// Zero a range and back it with zero-filled blocks (`fallocate(FALLOC_FL_ZERO_RANGE)`),
@@ -236,15 +248,16 @@ impl File {
     /// (then the range stops at the end of the file).
     pub fn zero_range(&self, offset: u64, len: u64, keep_size: bool) -> Result<()> {
         self.need_write()?;
-        self.engine
-            .zero_range(self.inode.ino, offset, len, keep_size)
+        Ok(self
+            .engine
+            .zero_range(self.inode.ino, offset, len, keep_size)?)
     }
 
     /// Allocate zeroed blocks for a range, extending the file if needed (fallocate). Atomic
     /// and durable on return.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
         self.need_write()?;
-        self.engine.allocate(self.inode.ino, offset, len)
+        Ok(self.engine.allocate(self.inode.ino, offset, len)?)
     }
 
     /// Everything written through `write_at` is already durable; this also migrates the pages
@@ -252,10 +265,10 @@ impl File {
     pub fn sync_all(&self) -> Result<()> {
         // Like fsync(2) on any descriptor: pages dirtied through mappings are written back too.
         match self.engine.cache_sync(&self.inode) {
-            Ok(()) | Err(Error::ReadOnly) => {}
-            Err(e) => return Err(e),
+            Ok(()) | Err(EngineError::ReadOnly) => {}
+            Err(e) => return Err(e.into()),
         }
-        self.engine.sync_media()
+        Ok(self.engine.sync_media()?)
     }
 
     /// Same as [`File::sync_all`].
@@ -268,11 +281,12 @@ impl File {
     /// file with [`File::set_len`] first. Writing needs a handle opened for writing.
     pub fn map(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
         let size = self.metadata()?.len();
-        let end = offset.checked_add(len).ok_or(Error::FileTooLarge)?;
+        let end = offset.checked_add(len).ok_or(EngineError::FileTooLarge)?;
         if len == 0 || end > size {
-            return Err(Error::InvalidArgument(format!(
+            return Err(EngineError::InvalidArgument(format!(
                 "map of [{offset}, {end}) outside the file (length {size})"
-            )));
+            ))
+            .into());
         }
         let inode = self.engine.open_inode(self.inode.ino)?;
         Ok(Mapping {
@@ -312,13 +326,16 @@ impl io::Write for &File {
     /// Writes all of `buf` at the cursor (at the end of file in append mode) in one atomic,
     /// durable commit.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.need_write()?;
+        self.need_write().map_err(Error::from)?;
         let at = if self.append {
             None
         } else {
             Some(self.pos.load(Ordering::Acquire))
         };
-        let off = self.engine.write_inode(&self.inode, at, buf)?;
+        let off = self
+            .engine
+            .write_inode(&self.inode, at, buf)
+            .map_err(Error::from)?;
         self.pos.store(off + buf.len() as u64, Ordering::Release);
         Ok(buf.len())
     }
@@ -410,10 +427,10 @@ impl Mapping {
         self.mode
     }
 
-    fn range(&self, at: u64, n: u64) -> Result<u64> {
+    fn range(&self, at: u64, n: u64) -> novafs_engine::Result<u64> {
         match at.checked_add(n) {
             Some(end) if end <= self.len => Ok(self.offset + at),
-            _ => Err(Error::InvalidArgument(format!(
+            _ => Err(EngineError::InvalidArgument(format!(
                 "access [{at}, {}) outside the mapping of {} bytes",
                 at.saturating_add(n),
                 self.len
@@ -425,27 +442,27 @@ impl Mapping {
     pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize> {
         let off = self.range(at, buf.len() as u64)?;
         let st = self.inode.state.read();
-        self.engine.read_locked(&st, off, buf)
+        Ok(self.engine.read_locked(&st, off, buf)?)
     }
 
     /// Store `data` at mapping offset `at` (durable after [`Mapping::persist`]).
     pub fn write_at(&self, data: &[u8], at: u64) -> Result<()> {
         if !self.writable {
-            return Err(Error::BadHandle("mapping of a read-only handle"));
+            return Err(EngineError::BadHandle("mapping of a read-only handle").into());
         }
         let off = self.range(at, data.len() as u64)?;
-        self.engine.cache_write(&self.inode, off, data, self.mode)
+        Ok(self.engine.cache_write(&self.inode, off, data, self.mode)?)
     }
 
     /// Make the stores in `[at, at + len)` durable: flush + fence.
     pub fn persist(&self, at: u64, len: u64) -> Result<()> {
         let off = self.range(at, len)?;
-        self.engine.cache_persist(&self.inode, off, len)
+        Ok(self.engine.cache_persist(&self.inode, off, len)?)
     }
 
     /// msync: migrate every cached page of the file into its file map, atomically.
     pub fn sync(&self) -> Result<()> {
-        self.engine.cache_sync(&self.inode)
+        Ok(self.engine.cache_sync(&self.inode)?)
     }
 }
 

@@ -32,8 +32,11 @@
 //! ```
 
 mod dir;
+mod error;
 mod file;
 mod path;
+#[cfg(feature = "redb")]
+mod redb_backend;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -41,12 +44,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use dir::{DirEntry, ReadDir};
+pub use error::{EngineError, Error, Result};
 pub use file::{File, Mapping, OpenOptions};
 pub use novafs_engine::{
-    self as engine, Attr, DirEntry as RawDirEntry, Engine, Error, FormatOptions, GcConfig, GcStats,
-    Kind, LogStats, MapMode, MediaMode, MountOptions, MountReport, RenameFlags, Result, SetAttr,
-    StatFs, WritebackConfig, BLOCK, NAME_MAX, ROOT_INO,
+    self as engine, Attr, DirEntry as RawDirEntry, Engine, FormatOptions, GcConfig, GcStats, Kind,
+    LogStats, MapMode, MediaMode, MountOptions, MountReport, RenameFlags, SetAttr, StatFs,
+    WritebackConfig, BLOCK, NAME_MAX, ROOT_INO,
 };
+#[cfg(feature = "redb")]
+pub use redb_backend::RedbBackend;
 
 /// A mounted novafs image.
 ///
@@ -200,7 +206,9 @@ impl Fs {
     /// [`FormatOptions::overwrite`] is set. Durable on return (a crash during format leaves a
     /// file that is not a novafs image: the superblock is written last).
     pub fn format(image: impl AsRef<Path>, size_bytes: u64, opts: &FormatOptions) -> Result<Fs> {
-        let engine = Engine::format(image.as_ref(), size_bytes, opts)?;
+        let image = image.as_ref();
+        let engine = Engine::format(image, size_bytes, opts)
+            .map_err(|e| Error::at(e, "format image", image))?;
         engine.start_writeback(WritebackConfig::default());
         Ok(Fs {
             engine,
@@ -215,7 +223,9 @@ impl Fs {
     /// image's exclusive lock: while another mount holds it, `ImageInUse { pid }` names the
     /// holder. An empty or foreign file is `NotNovafs`.
     pub fn open(image: impl AsRef<Path>, opts: &MountOptions) -> Result<Fs> {
-        let (engine, report) = novafs_recovery::open(image.as_ref(), opts)?;
+        let image = image.as_ref();
+        let (engine, report) =
+            novafs_recovery::open(image, opts).map_err(|e| Error::at(e, "mount image", image))?;
         engine.start_writeback(opts.writeback.clone());
         Ok(Fs { engine, report })
     }
@@ -237,12 +247,12 @@ impl Fs {
         let missing_or_empty = || match std::fs::metadata(image) {
             Ok(m) => Ok(m.len() == 0),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(Error::Io(e)),
+            Err(e) => Err(Error::at(e, "mount image", image)),
         };
         if missing_or_empty()? {
             match Fs::format(image, size_bytes, &format) {
                 // Formatted by another process meanwhile: mount that image.
-                Err(Error::AlreadyExists) => {}
+                Err(e) if matches!(e.engine_error(), EngineError::AlreadyExists) => {}
                 r => return r,
             }
         }
@@ -274,7 +284,7 @@ impl Fs {
     /// while handles or clones of this `Fs` still exist: those fail every call afterwards
     /// with `Unmounted`. Durable on return.
     pub fn unmount(self) -> Result<()> {
-        self.engine.unmount()
+        Ok(self.engine.unmount()?)
     }
 
     /// Stop without a clean unmount, as if the process had been killed: the next mount runs
@@ -285,18 +295,21 @@ impl Fs {
 
     /// Resolve a path to its inode (following symlinks; a read).
     pub fn resolve(&self, p: impl AsRef<Path>) -> Result<u64> {
-        path::resolve(&self.engine, bytes(p.as_ref()), true)
+        let p = p.as_ref();
+        path::resolve(&self.engine, bytes(p), true).map_err(|e| Error::at(e, "resolve", p))
     }
 
     /// Create (or truncate) a file for writing, like `std::fs::File::create`. The create
     /// and the truncate are each atomic and durable on return (two commits when an existing
     /// file is truncated; use [`Fs::write`] to replace contents in one).
     pub fn create(&self, p: impl AsRef<Path>) -> Result<File> {
+        let p = p.as_ref();
         self.open_options()
             .write(true)
             .create(true)
             .truncate(true)
             .open(p)
+            .map_err(|e| Error::at(e, "create file", p))
     }
 
     /// Open an existing file for reading and writing (changes nothing on the image).
@@ -312,12 +325,17 @@ impl Fs {
     /// Read a whole file: one consistent snapshot (the inode's shared lock is held for the
     /// copy, so a concurrent write is wholly in it or wholly not).
     pub fn read(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
-        let f = self.open_options().read(true).open(p)?;
-        let len = f.metadata()?.len();
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::FileTooLarge)?];
-        let n = f.read_at(&mut buf, 0)?;
-        buf.truncate(n);
-        Ok(buf)
+        let p = p.as_ref();
+        let read = || -> Result<Vec<u8>> {
+            let f = self.open_options().read(true).open(p)?;
+            let len = f.metadata()?.len();
+            let len = usize::try_from(len).map_err(|_| EngineError::FileTooLarge)?;
+            let mut buf = vec![0u8; len];
+            let n = f.read_at(&mut buf, 0)?;
+            buf.truncate(n);
+            Ok(buf)
+        };
+        read().map_err(|e| Error::at(e, "read file", p))
     }
 
     /// Replace a file's contents with `data` (the file is created, mode 0644, if missing;
@@ -329,7 +347,13 @@ impl Fs {
     /// its old contents (or does not exist, if it did not) or all of `data`: never a mix,
     /// never empty in between.
     pub fn write(&self, p: impl AsRef<Path>, data: &[u8]) -> Result<()> {
-        let p = bytes(p.as_ref());
+        let p = p.as_ref();
+        self.write_engine(bytes(p), data)
+            .map_err(|e| Error::at(e, "write file", p))
+    }
+
+    fn write_engine(&self, p: &[u8], data: &[u8]) -> novafs_engine::Result<()> {
+        use novafs_engine::Error;
         // A name created by someone else between the lookup and the create: look again (a
         // few times; a name that keeps appearing and vanishing ends in NotFound).
         for _ in 0..3 {
@@ -359,16 +383,27 @@ impl Fs {
 
     /// Create a directory with the given mode. Atomic and durable on return.
     pub fn create_dir_mode(&self, p: impl AsRef<Path>, mode: u32) -> Result<Metadata> {
-        let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
-        let attr = self.engine.mkdir(parent, &name, mode, 0, 0)?;
+        let p = p.as_ref();
+        let mkdir = || {
+            let (parent, name) = path::resolve_parent(&self.engine, bytes(p))?;
+            self.engine.mkdir(parent, &name, mode, 0, 0)
+        };
+        let attr = mkdir().map_err(|e| Error::at(e, "create directory", p))?;
         Ok(Metadata { attr })
     }
 
     /// Create a directory and all missing parents. Each directory's creation is atomic and
     /// durable on return; the whole is not (a crash may leave a prefix of the parents).
     pub fn create_dir_all(&self, p: impl AsRef<Path>) -> Result<()> {
+        let p = p.as_ref();
+        self.create_dir_all_engine(bytes(p))
+            .map_err(|e| Error::at(e, "create directory", p))
+    }
+
+    fn create_dir_all_engine(&self, p: &[u8]) -> novafs_engine::Result<()> {
+        use novafs_engine::Error;
         let mut cur = ROOT_INO;
-        for comp in bytes(p.as_ref()).split(|&b| b == b'/') {
+        for comp in p.split(|&b| b == b'/') {
             if comp.is_empty() || comp == b"." {
                 continue;
             }
@@ -389,27 +424,35 @@ impl Fs {
     /// The entries of a directory (without `.` and `..`, in no particular order), like
     /// `std::fs::read_dir`: a snapshot taken by this call.
     pub fn read_dir(&self, p: impl AsRef<Path>) -> Result<ReadDir> {
-        let ino = self.resolve(p.as_ref())?;
-        let entries = self.engine.readdir(ino)?;
-        Ok(ReadDir::new(
-            self.engine.clone(),
-            p.as_ref().to_path_buf(),
-            entries,
-        ))
+        let p = p.as_ref();
+        let list = || {
+            let ino = path::resolve(&self.engine, bytes(p), true)?;
+            self.engine.readdir(ino)
+        };
+        let entries = list().map_err(|e| Error::at(e, "read directory", p))?;
+        Ok(ReadDir::new(self.engine.clone(), p.to_path_buf(), entries))
     }
 
     /// Remove a file or symlink. Atomic and durable on return (the name and, with another
     /// link left, the link count change in one journaled commit); the space of a last link
     /// is free at once, or at the last close of an open file.
     pub fn remove_file(&self, p: impl AsRef<Path>) -> Result<()> {
-        let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
-        self.engine.unlink(parent, &name)
+        let p = p.as_ref();
+        let unlink = || {
+            let (parent, name) = path::resolve_parent(&self.engine, bytes(p))?;
+            self.engine.unlink(parent, &name)
+        };
+        unlink().map_err(|e| Error::at(e, "remove file", p))
     }
 
     /// Remove an empty directory. Atomic and durable on return.
     pub fn remove_dir(&self, p: impl AsRef<Path>) -> Result<()> {
-        let (parent, name) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
-        self.engine.rmdir(parent, &name)
+        let p = p.as_ref();
+        let rmdir = || {
+            let (parent, name) = path::resolve_parent(&self.engine, bytes(p))?;
+            self.engine.rmdir(parent, &name)
+        };
+        rmdir().map_err(|e| Error::at(e, "remove directory", p))
     }
 
     /// Rename, replacing an existing target by POSIX rules. Atomic and durable on return:
@@ -427,26 +470,38 @@ impl Fs {
         to: impl AsRef<Path>,
         flags: RenameFlags,
     ) -> Result<()> {
-        let (sp, sn) = path::resolve_parent(&self.engine, bytes(from.as_ref()))?;
-        let (dp, dn) = path::resolve_parent(&self.engine, bytes(to.as_ref()))?;
-        self.engine.rename(sp, &sn, dp, &dn, flags)
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let rename = || {
+            let (sp, sn) = path::resolve_parent(&self.engine, bytes(from))?;
+            let (dp, dn) = path::resolve_parent(&self.engine, bytes(to))?;
+            self.engine.rename(sp, &sn, dp, &dn, flags)
+        };
+        rename().map_err(|e| Error::at2(e, "rename", from, to))
     }
 
     /// Make `link` a new name for the file at `original`. Atomic and durable on return (the
     /// name and the link count in one journaled commit).
     pub fn hard_link(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
-        let ino = path::resolve(&self.engine, bytes(original.as_ref()), false)?;
-        let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
-        self.engine.link(ino, dp, &dn).map(|_| ())
+        let (original, link) = (original.as_ref(), link.as_ref());
+        let hard_link = || {
+            let ino = path::resolve(&self.engine, bytes(original), false)?;
+            let (dp, dn) = path::resolve_parent(&self.engine, bytes(link))?;
+            self.engine.link(ino, dp, &dn).map(|_| ())
+        };
+        hard_link().map_err(|e| Error::at2(e, "hard link", original, link))
     }
 
     /// Create a symbolic link at `link` pointing to `target`. Atomic and durable on return:
     /// the link appears with its target.
     pub fn symlink(&self, target: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
-        let (dp, dn) = path::resolve_parent(&self.engine, bytes(link.as_ref()))?;
-        self.engine
-            .symlink(dp, &dn, bytes(target.as_ref()), 0, 0)
-            .map(|_| ())
+        let (target, link) = (target.as_ref(), link.as_ref());
+        let symlink = || {
+            let (dp, dn) = path::resolve_parent(&self.engine, bytes(link))?;
+            self.engine
+                .symlink(dp, &dn, bytes(target), 0, 0)
+                .map(|_| ())
+        };
+        symlink().map_err(|e| Error::at2(e, "create symlink", link, target))
     }
 
     /// Create a FIFO, socket or device node (`mknod(2)`): `kind` is one of
@@ -455,32 +510,52 @@ impl Fs {
     /// otherwise. Atomic and durable on return. Such an inode has metadata and no data: reading
     /// and writing it is the kernel's business (through a FUSE mount), not the library's.
     pub fn mknod(&self, p: impl AsRef<Path>, kind: FileType, mode: u32, rdev: u64) -> Result<()> {
-        let (dp, dn) = path::resolve_parent(&self.engine, bytes(p.as_ref()))?;
-        self.engine
-            .mknod(dp, &dn, kind.into(), mode, 0, 0, rdev)
-            .map(|_| ())
+        let p = p.as_ref();
+        let mknod = || {
+            let (dp, dn) = path::resolve_parent(&self.engine, bytes(p))?;
+            self.engine
+                .mknod(dp, &dn, kind.into(), mode, 0, 0, rdev)
+                .map(|_| ())
+        };
+        mknod().map_err(|e| Error::at(e, "create node", p))
     }
 
     /// The target of a symbolic link (a read: changes nothing).
     pub fn read_link(&self, p: impl AsRef<Path>) -> Result<Vec<u8>> {
-        let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
-        self.engine.readlink(ino)
+        let p = p.as_ref();
+        let readlink = || {
+            let ino = path::resolve(&self.engine, bytes(p), false)?;
+            self.engine.readlink(ino)
+        };
+        readlink().map_err(|e| Error::at(e, "read link", p))
     }
 
     /// Metadata, following symlinks (a read: changes nothing).
     pub fn metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
-        let ino = self.resolve(p)?;
-        Ok(Metadata {
-            attr: self.engine.getattr(ino)?,
-        })
+        self.stat(p.as_ref(), true)
+    }
+
+    fn stat(&self, p: &Path, follow: bool) -> Result<Metadata> {
+        let stat = || {
+            let ino = path::resolve(&self.engine, bytes(p), follow)?;
+            self.engine.getattr(ino)
+        };
+        let attr = stat().map_err(|e| Error::at(e, "read metadata of", p))?;
+        Ok(Metadata { attr })
+    }
+
+    /// `setattr` on the inode `p` names (following symlinks), with context.
+    fn set_attr(&self, p: &Path, op: &'static str, set: &SetAttr) -> Result<()> {
+        let setattr = || {
+            let ino = path::resolve(&self.engine, bytes(p), true)?;
+            self.engine.setattr(ino, set).map(|_| ())
+        };
+        setattr().map_err(|e| Error::at(e, op, p))
     }
 
     /// Metadata of the path itself (a symlink is not followed; a read).
     pub fn symlink_metadata(&self, p: impl AsRef<Path>) -> Result<Metadata> {
-        let ino = path::resolve(&self.engine, bytes(p.as_ref()), false)?;
-        Ok(Metadata {
-            attr: self.engine.getattr(ino)?,
-        })
+        self.stat(p.as_ref(), false)
     }
 
     /// Whether the path exists (false also after unmount).
@@ -490,31 +565,21 @@ impl Fs {
 
     /// Set permission bits. Atomic and durable on return.
     pub fn set_permissions(&self, p: impl AsRef<Path>, mode: u32) -> Result<()> {
-        let ino = self.resolve(p)?;
-        self.engine
-            .setattr(
-                ino,
-                &SetAttr {
-                    mode: Some(mode),
-                    ..SetAttr::default()
-                },
-            )
-            .map(|_| ())
+        let set = SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        };
+        self.set_attr(p.as_ref(), "set permissions of", &set)
     }
 
     /// Set owner and group (both in one commit). Atomic and durable on return.
     pub fn set_owner(&self, p: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        let ino = self.resolve(p)?;
-        self.engine
-            .setattr(
-                ino,
-                &SetAttr {
-                    uid,
-                    gid,
-                    ..SetAttr::default()
-                },
-            )
-            .map(|_| ())
+        let set = SetAttr {
+            uid,
+            gid,
+            ..SetAttr::default()
+        };
+        self.set_attr(p.as_ref(), "set owner of", &set)
     }
 
     /// Set access and modification times (both in one commit). Atomic and durable on
@@ -525,22 +590,21 @@ impl Fs {
         accessed: Option<SystemTime>,
         modified: Option<SystemTime>,
     ) -> Result<()> {
+        let p = p.as_ref();
         let ns = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
-                .map_err(|_| Error::InvalidArgument("time before 1970".into()))
+                .map_err(|_| {
+                    let e = EngineError::InvalidArgument("time before 1970".into());
+                    Error::at(e, "set times of", p)
+                })
         };
-        let ino = self.resolve(p)?;
-        self.engine
-            .setattr(
-                ino,
-                &SetAttr {
-                    atime_ns: accessed.map(ns).transpose()?,
-                    mtime_ns: modified.map(ns).transpose()?,
-                    ..SetAttr::default()
-                },
-            )
-            .map(|_| ())
+        let set = SetAttr {
+            atime_ns: accessed.map(ns).transpose()?,
+            mtime_ns: modified.map(ns).transpose()?,
+            ..SetAttr::default()
+        };
+        self.set_attr(p, "set times of", &set)
     }
 
     /// Blocks and inodes, total and free (a read).
@@ -554,6 +618,6 @@ impl Fs {
     /// mode.
     pub fn sync(&self) -> Result<()> {
         self.engine.check_mounted()?;
-        self.engine.sync()
+        Ok(self.engine.sync()?)
     }
 }

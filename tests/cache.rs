@@ -1,9 +1,11 @@
 //! The per-inode persistent write cache: MAP_SYNC semantics, failure-atomic mode, migration
 //! on sync / writeback / unmount / recovery, and every coherence rule.
 
+mod cause;
+use cause::cause;
 use std::time::{Duration, Instant};
 
-use novafs::{Error, FormatOptions, Fs, MapMode, MountOptions, WritebackConfig};
+use novafs::{EngineError as Error, FormatOptions, Fs, MapMode, MountOptions, WritebackConfig};
 
 fn fresh(size: u64) -> (tempfile::TempDir, std::path::PathBuf, Fs) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -156,7 +158,7 @@ fn coherence_write_at_truncate_punch_and_two_mappings() {
     assert_eq!(data[2 * 4096], b'R');
     // A store beyond the new end is refused, not silently lost.
     assert!(matches!(
-        m1.write_at(b"Z", 3 * 4096),
+        cause(m1.write_at(b"Z", 3 * 4096)),
         Err(Error::InvalidArgument(_))
     ));
     // Punch over a cached page.
@@ -259,22 +261,25 @@ fn mapping_errors() {
     let f = rw(&fs, "/e");
     f.set_len(100).unwrap();
     assert!(matches!(
-        f.map(0, 0, MapMode::Sync),
+        cause(f.map(0, 0, MapMode::Sync)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        f.map(50, 100, MapMode::Sync),
+        cause(f.map(50, 100, MapMode::Sync)),
         Err(Error::InvalidArgument(_))
     ));
     let m = f.map(0, 100, MapMode::Sync).unwrap();
     assert!(matches!(
-        m.write_at(b"xx", 99),
+        cause(m.write_at(b"xx", 99)),
         Err(Error::InvalidArgument(_))
     ));
     drop(m);
     let r = fs.open_options().read(true).open("/e").unwrap();
     let m = r.map(0, 100, MapMode::Sync).unwrap();
-    assert!(matches!(m.write_at(b"x", 0), Err(Error::BadHandle(_))));
+    assert!(matches!(
+        cause(m.write_at(b"x", 0)),
+        Err(Error::BadHandle(_))
+    ));
     let mut b = [1u8; 100];
     assert_eq!(m.read_at(&mut b, 0).unwrap(), 100);
     assert_eq!(b, [0u8; 100]);

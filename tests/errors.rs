@@ -1,8 +1,10 @@
 //! One test per error kind: typed, mapped to errno, and nothing half-done.
 
+mod cause;
+use cause::cause;
 use std::io::{Seek, SeekFrom, Write};
 
-use novafs::{Error, FormatOptions, Fs, MountOptions};
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 
 fn fresh(size: u64) -> (tempfile::TempDir, std::path::PathBuf, Fs) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -11,28 +13,43 @@ fn fresh(size: u64) -> (tempfile::TempDir, std::path::PathBuf, Fs) {
     (dir, img, fs)
 }
 
-fn errno(e: Error) -> i32 {
-    e.errno()
+fn errno(e: impl Into<novafs::Error>) -> i32 {
+    e.into().errno()
 }
 
 #[test]
 fn not_found_exists_not_dir_is_dir_not_empty() {
     let (_d, _img, fs) = fresh(8 << 20);
-    assert!(matches!(fs.metadata("/nope"), Err(Error::NotFound)));
+    assert!(matches!(cause(fs.metadata("/nope")), Err(Error::NotFound)));
     assert_eq!(errno(fs.remove_file("/nope").unwrap_err()), libc::ENOENT);
     fs.create_dir("/d").unwrap();
-    assert!(matches!(fs.create_dir("/d"), Err(Error::AlreadyExists)));
-    fs.write("/d/f", b"x").unwrap();
-    assert!(matches!(fs.create_dir("/d/f/g"), Err(Error::NotADirectory)));
-    assert!(matches!(fs.remove_file("/d"), Err(Error::IsADirectory)));
-    assert!(matches!(fs.remove_dir("/d"), Err(Error::DirectoryNotEmpty)));
-    assert!(matches!(fs.remove_dir("/d/f"), Err(Error::NotADirectory)));
     assert!(matches!(
-        fs.open_options().create_new(true).write(true).open("/d/f"),
+        cause(fs.create_dir("/d")),
+        Err(Error::AlreadyExists)
+    ));
+    fs.write("/d/f", b"x").unwrap();
+    assert!(matches!(
+        cause(fs.create_dir("/d/f/g")),
+        Err(Error::NotADirectory)
+    ));
+    assert!(matches!(
+        cause(fs.remove_file("/d")),
+        Err(Error::IsADirectory)
+    ));
+    assert!(matches!(
+        cause(fs.remove_dir("/d")),
+        Err(Error::DirectoryNotEmpty)
+    ));
+    assert!(matches!(
+        cause(fs.remove_dir("/d/f")),
+        Err(Error::NotADirectory)
+    ));
+    assert!(matches!(
+        cause(fs.open_options().create_new(true).write(true).open("/d/f")),
         Err(Error::AlreadyExists)
     ));
     assert!(matches!(
-        fs.open_options().write(true).open("/d"),
+        cause(fs.open_options().write(true).open("/d")),
         Err(Error::IsADirectory)
     ));
     let io: std::io::Error = Error::NotFound.into();
@@ -47,22 +64,34 @@ fn names_and_paths() {
     let (_d, _img, fs) = fresh(8 << 20);
     let long = "x".repeat(256);
     assert!(matches!(
-        fs.create_dir(format!("/{long}")),
+        cause(fs.create_dir(format!("/{long}"))),
         Err(Error::NameTooLong(256))
     ));
     let ok = "y".repeat(255);
     fs.create_dir(format!("/{ok}")).unwrap();
     assert!(fs.exists(format!("/{ok}")));
-    assert!(matches!(fs.create_dir(""), Err(Error::InvalidPath(_))));
-    assert!(matches!(fs.create_dir("/"), Err(Error::InvalidPath(_))));
-    assert!(matches!(fs.remove_dir("/.."), Err(Error::InvalidPath(_))));
+    assert!(matches!(
+        cause(fs.create_dir("")),
+        Err(Error::InvalidPath(_))
+    ));
+    assert!(matches!(
+        cause(fs.create_dir("/")),
+        Err(Error::InvalidPath(_))
+    ));
+    assert!(matches!(
+        cause(fs.remove_dir("/..")),
+        Err(Error::InvalidPath(_))
+    ));
     assert_eq!(errno(fs.create_dir("/a\0b").unwrap_err()), libc::EINVAL);
     // Any bytes but '/' and NUL.
     use std::os::unix::ffi::OsStrExt;
     let odd = std::ffi::OsStr::from_bytes(b"/\xff\x01 \xc3\xa9\n");
     fs.write(odd, b"odd").unwrap();
     assert_eq!(fs.read(odd).unwrap(), b"odd");
-    assert!(matches!(fs.rename("/", "/z"), Err(Error::InvalidPath(_))));
+    assert!(matches!(
+        cause(fs.rename("/", "/z")),
+        Err(Error::InvalidPath(_))
+    ));
 }
 
 #[test]
@@ -70,36 +99,42 @@ fn rename_rules() {
     let (_d, _img, fs) = fresh(8 << 20);
     fs.create_dir_all("/a/b/c").unwrap();
     assert!(matches!(
-        fs.rename("/a", "/a/b/c/x"),
+        cause(fs.rename("/a", "/a/b/c/x")),
         Err(Error::RenameIntoSelf)
     ));
     assert_eq!(errno(Error::RenameIntoSelf), libc::EINVAL);
     fs.write("/f", b"1").unwrap();
-    assert!(matches!(fs.rename("/a", "/f"), Err(Error::NotADirectory)));
-    assert!(matches!(fs.rename("/f", "/a"), Err(Error::IsADirectory)));
+    assert!(matches!(
+        cause(fs.rename("/a", "/f")),
+        Err(Error::NotADirectory)
+    ));
+    assert!(matches!(
+        cause(fs.rename("/f", "/a")),
+        Err(Error::IsADirectory)
+    ));
     fs.create_dir("/e").unwrap();
     assert!(matches!(
-        fs.rename("/e", "/a"),
+        cause(fs.rename("/e", "/a")),
         Err(Error::DirectoryNotEmpty)
     ));
     fs.rename("/a/b", "/e").unwrap(); // over an empty directory
     assert!(fs.metadata("/e/c").unwrap().is_dir());
     assert!(matches!(
-        fs.rename_with(
+        cause(fs.rename_with(
             "/f",
             "/e",
             novafs::RenameFlags {
                 noreplace: true,
                 ..Default::default()
             }
-        ),
+        )),
         Err(Error::AlreadyExists)
     ));
     fs.write("/g", b"2").unwrap();
     fs.rename("/f", "/g").unwrap();
     assert_eq!(fs.read("/g").unwrap(), b"1");
     assert!(matches!(
-        fs.hard_link("/e", "/e2"),
+        cause(fs.hard_link("/e", "/e2")),
         Err(Error::NotPermitted(_))
     ));
 }
@@ -117,21 +152,24 @@ fn no_space_is_clean_and_recoverable() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, Error::NoSpace), "{err:?}");
+    assert!(matches!(cause(&err), Error::NoSpace), "{err:?}");
     assert_eq!(errno(err), libc::ENOSPC);
     // Nothing half-done: the file holds exactly the successful writes.
     assert_eq!(f.metadata().unwrap().len(), written);
     // Every other operation fails cleanly too (or succeeds if it needs no new block).
     let mut created = 0;
     for i in 0..2000 {
-        match fs.create(format!("/n{i}")) {
+        match cause(fs.create(format!("/n{i}"))) {
             Ok(_) => created += 1,
             Err(Error::NoSpace) | Err(Error::NoInodes) => break,
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
     let _ = created;
-    assert!(matches!(f.write_at(&chunk, written), Err(Error::NoSpace)));
+    assert!(matches!(
+        cause(f.write_at(&chunk, written)),
+        Err(Error::NoSpace)
+    ));
     drop(f);
     // Deleting frees the space at once.
     fs.remove_file("/big").unwrap();
@@ -168,7 +206,7 @@ fn no_space_is_clean_and_recoverable() {
 #[test]
 fn image_in_use() {
     let (_d, img, fs) = fresh(4 << 20);
-    match Fs::open(&img, &MountOptions::default()) {
+    match cause(Fs::open(&img, &MountOptions::default())) {
         Err(e @ Error::ImageInUse { pid }) => {
             // The holder is this process (the lock is per open file, not per process).
             assert_eq!(pid, Some(std::process::id()), "{e}");
@@ -199,7 +237,7 @@ fn unmount_releases_the_lock_and_stale_handles_fail_every_call() {
     assert!(again.mount_report().clean);
     assert_eq!(again.read("/f").unwrap(), b"hello");
     // Every call through what outlived the unmount fails with Unmounted, reads included.
-    let unmounted = |r: Result<(), Error>, what: &str| match r {
+    let unmounted = |r: novafs::Result<()>, what: &str| match cause(r) {
         Err(Error::Unmounted) => {}
         other => panic!("{what}: expected Unmounted, got {other:?}"),
     };
@@ -233,14 +271,14 @@ fn format_refuses_an_existing_file_unless_overwrite() {
     let other = dir.path().join("precious.txt");
     std::fs::write(&other, b"not an image").unwrap();
     let r = Fs::format(&other, 4 << 20, &FormatOptions::default());
-    assert!(matches!(r, Err(Error::AlreadyExists)), "{r:?}");
+    assert!(matches!(cause(&r), Err(Error::AlreadyExists)), "{r:?}");
     assert_eq!(std::fs::read(&other).unwrap(), b"not an image");
     // A foreign file is not a novafs image (not "corrupt"), and so is an empty one.
     for bytes in [&b"not an image"[..], &[], &[7u8; 8192][..]] {
         std::fs::write(&other, bytes).unwrap();
         let r = Fs::open(&other, &MountOptions::default());
         assert!(
-            matches!(r, Err(Error::NotNovafs)),
+            matches!(cause(&r), Err(Error::NotNovafs)),
             "{} bytes: {r:?}",
             bytes.len()
         );
@@ -252,7 +290,7 @@ fn format_refuses_an_existing_file_unless_overwrite() {
         .unmount()
         .unwrap();
     let r = Fs::format(&other, 4 << 20, &FormatOptions::default());
-    assert!(matches!(r, Err(Error::AlreadyExists)), "{r:?}");
+    assert!(matches!(cause(&r), Err(Error::AlreadyExists)), "{r:?}");
     let opts = FormatOptions {
         overwrite: true,
         ..FormatOptions::default()
@@ -284,7 +322,7 @@ fn open_or_format() {
         .unwrap();
     std::fs::write(&img, b"someone else's file").unwrap();
     let r = Fs::open_or_format(&img, 4 << 20, &opts);
-    assert!(matches!(r, Err(Error::NotNovafs)), "{r:?}");
+    assert!(matches!(cause(&r), Err(Error::NotNovafs)), "{r:?}");
     assert_eq!(std::fs::read(&img).unwrap(), b"someone else's file");
 }
 
@@ -305,7 +343,7 @@ fn unsupported_version_and_bad_magic() {
     sb.version = 99;
     sb.csum = novafs::engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
     patch(&img, 0, bytemuck::bytes_of(&sb));
-    match Fs::open(&img, &MountOptions::default()) {
+    match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::UnsupportedVersion {
             found: 99,
             supported: 2,
@@ -315,20 +353,20 @@ fn unsupported_version_and_bad_magic() {
     let junk = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
     std::fs::write(junk.path(), vec![0x5a; 2 << 20]).unwrap();
     assert!(matches!(
-        Fs::open(junk.path(), &MountOptions::default()),
+        cause(Fs::open(junk.path(), &MountOptions::default())),
         Err(Error::NotNovafs)
     ));
     // Too short to be an image: foreign (NotNovafs), unless it starts like one (a truncated
     // image is Corrupt).
     std::fs::write(junk.path(), b"tiny").unwrap();
     assert!(matches!(
-        Fs::open(junk.path(), &MountOptions::default()),
+        cause(Fs::open(junk.path(), &MountOptions::default())),
         Err(Error::NotNovafs)
     ));
     let head = std::fs::read(&img).unwrap()[..8192].to_vec();
     std::fs::write(junk.path(), head).unwrap();
     assert!(matches!(
-        Fs::open(junk.path(), &MountOptions::default()),
+        cause(Fs::open(junk.path(), &MountOptions::default())),
         Err(Error::Corrupt { .. })
     ));
 }
@@ -346,7 +384,7 @@ fn superblock_replica_repairs_primary_and_both_bad_is_an_error() {
     let len = std::fs::metadata(&img).unwrap().len();
     patch(&img, 20, &[0xff]);
     patch(&img, len - 4096 + 20, &[0xff]);
-    match Fs::open(&img, &MountOptions::default()) {
+    match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::Corrupt { what, location }) => {
             assert!(what.contains("superblock"), "{what}");
             assert!(location.contains("block 0"), "{location}");
@@ -360,15 +398,24 @@ fn handles_check_access() {
     let (_d, _img, fs) = fresh(4 << 20);
     fs.write("/f", b"abc").unwrap();
     let r = fs.open_options().read(true).open("/f").unwrap();
-    assert!(matches!(r.write_at(b"x", 0), Err(Error::BadHandle(_))));
+    assert!(matches!(
+        cause(r.write_at(b"x", 0)),
+        Err(Error::BadHandle(_))
+    ));
     let w = fs.open_options().write(true).open("/f").unwrap();
     let mut b = [0u8; 1];
-    assert!(matches!(w.read_at(&mut b, 0), Err(Error::BadHandle(_))));
     assert!(matches!(
-        fs.open_options().open("/f"),
+        cause(w.read_at(&mut b, 0)),
+        Err(Error::BadHandle(_))
+    ));
+    assert!(matches!(
+        cause(fs.open_options().open("/f")),
         Err(Error::InvalidArgument(_))
     ));
-    assert!(matches!(w.allocate(0, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        cause(w.allocate(0, 0)),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -382,7 +429,7 @@ fn read_only_mount_refuses_changes() {
     };
     let fs = Fs::open(&img, &ro).unwrap();
     assert_eq!(fs.read("/f").unwrap(), b"abc");
-    assert!(matches!(fs.create_dir("/d"), Err(Error::ReadOnly)));
+    assert!(matches!(cause(fs.create_dir("/d")), Err(Error::ReadOnly)));
     assert_eq!(errno(Error::ReadOnly), libc::EROFS);
     drop(fs);
     // The read-only session left the image clean.
@@ -395,15 +442,18 @@ fn loops_huge_files_and_strict_dax() {
     let (_d, img, fs) = fresh(4 << 20);
     fs.symlink("/l2", "/l1").unwrap();
     fs.symlink("/l1", "/l2").unwrap();
-    assert!(matches!(fs.metadata("/l1"), Err(Error::Loop)));
+    assert!(matches!(cause(fs.metadata("/l1")), Err(Error::Loop)));
     assert_eq!(errno(Error::Loop), libc::ELOOP);
     assert!(fs.symlink_metadata("/l1").unwrap().is_symlink());
     let f = fs.create("/f").unwrap();
     assert!(matches!(
-        f.write_at(b"x", u64::MAX - 1),
+        cause(f.write_at(b"x", u64::MAX - 1)),
         Err(Error::FileTooLarge)
     ));
-    assert!(matches!(f.set_len(1 << 60), Err(Error::FileTooLarge)));
+    assert!(matches!(
+        cause(f.set_len(1 << 60)),
+        Err(Error::FileTooLarge)
+    ));
     assert_eq!(errno(Error::FileTooLarge), libc::EFBIG);
     drop(f);
     fs.unmount().unwrap();
@@ -414,7 +464,7 @@ fn loops_huge_files_and_strict_dax() {
         ..MountOptions::default()
     };
     assert!(matches!(
-        Fs::open(&img, &strict),
+        cause(Fs::open(&img, &strict)),
         Err(Error::DaxUnavailable)
     ));
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
@@ -488,7 +538,7 @@ fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
         staged.apply(&mut st.log);
     }
     fs.crash();
-    match Fs::open(&img, &MountOptions::default()) {
+    match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::Corrupt { what, .. }) => assert!(what.contains("link count"), "{what}"),
         other => panic!("a wrong link count mounted: {other:?}"),
     }
@@ -505,7 +555,7 @@ fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
         bytemuck::bytes_of(&sb),
     );
     assert!(matches!(
-        Fs::open(&img, &MountOptions::default()),
+        cause(Fs::open(&img, &MountOptions::default())),
         Err(Error::Corrupt { .. })
     ));
 }
@@ -517,7 +567,7 @@ fn read_exact_at_past_the_end_is_unexpected_eof() {
     let f = fs.open_options().read(true).open("/f").unwrap();
     let mut buf = [0u8; 4];
     let e = f.read_exact_at(&mut buf, 0).unwrap_err();
-    assert!(matches!(e, Error::UnexpectedEof), "{e:?}");
+    assert!(matches!(cause(&e), Error::UnexpectedEof), "{e:?}");
     let io: std::io::Error = e.into();
     assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
     let mut buf = [0u8; 3];
@@ -530,7 +580,7 @@ fn open_options_are_validated_as_std_does() {
     let (_d, _img, fs) = fresh(4 << 20);
     fs.write("/f", b"abc").unwrap();
     let invalid = |o: &novafs::OpenOptions, what: &str| match o.open("/f") {
-        Err(e @ Error::InvalidArgument(_)) => {
+        Err(e) if matches!(cause(&e), Error::InvalidArgument(_)) => {
             assert_eq!(e.errno(), libc::EINVAL);
             let io: std::io::Error = e.into();
             assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput, "{what}");
@@ -574,11 +624,13 @@ fn open_options_are_validated_as_std_does() {
         .open("/h")
         .unwrap();
     assert!(matches!(
-        fs.open_options()
-            .append(true)
-            .truncate(true)
-            .create_new(true)
-            .open("/f"),
+        cause(
+            fs.open_options()
+                .append(true)
+                .truncate(true)
+                .create_new(true)
+                .open("/f")
+        ),
         Err(Error::AlreadyExists)
     ));
     // Same answers as std on a real file (InvalidInput; std's messages carry no errno).
@@ -602,4 +654,293 @@ fn open_options_are_validated_as_std_does() {
         .open(&real)
         .unwrap_err();
     assert_eq!(std_err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// Facade calls that take a path say which operation failed on which path; the kind, the
+/// errno and the typed cause stay what the engine said.
+#[test]
+fn errors_name_the_operation_and_the_path() {
+    use std::io::ErrorKind;
+    let (_d, img, fs) = fresh(8 << 20);
+    fs.create_dir("/d").unwrap();
+    fs.write("/d/f", b"x").unwrap();
+    /// (error, operation, path, second path, errno, kind)
+    type Case<'a> = (
+        novafs::Error,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        i32,
+        ErrorKind,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            fs.metadata("/nope/x").unwrap_err(),
+            "read metadata of",
+            "/nope/x",
+            None,
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.symlink_metadata("/nope").unwrap_err(),
+            "read metadata of",
+            "/nope",
+            None,
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.open_file("/d/missing").unwrap_err(),
+            "open file",
+            "/d/missing",
+            None,
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.create("/d").unwrap_err(),
+            "create file",
+            "/d",
+            None,
+            libc::EISDIR,
+            ErrorKind::IsADirectory,
+        ),
+        (
+            fs.create_dir("/d").unwrap_err(),
+            "create directory",
+            "/d",
+            None,
+            libc::EEXIST,
+            ErrorKind::AlreadyExists,
+        ),
+        (
+            fs.create_dir_all("/d/f/g").unwrap_err(),
+            "create directory",
+            "/d/f/g",
+            None,
+            libc::ENOTDIR,
+            ErrorKind::NotADirectory,
+        ),
+        (
+            fs.remove_file("/d").unwrap_err(),
+            "remove file",
+            "/d",
+            None,
+            libc::EISDIR,
+            ErrorKind::IsADirectory,
+        ),
+        (
+            fs.remove_dir("/d").unwrap_err(),
+            "remove directory",
+            "/d",
+            None,
+            libc::ENOTEMPTY,
+            ErrorKind::DirectoryNotEmpty,
+        ),
+        (
+            fs.rename("/d/nope", "/e").unwrap_err(),
+            "rename",
+            "/d/nope",
+            Some("/e"),
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.hard_link("/d", "/d2").unwrap_err(),
+            "hard link",
+            "/d",
+            Some("/d2"),
+            libc::EPERM,
+            ErrorKind::PermissionDenied,
+        ),
+        (
+            fs.symlink("/t", "/d/f").unwrap_err(),
+            "create symlink",
+            "/d/f",
+            Some("/t"),
+            libc::EEXIST,
+            ErrorKind::AlreadyExists,
+        ),
+        (
+            fs.read_dir("/d/f").unwrap_err(),
+            "read directory",
+            "/d/f",
+            None,
+            libc::ENOTDIR,
+            ErrorKind::NotADirectory,
+        ),
+        (
+            fs.read("/d").unwrap_err(),
+            "read file",
+            "/d",
+            None,
+            libc::EISDIR,
+            ErrorKind::IsADirectory,
+        ),
+        (
+            fs.write("/nope/f", b"x").unwrap_err(),
+            "write file",
+            "/nope/f",
+            None,
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.read_link("/d/f").unwrap_err(),
+            "read link",
+            "/d/f",
+            None,
+            libc::EINVAL,
+            ErrorKind::InvalidInput,
+        ),
+        (
+            fs.set_permissions("/nope", 0o600).unwrap_err(),
+            "set permissions of",
+            "/nope",
+            None,
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.resolve("/d/f/x").unwrap_err(),
+            "resolve",
+            "/d/f/x",
+            None,
+            libc::ENOTDIR,
+            ErrorKind::NotADirectory,
+        ),
+        (
+            Fs::open(&img, &MountOptions::default()).unwrap_err(),
+            "mount image",
+            img.to_str().unwrap(),
+            None,
+            libc::EBUSY,
+            ErrorKind::ResourceBusy,
+        ),
+        (
+            Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap_err(),
+            "format image",
+            img.to_str().unwrap(),
+            None,
+            libc::EBUSY,
+            ErrorKind::ResourceBusy,
+        ),
+    ];
+    for (e, op, path, to, errno, kind) in cases {
+        let msg = e.to_string();
+        let expect = match to {
+            None => format!("failed to {op} `{path}`: {}", e.engine_error()),
+            Some(to) => format!("failed to {op} `{path}` to `{to}`: {}", e.engine_error()),
+        };
+        assert_eq!(msg, expect);
+        assert_eq!(e.operation(), Some(op), "{msg}");
+        assert_eq!(e.path(), Some(std::path::Path::new(path)), "{msg}");
+        assert_eq!(e.second_path(), to.map(std::path::Path::new), "{msg}");
+        assert_eq!(e.errno(), errno, "{msg}");
+        assert_eq!(e.raw_os_error(), Some(errno), "{msg}");
+        assert_eq!(e.kind(), kind, "{msg}");
+        // The kind is the errno's, as before; into io::Error: the errno and the kind.
+        assert_eq!(e.kind(), e.engine_error().io_kind(), "{msg}");
+        let io: std::io::Error = e.into();
+        assert_eq!(io.raw_os_error(), Some(errno), "{msg}");
+        assert_eq!(io.kind(), kind, "{msg}");
+    }
+    // Handle calls carry no path: the message is the cause's.
+    let f = fs.open_options().read(true).open("/d/f").unwrap();
+    let e = f.write_at(b"y", 0).unwrap_err();
+    assert_eq!(e.path(), None);
+    assert_eq!(e.to_string(), e.engine_error().to_string());
+    assert_eq!(e.errno(), libc::EBADF);
+}
+
+/// Every engine error converts into an `io::Error` whose `raw_os_error()` is its errno and
+/// whose kind is unchanged; `UnexpectedEof` keeps its kind (no errno has it) and carries the
+/// message; a host I/O error is passed through.
+#[test]
+fn io_error_conversion_gives_the_errno_for_every_kind() {
+    let all = [
+        Error::NotFound,
+        Error::AlreadyExists,
+        Error::NotADirectory,
+        Error::IsADirectory,
+        Error::DirectoryNotEmpty,
+        Error::NameTooLong(300),
+        Error::InvalidPath("p".into()),
+        Error::InvalidArgument("a".into()),
+        Error::NoSpace,
+        Error::NoInodes,
+        Error::ImageInUse { pid: Some(1) },
+        Error::Unmounted,
+        Error::UnexpectedEof,
+        Error::UnsupportedVersion {
+            found: 9,
+            supported: 2,
+        },
+        Error::NotNovafs,
+        Error::corrupt("w", "l"),
+        Error::Loop,
+        Error::RenameIntoSelf,
+        Error::TooManyLinks,
+        Error::BadHandle("h"),
+        Error::DaxUnavailable,
+        Error::NotSupported("s"),
+        Error::PastEnd,
+        Error::FileTooLarge,
+        Error::NotPermitted("p"),
+        Error::ReadOnly,
+        Error::Io(std::io::Error::from_raw_os_error(libc::EIO)),
+    ];
+    for v in all {
+        // Exhaustive: a new variant must be added to the list above.
+        match &v {
+            Error::NotFound
+            | Error::AlreadyExists
+            | Error::NotADirectory
+            | Error::IsADirectory
+            | Error::DirectoryNotEmpty
+            | Error::NameTooLong(_)
+            | Error::InvalidPath(_)
+            | Error::InvalidArgument(_)
+            | Error::NoSpace
+            | Error::NoInodes
+            | Error::ImageInUse { .. }
+            | Error::Unmounted
+            | Error::UnexpectedEof
+            | Error::UnsupportedVersion { .. }
+            | Error::NotNovafs
+            | Error::Corrupt { .. }
+            | Error::Loop
+            | Error::RenameIntoSelf
+            | Error::TooManyLinks
+            | Error::BadHandle(_)
+            | Error::DaxUnavailable
+            | Error::NotSupported(_)
+            | Error::PastEnd
+            | Error::FileTooLarge
+            | Error::NotPermitted(_)
+            | Error::ReadOnly
+            | Error::Io(_) => {}
+        }
+        let (errno, kind, msg) = (v.errno(), v.io_kind(), v.to_string());
+        let eof = matches!(v, Error::UnexpectedEof);
+        let e = novafs::Error::from(v);
+        assert_eq!(e.raw_os_error(), Some(errno), "{msg}");
+        assert_eq!(e.kind(), kind, "{msg}");
+        let io: std::io::Error = e.into();
+        assert_eq!(io.kind(), kind, "{msg}");
+        if eof {
+            assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+            assert_eq!(io.raw_os_error(), None);
+            assert!(io.to_string().contains("unexpected end of file"), "{io}");
+        } else {
+            assert_eq!(io.raw_os_error(), Some(errno), "{msg}");
+        }
+    }
+    // Through std::io on a file handle, the same.
+    let (_d, _img, fs) = fresh(4 << 20);
+    fs.write("/f", b"abc").unwrap();
+    let mut f = fs.open_options().read(true).open("/f").unwrap();
+    let e = f.write(b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF));
 }

@@ -1,7 +1,9 @@
 //! `RENAME_EXCHANGE`: two names swap atomically, across directories, for any kinds; a
 //! directory never lands inside itself; the swap survives remount and crash.
 
-use novafs::{Error, FormatOptions, Fs, MountOptions, RenameFlags};
+mod cause;
+use cause::cause;
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions, RenameFlags};
 
 const X: RenameFlags = RenameFlags {
     noreplace: false,
@@ -60,16 +62,16 @@ fn refuses_what_posix_refuses() {
     fs.write("/g", b"g").unwrap();
     // Both names must exist.
     assert!(matches!(
-        fs.rename_with("/g", "/missing", X),
+        cause(fs.rename_with("/g", "/missing", X)),
         Err(Error::NotFound)
     ));
     // A directory cannot be swapped into its own subtree, either way round.
     assert!(matches!(
-        fs.rename_with("/a", "/a/b/f", X),
+        cause(fs.rename_with("/a", "/a/b/f", X)),
         Err(Error::RenameIntoSelf)
     ));
     assert!(matches!(
-        fs.rename_with("/a/b/f", "/a", X),
+        cause(fs.rename_with("/a/b/f", "/a", X)),
         Err(Error::RenameIntoSelf)
     ));
     // Exchange and noreplace together make no sense.
@@ -78,7 +80,7 @@ fn refuses_what_posix_refuses() {
         exchange: true,
     };
     assert!(matches!(
-        fs.rename_with("/g", "/a", both),
+        cause(fs.rename_with("/g", "/a", both)),
         Err(Error::InvalidArgument(_))
     ));
     // Two names of one inode: nothing to do.

@@ -3,11 +3,13 @@
 //! silently damaged data (or, where the clean-mount fast path reads no log, the damage shows as
 //! a typed error on access, or only fsck sees it, as noted per test).
 
+mod cause;
+use cause::cause;
 use novafs::engine::layout::entry::Entry;
 use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
 use novafs::engine::layout::state::MountState;
 use novafs::engine::layout::{checksum, Kind, BLOCK};
-use novafs::{Error, FormatOptions, Fs, MountOptions};
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 use novafs_crashtest::workload;
 use novafs_recovery::fsck::{self, FsckOptions, ProblemKind};
 
@@ -642,7 +644,10 @@ fn wrong_link_count_is_corrected() {
     assert_eq!(nlink(&fs, "/a/b/f3"), 5);
     fs.unmount().unwrap();
     // The rebuild should refuse it; see the report (engine/src/mount.rs drops the counts).
-    match Fs::open(unclean_copy(&path, "u.img"), &MountOptions::default()) {
+    match cause(Fs::open(
+        unclean_copy(&path, "u.img"),
+        &MountOptions::default(),
+    )) {
         Err(Error::Corrupt { .. }) => {}
         Ok(fs) => {
             assert_eq!(nlink(&fs, "/a/b/f3"), 5);
@@ -664,7 +669,7 @@ fn dangling_directory_entry_is_removed() {
     let r = assert_found(&path, ProblemKind::DanglingEntry, Some(a.ino), None);
     assert!(r.problems.iter().any(|p| p.message.contains("free")));
     let fs = Fs::open(copy(&path, "c.img"), &MountOptions::default()).unwrap();
-    assert!(matches!(fs.metadata("/a/f2"), Err(Error::NotFound)));
+    assert!(matches!(cause(fs.metadata("/a/f2")), Err(Error::NotFound)));
     fs.unmount().unwrap();
     assert!(is_corrupt(Fs::open(
         unclean_copy(&path, "u.img"),
@@ -800,7 +805,7 @@ fn random_garbage_image_is_not_novafs() {
         "nothing written"
     );
     assert!(matches!(
-        Fs::open(&path, &MountOptions::default()),
+        cause(Fs::open(&path, &MountOptions::default())),
         Err(Error::NotNovafs)
     ));
 }

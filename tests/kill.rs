@@ -3,10 +3,12 @@
 //! and checks that every acknowledged operation is there and the one in flight is all or
 //! nothing.
 
+mod cause;
+use cause::cause;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use novafs::{Error, FormatOptions, Fs, MountOptions};
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 
 const CHILD_ENV: &str = "NOVAFS_KILL_CHILD_IMAGE";
 
@@ -16,7 +18,7 @@ const CHILD_ENV: &str = "NOVAFS_KILL_CHILD_IMAGE";
 fn open_retry(image: impl AsRef<std::path::Path>, opts: &MountOptions) -> Fs {
     let t = std::time::Instant::now();
     loop {
-        match Fs::open(image.as_ref(), opts) {
+        match cause(Fs::open(image.as_ref(), opts)) {
             Ok(fs) => return fs,
             Err(Error::ImageInUse { .. }) if t.elapsed() < std::time::Duration::from_secs(5) => {
                 std::thread::sleep(std::time::Duration::from_millis(2))
@@ -35,7 +37,7 @@ fn payload(n: u64) -> Vec<u8> {
 
 /// Operation `n`, in a cycle of three: mkdir /dN, write 8 KiB at a slot of /data, rename
 /// /d(N-2) to /r(N-2).
-fn do_op(fs: &Fs, n: u64) -> Result<(), Error> {
+fn do_op(fs: &Fs, n: u64) -> novafs::Result<()> {
     match n % 3 {
         0 => fs.create_dir(format!("/d{n}")),
         1 => {
@@ -444,7 +446,7 @@ fn whole_child(image: &str) -> ! {
     for n in 0u64.. {
         fs.write("/f", &versions[(n % 2) as usize])
             .expect("write /f");
-        match fs.remove_file("/g") {
+        match cause(fs.remove_file("/g")) {
             Ok(()) | Err(Error::NotFound) => {}
             Err(e) => panic!("remove /g: {e}"),
         }
@@ -492,7 +494,7 @@ fn sigkill_whole_file_writes() {
         if !versions.contains(&f) {
             torn.push(format!("round {round}: /f has {} bytes", f.len()));
         }
-        match fs.read("/g") {
+        match cause(fs.read("/g")) {
             Ok(g) if versions.contains(&g) => {}
             Ok(g) => torn.push(format!("round {round}: /g has {} bytes", g.len())),
             Err(Error::NotFound) => g_absent += 1,
@@ -543,7 +545,7 @@ fn image_in_use_names_the_holding_process() {
     let holder = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
-    match r {
+    match cause(r) {
         Err(e @ Error::ImageInUse { pid }) => {
             assert_eq!(pid, Some(holder), "{e}");
             assert!(e.to_string().contains(&format!("process {holder}")), "{e}");

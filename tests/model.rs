@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use novafs::{Error, FileType, FormatOptions, Fs, MapMode, MountOptions};
+use novafs::{EngineError as Error, FileType, FormatOptions, Fs, MapMode, MountOptions};
 use proptest::prelude::*;
 
 const NAMES: &[&str] = &["a", "b", "c"];
@@ -549,7 +549,12 @@ fn describe_file(data: &[u8], nlink: u32) -> String {
 
 // ----- the system under test -----
 
+/// [`fs_apply_ctx`] with the typed cause as the error (what the model predicts).
 fn fs_apply(fs: &Fs, op: &Op) -> Result<(), Error> {
+    fs_apply_ctx(fs, op).map_err(novafs::Error::into_engine_error)
+}
+
+fn fs_apply_ctx(fs: &Fs, op: &Op) -> novafs::Result<()> {
     match op {
         Op::Create(p) => fs
             .open_options()

@@ -3,7 +3,9 @@
 //! remount and crash; fsck accepts them; a format-1 image is upgraded by its first read-write
 //! mount and stays readable read-only before that.
 
-use novafs::{Error, FileType, FormatOptions, Fs, MountOptions};
+mod cause;
+use cause::cause;
+use novafs::{EngineError as Error, FileType, FormatOptions, Fs, MountOptions};
 use novafs_recovery::fsck::{self, FsckOptions};
 
 fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Fs) {
@@ -70,27 +72,30 @@ fn special_files_are_made_linked_renamed_and_kept() {
         .open("/null")
         .unwrap();
     assert!(matches!(
-        f.write_at(b"x", 0),
+        cause(f.write_at(b"x", 0)),
         Err(Error::InvalidArgument(_))
     ));
-    assert!(matches!(f.set_len(10), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        cause(f.set_len(10)),
+        Err(Error::InvalidArgument(_))
+    ));
     drop(f);
     // Bad requests: a device number on a FIFO, a regular file through mknod, a taken name,
     // a device number past Linux's encoding.
     assert!(matches!(
-        fs.mknod("/x", FileType::Fifo, 0o644, 5),
+        cause(fs.mknod("/x", FileType::Fifo, 0o644, 5)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        fs.mknod("/x", FileType::File, 0o644, 0),
+        cause(fs.mknod("/x", FileType::File, 0o644, 0)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        fs.mknod("/sock", FileType::Socket, 0o644, 0),
+        cause(fs.mknod("/sock", FileType::Socket, 0o644, 0)),
         Err(Error::AlreadyExists)
     ));
     assert!(matches!(
-        fs.mknod("/x", FileType::CharDevice, 0o644, 1 << 40),
+        cause(fs.mknod("/x", FileType::CharDevice, 0o644, 1 << 40)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(fs.symlink_metadata("/x").is_err());
@@ -158,7 +163,7 @@ fn a_format_1_image_is_upgraded_by_its_first_read_write_mount() {
     // A version from the future is refused by name.
     set_version(&img, 3);
     assert!(matches!(
-        Fs::open(&img, &MountOptions::default()),
+        cause(Fs::open(&img, &MountOptions::default())),
         Err(Error::UnsupportedVersion {
             found: 3,
             supported: 2

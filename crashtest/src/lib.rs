@@ -465,10 +465,10 @@ fn usable(fs: Fs) -> Result<(), String> {
     let engine = fs.engine().clone();
     let media = engine.media().clone();
     drop(fs);
-    engine.unmount().map_err(|x| e("unmount", x))?;
+    engine.unmount().map_err(|x| e("unmount", x.into()))?;
     drop(engine);
     let (engine, _) =
-        Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x))?;
+        Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x.into()))?;
     let fs = Fs::from_engine(engine, Default::default());
     let st = state_of(&fs)?;
     if !st.tree.is_empty() {
@@ -477,7 +477,7 @@ fn usable(fs: Fs) -> Result<(), String> {
     let root_log = fs
         .engine()
         .inode(novafs::ROOT_INO)
-        .map_err(|x| e("root", x))?
+        .map_err(|x| e("root", x.into()))?
         .state
         .read()
         .log

@@ -534,8 +534,9 @@ pub fn apply(fs: &Fs, op: &Op) -> Result<(), Error> {
 
 /// Run one operation with what the workload holds open.
 pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
-    let no_map = || Error::InvalidArgument("no mapping of that path (map it first)".into());
-    let no_handle = || Error::InvalidArgument("no open handle of that name (open it first)".into());
+    let invalid = |what: &str| Error::from(novafs::EngineError::InvalidArgument(what.into()));
+    let no_map = || invalid("no mapping of that path (map it first)");
+    let no_handle = || invalid("no open handle of that name (open it first)");
     let maps = &mut held.maps;
     match op {
         Op::Open(p, h) => {

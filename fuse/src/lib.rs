@@ -35,7 +35,8 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use novafs::engine::inode::Inode;
-use novafs::{Attr, Engine, Error, Fs, Kind, MountOptions, SetAttr, ROOT_INO};
+use novafs::engine::Error;
+use novafs::{Attr, Engine, Fs, Kind, MountOptions, SetAttr, ROOT_INO};
 use parking_lot::Mutex;
 
 /// How long the kernel may cache attributes and names. This process is the only writer of
@@ -367,7 +368,7 @@ impl NovaFuse {
 
     /// Answer an operation that gives the kernel the node `name` in `parent` (the operation
     /// just made or found it): count the kernel's reference first.
-    fn entry(&self, reply: ReplyEntry, parent: u64, name: &OsStr, r: novafs::Result<Attr>) {
+    fn entry(&self, reply: ReplyEntry, parent: u64, name: &OsStr, r: novafs::engine::Result<Attr>) {
         match r.and_then(|a| self.remember_named(parent, name.as_bytes(), a)) {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(errno(&e)),
@@ -375,7 +376,7 @@ impl NovaFuse {
     }
 
     /// Count one kernel reference to `ino`, pinning the inode on the first.
-    fn remember(&self, ino: u64) -> novafs::Result<()> {
+    fn remember(&self, ino: u64) -> novafs::engine::Result<()> {
         if let Some(n) = self.nodes.map.lock().get_mut(&ino) {
             n.0 += 1;
             return Ok(());
@@ -415,7 +416,12 @@ impl NovaFuse {
     /// have been unlinked and its number reused by a new inode; the name is looked up again
     /// after pinning, and the pin is kept only if the name still names the pinned inode (then
     /// the reply describes exactly the inode the node id keeps naming).
-    fn remember_named(&self, parent: u64, name: &[u8], mut a: Attr) -> novafs::Result<Attr> {
+    fn remember_named(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mut a: Attr,
+    ) -> novafs::engine::Result<Attr> {
         loop {
             match self.remember(a.ino) {
                 Ok(()) => match self.engine.lookup(parent, name) {
@@ -433,7 +439,7 @@ impl NovaFuse {
     }
 
     /// Look `name` up in `parent` and count the kernel's reference to what it names.
-    fn lookup_node(&self, parent: u64, name: &[u8]) -> novafs::Result<Attr> {
+    fn lookup_node(&self, parent: u64, name: &[u8]) -> novafs::engine::Result<Attr> {
         let a = self.engine.lookup(parent, name)?;
         self.remember_named(parent, name, a)
     }
@@ -450,7 +456,7 @@ impl NovaFuse {
         mode: u32,
         umask: u32,
         rdev: u32,
-    ) -> novafs::Result<novafs::Attr> {
+    ) -> novafs::engine::Result<novafs::Attr> {
         let kind = match mode & libc::S_IFMT {
             0 | libc::S_IFREG => Kind::File,
             libc::S_IFIFO => Kind::Fifo,
@@ -479,12 +485,12 @@ impl NovaFuse {
         }
     }
 
-    fn open_handle(&self, ino: u64) -> novafs::Result<u64> {
+    fn open_handle(&self, ino: u64) -> novafs::engine::Result<u64> {
         let inode = self.engine.open_inode(ino)?;
         Ok(self.files.insert(inode))
     }
 
-    fn snapshot(&self, ino: u64) -> novafs::Result<Vec<(u64, FileType, Vec<u8>)>> {
+    fn snapshot(&self, ino: u64) -> novafs::engine::Result<Vec<(u64, FileType, Vec<u8>)>> {
         let entries = self.engine.readdir(ino)?;
         let parent = self.engine.parent_of(ino)?;
         let mut v = Vec::with_capacity(entries.len() + 2);
@@ -504,7 +510,7 @@ impl NovaFuse {
         ino: u64,
         fh: FileHandle,
         offset: u64,
-    ) -> novafs::Result<Vec<(u64, FileType, Vec<u8>)>> {
+    ) -> novafs::engine::Result<Vec<(u64, FileType, Vec<u8>)>> {
         let snap = self
             .dirs
             .get(fh)
@@ -1182,7 +1188,7 @@ pub fn mount(
             ..MountOptions::default()
         },
     )
-    .map_err(MountError::Open)?;
+    .map_err(|e| MountError::Open(e.into_engine_error()))?;
     let engine = fs.engine().clone();
     let ready = Ready {
         mountpoint: mountpoint

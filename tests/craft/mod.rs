@@ -3,13 +3,15 @@
 //! rewriting that keeps checksums valid.
 #![allow(dead_code, reason = "each test binary uses a subset of the helpers")]
 
+// `mod cause;` is declared by every test that includes this module.
+use crate::cause::cause;
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use novafs::engine::layout::entry::Entry;
 use novafs::engine::layout::{checksum, BLOCK};
-use novafs::{Error, FormatOptions, Fs, MountOptions};
+use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 use novafs_crashtest::workload;
 use novafs_recovery::fsck::{self, FsckOptions, FsckReport, ProblemKind};
 use tempfile::TempDir;
@@ -221,7 +223,7 @@ pub fn unclean_copy(path: &Path, name: &str) -> PathBuf {
 }
 
 pub fn is_corrupt<T: std::fmt::Debug>(r: novafs::Result<T>) -> bool {
-    matches!(r, Err(Error::Corrupt { .. }))
+    matches!(cause(r), Err(Error::Corrupt { .. }))
 }
 // ---------------------------------------------------------------------------------------------
 // Helpers for crafting corruption.

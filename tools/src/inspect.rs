@@ -149,7 +149,10 @@ impl Raw {
                 let r = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], where_).and_then(|lines| {
                     let len = lines * LINE_BYTES;
                     if (pos + len) as u64 > end {
-                        return Err(novafs::Error::corrupt("entry crosses the end", where_()));
+                        return Err(novafs::EngineError::corrupt(
+                            "entry crosses the end",
+                            where_(),
+                        ));
                     }
                     Entry::decode(&buf[pos..pos + len], where_).map(|(e, seq)| (e, seq, len))
                 });

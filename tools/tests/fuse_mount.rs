@@ -232,7 +232,10 @@ fn detached_mount_through_the_mount_helper_name() {
     let fs = loop {
         match Fs::open(&m.image, &MountOptions::default()) {
             Ok(fs) => break fs,
-            Err(novafs::Error::ImageInUse { .. }) if start.elapsed().as_secs() < 120 => {
+            Err(e)
+                if matches!(e.engine_error(), novafs::EngineError::ImageInUse { .. })
+                    && start.elapsed().as_secs() < 120 =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
             Err(e) => panic!("{e}"),
