@@ -145,6 +145,19 @@ fn main() {
     let mut nova_batch = Vec::new();
     let mut plain_batch = Vec::new();
     let mut one_batch = Vec::new();
+    let mut over_batch = Vec::new();
+    // A 4 KiB overwrite of an already-written page + fdatasync (no metadata to journal): the
+    // floor of one durability call on this disk.
+    let over = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.path().join("over.dat"))
+        .unwrap();
+    over.write_all_at(&[1u8; 64 * 4096], 0).unwrap();
+    over.sync_all().unwrap();
+    let mut over_i = 0u64;
     let mut two_batch = Vec::new();
     let calls_before = media.sync_calls();
     let mut appends = 0u64;
@@ -171,6 +184,14 @@ fn main() {
             persist(i % 64);
         }
         one_batch.push(t.elapsed().as_nanos() as f64 / per_batch as f64);
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            over.write_all_at(&[over_i as u8; 4096], (over_i % 64) * 4096)
+                .unwrap();
+            over_i += 1;
+            over.sync_data().unwrap();
+        }
+        over_batch.push(t.elapsed().as_nanos() as f64 / per_batch as f64);
         let t = Instant::now();
         for i in 0..per_batch {
             persist(i % 64);
@@ -205,6 +226,7 @@ fn main() {
     );
     let one = percentile(&mut one_batch, 0.5);
     let two = percentile(&mut two_batch, 0.5);
+    let overwrite = percentile(&mut over_batch, 0.5);
     println!(
         "| media layer, msync mode: one persist point (100 B store + flush + fence) | {:.0} | {:.0} | | | 1 |",
         one / 1e3,
@@ -214,6 +236,11 @@ fn main() {
         "| media layer, msync mode: two persist points on two pages (a commit's shape) | {:.0} | {:.0} | | | 2 |",
         two / 1e3,
         1e9 / two
+    );
+    println!(
+        "| 4 KiB pwrite overwrite + fdatasync (no metadata): one durability call's floor | {:.0} | {:.0} | | | 1 |",
+        overwrite / 1e3,
+        1e9 / overwrite
     );
     println!();
     println!(
