@@ -9,7 +9,9 @@
 //! Backends:
 //! - [`MediaMode::Dax`]: the kernel granted `MAP_SHARED_VALIDATE | MAP_SYNC`; flush + fence.
 //! - [`MediaMode::Emulated`]: a tmpfs/hugetlbfs file (or forced); flush + fence, no msync.
-//! - [`MediaMode::Msync`]: any other file; every flush also `msync`s the touched pages.
+//! - [`MediaMode::Msync`]: any other file; a flush (and a non-temporal store) records the
+//!   touched pages, and the next fence makes them all durable with one `msync` (see
+//!   [`MsyncState`]).
 //! - [`MediaMode::Traced`]: a `Vec<u8>` in DRAM, every store, flush and fence appended to a
 //!   trace for the crash harness.
 //!
@@ -20,6 +22,7 @@ pub mod trace;
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::sync::Mutex;
@@ -87,6 +90,46 @@ pub struct Media {
     flush_kind: FlushKind,
     /// The image file, holding its lock until [`Media::release`] (unmount) or drop.
     file: Mutex<Option<File>>,
+    /// Durability system calls made (msync, fdatasync): msync mode's cost, for tests and
+    /// benches.
+    sync_calls: AtomicU64,
+    /// Msync mode: what the next fence must make durable.
+    msync: MsyncState,
+}
+
+/// Msync mode's deferred durability.
+///
+/// In msync mode a store reaches the page cache at once and the kernel may write a dirty page
+/// back at any moment, so, as on pmem, an unflushed store may or may not be durable at a
+/// crash; what must hold is that everything flushed before a fence is durable when the fence
+/// returns. A flush therefore only records its pages here, and the fence issues the
+/// durability call for all of them: one `msync(MS_SYNC)` of the span from the lowest recorded
+/// page to the highest (msync is the kernel's data sync of a file range, `vfs_fsync_range`:
+/// the span costs the write-back of its dirty pages, i.e. what was flushed plus anything stored
+/// there unflushed, which the model allows to persist, and one device cache flush; it is the
+/// same operation as an `fdatasync` of the image restricted to the span, so one call over the
+/// span is never dearer than one `fdatasync` and leaves dirty pages outside it alone). Each durability call ends with a device cache flush,
+/// so the number of calls is what costs: a commit (data + entries, fence, tail, fence) makes
+/// two where flushing at once made one per flushed range (three or more), and every persist
+/// point keeps its meaning: nothing flushed before a fence is left out of that fence's call.
+///
+/// Threads: a fence holds `fence_lock` across its calls, so a fence that finds the ranges it
+/// flushed already taken by another thread's fence waits until that fence's calls are done
+/// (its ranges are then durable) instead of returning early.
+///
+/// Errors: `fence` cannot fail (it is the ordering primitive every commit calls), so a failed
+/// call poisons the media: from then on every store and flush fails with the error before it
+/// reaches the page cache. No commit word is stored after a fence whose data did not become
+/// durable; the mount must be remounted (recovery sees the state of the last good fence).
+#[derive(Default)]
+struct MsyncState {
+    /// The page-aligned span `[start, end)` of everything flushed (or stored non-temporally)
+    /// since the last fence took it.
+    pending: parking_lot::Mutex<Option<(u64, u64)>>,
+    /// Held by a fence across its durability calls.
+    fence_lock: parking_lot::Mutex<()>,
+    /// The errno of a failed durability call (0: none): every later store fails.
+    poisoned: std::sync::atomic::AtomicI32,
 }
 
 impl std::fmt::Debug for Media {
@@ -155,6 +198,8 @@ impl Media {
             len,
             flush_kind: FlushKind::detect(),
             file: Mutex::new(Some(file)),
+            sync_calls: AtomicU64::new(0),
+            msync: MsyncState::default(),
         })
     }
 
@@ -172,12 +217,86 @@ impl Media {
             len,
             flush_kind: FlushKind::None,
             file: Mutex::new(None),
+            sync_calls: AtomicU64::new(0),
+            msync: MsyncState::default(),
         }
     }
 
     /// The persistence path in use.
     pub fn mode(&self) -> MediaMode {
         self.mode
+    }
+
+    /// Pages of `[off, off + len)` that the host's page cache holds dirty or under write-back
+    /// (`cachestat(2)`): in msync mode, what a crash of the machine could still lose. `None`
+    /// for a traced region, after unmount, or on a kernel without `cachestat` (before 6.5).
+    pub fn unsynced_pages(&self, off: u64, len: u64) -> Result<Option<u64>> {
+        self.check(off, len as usize)?;
+        let file = self.file.lock();
+        match (&self.backend, file.as_ref()) {
+            (Backend::Mapped(_), Some(f)) => {
+                Ok(raw::cachestat(f, off, len)?.map(|(dirty, wb)| dirty + wb))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Durability system calls (msync) made so far: 0 outside msync mode.
+    pub fn sync_calls(&self) -> u64 {
+        self.sync_calls.load(Ordering::Relaxed)
+    }
+
+    /// `msync` through the mapping, counted.
+    fn msync(&self, r: &RawRegion, off: u64, len: u64) -> Result<()> {
+        self.sync_calls.fetch_add(1, Ordering::Relaxed);
+        r.msync(off, len)
+    }
+
+    /// Msync mode: fail if an earlier durability call failed (nothing may be stored after a
+    /// fence that did not make its ranges durable).
+    fn check_poisoned(&self) -> Result<()> {
+        if self.mode == MediaMode::Msync {
+            let errno = self.msync.poisoned.load(Ordering::Acquire);
+            if errno != 0 {
+                return Err(Error::Io(std::io::Error::from_raw_os_error(errno)));
+            }
+        }
+        Ok(())
+    }
+
+    fn poison(&self, e: &Error) {
+        let errno = match e {
+            Error::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        };
+        self.msync.poisoned.store(errno, Ordering::Release);
+    }
+
+    /// Msync mode: record the pages of `[off, off + len)` for the next fence.
+    fn note_dirty(&self, off: u64, len: u64) {
+        const PAGE: u64 = 4096;
+        let start = off & !(PAGE - 1);
+        let end = (off + len).div_ceil(PAGE) * PAGE;
+        let mut pending = self.msync.pending.lock();
+        *pending = Some(match *pending {
+            Some((s, e)) => (s.min(start), e.max(end)),
+            None => (start, end),
+        });
+    }
+
+    /// Msync mode's fence: make every range recorded before it durable (see [`MsyncState`]).
+    fn fence_msync(&self, r: &RawRegion) {
+        let _fence = self.msync.fence_lock.lock();
+        let Some((start, end)) = self.msync.pending.lock().take() else {
+            return;
+        };
+        if self.msync.poisoned.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let result = self.msync(r, start, end - start);
+        if let Err(e) = result {
+            self.poison(&e);
+        }
     }
 
     /// The flush instruction chosen at runtime.
@@ -241,6 +360,7 @@ impl Media {
     #[track_caller]
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         self.check(off, data.len())?;
+        self.check_poisoned()?;
         match &self.backend {
             Backend::Mapped(r) => r.write(off, data),
             Backend::Traced(t) => t.lock().store(off, data, false, TraceSite::caller()),
@@ -252,11 +372,12 @@ impl Media {
     #[track_caller]
     pub fn write_nt(&self, off: u64, data: &[u8]) -> Result<()> {
         self.check(off, data.len())?;
+        self.check_poisoned()?;
         match &self.backend {
             Backend::Mapped(r) => {
                 r.write_nt(off, data);
                 if self.mode == MediaMode::Msync {
-                    r.msync(off, data.len() as u64)?;
+                    self.note_dirty(off, data.len() as u64);
                 }
             }
             Backend::Traced(t) => t.lock().store(off, data, true, TraceSite::caller()),
@@ -282,6 +403,7 @@ impl Media {
     #[track_caller]
     pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
         self.check(off, 8)?;
+        self.check_poisoned()?;
         assert!(off.is_multiple_of(8), "store_u64 at unaligned offset {off}");
         match &self.backend {
             Backend::Mapped(r) => r.store_u64(off, v),
@@ -299,10 +421,11 @@ impl Media {
             return Ok(());
         }
         self.check(off, len as usize)?;
+        self.check_poisoned()?;
         match &self.backend {
             Backend::Mapped(r) => {
                 if self.mode == MediaMode::Msync {
-                    r.msync(off, len)?;
+                    self.note_dirty(off, len);
                 } else {
                     r.flush(off, len, self.flush_kind);
                 }
@@ -312,11 +435,18 @@ impl Media {
         Ok(())
     }
 
-    /// Order: every flush and non-temporal store before it is durable when it completes.
+    /// Order: every flush and non-temporal store before it is durable when it completes (in
+    /// msync mode: after one durability call for all of them; a failed call poisons the media,
+    /// see [`MsyncState`]).
     #[track_caller]
     pub fn fence(&self) {
         match &self.backend {
-            Backend::Mapped(_) => raw::sfence(),
+            Backend::Mapped(r) => {
+                raw::sfence();
+                if self.mode == MediaMode::Msync {
+                    self.fence_msync(r);
+                }
+            }
             Backend::Traced(t) => t.lock().fence(TraceSite::caller()),
         }
     }
@@ -382,7 +512,14 @@ impl Media {
     pub fn sync_all(&self) -> Result<()> {
         if let Backend::Mapped(r) = &self.backend {
             if self.mode == MediaMode::Msync {
-                r.msync(0, self.len)?;
+                self.check_poisoned()?;
+                let _fence = self.msync.fence_lock.lock();
+                // Everything recorded so far is inside the whole-region msync.
+                self.msync.pending.lock().take();
+                if let Err(e) = self.msync(r, 0, self.len) {
+                    self.poison(&e);
+                    return Err(e);
+                }
             }
         }
         self.fence();
@@ -436,6 +573,42 @@ fn parse_lock_holder(locks: &str, dev_ino: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a failed durability call, nothing more is stored: every store and flush fails
+    /// before it reaches the page cache (a commit word is never stored after a fence that did
+    /// not make its data durable).
+    #[test]
+    fn a_failed_msync_poisons_every_later_store() {
+        // A file on the disk that holds the sources (not tmpfs): msync mode.
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!(".poison-test-{}.img", std::process::id()));
+        let m = Media::create(&path, 1 << 20, true, &MapOptions::default()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        if m.mode() != MediaMode::Msync {
+            // The source tree is on a RAM file system: the poison is msync mode's alone.
+            assert_eq!(m.mode(), MediaMode::Emulated);
+            return;
+        }
+        m.write(0, b"before").unwrap();
+        m.flush(0, 6).unwrap();
+        m.fence();
+        m.poison(&Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        let is_eio =
+            |r: Result<()>| matches!(r, Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EIO));
+        assert!(is_eio(m.write(4096, b"x")));
+        assert!(is_eio(m.write_nt(8192, &[1; 64])));
+        assert!(is_eio(m.store_u64(64, 7)));
+        assert!(is_eio(m.flush(0, 64)));
+        assert!(is_eio(m.sync_all()));
+        let mut buf = [0u8; 6];
+        m.read(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"before");
+        assert_eq!(
+            m.load_u64(64).unwrap(),
+            0,
+            "the refused store did not happen"
+        );
+    }
 
     #[test]
     fn lock_holder_is_read_from_proc_locks() {

@@ -329,3 +329,45 @@ pub fn preallocate(file: &File, len: u64) -> Result<()> {
         e => Err(Error::Io(std::io::Error::from_raw_os_error(e))),
     }
 }
+
+/// Page-cache state of a file range, from `cachestat(2)` (Linux 6.5+): `(dirty, writeback)`
+/// page counts, or `None` when the kernel lacks the call.
+pub fn cachestat(file: &File, off: u64, len: u64) -> Result<Option<(u64, u64)>> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// `__NR_cachestat` (the same number on every architecture).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = Range { off, len };
+    let mut st = Stat::default();
+    // SAFETY: a valid fd, a valid range struct read by the kernel and a valid out struct it
+    // fills; both are `repr(C)` with the kernel's layout (five and two `__u64`).
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0 as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS) => Ok(None),
+            _ => Err(Error::Io(e)),
+        };
+    }
+    Ok(Some((st.nr_dirty, st.nr_writeback)))
+}
