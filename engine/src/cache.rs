@@ -168,7 +168,7 @@ impl Engine {
     }
 
     /// Copy clean pages into new cache blocks and durably attach them.
-    fn attach(
+    pub(crate) fn attach(
         &self,
         inode: &Inode,
         st: &mut InodeState,
@@ -227,6 +227,7 @@ impl Engine {
             st.apply_cache(e, bounds)?;
         }
         self.writeback.dirty.lock().insert(inode.ino);
+        self.maps_refresh(inode.ino, st, &[]); // mapped pages now show the cache blocks
         Ok(())
     }
 
@@ -300,6 +301,7 @@ impl Engine {
         inode: &Inode,
         st: &mut InodeState,
     ) -> Result<(Vec<Entry>, bool)> {
+        self.maps_publish(inode.ino); // traced mappings' stores first (DESIGN §5.4.1)
         if st.cache.is_empty() && st.cache_log.tail == 0 {
             return Ok((Vec::new(), false));
         }
@@ -329,11 +331,13 @@ impl Engine {
         };
         st.cache_since = None;
         self.writeback.dirty.lock().remove(&inode.ino);
+        self.maps_refresh(inode.ino, st, &[]); // migrated pages: write access revoked
         Ok(())
     }
 
     /// Migrate with the inode locked. See the module docs for the protocol.
     pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
+        self.maps_publish(inode.ino); // traced mappings' stores first (DESIGN §5.4.1)
         if st.cache.is_empty() && st.cache_log.tail == 0 {
             return Ok(());
         }

@@ -127,6 +127,8 @@ pub struct Engine {
     pub(crate) gate: RwLock<()>,
     /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
     pub(crate) dir_names: crate::admit::DirNames,
+    /// Live direct-access mappings per inode (`mapping.rs`).
+    pub(crate) maps: crate::mapping::MapTable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -251,6 +253,7 @@ impl Engine {
             gc: Default::default(),
             gate: RwLock::new(()),
             dir_names: Default::default(),
+            maps: Default::default(),
         }
     }
 
@@ -265,7 +268,8 @@ impl Engine {
             drop(i.state.write());
         }
         self.stop_writeback();
-        // A killed process's lock goes with it.
+        self.maps_revoke_all(); // a killed process's mappings go with it
+                                // A killed process's lock goes with it.
         self.media.release();
     }
 
@@ -789,6 +793,7 @@ impl Engine {
         let mut freed = Vec::new();
         let words = staged.words;
         st.apply_staged(staged, entries, ino, Bounds::of(&self.sb), &mut freed)?;
+        self.maps_refresh(ino, st, &freed); // before the caller frees `freed` (§5.4.1)
         if st.attr.kind == Kind::Dir {
             self.dir_names.note_applied(ino, entries);
         }

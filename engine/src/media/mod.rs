@@ -445,14 +445,25 @@ impl Media {
 
     /// Traced backend: the words of shadow page `page` changed since last observed become
     /// traced (unflushed) stores into `block`. Nothing to do for real mappings (the stores
-    /// are in the image already).
+    /// are in the image already). Returns whether anything was published.
     #[track_caller]
-    pub fn map_publish(&self, view: &MapView, page: usize, block: u64) -> Result<()> {
+    pub fn map_publish(&self, view: &MapView, page: usize, block: u64) -> Result<bool> {
         match view {
-            MapView::Real(_) => Ok(()),
+            MapView::Real(_) => Ok(false),
             MapView::Shadow(s) => {
                 let base = block * map::PAGE as u64;
-                s.diff(page, |off, bytes| self.write(base + off as u64, bytes))
+                let site = TraceSite::caller(); // (a closure does not pass #[track_caller] on)
+                let mut any = false;
+                s.diff(page, |off, bytes| {
+                    any = true;
+                    let at = base + off as u64;
+                    self.check(at, bytes.len())?;
+                    if let Backend::Traced(t) = &self.backend {
+                        t.lock().store(at, bytes, false, site);
+                    }
+                    Ok(())
+                })?;
+                Ok(any)
             }
         }
     }
