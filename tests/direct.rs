@@ -341,3 +341,43 @@ fn traced_mappings_publish_their_stores_into_the_trace() {
     m.as_slice().read(16, &mut b).unwrap();
     assert_eq!(&b, b"dWAect!!");
 }
+
+#[test]
+fn zero_range_and_a_mapping_of_the_other_mode_remap_writable_pages() {
+    let (_d, _img, fs) = fresh(16 << 20);
+    let f = rw(&fs, "/z");
+    f.write_at(&[9u8; 2 * PG as usize], 0).unwrap();
+    let m = f.map(0, 2 * PG, MapMode::Sync).unwrap();
+    let s = m.as_slice();
+    m.prepare_write(0, 2 * PG).unwrap();
+    s.write(0, b"sync-store").unwrap();
+    assert_eq!(writable_pages(&fs, "/z"), 2);
+    // zero_range over page 1: read-only zeros there, page 0 untouched and still writable.
+    f.zero_range(PG, PG, true).unwrap();
+    let mut b = [1u8; 8];
+    s.read(PG as usize + 8, &mut b).unwrap();
+    assert_eq!(b, [0; 8]);
+    assert_eq!(writable_pages(&fs, "/z"), 1);
+    // A failure-atomic mapping prepares page 0: the Sync cache is migrated, the page gets a new
+    // (atomic) cache block, and the Sync mapping's page follows it, read-only.
+    let a = f.map(0, PG, MapMode::Atomic).unwrap();
+    a.prepare_write(0, 8).unwrap().write(0, b"ATOMIC").unwrap();
+    assert_eq!(
+        writable_pages(&fs, "/z"),
+        1,
+        "only the atomic mapping's page"
+    );
+    let mut c = [0u8; 10];
+    s.read(0, &mut c).unwrap();
+    assert_eq!(
+        &c, b"ATOMICtore",
+        "the Sync mapping sees the atomic cache block"
+    );
+    assert_eq!(&fs.read("/z").unwrap()[..10], b"ATOMICtore");
+    // The Sync mapping prepares again: the atomic cache is migrated (synced) first.
+    m.prepare_write(0, 8).unwrap();
+    s.write(0, b"S").unwrap();
+    let mut d = [0u8; 6];
+    a.as_slice().read(0, &mut d).unwrap();
+    assert_eq!(&d, b"STOMIC");
+}

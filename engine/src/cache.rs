@@ -227,7 +227,10 @@ impl Engine {
             st.apply_cache(e, bounds)?;
         }
         self.writeback.dirty.lock().insert(inode.ino);
-        self.maps_refresh(inode.ino, st, &[]); // mapped pages now show the cache blocks
+        let span = (pages.iter().min().copied(), pages.iter().max().copied());
+        if let (Some(lo), Some(hi)) = span {
+            self.maps_refresh(inode.ino, st, &[], (lo, hi + 1)); // mapped pages: cache blocks
+        }
         Ok(())
     }
 
@@ -318,6 +321,7 @@ impl Engine {
     pub(crate) fn finish_migration(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
         // The pages belong to the file now, whatever happens next (a retry finds the cache
         // empty and only resets the cache log).
+        let span = crate::mapping::cache_span(st);
         st.cache.clear();
         inode.forget_last_store();
         self.media()
@@ -331,7 +335,7 @@ impl Engine {
         };
         st.cache_since = None;
         self.writeback.dirty.lock().remove(&inode.ino);
-        self.maps_refresh(inode.ino, st, &[]); // migrated pages: write access revoked
+        self.maps_refresh(inode.ino, st, &[], span); // migrated pages (atomic: revoked)
         Ok(())
     }
 

@@ -792,8 +792,9 @@ impl Engine {
     ) -> Result<Vec<u64>> {
         let mut freed = Vec::new();
         let words = staged.words;
+        let old_size = st.attr.size;
         st.apply_staged(staged, entries, ino, Bounds::of(&self.sb), &mut freed)?;
-        self.maps_refresh(ino, st, &freed); // before the caller frees `freed` (§5.4.1)
+        self.maps_refresh_applied(ino, st, entries, old_size, &freed); // before frees (§5.4.1)
         if st.attr.kind == Kind::Dir {
             self.dir_names.note_applied(ino, entries);
         }

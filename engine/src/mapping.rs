@@ -19,6 +19,7 @@ use crate::cache::MapMode;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{Inode, InodeState};
+use crate::layout::entry::Entry;
 use crate::layout::{Kind, BLOCK};
 use crate::media::map::{MapView, PageTarget, VolatileSlice};
 use crate::media::MediaMode;
@@ -50,8 +51,12 @@ pub struct MapInner {
     slots: Mutex<Vec<Slot>>,
     /// Pages mapped writable.
     writable_pages: AtomicUsize,
-    /// Set once the mapping is closed (dropped) or revoked by unmount/crash.
+    /// Set once the mapping is closed (dropped).
     dead: AtomicBool,
+    /// View pages `[lo, hi)` that `map_prepare` is about to map read-write itself: the refresh
+    /// run by its attachment leaves them alone (one remap instead of two). Written and read
+    /// only under the inode's exclusive lock.
+    skip: (AtomicUsize, AtomicUsize),
 }
 
 impl std::fmt::Debug for MapInner {
@@ -205,6 +210,7 @@ impl Engine {
             slots: Mutex::new(vec![ZERO; npages]),
             writable_pages: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
+            skip: (AtomicUsize::new(0), AtomicUsize::new(0)),
         });
         {
             let mut slots = m.slots.lock();
@@ -214,7 +220,7 @@ impl Engine {
                     writable: false,
                 })
                 .collect();
-            self.apply_slots(&m, &mut slots, &want, true)?;
+            self.apply_slots(&m, &mut slots, 0, &want, true)?;
         }
         // Registered under the inode's shared lock: every later change of the map (exclusive
         // lock) sees it.
@@ -235,9 +241,11 @@ impl Engine {
         &self,
         m: &MapInner,
         slots: &mut [Slot],
+        first: usize,
         want: &[Slot],
         all: bool,
     ) -> Result<()> {
+        let slots = &mut slots[first..first + want.len()];
         let media = self.media();
         let mut i = 0;
         let mut res = Ok(());
@@ -258,14 +266,34 @@ impl Engine {
                 {
                     j += 1;
                 }
-                let r = media.map_protect_read(&m.view, i, j - i);
+                let r = media.map_protect_read(&m.view, first + i, j - i);
                 for (k, &wk) in want.iter().enumerate().take(j).skip(i) {
                     self.set_slot(m, slots, k, if r.is_ok() { wk } else { ZERO });
                 }
                 if let Err(e) = r {
                     // Last resort: the zero page (never a stale writable block).
-                    let _ = media.map_pages(&m.view, i, j - i, PageTarget::Zero);
+                    let _ = media.map_pages(&m.view, first + i, j - i, PageTarget::Zero);
                     res = res.and(Err(e));
+                }
+                i = j;
+                continue;
+            }
+            if !all && cur.block == w.block && cur.block != 0 && !cur.writable && w.writable {
+                // Same block, write access granted: mprotect only.
+                let mut j = i + 1;
+                while j < want.len()
+                    && slots[j].block == want[j].block
+                    && !slots[j].writable
+                    && want[j].writable
+                {
+                    j += 1;
+                }
+                if let Err(e) = media.map_protect_write(&m.view, first + i, j - i) {
+                    res = res.and(Err(e)); // (still read-only: nothing stale)
+                } else {
+                    for (k, &wk) in want.iter().enumerate().take(j).skip(i) {
+                        self.set_slot(m, slots, k, wk);
+                    }
                 }
                 i = j;
                 continue;
@@ -287,9 +315,9 @@ impl Engine {
                     writable: w.writable,
                 }
             };
-            let r = media.map_pages(&m.view, i, j - i, tgt);
+            let r = media.map_pages(&m.view, first + i, j - i, tgt);
             if let Err(e) = r {
-                let _ = media.map_pages(&m.view, i, j - i, PageTarget::Zero);
+                let _ = media.map_pages(&m.view, first + i, j - i, PageTarget::Zero);
                 for k in i..j {
                     self.set_slot(m, slots, k, ZERO);
                 }
@@ -313,18 +341,35 @@ impl Engine {
         slots[k] = s;
     }
 
-    /// Coherence hook: after a change of inode `ino`'s block map (its exclusive lock held),
-    /// point every mapped page at its current block; `gone` are blocks this change replaced
-    /// (a cache entry naming one is stale). Write access survives only on an unchanged, still
-    /// cached page.
-    pub(crate) fn maps_refresh(&self, ino: u64, st: &InodeState, gone: &[u64]) {
+    /// Coherence hook: after a change of file pages `span` (`lo..hi`) of inode `ino`'s block
+    /// map (its exclusive lock held), point every mapped page there at its current block;
+    /// `gone` are blocks this change replaced (a cache entry naming one is stale). Write access
+    /// survives only on an unchanged block (and, failure-atomic, a still cached one).
+    pub(crate) fn maps_refresh(&self, ino: u64, st: &InodeState, gone: &[u64], span: (u64, u64)) {
+        if span.0 >= span.1 {
+            return;
+        }
         for m in self.maps.of(ino) {
+            let n = m.view.pages() as u64;
+            let lo = span.0.max(m.first_page) - m.first_page;
+            let hi = span.1.min(m.first_page + n).saturating_sub(m.first_page);
+            if lo >= hi {
+                continue;
+            }
+            let (lo, hi) = (lo as usize, hi as usize);
+            let skip = (
+                m.skip.0.load(Ordering::Relaxed),
+                m.skip.1.load(Ordering::Relaxed),
+            );
+            if skip.0 < skip.1 && skip.0 <= lo && hi <= skip.1 {
+                continue; // map_prepare remaps these itself (else: refresh all, remap twice)
+            }
             let mut slots = m.slots.lock();
-            let want: Vec<Slot> = slots
+            let want: Vec<Slot> = slots[lo..hi]
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let (block, keep) = target(st, m.first_page + i as u64, gone, m.atomic);
+                    let (block, keep) = target(st, m.first_page + (lo + i) as u64, gone, m.atomic);
                     Slot {
                         block,
                         writable: s.writable && keep && s.block == block,
@@ -332,8 +377,38 @@ impl Engine {
                 })
                 .collect();
             // A failure leaves the page on the zero page (apply_slots), never stale.
-            let _ = self.apply_slots(&m, &mut slots, &want, false);
+            let _ = self.apply_slots(&m, &mut slots, lo, &want, false);
         }
+    }
+
+    /// [`Engine::maps_refresh`] after `apply_entries`: the pages the entries name, plus every
+    /// page past the smaller of the old and new size if the size changed.
+    pub(crate) fn maps_refresh_applied(
+        &self,
+        ino: u64,
+        st: &InodeState,
+        entries: &[Entry],
+        old_size: u64,
+        gone: &[u64],
+    ) {
+        if self.maps.live.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for e in entries {
+            if let Entry::Write {
+                pgoff, num_pages, ..
+            } = e
+            {
+                lo = lo.min(*pgoff);
+                hi = hi.max(pgoff.saturating_add(u64::from(*num_pages)));
+            }
+        }
+        if st.attr.size != old_size {
+            lo = lo.min(st.attr.size.min(old_size) / BLOCK);
+            hi = u64::MAX;
+        }
+        self.maps_refresh(ino, st, gone, (lo, hi));
     }
 
     /// Traced backend: publish every mapping's stores into the inode's cache blocks as traced
@@ -454,25 +529,24 @@ impl Engine {
             .filter(|p| !st.cache.contains_key(p))
             .collect();
         if !clean.is_empty() {
-            // Attaches durably, then refreshes every mapping (read-only) to the cache blocks.
-            self.attach(inode, &mut st, &clean, m.atomic)?;
+            // Attaches durably, then refreshes every other mapping (read-only) to the cache
+            // blocks; this mapping's pages of the range are remapped below, read-write.
+            m.skip.0.store(pages.start, Ordering::Relaxed);
+            m.skip.1.store(pages.end, Ordering::Relaxed);
+            let r = self.attach(inode, &mut st, &clean, m.atomic);
+            m.skip.0.store(0, Ordering::Relaxed);
+            m.skip.1.store(0, Ordering::Relaxed);
+            r?;
         }
         let mut slots = m.slots.lock();
-        let want: Vec<Slot> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if pages.contains(&i) {
-                    Slot {
-                        block: st.cache[&fp(i)],
-                        writable: true,
-                    }
-                } else {
-                    *s
-                }
+        let want: Vec<Slot> = pages
+            .clone()
+            .map(|i| Slot {
+                block: st.cache[&fp(i)],
+                writable: true,
             })
             .collect();
-        self.apply_slots(m, &mut slots, &want, false)
+        self.apply_slots(m, &mut slots, pages.start, &want, false)
     }
 
     /// Store `data` at file offset `off` through the mapping's addresses (prepare + volatile
@@ -523,6 +597,16 @@ impl Engine {
         self.media().fence();
         Ok(())
     }
+}
+
+/// The file pages a cache holds, as `lo..hi` (empty for an empty cache).
+pub(crate) fn cache_span(st: &InodeState) -> (u64, u64) {
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    for p in st.cache.keys() {
+        lo = lo.min(p);
+        hi = hi.max(p + 1);
+    }
+    (lo, hi)
 }
 
 fn check_inside(m: &MapInner, off: u64, len: u64) -> Result<()> {

@@ -105,59 +105,24 @@ impl<'a> VolatileSlice<'a> {
         Ok(unsafe { VolatileSlice::new(self.ptr.add(off), len) })
     }
 
-    /// Copy `buf.len()` bytes at `off` out (volatile loads: 8-byte words in the aligned middle).
+    /// Copy `buf.len()` bytes at `off` out (volatile loads: 16-byte vector loads in the
+    /// aligned middle, bytes at the edges).
     pub fn read(&self, off: usize, buf: &mut [u8]) -> Result<()> {
         self.check(off, buf.len())?;
-        let n = buf.len();
-        // SAFETY: `off + n <= len` (checked); the source is valid for reads for 'a (type
-        // invariant); volatile loads of u8 and of 8-aligned u64 are always valid on mapped
-        // memory; `buf` is a distinct DRAM buffer owned by the caller.
-        unsafe {
-            let src = self.ptr.add(off);
-            let head = src.align_offset(8).min(n);
-            for (i, b) in buf.iter_mut().enumerate().take(head) {
-                *b = src.add(i).read_volatile();
-            }
-            let words = (n - head) / 8;
-            let mut i = head;
-            for w in 0..words {
-                let v = (src.add(head + w * 8) as *const u64).read_volatile();
-                buf[i..i + 8].copy_from_slice(&v.to_ne_bytes());
-                i += 8;
-            }
-            for (j, b) in buf.iter_mut().enumerate().skip(i) {
-                *b = src.add(j).read_volatile();
-            }
-        }
+        // SAFETY: `off + len <= self.len` (checked); the source is valid for reads for 'a
+        // (type invariant); `buf` is a distinct DRAM buffer owned by the caller.
+        unsafe { copy_out(self.ptr.add(off), buf) };
         Ok(())
     }
 
-    /// Copy `data` in at `off` (volatile stores). The pages must be writable (prepared), else
-    /// the store faults.
+    /// Copy `data` in at `off` (volatile stores: 16-byte vector stores in the aligned middle).
+    /// The pages must be writable (prepared), else the store faults.
     pub fn write(&self, off: usize, data: &[u8]) -> Result<()> {
         self.check(off, data.len())?;
-        let n = data.len();
-        // SAFETY: `off + n <= len` (checked); writability of the pages is the documented
-        // precondition of the safe API (a store to a read-only page faults with SIGSEGV, it
-        // never corrupts memory); volatile stores never create references.
-        unsafe {
-            let dst = self.ptr.add(off);
-            let head = dst.align_offset(8).min(n);
-            for (i, &b) in data.iter().enumerate().take(head) {
-                dst.add(i).write_volatile(b);
-            }
-            let words = (n - head) / 8;
-            let mut i = head;
-            for w in 0..words {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&data[i..i + 8]);
-                (dst.add(head + w * 8) as *mut u64).write_volatile(u64::from_ne_bytes(b));
-                i += 8;
-            }
-            for (j, &b) in data.iter().enumerate().skip(i) {
-                dst.add(j).write_volatile(b);
-            }
-        }
+        // SAFETY: `off + len <= self.len` (checked); writability of the pages is the
+        // documented precondition of the safe API (a store to a read-only page faults with
+        // SIGSEGV, it never corrupts memory); volatile stores never create references.
+        unsafe { copy_in(self.ptr.add(off), data) };
         Ok(())
     }
 
@@ -223,6 +188,79 @@ impl<'a> VolatileSlice<'a> {
             return Err(os_err());
         }
         Ok(())
+    }
+}
+
+/// Volatile copy of `dst.len()` bytes from mapped memory at `src`.
+///
+/// # Safety
+/// `src..src + dst.len()` must be mapped and readable; it is accessed only by volatile loads.
+unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
+    let n = dst.len();
+    // SAFETY: (whole body) every access stays in `src..src + n` (caller) or in `dst`; vector
+    // loads are at 16-aligned source addresses.
+    unsafe {
+        let head = src.align_offset(16).min(n);
+        let mut i = 0;
+        while i < head {
+            dst[i] = src.add(i).read_volatile();
+            i += 1;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m128i, _mm_storeu_si128};
+            while i + 16 <= n {
+                let v = (src.add(i) as *const __m128i).read_volatile();
+                _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, v);
+                i += 16;
+            }
+        }
+        while i + 8 <= n {
+            let v = (src.add(i) as *const u64).read_volatile();
+            dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+            i += 8;
+        }
+        while i < n {
+            dst[i] = src.add(i).read_volatile();
+            i += 1;
+        }
+    }
+}
+
+/// Volatile copy of `data` into mapped memory at `dst`.
+///
+/// # Safety
+/// `dst..dst + data.len()` must be mapped; stores to read-only pages fault (SIGSEGV).
+unsafe fn copy_in(dst: *mut u8, data: &[u8]) {
+    let n = data.len();
+    // SAFETY: (whole body) every access stays in `dst..dst + n` (caller) or in `data`; vector
+    // stores are at 16-aligned destination addresses.
+    unsafe {
+        let head = dst.align_offset(16).min(n);
+        let mut i = 0;
+        while i < head {
+            dst.add(i).write_volatile(data[i]);
+            i += 1;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128};
+            while i + 16 <= n {
+                let v = _mm_loadu_si128(data.as_ptr().add(i) as *const __m128i);
+                (dst.add(i) as *mut __m128i).write_volatile(v);
+                i += 16;
+            }
+        }
+        while i + 8 <= n {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&data[i..i + 8]);
+            (dst.add(i) as *mut u64).write_volatile(u64::from_ne_bytes(b));
+            i += 8;
+        }
+        while i < n {
+            dst.add(i).write_volatile(data[i]);
+            i += 1;
+        }
     }
 }
 
@@ -331,7 +369,9 @@ impl Reservation {
     }
 
     /// Map `n` pages from `page` to the file's bytes at `file_off` (MAP_SHARED, MAP_FIXED),
-    /// read-only or read-write; `sync` adds `MAP_SHARED_VALIDATE | MAP_SYNC` (dax).
+    /// read-only or read-write; `sync` adds `MAP_SHARED_VALIDATE | MAP_SYNC` (dax). Short runs
+    /// (at most 16 pages: the remaps of coherence and write access) are pre-faulted
+    /// (`MAP_POPULATE`), so the next access takes no fault.
     pub fn map_file(
         &self,
         page: usize,
@@ -350,11 +390,12 @@ impl Reservation {
             libc::PROT_READ
         };
         let flags = libc::MAP_FIXED
-            | if sync && writable {
+            | if sync {
                 MAP_SHARED_VALIDATE | MAP_SYNC
             } else {
                 libc::MAP_SHARED
-            };
+            }
+            | if n <= 16 { libc::MAP_POPULATE } else { 0 };
         // SAFETY: `addr..addr+len` lies inside our own reservation (checked), so MAP_FIXED
         // replaces only pages we own; nobody holds references into them (volatile access only).
         let p = unsafe { libc::mmap(addr, len, prot, flags, fd.as_raw_fd(), off) };
@@ -379,6 +420,18 @@ impl Reservation {
             )
         };
         if p == libc::MAP_FAILED {
+            return Err(os_err());
+        }
+        Ok(())
+    }
+
+    /// Make `n` pages from `page`, mapped to a file, read-write (write access granted in place:
+    /// the block stays mapped; a `MAP_SYNC` mapping stays one).
+    pub fn protect_write(&self, page: usize, n: usize) -> Result<()> {
+        let (addr, len) = self.span(page, n)?;
+        // SAFETY: inside our reservation; mprotect changes no contents. The caller grants
+        // write access only to pages it mapped from the file (never the zero page).
+        if unsafe { libc::mprotect(addr, len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
             return Err(os_err());
         }
         Ok(())

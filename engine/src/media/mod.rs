@@ -382,7 +382,7 @@ impl Media {
     }
 
     /// Point `n` pages of `view` from `page` at `target` (a run of consecutive blocks, or the
-    /// zero page). A writable block in `dax` mode is mapped with `MAP_SYNC`. After
+    /// zero page). In `dax` mode blocks are mapped with `MAP_SYNC`. After
     /// [`Media::release`] (unmount) only the zero page can be mapped (`Unmounted` otherwise).
     pub fn map_pages(
         &self,
@@ -431,6 +431,16 @@ impl Media {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Grant write access to `n` pages of `view` from `page`, already mapped read-only to
+    /// their blocks (`mprotect`; in `dax` mode every file page is mapped `MAP_SYNC`, so it
+    /// stays one).
+    pub fn map_protect_write(&self, view: &MapView, page: usize, n: usize) -> Result<()> {
+        match view {
+            MapView::Real(r) => r.protect_write(page, n),
+            MapView::Shadow(_) => Ok(()),
         }
     }
 
