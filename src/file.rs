@@ -491,6 +491,19 @@ impl Mapping {
         self.engine.map_persist(&self.inode, self.inner(), off, len)
     }
 
+    /// Change the mapping's length (say, after the file grew), like `mremap(MREMAP_MAYMOVE)`:
+    /// the range `[offset, offset + len)` is mapped anew (same mode), so the addresses may
+    /// move (`&mut self`: no slice of the old range can be alive). Write access must be
+    /// prepared again. Errors as [`File::map`]; on error the old mapping stays.
+    pub fn remap(&mut self, len: u64) -> Result<()> {
+        let (offset, mode) = (self.offset(), self.mode());
+        let new = self.engine.map_range(&self.inode, offset, len, mode)?;
+        if let Some(old) = self.inner.replace(new) {
+            self.engine.map_close(&old);
+        }
+        Ok(())
+    }
+
     /// msync: migrate every cached page of the file into its file map, atomically. The pages
     /// stay mapped (writable in `Sync` mode; read-only in `Atomic` mode, prepare them again).
     pub fn sync(&self) -> Result<()> {

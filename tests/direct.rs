@@ -381,3 +381,24 @@ fn zero_range_and_a_mapping_of_the_other_mode_remap_writable_pages() {
     a.as_slice().read(0, &mut d).unwrap();
     assert_eq!(&d, b"STOMIC");
 }
+
+#[test]
+fn remap_grows_a_mapping_with_its_file() {
+    let (_d, _img, fs) = fresh(16 << 20);
+    let f = rw(&fs, "/g");
+    f.write_at(b"head", 0).unwrap();
+    let mut m = f.map(0, 4, MapMode::Sync).unwrap();
+    m.prepare_write(0, 4).unwrap().write(0, b"HEAD").unwrap();
+    assert!(matches!(m.remap(PG + 10), Err(Error::InvalidArgument(_))));
+    assert_eq!(m.len(), 4, "a failed remap keeps the old mapping");
+    f.set_len(2 * PG).unwrap();
+    m.remap(2 * PG).unwrap();
+    assert_eq!(m.len(), 2 * PG);
+    let s = m.as_slice();
+    let mut b = [0u8; 4];
+    s.read(0, &mut b).unwrap();
+    assert_eq!(&b, b"HEAD");
+    m.prepare_write(PG, 8).unwrap().store_u64(0, 77).unwrap();
+    m.persist(PG, 8).unwrap();
+    assert_eq!(fs.read("/g").unwrap()[PG as usize], 77);
+}
