@@ -288,6 +288,33 @@ impl File {
         })
     }
 
+    /// [`File::map`] with transparent write access (DESIGN §5.4.1): a store to a page not
+    /// yet writable faults (userfaultfd write-protect) to the engine's handler thread, which
+    /// attaches the page to the write cache, maps it writable and lets the store proceed — no
+    /// `prepare_write` needed (it still works, and saves the fault). Needs a handle opened for
+    /// writing (`BadHandle`); `NotSupported` where the kernel or `vm.unprivileged_userfaultfd`
+    /// refuses userfaultfd write-protect, and on the traced backend. A store that cannot get
+    /// write access (the file shrank under it, unmount, no space) gets SIGSEGV.
+    pub fn map_transparent(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
+        self.need_write()?;
+        let inner = self
+            .engine
+            .map_range_transparent(&self.inode, offset, len, mode)?;
+        let inode = match self.engine.open_inode(self.inode.ino) {
+            Ok(i) => i,
+            Err(e) => {
+                self.engine.map_close(&inner);
+                return Err(e);
+            }
+        };
+        Ok(Mapping {
+            engine: self.engine.clone(),
+            inode,
+            inner: Some(inner),
+            writable: true,
+        })
+    }
+
     /// Metadata (a read).
     pub fn metadata(&self) -> Result<Metadata> {
         self.engine.check_mounted()?;

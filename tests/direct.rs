@@ -402,3 +402,79 @@ fn remap_grows_a_mapping_with_its_file() {
     m.persist(PG, 8).unwrap();
     assert_eq!(fs.read("/g").unwrap()[PG as usize], 77);
 }
+
+#[test]
+fn transparent_mappings_take_stores_without_prepare_write() {
+    let (_d, img, fs) = fresh(16 << 20);
+    let f = rw(&fs, "/x");
+    f.write_at(&[4u8; 3 * PG as usize], 0).unwrap();
+    let m = match f.map_transparent(0, 3 * PG, MapMode::Sync) {
+        Err(Error::NotSupported(why)) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        r => r.unwrap(),
+    };
+    let s = m.as_slice();
+    assert_eq!(writable_pages(&fs, "/x"), 0);
+    // A plain store to a clean page: it faults, the handler attaches the page, the store
+    // lands in the cache block.
+    s.write(PG as usize + 3, b"fault-in").unwrap();
+    assert_eq!(writable_pages(&fs, "/x"), 1);
+    let ino = fs.resolve("/x").unwrap();
+    assert_eq!(fs.engine().inode(ino).unwrap().state.read().cache.len(), 1);
+    s.store_u64(2 * PG as usize, 99).unwrap();
+    m.persist(PG + 3, 8).unwrap();
+    m.persist(2 * PG, 8).unwrap();
+    let data = fs.read("/x").unwrap();
+    assert_eq!(&data[PG as usize + 3..PG as usize + 11], b"fault-in");
+    assert_eq!(data[2 * PG as usize], 99);
+    assert_eq!(data[0], 4);
+    // Another handle's write_at over a page: remapped read-only and armed again; the next
+    // store faults in again.
+    f.write_at(b"W", PG).unwrap();
+    s.write(PG as usize + 1, b"again").unwrap();
+    assert_eq!(
+        &fs.read("/x").unwrap()[PG as usize..PG as usize + 6],
+        b"Wagain"
+    );
+    m.persist(PG, 8).unwrap();
+    // A read-only handle cannot map transparently.
+    let ro = fs.open_options().read(true).open("/x").unwrap();
+    assert!(matches!(
+        ro.map_transparent(0, PG, MapMode::Sync),
+        Err(Error::BadHandle(_))
+    ));
+    drop((m, f, ro));
+    fs.crash();
+    let fs = Fs::open(&img, &no_writeback()).unwrap();
+    let data = fs.read("/x").unwrap();
+    assert_eq!(&data[PG as usize..PG as usize + 6], b"Wagain");
+    assert_eq!(data[2 * PG as usize], 99);
+}
+
+#[test]
+fn transparent_atomic_mapping_faults_again_after_sync() {
+    let (_d, img, fs) = fresh(16 << 20);
+    let f = rw(&fs, "/y");
+    f.set_len(PG).unwrap();
+    let m = match f.map_transparent(0, PG, MapMode::Atomic) {
+        Err(Error::NotSupported(_)) => return,
+        r => r.unwrap(),
+    };
+    let s = m.as_slice();
+    s.write(0, b"first").unwrap();
+    m.sync().unwrap();
+    assert_eq!(
+        writable_pages(&fs, "/y"),
+        0,
+        "atomic: write-protected by sync"
+    );
+    s.write(0, b"SECOND").unwrap(); // faults in a fresh attachment
+    assert_eq!(writable_pages(&fs, "/y"), 1);
+    m.persist(0, 6).unwrap(); // persisted but not synced: discarded by recovery
+    drop((m, f));
+    fs.crash();
+    let fs = Fs::open(&img, &no_writeback()).unwrap();
+    assert_eq!(&fs.read("/y").unwrap()[..6], b"first\0");
+}

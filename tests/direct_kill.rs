@@ -4,7 +4,8 @@
 //! printing each acknowledged record; the parent SIGKILLs it at random moments, recovers and
 //! checks: MAP_SYNC mode keeps every acknowledged (persisted) record, and the record in flight
 //! is per 8-byte word old or new; failure-atomic mode shows the file exactly as of an
-//! acknowledged `sync` (the last one, or the one in flight). A third child stores to a page it
+//! acknowledged `sync` (the last one, or the one in flight). A transparent mapping (userfaultfd
+//! write-protect, where available) takes the stores without `prepare_write`. A third child stores to a page it
 //! did not prepare: it dies of SIGSEGV and the image is untouched.
 
 use std::io::{BufRead, BufReader, Write};
@@ -74,8 +75,11 @@ fn child(image: &str, mode: &str, start: u64) -> ! {
         .open("/data")
         .unwrap();
     let atomic = mode == "atomic";
-    let m = f
-        .map(
+    let transparent = mode == "transparent";
+    let m = if transparent {
+        f.map_transparent(0, SLOTS * REC, MapMode::Sync).unwrap()
+    } else {
+        f.map(
             0,
             SLOTS * REC,
             if atomic {
@@ -84,7 +88,8 @@ fn child(image: &str, mode: &str, start: u64) -> ! {
                 MapMode::Sync
             },
         )
-        .unwrap();
+        .unwrap()
+    };
     let s = m.as_slice();
     let mut out = std::io::stdout().lock();
     let mut n = start;
@@ -99,7 +104,9 @@ fn child(image: &str, mode: &str, start: u64) -> ! {
             s.write(slot(n) as usize, &record(n)).unwrap();
             unreachable!("a store to an unprepared page returned");
         }
-        m.prepare_write(slot(n), REC).unwrap();
+        if !transparent {
+            m.prepare_write(slot(n), REC).unwrap();
+        } // (transparent: the first store to a clean page faults it in)
         s.write(slot(n) as usize, &record(n)).unwrap(); // CPU stores into the mapping
         m.persist(slot(n), REC).unwrap(); // clwb + sfence of these addresses
         if atomic {
@@ -251,6 +258,28 @@ fn sigkill_while_storing_through_addresses_atomic_mode() {
     run(
         "sigkill_while_storing_through_addresses_atomic_mode",
         "atomic",
+    );
+}
+
+#[test]
+fn sigkill_while_storing_through_addresses_transparent_mode() {
+    maybe_child();
+    // Only where userfaultfd write-protect is available (checked by mapping once).
+    let (_dir, img) = setup();
+    let fs = open_retry(&img);
+    let f = fs.open_options().write(true).open("/data").unwrap();
+    match f.map_transparent(0, REC, MapMode::Sync) {
+        Err(Error::NotSupported(why)) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        r => drop(r.unwrap()),
+    }
+    drop(f);
+    fs.unmount().unwrap();
+    run(
+        "sigkill_while_storing_through_addresses_transparent_mode",
+        "transparent",
     );
 }
 

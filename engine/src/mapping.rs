@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::inode::{Inode, InodeState};
 use crate::layout::entry::Entry;
 use crate::layout::{Kind, BLOCK};
-use crate::media::map::{MapView, PageTarget, VolatileSlice};
+use crate::media::map::{MapView, PageTarget, Uffd, VolatileSlice};
 use crate::media::MediaMode;
 
 /// What one virtual page of a mapping points at.
@@ -57,6 +57,8 @@ pub struct MapInner {
     /// run by its attachment leaves them alone (one remap instead of two). Written and read
     /// only under the inode's exclusive lock.
     skip: (AtomicUsize, AtomicUsize),
+    /// Transparent write access: read-only pages are armed for write-protect faults.
+    uffd: Option<Arc<Uffd>>,
 }
 
 impl std::fmt::Debug for MapInner {
@@ -111,6 +113,70 @@ impl MapInner {
 pub(crate) struct MapTable {
     live: AtomicUsize,
     by_ino: Mutex<HashMap<u64, Vec<Weak<MapInner>>>>,
+    /// The write-protect fault handler of transparent mappings (started by the first one).
+    faults: Mutex<Option<Arc<FaultHandler>>>,
+}
+
+/// Registered ranges of transparent mappings: addresses, mapping, inode.
+type FaultRegs = Vec<(usize, usize, Weak<MapInner>, Weak<Inode>)>;
+
+/// The userfaultfd and the mappings it serves.
+pub(crate) struct FaultHandler {
+    uffd: Arc<Uffd>,
+    regs: Mutex<FaultRegs>,
+    stop: AtomicBool,
+}
+
+impl Drop for MapTable {
+    fn drop(&mut self) {
+        if let Some(h) = self.faults.lock().take() {
+            h.stop.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Arm read-only pages of a transparent mapping for write-protect faults (no-op otherwise).
+fn arm(m: &MapInner, page: usize, n: usize) -> Result<()> {
+    match (&m.uffd, &m.view) {
+        (Some(u), MapView::Real(r)) => u.arm(r, page, n),
+        _ => Ok(()),
+    }
+}
+
+/// The handler thread: each write-protect fault in a transparent mapping prepares its page
+/// (attachment, remap writable) and wakes the faulting store; if that fails, the page is made
+/// read-only first, so the store gets SIGSEGV instead of faulting again forever.
+fn fault_loop(engine: Weak<Engine>, h: Arc<FaultHandler>) {
+    loop {
+        if h.stop.load(Ordering::Acquire) || engine.strong_count() == 0 {
+            return;
+        }
+        let Ok(Some(addr)) = h.uffd.next_fault(100) else {
+            continue;
+        };
+        let found = h
+            .regs
+            .lock()
+            .iter()
+            .find(|(a, b, _, _)| (*a..*b).contains(&addr))
+            .and_then(|(a, _, m, i)| Some((*a, m.upgrade()?, i.upgrade()?)));
+        let Some((start, m, inode)) = found else {
+            continue;
+        };
+        let MapView::Real(r) = &m.view else { continue };
+        let idx = (addr - start) / BLOCK as usize;
+        let pg_start = (m.first_page + idx as u64) * BLOCK;
+        let lo = pg_start.max(m.offset);
+        let hi = (pg_start + BLOCK).min(m.offset + m.len);
+        let ok = match engine.upgrade() {
+            Some(e) => e.map_prepare(&inode, &m, lo, hi - lo).is_ok(),
+            None => false,
+        };
+        if !ok {
+            let _ = r.protect_read(idx, 1);
+        }
+        h.uffd.wake(r, idx, 1);
+    }
 }
 
 impl MapTable {
@@ -172,6 +238,68 @@ impl Engine {
         len: u64,
         mode: MapMode,
     ) -> Result<Arc<MapInner>> {
+        self.map_range_with(inode, off, len, mode, None)
+    }
+
+    /// [`Engine::map_range`] with transparent write access (DESIGN §5.4.1): a store to a page
+    /// not yet writable faults (userfaultfd write-protect) to a handler thread that runs
+    /// `map_prepare` for the page and lets the store proceed. `NotSupported` where the kernel
+    /// or its settings refuse userfaultfd write-protect, and on the traced backend.
+    pub fn map_range_transparent(
+        self: &Arc<Engine>,
+        inode: &Arc<Inode>,
+        off: u64,
+        len: u64,
+        mode: MapMode,
+    ) -> Result<Arc<MapInner>> {
+        self.check_mounted()?;
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.media().mode() == MediaMode::Traced {
+            return Err(Error::NotSupported(
+                "transparent write access on the traced backend",
+            ));
+        }
+        let h = {
+            let mut g = self.maps.faults.lock();
+            match &*g {
+                Some(h) => h.clone(),
+                None => {
+                    let h = Arc::new(FaultHandler {
+                        uffd: Arc::new(Uffd::new()?),
+                        regs: Mutex::new(Vec::new()),
+                        stop: AtomicBool::new(false),
+                    });
+                    let weak = Arc::downgrade(self);
+                    let hh = h.clone();
+                    std::thread::Builder::new()
+                        .name("novafs-mapfault".into())
+                        .spawn(move || fault_loop(weak, hh))
+                        .map_err(Error::Io)?;
+                    *g = Some(h.clone());
+                    h
+                }
+            }
+        };
+        let m = self.map_range_with(inode, off, len, mode, Some(h.uffd.clone()))?;
+        if let MapView::Real(r) = &m.view {
+            let (a, b) = r.addr_range();
+            let mut regs = h.regs.lock();
+            regs.retain(|(_, _, w, _)| w.strong_count() > 0);
+            regs.push((a, b, Arc::downgrade(&m), Arc::downgrade(inode)));
+        }
+        Ok(m)
+    }
+
+    fn map_range_with(
+        &self,
+        inode: &Arc<Inode>,
+        off: u64,
+        len: u64,
+        mode: MapMode,
+        uffd: Option<Arc<Uffd>>,
+    ) -> Result<Arc<MapInner>> {
         self.check_mounted()?;
         let st = inode.state.read();
         match st.attr.kind {
@@ -211,6 +339,7 @@ impl Engine {
             writable_pages: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             skip: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            uffd,
         });
         {
             let mut slots = m.slots.lock();
@@ -266,7 +395,9 @@ impl Engine {
                 {
                     j += 1;
                 }
-                let r = media.map_protect_read(&m.view, first + i, j - i);
+                let r = media
+                    .map_protect_read(&m.view, first + i, j - i)
+                    .and_then(|()| arm(m, first + i, j - i));
                 for (k, &wk) in want.iter().enumerate().take(j).skip(i) {
                     self.set_slot(m, slots, k, if r.is_ok() { wk } else { ZERO });
                 }
@@ -278,7 +409,13 @@ impl Engine {
                 i = j;
                 continue;
             }
-            if !all && cur.block == w.block && cur.block != 0 && !cur.writable && w.writable {
+            if !all
+                && m.uffd.is_none()
+                && cur.block == w.block
+                && cur.block != 0
+                && !cur.writable
+                && w.writable
+            {
                 // Same block, write access granted: mprotect only.
                 let mut j = i + 1;
                 while j < want.len()
@@ -315,7 +452,15 @@ impl Engine {
                     writable: w.writable,
                 }
             };
-            let r = media.map_pages(&m.view, first + i, j - i, tgt);
+            let r = media
+                .map_pages(&m.view, first + i, j - i, tgt)
+                .and_then(|()| {
+                    if w.writable {
+                        Ok(())
+                    } else {
+                        arm(m, first + i, j - i)
+                    }
+                });
             if let Err(e) = r {
                 let _ = media.map_pages(&m.view, first + i, j - i, PageTarget::Zero);
                 for k in i..j {

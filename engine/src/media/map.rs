@@ -470,6 +470,185 @@ impl Drop for Reservation {
     }
 }
 
+/// A userfaultfd with write-protect support: transparent write access to mappings (a store
+/// to a clean page faults to a handler thread, which prepares the page and wakes the store).
+pub struct Uffd {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl std::fmt::Debug for Uffd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uffd").field("fd", &self.fd).finish()
+    }
+}
+
+const UFFD_API: u64 = 0xAA;
+const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+const UFFDIO_WAKE: libc::c_ulong = 0x8010_AA02;
+const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xC018_AA06;
+const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+const UFFD_PAGEFAULT_FLAG_WP: u64 = 1 << 1;
+const IOCTL_WRITEPROTECT_BIT: u64 = 1 << 6;
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdMsg {
+    event: u8,
+    _r1: u8,
+    _r2: u16,
+    _r3: u32,
+    flags: u64,
+    address: u64,
+    _feat: u64,
+}
+
+fn unsupported(_: Error) -> Error {
+    Error::NotSupported("userfaultfd write-protect is not available (kernel or permission)")
+}
+
+impl Uffd {
+    /// Open a userfaultfd with write-protect on shared memory and on unpopulated pages;
+    /// `NotSupported` where the kernel (or `vm.unprivileged_userfaultfd`) refuses.
+    pub fn new() -> Result<Uffd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the userfaultfd syscall takes flags only and returns a new descriptor.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if fd < 0 {
+            return Err(unsupported(os_err()));
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes one `uffdio_api` (24 bytes, this layout).
+        if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
+            return Err(unsupported(os_err()));
+        }
+        Ok(Uffd { fd })
+    }
+
+    /// Arm `n` pages of `r` from `page`, already mapped read-only: register them for
+    /// write-protect faults, write-protect them, then make the VMA writable (in that order: a
+    /// store never finds a writable, unprotected page).
+    pub fn arm(&self, r: &Reservation, page: usize, n: usize) -> Result<()> {
+        let (addr, len) = r.span(page, n)?;
+        let range = UffdioRange {
+            start: addr as u64,
+            len: len as u64,
+        };
+        let mut reg = UffdioRegister {
+            range: UffdioRange { ..range },
+            mode: UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads/writes one `uffdio_register` (32 bytes); the range is
+        // inside our reservation.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } != 0 {
+            return Err(os_err());
+        }
+        if reg.ioctls & IOCTL_WRITEPROTECT_BIT == 0 {
+            return Err(Error::NotSupported("write-protect on this mapping"));
+        }
+        let mut wp = UffdioWriteprotect {
+            range,
+            mode: UFFDIO_WRITEPROTECT_MODE_WP,
+        };
+        // SAFETY: UFFDIO_WRITEPROTECT reads one `uffdio_writeprotect` (24 bytes).
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT, &mut wp) } != 0 {
+            return Err(os_err());
+        }
+        r.protect_write(page, n)
+    }
+
+    /// Wake the threads faulting in `n` pages of `r` from `page` (they retry their access).
+    pub fn wake(&self, r: &Reservation, page: usize, n: usize) {
+        if let Ok((addr, len)) = r.span(page, n) {
+            let mut range = UffdioRange {
+                start: addr as u64,
+                len: len as u64,
+            };
+            // SAFETY: UFFDIO_WAKE reads one `uffdio_range`; no memory effect.
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WAKE, &mut range) };
+        }
+    }
+
+    /// Wait up to `timeout_ms` for a write-protect fault; its address.
+    pub fn next_fault(&self, timeout_ms: i32) -> Result<Option<usize>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc <= 0 {
+            return Ok(None);
+        }
+        let mut msg = UffdMsg::default();
+        // SAFETY: reads at most one 32-byte `uffd_msg` into `msg` (this layout, 32 bytes).
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut msg as *mut UffdMsg).cast(),
+                std::mem::size_of::<UffdMsg>(),
+            )
+        };
+        if n != std::mem::size_of::<UffdMsg>() as isize {
+            return Ok(None);
+        }
+        if msg.event == UFFD_EVENT_PAGEFAULT && msg.flags & UFFD_PAGEFAULT_FLAG_WP != 0 {
+            return Ok(Some(msg.address as usize));
+        }
+        Ok(None)
+    }
+}
+
+impl Reservation {
+    /// The reserved addresses `[start, end)`.
+    pub fn addr_range(&self) -> (usize, usize) {
+        (self.ptr as usize, self.ptr as usize + self.pages * PAGE)
+    }
+}
+
 /// The traced backend's mapping: a page-aligned DRAM buffer plus the contents last observed
 /// (filled from or published to the media), so that changed words can become traced stores.
 pub struct Shadow {
