@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use novafs_engine::inode::Inode;
+use novafs_engine::mapping::MapInner;
+use novafs_engine::media::map::VolatileSlice;
 use novafs_engine::{Engine, Error as EngineError, Kind, MapMode, SetAttr};
 
 use crate::{path, Error, Metadata, Result};
@@ -276,26 +278,53 @@ impl File {
         self.sync_all()
     }
 
-    /// Map `[offset, offset + len)` for direct load/store access through the per-inode
-    /// persistent write cache (see [`Mapping`]). The range must lie within the file; extend the
-    /// file with [`File::set_len`] first. Writing needs a handle opened for writing.
+    /// Map `[offset, offset + len)` for direct access (DESIGN §5.4.1): a range of this
+    /// process's address space whose pages are the file's blocks (see [`Mapping`]). The range
+    /// must be non-empty and lie within the file (extend it with [`File::set_len`] first); a
+    /// directory is `IsADirectory`; after unmount, `Unmounted`. A handle not opened for
+    /// writing gives a read-only mapping (`prepare_write` and `write_at` fail with
+    /// `BadHandle`).
     pub fn map(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
-        let size = self.metadata()?.len();
-        let end = offset.checked_add(len).ok_or(EngineError::FileTooLarge)?;
-        if len == 0 || end > size {
-            return Err(EngineError::InvalidArgument(format!(
-                "map of [{offset}, {end}) outside the file (length {size})"
-            ))
-            .into());
-        }
-        let inode = self.engine.open_inode(self.inode.ino)?;
+        let inner = self.engine.map_range(&self.inode, offset, len, mode)?;
+        let inode = match self.engine.open_inode(self.inode.ino) {
+            Ok(i) => i,
+            Err(e) => {
+                self.engine.map_close(&inner);
+                return Err(e.into());
+            }
+        };
         Ok(Mapping {
             engine: self.engine.clone(),
             inode,
-            offset,
-            len,
-            mode,
+            inner: Some(inner),
             writable: self.write,
+        })
+    }
+
+    /// [`File::map`] with transparent write access (DESIGN §5.4.1): a store to a page not
+    /// yet writable faults (userfaultfd write-protect) to the engine's handler thread, which
+    /// attaches the page to the write cache, maps it writable and lets the store proceed — no
+    /// `prepare_write` needed (it still works, and saves the fault). Needs a handle opened for
+    /// writing (`BadHandle`); `NotSupported` where the kernel or `vm.unprivileged_userfaultfd`
+    /// refuses userfaultfd write-protect, and on the traced backend. A store that cannot get
+    /// write access (the file shrank under it, unmount, no space) gets SIGSEGV.
+    pub fn map_transparent(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
+        self.need_write()?;
+        let inner = self
+            .engine
+            .map_range_transparent(&self.inode, offset, len, mode)?;
+        let inode = match self.engine.open_inode(self.inode.ino) {
+            Ok(i) => i,
+            Err(e) => {
+                self.engine.map_close(&inner);
+                return Err(e.into());
+            }
+        };
+        Ok(Mapping {
+            engine: self.engine.clone(),
+            inode,
+            inner: Some(inner),
+            writable: true,
         })
     }
 
@@ -386,81 +415,144 @@ impl io::Seek for File {
     }
 }
 
-/// A mapped range of a file with MAP_SYNC semantics (or failure-atomic ones, see [`MapMode`]).
+/// A mapped range of a file: real memory (DESIGN §5.4.1), with MAP_SYNC semantics (or
+/// failure-atomic ones, see [`MapMode`]).
 ///
-/// The first store to a clean page copies it into a new persistent page attached to the inode's
-/// write cache; that attachment is durable before the store happens. Stores become durable when
-/// [`Mapping::persist`] returns (flush + fence), with no fsync. [`Mapping::sync`] (msync),
-/// [`File::sync_all`], background writeback and clean unmount migrate the cached pages into the
-/// file with one atomic commit. Reads through the mapping or the file see the cached pages.
+/// Loads are plain loads of the image's pages through [`Mapping::as_slice`] (a
+/// [`VolatileSlice`]: bounds-checked volatile copies and 8-byte atomics, never `&[u8]` into
+/// shared memory) or [`Mapping::as_ptr`]. Pages are read-only until [`Mapping::prepare_write`]:
+/// it copies each clean page into a new persistent page attached to the inode's write cache,
+/// makes that attachment durable, and only then maps the virtual page writable. Stores through
+/// the addresses are durable once [`Mapping::persist`] returns (flush + fence of the program's
+/// own addresses, no lock, no system call; msync in msync mode), with no fsync.
 ///
-/// Stores go through the engine's persistence layer (a copy per store rather than a raw CPU
-/// store), which is what lets the crash harness see them.
+/// A store to a page that was not prepared is a store to read-only memory: the process gets
+/// SIGSEGV, as with any `PROT_READ` mapping; the image is never touched by it. A migration
+/// ([`Mapping::sync`], [`File::sync_all`], `Fs::sync`, background writeback) keeps the page
+/// mapped on the same block; in [`MapMode::Sync`] it stays writable, in [`MapMode::Atomic`] it
+/// becomes read-only (prepare it again before the next store: a fresh attachment). An
+/// operation that replaces the page's block (another handle's `write_at`, `set_len`,
+/// `punch_hole`, `allocate` over it) leaves it read-only on the new block. After unmount or
+/// crash every page reads as zeros and stores fault.
+///
+/// Raw use of [`Mapping::as_ptr`] (dereferencing is the caller's `unsafe`): stay within
+/// `[as_ptr(), as_ptr() + len())`; store only into prepared pages; no references into the
+/// memory, only raw/volatile/atomic accesses (other mappings, threads and the engine share
+/// it); synchronise with other writers; stop before the `Mapping` drops.
 #[derive(Debug)]
 pub struct Mapping {
     engine: Arc<Engine>,
     inode: Arc<Inode>,
-    offset: u64,
-    len: u64,
-    mode: MapMode,
+    /// `Some` until drop (taken there so the addresses are unmapped before the inode goes).
+    inner: Option<Arc<MapInner>>,
     writable: bool,
 }
 
 impl Mapping {
+    fn inner(&self) -> &MapInner {
+        self.inner
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+
     /// File offset of the mapping's first byte.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.inner().range().0
     }
 
     /// Length of the mapping.
     pub fn len(&self) -> u64 {
-        self.len
+        self.inner().range().1
     }
 
     /// Whether the mapping is empty (never: `map` refuses empty ranges).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The persistence mode.
     pub fn mode(&self) -> MapMode {
-        self.mode
+        self.inner().mode()
+    }
+
+    /// The mapped bytes as a volatile slice (offset 0 is the mapping's first byte).
+    pub fn as_slice(&self) -> VolatileSlice<'_> {
+        self.inner().slice()
+    }
+
+    /// The address of the mapping's first byte (see the type's docs for the rules of raw use).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.as_slice().as_ptr()
     }
 
     fn range(&self, at: u64, n: u64) -> novafs_engine::Result<u64> {
         match at.checked_add(n) {
-            Some(end) if end <= self.len => Ok(self.offset + at),
+            Some(end) if end <= self.len() => Ok(self.offset() + at),
             _ => Err(EngineError::InvalidArgument(format!(
                 "access [{at}, {}) outside the mapping of {} bytes",
                 at.saturating_add(n),
-                self.len
+                self.len()
             ))),
         }
     }
 
-    /// Load `buf.len()` bytes at mapping offset `at`.
-    pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize> {
-        let off = self.range(at, buf.len() as u64)?;
-        let st = self.inode.state.read();
-        Ok(self.engine.read_locked(&st, off, buf)?)
+    /// Make `[at, at + len)` writable (mapping offsets): each clean page is attached to the
+    /// write cache, durably, then mapped read-write. Returns the prepared range's slice.
+    /// Needs a handle opened for writing.
+    pub fn prepare_write(&self, at: u64, len: u64) -> Result<VolatileSlice<'_>> {
+        if !self.writable {
+            return Err(EngineError::BadHandle("mapping of a read-only handle").into());
+        }
+        let off = self.range(at, len)?;
+        self.engine
+            .map_prepare(&self.inode, self.inner(), off, len)?;
+        Ok(self.as_slice().subslice(at as usize, len as usize)?)
     }
 
-    /// Store `data` at mapping offset `at` (durable after [`Mapping::persist`]).
+    /// Load `buf.len()` bytes at mapping offset `at` (a copy out of the mapped pages).
+    pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize> {
+        self.range(at, buf.len() as u64)?;
+        self.engine.check_mounted()?;
+        self.as_slice().read(at as usize, buf)?;
+        Ok(buf.len())
+    }
+
+    /// Store `data` at mapping offset `at`: `prepare_write` of the range, then a store through
+    /// the mapped addresses (durable after [`Mapping::persist`]).
     pub fn write_at(&self, data: &[u8], at: u64) -> Result<()> {
         if !self.writable {
             return Err(EngineError::BadHandle("mapping of a read-only handle").into());
         }
         let off = self.range(at, data.len() as u64)?;
-        Ok(self.engine.cache_write(&self.inode, off, data, self.mode)?)
+        Ok(self
+            .engine
+            .map_store(&self.inode, self.inner(), off, data)?)
     }
 
-    /// Make the stores in `[at, at + len)` durable: flush + fence.
+    /// Make the stores in `[at, at + len)` durable: flush of the program's addresses + one
+    /// fence (msync in msync mode).
     pub fn persist(&self, at: u64, len: u64) -> Result<()> {
         let off = self.range(at, len)?;
-        Ok(self.engine.cache_persist(&self.inode, off, len)?)
+        Ok(self
+            .engine
+            .map_persist(&self.inode, self.inner(), off, len)?)
     }
 
-    /// msync: migrate every cached page of the file into its file map, atomically.
+    /// Change the mapping's length (say, after the file grew), like `mremap(MREMAP_MAYMOVE)`:
+    /// the range `[offset, offset + len)` is mapped anew (same mode), so the addresses may
+    /// move (`&mut self`: no slice of the old range can be alive). Write access must be
+    /// prepared again. Errors as [`File::map`]; on error the old mapping stays.
+    pub fn remap(&mut self, len: u64) -> Result<()> {
+        let (offset, mode) = (self.offset(), self.mode());
+        let new = self.engine.map_range(&self.inode, offset, len, mode)?;
+        if let Some(old) = self.inner.replace(new) {
+            self.engine.map_close(&old);
+        }
+        Ok(())
+    }
+
+    /// msync: migrate every cached page of the file into its file map, atomically. The pages
+    /// stay mapped (writable in `Sync` mode; read-only in `Atomic` mode, prepare them again).
     pub fn sync(&self) -> Result<()> {
         Ok(self.engine.cache_sync(&self.inode)?)
     }
@@ -468,6 +560,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if let Some(m) = self.inner.take() {
+            self.engine.map_close(&m);
+        }
         let _ = self.engine.release_inode(&self.inode);
     }
 }

@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use dir::{DirEntry, ReadDir};
 pub use error::{EngineError, Error, Result};
 pub use file::{File, Mapping, OpenOptions};
+pub use novafs_engine::media::map::VolatileSlice;
 pub use novafs_engine::{
     self as engine, Attr, DirEntry as RawDirEntry, Engine, FormatOptions, GcConfig, GcStats, Kind,
     LogStats, MapMode, MediaMode, MountOptions, MountReport, RenameFlags, SetAttr, StatFs,

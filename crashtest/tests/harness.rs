@@ -193,3 +193,38 @@ fn writefile_is_one_atomic_step() {
         "a crash between the two commits must show"
     );
 }
+
+#[test]
+fn mapped_workloads_run_through_the_direct_path() {
+    // Mapped stores reach the trace from the direct-access path (a traced mapping's shadow
+    // published by `mapping.rs`); then every mapped workload recovers at every crash point.
+    use novafs::engine::media::TraceEvent;
+    use novafs::engine::{Engine, FormatOptions, Media};
+    let ws = workload::mapped();
+    for w in &ws {
+        let media = std::sync::Arc::new(Media::traced(4 << 20));
+        let e = Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
+        let fs = novafs::Fs::from_engine(e, Default::default());
+        let mut held = workload::Held::new();
+        for op in &w.setup {
+            workload::apply_with(&fs, &mut held, op).unwrap();
+        }
+        media.with_trace(|t| t.enabled = true);
+        for op in &w.ops {
+            if matches!(op, Op::Remount) {
+                break;
+            }
+            workload::apply_with(&fs, &mut held, op)
+                .unwrap_or_else(|e| panic!("{}: '{op}' failed: {e}", w.name));
+        }
+        let evs = media.with_trace(|t| t.take()).unwrap();
+        let direct = evs.iter().any(
+            |e| matches!(e, TraceEvent::Store { site, .. } if site.file.ends_with("mapping.rs")),
+        );
+        assert!(direct, "{}: no store from the direct path", w.name);
+    }
+    let r = check_all(&ws, &Config::default(), 2);
+    summary("mapped", &r);
+    assert!(r.failures.is_empty(), "{} failures", r.failures.len());
+    assert_eq!(r.workloads, ws.len());
+}

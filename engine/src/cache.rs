@@ -169,7 +169,7 @@ impl Engine {
 
     /// Copy clean pages into new cache blocks and durably attach them (one transaction on
     /// the cache log).
-    fn attach(
+    pub(crate) fn attach(
         &self,
         inode: &Inode,
         st: &mut InodeState,
@@ -199,6 +199,10 @@ impl Engine {
         let mut done = txn.commit()?;
         let _ = done.apply(&self.blocks, inode.ino, st);
         self.writeback.dirty.lock().insert(inode.ino);
+        let span = (pages.iter().min().copied(), pages.iter().max().copied());
+        if let (Some(lo), Some(hi)) = span {
+            self.maps_refresh(inode.ino, st, &[], (lo, hi + 1)); // mapped pages: cache blocks
+        }
         Ok(())
     }
 
@@ -271,6 +275,7 @@ impl Engine {
         inode: &Inode,
         st: &mut InodeState,
     ) -> Result<(Vec<Entry>, bool)> {
+        self.maps_publish(inode.ino); // traced mappings' stores first (DESIGN §5.4.1)
         if st.cache.is_empty() && st.cache_log.tail_off == 0 {
             return Ok((Vec::new(), false));
         }
@@ -287,6 +292,7 @@ impl Engine {
     pub(crate) fn finish_migration(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
         // The pages belong to the file now, whatever happens next (a retry finds the cache
         // empty and only resets the cache log).
+        let span = crate::mapping::cache_span(st);
         st.cache.clear();
         inode.forget_last_store();
         let mut txn = self.txn("cache-reset");
@@ -294,11 +300,13 @@ impl Engine {
         let mut done = txn.commit()?;
         let _ = done.apply(&self.blocks, inode.ino, st);
         self.writeback.dirty.lock().remove(&inode.ino);
+        self.maps_refresh(inode.ino, st, &[], span); // migrated pages (atomic: revoked)
         Ok(())
     }
 
     /// Migrate with the inode locked. See the module docs for the protocol.
     pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
+        self.maps_publish(inode.ino); // traced mappings' stores first (DESIGN §5.4.1)
         if st.cache.is_empty() && st.cache_log.tail_off == 0 {
             return Ok(());
         }

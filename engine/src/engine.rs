@@ -107,6 +107,8 @@ pub struct Engine {
     pub(crate) gate: RwLock<()>,
     /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
     pub(crate) dir_names: crate::admit::DirNames,
+    /// Live direct-access mappings per inode (`mapping.rs`).
+    pub(crate) maps: crate::mapping::MapTable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -219,6 +221,7 @@ impl Engine {
             gc: Default::default(),
             gate: RwLock::new(()),
             dir_names: Default::default(),
+            maps: Default::default(),
         }
     }
 
@@ -233,7 +236,8 @@ impl Engine {
             drop(i.state.write());
         }
         self.stop_writeback();
-        // A killed process's lock goes with it.
+        self.maps_revoke_all(); // a killed process's mappings go with it
+                                // A killed process's lock goes with it.
         self.media.release();
     }
 
@@ -668,8 +672,12 @@ impl Engine {
         slot_off: u64,
         st: &mut InodeState,
     ) -> Vec<u64> {
+        let old_size = st.attr.size;
         let applied = done.apply(&self.blocks, ino, st);
         if applied.appended {
+            // Mapped pages the entries changed, before the caller frees what they replaced
+            // (DESIGN §5.4.1).
+            self.maps_refresh_applied(ino, st, &applied.entries, old_size, &applied.freed);
             if st.attr.kind == Kind::Dir {
                 self.dir_names.note_applied(ino, &applied.entries);
             }

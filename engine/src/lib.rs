@@ -16,6 +16,7 @@ pub mod inode;
 pub mod journal;
 pub mod layout;
 pub mod log;
+pub mod mapping;
 pub mod media;
 pub mod mount;
 pub mod sync;

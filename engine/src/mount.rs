@@ -525,13 +525,15 @@ impl Engine {
         self.stop_writeback();
         if self.read_only {
             drop(self.gate.write()); // readers in flight finish first
+            self.maps_revoke_all();
             self.media.release();
             return Ok(());
         }
         let _gate = self.gate.write(); // operations in flight finish first
         let saved = self.save_clean();
-        // The lock goes with the unmount, not with the last handle: the image can be mounted
-        // again at once (handles and clones that outlive this fail with `Unmounted`).
+        self.maps_revoke_all(); // mappings never outlive the mount (§5.4.1)
+                                // The lock goes with the unmount, not with the last handle: the image can be mounted
+                                // again at once (handles and clones that outlive this fail with `Unmounted`).
         self.media.release();
         saved
     }

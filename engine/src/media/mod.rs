@@ -15,8 +15,10 @@
 //! - [`MediaMode::Traced`]: a `Vec<u8>` in DRAM, every store, flush and fence appended to a
 //!   trace for the crash harness.
 //!
-//! All `unsafe` code of the workspace lives in `media::raw`.
+//! All `unsafe` code of the workspace lives in `media::raw` and `media::map` (direct-access
+//! mappings, DESIGN §5.4.1).
 
+pub mod map;
 mod raw;
 pub mod trace;
 
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use crate::sync::Mutex;
 
 use crate::error::{Error, Result};
+use map::{MapView, PageTarget, Reservation, Shadow, VolatileSlice};
 pub use raw::FlushKind;
 use raw::RawRegion;
 pub use trace::{Trace, TraceEvent, TraceSite};
@@ -495,6 +498,128 @@ impl Media {
         match self.backend {
             Backend::Traced(t) => Some(t.into_inner().into_bytes()),
             Backend::Mapped(_) => None,
+        }
+    }
+
+    /// A view of `pages` pages for a direct-access mapping (DESIGN §5.4.1): an address-space
+    /// reservation for file-backed media, a shadow buffer for the traced backend. Every page
+    /// must be pointed somewhere ([`Media::map_pages`]) before the view's memory is used.
+    pub fn map_view(&self, pages: usize) -> Result<MapView> {
+        match &self.backend {
+            Backend::Mapped(_) => Ok(MapView::Real(Reservation::new(pages)?)),
+            Backend::Traced(_) => Ok(MapView::Shadow(Shadow::new(pages)?)),
+        }
+    }
+
+    /// Point `n` pages of `view` from `page` at `target` (a run of consecutive blocks, or the
+    /// zero page). In `dax` mode blocks are mapped with `MAP_SYNC`. After
+    /// [`Media::release`] (unmount) only the zero page can be mapped (`Unmounted` otherwise).
+    pub fn map_pages(
+        &self,
+        view: &MapView,
+        page: usize,
+        n: usize,
+        target: PageTarget,
+    ) -> Result<()> {
+        if let PageTarget::Block { block, .. } = target {
+            let off = block.checked_mul(map::PAGE as u64);
+            let len = (n * map::PAGE) as u64;
+            match off.and_then(|o| o.checked_add(len)) {
+                Some(end) if end <= self.len => {}
+                _ => {
+                    return Err(Error::Corrupt {
+                        what: "mapped block out of range".into(),
+                        location: format!("block {block} (+{n})"),
+                    })
+                }
+            }
+        }
+        match (view, target) {
+            (MapView::Real(r), PageTarget::Zero) => r.map_zero(page, n),
+            (MapView::Real(r), PageTarget::Block { block, writable }) => {
+                use std::os::fd::AsFd;
+                let file = self.file.lock();
+                let f = file.as_ref().ok_or(Error::Unmounted)?;
+                r.map_file(
+                    page,
+                    n,
+                    f.as_fd(),
+                    block * map::PAGE as u64,
+                    writable,
+                    self.mode == MediaMode::Dax,
+                )
+            }
+            (MapView::Shadow(s), PageTarget::Zero) => {
+                let zeros = vec![0u8; map::PAGE];
+                (page..page + n).try_for_each(|p| s.fill(p, &zeros))
+            }
+            (MapView::Shadow(s), PageTarget::Block { block, .. }) => {
+                let mut buf = vec![0u8; map::PAGE];
+                for i in 0..n {
+                    self.read((block + i as u64) * map::PAGE as u64, &mut buf)?;
+                    s.fill(page + i, &buf)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Grant write access to `n` pages of `view` from `page`, already mapped read-only to
+    /// their blocks (`mprotect`; in `dax` mode every file page is mapped `MAP_SYNC`, so it
+    /// stays one).
+    pub fn map_protect_write(&self, view: &MapView, page: usize, n: usize) -> Result<()> {
+        match view {
+            MapView::Real(r) => r.protect_write(page, n),
+            MapView::Shadow(_) => Ok(()),
+        }
+    }
+
+    /// Revoke write access to `n` pages of `view` from `page` (the blocks stay mapped).
+    pub fn map_protect_read(&self, view: &MapView, page: usize, n: usize) -> Result<()> {
+        match view {
+            MapView::Real(r) => r.protect_read(page, n),
+            // A shadow's read-only pages are simply never published.
+            MapView::Shadow(_) => Ok(()),
+        }
+    }
+
+    /// Traced backend: the words of shadow page `page` changed since last observed become
+    /// traced (unflushed) stores into `block`. Nothing to do for real mappings (the stores
+    /// are in the image already). Returns whether anything was published.
+    #[track_caller]
+    pub fn map_publish(&self, view: &MapView, page: usize, block: u64) -> Result<bool> {
+        match view {
+            MapView::Real(_) => Ok(false),
+            MapView::Shadow(s) => {
+                let base = block * map::PAGE as u64;
+                let site = TraceSite::caller(); // (a closure does not pass #[track_caller] on)
+                let mut any = false;
+                s.diff(page, |off, bytes| {
+                    any = true;
+                    let at = base + off as u64;
+                    self.check(at, bytes.len())?;
+                    if let Backend::Traced(t) = &self.backend {
+                        t.lock().store(at, bytes, false, site);
+                    }
+                    Ok(())
+                })?;
+                Ok(any)
+            }
+        }
+    }
+
+    /// Make the program's stores in `[off, off + len)` of a mapped slice durable: flush of its
+    /// lines and one fence (`msync` of its pages in msync mode); no lock, no system call in the
+    /// flush modes. The traced backend persists by block instead (publish, flush, fence).
+    pub fn map_persist(&self, s: &VolatileSlice<'_>, off: usize, len: usize) -> Result<()> {
+        match self.mode {
+            MediaMode::Traced => Ok(()),
+            MediaMode::Msync => s.msync(off, len),
+            MediaMode::Dax | MediaMode::Emulated => {
+                s.flush(off, len, self.flush_kind)?;
+                raw::sfence();
+                Ok(())
+            }
         }
     }
 

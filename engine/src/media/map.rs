@@ -1,0 +1,939 @@
+//! Direct-access mapping primitives (DESIGN §5.4.1): address-space reservations whose pages map
+//! image blocks, the traced backend's shadow buffers, and [`VolatileSlice`], the only way safe
+//! code touches mapped memory.
+//!
+//! Mapped memory is shared with the engine, with other mappings of the same blocks and with
+//! other threads, so no `&[u8]` or `&mut [u8]` into it is ever created: every access is a
+//! volatile or atomic access through a raw pointer.
+#![allow(unsafe_code)]
+
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::FlushKind;
+use crate::error::{Error, Result};
+
+/// The page size of a mapping (the block size; checked against the host's at reservation).
+pub const PAGE: usize = 4096;
+
+const MAP_SYNC: libc::c_int = 0x80000;
+const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
+
+fn os_err() -> Error {
+    Error::Io(std::io::Error::last_os_error())
+}
+
+/// A view of mapped memory: bounds-checked volatile copies, atomics on aligned 8-byte words,
+/// and the raw address for callers that take the rules below on themselves.
+///
+/// Rules for raw use of [`VolatileSlice::as_ptr`] (dereferencing it is `unsafe` in the
+/// caller): stay within `[as_ptr(), as_ptr() + len())`; store only into pages made writable
+/// (`prepare_write`), else the store faults (SIGSEGV) like any store to read-only memory; never
+/// create references (`&T`/`&mut T`) to the memory, only raw, volatile or atomic accesses
+/// (another mapping, thread or the engine may change it at any time); synchronise with other
+/// writers yourself; stop before the mapping is dropped (the addresses are unmapped then).
+#[derive(Clone, Copy)]
+pub struct VolatileSlice<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _life: PhantomData<&'a [AtomicU64]>,
+}
+
+impl std::fmt::Debug for VolatileSlice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolatileSlice")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+// SAFETY: a VolatileSlice only performs volatile and atomic accesses to memory that lives as
+// long as `'a`; sharing it between threads is like sharing `&[AtomicU8]`.
+unsafe impl Send for VolatileSlice<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for VolatileSlice<'_> {}
+
+fn range_err(off: usize, n: usize, len: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "access [{off}, {}) outside the mapped {len} bytes",
+        off.saturating_add(n)
+    ))
+}
+
+impl<'a> VolatileSlice<'a> {
+    /// # Safety
+    /// `ptr..ptr+len` must stay mapped and readable for `'a`, and only ever be accessed
+    /// through volatile or atomic operations.
+    unsafe fn new(ptr: *mut u8, len: usize) -> VolatileSlice<'a> {
+        VolatileSlice {
+            ptr,
+            len,
+            _life: PhantomData,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first byte's address (see the type's docs for the rules of raw use).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    fn check(&self, off: usize, n: usize) -> Result<()> {
+        match off.checked_add(n) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(range_err(off, n, self.len)),
+        }
+    }
+
+    /// The sub-slice `[off, off + len)`.
+    pub fn subslice(&self, off: usize, len: usize) -> Result<VolatileSlice<'a>> {
+        self.check(off, len)?;
+        // SAFETY: in bounds (checked), so the sub-range has the same validity as `self`.
+        Ok(unsafe { VolatileSlice::new(self.ptr.add(off), len) })
+    }
+
+    /// Copy `buf.len()` bytes at `off` out (volatile loads: 16-byte vector loads in the
+    /// aligned middle, bytes at the edges).
+    pub fn read(&self, off: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(off, buf.len())?;
+        // SAFETY: `off + len <= self.len` (checked); the source is valid for reads for 'a
+        // (type invariant); `buf` is a distinct DRAM buffer owned by the caller.
+        unsafe { copy_out(self.ptr.add(off), buf) };
+        Ok(())
+    }
+
+    /// Copy `data` in at `off` (volatile stores: 16-byte vector stores in the aligned middle).
+    /// The pages must be writable (prepared), else the store faults.
+    pub fn write(&self, off: usize, data: &[u8]) -> Result<()> {
+        self.check(off, data.len())?;
+        // SAFETY: `off + len <= self.len` (checked); writability of the pages is the
+        // documented precondition of the safe API (a store to a read-only page faults with
+        // SIGSEGV, it never corrupts memory); volatile stores never create references.
+        unsafe { copy_in(self.ptr.add(off), data) };
+        Ok(())
+    }
+
+    fn word(&self, off: usize) -> Result<&'a AtomicU64> {
+        self.check(off, 8)?;
+        if !(self.ptr as usize + off).is_multiple_of(8) {
+            return Err(Error::InvalidArgument(format!(
+                "8-byte atomic at unaligned offset {off}"
+            )));
+        }
+        // SAFETY: in bounds and 8-byte aligned (checked); AtomicU64 has the layout of u64 and
+        // all accesses to this memory are volatile or atomic (type invariant), so a shared
+        // atomic reference is sound for 'a.
+        Ok(unsafe { &*(self.ptr.add(off) as *const AtomicU64) })
+    }
+
+    /// An aligned, failure-atomic 8-byte load (Acquire).
+    pub fn load_u64(&self, off: usize) -> Result<u64> {
+        Ok(self.word(off)?.load(Ordering::Acquire))
+    }
+
+    /// An aligned, failure-atomic 8-byte store (Release): the commit primitive (durable after
+    /// persist).
+    pub fn store_u64(&self, off: usize, v: u64) -> Result<()> {
+        self.word(off)?.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Compare-and-exchange of an aligned word (AcqRel); `Err(current)` if it was not `old`.
+    pub fn compare_exchange_u64(&self, off: usize, old: u64, new: u64) -> Result<Result<u64, u64>> {
+        Ok(self
+            .word(off)?
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+
+    /// Atomic add to an aligned word (AcqRel); returns the previous value.
+    pub fn fetch_add_u64(&self, off: usize, v: u64) -> Result<u64> {
+        Ok(self.word(off)?.fetch_add(v, Ordering::AcqRel))
+    }
+
+    /// Write back the cache lines of `[off, off + len)` (no fence).
+    pub fn flush(&self, off: usize, len: usize, kind: FlushKind) -> Result<()> {
+        self.check(off, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        flush_lines(self.ptr as usize + off, len, kind);
+        Ok(())
+    }
+
+    /// `msync(MS_SYNC)` of the pages covering `[off, off + len)` (msync mode).
+    pub fn msync(&self, off: usize, len: usize) -> Result<()> {
+        self.check(off, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let start = (self.ptr as usize + off) & !(PAGE - 1);
+        let end = (self.ptr as usize + off + len).div_ceil(PAGE) * PAGE;
+        // SAFETY: the pages covering a valid slice are mapped (reservations are whole pages);
+        // msync has no effect on memory contents.
+        let rc = unsafe { libc::msync(start as *mut libc::c_void, end - start, libc::MS_SYNC) };
+        if rc != 0 {
+            return Err(os_err());
+        }
+        Ok(())
+    }
+}
+
+/// Volatile copy of `dst.len()` bytes from mapped memory at `src`.
+///
+/// # Safety
+/// `src..src + dst.len()` must be mapped and readable; it is accessed only by volatile loads.
+unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
+    let n = dst.len();
+    // SAFETY: (whole body) every access stays in `src..src + n` (caller) or in `dst`; vector
+    // loads are at 16-aligned source addresses.
+    unsafe {
+        let head = src.align_offset(16).min(n);
+        let mut i = 0;
+        while i < head {
+            dst[i] = src.add(i).read_volatile();
+            i += 1;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m128i, _mm_storeu_si128};
+            while i + 16 <= n {
+                let v = (src.add(i) as *const __m128i).read_volatile();
+                _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, v);
+                i += 16;
+            }
+        }
+        while i + 8 <= n {
+            let v = (src.add(i) as *const u64).read_volatile();
+            dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+            i += 8;
+        }
+        while i < n {
+            dst[i] = src.add(i).read_volatile();
+            i += 1;
+        }
+    }
+}
+
+/// Volatile copy of `data` into mapped memory at `dst`.
+///
+/// # Safety
+/// `dst..dst + data.len()` must be mapped; stores to read-only pages fault (SIGSEGV).
+unsafe fn copy_in(dst: *mut u8, data: &[u8]) {
+    let n = data.len();
+    // SAFETY: (whole body) every access stays in `dst..dst + n` (caller) or in `data`; vector
+    // stores are at 16-aligned destination addresses.
+    unsafe {
+        let head = dst.align_offset(16).min(n);
+        let mut i = 0;
+        while i < head {
+            dst.add(i).write_volatile(data[i]);
+            i += 1;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128};
+            while i + 16 <= n {
+                let v = _mm_loadu_si128(data.as_ptr().add(i) as *const __m128i);
+                (dst.add(i) as *mut __m128i).write_volatile(v);
+                i += 16;
+            }
+        }
+        while i + 8 <= n {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&data[i..i + 8]);
+            (dst.add(i) as *mut u64).write_volatile(u64::from_ne_bytes(b));
+            i += 8;
+        }
+        while i < n {
+            dst.add(i).write_volatile(data[i]);
+            i += 1;
+        }
+    }
+}
+
+/// Flush every line of `[addr, addr + len)`; the caller guarantees the range is mapped.
+fn flush_lines(addr: usize, len: usize, kind: FlushKind) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut line = addr & !63;
+        while line < addr + len {
+            let p = line as *const u8;
+            // SAFETY: the line belongs to a mapped, readable page (callers pass ranges of a
+            // live VolatileSlice); the flush instructions have no other memory effect.
+            unsafe {
+                match kind {
+                    FlushKind::Clwb => {
+                        std::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags))
+                    }
+                    FlushKind::ClflushOpt => {
+                        std::arch::asm!("clflushopt [{0}]", in(reg) p, options(nostack, preserves_flags))
+                    }
+                    FlushKind::Clflush => std::arch::x86_64::_mm_clflush(p),
+                    FlushKind::None => {}
+                }
+            }
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (addr, len, kind);
+    }
+}
+
+/// A range of the address space whose pages are mapped one run at a time (MAP_FIXED).
+pub struct Reservation {
+    ptr: *mut u8,
+    pages: usize,
+}
+
+// SAFETY: the reservation is plain address space; mapping calls replace pages atomically
+// (MAP_FIXED) and all accesses to the memory are volatile or atomic.
+unsafe impl Send for Reservation {}
+// SAFETY: as above.
+unsafe impl Sync for Reservation {}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("ptr", &self.ptr)
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+impl Reservation {
+    /// Reserve `pages` pages of address space, inaccessible (`PROT_NONE`).
+    pub fn new(pages: usize) -> Result<Reservation> {
+        // SAFETY: sysconf has no memory effects.
+        let host = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if host != PAGE as libc::c_long {
+            return Err(Error::InvalidArgument(format!(
+                "direct access needs 4 KiB host pages (this host: {host})"
+            )));
+        }
+        let len = pages
+            .checked_mul(PAGE)
+            .filter(|&l| pages > 0 && l <= isize::MAX as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("reservation of {pages} pages")))?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks; checked for
+        // MAP_FAILED before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os_err());
+        }
+        Ok(Reservation {
+            ptr: p.cast(),
+            pages,
+        })
+    }
+
+    /// Pages reserved.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    fn span(&self, page: usize, n: usize) -> Result<(*mut libc::c_void, usize)> {
+        match page.checked_add(n) {
+            Some(end) if end <= self.pages && n > 0 => {
+                // SAFETY: `page < pages`, so the offset is inside the reservation.
+                Ok((unsafe { self.ptr.add(page * PAGE) }.cast(), n * PAGE))
+            }
+            _ => Err(Error::InvalidArgument(format!(
+                "pages [{page}, +{n}) outside a reservation of {}",
+                self.pages
+            ))),
+        }
+    }
+
+    /// Map `n` pages from `page` to the file's bytes at `file_off` (MAP_SHARED, MAP_FIXED),
+    /// read-only or read-write; `sync` adds `MAP_SHARED_VALIDATE | MAP_SYNC` (dax). Short runs
+    /// (at most 16 pages: the remaps of coherence and write access) are pre-faulted
+    /// (`MAP_POPULATE`), so the next access takes no fault.
+    pub fn map_file(
+        &self,
+        page: usize,
+        n: usize,
+        fd: BorrowedFd<'_>,
+        file_off: u64,
+        writable: bool,
+        sync: bool,
+    ) -> Result<()> {
+        let (addr, len) = self.span(page, n)?;
+        let off = libc::off_t::try_from(file_off)
+            .map_err(|_| Error::InvalidArgument("file offset too large".into()))?;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let flags = libc::MAP_FIXED
+            | if sync {
+                MAP_SHARED_VALIDATE | MAP_SYNC
+            } else {
+                libc::MAP_SHARED
+            }
+            | if n <= 16 { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: `addr..addr+len` lies inside our own reservation (checked), so MAP_FIXED
+        // replaces only pages we own; nobody holds references into them (volatile access only).
+        let p = unsafe { libc::mmap(addr, len, prot, flags, fd.as_raw_fd(), off) };
+        if p == libc::MAP_FAILED {
+            return Err(os_err());
+        }
+        Ok(())
+    }
+
+    /// Map `n` pages from `page` to the shared zero page (anonymous, read-only).
+    pub fn map_zero(&self, page: usize, n: usize) -> Result<()> {
+        let (addr, len) = self.span(page, n)?;
+        // SAFETY: inside our reservation (checked); replaces only pages we own.
+        let p = unsafe {
+            libc::mmap(
+                addr,
+                len,
+                libc::PROT_READ,
+                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os_err());
+        }
+        Ok(())
+    }
+
+    /// Make `n` pages from `page`, mapped to a file, read-write (write access granted in place:
+    /// the block stays mapped; a `MAP_SYNC` mapping stays one).
+    pub fn protect_write(&self, page: usize, n: usize) -> Result<()> {
+        let (addr, len) = self.span(page, n)?;
+        // SAFETY: inside our reservation; mprotect changes no contents. The caller grants
+        // write access only to pages it mapped from the file (never the zero page).
+        if unsafe { libc::mprotect(addr, len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+            return Err(os_err());
+        }
+        Ok(())
+    }
+
+    /// Make `n` pages from `page` read-only (write access revoked; the block stays mapped).
+    pub fn protect_read(&self, page: usize, n: usize) -> Result<()> {
+        let (addr, len) = self.span(page, n)?;
+        // SAFETY: inside our reservation; mprotect changes no contents.
+        if unsafe { libc::mprotect(addr, len, libc::PROT_READ) } != 0 {
+            return Err(os_err());
+        }
+        Ok(())
+    }
+
+    /// The bytes `[off, off + len)` of the reservation. Pages still `PROT_NONE` fault when
+    /// touched: callers map every page before handing the slice out.
+    pub fn slice(&self, off: usize, len: usize) -> Result<VolatileSlice<'_>> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.pages * PAGE => {
+                // SAFETY: in bounds of the reservation, which lives as long as the borrow;
+                // all access goes through the slice's volatile/atomic methods.
+                Ok(unsafe { VolatileSlice::new(self.ptr.add(off), len) })
+            }
+            _ => Err(range_err(off, len, self.pages * PAGE)),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: we created this range; slices borrow the reservation, so none outlives it.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.pages * PAGE);
+        }
+    }
+}
+
+/// A userfaultfd with write-protect support: transparent write access to mappings (a store
+/// to a clean page faults to a handler thread, which prepares the page and wakes the store).
+pub struct Uffd {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl std::fmt::Debug for Uffd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uffd").field("fd", &self.fd).finish()
+    }
+}
+
+const UFFD_API: u64 = 0xAA;
+const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+const UFFDIO_WAKE: libc::c_ulong = 0x8010_AA02;
+const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xC018_AA06;
+const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+const UFFD_PAGEFAULT_FLAG_WP: u64 = 1 << 1;
+const IOCTL_WRITEPROTECT_BIT: u64 = 1 << 6;
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdMsg {
+    event: u8,
+    _r1: u8,
+    _r2: u16,
+    _r3: u32,
+    flags: u64,
+    address: u64,
+    _feat: u64,
+}
+
+fn unsupported(_: Error) -> Error {
+    Error::NotSupported("userfaultfd write-protect is not available (kernel or permission)")
+}
+
+impl Uffd {
+    /// Open a userfaultfd with write-protect on shared memory and on unpopulated pages;
+    /// `NotSupported` where the kernel (or `vm.unprivileged_userfaultfd`) refuses.
+    pub fn new() -> Result<Uffd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the userfaultfd syscall takes flags only and returns a new descriptor.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if fd < 0 {
+            return Err(unsupported(os_err()));
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes one `uffdio_api` (24 bytes, this layout).
+        if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
+            return Err(unsupported(os_err()));
+        }
+        Ok(Uffd { fd })
+    }
+
+    /// Arm `n` pages of `r` from `page`, already mapped read-only: register them for
+    /// write-protect faults, write-protect them, then make the VMA writable (in that order: a
+    /// store never finds a writable, unprotected page).
+    pub fn arm(&self, r: &Reservation, page: usize, n: usize) -> Result<()> {
+        let (addr, len) = r.span(page, n)?;
+        let range = UffdioRange {
+            start: addr as u64,
+            len: len as u64,
+        };
+        let mut reg = UffdioRegister {
+            range: UffdioRange { ..range },
+            mode: UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads/writes one `uffdio_register` (32 bytes); the range is
+        // inside our reservation.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } != 0 {
+            return Err(os_err());
+        }
+        if reg.ioctls & IOCTL_WRITEPROTECT_BIT == 0 {
+            return Err(Error::NotSupported("write-protect on this mapping"));
+        }
+        let mut wp = UffdioWriteprotect {
+            range,
+            mode: UFFDIO_WRITEPROTECT_MODE_WP,
+        };
+        // SAFETY: UFFDIO_WRITEPROTECT reads one `uffdio_writeprotect` (24 bytes).
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT, &mut wp) } != 0 {
+            return Err(os_err());
+        }
+        r.protect_write(page, n)
+    }
+
+    /// Wake the threads faulting in `n` pages of `r` from `page` (they retry their access).
+    pub fn wake(&self, r: &Reservation, page: usize, n: usize) {
+        if let Ok((addr, len)) = r.span(page, n) {
+            let mut range = UffdioRange {
+                start: addr as u64,
+                len: len as u64,
+            };
+            // SAFETY: UFFDIO_WAKE reads one `uffdio_range`; no memory effect.
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WAKE, &mut range) };
+        }
+    }
+
+    /// Wait up to `timeout_ms` for a write-protect fault; its address.
+    pub fn next_fault(&self, timeout_ms: i32) -> Result<Option<usize>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc <= 0 {
+            return Ok(None);
+        }
+        let mut msg = UffdMsg::default();
+        // SAFETY: reads at most one 32-byte `uffd_msg` into `msg` (this layout, 32 bytes).
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut msg as *mut UffdMsg).cast(),
+                std::mem::size_of::<UffdMsg>(),
+            )
+        };
+        if n != std::mem::size_of::<UffdMsg>() as isize {
+            return Ok(None);
+        }
+        if msg.event == UFFD_EVENT_PAGEFAULT && msg.flags & UFFD_PAGEFAULT_FLAG_WP != 0 {
+            return Ok(Some(msg.address as usize));
+        }
+        Ok(None)
+    }
+}
+
+impl Reservation {
+    /// The reserved addresses `[start, end)`.
+    pub fn addr_range(&self) -> (usize, usize) {
+        (self.ptr as usize, self.ptr as usize + self.pages * PAGE)
+    }
+}
+
+/// The traced backend's mapping: a page-aligned DRAM buffer plus the contents last observed
+/// (filled from or published to the media), so that changed words can become traced stores.
+pub struct Shadow {
+    ptr: *mut u8,
+    pages: usize,
+    observed: Mutex<Vec<u8>>,
+}
+
+// SAFETY: the buffer is accessed only through volatile reads/writes (slices, fill, diff).
+unsafe impl Send for Shadow {}
+// SAFETY: as above.
+unsafe impl Sync for Shadow {}
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shadow")
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+impl Shadow {
+    fn layout(pages: usize) -> Result<std::alloc::Layout> {
+        pages
+            .checked_mul(PAGE)
+            .filter(|_| pages > 0)
+            .and_then(|l| std::alloc::Layout::from_size_align(l, PAGE).ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("shadow of {pages} pages")))
+    }
+
+    /// A zeroed shadow of `pages` pages.
+    pub fn new(pages: usize) -> Result<Shadow> {
+        let layout = Shadow::layout(pages)?;
+        // SAFETY: the layout has a non-zero size (checked).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(Error::NoSpace);
+        }
+        Ok(Shadow {
+            ptr,
+            pages,
+            observed: Mutex::new(vec![0; pages * PAGE]),
+        })
+    }
+
+    /// Pages in the shadow.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    fn whole(&self) -> VolatileSlice<'_> {
+        // SAFETY: the allocation is `pages * PAGE` bytes and lives as long as `self`.
+        unsafe { VolatileSlice::new(self.ptr, self.pages * PAGE) }
+    }
+
+    /// The bytes `[off, off + len)` of the shadow.
+    pub fn slice(&self, off: usize, len: usize) -> Result<VolatileSlice<'_>> {
+        self.whole().subslice(off, len)
+    }
+
+    /// Set page `page` (shadow and observed) to `data` (one page).
+    pub fn fill(&self, page: usize, data: &[u8]) -> Result<()> {
+        if data.len() != PAGE || page >= self.pages {
+            return Err(range_err(page * PAGE, data.len(), self.pages * PAGE));
+        }
+        self.whole().write(page * PAGE, data)?;
+        self.observed.lock()[page * PAGE..(page + 1) * PAGE].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Call `f(offset in page, bytes)` for every run of 8-byte words of page `page` that
+    /// differ from the observed contents, and observe them.
+    pub fn diff(&self, page: usize, mut f: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<()> {
+        if page >= self.pages {
+            return Err(range_err(page * PAGE, PAGE, self.pages * PAGE));
+        }
+        let mut cur = vec![0u8; PAGE];
+        self.whole().read(page * PAGE, &mut cur)?;
+        let mut obs = self.observed.lock();
+        let old = &mut obs[page * PAGE..(page + 1) * PAGE];
+        let mut w = 0;
+        while w < PAGE {
+            if cur[w..w + 8] == old[w..w + 8] {
+                w += 8;
+                continue;
+            }
+            let start = w;
+            while w < PAGE && cur[w..w + 8] != old[w..w + 8] {
+                w += 8;
+            }
+            f(start, &cur[start..w])?;
+            old[start..w].copy_from_slice(&cur[start..w]);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Shadow {
+    fn drop(&mut self) {
+        if let Ok(layout) = Shadow::layout(self.pages) {
+            // SAFETY: allocated in `new` with this same layout; slices borrow `self`.
+            unsafe { std::alloc::dealloc(self.ptr, layout) }
+        }
+    }
+}
+
+/// A mapping's memory: real pages of the image, or a traced shadow.
+#[derive(Debug)]
+pub enum MapView {
+    /// Pages of the image file mapped into a reservation.
+    Real(Reservation),
+    /// The traced backend's shadow buffer.
+    Shadow(Shadow),
+}
+
+impl MapView {
+    /// Pages of the view.
+    pub fn pages(&self) -> usize {
+        match self {
+            MapView::Real(r) => r.pages(),
+            MapView::Shadow(s) => s.pages(),
+        }
+    }
+
+    /// The bytes `[off, off + len)` of the view.
+    pub fn slice(&self, off: usize, len: usize) -> Result<VolatileSlice<'_>> {
+        match self {
+            MapView::Real(r) => r.slice(off, len),
+            MapView::Shadow(s) => s.slice(off, len),
+        }
+    }
+}
+
+/// Where a run of a view's pages should point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageTarget {
+    /// The region's block `block` (and the following ones for a run), writable or not.
+    Block {
+        /// First block of the run.
+        block: u64,
+        /// Map read-write.
+        writable: bool,
+    },
+    /// The zero page (a hole, or a revoked mapping).
+    Zero,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volatile_slice_copies_words_and_edges() {
+        let s = Shadow::new(2).unwrap();
+        let v = s.slice(3, 2 * PAGE - 3).unwrap();
+        let data: Vec<u8> = (0..100u8).collect();
+        v.write(5, &data).unwrap();
+        let mut back = vec![0u8; 100];
+        v.read(5, &mut back).unwrap();
+        assert_eq!(back, data);
+        let mut one = [0u8; 1];
+        v.read(4, &mut one).unwrap();
+        assert_eq!(one, [0]);
+        assert!(v.read(v.len() - 1, &mut [0u8; 2]).is_err());
+        assert!(v.write(usize::MAX, &[1]).is_err());
+    }
+
+    #[test]
+    fn atomics_need_alignment_and_bounds() {
+        let s = Shadow::new(1).unwrap();
+        let v = s.slice(0, PAGE).unwrap();
+        v.store_u64(8, 7).unwrap();
+        assert_eq!(v.load_u64(8).unwrap(), 7);
+        assert_eq!(v.compare_exchange_u64(8, 7, 9).unwrap(), Ok(7));
+        assert_eq!(v.compare_exchange_u64(8, 7, 10).unwrap(), Err(9));
+        assert_eq!(v.fetch_add_u64(8, 1).unwrap(), 9);
+        assert_eq!(v.load_u64(8).unwrap(), 10);
+        assert!(v.load_u64(4).is_err());
+        assert!(v.store_u64(PAGE - 8 + 8, 1).is_err());
+        let sub = v.subslice(4, 16).unwrap();
+        assert!(sub.load_u64(4).is_ok());
+        assert!(sub.load_u64(0).is_err());
+    }
+
+    #[test]
+    fn shadow_diff_reports_changed_word_runs() {
+        let s = Shadow::new(1).unwrap();
+        s.fill(0, &[1u8; PAGE]).unwrap();
+        let v = s.slice(0, PAGE).unwrap();
+        v.write(10, &[9, 9]).unwrap();
+        v.write(64, &[5; 20]).unwrap();
+        let mut runs = Vec::new();
+        s.diff(0, |o, b| {
+            runs.push((o, b.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].0, 8);
+        assert_eq!(runs[0].1.len(), 8);
+        assert_eq!(runs[1].0, 64);
+        assert_eq!(runs[1].1.len(), 24);
+        let mut again = 0;
+        s.diff(0, |_, _| {
+            again += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, 0, "observed after the first diff");
+    }
+
+    fn shm_file(pages: usize) -> (tempfile_lite::Tmp, std::fs::File) {
+        let t = tempfile_lite::Tmp::new();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&t.0)
+            .unwrap();
+        f.set_len((pages * PAGE) as u64).unwrap();
+        (t, f)
+    }
+
+    mod tempfile_lite {
+        pub struct Tmp(pub std::path::PathBuf);
+        impl Tmp {
+            pub fn new() -> Tmp {
+                use std::sync::atomic::{AtomicU64, Ordering};
+                static N: AtomicU64 = AtomicU64::new(0);
+                let dir = if std::path::Path::new("/dev/shm").is_dir() {
+                    std::path::PathBuf::from("/dev/shm")
+                } else {
+                    std::env::temp_dir()
+                };
+                Tmp(dir.join(format!(
+                    "novafs-map-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                )))
+            }
+        }
+        impl Drop for Tmp {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn reservation_maps_file_pages_and_zero_pages() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileExt;
+        let (_t, f) = shm_file(4);
+        f.write_all_at(&[0xAB; PAGE], 2 * PAGE as u64).unwrap();
+        let r = Reservation::new(3).unwrap();
+        // Page 0 -> file page 2 (read-only), page 1 -> zero, page 2 -> file page 3 (writable).
+        r.map_file(0, 1, f.as_fd(), 2 * PAGE as u64, false, false)
+            .unwrap();
+        r.map_zero(1, 1).unwrap();
+        r.map_file(2, 1, f.as_fd(), 3 * PAGE as u64, true, false)
+            .unwrap();
+        let v = r.slice(0, 3 * PAGE).unwrap();
+        let mut b = [0u8; 4];
+        v.read(10, &mut b).unwrap();
+        assert_eq!(b, [0xAB; 4]);
+        v.read(PAGE + 10, &mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+        v.write(2 * PAGE + 100, b"direct").unwrap();
+        v.flush(2 * PAGE + 100, 6, FlushKind::detect()).unwrap();
+        v.msync(2 * PAGE, PAGE).unwrap();
+        let mut back = [0u8; 6];
+        f.read_exact_at(&mut back, 3 * PAGE as u64 + 100).unwrap();
+        assert_eq!(
+            &back, b"direct",
+            "a store through the address reaches the file"
+        );
+        // Revoke, then remap page 2 read-only to file page 2: the contents follow the block.
+        r.protect_read(2, 1).unwrap();
+        r.map_file(2, 1, f.as_fd(), 2 * PAGE as u64, false, false)
+            .unwrap();
+        v.read(2 * PAGE + 100, &mut b).unwrap();
+        assert_eq!(b, [0xAB; 4]);
+        assert!(r.map_zero(3, 1).is_err(), "outside the reservation");
+        assert!(r.slice(PAGE, 3 * PAGE).is_err());
+        assert!(Reservation::new(0).is_err());
+    }
+}
