@@ -7,10 +7,11 @@ use crate::sync::AtomicU64;
 
 use crate::sync::RwLock;
 
+use crate::cursor::LogCursor;
 use crate::error::{Error, Result};
-use crate::layout::entry::{attr_mask, Entry, LINE_BYTES};
+use crate::layout::entry::{attr_mask, Entry};
 use crate::layout::inode::InodeSlot;
-use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
+pub use crate::layout::Bounds;
 use crate::layout::{Kind, BLOCK};
 pub use crate::log::{LogState, PageLive};
 use crate::media::Media;
@@ -412,30 +413,6 @@ impl Inode {
     /// Cache pages went away: forget the last store (exclusive lock held).
     pub(crate) fn forget_last_store(&self) {
         self.last_store.store(0, Ordering::Release);
-    }
-}
-
-/// The blocks a log page or a data extent may use: `[lo, hi)` (the allocator's range).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bounds {
-    /// First allocatable block.
-    pub lo: u64,
-    /// One past the last.
-    pub hi: u64,
-}
-
-impl Bounds {
-    /// The bounds of an image.
-    pub fn of(sb: &crate::layout::superblock::Superblock) -> Bounds {
-        Bounds {
-            lo: sb.first_free_block,
-            hi: sb.replica_block,
-        }
-    }
-
-    /// Whether `[start, start+n)` lies inside.
-    pub fn contains(&self, start: u64, n: u64) -> bool {
-        start >= self.lo && start.checked_add(n).is_some_and(|e| e <= self.hi)
     }
 }
 
@@ -922,7 +899,7 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
 fn walk_log(
     media: &Media,
     ino: u64,
-    which: &str,
+    which: &'static str,
     head: u64,
     tail: u64,
     bounds: Bounds,
@@ -935,66 +912,18 @@ fn walk_log(
     if tail == 0 {
         return Ok(log);
     }
-    let loc = |what: &str| Error::corrupt(format!("{which} {what}"), format!("inode {ino}"));
-    if !bounds.contains(head, 1) {
-        return Err(loc("head"));
+    let mut cursor = LogCursor::new(media, ino, which, head, tail, bounds);
+    for item in cursor.by_ref() {
+        let item = item?;
+        let (page, pos) = (item.page, item.offset);
+        let where_ = || format!("inode {ino} {which} page {page} offset {pos}");
+        f(&item.entry, item.page_index, &where_)?;
+        log.entries += 1;
     }
-    if !tail.is_multiple_of(LINE_BYTES as u64) || !bounds.contains(tail / BLOCK, 1) {
-        return Err(loc("tail"));
-    }
-    let tail_page = tail / BLOCK;
-    if tail % BLOCK > ENTRY_BYTES || tail.is_multiple_of(BLOCK) {
-        return Err(loc("tail outside its page's entry area"));
-    }
-    let mut page = head;
-    let mut buf = vec![0u8; ENTRY_BYTES as usize];
-    let mut last_seq = 0u64;
-    let mut hops = 0u64;
-    loop {
-        hops += 1;
-        if hops > bounds.hi {
-            return Err(loc("chain cycle"));
-        }
-        log.pages.push(page);
-        let (end, next) = if page == tail_page {
-            (tail % BLOCK, 0)
-        } else {
-            let t: PageTrailer = media.read_pod(page * BLOCK + TRAILER_OFFSET)?;
-            t.validate(ino, page, bounds.hi)?;
-            if !bounds.contains(t.next, 1) {
-                return Err(loc("page link outside the allocatable area"));
-            }
-            (t.used as u64, t.next)
-        };
-        media.read(page * BLOCK, &mut buf[..end as usize])?;
-        let mut pos = 0usize;
-        while (pos as u64) < end {
-            let where_ = || format!("inode {ino} {which} page {page} offset {pos}");
-            let lines = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], where_)?;
-            let len = lines * LINE_BYTES;
-            if (pos + len) as u64 > end {
-                return Err(Error::corrupt(
-                    "log entry crosses the committed end",
-                    where_(),
-                ));
-            }
-            let (e, seq) = Entry::decode(&buf[pos..pos + len], where_)?;
-            if seq <= last_seq {
-                return Err(Error::corrupt("log entry sequence", where_()));
-            }
-            last_seq = seq;
-            f(&e, log.pages.len() as u64 - 1, &where_)?;
-            log.entries += 1;
-            pos += len;
-        }
-        if page == tail_page {
-            break;
-        }
-        page = next;
-    }
+    log.next_seq = cursor.last_seq() + 1;
+    log.pages = cursor.into_pages();
     log.head_block = head;
     log.tail_off = tail;
-    log.next_seq = last_seq + 1;
     Ok(log)
 }
 

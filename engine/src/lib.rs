@@ -8,6 +8,7 @@ mod admit;
 pub mod alloc;
 pub mod bugs;
 pub mod cache;
+pub mod cursor;
 pub mod engine;
 pub mod error;
 pub mod gc;

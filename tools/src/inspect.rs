@@ -12,11 +12,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use novafs::engine::layout::entry::{attr_mask, Entry, LINE_BYTES};
+use novafs::engine::cursor::{ImageRead, LogCursor};
+use novafs::engine::layout::entry::{attr_mask, Entry};
 use novafs::engine::layout::inode::InodeSlot;
-use novafs::engine::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
+use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
 use novafs::engine::layout::state::MountState;
 use novafs::engine::layout::superblock::Superblock;
+use novafs::engine::layout::Bounds;
 use novafs::engine::layout::{INODES_PER_CHUNK, INODE_SIZE};
 use novafs::{Kind, BLOCK, ROOT_INO};
 use serde_json::{json, Value};
@@ -110,66 +112,34 @@ impl Raw {
         self.pod(off)
     }
 
-    /// Walk a log from `head` to `tail`: (page, offset in page, seq, entry) in order, plus
-    /// the pages. Stops at the first damaged spot, reporting it.
-    fn walk(&self, head: u64, tail: u64) -> Walk {
-        let mut entries = Vec::new();
-        let mut pages = Vec::new();
-        if tail == 0 {
-            return (entries, pages, None);
-        }
-        let tail_page = tail / BLOCK;
-        let mut page = head;
-        let mut buf = vec![0u8; ENTRY_BYTES as usize];
+    /// Walk a log from `head` to `tail` with the engine's log cursor: (page, offset in page,
+    /// seq, entry) in order, plus the pages. Stops at the first damaged spot, reporting it.
+    fn walk(&self, ino: u64, which: &'static str, head: u64, tail: u64) -> Walk {
         // The file's length bounds the walk (the superblock's block count is untrusted).
-        let blocks = self.len / BLOCK;
-        for _ in 0..blocks.max(1) {
-            if page == 0 || page >= blocks {
-                return (
-                    entries,
-                    pages,
-                    Some(format!("log page {page} outside the image")),
-                );
-            }
-            pages.push(page);
-            let (end, next) = if page == tail_page {
-                ((tail % BLOCK).min(ENTRY_BYTES), 0)
-            } else {
-                match self.pod::<PageTrailer>(page * BLOCK + TRAILER_OFFSET) {
-                    Ok(t) => (u64::from(t.used).min(ENTRY_BYTES), t.next),
-                    Err(e) => return (entries, pages, Some(e.to_string())),
-                }
-            };
-            if let Err(e) = self.read(page * BLOCK, &mut buf[..end as usize]) {
-                return (entries, pages, Some(e.to_string()));
-            }
-            let mut pos = 0usize;
-            while (pos as u64) < end {
-                let where_ = || format!("page {page} offset {pos}");
-                let r = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], where_).and_then(|lines| {
-                    let len = lines * LINE_BYTES;
-                    if (pos + len) as u64 > end {
-                        return Err(novafs::EngineError::corrupt(
-                            "entry crosses the end",
-                            where_(),
-                        ));
-                    }
-                    Entry::decode(&buf[pos..pos + len], where_).map(|(e, seq)| (e, seq, len))
-                });
-                match r {
-                    Ok((e, seq, len)) => {
-                        entries.push((page, pos as u64, seq, e));
-                        pos += len;
-                    }
-                    Err(e) => return (entries, pages, Some(e.to_string())),
+        let bounds = Bounds {
+            lo: 1,
+            hi: (self.len / BLOCK).max(2),
+        };
+        let mut cursor = LogCursor::new(self, ino, which, head, tail, bounds);
+        let mut entries = Vec::new();
+        let mut damage = None;
+        for item in cursor.by_ref() {
+            match item {
+                Ok(i) => entries.push((i.page, i.offset, i.seq, i.entry)),
+                Err(e) => {
+                    damage = Some(e.to_string());
+                    break;
                 }
             }
-            if page == tail_page {
-                return (entries, pages, None);
-            }
-            page = next;
         }
-        (entries, pages, Some("log chain cycle".into()))
+        (entries, cursor.into_pages(), damage)
+    }
+}
+
+impl ImageRead for Raw {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> novafs::engine::Result<()> {
+        self.read(off, buf)
+            .map_err(|e| novafs::EngineError::corrupt(e.to_string(), format!("offset {off}")))
     }
 }
 
@@ -312,8 +282,8 @@ fn superblock_json(raw: &Raw) -> CliResult<Value> {
 fn inode_json(raw: &Raw, ino: u64) -> CliResult<Value> {
     let slot = raw.slot(ino)?;
     let off = raw.slot_off(ino).expect("checked by slot");
-    let (entries, pages, damage) = raw.walk(slot.log_head, slot.log_tail);
-    let (centries, cpages, cdamage) = raw.walk(slot.cache_head, slot.cache_tail);
+    let (entries, pages, damage) = raw.walk(ino, "log", slot.log_head, slot.log_tail);
+    let (centries, cpages, cdamage) = raw.walk(ino, "cache log", slot.cache_head, slot.cache_tail);
     Ok(json!({
         "ino": ino,
         "slot_offset": off,
@@ -347,7 +317,7 @@ fn resolve(raw: &Raw, path: &Path) -> CliResult<u64> {
             continue;
         }
         let slot = raw.slot(cur)?;
-        let (entries, _, _) = raw.walk(slot.log_head, slot.log_tail);
+        let (entries, _, _) = raw.walk(cur, "log", slot.log_head, slot.log_tail);
         let mut dir: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         for (_, _, _, e) in entries {
             match e {
@@ -433,11 +403,11 @@ fn block_json(raw: &Raw, block: u64) -> CliResult<Value> {
         if slot.kind == 0 {
             continue;
         }
-        let (entries, pages, _) = raw.walk(slot.log_head, slot.log_tail);
+        let (entries, pages, _) = raw.walk(ino, "log", slot.log_head, slot.log_tail);
         if pages.contains(&block) {
             owners.push(json!({"ino": ino, "as": "log page"}));
         }
-        let (centries, cpages, _) = raw.walk(slot.cache_head, slot.cache_tail);
+        let (centries, cpages, _) = raw.walk(ino, "cache log", slot.cache_head, slot.cache_tail);
         if cpages.contains(&block) {
             owners.push(json!({"ino": ino, "as": "write-cache log page"}));
         }

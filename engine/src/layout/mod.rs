@@ -125,6 +125,30 @@ impl Kind {
 /// Largest file, in pages (4 PiB).
 pub const MAX_FILE_PAGES: u64 = 1 << 40;
 
+/// The blocks a log page or a data extent may use: `[lo, hi)` (the allocator's range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// First allocatable block.
+    pub lo: u64,
+    /// One past the last.
+    pub hi: u64,
+}
+
+impl Bounds {
+    /// The bounds of an image.
+    pub fn of(sb: &superblock::Superblock) -> Bounds {
+        Bounds {
+            lo: sb.first_free_block,
+            hi: sb.replica_block,
+        }
+    }
+
+    /// Whether `[start, start+n)` lies inside.
+    pub fn contains(&self, start: u64, n: u64) -> bool {
+        start >= self.lo && start.checked_add(n).is_some_and(|e| e <= self.hi)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

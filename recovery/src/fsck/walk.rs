@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 
+use novafs_engine::cursor::{entry_at, page_link};
 use novafs_engine::inode::{Bounds, LogState};
 use novafs_engine::layout::entry::{Entry, LINE_BYTES, MAX_LINES};
 use novafs_engine::layout::inode::InodeSlot;
@@ -295,10 +296,7 @@ impl Walker<'_, '_> {
         let off = TRAILER_OFFSET as usize;
         let check = |b: &[u8]| -> std::result::Result<PageTrailer, String> {
             let t: PageTrailer = bytemuck::pod_read_unaligned(&b[off..off + 64]);
-            t.validate(r.ino, page, r.bounds.hi).map_err(what)?;
-            if !r.bounds.contains(t.next, 1) {
-                return Err("links outside the allocatable area".into());
-            }
+            page_link(&t, r.ino, page, r.bounds).map_err(what)?;
             Ok(t)
         };
         let first = match check(buf) {
@@ -344,16 +342,7 @@ impl Walker<'_, '_> {
         last_seq: u64,
         mode: Mode,
     ) -> std::result::Result<(Entry, u64, usize), String> {
-        if pos + LINE_BYTES > end {
-            return Err("entry crosses the committed end".into());
-        }
-        let lines = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], String::new)
-            .map_err(|_| "log entry header".to_string())?;
-        let len = lines * LINE_BYTES;
-        if pos + len > end {
-            return Err("log entry crosses the committed end".into());
-        }
-        let (e, seq) = Entry::decode(&buf[pos..pos + len], String::new).map_err(what)?;
+        let (e, seq, len) = entry_at(buf, pos, end, String::new).map_err(what)?;
         match mode {
             Mode::Strict if seq <= last_seq => Err(format!(
                 "log entry sequence number {seq} does not increase (previous {last_seq})"
@@ -452,6 +441,7 @@ impl Walker<'_, '_> {
             ),
             Fix::Cut,
         );
+        // Past the bad entry as its header line claims (one line if that is bad too).
         let skip = Entry::peek_lines(&buf[pos..pos + LINE_BYTES], String::new).unwrap_or(1);
         self.salvage(buf, page, pos + skip * LINE_BYTES, end);
     }
@@ -464,19 +454,15 @@ impl Walker<'_, '_> {
         }
         let collect = |buf: &[u8], mut pos: usize, end: usize, out: &mut Vec<Entry>| {
             while pos + LINE_BYTES <= end {
-                let step = match Entry::peek_lines(&buf[pos..pos + LINE_BYTES], String::new) {
-                    Ok(lines) if pos + lines * LINE_BYTES <= end => {
-                        match Entry::decode(&buf[pos..pos + lines * LINE_BYTES], String::new) {
-                            Ok((e, _)) => {
-                                out.push(e);
-                                lines
-                            }
-                            Err(_) => 1,
-                        }
+                // A bad spot is skipped a line at a time (salvage looks for any entry that
+                // still decodes).
+                pos += match entry_at(buf, pos, end, String::new) {
+                    Ok((e, _, len)) => {
+                        out.push(e);
+                        len
                     }
-                    _ => 1,
+                    Err(_) => LINE_BYTES,
                 };
-                pos += step * LINE_BYTES;
             }
         };
         let mut out = Vec::new();
@@ -621,14 +607,9 @@ fn fix_entry(buf: &[u8], pos: usize, end: usize, last_seq: u64) -> Option<usize>
     }
     for bit in 0..max * 8 {
         tmp[bit / 8] ^= 1 << (bit % 8);
-        if let Ok(lines) = Entry::peek_lines(&tmp[..LINE_BYTES], String::new) {
-            let len = lines * LINE_BYTES;
-            if len <= max {
-                if let Ok((_, seq)) = Entry::decode(&tmp[..len], String::new) {
-                    if seq > last_seq {
-                        return Some(bit);
-                    }
-                }
+        if let Ok((_, seq, _)) = entry_at(&tmp, 0, max, String::new) {
+            if seq > last_seq {
+                return Some(bit);
             }
         }
         tmp[bit / 8] ^= 1 << (bit % 8);
