@@ -346,7 +346,7 @@ fn unsupported_version_and_bad_magic() {
     match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::UnsupportedVersion {
             found: 99,
-            supported: 2,
+            supported: novafs::engine::layout::superblock::FORMAT_VERSION,
         }) => {}
         other => panic!("{other:?}"),
     }

@@ -134,39 +134,91 @@ fn version(img: &std::path::Path) -> (u32, u32) {
     (v(0), v(last))
 }
 
+/// Strip the format-3 seal from every inode-table map word (an older format's map).
+fn unseal_map(img: &std::path::Path) {
+    let mut data = std::fs::read(img).unwrap();
+    let map = 3 * 4096;
+    for i in 0.. {
+        let at = map + i * 8;
+        let w = u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+        if w == 0 {
+            break;
+        }
+        data[at..at + 8].copy_from_slice(&(w & ((1 << 48) - 1)).to_le_bytes());
+    }
+    std::fs::write(img, data).unwrap();
+}
+
+fn map_word(img: &std::path::Path, i: usize) -> u64 {
+    let data = std::fs::read(img).unwrap();
+    let at = 3 * 4096 + i * 8;
+    u64::from_le_bytes(data[at..at + 8].try_into().unwrap())
+}
+
 #[test]
-fn a_format_1_image_is_upgraded_by_its_first_read_write_mount() {
+fn older_format_images_are_upgraded_by_their_first_read_write_mount() {
+    for old in [1, 2] {
+        let (_d, img, fs) = fresh();
+        fs.write("/old", b"from an older format").unwrap();
+        // Enough inodes for a second inode-table chunk.
+        for i in 0..1100 {
+            fs.write(format!("/f{i}"), b"x").unwrap();
+        }
+        fs.unmount().unwrap();
+        set_version(&img, old);
+        unseal_map(&img);
+        assert_eq!(version(&img), (old, old));
+        let (w0, w1) = (map_word(&img, 0), map_word(&img, 1));
+        assert!(w0 >> 48 == 0 && w1 >> 48 == 0 && w1 != 0);
+        // An unsealed map is damage at the current version.
+        set_version(&img, 3);
+        assert!(matches!(
+            cause(Fs::open(&img, &MountOptions::default())),
+            Err(Error::Corrupt { .. })
+        ));
+        set_version(&img, old);
+        // Read-only: readable, not upgraded.
+        let ro = Fs::open(
+            &img,
+            &MountOptions {
+                read_only: true,
+                ..MountOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ro.read("/old").unwrap(), b"from an older format");
+        assert_eq!(ro.mount_report().format_upgraded_from, None);
+        ro.unmount().unwrap();
+        assert_eq!(version(&img), (old, old));
+        assert_eq!(map_word(&img, 1), w1);
+        // Read-write: the map sealed, both copies upgraded, then special files can be made.
+        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        assert_eq!(fs.mount_report().format_upgraded_from, Some(old));
+        assert_eq!(version(&img), (3, 3));
+        assert_eq!(map_word(&img, 1) & ((1 << 48) - 1), w1);
+        assert_ne!(map_word(&img, 1), w1, "map word 1 not sealed");
+        assert_eq!(fs.read("/f1099").unwrap(), b"x");
+        fs.mknod("/fifo", FileType::Fifo, 0o644, 0).unwrap();
+        fs.unmount().unwrap();
+        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        assert_eq!(fs.read("/old").unwrap(), b"from an older format");
+        fs.unmount().unwrap();
+        let r = novafs_recovery::fsck::check(&img, &Default::default()).unwrap();
+        assert_eq!(r.errors_found, 0, "fsck: {:?}", r.problems);
+    }
+}
+
+#[test]
+fn a_version_from_the_future_is_refused_by_name() {
     let (_d, img, fs) = fresh();
-    fs.write("/old", b"from format 1").unwrap();
-    fs.unmount().unwrap();
-    set_version(&img, 1);
-    assert_eq!(version(&img), (1, 1));
-    // Read-only: readable, not upgraded.
-    let ro = Fs::open(
-        &img,
-        &MountOptions {
-            read_only: true,
-            ..MountOptions::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(ro.read("/old").unwrap(), b"from format 1");
-    assert_eq!(ro.mount_report().format_upgraded_from, None);
-    ro.unmount().unwrap();
-    assert_eq!(version(&img), (1, 1));
-    // Read-write: both copies upgraded, then special files can be made.
-    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
-    assert_eq!(fs.mount_report().format_upgraded_from, Some(1));
-    assert_eq!(version(&img), (2, 2));
-    fs.mknod("/fifo", FileType::Fifo, 0o644, 0).unwrap();
     fs.unmount().unwrap();
     // A version from the future is refused by name.
-    set_version(&img, 3);
+    set_version(&img, 4);
     assert!(matches!(
         cause(Fs::open(&img, &MountOptions::default())),
         Err(Error::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         })
     ));
 }

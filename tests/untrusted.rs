@@ -7,6 +7,7 @@ use cause::cause;
 use std::path::Path;
 
 use novafs::engine::layout::entry::Entry;
+use novafs::engine::layout::itable_map;
 use novafs::engine::layout::superblock::Superblock;
 use novafs::engine::layout::{checksum, Kind, BLOCK};
 use novafs::{EngineError as Error, Fs, MountOptions};
@@ -77,10 +78,56 @@ fn all_ones_inode_table_map_word_is_corrupt() {
         &MountOptions::default()
     )));
     assert_found(&path, ProblemKind::ItableMap, None, None);
-    // Two map words naming the same chunk: overlapping inode tables.
-    let first = u64_at(&path, 3 * BLOCK);
-    write_at(&path, 3 * BLOCK + 8, &(first + 1).to_le_bytes());
+    // Two map words naming overlapping chunks (both sealed: they pass their checks).
+    let first = u64_at(&path, 3 * BLOCK) & ((1 << itable_map::BLOCK_BITS) - 1);
+    write_at(
+        &path,
+        3 * BLOCK + 8,
+        &itable_map::encode(1, first + 1).to_le_bytes(),
+    );
     assert!(is_corrupt(Fs::open(&path, &MountOptions::default())));
+}
+
+/// Format 3 seals every inode-table map word with a check of (index, block): a word that names
+/// an in-range, non-overlapping block without the check (a stray store, a crafted image, a
+/// word shifted from another index) is refused. Before, it was taken as a chunk: its "slots"
+/// (someone's data blocks) were read as inodes and new inodes were written over that data.
+#[test]
+fn unsealed_or_shifted_inode_table_map_word_is_corrupt() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let sb: Superblock = bytemuck::pod_read_unaligned(&read_at(&path, 0, 256));
+    let stray = sb.first_free_block + 256;
+    assert!(sb.chunk_in_range(stray));
+    for word in [
+        stray,
+        itable_map::encode(0, stray),
+        itable_map::encode(2, stray),
+    ] {
+        write_at(&path, 3 * BLOCK + 8, &word.to_le_bytes());
+        assert!(
+            is_corrupt(Fs::open(copy(&path, "c.img"), &MountOptions::default())),
+            "map word {word:#x} was taken as a chunk"
+        );
+        assert!(is_corrupt(Fs::open(
+            unclean_copy(&path, "u.img"),
+            &MountOptions::default()
+        )));
+        assert_found(&path, ProblemKind::ItableMap, None, None);
+    }
+    // The sealed word for index 1 passes its check (and names a chunk that is then admitted
+    // or refused on its own merits): the check is what refused the others.
+    write_at(
+        &path,
+        3 * BLOCK + 8,
+        &itable_map::encode(1, stray).to_le_bytes(),
+    );
+    let r = Fs::open(copy(&path, "s.img"), &MountOptions::default());
+    assert!(
+        !matches!(&r, Err(e) if format!("{e}").contains("fails its check")),
+        "{:?}",
+        r.err()
+    );
 }
 
 #[test]
@@ -237,7 +284,7 @@ fn extent_naming_the_inode_table_or_a_free_block_is_corrupt() {
     let dir = scratch();
     let (path, l) = build(&dir, false);
     let f1 = &l["/f1"];
-    let chunk0 = u64_at(&path, 3 * BLOCK);
+    let chunk0 = u64_at(&path, 3 * BLOCK) & ((1 << itable_map::BLOCK_BITS) - 1);
     let last_free = replica_block(&path) - 1; // the allocator hands out low blocks first
     for (what, block) in [
         ("the inode table", chunk0),

@@ -468,8 +468,10 @@ impl Engine {
         let res = (|| {
             self.media.zero_nt(block * BLOCK, CHUNK_BLOCKS * BLOCK)?;
             self.media.fence();
-            self.media
-                .commit_u64(self.sb.itable_map_start * BLOCK + idx * 8, block)
+            self.media.commit_u64(
+                self.sb.itable_map_start * BLOCK + idx * 8,
+                crate::layout::itable_map::encode(idx, block),
+            )
         })();
         if let Err(e) = res {
             self.blocks.free(block, CHUNK_BLOCKS);

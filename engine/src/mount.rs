@@ -11,6 +11,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
 use crate::layout::inode::{InodeSlot, NewInode, HEAD_OFFSET, TAIL_OFFSET};
+use crate::layout::itable_map::{self, MapWord};
 use crate::layout::saved;
 use crate::layout::state::{MountState, CLEAN_MAGIC};
 use crate::layout::superblock::{Superblock, FORMAT_VERSION, MAGIC};
@@ -129,7 +130,10 @@ impl Engine {
             chunk0 * BLOCK + ROOT_INO * INODE_SIZE,
             bytemuck::bytes_of(&root),
         )?;
-        media.write_flush(sb.itable_map_start * BLOCK, &chunk0.to_le_bytes())?;
+        media.write_flush(
+            sb.itable_map_start * BLOCK,
+            &itable_map::encode(0, chunk0).to_le_bytes(),
+        )?;
         media.zero_nt(sb.replica_block * BLOCK, BLOCK)?;
         media.write_flush(sb.replica_block * BLOCK, bytemuck::bytes_of(&sb))?;
         media.fence();
@@ -206,10 +210,21 @@ impl Engine {
             superblock_repaired: repaired,
             ..MountReport::default()
         };
+        let chunks = read_chunks(&media, &sb)?;
         if !opts.read_only && sb.version < FORMAT_VERSION {
-            // Upgrade an older format before anything newer can be written to the image: the
-            // primary first, then the replica, each fenced. A torn primary is repaired from
-            // the (old) replica at the next mount, which upgrades again (DESIGN.md §5.8).
+            // Upgrade an older format before anything newer can be written to the image: seal
+            // the inode-table map's words (each its own 8-byte store; a crash leaves an
+            // older-version map that decodes the same), fence, then the primary superblock,
+            // then the replica, each fenced. A torn primary is repaired from the (old) replica
+            // at the next mount, which upgrades again (DESIGN.md §5.8).
+            for (i, &b) in chunks.iter().enumerate() {
+                let off = sb.itable_map_start * BLOCK + i as u64 * 8;
+                if itable_map::needs_seal(i as u64, media.load_u64(off)?) {
+                    media.store_u64(off, itable_map::encode(i as u64, b))?;
+                    media.flush(off, 8)?;
+                }
+            }
+            media.fence();
             let up = sb.upgraded();
             media.write_flush(0, bytemuck::bytes_of(&up))?;
             media.fence();
@@ -218,7 +233,6 @@ impl Engine {
             report.format_upgraded_from = Some(sb.version);
             sb = up;
         }
-        let chunks = read_chunks(&media, &sb)?;
         let state_off = sb.state_block * BLOCK;
         let ms: MountState = media.read_pod(state_off)?;
         let engine = match load_saved(&media, &sb, &ms)? {
@@ -612,11 +626,13 @@ fn check_size(size: u64) -> Result<()> {
 pub fn read_chunks(media: &Media, sb: &Superblock) -> Result<Vec<u64>> {
     let mut chunks = Vec::new();
     for i in 0..sb.max_chunks() {
-        let b = media.load_u64(sb.itable_map_start * BLOCK + i * 8)?;
-        if b == 0 {
-            break;
-        }
-        // The map has no checksum: every word is untrusted.
+        let word = media.load_u64(sb.itable_map_start * BLOCK + i * 8)?;
+        let b = match itable_map::decode(sb.version, i, word) {
+            Ok(MapWord::End) => break,
+            Ok(MapWord::Chunk(b)) => b,
+            Err(what) => return Err(Error::corrupt(what, format!("map entry {i}"))),
+        };
+        // Sealed or not, the word is untrusted: the chunk must lie inside the image.
         if !sb.chunk_in_range(b) {
             return Err(Error::corrupt(
                 "inode-table chunk pointer",
@@ -718,7 +734,11 @@ mod tests {
         engine.unmount().unwrap();
         assert_eq!(read_chunks(&media, &sb).unwrap().len(), 1);
         let entry1 = sb.itable_map_start * BLOCK + 8;
-        media.store_u64(entry1, u64::MAX - 3).unwrap();
+        // A sealed word (it passes its check) whose chunk would end past 2^48 blocks.
+        let near_max = (1 << itable_map::BLOCK_BITS) - 3;
+        media
+            .store_u64(entry1, itable_map::encode(1, near_max))
+            .unwrap();
         let err = read_chunks(&media, &sb).unwrap_err();
         assert!(
             matches!(&err, Error::Corrupt { what, .. } if what == "inode-table chunk pointer"),

@@ -252,3 +252,67 @@ pub fn mount_state(data: &[u8]) {
     let img = crate::image::patched_raw(0, &[(BLOCK as usize, &raw[..])]);
     crate::image::mount_walk(img);
 }
+
+/// Inode-table map words: `version u32, index u64, word u64`. Whatever decodes to a chunk must
+/// re-encode (sealed) to a word that decodes to the same chunk at any version.
+pub fn itable_map(data: &[u8]) {
+    use novafs_engine::layout::itable_map::{decode, encode, MapWord, SEALED_VERSION};
+    let version = u32::from_le_bytes(take::<4>(data, 0));
+    let index = u64_at(data, 4);
+    let word = u64_at(data, 12);
+    if let Ok(MapWord::Chunk(b)) = decode(version, index, word) {
+        assert!(b != 0 && b < 1 << 48);
+        let sealed = encode(index, b);
+        assert_eq!(decode(SEALED_VERSION, index, sealed), Ok(MapWord::Chunk(b)));
+        assert_eq!(decode(version, index, sealed), Ok(MapWord::Chunk(b)));
+    }
+}
+
+/// The log cursor over an arbitrary 16-block region: `head u8, tail u16 (in lines), then the
+/// region's bytes` (flag-free; entries and trailers are resealed where the input asks: every
+/// 64-byte line whose first byte is 0xA5 is resealed as a trailer). The walk must end (no
+/// cycle hangs), yield at most one item per line, and stop at its first error.
+pub fn log_cursor(data: &[u8]) {
+    use novafs_engine::cursor::LogCursor;
+    const BLOCKS: u64 = 16;
+    let head = u64::from(data.first().copied().unwrap_or(0)) % BLOCKS;
+    let tail =
+        u64::from(u16::from_le_bytes(take::<2>(data, 1))) * LINE_BYTES as u64 % (BLOCKS * BLOCK);
+    let mut region = vec![0u8; (BLOCKS * BLOCK) as usize];
+    let src = data.get(3..).unwrap_or(&[]);
+    for (i, chunk) in src.chunks(64).enumerate() {
+        // Spread the input over the pages' starts and trailers.
+        let page = (i as u64 / 2) % BLOCKS;
+        let at = if i % 2 == 0 {
+            page * BLOCK
+        } else {
+            page * BLOCK + BLOCK - 64
+        } as usize;
+        let mut line = [0u8; 64];
+        line[..chunk.len()].copy_from_slice(chunk);
+        if i % 2 == 1 && line[0] == 0xA5 {
+            line[0] = 0;
+            reseal_trailer(&mut line);
+        } else if i % 2 == 0 && line[1] == 1 {
+            reseal_entry(&mut line);
+        }
+        region[at..at + 64].copy_from_slice(&line);
+    }
+    let media = Media::traced_from(region);
+    let bounds = Bounds { lo: 1, hi: BLOCKS };
+    let mut items = 0u64;
+    let mut errors = 0;
+    let mut cursor = LogCursor::new(&media, 9, "log", head, tail, bounds);
+    for item in cursor.by_ref() {
+        match item {
+            Ok(i) => {
+                items += 1;
+                assert!(i.len >= 64 && i.offset + i.len <= ENTRY_BYTES);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(errors <= 1);
+    assert!(items <= BLOCKS * BLOCK / 64);
+    assert!(cursor.pages().len() as u64 <= BLOCKS);
+}

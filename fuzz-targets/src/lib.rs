@@ -16,7 +16,8 @@ pub mod decoders;
 pub mod image;
 
 pub use decoders::{
-    inode_slot, journal_slot, log_replay, log_trailer, mount_state, saved_state, superblock,
+    inode_slot, itable_map, journal_slot, log_cursor, log_replay, log_trailer, mount_state,
+    saved_state, superblock,
 };
 pub use image::{fsck, image_walk};
 
@@ -33,6 +34,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("inode_slot", inode_slot),
     ("log_trailer", log_trailer),
     ("log_replay", log_replay),
+    ("itable_map", itable_map),
+    ("log_cursor", log_cursor),
     ("image_walk", image_walk),
     ("fsck", fsck),
 ];

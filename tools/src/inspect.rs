@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use novafs::engine::cursor::{ImageRead, LogCursor};
 use novafs::engine::layout::entry::{attr_mask, Entry};
 use novafs::engine::layout::inode::InodeSlot;
+use novafs::engine::layout::itable_map::{self, MapWord};
 use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
 use novafs::engine::layout::state::MountState;
 use novafs::engine::layout::superblock::Superblock;
@@ -70,10 +71,19 @@ impl Raw {
         let map_bytes = raw.sb.itable_map_blocks.saturating_mul(BLOCK);
         let mut map = vec![0u8; usize::try_from(map_bytes.min(64 << 20)).unwrap_or(0)];
         raw.read(raw.sb.itable_map_start.saturating_mul(BLOCK), &mut map)?;
+        // The map's decoder (sealed words); the walk stops at its end or its first bad word.
+        let version = raw.sb.version;
         raw.chunks = map
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .take_while(|&b| b != 0)
+            .enumerate()
+            .map(|(i, c)| {
+                let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                itable_map::decode(version, i as u64, word)
+            })
+            .map_while(|w| match w {
+                Ok(MapWord::Chunk(b)) => Some(b),
+                Ok(MapWord::End) | Err(_) => None,
+            })
             .collect();
         Ok(raw)
     }

@@ -14,6 +14,7 @@
 
 pub mod entry;
 pub mod inode;
+pub mod itable_map;
 pub mod journal;
 pub mod logpage;
 pub mod saved;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"NOVAFS\0\x01";
 /// The on-media format version this build writes (version 2 added the special inode kinds and
 /// the slot's `rdev`).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version this build reads; a read-write mount upgrades it (DESIGN.md §5.8).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 

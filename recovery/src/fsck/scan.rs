@@ -11,6 +11,7 @@ use novafs_engine::layout::entry::Entry;
 use novafs_engine::layout::inode::{
     InodeSlot, NewInode, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
 };
+use novafs_engine::layout::itable_map::{self, MapWord};
 use novafs_engine::layout::journal::{JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
 use novafs_engine::layout::saved;
 use novafs_engine::layout::state::{MountState, CLEAN_MAGIC};
@@ -506,9 +507,23 @@ impl Scanner<'_, '_> {
         let n = sb.max_chunks() as usize;
         let entry = |i: usize| u64::from_le_bytes(map[i * 8..i * 8 + 8].try_into().expect("8"));
         let mut i = 0;
-        while i < n && entry(i) != 0 {
-            let b = entry(i);
+        while i < n {
             let off = map_off + i as u64 * 8;
+            let b = match itable_map::decode(sb.version, i as u64, entry(i)) {
+                Ok(MapWord::End) => break,
+                Ok(MapWord::Chunk(b)) => b,
+                Err(what) => {
+                    self.problem(
+                        ProblemKind::ItableMap,
+                        None,
+                        Some(off / BLOCK),
+                        Some(off),
+                        what,
+                        None,
+                    );
+                    return Ok(false);
+                }
+            };
             if !sb.chunk_in_range(b) {
                 self.problem(ProblemKind::ItableMap, None, Some(sb.itable_map_start + off / BLOCK - sb.itable_map_start), Some(off), format!("inode-table map entry {i} points to block {b}, outside the allocatable area"), None);
                 return Ok(false);
