@@ -14,7 +14,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::layout::journal::{
-    JournalEntry, JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES,
+    JournalEntry, JournalSlot, SlotDamage, SlotState, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS,
+    SLOT_BYTES,
 };
 use crate::layout::BLOCK;
 use crate::media::Media;
@@ -93,27 +94,22 @@ impl Journal {
     }
 
     /// Recovery: undo every active slot. Returns how many were undone.
-    pub fn recover(&self, media: &Media, valid_word: impl Fn(u64) -> bool) -> Result<usize> {
+    /// `chunks`: the inode table (every undo record must name a log word inside it).
+    pub fn recover(&self, media: &Media, chunks: &[u64]) -> Result<usize> {
         let mut undone = 0;
         for slot in 0..SLOTS {
             let off = self.slot_off(slot);
             let js: JournalSlot = media.read_pod(off)?;
-            if js.commit == 0 {
-                continue;
-            }
             let loc = || format!("journal slot {slot}");
-            if js.commit != JOURNAL_ACTIVE | js.n as u64
-                || js.n as usize > MAX_ENTRIES
-                || js.csum != js.compute_csum()
-            {
-                return Err(Error::corrupt("journal slot", loc()));
-            }
-            for e in &js.entries[..js.n as usize] {
-                if !valid_word(e.addr) {
-                    return Err(Error::corrupt("journal undo address", loc()));
+            let records = match js.decode(chunks) {
+                Ok(SlotState::Idle) => continue,
+                Ok(SlotState::Active(records)) => records,
+                Err(SlotDamage::Damaged) => return Err(Error::corrupt("journal slot", loc())),
+                Err(SlotDamage::BadAddress(_)) => {
+                    return Err(Error::corrupt("journal undo address", loc()))
                 }
-            }
-            for e in &js.entries[..js.n as usize] {
+            };
+            for e in records {
                 if crate::bugs::active(crate::bugs::Bug::RecoveryTrustsTails) {
                     break;
                 }

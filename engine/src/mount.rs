@@ -10,7 +10,7 @@ use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{self, InodeState};
-use crate::layout::inode::{InodeSlot, NewInode, HEAD_OFFSET, TAIL_OFFSET};
+use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::itable_map::{self, MapWord};
 use crate::layout::saved;
 use crate::layout::state::{MountState, CLEAN_MAGIC};
@@ -253,13 +253,7 @@ impl Engine {
                     false,
                 );
                 let chunk_list = engine.chunk_blocks();
-                report.journal_undone = engine.journal.recover(&media, |addr| {
-                    // Tail words (multi-inode commits) and head words (log compaction).
-                    matches!(addr % INODE_SIZE, TAIL_OFFSET | HEAD_OFFSET)
-                        && chunk_list
-                            .iter()
-                            .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
-                })?;
+                report.journal_undone = engine.journal.recover(&media, &chunk_list)?;
                 report.inodes_scanned = engine.rebuild_with(opts.recovery_threads)?;
                 report.caches_recovered = engine.recover_caches()?;
                 engine
@@ -661,7 +655,7 @@ fn load_saved(
     sb: &Superblock,
     ms: &MountState,
 ) -> Result<Option<(BlockAlloc, InodeAlloc)>> {
-    if ms.clean != CLEAN_MAGIC || ms.csum != ms.compute_csum() {
+    if ms.decode() != Ok(true) {
         return Ok(None);
     }
     let Ok((off, len)) = saved::location(ms, sb) else {

@@ -115,8 +115,8 @@ pub fn saved_state(data: &[u8]) {
 
 /// Journal recovery on a 4-block traced region whose journal block holds the input (after the
 /// flags byte). Bit 0: reseal every slot's checksum; bit 1: make every slot's commit word
-/// match its `n`. Undo addresses are accepted when 8-aligned inside blocks 0..2 (never the
-/// journal itself). After a successful recovery every slot is idle.
+/// match its `n`. Undo addresses are accepted when they name a log tail or head word of the
+/// inode-table chunk at block 4 (never the journal itself). After a successful recovery every slot is idle.
 pub fn journal_slot(data: &[u8]) {
     let f = flags(data);
     let mut block = take::<{ BLOCK as usize }>(data, 1);
@@ -132,11 +132,12 @@ pub fn journal_slot(data: &[u8]) {
         }
         raw.copy_from_slice(bytemuck::bytes_of(&slot));
     }
-    let media = Media::traced(4 * BLOCK);
+    // One inode-table chunk at block 4 (blocks 4..36): undo records may name its slots' log
+    // tail and head words only.
+    let media = Media::traced(40 * BLOCK);
     let off = JOURNAL_BLOCK * BLOCK;
     media.write(off, &block).expect("write inside the region");
-    let valid = |addr: u64| addr.is_multiple_of(8) && addr < JOURNAL_BLOCK * BLOCK;
-    if let Ok(undone) = Journal::new(JOURNAL_BLOCK).recover(&media, valid) {
+    if let Ok(undone) = Journal::new(JOURNAL_BLOCK).recover(&media, &[4]) {
         assert!(undone <= SLOTS);
         for s in 0..SLOTS as u64 {
             let w = media

@@ -422,6 +422,9 @@ impl Entry {
                 if hdr.lines != 1 || e.num_pages == 0 {
                     return Err(bad("write extent"));
                 }
+                if e.reserved0 != 0 || e.reserved1 != 0 {
+                    return Err(bad("reserved bytes"));
+                }
                 Entry::Write {
                     pgoff: e.pgoff,
                     block: e.block,
@@ -443,6 +446,9 @@ impl Entry {
                 if hdr.lines != 1 {
                     return Err(bad("link entry length"));
                 }
+                if e.reserved0 != 0 || e.reserved1 != [0; 24] {
+                    return Err(bad("reserved bytes"));
+                }
                 Entry::Link {
                     nlink: e.nlink,
                     ctime_ns: e.ctime_ns,
@@ -460,6 +466,18 @@ impl Entry {
                     return Err(bad("name length against line count"));
                 }
                 let n0 = n.min(NAME_INLINE);
+                // Reserved bytes and the padding after the name are zero (a remove entry
+                // stores no child kind).
+                let padding = h.name[n0..]
+                    .iter()
+                    .chain(&buf[LINE_BYTES + (n - n0)..]);
+                if h.reserved0 != 0
+                    || h.reserved1 != 0
+                    || (hdr.kind == 5 && h.kind != 0)
+                    || padding.into_iter().any(|&b| b != 0)
+                {
+                    return Err(bad("reserved bytes"));
+                }
                 let mut name = h.name[..n0].to_vec();
                 name.extend_from_slice(&buf[LINE_BYTES..LINE_BYTES + (n - n0)]);
                 if name.iter().any(|&b| b == 0 || b == b'/') {
@@ -553,6 +571,56 @@ mod tests {
                 atomic: true,
             },
         ]
+    }
+
+    /// Reserved bytes and name padding must be zero even under a valid checksum (a crafted
+    /// or garbage entry is refused, not decoded with bytes ignored).
+    #[test]
+    fn nonzero_reserved_bytes_are_refused_under_a_valid_checksum() {
+        let write = Entry::Write {
+            pgoff: 1,
+            block: 2,
+            num_pages: 1,
+            size: 3,
+            mtime_ns: 4,
+        };
+        let link = Entry::Link {
+            nlink: 1,
+            ctime_ns: 2,
+            parent: 3,
+        };
+        let add = Entry::DirAdd {
+            ino: 5,
+            kind: Kind::File,
+            name: b"short".to_vec(),
+            mtime_ns: 1,
+        };
+        let long = Entry::DirRemove {
+            ino: 5,
+            name: vec![b'x'; 30],
+            mtime_ns: 1,
+        };
+        // (entry, byte offsets that are reserved or padding)
+        let cases: [(Entry, &[usize]); 4] = [
+            (write, &[36, 56, 63]),
+            (link, &[20, 40, 63]),
+            (add, &[35, 36, 39, 40 + 5, 63]),
+            (long.clone(), &[34, 64 + 6, 127]),
+        ];
+        for (e, offsets) in cases {
+            let mut buf = Vec::new();
+            e.encode(9, &mut buf);
+            assert_eq!(Entry::decode(&buf, String::new).unwrap(), (e.clone(), 9));
+            for &off in offsets {
+                let mut b = buf.clone();
+                b[off] = 0x5a;
+                seal(&mut b);
+                assert!(
+                    Entry::decode(&b, String::new).is_err(),
+                    "{e:?}: byte {off} ignored"
+                );
+            }
+        }
     }
 
     #[test]

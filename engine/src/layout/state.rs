@@ -50,9 +50,61 @@ const _: () = {
     assert!(offset_of!(MountState, csum) == 60);
 };
 
+/// Why a mount-state record that claims a clean unmount cannot be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateDamage {
+    /// The commit word is neither 0 nor [`CLEAN_MAGIC`].
+    CleanWord(u64),
+    /// The header checksum is wrong.
+    Checksum,
+    /// Reserved bytes are not zero.
+    Reserved,
+}
+
 impl MountState {
     /// Checksum over 8..60.
     pub fn compute_csum(&self) -> u32 {
         checksum(&bytemuck::bytes_of(self)[8..60])
+    }
+
+    /// Decode an untrusted record: `Ok(true)` if the last session unmounted cleanly and the
+    /// header (checksum, reserved bytes) is intact, so its saved-state location may be
+    /// parsed (`layout::saved`); `Ok(false)` if it did not (mounted or crashed: the
+    /// allocators are rebuilt from the logs). The one decoder of mount and fsck.
+    pub fn decode(&self) -> Result<bool, StateDamage> {
+        match self.clean {
+            0 => Ok(false),
+            CLEAN_MAGIC if self.csum != self.compute_csum() => Err(StateDamage::Checksum),
+            CLEAN_MAGIC if self.reserved0 != 0 || self.reserved1 != [0; 12] => {
+                Err(StateDamage::Reserved)
+            }
+            CLEAN_MAGIC => Ok(true),
+            w => Err(StateDamage::CleanWord(w)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_clean_unclean_and_damaged_records() {
+        let mut ms = MountState::zeroed();
+        assert_eq!(ms.decode(), Ok(false));
+        ms.clean = CLEAN_MAGIC;
+        ms.saved_block = 9;
+        ms.csum = ms.compute_csum();
+        assert_eq!(ms.decode(), Ok(true));
+        let mut bad = ms;
+        bad.saved_len = 1;
+        assert_eq!(bad.decode(), Err(StateDamage::Checksum));
+        let mut res = ms;
+        res.reserved1[3] = 1;
+        res.csum = res.compute_csum();
+        assert_eq!(res.decode(), Err(StateDamage::Reserved));
+        let mut word = ms;
+        word.clean = 5;
+        assert_eq!(word.decode(), Err(StateDamage::CleanWord(5)));
     }
 }

@@ -12,9 +12,9 @@ use novafs_engine::layout::inode::{
     InodeSlot, NewInode, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
 };
 use novafs_engine::layout::itable_map::{self, MapWord};
-use novafs_engine::layout::journal::{JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES};
+use novafs_engine::layout::journal::{JournalSlot, SlotDamage, SlotState, SLOTS, SLOT_BYTES};
 use novafs_engine::layout::saved;
-use novafs_engine::layout::state::{MountState, CLEAN_MAGIC};
+use novafs_engine::layout::state::{MountState, StateDamage};
 use novafs_engine::layout::superblock::{Superblock, MAGIC};
 use novafs_engine::layout::{
     now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
@@ -583,38 +583,41 @@ impl Scanner<'_, '_> {
         }
         const CLEAR: &str =
             "clear the clean flag (the next mount rebuilds the allocators from the logs)";
-        if ms.clean != 0 && ms.clean != CLEAN_MAGIC {
+        let damage = match ms.decode() {
+            Ok(true) => None,
+            Ok(false) => {
+                self.out.notes.push("the image was not cleanly unmounted: mount will undo any interrupted operation and rebuild the allocators; the saved-state and leak checks do not apply".into());
+                return Ok(());
+            }
+            Err(d) => Some(d),
+        };
+        if let Some(d) = damage {
+            let (at, msg) = match d {
+                StateDamage::CleanWord(w) => (
+                    off,
+                    format!("mount-state clean word holds {w:#x}, neither 0 nor the clean magic"),
+                ),
+                StateDamage::Checksum => (off + 60, "mount-state header checksum".to_string()),
+                StateDamage::Reserved => (
+                    off + 36,
+                    "mount-state reserved bytes are not zero".to_string(),
+                ),
+            };
+            if !matches!(d, StateDamage::CleanWord(_)) {
+                self.out.was_clean = true;
+            }
             self.problem(
                 ProblemKind::MountState,
                 None,
                 Some(sb.state_block),
-                Some(off),
-                format!(
-                    "mount-state clean word holds {:#x}, neither 0 nor the clean magic",
-                    ms.clean
-                ),
+                Some(at),
+                msg,
                 Some(CLEAR),
             );
             self.ctx.before_change()?;
-            return Ok(());
-        }
-        if ms.clean != CLEAN_MAGIC {
-            self.out.notes.push("the image was not cleanly unmounted: mount will undo any interrupted operation and rebuild the allocators; the saved-state and leak checks do not apply".into());
             return Ok(());
         }
         self.out.was_clean = true;
-        if ms.csum != ms.compute_csum() {
-            self.problem(
-                ProblemKind::MountState,
-                None,
-                Some(sb.state_block),
-                Some(off + 60),
-                "mount-state header checksum".into(),
-                Some(CLEAR),
-            );
-            self.ctx.before_change()?;
-            return Ok(());
-        }
         match self.parse_saved(&ms)? {
             Ok(saved) => self.saved = Some(saved),
             Err(msg) => {
@@ -666,43 +669,37 @@ impl Scanner<'_, '_> {
     fn journal(&mut self) -> Result<()> {
         let base = self.sb.journal_block * BLOCK;
         let chunks = self.chunks.clone();
-        let valid_word = |addr: u64| {
-            matches!(addr % INODE_SIZE, TAIL_OFFSET | HEAD_OFFSET)
-                && chunks
-                    .iter()
-                    .any(|&c| addr >= c * BLOCK && addr < (c + CHUNK_BLOCKS) * BLOCK)
-        };
         for slot in 0..SLOTS {
             let off = base + slot as u64 * SLOT_BYTES;
             let js: JournalSlot = self.ctx.read_pod(off)?;
-            if js.commit == 0 {
+            let block = Some(self.sb.journal_block);
+            let decoded = js.decode(&chunks);
+            if decoded == Ok(SlotState::Idle) {
                 continue;
             }
-            let block = Some(self.sb.journal_block);
-            if js.commit != JOURNAL_ACTIVE | js.n as u64
-                || js.n as usize > MAX_ENTRIES
-                || js.csum != js.compute_csum()
-            {
+            if decoded == Err(SlotDamage::Damaged) {
                 self.problem(ProblemKind::JournalCorrupt, None, block, Some(off), format!("journal slot {slot} is damaged (commit word {:#x}, {} records)", js.commit, js.n), Some("clear the slot without undoing it (its undo records cannot be trusted); the rest of the check repairs what the interrupted operation left"));
                 self.ctx.store_word(off, 0, true)?;
                 continue;
             }
-            let entries = &js.entries[..js.n as usize];
-            if let Some(e) = entries.iter().find(|e| !valid_word(e.addr)) {
-                self.problem(
+            let entries = match decoded {
+                Ok(SlotState::Active(records)) => records,
+                Ok(SlotState::Idle) | Err(SlotDamage::Damaged) => continue,
+                Err(SlotDamage::BadAddress(addr)) => {
+                    self.problem(
                     ProblemKind::JournalCorrupt,
                     None,
                     block,
                     Some(off),
                     format!(
-                        "journal slot {slot}: undo address {} is not an inode's tail word",
-                        e.addr
+                        "journal slot {slot}: undo address {addr} is not an inode's log tail or head word"
                     ),
                     Some("clear the slot without undoing it"),
                 );
-                self.ctx.store_word(off, 0, true)?;
-                continue;
-            }
+                    self.ctx.store_word(off, 0, true)?;
+                    continue;
+                }
+            };
             // Not an error: the image needs recovery (as e2fsck treats a journal needing
             // replay). The rest of the check sees the image as recovery leaves it: undone in
             // the overlay (-n) or on the media (-y).
