@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use novafs::engine::media::{MapOptions, Media, TraceEvent};
 use novafs::{Engine, FormatOptions, Fs, MapMode, MountOptions, WritebackConfig};
+use novafs_engine::media::{MapOptions, Media, TraceEvent};
 
 const PAGE: u64 = 4096;
 

@@ -24,8 +24,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use novafs::engine::media::{MapOptions, Media};
 use novafs::{FormatOptions, Fs, MediaMode, MountOptions, ROOT_INO};
+use novafs_engine::media::{MapOptions, Media};
 use tempfile::TempDir;
 
 const PAGE: u64 = 4096;

@@ -15,8 +15,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use novafs::engine::media::{MapOptions, Media};
 use novafs::{FormatOptions, Fs, MapMode, MediaMode, MountOptions, WritebackConfig};
+use novafs_engine::media::{MapOptions, Media};
 
 const PAGE: u64 = 4096;
 const BIG: u64 = 256 << 20;

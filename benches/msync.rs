@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use novafs::engine::media::{MapOptions, Media};
 use novafs::{FormatOptions, Fs, MediaMode};
+use novafs_engine::media::{MapOptions, Media};
 
 const RECORD: [u8; 100] = [0x42; 100];
 
@@ -110,7 +110,7 @@ fn main() {
         .open(dir.path().join("plain.log"))
         .unwrap();
     let mut plain_len = 0u64;
-    let media = fs.engine().media().clone();
+    let engine = fs.engine().clone();
     // The persistence layer alone, on another file of the same directory: one persist point
     // is a 100 B store + flush + fence (one durability call in msync mode); a commit has two
     // (data and entries, fence, then the tail word on another page, fence).
@@ -159,7 +159,7 @@ fn main() {
     over.sync_all().unwrap();
     let mut over_i = 0u64;
     let mut two_batch = Vec::new();
-    let calls_before = media.sync_calls();
+    let calls_before = engine.durability_calls();
     let mut appends = 0u64;
     for _ in 0..batches {
         let t = Instant::now();
@@ -199,7 +199,7 @@ fn main() {
         }
         two_batch.push(t.elapsed().as_nanos() as f64 / per_batch as f64);
     }
-    let calls = (media.sync_calls() - calls_before) as f64 / appends as f64;
+    let calls = (engine.durability_calls() - calls_before) as f64 / appends as f64;
     let nova = percentile(&mut nova_batch, 0.5);
     let plain_med = percentile(&mut plain_batch, 0.5);
     println!();

@@ -139,12 +139,12 @@ impl OpenOptions {
             append: self.append,
             pos: AtomicU64::new(0),
         };
-        let kind = file.inode.state.read().attr.kind;
-        if kind == Kind::Dir && writable {
+        let attr = e.attr_of(&file.inode)?;
+        if attr.kind == Kind::Dir && writable {
             return Err(Error::IsADirectory);
         }
         // A file this open just created is empty already: no log entry for it.
-        if self.truncate && !self.create_new && file.inode.state.read().attr.size != 0 {
+        if self.truncate && !self.create_new && attr.size != 0 {
             file.set_len_engine(0)?;
         }
         Ok(file)
@@ -190,8 +190,7 @@ impl File {
         if !self.read {
             return Err(EngineError::BadHandle("not opened for reading").into());
         }
-        let st = self.inode.state.read();
-        Ok(self.engine.read_locked(&st, offset, buf)?)
+        Ok(self.engine.read_open(&self.inode, offset, buf)?)
     }
 
     /// Fill `buf` from `offset`, or fail with `UnexpectedEof` (`io::ErrorKind::UnexpectedEof`)
@@ -330,9 +329,9 @@ impl File {
 
     /// Metadata (a read).
     pub fn metadata(&self) -> Result<Metadata> {
-        self.engine.check_mounted()?;
-        let st = self.inode.state.read();
-        Ok(Metadata { attr: st.attr() })
+        Ok(Metadata {
+            attr: self.engine.attr_of(&self.inode)?,
+        })
     }
 }
 

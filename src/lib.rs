@@ -48,9 +48,9 @@ pub use error::{EngineError, Error, Result};
 pub use file::{File, Mapping, OpenOptions};
 pub use novafs_engine::media::map::VolatileSlice;
 pub use novafs_engine::{
-    self as engine, Attr, DirEntry as RawDirEntry, Engine, FormatOptions, GcConfig, GcStats, Kind,
-    LogStats, MapMode, MediaMode, MountOptions, MountReport, RenameFlags, SetAttr, StatFs,
-    WritebackConfig, BLOCK, NAME_MAX, ROOT_INO,
+    Attr, DirEntry as RawDirEntry, Engine, FormatOptions, GcConfig, GcStats, Kind, LogStats,
+    MapMode, MediaMode, MountOptions, MountReport, RenameFlags, SetAttr, StatFs, WritebackConfig,
+    BLOCK, NAME_MAX, ROOT_INO,
 };
 #[cfg(feature = "redb")]
 pub use redb_backend::RedbBackend;

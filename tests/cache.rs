@@ -35,7 +35,7 @@ fn rw(fs: &Fs, p: &str) -> novafs::File {
 
 fn cached_pages(fs: &Fs, p: &str) -> usize {
     let ino = fs.resolve(p).unwrap();
-    fs.engine().inode(ino).unwrap().state.read().cache.len()
+    fs.engine().inode_layout(ino).unwrap().cached.len()
 }
 
 #[test]
@@ -193,12 +193,9 @@ fn removing_a_file_with_cached_pages_leaks_nothing() {
     drop((m, f));
     let root_log = fs
         .engine()
-        .inode(novafs::ROOT_INO)
+        .inode_layout(novafs::ROOT_INO)
         .unwrap()
-        .state
-        .read()
-        .log
-        .pages
+        .log_pages
         .len() as u64;
     assert_eq!(
         fs.statfs().unwrap().blocks_free,

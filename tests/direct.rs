@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use novafs::engine::media::Media;
+use novafs_engine::media::Media;
 mod cause;
 use cause::cause;
 use novafs::{EngineError as Error, FormatOptions, Fs, MapMode, MountOptions, WritebackConfig};
@@ -148,7 +148,7 @@ fn sync_mode_pages_stay_writable_across_migration() {
     m.as_slice().write(0, b"one").unwrap();
     m.sync().unwrap();
     let ino = fs.resolve("/w").unwrap();
-    assert_eq!(fs.engine().inode(ino).unwrap().state.read().cache.len(), 0);
+    assert_eq!(fs.engine().inode_layout(ino).unwrap().cached.len(), 0);
     assert_eq!(
         writable_pages(&fs, "/w"),
         1,
@@ -158,7 +158,7 @@ fn sync_mode_pages_stay_writable_across_migration() {
     m.as_slice().write(3, b"two").unwrap();
     m.persist(0, 6).unwrap();
     assert_eq!(&fs.read("/w").unwrap()[..6], b"onetwo");
-    assert_eq!(fs.engine().inode(ino).unwrap().state.read().cache.len(), 0);
+    assert_eq!(fs.engine().inode_layout(ino).unwrap().cached.len(), 0);
 }
 
 #[test]
@@ -316,7 +316,7 @@ fn bad_input_gets_typed_errors() {
 /// traced stores at persist/sync, so mapped stores are in the trace.
 #[test]
 fn traced_mappings_publish_their_stores_into_the_trace() {
-    use novafs::engine::media::TraceEvent;
+    use novafs_engine::media::TraceEvent;
     let media = Arc::new(Media::traced(8 << 20));
     let engine = novafs::Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
     let fs = Fs::from_engine(engine, Default::default());
@@ -439,7 +439,7 @@ fn transparent_mappings_take_stores_without_prepare_write() {
     s.write(PG as usize + 3, b"fault-in").unwrap();
     assert_eq!(writable_pages(&fs, "/x"), 1);
     let ino = fs.resolve("/x").unwrap();
-    assert_eq!(fs.engine().inode(ino).unwrap().state.read().cache.len(), 1);
+    assert_eq!(fs.engine().inode_layout(ino).unwrap().cached.len(), 1);
     s.store_u64(2 * PG as usize, 99).unwrap();
     m.persist(PG + 3, 8).unwrap();
     m.persist(2 * PG, 8).unwrap();

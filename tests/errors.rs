@@ -181,12 +181,9 @@ fn no_space_is_clean_and_recoverable() {
     let after = fs.statfs().unwrap();
     let root_log = fs
         .engine()
-        .inode(novafs::ROOT_INO)
+        .inode_layout(novafs::ROOT_INO)
         .unwrap()
-        .state
-        .read()
-        .log
-        .pages
+        .log_pages
         .len() as u64;
     let chunks = fs.engine().chunk_blocks().len() as u64 - 1;
     assert_eq!(
@@ -338,15 +335,15 @@ fn unsupported_version_and_bad_magic() {
     fs.unmount().unwrap();
     // Version 99 with a valid checksum: its own error, not "corrupt".
     let raw = std::fs::read(&img).unwrap();
-    let mut sb: novafs::engine::layout::superblock::Superblock =
+    let mut sb: novafs_engine::layout::superblock::Superblock =
         bytemuck::pod_read_unaligned(&raw[..256]);
     sb.version = 99;
-    sb.csum = novafs::engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
+    sb.csum = novafs_engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
     patch(&img, 0, bytemuck::bytes_of(&sb));
     match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::UnsupportedVersion {
             found: 99,
-            supported: novafs::engine::layout::superblock::FORMAT_VERSION,
+            supported: novafs_engine::layout::superblock::FORMAT_VERSION,
         }) => {}
         other => panic!("{other:?}"),
     }
@@ -515,39 +512,35 @@ fn recovery_checks_link_counts_and_absurd_superblocks_do_not_panic() {
     let (_d, img, fs) = fresh(4 << 20);
     fs.write("/f", b"x").unwrap();
     let ino = fs.resolve("/f").unwrap();
-    // Append a Link entry claiming 5 links through the engine's own log machinery.
-    {
-        let e = fs.engine();
-        let i = e.inode(ino).unwrap();
-        let mut st = i.state.write();
-        let entry = novafs::engine::layout::entry::Entry::Link {
-            nlink: 5,
-            ctime_ns: 1,
-            parent: 0,
-        };
-        let staged = novafs::engine::log::stage(
-            e.media(),
-            e.block_alloc(),
-            novafs::engine::log::LogWords::file(i.slot_off),
-            &st.log,
-            std::slice::from_ref(&entry),
-            Default::default(),
-        )
-        .unwrap();
-        staged.commit_tail(e.media()).unwrap();
-        staged.apply(&mut st.log);
-    }
+    // Append a Link entry claiming 5 links to its log on the image (entry at the tail, then
+    // the tail word), as a stray or crafted commit would.
+    let l = fs.engine().inode_layout(ino).unwrap();
     fs.crash();
+    let entry = novafs_engine::layout::entry::Entry::Link {
+        nlink: 5,
+        ctime_ns: 1,
+        parent: 0,
+    };
+    let mut buf = Vec::new();
+    entry.encode(l.next_seq, &mut buf);
+    assert!(l.log_tail % 4096 + buf.len() as u64 <= 4032);
+    patch(&img, l.log_tail, &buf);
+    let tail_word = l.slot_off + novafs_engine::layout::inode::TAIL_OFFSET;
+    patch(
+        &img,
+        tail_word,
+        &(l.log_tail + buf.len() as u64).to_le_bytes(),
+    );
     match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::Corrupt { what, .. }) => assert!(what.contains("link count"), "{what}"),
         other => panic!("a wrong link count mounted: {other:?}"),
     }
     // A superblock with a valid checksum but an absurd size: a typed error, no overflow panic.
     let raw = std::fs::read(&img).unwrap();
-    let mut sb: novafs::engine::layout::superblock::Superblock =
+    let mut sb: novafs_engine::layout::superblock::Superblock =
         bytemuck::pod_read_unaligned(&raw[..256]);
     sb.blocks_total = u64::MAX / 2;
-    sb.csum = novafs::engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
+    sb.csum = novafs_engine::layout::checksum(&bytemuck::bytes_of(&sb)[..252]);
     patch(&img, 0, bytemuck::bytes_of(&sb));
     patch(
         &img,

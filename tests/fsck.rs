@@ -5,12 +5,12 @@
 
 mod cause;
 use cause::cause;
-use novafs::engine::layout::entry::Entry;
-use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
-use novafs::engine::layout::state::MountState;
-use novafs::engine::layout::{checksum, Kind, BLOCK};
 use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 use novafs_crashtest::workload;
+use novafs_engine::layout::entry::Entry;
+use novafs_engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
+use novafs_engine::layout::state::MountState;
+use novafs_engine::layout::{checksum, Kind, BLOCK};
 use novafs_recovery::fsck::{self, FsckOptions, ProblemKind};
 
 mod craft;
@@ -159,7 +159,7 @@ fn mounted_image_is_refused() {
 
 #[test]
 fn traced_backend() {
-    use novafs::engine::Media;
+    use novafs_engine::Media;
     use std::sync::Arc;
     let media = Arc::new(Media::traced(4 << 20));
     let engine = novafs::Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
@@ -179,8 +179,7 @@ fn traced_backend() {
         .unwrap();
         let d = engine.lookup(1, b"d").unwrap().ino;
         let x = engine.lookup(d, b"x").unwrap().ino;
-        let i = engine.inode(x).unwrap();
-        let page = i.state.read().log.pages[0];
+        let page = engine.inode_layout(x).unwrap().log_pages[0];
         engine.crash();
         (x, page)
     };
@@ -205,7 +204,7 @@ fn traced_backend() {
     .unwrap();
     assert_eq!(y.exit_code(), 1, "{}", show(&y));
     let events = damaged.with_trace(|t| t.take()).unwrap();
-    use novafs::engine::media::TraceEvent;
+    use novafs_engine::media::TraceEvent;
     let stores = events
         .iter()
         .filter(|e| matches!(e, TraceEvent::Store { .. }))
@@ -892,7 +891,7 @@ fn destroyed_first_inode_table_block_rebuilds_an_empty_root() {
 /// image needs recovery, which is not an error (as e2fsck treats a journal needing replay).
 #[test]
 fn interrupted_rename_needs_recovery_and_is_not_an_error() {
-    use novafs::engine::layout::journal::{JournalEntry, JournalSlot, JOURNAL_ACTIVE};
+    use novafs_engine::layout::journal::{JournalEntry, JournalSlot, JOURNAL_ACTIVE};
     let dir = scratch();
     let (path, l) = build(&dir, false);
     let (root, a) = (&l["/"], &l["/a"]);
@@ -1057,7 +1056,7 @@ fn damaged_root_slot_is_rebuilt_and_sane_slots_resealed() {
 
 #[test]
 fn crafted_superblock_block_count_does_not_panic_fsck() {
-    use novafs::engine::layout::superblock::Superblock;
+    use novafs_engine::layout::superblock::Superblock;
     let dir = scratch();
     let (path, _) = build(&dir, false);
     // A superblock whose checksum holds but whose block count overflows a byte count.

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use novafs::engine::media::{MapOptions, Media};
 use novafs::{FormatOptions, Fs, MediaMode, MountOptions};
+use novafs_engine::media::{MapOptions, Media};
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
@@ -94,7 +94,7 @@ fn an_append_is_two_durability_calls_and_leaves_nothing_unsynced() {
     if !is_msync(fs.media_mode()) {
         return;
     }
-    let media = fs.engine().media().clone();
+    let engine = fs.engine().clone();
     let f = fs
         .open_options()
         .append(true)
@@ -104,15 +104,15 @@ fn an_append_is_two_durability_calls_and_leaves_nothing_unsynced() {
     let mut total = 0;
     let n = 300;
     for i in 0..n {
-        let before = media.sync_calls();
+        let before = engine.durability_calls();
         f.append(&[i as u8; 100]).unwrap();
-        let calls = media.sync_calls() - before;
+        let calls = engine.durability_calls() - before;
         // The commit's two fences (data and entries; the tail); now and then more, when log
         // GC runs after the commit (a head store, or a compaction's journaled switch).
         assert!(calls >= 2, "append {i}: {calls} durability calls");
         total += calls;
         // Everything the append stored is written back: the whole image is clean.
-        if let Some(unsynced) = media.unsynced_pages(0, media.len()).unwrap() {
+        if let Some(unsynced) = engine.unsynced_pages().unwrap() {
             assert_eq!(unsynced, 0, "append {i}: dirty pages after it returned");
         }
     }
@@ -164,8 +164,8 @@ fn concurrent_commits_in_msync_mode() {
     }
     let fs = Arc::into_inner(fs).unwrap();
     if msync {
-        let media = fs.engine().media().clone();
-        if let Some(unsynced) = media.unsynced_pages(0, media.len()).unwrap() {
+        let engine = fs.engine().clone();
+        if let Some(unsynced) = engine.unsynced_pages().unwrap() {
             assert_eq!(unsynced, 0, "dirty pages after every commit returned");
         }
     }

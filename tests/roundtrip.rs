@@ -159,12 +159,9 @@ fn append_mode_and_unlinked_open_file() {
     drop(a);
     let root_log = fs
         .engine()
-        .inode(novafs::ROOT_INO)
+        .inode_layout(novafs::ROOT_INO)
         .unwrap()
-        .state
-        .read()
-        .log
-        .pages
+        .log_pages
         .len() as u64;
     assert_eq!(fs.statfs().unwrap().blocks_free, free0 - root_log);
 }
@@ -196,7 +193,7 @@ fn crash_reclaims_orphans_and_uncommitted_space() {
     let after = fs.statfs().unwrap();
     // Everything the orphan held is free again; only the directory's log grew.
     let d = fs.resolve("/d").unwrap();
-    let dir_log = fs.engine().inode(d).unwrap().state.read().log.pages.len() as u64;
+    let dir_log = fs.engine().inode_layout(d).unwrap().log_pages.len() as u64;
     assert!(dir_log <= 1);
     assert_eq!(after.inodes_free, baseline.inodes_free);
     assert_eq!(after.blocks_free, baseline.blocks_free);

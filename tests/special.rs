@@ -121,7 +121,7 @@ fn set_version(img: &std::path::Path, v: u32) {
     let last = data.len() - 4096;
     for at in [0, last] {
         data[at + 8..at + 12].copy_from_slice(&v.to_le_bytes());
-        let csum = novafs::engine::layout::checksum(&data[at..at + 252]);
+        let csum = novafs_engine::layout::checksum(&data[at..at + 252]);
         data[at + 252..at + 256].copy_from_slice(&csum.to_le_bytes());
     }
     std::fs::write(img, data).unwrap();

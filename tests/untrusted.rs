@@ -6,11 +6,11 @@ mod cause;
 use cause::cause;
 use std::path::Path;
 
-use novafs::engine::layout::entry::Entry;
-use novafs::engine::layout::itable_map;
-use novafs::engine::layout::superblock::Superblock;
-use novafs::engine::layout::{checksum, Kind, BLOCK};
 use novafs::{EngineError as Error, Fs, MountOptions};
+use novafs_engine::layout::entry::Entry;
+use novafs_engine::layout::itable_map;
+use novafs_engine::layout::superblock::Superblock;
+use novafs_engine::layout::{checksum, Kind, BLOCK};
 use novafs_recovery::fsck::ProblemKind;
 
 mod craft;

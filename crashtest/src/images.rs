@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use novafs::engine::media::{TraceEvent, TraceSite};
+use novafs_engine::media::{TraceEvent, TraceSite};
 
 /// One pending 8-byte unit write.
 #[derive(Clone, Debug)]

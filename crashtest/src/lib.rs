@@ -27,8 +27,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use novafs::engine::media::{Media, TraceEvent};
 use novafs::{Engine, FileType, FormatOptions, Fs, MountOptions};
+use novafs_engine::media::{Media, TraceEvent};
 
 use images::{image_key, Pick, Replay};
 pub use workload::{HandleOp, Op, Workload};
@@ -354,7 +354,7 @@ fn recover_in_place(
             fsck_finds_nothing(media.clone(), "the recovered image")?;
             let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
                 .map_err(|e| format!("mount after fsck failed: {e}"))?;
-            usable(Fs::from_engine(engine, r))?;
+            usable(Fs::from_engine(engine, r), media.clone())?;
         } else {
             fs.crash();
         }
@@ -440,7 +440,7 @@ fn checked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 }
 
 /// The file system must stay usable: write, delete everything, remount, all space back.
-fn usable(fs: Fs) -> Result<(), String> {
+fn usable(fs: Fs, media: Arc<Media>) -> Result<(), String> {
     let e = |what: &str, err: novafs::Error| format!("after recovery, {what} failed: {err}");
     fs.create_dir("/__probe").map_err(|x| e("mkdir", x))?;
     fs.write("/__probe/f", &[0x5a; 9000])
@@ -463,7 +463,6 @@ fn usable(fs: Fs) -> Result<(), String> {
     }
     rm(&fs, "").map_err(|x| e("delete everything", x))?;
     let engine = fs.engine().clone();
-    let media = engine.media().clone();
     drop(fs);
     engine.unmount().map_err(|x| e("unmount", x.into()))?;
     drop(engine);
@@ -476,12 +475,9 @@ fn usable(fs: Fs) -> Result<(), String> {
     }
     let root_log = fs
         .engine()
-        .inode(novafs::ROOT_INO)
+        .inode_layout(novafs::ROOT_INO)
         .map_err(|x| e("root", x.into()))?
-        .state
-        .read()
-        .log
-        .pages
+        .log_pages
         .len() as u64;
     if st.used_blocks != root_log {
         return Err(format!(

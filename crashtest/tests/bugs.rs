@@ -2,8 +2,8 @@
 //! Runs with `cargo test -p novafs-crashtest --features inject-bugs --test bugs`.
 #![cfg(feature = "inject-bugs")]
 
-use novafs::engine::bugs::{self, Bug};
 use novafs_crashtest::{check_all, workload, Config};
+use novafs_engine::bugs::{self, Bug};
 
 #[test]
 fn every_injected_bug_is_caught() {

@@ -40,7 +40,7 @@ fn handle_workloads_run_every_operation() {
     // The several-handles workloads exercise what they say: every operation succeeds in the
     // crash-free run (a typo'd handle or path would make them fail quietly), and a file
     // unlinked while open keeps its contents for its handles until the last close.
-    use novafs::engine::{Engine, FormatOptions, Media};
+    use novafs_engine::{Engine, FormatOptions, Media};
     let run = |ops: &mut dyn Iterator<Item = &Op>, name: &str| {
         let media = std::sync::Arc::new(Media::traced(4 << 20));
         let e = Engine::format_media(media, &FormatOptions::default()).unwrap();
@@ -198,8 +198,8 @@ fn writefile_is_one_atomic_step() {
 fn mapped_workloads_run_through_the_direct_path() {
     // Mapped stores reach the trace from the direct-access path (a traced mapping's shadow
     // published by `mapping.rs`); then every mapped workload recovers at every crash point.
-    use novafs::engine::media::TraceEvent;
-    use novafs::engine::{Engine, FormatOptions, Media};
+    use novafs_engine::media::TraceEvent;
+    use novafs_engine::{Engine, FormatOptions, Media};
     let ws = workload::mapped();
     for w in &ws {
         let media = std::sync::Arc::new(Media::traced(4 << 20));

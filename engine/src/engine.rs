@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::bugs::{self, Bug};
 use crate::error::{Error, Result};
-use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeState};
+use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeLayout, InodeState};
 use crate::journal::Journal;
 use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use crate::layout::inode::{InodeSlot, NewInode};
@@ -241,8 +241,8 @@ impl Engine {
         self.media.release();
     }
 
-    /// The media.
-    pub fn media(&self) -> &Arc<Media> {
+    /// The media (the engine's own: front ends call operations).
+    pub(crate) fn media(&self) -> &Arc<Media> {
         &self.media
     }
 
@@ -256,9 +256,24 @@ impl Engine {
         &self.sb
     }
 
-    /// The block allocator.
-    pub fn block_alloc(&self) -> &BlockAlloc {
-        &self.blocks
+    /// Durability system calls made so far (msync mode: one `msync` per fence that had
+    /// anything to sync; 0 in the other modes). For monitoring and tests.
+    pub fn durability_calls(&self) -> u64 {
+        self.media.sync_calls()
+    }
+
+    /// Pages of the image the kernel still holds dirty, not yet written back (msync mode,
+    /// where the kernel can say: `cachestat`; `None` where it cannot or in other modes).
+    pub fn unsynced_pages(&self) -> Result<Option<u64>> {
+        self.media.unsynced_pages(0, self.media.len())
+    }
+
+    /// A byte copy of the whole image as it is now, for checking a mounted image offline
+    /// (fsck of the copy). Not a consistent snapshot while operations run.
+    pub fn copy_image(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; usize::try_from(self.media.len()).map_err(|_| Error::NoSpace)?];
+        self.media.read(0, &mut buf)?;
+        Ok(buf)
     }
 
     /// Inode-table chunk blocks.
@@ -308,6 +323,38 @@ impl Engine {
         });
         self.shard(ino).write().insert(ino, inode.clone());
         Ok(inode)
+    }
+
+    /// Where inode `ino` lives on the image, as of now (an owned snapshot taken under its
+    /// shared lock): for tools, tests and fault injection that must find its log pages or
+    /// blocks on the media.
+    pub fn inode_layout(&self, ino: u64) -> Result<InodeLayout> {
+        let i = self.inode(ino)?;
+        let st = i.state.read();
+        Ok(InodeLayout {
+            ino,
+            slot_off: i.slot_off,
+            log_pages: st.log.pages.clone(),
+            log_tail: st.log.tail_off,
+            next_seq: st.log.next_seq,
+            map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
+            cache_log_pages: st.cache_log.pages.clone(),
+            cached: st.cache.iter().collect(),
+        })
+    }
+
+    /// The attributes of an open inode (an unlinked one too, while a handle holds it).
+    pub fn attr_of(&self, inode: &Inode) -> Result<Attr> {
+        self.check_mounted()?;
+        Ok(inode.state.read().attr())
+    }
+
+    /// Read up to `buf.len()` bytes at `off` of an open inode (an unlinked one too); returns
+    /// the bytes read (0 at end of file). One consistent snapshot: a concurrent write is wholly
+    /// in it or not.
+    pub fn read_open(&self, inode: &Inode, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let st = inode.state.read();
+        self.read_locked(&st, off, buf)
     }
 
     /// The cached inode `ino`, loading it from its log if needed. `Unmounted` after unmount.
@@ -1207,7 +1254,7 @@ impl Engine {
     }
 
     /// Read from an inode whose state the caller has locked.
-    pub fn read_locked(&self, st: &InodeState, off: u64, buf: &mut [u8]) -> Result<usize> {
+    pub(crate) fn read_locked(&self, st: &InodeState, off: u64, buf: &mut [u8]) -> Result<usize> {
         self.check_mounted()?;
         if st.attr.kind == Kind::Dir {
             return Err(Error::IsADirectory);

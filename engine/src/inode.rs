@@ -373,6 +373,27 @@ pub struct InodeState {
     pub cache_since: Option<std::time::Instant>,
 }
 
+/// Where an inode lives on the image (see `Engine::inode_layout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InodeLayout {
+    /// Inode number.
+    pub ino: u64,
+    /// Region offset of its slot.
+    pub slot_off: u64,
+    /// Its log's pages, head first.
+    pub log_pages: Vec<u64>,
+    /// Its log's committed tail (a region byte offset; 0 = empty log).
+    pub log_tail: u64,
+    /// The sequence number its next log entry gets.
+    pub next_seq: u64,
+    /// File page -> block.
+    pub map: std::collections::BTreeMap<u64, u64>,
+    /// Its write cache's log pages.
+    pub cache_log_pages: Vec<u64>,
+    /// File page -> write-cache block.
+    pub cached: std::collections::BTreeMap<u64, u64>,
+}
+
 /// An inode in the cache.
 #[derive(Debug)]
 pub struct Inode {
@@ -380,8 +401,8 @@ pub struct Inode {
     pub ino: u64,
     /// Region offset of its slot.
     pub slot_off: u64,
-    /// Its state.
-    pub state: RwLock<InodeState>,
+    /// Its state (private to the engine: front ends call operations, which take the lock).
+    pub(crate) state: RwLock<InodeState>,
     /// Open handles.
     pub open: AtomicU32,
     /// The write cache's last store: `(page << 40) | (block + 1)` of the cache page it went

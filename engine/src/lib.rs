@@ -30,7 +30,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use gc::{GcConfig, GcStats, LogStats};
-pub use inode::Attr;
+pub use inode::{Attr, InodeLayout};
 pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
 pub use media::{Media, MediaMode};
 pub use mount::{FormatOptions, MountOptions, MountReport};

@@ -34,9 +34,9 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
-use novafs::engine::inode::Inode;
-use novafs::engine::Error;
 use novafs::{Attr, Engine, Fs, Kind, MountOptions, SetAttr, ROOT_INO};
+use novafs_engine::inode::Inode;
+use novafs_engine::Error;
 use parking_lot::Mutex;
 
 /// How long the kernel may cache attributes and names. This process is the only writer of
@@ -368,7 +368,7 @@ impl NovaFuse {
 
     /// Answer an operation that gives the kernel the node `name` in `parent` (the operation
     /// just made or found it): count the kernel's reference first.
-    fn entry(&self, reply: ReplyEntry, parent: u64, name: &OsStr, r: novafs::engine::Result<Attr>) {
+    fn entry(&self, reply: ReplyEntry, parent: u64, name: &OsStr, r: novafs_engine::Result<Attr>) {
         match r.and_then(|a| self.remember_named(parent, name.as_bytes(), a)) {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(errno(&e)),
@@ -376,7 +376,7 @@ impl NovaFuse {
     }
 
     /// Count one kernel reference to `ino`, pinning the inode on the first.
-    fn remember(&self, ino: u64) -> novafs::engine::Result<()> {
+    fn remember(&self, ino: u64) -> novafs_engine::Result<()> {
         if let Some(n) = self.nodes.map.lock().get_mut(&ino) {
             n.0 += 1;
             return Ok(());
@@ -416,12 +416,7 @@ impl NovaFuse {
     /// have been unlinked and its number reused by a new inode; the name is looked up again
     /// after pinning, and the pin is kept only if the name still names the pinned inode (then
     /// the reply describes exactly the inode the node id keeps naming).
-    fn remember_named(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mut a: Attr,
-    ) -> novafs::engine::Result<Attr> {
+    fn remember_named(&self, parent: u64, name: &[u8], mut a: Attr) -> novafs_engine::Result<Attr> {
         loop {
             match self.remember(a.ino) {
                 Ok(()) => match self.engine.lookup(parent, name) {
@@ -439,7 +434,7 @@ impl NovaFuse {
     }
 
     /// Look `name` up in `parent` and count the kernel's reference to what it names.
-    fn lookup_node(&self, parent: u64, name: &[u8]) -> novafs::engine::Result<Attr> {
+    fn lookup_node(&self, parent: u64, name: &[u8]) -> novafs_engine::Result<Attr> {
         let a = self.engine.lookup(parent, name)?;
         self.remember_named(parent, name, a)
     }
@@ -456,7 +451,7 @@ impl NovaFuse {
         mode: u32,
         umask: u32,
         rdev: u32,
-    ) -> novafs::engine::Result<novafs::Attr> {
+    ) -> novafs_engine::Result<novafs::Attr> {
         let kind = match mode & libc::S_IFMT {
             0 | libc::S_IFREG => Kind::File,
             libc::S_IFIFO => Kind::Fifo,
@@ -485,12 +480,12 @@ impl NovaFuse {
         }
     }
 
-    fn open_handle(&self, ino: u64) -> novafs::engine::Result<u64> {
+    fn open_handle(&self, ino: u64) -> novafs_engine::Result<u64> {
         let inode = self.engine.open_inode(ino)?;
         Ok(self.files.insert(inode))
     }
 
-    fn snapshot(&self, ino: u64) -> novafs::engine::Result<Vec<(u64, FileType, Vec<u8>)>> {
+    fn snapshot(&self, ino: u64) -> novafs_engine::Result<Vec<(u64, FileType, Vec<u8>)>> {
         let entries = self.engine.readdir(ino)?;
         let parent = self.engine.parent_of(ino)?;
         let mut v = Vec::with_capacity(entries.len() + 2);
@@ -510,7 +505,7 @@ impl NovaFuse {
         ino: u64,
         fh: FileHandle,
         offset: u64,
-    ) -> novafs::engine::Result<Vec<(u64, FileType, Vec<u8>)>> {
+    ) -> novafs_engine::Result<Vec<(u64, FileType, Vec<u8>)>> {
         let snap = self
             .dirs
             .get(fh)
@@ -582,7 +577,7 @@ impl Filesystem for NovaFuse {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         // Through an open handle, an unlinked file is still there.
         let r = match fh.and_then(|fh| self.files.get(fh)) {
-            Some(i) => Ok(i.state.read().attr()),
+            Some(i) => self.engine.attr_of(&i),
             None => self.engine.getattr(ino.0),
         };
         match r {
@@ -797,8 +792,7 @@ impl Filesystem for NovaFuse {
         // The kernel bounds `size` by the negotiated max_pages (at most 1 MiB by default).
         // A short answer would read as zeros, so the whole request is served.
         let mut buf = vec![0u8; size as usize];
-        let st = inode.state.read();
-        match self.engine.read_locked(&st, offset, &mut buf) {
+        match self.engine.read_open(&inode, offset, &mut buf) {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(&e)),
         }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use novafs::engine::layout::entry::Entry;
-use novafs::engine::layout::{checksum, BLOCK};
 use novafs::{EngineError as Error, FormatOptions, Fs, MountOptions};
 use novafs_crashtest::workload;
+use novafs_engine::layout::entry::Entry;
+use novafs_engine::layout::{checksum, BLOCK};
 use novafs_recovery::fsck::{self, FsckOptions, FsckReport, ProblemKind};
 use tempfile::TempDir;
 
@@ -39,15 +39,14 @@ pub struct L {
 
 pub fn layout(fs: &Fs, p: &str) -> L {
     let ino = fs.symlink_metadata(p).unwrap().ino(); // "/sym": the symlink itself
-    let i = fs.engine().inode(ino).unwrap();
-    let st = i.state.read();
+    let l = fs.engine().inode_layout(ino).unwrap();
     L {
         ino,
-        slot_off: i.slot_off,
-        tail: st.log.tail_off,
-        pages: st.log.pages.clone(),
-        next_seq: st.log.next_seq,
-        map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
+        slot_off: l.slot_off,
+        tail: l.log_tail,
+        pages: l.log_pages,
+        next_seq: l.next_seq,
+        map: l.map,
     }
 }
 

@@ -250,7 +250,7 @@ pub fn run(image: &Path, size: u64) -> CliResult<()> {
         let mut magic = [0u8; 8];
         let is_novafs = std::fs::File::open(image)
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-            .is_ok_and(|()| magic == novafs::engine::layout::superblock::MAGIC);
+            .is_ok_and(|()| magic == novafs_engine::layout::superblock::MAGIC);
         let opts = FormatOptions {
             overwrite: is_novafs,
             ..FormatOptions::default()

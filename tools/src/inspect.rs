@@ -12,16 +12,16 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use novafs::engine::cursor::{ImageRead, LogCursor};
-use novafs::engine::layout::entry::{attr_mask, Entry};
-use novafs::engine::layout::inode::InodeSlot;
-use novafs::engine::layout::itable_map::{self, MapWord};
-use novafs::engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
-use novafs::engine::layout::state::MountState;
-use novafs::engine::layout::superblock::Superblock;
-use novafs::engine::layout::Bounds;
-use novafs::engine::layout::{INODES_PER_CHUNK, INODE_SIZE};
 use novafs::{Kind, BLOCK, ROOT_INO};
+use novafs_engine::cursor::{ImageRead, LogCursor};
+use novafs_engine::layout::entry::{attr_mask, Entry};
+use novafs_engine::layout::inode::InodeSlot;
+use novafs_engine::layout::itable_map::{self, MapWord};
+use novafs_engine::layout::logpage::{PageTrailer, TRAILER_OFFSET};
+use novafs_engine::layout::state::MountState;
+use novafs_engine::layout::superblock::Superblock;
+use novafs_engine::layout::Bounds;
+use novafs_engine::layout::{INODES_PER_CHUNK, INODE_SIZE};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, CliResult, Context};
@@ -62,7 +62,7 @@ impl Raw {
             chunks: Vec::new(),
         };
         raw.sb = raw.pod(0)?;
-        if raw.sb.magic != novafs::engine::layout::superblock::MAGIC {
+        if raw.sb.magic != novafs_engine::layout::superblock::MAGIC {
             return Err(CliError::new(
                 image.display().to_string(),
                 "not a novafs image (bad magic)",
@@ -147,7 +147,7 @@ impl Raw {
 }
 
 impl ImageRead for Raw {
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> novafs::engine::Result<()> {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> novafs_engine::Result<()> {
         self.read(off, buf)
             .map_err(|e| novafs::EngineError::corrupt(e.to_string(), format!("offset {off}")))
     }
@@ -465,7 +465,7 @@ fn block_json(raw: &Raw, block: u64) -> CliResult<Value> {
     }
     if raw
         .pod::<PageTrailer>(block * BLOCK + TRAILER_OFFSET)
-        .is_ok_and(|t| t.magic == novafs::engine::layout::logpage::TRAILER_MAGIC)
+        .is_ok_and(|t| t.magic == novafs_engine::layout::logpage::TRAILER_MAGIC)
     {
         o.insert("log_page_trailer".into(), true.into());
     }

@@ -73,7 +73,7 @@ fn image(dir: &TempDir) -> (PathBuf, u64, u64) {
     fs.write("/d/file", &[7u8; 9000]).unwrap();
     fs.write("/other", b"hello").unwrap();
     let ino = fs.resolve("/d/file").unwrap();
-    let page = fs.engine().inode(ino).unwrap().state.read().log.pages[0];
+    let page = fs.engine().inode_layout(ino).unwrap().log_pages[0];
     fs.unmount().unwrap();
     (img, ino, page)
 }

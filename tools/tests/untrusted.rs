@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use novafs::engine::layout::entry::Entry;
-use novafs::engine::layout::Kind;
 use novafs::{FormatOptions, Fs, MountOptions};
+use novafs_engine::layout::entry::Entry;
+use novafs_engine::layout::Kind;
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_novafs");
@@ -72,11 +72,11 @@ fn image(dir: &TempDir, in_dir: &str, child: &str) -> PathBuf {
     fs.write("/a/g", b"kept too").unwrap();
     fs.write("/e/h", b"").unwrap(); // every directory has a log to append to
     let child = fs.resolve(child).unwrap();
-    let i = fs.engine().inode(fs.resolve(in_dir).unwrap()).unwrap();
-    let (slot_off, tail, seq) = {
-        let st = i.state.read();
-        (i.slot_off, st.log.tail_off, st.log.next_seq)
-    };
+    let l = fs
+        .engine()
+        .inode_layout(fs.resolve(in_dir).unwrap())
+        .unwrap();
+    let (slot_off, tail, seq) = (l.slot_off, l.log_tail, l.next_seq);
     fs.unmount().unwrap();
     let mut buf = Vec::new();
     Entry::DirAdd {

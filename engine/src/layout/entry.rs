@@ -468,9 +468,7 @@ impl Entry {
                 let n0 = n.min(NAME_INLINE);
                 // Reserved bytes and the padding after the name are zero (a remove entry
                 // stores no child kind).
-                let padding = h.name[n0..]
-                    .iter()
-                    .chain(&buf[LINE_BYTES + (n - n0)..]);
+                let padding = h.name[n0..].iter().chain(&buf[LINE_BYTES + (n - n0)..]);
                 if h.reserved0 != 0
                     || h.reserved1 != 0
                     || (hdr.kind == 5 && h.kind != 0)

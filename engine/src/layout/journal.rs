@@ -147,7 +147,12 @@ mod tests {
         bad_n.commit = JOURNAL_ACTIVE | 3;
         assert_eq!(bad_n.decode(&chunks), Err(SlotDamage::Damaged));
         // Not a log word, outside the inode table, or past u64::MAX.
-        for addr in [tail + 8, 39 * BLOCK + TAIL_OFFSET, 72 * BLOCK + TAIL_OFFSET, u64::MAX] {
+        for addr in [
+            tail + 8,
+            39 * BLOCK + TAIL_OFFSET,
+            72 * BLOCK + TAIL_OFFSET,
+            u64::MAX,
+        ] {
             assert_eq!(
                 slot(&[(tail, 1), (addr, 2)]).decode(&chunks),
                 Err(SlotDamage::BadAddress(addr))
