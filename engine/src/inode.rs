@@ -844,6 +844,15 @@ impl InodeState {
     /// Drop mappings at or beyond `size`; returns the dropped blocks.
     pub fn truncate_map(&mut self, size: u64) -> Vec<u64> {
         let first_gone = size.div_ceil(BLOCK);
+        // Most size changes leave every mapped page in place: no split (it allocates).
+        if self
+            .map
+            .inner
+            .last_key_value()
+            .is_none_or(|(&last, _)| last < first_gone)
+        {
+            return Vec::new();
+        }
         let gone = self.map.inner.split_off(&first_gone);
         self.attr.blocks -= gone.len() as u64;
         gone.into_values()
