@@ -346,7 +346,7 @@ fn unsupported_version_and_bad_magic() {
     match cause(Fs::open(&img, &MountOptions::default())) {
         Err(Error::UnsupportedVersion {
             found: 99,
-            supported: 2,
+            supported: 3,
         }) => {}
         other => panic!("{other:?}"),
     }
@@ -889,6 +889,10 @@ fn io_error_conversion_gives_the_errno_for_every_kind() {
         Error::FileTooLarge,
         Error::NotPermitted("p"),
         Error::ReadOnly,
+        Error::NoData,
+        Error::OutOfRange("r"),
+        Error::TooBig("b"),
+        Error::PermissionDenied("d"),
         Error::Io(std::io::Error::from_raw_os_error(libc::EIO)),
     ];
     for v in all {
@@ -920,6 +924,10 @@ fn io_error_conversion_gives_the_errno_for_every_kind() {
             | Error::FileTooLarge
             | Error::NotPermitted(_)
             | Error::ReadOnly
+            | Error::NoData
+            | Error::OutOfRange(_)
+            | Error::TooBig(_)
+            | Error::PermissionDenied(_)
             | Error::Io(_) => {}
         }
         let (errno, kind, msg) = (v.errno(), v.io_kind(), v.to_string());

@@ -157,16 +157,16 @@ fn a_format_1_image_is_upgraded_by_its_first_read_write_mount() {
     // Read-write: both copies upgraded, then special files can be made.
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();
     assert_eq!(fs.mount_report().format_upgraded_from, Some(1));
-    assert_eq!(version(&img), (2, 2));
+    assert_eq!(version(&img), (3, 3));
     fs.mknod("/fifo", FileType::Fifo, 0o644, 0).unwrap();
     fs.unmount().unwrap();
     // A version from the future is refused by name.
-    set_version(&img, 3);
+    set_version(&img, 4);
     assert!(matches!(
         cause(Fs::open(&img, &MountOptions::default())),
         Err(Error::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         })
     ));
 }

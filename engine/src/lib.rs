@@ -22,6 +22,7 @@ pub mod mount;
 pub mod sync;
 pub mod txn;
 mod walk;
+pub mod xattr;
 
 pub use cache::{MapMode, WritebackConfig};
 pub use engine::{
@@ -33,3 +34,4 @@ pub use inode::Attr;
 pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
 pub use media::{Media, MediaMode};
 pub use mount::{FormatOptions, MountOptions, MountReport};
+pub use xattr::XattrFlags;
