@@ -248,6 +248,9 @@ impl Engine {
                 })?;
                 report.inodes_scanned = engine.rebuild_with(opts.recovery_threads)?;
                 report.caches_recovered = engine.recover_caches()?;
+                if opts.gc.fast {
+                    engine.gc_dead_prefixes()?;
+                }
                 engine
             }
         };
