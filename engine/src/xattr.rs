@@ -88,7 +88,7 @@ pub struct AclEntry {
 /// USER_OBJ, GROUP_OBJ, OTHER once, a MASK at most once and required with named entries).
 pub fn parse_acl(v: &[u8]) -> Result<Vec<AclEntry>> {
     let bad = || Error::InvalidArgument("malformed POSIX ACL".into());
-    if v.len() < 4 || (v.len() - 4) % 8 != 0 {
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) {
         return Err(bad());
     }
     if u32::from_le_bytes(v[0..4].try_into().unwrap()) != ACL_VERSION {
@@ -354,13 +354,16 @@ pub(crate) fn chmod_acl_entry(
     xattr_set_entries(ACL_ACCESS, &v, now)
 }
 
+/// An attribute a new inode inherits: (name, value).
+pub(crate) type Inherited = (&'static [u8], Vec<u8>);
+
 /// A new inode's attributes inherited from its directory's default ACL: the xattrs to set and
 /// the permission bits (`mode` unchanged without a default ACL, or for a symlink).
 pub(crate) fn inherit_acl(
     parent: &std::collections::BTreeMap<Box<[u8]>, crate::inode::Xattr>,
     kind: Kind,
     mode: u32,
-) -> (Vec<(&'static [u8], Vec<u8>)>, u32) {
+) -> (Vec<Inherited>, u32) {
     let Some(d) = parent.get(ACL_DEFAULT) else {
         return (Vec::new(), mode);
     };
