@@ -75,6 +75,9 @@ pub struct MountConfig {
     pub force_emulated: bool,
     /// Attribute and entry cache timeout.
     pub ttl: Duration,
+    /// POSIX ACLs enforced by the kernel (`FUSE_POSIX_ACL`; default on, `-o noacl` off: then
+    /// `system.posix_acl_*` are refused by the kernel and only the mode is checked).
+    pub acl: bool,
 }
 
 impl Default for MountConfig {
@@ -89,6 +92,7 @@ impl Default for MountConfig {
             kernel_flags: Vec::new(),
             force_emulated: false,
             ttl: DEFAULT_TTL,
+            acl: true,
         }
     }
 }
@@ -118,8 +122,8 @@ const IGNORED_OPTIONS: &[&str] = &[
 
 impl MountConfig {
     /// Apply one `-o` option (`ro`, `rw`, `allow_other`, `allow_root`, `auto_unmount`,
-    /// `threads=N`, `fsname=NAME`, `force_emulated`, `attr_timeout=SECONDS`, kernel flags,
-    /// ignored fstab words). Unknown options are an error.
+    /// `threads=N`, `fsname=NAME`, `force_emulated`, `attr_timeout=SECONDS`, `acl`/`noacl`,
+    /// kernel flags, ignored fstab words). Unknown options are an error.
     pub fn apply_option(&mut self, opt: &str) -> Result<(), String> {
         let opt = opt.trim();
         match opt {
@@ -130,6 +134,8 @@ impl MountConfig {
             "allow_root" => self.allow_root = true,
             "auto_unmount" => self.auto_unmount = true,
             "force_emulated" => self.force_emulated = true,
+            "acl" => self.acl = true,
+            "noacl" => self.acl = false,
             "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
             | "sync" | "async" | "dirsync" => {
                 self.kernel_flags.push(opt.to_string());
@@ -279,6 +285,8 @@ pub struct NovaFuse {
     nodes: Nodes,
     ttl: Duration,
     read_only: bool,
+    /// `FUSE_POSIX_ACL` requested.
+    acl: bool,
 }
 
 impl std::fmt::Debug for NovaFuse {
@@ -360,7 +368,14 @@ impl NovaFuse {
             },
             ttl,
             read_only,
+            acl: true,
         }
+    }
+
+    /// Ask the kernel to enforce POSIX ACLs (`FUSE_POSIX_ACL`; the default) or not.
+    pub fn with_acl(mut self, acl: bool) -> NovaFuse {
+        self.acl = acl;
+        self
     }
 
     /// The mounted image.
@@ -566,12 +581,15 @@ impl Filesystem for NovaFuse {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
-            // POSIX ACLs enforced by the kernel (it also sets default_permissions), and the
-            // umask left to this server, which skips it under a default ACL (POSIX).
-            InitFlags::FUSE_POSIX_ACL,
-            InitFlags::FUSE_DONT_MASK,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.acl {
+            // POSIX ACLs enforced by the kernel (it also sets default_permissions), and the
+            // umask left to this server, which skips it under a default ACL (POSIX).
+            for cap in [InitFlags::FUSE_POSIX_ACL, InitFlags::FUSE_DONT_MASK] {
+                let _ = config.add_capabilities(cap);
+            }
         }
         let _ = config.set_max_write(MAX_WRITE);
         Ok(())
@@ -1236,7 +1254,7 @@ pub fn mount(
         media_mode: fs.media_mode().name(),
     };
     let session = match fuser::Session::new(
-        NovaFuse::new(fs, config.ttl, config.read_only),
+        NovaFuse::new(fs, config.ttl, config.read_only).with_acl(config.acl),
         mountpoint,
         &config.fuser_config(image),
     ) {

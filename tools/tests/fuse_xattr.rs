@@ -384,3 +384,25 @@ fn fallocate_keep_size_past_the_end_as_on_tmpfs() {
         .status
         .success());
 }
+
+#[test]
+fn noacl_mounts_store_acls_without_enforcing_them() {
+    if !fuse_available() || !have("setfacl") || !have("setpriv") {
+        return;
+    }
+    let mut m = Mounted::new("64MiB", "noacl,allow_other");
+    fs::set_permissions(&m.mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let f = m.p("f");
+    fs::write(&f, b"x").unwrap();
+    sh_ok(&format!("chmod 644 '{}'", f.display()));
+    // Without FUSE_POSIX_ACL the kernel passes the ACL names through as plain attributes
+    // (stored, the mode follows) but checks only the mode.
+    sh_ok(&format!("setfacl -m u:65534:--- '{}'", f.display()));
+    assert!(sh_ok(&format!("getfacl -cpn '{}'", f.display())).contains("user:65534:---"));
+    let o = as_nobody(&format!("cat '{}'", f.display()));
+    assert!(o.status.success(), "noacl: only the mode is checked: {o:?}");
+    rustix::fs::setxattr(&f, "user.k", b"v", XattrFlags::empty()).unwrap();
+    assert_eq!(get(&f, "user.k").unwrap(), b"v");
+    m.unmount();
+    m.fsck_clean();
+}
