@@ -106,6 +106,8 @@ pub enum Op {
     SetXattr(String, String, u64, u64),
     /// `removexattr P NAME`
     RemoveXattr(String, String),
+    /// `chmod P MODE` (octal): `Fs::set_permissions` (an access ACL follows in the same commit)
+    Chmod(String, u32),
     /// `link P Q` (hard link)
     Link(String, String),
     /// `symlink TARGET P`
@@ -208,6 +210,7 @@ impl fmt::Display for Op {
             Op::FallocKeep(p, o, l) => write!(f, "falloc-keep {p} {o} {l}"),
             Op::SetXattr(p, n, l, seed) => write!(f, "setxattr {p} {n} {l} {seed}"),
             Op::RemoveXattr(p, n) => write!(f, "removexattr {p} {n}"),
+            Op::Chmod(p, m) => write!(f, "chmod {p} {m:o}"),
             Op::Link(p, q) => write!(f, "link {p} {q}"),
             Op::Symlink(t, p) => write!(f, "symlink {t} {p}"),
             Op::Mknod(p, k, rdev) => {
@@ -411,6 +414,15 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                     num(t.next(), line, "length")?,
                     num(t.next(), line, "seed")?,
                 ),
+                "chmod" => {
+                    let p = path(t.next(), line)?;
+                    let m = t
+                        .next()
+                        .and_then(|m| u32::from_str_radix(m, 8).ok())
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| format!("line {line}: chmod needs an octal mode"))?;
+                    Op::Chmod(p, m)
+                }
                 "removexattr" => Op::RemoveXattr(
                     path(t.next(), line)?,
                     t.next()
@@ -657,6 +669,7 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
             fs.set_xattr(p, n, &xattr_value(n, *seed, *l), novafs::XattrFlags::Any)
         }
         Op::RemoveXattr(p, n) => fs.remove_xattr(p, n),
+        Op::Chmod(p, m) => fs.set_permissions(p, *m),
         Op::Link(p, q) => fs.hard_link(p, q),
         Op::Symlink(t, p) => fs.symlink(t, p),
         Op::Mknod(p, k, rdev) => fs.mknod(p, *k, 0o644, *rdev),
@@ -799,6 +812,44 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::SetXattr(s("/A/bar"), s("system.posix_acl_access"), 0, 0), // ACL + mode
         Op::RemoveXattr(s("/foo"), s("user.pre")),
         Op::RemoveXattr(s("/foo"), s("user.none")), // fails: ENODATA
+        Op::Chmod(s("/A/bar"), 0o600),
+    ]
+}
+
+/// The xattr workloads: a mode change that rewrites an access ACL in its commit, and a file
+/// whose log is compacted for its length in pages (values of 20,000 bytes, 5 pages each).
+pub fn xattrs() -> Vec<Workload> {
+    let s = |x: &str| x.to_string();
+    let acl = s("system.posix_acl_access");
+    let big = |seed| Op::SetXattr(s("/x"), s("user.big"), 20000, seed);
+    let mut acl_setup = prepared_tree();
+    acl_setup.push(Op::SetXattr(s("/A/bar"), acl.clone(), 0, 0));
+    // A data page written once pins the head page: only a compaction frees the dead values.
+    let mut gc_setup = vec![
+        Op::Create(s("/x")),
+        Op::Write {
+            path: s("/x"),
+            off: 0,
+            len: 10,
+            seed: 1,
+        },
+    ];
+    gc_setup.extend((0..10).map(big));
+    vec![
+        Workload {
+            name: s("xattr-acl-chmod"),
+            setup: acl_setup,
+            ops: vec![
+                Op::Chmod(s("/A/bar"), 0o604),
+                Op::RemoveXattr(s("/A/bar"), acl.clone()),
+                Op::Chmod(s("/A/bar"), 0o644),
+            ],
+        },
+        Workload {
+            name: s("xattr-gc-compact"),
+            setup: gc_setup,
+            ops: (100..104).map(big).collect(),
+        },
     ]
 }
 
@@ -1195,6 +1246,7 @@ pub fn seq1() -> Vec<Workload> {
     v.extend(mapped());
     v.extend(handles());
     v.extend(gc());
+    v.extend(xattrs());
     v
 }
 
