@@ -261,6 +261,17 @@ impl File {
         Ok(self.engine.allocate(self.inode.ino, offset, len)?)
     }
 
+    /// Allocate zeroed blocks for a range without changing the length
+    /// (`fallocate(FALLOC_FL_KEEP_SIZE)`): blocks past the end are kept (counted in
+    /// `blocks`, read as zeros once the file grows over them; a later size change drops the
+    /// ones beyond the new length). Atomic and durable on return.
+    pub fn allocate_keep_size(&self, offset: u64, len: u64) -> Result<()> {
+        self.need_write()?;
+        Ok(self
+            .engine
+            .allocate_with(self.inode.ino, offset, len, true)?)
+    }
+
     /// Everything written through `write_at` is already durable; this also migrates the pages
     /// stored through mappings into the file (one atomic commit), and msyncs in Msync mode.
     pub fn sync_all(&self) -> Result<()> {

@@ -50,7 +50,7 @@ pub use novafs_engine::media::map::VolatileSlice;
 pub use novafs_engine::{
     Attr, DirEntry as RawDirEntry, Engine, FormatOptions, GcConfig, GcStats, Kind, LogStats,
     MapMode, MediaMode, MountOptions, MountReport, RenameFlags, SetAttr, StatFs, WritebackConfig,
-    BLOCK, NAME_MAX, ROOT_INO,
+    XattrFlags, BLOCK, NAME_MAX, ROOT_INO,
 };
 #[cfg(feature = "redb")]
 pub use redb_backend::RedbBackend;
@@ -606,6 +606,60 @@ impl Fs {
             ..SetAttr::default()
         };
         self.set_attr(p, "set times of", &set)
+    }
+
+    /// Set extended attribute `name` (`user.`, `trusted.`, `security.` or
+    /// `system.posix_acl_access`/`_default` in Linux's ACL encoding) of the file at `p`
+    /// (symlinks followed) to `value` (at most 64 KiB): one atomic, durable commit. `flags`:
+    /// [`XattrFlags::Create`] fails with `AlreadyExists` if it exists, [`XattrFlags::Replace`]
+    /// with `NoData` if not. Setting the access ACL sets the permission bits it implies in the
+    /// same commit. Errors as `setxattr(2)` on ext4 (`errno()`: ERANGE for a name of 0 or more
+    /// than 255 bytes, E2BIG for a larger value, EOPNOTSUPP for another namespace, ENOSPC).
+    pub fn set_xattr(
+        &self,
+        p: impl AsRef<Path>,
+        name: impl AsRef<[u8]>,
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> Result<()> {
+        let p = p.as_ref();
+        let set = || {
+            let ino = path::resolve(&self.engine, bytes(p), true)?;
+            self.engine.set_xattr(ino, name.as_ref(), value, flags)
+        };
+        set().map_err(|e| Error::at(e, "set extended attribute of", p))
+    }
+
+    /// The value of extended attribute `name` of the file at `p` (`NoData`, ENODATA, if it
+    /// has none). A read.
+    pub fn get_xattr(&self, p: impl AsRef<Path>, name: impl AsRef<[u8]>) -> Result<Vec<u8>> {
+        let p = p.as_ref();
+        let get = || {
+            let ino = path::resolve(&self.engine, bytes(p), true)?;
+            self.engine.get_xattr(ino, name.as_ref())
+        };
+        get().map_err(|e| Error::at(e, "get extended attribute of", p))
+    }
+
+    /// The names of the extended attributes of the file at `p`, in byte order. A read.
+    pub fn list_xattr(&self, p: impl AsRef<Path>) -> Result<Vec<Vec<u8>>> {
+        let p = p.as_ref();
+        let list = || {
+            let ino = path::resolve(&self.engine, bytes(p), true)?;
+            self.engine.list_xattr(ino)
+        };
+        list().map_err(|e| Error::at(e, "list extended attributes of", p))
+    }
+
+    /// Remove extended attribute `name` of the file at `p` (`NoData` if it has none): one
+    /// atomic, durable commit.
+    pub fn remove_xattr(&self, p: impl AsRef<Path>, name: impl AsRef<[u8]>) -> Result<()> {
+        let p = p.as_ref();
+        let remove = || {
+            let ino = path::resolve(&self.engine, bytes(p), true)?;
+            self.engine.remove_xattr(ino, name.as_ref())
+        };
+        remove().map_err(|e| Error::at(e, "remove extended attribute of", p))
     }
 
     /// Blocks and inodes, total and free (a read).

@@ -668,6 +668,39 @@ fn errors_name_the_operation_and_the_path() {
     );
     let cases: Vec<Case> = vec![
         (
+            fs.set_xattr("/d/f", "user.a", b"v", novafs::XattrFlags::Replace)
+                .unwrap_err(),
+            "set extended attribute of",
+            "/d/f",
+            None,
+            libc::ENODATA,
+            std::io::Error::from_raw_os_error(libc::ENODATA).kind(),
+        ),
+        (
+            fs.get_xattr("/d/f", "user.none").unwrap_err(),
+            "get extended attribute of",
+            "/d/f",
+            None,
+            libc::ENODATA,
+            std::io::Error::from_raw_os_error(libc::ENODATA).kind(),
+        ),
+        (
+            fs.list_xattr("/d/nope").unwrap_err(),
+            "list extended attributes of",
+            "/d/nope",
+            None,
+            libc::ENOENT,
+            ErrorKind::NotFound,
+        ),
+        (
+            fs.remove_xattr("/d", "user.none").unwrap_err(),
+            "remove extended attribute of",
+            "/d",
+            None,
+            libc::ENODATA,
+            std::io::Error::from_raw_os_error(libc::ENODATA).kind(),
+        ),
+        (
             fs.metadata("/nope/x").unwrap_err(),
             "read metadata of",
             "/nope/x",
@@ -882,6 +915,10 @@ fn io_error_conversion_gives_the_errno_for_every_kind() {
         Error::FileTooLarge,
         Error::NotPermitted("p"),
         Error::ReadOnly,
+        Error::NoData,
+        Error::OutOfRange("r"),
+        Error::TooBig("b"),
+        Error::PermissionDenied("d"),
         Error::Io(std::io::Error::from_raw_os_error(libc::EIO)),
     ];
     for v in all {
@@ -913,6 +950,10 @@ fn io_error_conversion_gives_the_errno_for_every_kind() {
             | Error::FileTooLarge
             | Error::NotPermitted(_)
             | Error::ReadOnly
+            | Error::NoData
+            | Error::OutOfRange(_)
+            | Error::TooBig(_)
+            | Error::PermissionDenied(_)
             | Error::Io(_) => {}
         }
         let (errno, kind, msg) = (v.errno(), v.io_kind(), v.to_string());

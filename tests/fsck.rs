@@ -1067,3 +1067,94 @@ fn crafted_superblock_block_count_does_not_panic_fsck() {
     assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
     fs.unmount().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Extended attributes and blocks past the end (format 3).
+
+#[test]
+fn healthy_xattrs_and_kept_blocks_past_the_end_are_clean() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    fs.set_xattr("/f1", "user.a", b"1", novafs::XattrFlags::Any)
+        .unwrap();
+    fs.set_xattr(
+        "/a",
+        "trusted.big",
+        &data(9, 30000),
+        novafs::XattrFlags::Any,
+    )
+    .unwrap();
+    let f = fs.open_options().write(true).open("/a/f2").unwrap();
+    f.allocate_keep_size(0, 40960).unwrap();
+    drop(f);
+    fs.unmount().unwrap();
+    assert_clean(&path);
+}
+
+#[test]
+fn malformed_acl_is_removed() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f1 = &l["/f1"];
+    append_raw(
+        &path,
+        f1,
+        &Entry::XattrSet {
+            name: b"system.posix_acl_access".to_vec(),
+            value_len: 5,
+            inline: b"junk!".to_vec(),
+            ctime_ns: 1,
+        },
+    );
+    let r = assert_found(&path, ProblemKind::Xattr, Some(f1.ino), None);
+    assert!(show(&r).contains("POSIX ACL"), "{}", show(&r));
+    let fs = assert_fixed(&path);
+    assert!(fs.list_xattr("/f1").unwrap().is_empty());
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn xattr_pieces_without_their_set_entry_are_reported() {
+    let dir = scratch();
+    let (path, l) = build(&dir, false);
+    let f1 = &l["/f1"];
+    append_raw(
+        &path,
+        f1,
+        &Entry::XattrChunk {
+            offset: 0,
+            data: vec![7; 100],
+        },
+    );
+    assert_found(&path, ProblemKind::Xattr, Some(f1.ino), None);
+    // The engine refuses the inode's log as corrupt (typed error, no panic).
+    let fs = Fs::open(unclean_copy(&path, "u.img"), &MountOptions::default());
+    match fs {
+        Err(e) => assert!(matches!(e.engine_error(), Error::Corrupt { .. }), "{e}"),
+        Ok(fs) => {
+            assert!(is_corrupt(fs.read("/f1")));
+            fs.crash();
+        }
+    }
+}
+
+#[test]
+fn data_past_the_size_in_kept_blocks_grows_the_size() {
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    let f = fs.open_options().write(true).open("/a/f2").unwrap();
+    f.allocate_keep_size(0, 3 * 4096).unwrap();
+    drop(f);
+    let l = layout(&fs, "/a/f2");
+    fs.unmount().unwrap();
+    // Non-zero bytes in a page allocated past the end: not a kept (zero) block.
+    let b = l.map[&2];
+    write_at(&path, b * BLOCK + 10, b"x");
+    assert_found(&path, ProblemKind::FileSize, Some(l.ino), None);
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.metadata("/a/f2").unwrap().len(), 2 * 4096 + 11);
+    fs.unmount().unwrap();
+}

@@ -216,6 +216,30 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
                     m.len()
                 ),
             };
+            // Extended attributes (not of symlinks: the calls follow them): names, lengths
+            // and a hash of each value.
+            let desc = if kind == FileType::Symlink {
+                desc
+            } else {
+                let names = fs
+                    .list_xattr(&p)
+                    .map_err(|e| format!("listxattr {p}: {e}"))?;
+                let mut d = desc;
+                for n in names {
+                    let v = fs
+                        .get_xattr(&p, &n)
+                        .map_err(|e| format!("getxattr {p}: {e}"))?;
+                    let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                    });
+                    d.push_str(&format!(
+                        " xattr[{}]={}:{h:016x}",
+                        String::from_utf8_lossy(&n),
+                        v.len()
+                    ));
+                }
+                d
+            };
             tree.insert(p, desc);
         }
     }
@@ -970,7 +994,10 @@ impl Tracker {
                     self.on_write(ino, *off, *len);
                 }
             }
-            Op::Truncate(p, _) | Op::Falloc(p, _, _) | Op::WriteFile { path: p, .. } => {
+            Op::Truncate(p, _)
+            | Op::Falloc(p, _, _)
+            | Op::FallocKeep(p, _, _)
+            | Op::WriteFile { path: p, .. } => {
                 if let Some(ino) = ino_of(p) {
                     self.migrate(ino);
                 }

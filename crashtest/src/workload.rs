@@ -99,6 +99,15 @@ pub enum Op {
     },
     /// `falloc P OFF LEN`
     Falloc(String, u64, u64),
+    /// `falloc-keep P OFF LEN`: `fallocate(FALLOC_FL_KEEP_SIZE)`, blocks past the end kept
+    FallocKeep(String, u64, u64),
+    /// `setxattr P NAME LEN SEED`: set an extended attribute to `LEN` bytes of data (for
+    /// `system.posix_acl_access`, a fixed ACL with a named user and a mask, whatever LEN)
+    SetXattr(String, String, u64, u64),
+    /// `removexattr P NAME`
+    RemoveXattr(String, String),
+    /// `chmod P MODE` (octal): `Fs::set_permissions` (an access ACL follows in the same commit)
+    Chmod(String, u32),
     /// `link P Q` (hard link)
     Link(String, String),
     /// `symlink TARGET P`
@@ -198,6 +207,10 @@ impl fmt::Display for Op {
                 if *keep { "zero-keep" } else { "zero" }
             ),
             Op::Falloc(p, o, l) => write!(f, "falloc {p} {o} {l}"),
+            Op::FallocKeep(p, o, l) => write!(f, "falloc-keep {p} {o} {l}"),
+            Op::SetXattr(p, n, l, seed) => write!(f, "setxattr {p} {n} {l} {seed}"),
+            Op::RemoveXattr(p, n) => write!(f, "removexattr {p} {n}"),
+            Op::Chmod(p, m) => write!(f, "chmod {p} {m:o}"),
             Op::Link(p, q) => write!(f, "link {p} {q}"),
             Op::Symlink(t, p) => write!(f, "symlink {t} {p}"),
             Op::Mknod(p, k, rdev) => {
@@ -387,6 +400,34 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                     path(t.next(), line)?,
                     num(t.next(), line, "offset")?,
                     num(t.next(), line, "length")?,
+                ),
+                "falloc-keep" => Op::FallocKeep(
+                    path(t.next(), line)?,
+                    num(t.next(), line, "offset")?,
+                    num(t.next(), line, "length")?,
+                ),
+                "setxattr" => Op::SetXattr(
+                    path(t.next(), line)?,
+                    t.next()
+                        .ok_or_else(|| format!("line {line}: missing xattr name"))?
+                        .to_string(),
+                    num(t.next(), line, "length")?,
+                    num(t.next(), line, "seed")?,
+                ),
+                "chmod" => {
+                    let p = path(t.next(), line)?;
+                    let m = t
+                        .next()
+                        .and_then(|m| u32::from_str_radix(m, 8).ok())
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| format!("line {line}: chmod needs an octal mode"))?;
+                    Op::Chmod(p, m)
+                }
+                "removexattr" => Op::RemoveXattr(
+                    path(t.next(), line)?,
+                    t.next()
+                        .ok_or_else(|| format!("line {line}: missing xattr name"))?
+                        .to_string(),
                 ),
                 "link" => Op::Link(path(t.next(), line)?, path(t.next(), line)?),
                 "symlink" => Op::Symlink(path(t.next(), line)?, path(t.next(), line)?),
@@ -619,6 +660,16 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
             .open(path)?
             .zero_range(*off, *len, *keep),
         Op::Falloc(p, o, l) => fs.open_options().write(true).open(p)?.allocate(*o, *l),
+        Op::FallocKeep(p, o, l) => fs
+            .open_options()
+            .write(true)
+            .open(p)?
+            .allocate_keep_size(*o, *l),
+        Op::SetXattr(p, n, l, seed) => {
+            fs.set_xattr(p, n, &xattr_value(n, *seed, *l), novafs::XattrFlags::Any)
+        }
+        Op::RemoveXattr(p, n) => fs.remove_xattr(p, n),
+        Op::Chmod(p, m) => fs.set_permissions(p, *m),
         Op::Link(p, q) => fs.hard_link(p, q),
         Op::Symlink(t, p) => fs.symlink(t, p),
         Op::Mknod(p, k, rdev) => fs.mknod(p, *k, 0o644, *rdev),
@@ -641,6 +692,27 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
     }
 }
 
+/// The value `setxattr P NAME LEN SEED` sets: `LEN` bytes of data, or for the access ACL a
+/// fixed one (user::rw- user:1000:r-- group::r-- mask::r-x other::---; it sets mode 0650).
+pub fn xattr_value(name: &str, seed: u64, len: u64) -> Vec<u8> {
+    if name == "system.posix_acl_access" {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (1u16, 6u16, 0u32),
+            (2, 4, 1000),
+            (4, 4, 0),
+            (0x10, 5, 0),
+            (0x20, 0, 0),
+        ] {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&perm.to_le_bytes());
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+        return v;
+    }
+    data(seed, len)
+}
+
 /// The prepared tree of the built-in workloads.
 pub fn prepared_tree() -> Vec<Op> {
     let w = |p: &str, off, len, seed| Op::Write {
@@ -658,6 +730,8 @@ pub fn prepared_tree() -> Vec<Op> {
         w("/A/bar", 0, 100, 2),
         Op::Link("/foo".into(), "/A/foolink".into()),
         Op::Symlink("/foo".into(), "/sym".into()),
+        Op::SetXattr("/foo".into(), "user.pre".into(), 100, 30),
+        Op::SetXattr("/A/bar".into(), "trusted.big".into(), 9000, 31),
     ]
 }
 
@@ -729,6 +803,53 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Exchange(s("/A/C"), s("/sym")),     // swap a directory and a symlink
         Op::Fsync(s("/foo")),
         Op::Remount,
+        Op::FallocKeep(s("/foo"), 8192, 16384), // past the end: the size stays
+        Op::FallocKeep(s("/A/bar"), 0, 4096),   // inside and past the end
+        Op::SetXattr(s("/foo"), s("user.a"), 10, 20), // a new small one
+        Op::SetXattr(s("/A"), s("security.s"), 20000, 21), // in pieces, on a directory
+        Op::SetXattr(s("/foo"), s("user.pre"), 5000, 22), // overwrite: small by pieces
+        Op::SetXattr(s("/A/bar"), s("trusted.big"), 3, 23), // overwrite: pieces by small
+        Op::SetXattr(s("/A/bar"), s("system.posix_acl_access"), 0, 0), // ACL + mode
+        Op::RemoveXattr(s("/foo"), s("user.pre")),
+        Op::RemoveXattr(s("/foo"), s("user.none")), // fails: ENODATA
+        Op::Chmod(s("/A/bar"), 0o600),
+    ]
+}
+
+/// The xattr workloads: a mode change that rewrites an access ACL in its commit, and a file
+/// whose log is compacted for its length in pages (values of 20,000 bytes, 5 pages each).
+pub fn xattrs() -> Vec<Workload> {
+    let s = |x: &str| x.to_string();
+    let acl = s("system.posix_acl_access");
+    let big = |seed| Op::SetXattr(s("/x"), s("user.big"), 20000, seed);
+    let mut acl_setup = prepared_tree();
+    acl_setup.push(Op::SetXattr(s("/A/bar"), acl.clone(), 0, 0));
+    // A data page written once pins the head page: only a compaction frees the dead values.
+    let mut gc_setup = vec![
+        Op::Create(s("/x")),
+        Op::Write {
+            path: s("/x"),
+            off: 0,
+            len: 10,
+            seed: 1,
+        },
+    ];
+    gc_setup.extend((0..10).map(big));
+    vec![
+        Workload {
+            name: s("xattr-acl-chmod"),
+            setup: acl_setup,
+            ops: vec![
+                Op::Chmod(s("/A/bar"), 0o604),
+                Op::RemoveXattr(s("/A/bar"), acl.clone()),
+                Op::Chmod(s("/A/bar"), 0o644),
+            ],
+        },
+        Workload {
+            name: s("xattr-gc-compact"),
+            setup: gc_setup,
+            ops: (100..104).map(big).collect(),
+        },
     ]
 }
 
@@ -1125,6 +1246,7 @@ pub fn seq1() -> Vec<Workload> {
     v.extend(mapped());
     v.extend(handles());
     v.extend(gc());
+    v.extend(xattrs());
     v
 }
 

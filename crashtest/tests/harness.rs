@@ -228,3 +228,37 @@ fn mapped_workloads_run_through_the_direct_path() {
     assert!(r.failures.is_empty(), "{} failures", r.failures.len());
     assert_eq!(r.workloads, ws.len());
 }
+
+#[test]
+fn xattr_workloads_do_what_they_say() {
+    // The chmod workload's ops all succeed (the ACL is there to be rewritten), and the GC
+    // workload's ops include a compaction (the log crosses 64 pages), so the crash points of
+    // seq1 cover a compaction of xattr values.
+    let ws = workload::xattrs();
+    for w in &ws {
+        assert_eq!(workload::parse(&w.name, &w.to_text()).unwrap(), *w);
+    }
+    for w in &ws {
+        let media = std::sync::Arc::new(novafs_engine::Media::traced(16 << 20));
+        let engine =
+            novafs::Engine::format_media(media, &novafs::FormatOptions::default()).unwrap();
+        engine.set_gc_config(&novafs_crashtest::harness_gc());
+        let fs = novafs::Fs::from_engine(engine, Default::default());
+        for op in &w.setup {
+            workload::apply(&fs, op).unwrap();
+        }
+        let before = fs.engine().gc_stats().thorough_runs;
+        for op in &w.ops {
+            workload::apply(&fs, op).unwrap_or_else(|e| panic!("{}: {op}: {e}", w.name));
+        }
+        if w.name == "xattr-gc-compact" {
+            assert!(
+                fs.engine().gc_stats().thorough_runs > before,
+                "no compaction during the ops"
+            );
+        } else {
+            assert_eq!(fs.metadata("/A/bar").unwrap().mode() & 0o777, 0o644);
+        }
+        fs.unmount().unwrap();
+    }
+}

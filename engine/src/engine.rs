@@ -650,6 +650,8 @@ impl Engine {
         let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
         let old: InodeSlot = self.media.read_pod(slot_off)?;
         let now = now_ns();
+        // A directory's default ACL is inherited (POSIX `posix_acl_create`), in this commit.
+        let (inherit, mode) = crate::xattr::inherit_acl(&ps.xattrs, kind, mode);
         let mut slot = InodeSlot::fresh(NewInode {
             kind,
             generation: old.generation.wrapping_add(1),
@@ -661,11 +663,11 @@ impl Engine {
             rdev,
         });
         let mut child = InodeState::new(ino, &slot, kind);
+        // The new inode's log is prepared before anything names it: the parent's commit
+        // makes the inode and its contents (and inherited ACLs) visible together (one tail
+        // store: the child's log is reached only through the parent's new entry).
+        let mut entries = Vec::new();
         if let Some(data) = content.filter(|d| !d.is_empty()) {
-            // The new inode's log is prepared before anything names it: the parent's commit
-            // makes the inode and its contents visible together (one tail store: the child's
-            // log is reached only through the parent's new entry).
-            let mut entries = Vec::new();
             txn.write_pages(
                 &child.map,
                 &content_pages(data),
@@ -673,6 +675,11 @@ impl Engine {
                 now,
                 &mut entries,
             )?;
+        }
+        for (n, v) in &inherit {
+            entries.extend(crate::layout::entry::xattr_set_entries(n, v, now));
+        }
+        if !entries.is_empty() {
             (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, &child, entries)?;
         }
         // The whole slot, including head and tail for a prepared log.
@@ -1566,6 +1573,10 @@ impl Engine {
         // Shrinking frees space: it may use the reserve.
         let shrinks = req.size.is_some_and(|n| n < st.attr.size);
         migrate_pre.push(Entry::SetAttr(a));
+        if req.mode.is_some() {
+            // An access ACL follows the new mode (owner, mask or group, other), in this commit.
+            migrate_pre.extend(crate::xattr::chmod_acl_entry(&st.xattrs, a.mode, now));
+        }
         self.commit_pages(&i, &mut st, pages, size, migrate_pre, shrinks, "setattr")?;
         if folded {
             self.finish_migration(&i, &mut st)?;
@@ -1654,6 +1665,16 @@ impl Engine {
 
     /// Allocate blocks for `[off, off+len)` (zero-filled) and extend the size to cover it.
     pub fn allocate(&self, ino: u64, off: u64, len: u64) -> Result<()> {
+        self.allocate_with(ino, off, len, false)
+    }
+
+    /// `fallocate`: allocate zero-filled blocks for the unmapped pages of `[off, off+len)`,
+    /// in one commit. The size grows to cover the range unless `keep_size`
+    /// (`FALLOC_FL_KEEP_SIZE`): then pages past the end are allocated and the size stays;
+    /// they are counted in `blocks`, read as nothing (reads stop at the size), and read as
+    /// zeros once the size grows over them (a write past the end or a truncate up; a size
+    /// change drops the pages beyond the new size, as `truncate(2)` does on ext4).
+    pub fn allocate_with(&self, ino: u64, off: u64, len: u64, keep_size: bool) -> Result<()> {
         let _op = self.writable()?;
         if len == 0 {
             return Err(Error::InvalidArgument("allocate of zero bytes".into()));
@@ -1678,7 +1699,11 @@ impl Engine {
             .filter(|pg| !st.map.contains_key(pg) && !st.cache.contains_key(pg))
             .map(|pg| (pg, Page::Zero))
             .collect();
-        let size = st.attr.size.max(end);
+        let size = if keep_size {
+            st.attr.size
+        } else {
+            st.attr.size.max(end)
+        };
         if pages.is_empty() && size != st.attr.size {
             let mut a = SetAttrEntry::zeroed_entry();
             a.mask = attr_mask::SIZE;

@@ -102,6 +102,19 @@ pub enum Error {
     /// The file system was opened read-only.
     #[error("read-only file system")]
     ReadOnly,
+    /// The extended attribute does not exist (ENODATA).
+    #[error("no such attribute")]
+    NoData,
+    /// A result does not fit, or an extended-attribute name is empty or longer than 255 bytes
+    /// (ERANGE, as Linux answers).
+    #[error("out of range: {0}")]
+    OutOfRange(&'static str),
+    /// An extended-attribute value larger than 64 KiB (E2BIG).
+    #[error("too big: {0}")]
+    TooBig(&'static str),
+    /// Refused by the file system's rules, e.g. a default ACL on a non-directory (EACCES).
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
     /// An I/O error from the host.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
@@ -134,6 +147,10 @@ impl Error {
             Error::PastEnd => libc::ENXIO,
             Error::NotPermitted(_) => libc::EPERM,
             Error::ReadOnly => libc::EROFS,
+            Error::NoData => libc::ENODATA,
+            Error::OutOfRange(_) => libc::ERANGE,
+            Error::TooBig(_) => libc::E2BIG,
+            Error::PermissionDenied(_) => libc::EACCES,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
     }

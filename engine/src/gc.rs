@@ -181,12 +181,47 @@ pub fn checkpoint_entries(st: &InodeState) -> Vec<Entry> {
             }),
         );
     }
+    for (name, x) in &st.xattrs {
+        out.extend(crate::layout::entry::xattr_set_entries(
+            name, &x.value, a.ctime_ns,
+        ));
+    }
     out.push(Entry::Link {
         nlink: a.nlink,
         ctime_ns: a.ctime_ns,
         parent: st.parent,
     });
     out
+}
+
+/// Entries an extended attribute takes in a compacted log.
+fn xattr_entries(name: &[u8], value: &[u8]) -> u64 {
+    if name.len() + value.len() <= crate::layout::entry::XATTR_INLINE_MAX {
+        1
+    } else {
+        1 + value.len().div_ceil(crate::layout::entry::XATTR_CHUNK_MAX) as u64
+    }
+}
+
+/// A log shorter than this many pages is never compacted for its length in pages.
+pub const PAGES_MIN: u64 = 64;
+
+/// About how many log pages [`checkpoint_entries`] would fill (an upper bound).
+pub fn needed_pages(st: &InodeState) -> u64 {
+    let body: u64 = if st.attr.kind == Kind::Dir {
+        st.dir
+            .keys()
+            .map(|n| 1 + n.len().saturating_sub(24).div_ceil(64) as u64)
+            .sum()
+    } else {
+        extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
+    };
+    let xattrs: u64 = st
+        .xattrs
+        .iter()
+        .map(|(n, x)| 2 + (n.len() + x.value.len()).div_ceil(60) as u64)
+        .sum();
+    (2 + body + xattrs).div_ceil(63) + 1
 }
 
 /// How many entries [`checkpoint_entries`] would write, without building them.
@@ -196,7 +231,12 @@ pub fn needed_entries(st: &InodeState) -> u64 {
     } else {
         extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
     };
-    body + 2
+    let xattrs: u64 = st
+        .xattrs
+        .iter()
+        .map(|(n, x)| xattr_entries(n, &x.value))
+        .sum();
+    body + xattrs + 2
 }
 
 impl Engine {
@@ -210,8 +250,21 @@ impl Engine {
         if self.gc.fast.load(Ordering::Relaxed) {
             let _ = self.gc_fast(slot_off, st, ino);
         }
-        let entries = st.log.entries;
         let inline = self.gc.inline_min.load(Ordering::Relaxed);
+        // Entries of up to a page each (xattr values) make a log long in pages while short in
+        // entries: the same ratio, in pages (amortised: re-taken after the log has grown by
+        // what the state needs).
+        let pages = st.log.pages.len() as u64;
+        if inline != 0 && pages >= PAGES_MIN && pages >= st.log.gc_next_pages {
+            let need = needed_pages(st);
+            if pages >= INLINE_RATIO * need {
+                if let Ok(true) = self.compact(slot_off, st, ino) {
+                    return;
+                }
+            }
+            st.log.gc_next_pages = pages + need.max(16);
+        }
+        let entries = st.log.entries;
         let bg = self.gc.background_min.load(Ordering::Relaxed);
         // 0 turns a trigger off.
         let Some(min) = [inline, bg].into_iter().filter(|&m| m != 0).min() else {
@@ -251,6 +304,23 @@ impl Engine {
         Ok(freed)
     }
 
+    /// After a recovery: drop the dead prefix of every loaded log. Fast GC runs after each
+    /// commit, so a crash between a commit and its GC (or inside a recovery, between a cache
+    /// migration and its GC) leaves a dead prefix that no later commit of that inode may
+    /// come to drop; recovery drops it, so that every recovery of an image ends with the same
+    /// blocks in use, however often it was interrupted.
+    pub(crate) fn gc_dead_prefixes(&self) -> Result<u64> {
+        let mut freed = 0;
+        for i in self.cached_inodes() {
+            let mut st = i.state.write();
+            if st.removed || st.freed || st.log.dead_prefix() == 0 {
+                continue;
+            }
+            freed += self.gc_fast(i.slot_off, &mut st, i.ino)?;
+        }
+        Ok(freed)
+    }
+
     /// Thorough GC: rewrite the log as a fresh chain holding only what the state needs, then
     /// switch head and tail in one journaled transaction, which frees the old chain. Returns
     /// whether it ran (false: no space for the new chain, or the state changed under it).
@@ -272,6 +342,7 @@ impl Engine {
         debug_assert_eq!(applied.log_pages_freed, written_before as u64);
         let written = st.log.pages.len() as u64;
         st.log.gc_next = st.log.entries * 2 + 64;
+        st.log.gc_next_pages = written * INLINE_RATIO;
         self.gc.candidates.lock().remove(&ino);
         let pause = t0.elapsed().as_nanos() as u64;
         self.gc.runs.fetch_add(1, Ordering::Relaxed);

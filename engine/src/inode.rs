@@ -343,9 +343,35 @@ fn release(log: &mut LogState, owner: u64) {
     }
 }
 
+/// An extended attribute in DRAM.
+#[derive(Clone, Debug, Default)]
+pub struct Xattr {
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Logical log pages holding the entries that set it, ascending (GC bookkeeping: each
+    /// counts it as one live key).
+    pub pages: Vec<u64>,
+}
+
+impl PartialEq for Xattr {
+    /// The same value (pages are bookkeeping).
+    fn eq(&self, other: &Xattr) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Xattr {}
+
 /// Mutable state of an inode, behind its lock.
 #[derive(Debug)]
 pub struct InodeState {
+    /// Extended attributes (and POSIX ACLs), by name.
+    pub xattrs: BTreeMap<Box<[u8]>, Xattr>,
+    /// Value pieces of an `XattrSet` not yet replayed (between the chunks of one append and
+    /// their set entry; empty between appends).
+    pub xattr_pending: Vec<u8>,
+    /// Logical log pages of those pieces.
+    pub xattr_pending_pages: Vec<u64>,
     /// Attributes.
     pub attr: Attr,
     /// Parent directory (directories only; files may have many).
@@ -455,6 +481,8 @@ struct NameOverlay<'e> {
     /// Record what the entry checked next adds and removes (not for the last one).
     track: bool,
     changed: Vec<(&'e [u8], Option<u64>)>,
+    /// Pending xattr value bytes after the entries seen so far (None: the state's).
+    xattr_pending: Option<usize>,
 }
 
 impl<'e> NameOverlay<'e> {
@@ -510,6 +538,9 @@ impl InodeState {
             },
             cache_atomic: false,
             cache_since: None,
+            xattrs: BTreeMap::new(),
+            xattr_pending: Vec::new(),
+            xattr_pending_pages: Vec::new(),
         }
     }
 
@@ -556,7 +587,26 @@ impl InodeState {
         names: &mut NameOverlay<'e>,
     ) -> Result<()> {
         let bad = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
+        let pending = names.xattr_pending.unwrap_or(self.xattr_pending.len());
         match e {
+            Entry::XattrChunk { offset, data } => {
+                if *offset as usize != pending {
+                    return Err(bad("xattr value piece out of order"));
+                }
+                names.xattr_pending = Some(pending + data.len());
+                return Ok(());
+            }
+            Entry::XattrSet {
+                value_len, inline, ..
+            } => {
+                if pending + inline.len() != *value_len as usize {
+                    return Err(bad("xattr value length against its pieces"));
+                }
+                names.xattr_pending = Some(0);
+                return Ok(());
+            }
+            _ if pending != 0 => return Err(bad("xattr value pieces without their set entry")),
+            Entry::XattrRemove { .. } => return Ok(()),
             Entry::Write {
                 pgoff,
                 block,
@@ -687,7 +737,12 @@ impl InodeState {
                     self.own(&[K_GID], at);
                 }
                 if a.mask & attr_mask::SIZE != 0 {
-                    freed.extend(self.truncate_map(a.size));
+                    // A shrink drops the pages beyond the new size; a grow keeps pages
+                    // allocated past the old size (fallocate KEEP_SIZE: zero-filled), as
+                    // tmpfs and ext4 do.
+                    if a.size < self.attr.size {
+                        freed.extend(self.truncate_map(a.size));
+                    }
                     self.attr.size = a.size;
                     self.own(&[K_SIZE], at);
                 }
@@ -744,6 +799,53 @@ impl InodeState {
                 self.own(&[K_MTIME, K_CTIME], at);
             }
             Entry::CacheAttach { .. } => debug_assert!(false, "checked: not in an inode log"),
+            Entry::XattrChunk { data, .. } => {
+                self.xattr_pending.extend_from_slice(data);
+                if self.xattr_pending_pages.last() != Some(&at) {
+                    self.xattr_pending_pages.push(at);
+                }
+            }
+            Entry::XattrSet {
+                name,
+                inline,
+                ctime_ns,
+                ..
+            } => {
+                let mut value = std::mem::take(&mut self.xattr_pending);
+                value.extend_from_slice(inline);
+                let mut pages = std::mem::take(&mut self.xattr_pending_pages);
+                if pages.last() != Some(&at) {
+                    pages.push(at);
+                }
+                for &p in &pages {
+                    if let Some(l) = self.log.page_mut(p) {
+                        l.live += 1;
+                        // A prefix that drops a piece must drop its set entry too (replaying
+                        // the set needs its pieces).
+                        l.reach = l.reach.max(at);
+                    }
+                }
+                let old = self
+                    .xattrs
+                    .insert(name.clone().into_boxed_slice(), Xattr { value, pages });
+                if let Some(old) = old {
+                    for p in old.pages {
+                        release(&mut self.log, p);
+                    }
+                }
+                self.attr.ctime_ns = *ctime_ns;
+                self.own(&[K_CTIME], at);
+            }
+            Entry::XattrRemove { name, ctime_ns } => {
+                // A removal needs nothing: replaying it after its set was dropped is a no-op.
+                if let Some(old) = self.xattrs.remove(name.as_slice()) {
+                    for p in old.pages {
+                        release(&mut self.log, p);
+                    }
+                }
+                self.attr.ctime_ns = *ctime_ns;
+                self.own(&[K_CTIME], at);
+            }
             Entry::DirRemove {
                 ino: child,
                 name,
@@ -897,6 +999,12 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
         scratch.clear();
         Ok(())
     })?;
+    if !st.xattr_pending.is_empty() {
+        return Err(Error::corrupt(
+            "xattr value pieces without their set entry at the end of the log",
+            format!("inode {ino}"),
+        ));
+    }
     let mut live = std::mem::take(&mut st.log.live);
     live.resize(log.pages.len(), PageLive::default());
     st.log = LogState { live, ..log };

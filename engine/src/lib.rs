@@ -23,6 +23,7 @@ pub mod mount;
 pub mod sync;
 pub mod txn;
 mod walk;
+pub mod xattr;
 
 pub use cache::{MapMode, WritebackConfig};
 pub use engine::{
@@ -34,3 +35,4 @@ pub use inode::{Attr, InodeLayout};
 pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
 pub use media::{Media, MediaMode};
 pub use mount::{FormatOptions, MountOptions, MountReport};
+pub use xattr::XattrFlags;

@@ -47,6 +47,8 @@ pub struct LogState {
     pub live: Vec<PageLive>,
     /// Entry count at which GC looks at this log again.
     pub gc_next: u64,
+    /// Page count at which GC looks at this log's length in pages again.
+    pub gc_next_pages: u64,
 }
 
 impl LogState {
@@ -367,6 +369,7 @@ impl Staged {
             first: 0,
             live: vec![PageLive::default(); self.new_pages.len()],
             gc_next: 0,
+            gc_next_pages: 0,
         }
     }
 

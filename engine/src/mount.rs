@@ -256,6 +256,9 @@ impl Engine {
                 report.journal_undone = engine.journal.recover(&media, &chunk_list)?;
                 report.inodes_scanned = engine.rebuild_with(opts.recovery_threads)?;
                 report.caches_recovered = engine.recover_caches()?;
+                if opts.gc.fast {
+                    engine.gc_dead_prefixes()?;
+                }
                 engine
             }
         };

@@ -499,6 +499,7 @@ impl<'e> Txn<'e> {
             && fresh.attr == st.attr
             && fresh.map == st.map
             && fresh.parent == st.parent
+            && fresh.xattrs == st.xattrs
             && fresh.dir.len() == st.dir.len()
             && fresh.dir.iter().all(|(n, e)| {
                 st.dir
@@ -768,6 +769,7 @@ impl Committed {
                     st.map = fresh.map;
                     st.owners = fresh.owners;
                     st.dir = fresh.dir;
+                    st.xattrs = fresh.xattrs;
                 }
             }
         }

@@ -8,15 +8,17 @@
 //! `umount`, or SIGINT/SIGTERM/SIGHUP, which unmount it), then unmounts the engine cleanly.
 //!
 //! Permission checks are the kernel's (`default_permissions` is always set): the attributes
-//! novafs stores (mode, uid, gid) are what it checks against. Not supported, with a clear
-//! errno: extended attributes (`EOPNOTSUPP`), device nodes, FIFOs and sockets (`EOPNOTSUPP`),
-//! `RENAME_WHITEOUT` (`EINVAL`, as Linux answers for a file system without it; `RENAME_EXCHANGE`
-//! and `RENAME_NOREPLACE` are the engine's atomic exchange and no-replace), `fallocate` modes other
-//! than plain allocation, `KEEP_SIZE` inside the file, `PUNCH_HOLE | KEEP_SIZE` and
-//! `ZERO_RANGE` (with or without `KEEP_SIZE`) (`EOPNOTSUPP`). `SEEK_DATA`/`SEEK_HOLE` come from
-//! the file map, `copy_file_range` is done inside the server, and `fsync`/`flush` are answered
-//! once with `ENOSYS` (every operation is durable on return, so the kernel stops asking). POSIX
-//! locks are the kernel's local ones.
+//! novafs stores (mode, uid, gid) and the POSIX ACLs (`FUSE_POSIX_ACL`: the kernel reads the
+//! `system.posix_acl_*` attributes and enforces them) are what it checks against. Extended
+//! attributes (`user.`, `trusted.`, `security.`, the ACLs) are the engine's: each set or removal
+//! is one atomic commit. Not supported, with a clear errno: other xattr namespaces
+//! (`EOPNOTSUPP`), `RENAME_WHITEOUT` (`EINVAL`, as Linux answers for a file system without it;
+//! `RENAME_EXCHANGE` and `RENAME_NOREPLACE` are the engine's atomic exchange and no-replace),
+//! `fallocate` modes other than plain allocation, `KEEP_SIZE` (blocks past the end are kept),
+//! `PUNCH_HOLE | KEEP_SIZE` and `ZERO_RANGE` (with or without `KEEP_SIZE`) (`EOPNOTSUPP`).
+//! `SEEK_DATA`/`SEEK_HOLE` come from the file map, `copy_file_range` is done inside the server,
+//! and `fsync`/`flush` are answered once with `ENOSYS` (every operation is durable on return,
+//! so the kernel stops asking). POSIX locks are the kernel's local ones.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -34,7 +36,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
-use novafs::{Attr, Engine, Fs, Kind, MountOptions, SetAttr, ROOT_INO};
+use novafs::{Attr, Engine, Fs, Kind, MountOptions, SetAttr, XattrFlags, ROOT_INO};
 use novafs_engine::inode::Inode;
 use novafs_engine::Error;
 use parking_lot::Mutex;
@@ -73,6 +75,9 @@ pub struct MountConfig {
     pub force_emulated: bool,
     /// Attribute and entry cache timeout.
     pub ttl: Duration,
+    /// POSIX ACLs enforced by the kernel (`FUSE_POSIX_ACL`; default on, `-o noacl` off: then
+    /// `system.posix_acl_*` are refused by the kernel and only the mode is checked).
+    pub acl: bool,
 }
 
 impl Default for MountConfig {
@@ -87,6 +92,7 @@ impl Default for MountConfig {
             kernel_flags: Vec::new(),
             force_emulated: false,
             ttl: DEFAULT_TTL,
+            acl: true,
         }
     }
 }
@@ -116,8 +122,8 @@ const IGNORED_OPTIONS: &[&str] = &[
 
 impl MountConfig {
     /// Apply one `-o` option (`ro`, `rw`, `allow_other`, `allow_root`, `auto_unmount`,
-    /// `threads=N`, `fsname=NAME`, `force_emulated`, `attr_timeout=SECONDS`, kernel flags,
-    /// ignored fstab words). Unknown options are an error.
+    /// `threads=N`, `fsname=NAME`, `force_emulated`, `attr_timeout=SECONDS`, `acl`/`noacl`,
+    /// kernel flags, ignored fstab words). Unknown options are an error.
     pub fn apply_option(&mut self, opt: &str) -> Result<(), String> {
         let opt = opt.trim();
         match opt {
@@ -128,6 +134,8 @@ impl MountConfig {
             "allow_root" => self.allow_root = true,
             "auto_unmount" => self.auto_unmount = true,
             "force_emulated" => self.force_emulated = true,
+            "acl" => self.acl = true,
+            "noacl" => self.acl = false,
             "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
             | "sync" | "async" | "dirsync" => {
                 self.kernel_flags.push(opt.to_string());
@@ -277,6 +285,8 @@ pub struct NovaFuse {
     nodes: Nodes,
     ttl: Duration,
     read_only: bool,
+    /// `FUSE_POSIX_ACL` requested.
+    acl: bool,
 }
 
 impl std::fmt::Debug for NovaFuse {
@@ -358,7 +368,14 @@ impl NovaFuse {
             },
             ttl,
             read_only,
+            acl: true,
         }
+    }
+
+    /// Ask the kernel to enforce POSIX ACLs (`FUSE_POSIX_ACL`; the default) or not.
+    pub fn with_acl(mut self, acl: bool) -> NovaFuse {
+        self.acl = acl;
+        self
     }
 
     /// The mounted image.
@@ -461,6 +478,7 @@ impl NovaFuse {
             // S_IFDIR and S_IFLNK have their own requests; anything else is no file type.
             _ => return Err(Error::InvalidArgument("mknod of this file type".into())),
         };
+        let umask = self.umask_under(parent, umask);
         let (mode, uid, gid) = self.new_owner(req, parent, mode & 0o7777 & !umask, false);
         if kind == Kind::File {
             return self.engine.create(parent, name.as_bytes(), mode, uid, gid);
@@ -468,6 +486,18 @@ impl NovaFuse {
         let rdev = if kind.is_device() { u64::from(rdev) } else { 0 };
         self.engine
             .mknod(parent, name.as_bytes(), kind, mode, uid, gid, rdev)
+    }
+
+    /// The umask a new inode in `parent` gets: none under a default ACL (the ACL masks the
+    /// mode instead, POSIX `posix_acl_create`), else the caller's.
+    fn umask_under(&self, parent: u64, umask: u32) -> u32 {
+        match self
+            .engine
+            .get_xattr(parent, novafs_engine::xattr::ACL_DEFAULT)
+        {
+            Ok(_) => 0,
+            Err(_) => umask,
+        }
     }
 
     fn new_owner(&self, req: &Request, parent: u64, mode: u32, dir: bool) -> (u32, u32, u32) {
@@ -548,6 +578,13 @@ impl Filesystem for NovaFuse {
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.acl {
+            // POSIX ACLs enforced by the kernel (it also sets default_permissions), and the
+            // umask left to this server, which skips it under a default ACL (POSIX).
+            for cap in [InitFlags::FUSE_POSIX_ACL, InitFlags::FUSE_DONT_MASK] {
+                let _ = config.add_capabilities(cap);
+            }
         }
         let _ = config.set_max_write(MAX_WRITE);
         Ok(())
@@ -665,6 +702,7 @@ impl Filesystem for NovaFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let umask = self.umask_under(parent.0, umask);
         let (mode, uid, gid) = self.new_owner(req, parent.0, mode & 0o7777 & !umask, true);
         self.entry(
             reply,
@@ -987,33 +1025,57 @@ impl Filesystem for NovaFuse {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        // XATTR_CREATE / XATTR_REPLACE; other bits (the kernel's ACL kill-sgid hint) are not
+        // flags of the attribute.
+        let r = XattrFlags::from_bits(flags & 3)
+            .and_then(|f| self.engine.set_xattr(ino.0, name.as_bytes(), value, f));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::EOPNOTSUPP);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.engine.get_xattr(ino.0, name.as_bytes()) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::EOPNOTSUPP);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.engine.list_xattr(ino.0) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&buf)
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EOPNOTSUPP);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.engine.remove_xattr(ino.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn create(
@@ -1076,15 +1138,9 @@ impl Filesystem for NovaFuse {
     ) {
         let r = match mode {
             0 => self.engine.allocate(ino.0, offset, length),
-            libc::FALLOC_FL_KEEP_SIZE => match self.engine.getattr(ino.0) {
-                // Blocks past the end cannot be kept (the size bounds the file map); inside
-                // the file, KEEP_SIZE changes nothing.
-                Ok(a) if offset.saturating_add(length) <= a.size => {
-                    self.engine.allocate(ino.0, offset, length)
-                }
-                Ok(_) => Err(Error::NotSupported("fallocate KEEP_SIZE past the end")),
-                Err(e) => Err(e),
-            },
+            // Blocks past the end are kept: zero-filled, counted in st_blocks, read as zeros
+            // once the size grows over them.
+            libc::FALLOC_FL_KEEP_SIZE => self.engine.allocate_with(ino.0, offset, length, true),
             m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
                 self.engine.punch_hole(ino.0, offset, length)
             }
@@ -1192,7 +1248,7 @@ pub fn mount(
         media_mode: fs.media_mode().name(),
     };
     let session = match fuser::Session::new(
-        NovaFuse::new(fs, config.ttl, config.read_only),
+        NovaFuse::new(fs, config.ttl, config.read_only).with_acl(config.acl),
         mountpoint,
         &config.fuser_config(image),
     ) {

@@ -23,8 +23,12 @@
 //! - block ownership: no block in two places (two files, a file and a log, a log and an
 //!   inode-table chunk, ...); after a clean unmount also none both in use and in the saved free
 //!   list, and none leaked (neither in use nor free); the same for inode numbers;
-//! - file sizes against extents (a mapped page entirely beyond the size, a size past the largest
-//!   file) and bytes past the end of file in its last page (they must be zero);
+//! - file sizes against extents (non-zero data in a page beyond the size: pages allocated past
+//!   the end with fallocate KEEP_SIZE hold only zeros; a size past the largest file) and bytes
+//!   past the end of file in its last page (they must be zero);
+//! - extended attributes: every entry well formed (name 1..=255 bytes in a stored namespace,
+//!   value at most 64 KiB, its pieces in order and followed by their set entry), ACL values
+//!   well formed;
 //! - valid inode slots that no directory names: after a clean unmount, or when fsck itself
 //!   removed or lost their names, these are lost files (orphans); after a crash they are
 //!   normally inodes deleted while open or created but never linked, which recovery frees, and
@@ -205,6 +209,9 @@ pub enum ProblemKind {
     EofBytes,
     /// A valid inode that no directory names (a lost file).
     Orphan,
+    /// An extended attribute that is not well formed (an ACL that does not parse, value
+    /// pieces without their set entry).
+    Xattr,
     /// An inode number in use but listed free, or neither (clean image).
     InodeNumber,
 }
@@ -239,6 +246,7 @@ impl ProblemKind {
             ProblemKind::FileSize => "file_size",
             ProblemKind::EofBytes => "eof_bytes",
             ProblemKind::Orphan => "orphan",
+            ProblemKind::Xattr => "xattr",
             ProblemKind::InodeNumber => "inode_number",
         }
     }

@@ -221,6 +221,19 @@ fn entry_json(page: u64, pos: u64, seq: u64, e: &Entry) -> Value {
             block,
             atomic,
         } => json!({"type": "cache_attach", "pgoff": pgoff, "block": block, "atomic": atomic}),
+        Entry::XattrSet {
+            name,
+            value_len,
+            inline,
+            ctime_ns,
+        } => json!({"type": "xattr_set", "name": lossy(name), "value_len": value_len,
+                    "inline_len": inline.len(), "ctime_ns": ctime_ns}),
+        Entry::XattrChunk { offset, data } => {
+            json!({"type": "xattr_chunk", "offset": offset, "len": data.len()})
+        }
+        Entry::XattrRemove { name, ctime_ns } => {
+            json!({"type": "xattr_remove", "name": lossy(name), "ctime_ns": ctime_ns})
+        }
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("seq".into(), seq.into());

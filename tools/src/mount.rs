@@ -30,13 +30,14 @@ Options (-o, comma-separated, repeatable):
   fsname=NAME           source name shown in the mount table (default: the image path)
   attr_timeout=SECONDS  how long the kernel caches attributes and names (default 1)
   force_emulated        treat the image as emulated pmem even off tmpfs
+  acl / noacl           POSIX ACLs enforced by the kernel (default) / only the mode is checked
   dev nodev suid nosuid exec noexec atime noatime sync async dirsync   kernel mount flags
   defaults auto noauto user users nofail _netdev x-* comment=*         accepted, ignored
 
 Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`, or send SIGINT/SIGTERM to a
-foreground novafs: each unmounts the image cleanly (allocator state saved). Not supported:
-extended attributes (EOPNOTSUPP), device nodes/FIFOs/sockets (EOPNOTSUPP), RENAME_EXCHANGE
-(EINVAL).
+foreground novafs: each unmounts the image cleanly (allocator state saved). Extended
+attributes: user., trusted., security. and the POSIX ACLs (others: EOPNOTSUPP). Not supported:
+RENAME_WHITEOUT (EINVAL).
 
 Examples:
   novafs mount /dev/shm/pm.img /mnt/pm                # detaches once mounted

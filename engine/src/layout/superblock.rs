@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 /// Magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"NOVAFS\0\x01";
 /// The on-media format version this build writes (version 2 added the special inode kinds and
-/// the slot's `rdev`).
+/// the slot's `rdev`; version 3 the extended-attribute log entries, kinds 7..9, and sealed
+/// inode-table map words, `layout::itable_map`).
 pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version this build reads; a read-write mount upgrades it (DESIGN.md §5.8).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -99,8 +100,8 @@ impl Superblock {
         sb
     }
 
-    /// This superblock at the current [`FORMAT_VERSION`], sealed (a format-1 image has nothing a
-    /// format-2 reader would read differently).
+    /// This superblock at the current [`FORMAT_VERSION`], sealed (an older image has nothing a
+    /// newer reader would read differently: each version only added).
     pub fn upgraded(&self) -> Superblock {
         let mut sb = *self;
         sb.version = FORMAT_VERSION;

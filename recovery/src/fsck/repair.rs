@@ -35,6 +35,7 @@ pub(super) fn apply_deferred(ctx: &Ctx<'_>, result: &mut ScanResult) -> Result<(
             Deferred::SetNlink { ino, .. }
             | Deferred::SetParent { ino, .. }
             | Deferred::SetSize { ino, .. }
+            | Deferred::RemoveXattr { ino, .. }
             | Deferred::Remap { ino, .. } => groups.entry(*ino).or_default().push(d.clone()),
             Deferred::Relink { ino, kind } => relinks.push((*ino, *kind)),
         }
@@ -145,6 +146,10 @@ fn apply_group(
                 nlink,
                 ctime_ns: now,
                 parent: *parent,
+            }),
+            Deferred::RemoveXattr { name, .. } => entries.push(Entry::XattrRemove {
+                name: name.clone(),
+                ctime_ns: now,
             }),
             Deferred::SetSize { size, .. } => {
                 let mut a: SetAttrEntry = bytemuck::Zeroable::zeroed();

@@ -19,6 +19,7 @@ use novafs_engine::layout::superblock::{Superblock, MAGIC};
 use novafs_engine::layout::{
     now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
 };
+use novafs_engine::xattr;
 use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
 
 use super::walk::{self, Fix, LogRef};
@@ -154,6 +155,8 @@ pub(super) enum Deferred {
     SetParent { ino: u64, parent: u64 },
     /// Set a file size (SetAttr).
     SetSize { ino: u64, size: u64 },
+    /// Remove an extended attribute (XattrRemove).
+    RemoveXattr { ino: u64, name: Vec<u8> },
     /// Give page `pgoff` a private copy of `block` (zeroed from `zero_from`), or drop it.
     Remap {
         ino: u64,
@@ -887,6 +890,46 @@ impl Scanner<'_, '_> {
             }
         }
         self.lost_hint.extend(names.into_values());
+        // Extended attributes: each entry was decoded (name, sizes) and replayed (pieces in
+        // order before their set entry); what replay cannot see is checked here.
+        if !st.xattr_pending.is_empty() {
+            self.problem(
+                ProblemKind::Xattr,
+                Some(ino),
+                blk,
+                None,
+                format!(
+                    "inode {ino}: {} bytes of xattr value pieces at the end of the log without their set entry",
+                    st.xattr_pending.len()
+                ),
+                None,
+            );
+            st.xattr_pending.clear();
+            st.xattr_pending_pages.clear();
+        }
+        let bad_acls: Vec<Vec<u8>> = st
+            .xattrs
+            .iter()
+            .filter(|(n, x)| {
+                (&n[..] == xattr::ACL_ACCESS || &n[..] == xattr::ACL_DEFAULT)
+                    && xattr::parse_acl(&x.value).is_err()
+            })
+            .map(|(n, _)| n.to_vec())
+            .collect();
+        for name in bad_acls {
+            let i = self.problem(
+                ProblemKind::Xattr,
+                Some(ino),
+                blk,
+                None,
+                format!(
+                    "inode {ino}: extended attribute {} is not a well-formed POSIX ACL",
+                    String::from_utf8_lossy(&name)
+                ),
+                Some("remove the attribute (XattrRemove entry)"),
+            );
+            self.defer(i, Deferred::RemoveXattr { ino, name });
+        }
         st.log = main.log;
         for &p in &st.log.pages {
             self.owner[p as usize] = own(O_LOG, ino);
@@ -1474,16 +1517,18 @@ impl Scanner<'_, '_> {
                 .range(first_beyond..)
                 .map(|(&p, &b)| (p, b))
                 .collect();
-            if size > max || !beyond.is_empty() {
-                // The size the data supports: up to the last non-zero byte of the last page.
-                let mut new_size = size.min(max);
-                for &(p, b) in beyond.iter().rev() {
-                    self.ctx.read(b * BLOCK, &mut page)?;
-                    if let Some(i) = page.iter().rposition(|&x| x != 0) {
-                        new_size = new_size.max(p * BLOCK + i as u64 + 1);
-                        break;
-                    }
+            // Pages beyond the size are blocks allocated past the end (fallocate KEEP_SIZE):
+            // they must hold only zeros. The size the data supports: up to the last non-zero
+            // byte of the last page.
+            let mut new_size = size.min(max);
+            for &(p, b) in beyond.iter().rev() {
+                self.ctx.read(b * BLOCK, &mut page)?;
+                if let Some(i) = page.iter().rposition(|&x| x != 0) {
+                    new_size = new_size.max(p * BLOCK + i as u64 + 1);
+                    break;
                 }
+            }
+            if size > max || new_size != size {
                 if size > max {
                     let last = info.st.map.keys().next_back().copied();
                     new_size = last.map_or(0, |p| (p + 1) * BLOCK).min(max);
@@ -1491,7 +1536,7 @@ impl Scanner<'_, '_> {
                 let msg = if size > max {
                     format!("inode {ino}: size {size} is beyond the largest file ({max})")
                 } else {
-                    format!("inode {ino}: size {size}, but {} mapped pages lie entirely beyond it (first: page {}, block {})", beyond.len(), beyond[0].0, beyond[0].1)
+                    format!("inode {ino}: size {size}, but data lies beyond it in the {} pages allocated past the end (first: page {}, block {})", beyond.len(), beyond[0].0, beyond[0].1)
                 };
                 let repair = if new_size == size {
                     "drop the pages beyond the size (they hold only zeros)".to_string()
