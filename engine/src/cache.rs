@@ -14,6 +14,7 @@
 //! commits leaves cache entries whose block the file map already holds: recovery skips them, so
 //! migration is idempotent. Failure-atomic caches are never migrated by writeback; recovery
 //! discards them, leaving the file as of its last sync.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;

@@ -8,6 +8,7 @@
 //! [`Engine::maps_refresh`] (from `apply_entries`, `attach` and `finish_migration`) under the
 //! inode's exclusive lock, before replaced blocks are freed, so no virtual page ever maps a
 //! freed block.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
