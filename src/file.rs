@@ -531,11 +531,12 @@ impl Mapping {
 
     /// Make the stores in `[at, at + len)` durable: flush of the program's addresses + one
     /// fence (msync in msync mode).
+    #[inline]
     pub fn persist(&self, at: u64, len: u64) -> Result<()> {
-        let off = self.range(at, len)?;
-        Ok(self
-            .engine
-            .map_persist(&self.inode, self.inner(), off, len)?)
+        match self.inner.as_deref() {
+            Some(m) => Ok(self.engine.map_persist_at(&self.inode, m, at, len)?),
+            None => unreachable!("taken only in drop"),
+        }
     }
 
     /// Change the mapping's length (say, after the file grew), like `mremap(MREMAP_MAYMOVE)`:

@@ -256,30 +256,36 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
         dst[..k].copy_from_slice(&w[a & 7..(a & 7) + k]);
         i = k;
     }
-    let d = dst.as_mut_ptr();
-    while i + 32 <= n {
-        // SAFETY: `a + i` is 8-aligned and `a + i + 32 <= a + n` (mapped, caller); the
-        // destination indices are in `dst` (unaligned stores into DRAM the caller owns).
+    // The aligned middle: `words` whole words from `a + i` (8-aligned), counted in words so
+    // that the loop does no checked arithmetic (overflow checks are on in release builds).
+    let words = (n - i) / 8;
+    // SAFETY: `i <= n`: the offsets stay inside `dst` and the mapped source range.
+    let (sp, dp) = unsafe { ((a + i) as *const u64, dst.as_mut_ptr().add(i) as *mut u64) };
+    let mut k = 0;
+    while k + 4 <= words {
+        // SAFETY: words `k .. k + 4` lie in the aligned middle of the mapped source (caller)
+        // and of `dst` (unaligned stores into DRAM the caller owns).
         unsafe {
-            let w0 = word_at(a + i).load(Ordering::Relaxed);
-            let w1 = word_at(a + i + 8).load(Ordering::Relaxed);
-            let w2 = word_at(a + i + 16).load(Ordering::Relaxed);
-            let w3 = word_at(a + i + 24).load(Ordering::Relaxed);
-            (d.add(i) as *mut u64).write_unaligned(w0);
-            (d.add(i + 8) as *mut u64).write_unaligned(w1);
-            (d.add(i + 16) as *mut u64).write_unaligned(w2);
-            (d.add(i + 24) as *mut u64).write_unaligned(w3);
+            let w0 = AtomicU64::from_ptr(sp.add(k) as *mut u64).load(Ordering::Relaxed);
+            let w1 = AtomicU64::from_ptr(sp.add(k + 1) as *mut u64).load(Ordering::Relaxed);
+            let w2 = AtomicU64::from_ptr(sp.add(k + 2) as *mut u64).load(Ordering::Relaxed);
+            let w3 = AtomicU64::from_ptr(sp.add(k + 3) as *mut u64).load(Ordering::Relaxed);
+            dp.add(k).write_unaligned(w0);
+            dp.add(k + 1).write_unaligned(w1);
+            dp.add(k + 2).write_unaligned(w2);
+            dp.add(k + 3).write_unaligned(w3);
         }
-        i += 32;
+        k += 4;
     }
-    while i + 8 <= n {
+    while k < words {
         // SAFETY: as above, one word.
         unsafe {
-            let w = word_at(a + i).load(Ordering::Relaxed);
-            (d.add(i) as *mut u64).write_unaligned(w);
+            let w = AtomicU64::from_ptr(sp.add(k) as *mut u64).load(Ordering::Relaxed);
+            dp.add(k).write_unaligned(w);
         }
-        i += 8;
+        k += 1;
     }
+    i += words * 8;
     if i < n {
         // SAFETY: the word at `a + i` (aligned) holds the last bytes: same page, mapped.
         let w = unsafe { word_at(a + i) }
@@ -331,30 +337,34 @@ pub(super) unsafe fn copy_in(dst: *mut u8, data: &[u8]) {
         unsafe { store_partial(a & !7, a & 7, (a & 7) + k, u64::from_le_bytes(b)) };
         i = k;
     }
-    let s = data.as_ptr();
-    while i + 32 <= n {
-        // SAFETY: `a + i` is 8-aligned, `a + i + 32 <= a + n` (mapped, caller); the source
-        // indices are in `data`.
+    // The aligned middle, counted in words (no checked arithmetic in the loop).
+    let words = (n - i) / 8;
+    // SAFETY: `i <= n`: the offsets stay inside `data` and the mapped destination range.
+    let (sp, dp) = unsafe { (data.as_ptr().add(i) as *const u64, (a + i) as *mut u64) };
+    let mut k = 0;
+    while k + 4 <= words {
+        // SAFETY: words `k .. k + 4` lie in the aligned middle of the mapped destination
+        // (caller) and in `data`.
         unsafe {
-            let w0 = (s.add(i) as *const u64).read_unaligned();
-            let w1 = (s.add(i + 8) as *const u64).read_unaligned();
-            let w2 = (s.add(i + 16) as *const u64).read_unaligned();
-            let w3 = (s.add(i + 24) as *const u64).read_unaligned();
-            word_at(a + i).store(w0, Ordering::Relaxed);
-            word_at(a + i + 8).store(w1, Ordering::Relaxed);
-            word_at(a + i + 16).store(w2, Ordering::Relaxed);
-            word_at(a + i + 24).store(w3, Ordering::Relaxed);
+            let w0 = sp.add(k).read_unaligned();
+            let w1 = sp.add(k + 1).read_unaligned();
+            let w2 = sp.add(k + 2).read_unaligned();
+            let w3 = sp.add(k + 3).read_unaligned();
+            AtomicU64::from_ptr(dp.add(k)).store(w0, Ordering::Relaxed);
+            AtomicU64::from_ptr(dp.add(k + 1)).store(w1, Ordering::Relaxed);
+            AtomicU64::from_ptr(dp.add(k + 2)).store(w2, Ordering::Relaxed);
+            AtomicU64::from_ptr(dp.add(k + 3)).store(w3, Ordering::Relaxed);
         }
-        i += 32;
+        k += 4;
     }
-    while i + 8 <= n {
+    while k < words {
         // SAFETY: as above, one word.
         unsafe {
-            let w = (s.add(i) as *const u64).read_unaligned();
-            word_at(a + i).store(w, Ordering::Relaxed);
-        }
-        i += 8;
+            AtomicU64::from_ptr(dp.add(k)).store(sp.add(k).read_unaligned(), Ordering::Relaxed)
+        };
+        k += 1;
     }
+    i += words * 8;
     if i < n {
         let mut b = [0u8; 8];
         b[..n - i].copy_from_slice(&data[i..]);
@@ -364,6 +374,7 @@ pub(super) unsafe fn copy_in(dst: *mut u8, data: &[u8]) {
 }
 
 /// Flush every line of `[addr, addr + len)`; the caller guarantees the range is mapped.
+#[inline(always)]
 fn flush_lines(addr: usize, len: usize, kind: FlushKind) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -475,9 +486,10 @@ impl Reservation {
     }
 
     /// Map `n` pages from `page` to the file's bytes at `file_off` (MAP_SHARED, MAP_FIXED),
-    /// read-only or read-write; `sync` adds `MAP_SHARED_VALIDATE | MAP_SYNC` (dax). Short runs
-    /// (at most 16 pages: the remaps of coherence and write access) are pre-faulted
-    /// (`MAP_POPULATE`), so the next access takes no fault.
+    /// read-only or read-write; `sync` adds `MAP_SHARED_VALIDATE | MAP_SYNC` (dax). Writable
+    /// runs (write access: the program is about to store there) and short runs (at most 16
+    /// pages: coherence remaps) are pre-faulted (`MAP_POPULATE`), so the next access takes no
+    /// fault; a long read-only run (a new mapping) faults its pages in as they are loaded.
     pub fn map_file(
         &self,
         page: usize,
@@ -501,7 +513,11 @@ impl Reservation {
             } else {
                 libc::MAP_SHARED
             }
-            | if n <= 16 { libc::MAP_POPULATE } else { 0 };
+            | if writable || n <= 16 {
+                libc::MAP_POPULATE
+            } else {
+                0
+            };
         // SAFETY: `addr..addr+len` lies inside our own reservation (checked), so MAP_FIXED
         // replaces only pages we own; nobody holds references into them (atomic access only).
         let p = unsafe { libc::mmap(addr, len, prot, flags, fd.as_raw_fd(), off) };
@@ -889,6 +905,24 @@ impl MapView {
             MapView::Real(r) => r.slice(off, len),
             MapView::Shadow(s) => s.slice(off, len),
         }
+    }
+
+    /// Persist `[off, off + len)` of a real view: write back its lines with `kind`, then one
+    /// `sfence` (the lean path of `Mapping::persist`: one bounds check, no lock, no system
+    /// call). A shadow has nothing to flush (the traced backend persists by block).
+    #[inline]
+    pub fn flush_fence(&self, off: usize, len: usize, kind: FlushKind) -> Result<()> {
+        if let MapView::Real(r) = self {
+            match off.checked_add(len) {
+                Some(end) if end <= r.pages * PAGE => {}
+                _ => return Err(range_err(off, len, r.pages * PAGE)),
+            }
+            if len > 0 {
+                flush_lines(r.ptr as usize + off, len, kind);
+            }
+            super::raw::sfence();
+        }
+        Ok(())
     }
 }
 

@@ -389,6 +389,32 @@ impl Media {
         Ok(())
     }
 
+    /// Non-temporal copy of `len` bytes of the region from `src` to `dst` (durable after the
+    /// next fence), without a DRAM buffer: the copy of a page into a new cache block. Offsets
+    /// and length multiples of 8, ranges disjoint.
+    #[track_caller]
+    pub fn copy_nt(&self, src: u64, dst: u64, len: u64) -> Result<()> {
+        let n = usize::try_from(len).map_err(|_| Error::FileTooLarge)?;
+        self.check(src, n)?;
+        self.check(dst, n)?;
+        self.check_poisoned()?;
+        match &self.backend {
+            Backend::Mapped(r) => {
+                r.copy_nt(src, dst, len)?;
+                if self.mode == MediaMode::Msync {
+                    self.note_dirty(dst, len);
+                }
+            }
+            Backend::Traced(t) => {
+                let mut buf = vec![0u8; n];
+                let mut t = t.lock();
+                t.read(src, &mut buf);
+                t.store(dst, &buf, true, TraceSite::caller());
+            }
+        }
+        Ok(())
+    }
+
     /// Zero a range with non-temporal stores (durable after the next fence).
     #[track_caller]
     pub fn zero_nt(&self, off: u64, len: u64) -> Result<()> {

@@ -228,45 +228,35 @@ impl RawRegion {
                 self.write(off, &data[..a_start - start])?;
                 self.flush(off, (a_start - start) as u64, self.kind)?;
             }
-            let src = data.as_ptr();
-            let mut i = a_start;
-            // Four words per iteration.
-            while i + 32 <= a_end {
-                // SAFETY: `i` is 8-aligned and `i + 32 <= a_end <= end` (inside the mapping:
-                // checked above); the source indices `i - start .. +32` are within `data`.
-                // `movnti` stores one aligned quadword and has no other memory effect.
+            // The aligned middle, counted in words (no checked arithmetic in the loop).
+            let words = (a_end - a_start) / 8;
+            // SAFETY: `a_start - start < 8 <= data.len()` here, so both pointers stay inside
+            // `data` and the checked destination range.
+            let (sp, dp) = unsafe {
+                (
+                    data.as_ptr().add(a_start - start) as *const u64,
+                    a_start as *mut u64,
+                )
+            };
+            let mut k = 0;
+            while k + 4 <= words {
+                // SAFETY: words `k .. k + 4` lie in the aligned middle of the destination
+                // (inside the mapping: checked above) and of `data`; `movnti` stores one
+                // aligned quadword each and has no other memory effect.
                 unsafe {
-                    let s = src.add(i - start) as *const u64;
-                    let (w0, w1) = (s.read_unaligned(), s.add(1).read_unaligned());
-                    let (w2, w3) = (s.add(2).read_unaligned(), s.add(3).read_unaligned());
-                    std::arch::asm!(
-                        "movnti [{p}], {a}",
-                        "movnti [{p} + 8], {b}",
-                        "movnti [{p} + 16], {c}",
-                        "movnti [{p} + 24], {d}",
-                        p = in(reg) i,
-                        a = in(reg) w0,
-                        b = in(reg) w1,
-                        c = in(reg) w2,
-                        d = in(reg) w3,
-                        options(nostack, preserves_flags)
+                    let (w0, w1) = (sp.add(k).read_unaligned(), sp.add(k + 1).read_unaligned());
+                    let (w2, w3) = (
+                        sp.add(k + 2).read_unaligned(),
+                        sp.add(k + 3).read_unaligned(),
                     );
+                    nt4(dp.add(k) as usize, w0, w1, w2, w3);
                 }
-                i += 32;
+                k += 4;
             }
-            while i < a_end {
-                // SAFETY: `i` is 8-aligned and `i + 8 <= a_end <= end` (inside the mapping);
-                // the source index `i - start .. +8` is within `data`.
-                unsafe {
-                    let w = (src.add(i - start) as *const u64).read_unaligned();
-                    std::arch::asm!(
-                        "movnti [{p}], {a}",
-                        p = in(reg) i,
-                        a = in(reg) w,
-                        options(nostack, preserves_flags)
-                    );
-                }
-                i += 8;
+            while k < words {
+                // SAFETY: as above, one word.
+                unsafe { nt1(dp.add(k) as usize, sp.add(k).read_unaligned()) };
+                k += 1;
             }
             if a_end < end {
                 let t = off + (a_end - start) as u64;
@@ -280,6 +270,47 @@ impl RawRegion {
             let _ = base;
             self.write(off, data)
         }
+    }
+
+    /// Non-temporal copy of `len` bytes inside the region, from `src` to `dst` (no DRAM
+    /// buffer in between): aligned 8-byte atomic loads, `movnti` stores. Offsets and length
+    /// must be multiples of 8 and the ranges disjoint (else an error, nothing copied).
+    pub fn copy_nt(&self, src: u64, dst: u64, len: u64) -> Result<()> {
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(dst, len, self.len))?;
+        let s = self.at(src, len_us)? as usize;
+        let d = self.at(dst, len_us)? as usize;
+        if !(src | dst | len).is_multiple_of(8) || (s < d + len_us && d < s + len_us) {
+            return Err(Error::InvalidArgument(format!(
+                "copy of [{src}, +{len}) to {dst}: unaligned or overlapping"
+            )));
+        }
+        let words = len_us / 8;
+        let (sp, dp) = (s as *mut u64, d as *mut u64);
+        let mut k = 0;
+        while k + 4 <= words {
+            // SAFETY: words `k .. k + 4` of both ranges lie inside the mapping (checked above),
+            // 8-aligned and disjoint; loads are atomic, `movnti` stores one aligned quadword
+            // each and has no other memory effect.
+            unsafe {
+                let w0 = AtomicU64::from_ptr(sp.add(k)).load(Ordering::Relaxed);
+                let w1 = AtomicU64::from_ptr(sp.add(k + 1)).load(Ordering::Relaxed);
+                let w2 = AtomicU64::from_ptr(sp.add(k + 2)).load(Ordering::Relaxed);
+                let w3 = AtomicU64::from_ptr(sp.add(k + 3)).load(Ordering::Relaxed);
+                nt4(dp.add(k) as usize, w0, w1, w2, w3);
+            }
+            k += 4;
+        }
+        while k < words {
+            // SAFETY: as above, one word.
+            unsafe {
+                nt1(
+                    dp.add(k) as usize,
+                    AtomicU64::from_ptr(sp.add(k)).load(Ordering::Relaxed),
+                )
+            };
+            k += 1;
+        }
+        Ok(())
     }
 
     /// Write back the lines covering `[off, off+len)`.
@@ -358,7 +389,62 @@ impl Drop for RawRegion {
     }
 }
 
+/// Non-temporal stores of four quadwords at `p .. p + 32`.
+///
+/// # Safety
+/// `p` must be 8-aligned and `p .. p + 32` mapped writable.
+#[inline(always)]
+unsafe fn nt4(p: usize, w0: u64, w1: u64, w2: u64, w3: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract; `movnti` stores one aligned quadword each.
+    unsafe {
+        std::arch::asm!(
+            "movnti [{p}], {a}",
+            "movnti [{p} + 8], {b}",
+            "movnti [{p} + 16], {c}",
+            "movnti [{p} + 24], {d}",
+            p = in(reg) p,
+            a = in(reg) w0,
+            b = in(reg) w1,
+            c = in(reg) w2,
+            d = in(reg) w3,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        for (k, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            AtomicU64::from_ptr((p + 8 * k) as *mut u64).store(w, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A non-temporal store of one quadword at `p`.
+///
+/// # Safety
+/// `p` must be 8-aligned and `p .. p + 8` mapped writable.
+#[inline(always)]
+unsafe fn nt1(p: usize, w: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract; `movnti` stores one aligned quadword.
+    unsafe {
+        std::arch::asm!(
+            "movnti [{p}], {a}",
+            p = in(reg) p,
+            a = in(reg) w,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        AtomicU64::from_ptr(p as *mut u64).store(w, Ordering::Relaxed);
+    }
+}
+
 /// A store fence.
+#[inline(always)]
 pub fn sfence() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: sfence has no memory-safety preconditions.
