@@ -65,6 +65,7 @@ fn a_truncated_image_gives_a_clear_error_not_a_bare_sigbus() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{how}: child {:?}, stderr: {stderr}", out.status);
         assert_eq!(
             out.status.code(),
             Some(IMAGE_FAULT_EXIT),

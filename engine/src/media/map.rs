@@ -177,7 +177,9 @@ impl<'a> VolatileSlice<'a> {
         if len == 0 {
             return Ok(());
         }
-        flush_lines(self.ptr as usize + off, len, kind);
+        // SAFETY: `off + len <= self.len` (checked): the range lies in the slice's mapped
+        // pages (type invariant).
+        unsafe { flush_lines(self.ptr as usize + off, len, kind) };
         Ok(())
     }
 
@@ -373,16 +375,20 @@ pub(super) unsafe fn copy_in(dst: *mut u8, data: &[u8]) {
     }
 }
 
-/// Flush every line of `[addr, addr + len)`; the caller guarantees the range is mapped.
+/// Flush every line of `[addr, addr + len)`.
+///
+/// # Safety
+/// The pages covering `[addr, addr + len)` must be mapped (a flush of an unmapped address
+/// faults).
 #[inline(always)]
-fn flush_lines(addr: usize, len: usize, kind: FlushKind) {
+unsafe fn flush_lines(addr: usize, len: usize, kind: FlushKind) {
     #[cfg(target_arch = "x86_64")]
     {
         let mut line = addr & !63;
         while line < addr + len {
             let p = line as *const u8;
-            // SAFETY: the line belongs to a mapped, readable page (callers pass ranges of a
-            // live VolatileSlice); the flush instructions have no other memory effect.
+            // SAFETY: the line belongs to a mapped page (the caller's contract); the flush
+            // instructions have no other memory effect.
             unsafe {
                 match kind {
                     FlushKind::Clwb => {
@@ -918,7 +924,9 @@ impl MapView {
                 _ => return Err(range_err(off, len, r.pages * PAGE)),
             }
             if len > 0 {
-                flush_lines(r.ptr as usize + off, len, kind);
+                // SAFETY: `off + len` is inside the reservation (checked), whose pages are
+                // all mapped (a block, the zero page, or PROT_NONE only before `map` returns).
+                unsafe { flush_lines(r.ptr as usize + off, len, kind) };
             }
             super::raw::sfence();
         }
