@@ -264,20 +264,29 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     // SAFETY: `i <= n`: the offsets stay inside `dst` and the mapped source range.
     let (sp, dp) = unsafe { ((a + i) as *const u64, dst.as_mut_ptr().add(i) as *mut u64) };
     let mut k = 0;
-    while k + 4 <= words {
-        // SAFETY: words `k .. k + 4` lie in the aligned middle of the mapped source (caller)
-        // and of `dst` (unaligned stores into DRAM the caller owns).
+    while k + 8 <= words {
+        // SAFETY: words `k .. k + 8` lie in the aligned middle of the mapped source (caller)
+        // and of `dst` (unaligned stores into DRAM the caller owns). The prefetch is a hint
+        // (no access, never faults, even past the mapping).
         unsafe {
-            let w0 = AtomicU64::from_ptr(sp.add(k) as *mut u64).load(Ordering::Relaxed);
-            let w1 = AtomicU64::from_ptr(sp.add(k + 1) as *mut u64).load(Ordering::Relaxed);
-            let w2 = AtomicU64::from_ptr(sp.add(k + 2) as *mut u64).load(Ordering::Relaxed);
-            let w3 = AtomicU64::from_ptr(sp.add(k + 3) as *mut u64).load(Ordering::Relaxed);
+            #[cfg(target_arch = "x86_64")]
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                sp.wrapping_add(k + 64) as *const i8,
+            );
+            let w =
+                |j: usize| AtomicU64::from_ptr(sp.add(k + j) as *mut u64).load(Ordering::Relaxed);
+            let (w0, w1, w2, w3) = (w(0), w(1), w(2), w(3));
+            let (w4, w5, w6, w7) = (w(4), w(5), w(6), w(7));
             dp.add(k).write_unaligned(w0);
             dp.add(k + 1).write_unaligned(w1);
             dp.add(k + 2).write_unaligned(w2);
             dp.add(k + 3).write_unaligned(w3);
+            dp.add(k + 4).write_unaligned(w4);
+            dp.add(k + 5).write_unaligned(w5);
+            dp.add(k + 6).write_unaligned(w6);
+            dp.add(k + 7).write_unaligned(w7);
         }
-        k += 4;
+        k += 8;
     }
     while k < words {
         // SAFETY: as above, one word.
