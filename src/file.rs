@@ -447,8 +447,16 @@ impl io::Seek for File {
 ///
 /// Raw use of [`Mapping::as_ptr`] (dereferencing is the caller's `unsafe`): stay within
 /// `[as_ptr(), as_ptr() + len())`; store only into prepared pages; no references into the
-/// memory, only raw/volatile/atomic accesses (other mappings, threads and the engine share
-/// it); synchronise with other writers; stop before the `Mapping` drops.
+/// memory, only raw accesses (other mappings, threads and the engine share it), and aligned
+/// 8-byte atomics (`AtomicU64::from_ptr`) wherever an access can race with another (the
+/// engine's `read_at` of the page, another thread or mapping): the slice's own copies are made
+/// of those, so a race between them is defined; synchronise with other writers; stop before
+/// the `Mapping` drops.
+///
+/// If the image file is truncated or shrunk while mounted, a load or store to a page past its
+/// new end cannot return an error: the process exits with status
+/// [`IMAGE_FAULT_EXIT`](novafs_engine::media::IMAGE_FAULT_EXIT) (86) and a message naming the
+/// cause, instead of dying of a bare SIGBUS (DESIGN.md §2).
 #[derive(Debug)]
 pub struct Mapping {
     engine: Arc<Engine>,
@@ -541,11 +549,12 @@ impl Mapping {
 
     /// Make the stores in `[at, at + len)` durable: flush of the program's addresses + one
     /// fence (msync in msync mode).
+    #[inline]
     pub fn persist(&self, at: u64, len: u64) -> Result<()> {
-        let off = self.range(at, len)?;
-        Ok(self
-            .engine
-            .map_persist(&self.inode, self.inner(), off, len)?)
+        match self.inner.as_deref() {
+            Some(m) => Ok(self.engine.map_persist_at(&self.inode, m, at, len)?),
+            None => unreachable!("taken only in drop"),
+        }
     }
 
     /// Change the mapping's length (say, after the file grew), like `mremap(MREMAP_MAYMOVE)`:

@@ -12,6 +12,7 @@
 //! What stays unseen until a rebuild or fsck (DESIGN.md §5.8): a block held by two inodes when
 //! the other is not loaded yet (or is not free), and a directory's second name in a directory
 //! not loaded yet.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 

@@ -5,6 +5,7 @@
 //! (start -> length) behind its own lock. A thread allocates from its home shard and steals from
 //! the others when it runs dry; a freed block returns to the shard that owns its address, where
 //! it merges with its neighbours.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

@@ -1,6 +1,7 @@
 //! Deliberate protocol bugs, compiled only with the `inject-bugs` feature, so that the crash
 //! harness can prove it catches each one. Without the feature `active` is a constant `false`
 //! and every hook compiles away.
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

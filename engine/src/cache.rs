@@ -14,6 +14,7 @@
 //! commits leaves cache entries whose block the file map already holds: recovery skips them, so
 //! migration is idempotent. Failure-atomic caches are never migrated by writeback; recovery
 //! discards them, leaving the file as of its last sync.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -178,13 +179,13 @@ impl Engine {
     ) -> Result<()> {
         let mut txn = self.txn("cache-attach");
         let blocks = txn.alloc_blocks(pages.len() as u64)?;
-        let mut buf = vec![0u8; BLOCK as usize];
         for (&pg, &b) in pages.iter().zip(&blocks) {
+            // Region to region, no DRAM buffer; word-atomic loads (a Sync-mode mapping may be
+            // storing into the old block: DESIGN §2 "Soundness").
             match st.map.get(&pg) {
-                Some(&old) => self.media.read(old * BLOCK, &mut buf)?,
-                None => buf.fill(0),
+                Some(&old) => self.media.copy_nt(old * BLOCK, b * BLOCK, BLOCK)?,
+                None => self.media.zero_nt(b * BLOCK, BLOCK)?,
             }
-            self.media.write_nt(b * BLOCK, &buf)?;
         }
         let entries: Vec<Entry> = pages
             .iter()

@@ -9,6 +9,7 @@
 //! is bounded by the image's block count (a cycle is an error, not a hang), offsets are checked
 //! against the page's committed end before any slice is taken, and sequence numbers must
 //! increase along the chain.
+#![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::layout::entry::Entry;

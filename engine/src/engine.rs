@@ -4,6 +4,7 @@
 //! them in ascending inode order after looking the names up, then re-check the names (and
 //! retry if a concurrent operation changed them). Renames also take a global rename lock, so
 //! that the "not into its own subtree" walk sees a stable tree.
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! Typed errors, with one exhaustive mapping to errno and `std::io::ErrorKind`.
+#![forbid(unsafe_code)]
 
 use std::io;
 

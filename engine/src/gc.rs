@@ -14,6 +14,7 @@
 //!   the background at four times.
 //!
 //! GC works under the inode's write lock only: readers of other inodes never wait for it.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

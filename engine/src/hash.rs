@@ -1,6 +1,7 @@
 //! A hasher for `u64` keys that are already well spread (inode numbers, file page numbers):
 //! one multiply instead of SipHash. Not for keys an attacker chooses to collide (the engine's
 //! keys come from its own allocators and from page offsets, both bounded).
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

@@ -1,4 +1,5 @@
 //! DRAM state of an inode, rebuilt from its slot and its log.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};

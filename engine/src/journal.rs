@@ -9,6 +9,7 @@
 //!
 //! A crash between 2 and 4 leaves an active slot: recovery stores every old tail back, which
 //! undoes the whole operation. A crash before 2 leaves nothing visible; after 4, all of it.
+#![forbid(unsafe_code)]
 
 use parking_lot::{Condvar, Mutex};
 

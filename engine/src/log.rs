@@ -4,6 +4,7 @@
 //! them, but commits nothing: the caller fences and then stores the new tail with
 //! [`Staged::commit_tail`] (or through the journal for multi-inode operations). Until the tail
 //! store is durable, nothing of the append is visible after a crash.
+#![forbid(unsafe_code)]
 
 use crate::alloc::BlockAlloc;
 use crate::bugs::{self, Bug};

@@ -8,6 +8,7 @@
 //! [`Engine::maps_refresh`] (from `apply_entries`, `attach` and `finish_migration`) under the
 //! inode's exclusive lock, before replaced blocks are freed, so no virtual page ever maps a
 //! freed block.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ use crate::inode::{Inode, InodeState};
 use crate::layout::entry::Entry;
 use crate::layout::{Kind, BLOCK};
 use crate::media::map::{MapView, PageTarget, Uffd, VolatileSlice};
-use crate::media::MediaMode;
+use crate::media::{FlushKind, MediaMode};
 
 /// What one virtual page of a mapping points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,11 @@ pub struct MapInner {
     skip: (AtomicUsize, AtomicUsize),
     /// Transparent write access: read-only pages are armed for write-protect faults.
     uffd: Option<Arc<Uffd>>,
+    /// Offset of the mapping's first byte in the view (`offset % BLOCK`).
+    start: usize,
+    /// The flush instruction of `persist` on a real view in a flush mode (dax, emulated);
+    /// `None`: msync mode or the traced backend (the general path).
+    flush: Option<FlushKind>,
 }
 
 impl std::fmt::Debug for MapInner {
@@ -340,6 +346,11 @@ impl Engine {
             dead: AtomicBool::new(false),
             skip: (AtomicUsize::new(0), AtomicUsize::new(0)),
             uffd,
+            start: (off - first * BLOCK) as usize,
+            flush: match self.media().mode() {
+                MediaMode::Dax | MediaMode::Emulated => Some(self.media().flush_kind()),
+                MediaMode::Msync | MediaMode::Traced => None,
+            },
         });
         {
             let mut slots = m.slots.lock();
@@ -708,6 +719,34 @@ impl Engine {
             self.maps_publish(m.ino);
         }
         Ok(())
+    }
+
+    /// [`Engine::map_persist`] of `[at, at + len)` in mapping offsets, the lean path: in the
+    /// flush modes, one relaxed load of the mounted flag, one bounds check here and one in the
+    /// media layer, the flushes and one fence (no lock, no system call, no atomic read-modify-
+    /// write). (Relaxed suffices: the flag only turns a call after unmount into an error; an
+    /// unmount racing the persist revokes the pages, and a flush of a revoked page is
+    /// harmless.) Other modes take the general path.
+    #[inline]
+    pub fn map_persist_at(&self, inode: &Inode, m: &MapInner, at: u64, len: u64) -> Result<()> {
+        if let Some(kind) = m.flush {
+            if !self.mounted.load(Ordering::Relaxed) {
+                return Err(Error::Unmounted);
+            }
+            return match at.checked_add(len) {
+                Some(end) if end <= m.len => {
+                    m.view
+                        .flush_fence(m.start + at as usize, len as usize, kind)
+                }
+                _ => Err(Error::InvalidArgument(format!(
+                    "access [{at}, {}) outside the mapping of {} bytes",
+                    at.saturating_add(len),
+                    m.len
+                ))),
+            };
+        }
+        let off = m.offset.checked_add(at).ok_or(Error::FileTooLarge)?;
+        self.map_persist(inode, m, off, len)
     }
 
     /// Make the program's stores in `[off, off + len)` durable: clwb (or the fallback) of the

@@ -1,4 +1,5 @@
 //! Format, mount (clean fast path or full rebuild) and clean unmount.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

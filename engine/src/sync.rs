@@ -5,6 +5,7 @@
 //! fence to a traced region is then a loom scheduling point, so loom interleaves other threads
 //! between the individual persistence steps of a commit). Other engine locks stay parking_lot:
 //! they are never held across one of these points while another thread could wait for them.
+#![forbid(unsafe_code)]
 
 #[cfg(not(loom))]
 pub use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -18,6 +18,7 @@
 //! (`append`), a write-cache log's tail (`append_cache`), a cache reset (tail 0), a log's
 //! head alone (fast GC: `drop_prefix`) and a log's head and tail together (compaction:
 //! `replace_log`).
+#![forbid(unsafe_code)]
 
 use crate::alloc::{BlockAlloc, Extent, InodeAlloc};
 use crate::bugs::{self, Bug};

@@ -4,6 +4,7 @@
 //! that recursed or descended blindly would overflow its stack or grow without bound there, and
 //! `rm -r` would free a directory another name still points at. [`Engine::walk_dirs`] visits
 //! each directory once, iteratively, and refuses such a tree with `Corrupt`.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 

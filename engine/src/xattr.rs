@@ -12,6 +12,7 @@
 //! that the mode alone expresses is not stored); a mode change rewrites the access ACL's owner,
 //! mask (or group) and other entries in the same commit; a new inode in a directory with a
 //! default ACL inherits it (`posix_acl_create`).
+#![forbid(unsafe_code)]
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};

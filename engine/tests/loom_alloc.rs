@@ -6,6 +6,7 @@
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test -p novafs-engine --test loom_alloc --release`
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
 use loom::sync::Arc;
 use loom::thread;

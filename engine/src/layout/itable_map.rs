@@ -8,6 +8,7 @@
 //! format 1 and 2 have no check (top bits 0); they are accepted while the superblock says an
 //! older version, and the first read-write mount seals them before it writes version 3 (a
 //! crash in between leaves an older-version map with some words sealed, which decodes the same).
+#![forbid(unsafe_code)]
 
 use super::checksum;
 

@@ -11,6 +11,7 @@
 //! | 3 .. 3+M | inode-table map: `u64` block numbers of inode-table chunks |
 //! | .. | data, log pages, inode-table chunks, saved state: all from the allocator |
 //! | last | superblock replica |
+#![forbid(unsafe_code)]
 
 pub mod entry;
 pub mod inode;

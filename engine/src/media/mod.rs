@@ -31,6 +31,7 @@ use crate::sync::Mutex;
 
 use crate::error::{Error, Result};
 use map::{MapView, PageTarget, Reservation, Shadow, VolatileSlice};
+pub use raw::sigbus::IMAGE_FAULT_EXIT;
 pub use raw::FlushKind;
 use raw::RawRegion;
 pub use trace::{Trace, TraceEvent, TraceSite};
@@ -331,7 +332,7 @@ impl Media {
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         self.check(off, buf.len())?;
         match &self.backend {
-            Backend::Mapped(r) => r.read(off, buf),
+            Backend::Mapped(r) => r.read(off, buf)?,
             Backend::Traced(t) => t.lock().read(off, buf),
         }
         Ok(())
@@ -354,7 +355,7 @@ impl Media {
             });
         }
         Ok(match &self.backend {
-            Backend::Mapped(r) => r.load_u64(off),
+            Backend::Mapped(r) => r.load_u64(off)?,
             Backend::Traced(t) => t.lock().load_u64(off),
         })
     }
@@ -365,7 +366,7 @@ impl Media {
         self.check(off, data.len())?;
         self.check_poisoned()?;
         match &self.backend {
-            Backend::Mapped(r) => r.write(off, data),
+            Backend::Mapped(r) => r.write(off, data)?,
             Backend::Traced(t) => t.lock().store(off, data, false, TraceSite::caller()),
         }
         Ok(())
@@ -378,12 +379,38 @@ impl Media {
         self.check_poisoned()?;
         match &self.backend {
             Backend::Mapped(r) => {
-                r.write_nt(off, data);
+                r.write_nt(off, data)?;
                 if self.mode == MediaMode::Msync {
                     self.note_dirty(off, data.len() as u64);
                 }
             }
             Backend::Traced(t) => t.lock().store(off, data, true, TraceSite::caller()),
+        }
+        Ok(())
+    }
+
+    /// Non-temporal copy of `len` bytes of the region from `src` to `dst` (durable after the
+    /// next fence), without a DRAM buffer: the copy of a page into a new cache block. Offsets
+    /// and length multiples of 8, ranges disjoint.
+    #[track_caller]
+    pub fn copy_nt(&self, src: u64, dst: u64, len: u64) -> Result<()> {
+        let n = usize::try_from(len).map_err(|_| Error::FileTooLarge)?;
+        self.check(src, n)?;
+        self.check(dst, n)?;
+        self.check_poisoned()?;
+        match &self.backend {
+            Backend::Mapped(r) => {
+                r.copy_nt(src, dst, len)?;
+                if self.mode == MediaMode::Msync {
+                    self.note_dirty(dst, len);
+                }
+            }
+            Backend::Traced(t) => {
+                let mut buf = vec![0u8; n];
+                let mut t = t.lock();
+                t.read(src, &mut buf);
+                t.store(dst, &buf, true, TraceSite::caller());
+            }
         }
         Ok(())
     }
@@ -407,9 +434,14 @@ impl Media {
     pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
         self.check(off, 8)?;
         self.check_poisoned()?;
-        assert!(off.is_multiple_of(8), "store_u64 at unaligned offset {off}");
+        if !off.is_multiple_of(8) {
+            return Err(Error::Corrupt {
+                what: "unaligned 8-byte store".into(),
+                location: format!("offset {off}"),
+            });
+        }
         match &self.backend {
-            Backend::Mapped(r) => r.store_u64(off, v),
+            Backend::Mapped(r) => r.store_u64(off, v)?,
             Backend::Traced(t) => t
                 .lock()
                 .store(off, &v.to_le_bytes(), false, TraceSite::caller()),
@@ -430,7 +462,7 @@ impl Media {
                 if self.mode == MediaMode::Msync {
                     self.note_dirty(off, len);
                 } else {
-                    r.flush(off, len, self.flush_kind);
+                    r.flush(off, len, self.flush_kind)?;
                 }
             }
             Backend::Traced(t) => t.lock().flush(off, len, TraceSite::caller()),

@@ -1,9 +1,14 @@
 //! Mapping and persistence primitives: the only `unsafe` code in novafs.
 //!
-//! A [`RawRegion`] is a shared, writable mapping of the image file. The engine guarantees (by its
-//! allocator and per-inode locks) that no two threads store to the same bytes concurrently and
-//! that nobody reads bytes another thread is storing, except the 8-byte commit words, which are
-//! accessed with atomic loads and stores.
+//! A [`RawRegion`] is a shared, writable mapping of the image file. Its functions are safe for
+//! any input and any interleaving of threads: each checks its range against the region (an
+//! error, never an access outside it), and every access to the region's bytes is an aligned
+//! 8-byte atomic (copies are made of them, `map::copy_in`/`copy_out`; non-temporal copies of
+//! `movnti` quadword stores), so a copy that races with another thread's store or with a
+//! program's store through a direct-access mapping of the same block is defined (each word old
+//! or new), not a data race. What the engine's locks add is *meaning* (no torn page is ever
+//! published), not memory safety. A mapped page whose file was truncated under us raises
+//! SIGBUS: see [`sigbus`].
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -68,13 +73,25 @@ pub struct RawRegion {
     map: Mapping,
     ptr: *mut u8,
     len: usize,
+    /// The flush instruction for the unaligned edges of non-temporal copies.
+    kind: FlushKind,
+    /// The region's entry in the SIGBUS table.
+    fault: sigbus::Registration,
 }
 
-// SAFETY: the region is plain shared memory; the engine's locking discipline (see the module
-// docs) keeps concurrent accesses to disjoint bytes, and the pointer stays valid until drop.
+// SAFETY: the region is plain shared memory that stays mapped until drop; every access through
+// it is bounds-checked and atomic (module docs), so sharing it between threads is like sharing
+// `&[AtomicU64]`.
 unsafe impl Send for RawRegion {}
-// SAFETY: as above; all shared mutation goes through methods whose callers own the bytes.
+// SAFETY: as above.
 unsafe impl Sync for RawRegion {}
+
+fn out_of_range(off: u64, len: u64, region: usize) -> Error {
+    Error::Corrupt {
+        what: "media access out of range".into(),
+        location: format!("offset {off} length {len} (region {region} bytes)"),
+    }
+}
 
 const MAP_SYNC: libc::c_int = 0x80000;
 const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
@@ -108,6 +125,8 @@ impl RawRegion {
                     map: Mapping::Sync { ptr, len },
                     ptr,
                     len,
+                    kind: FlushKind::detect(),
+                    fault: sigbus::register(ptr as usize, len, sigbus::RegionKind::Image),
                 },
                 true,
             ));
@@ -124,118 +143,190 @@ impl RawRegion {
                 map: Mapping::Plain { _map: m },
                 ptr,
                 len,
+                kind: FlushKind::detect(),
+                fault: sigbus::register(ptr as usize, len, sigbus::RegionKind::Image),
             },
             false,
         ))
     }
 
-    /// Copy out bytes. The caller checked bounds.
-    pub fn read(&self, off: u64, buf: &mut [u8]) {
-        debug_assert!(off as usize + buf.len() <= self.len);
-        // SAFETY: bounds checked by the caller (Media::check); source and destination do not
-        // overlap (buf is DRAM owned by the caller).
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.add(off as usize), buf.as_mut_ptr(), buf.len())
+    /// The address of `[off, off + len)`, or an error if the range is not inside the region
+    /// (every access checks its range here: the region's functions are safe for any input).
+    #[inline(always)]
+    fn at(&self, off: u64, len: usize) -> Result<*mut u8> {
+        match off.checked_add(len as u64) {
+            Some(end) if end <= self.len as u64 => {
+                // SAFETY: `off <= len` (checked), so the offset stays inside the mapping.
+                Ok(unsafe { self.ptr.add(off as usize) })
+            }
+            _ => Err(out_of_range(off, len as u64, self.len)),
         }
+    }
+
+    /// The address of the aligned 8-byte word at `off`, checked.
+    #[inline(always)]
+    fn word(&self, off: u64) -> Result<&AtomicU64> {
+        let p = self.at(off, 8)?;
+        if !off.is_multiple_of(8) {
+            return Err(Error::Corrupt {
+                what: "unaligned 8-byte access".into(),
+                location: format!("offset {off}"),
+            });
+        }
+        // SAFETY: in bounds and 8-byte aligned (checked; the mapping is page aligned);
+        // AtomicU64 has the layout of u64, and every access to the region is atomic.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+
+    /// Copy out bytes (aligned 8-byte atomic loads: defined if another thread or a mapping
+    /// stores to them meanwhile; see `map::copy_out`).
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let p = self.at(off, buf.len())?;
+        // SAFETY: the range is inside the mapping (checked); `buf` is DRAM owned by the
+        // caller, not part of the mapping.
+        unsafe { super::map::copy_out(p, buf) };
+        Ok(())
     }
 
     /// Atomic aligned 8-byte load.
-    pub fn load_u64(&self, off: u64) -> u64 {
-        debug_assert!(off.is_multiple_of(8) && off as usize + 8 <= self.len);
-        // SAFETY: in bounds and 8-byte aligned (checked by the caller; the mapping is page
-        // aligned); AtomicU64 has the layout of u64.
-        let a = unsafe { &*(self.ptr.add(off as usize) as *const AtomicU64) };
-        a.load(Ordering::Acquire)
+    pub fn load_u64(&self, off: u64) -> Result<u64> {
+        Ok(self.word(off)?.load(Ordering::Acquire))
     }
 
-    /// Cached store of bytes. The caller checked bounds.
-    pub fn write(&self, off: u64, data: &[u8]) {
-        debug_assert!(off as usize + data.len() <= self.len);
-        // SAFETY: bounds checked by the caller; the engine owns these bytes exclusively while
-        // it writes them (allocator / inode lock discipline).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off as usize), data.len())
-        }
+    /// Cached store of bytes (aligned 8-byte atomic stores; see `map::copy_in`).
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        let p = self.at(off, data.len())?;
+        // SAFETY: the range is inside the writable mapping (checked); `data` is the caller's
+        // DRAM. Racing accesses by other threads or mappings are atomic too (defined).
+        unsafe { super::map::copy_in(p, data) };
+        Ok(())
     }
 
     /// Atomic aligned 8-byte store.
-    pub fn store_u64(&self, off: u64, v: u64) {
-        debug_assert!(off.is_multiple_of(8) && off as usize + 8 <= self.len);
-        // SAFETY: in bounds and aligned (checked by the caller); AtomicU64 has u64's layout.
-        let a = unsafe { &*(self.ptr.add(off as usize) as *const AtomicU64) };
-        a.store(v, Ordering::Release);
+    pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
+        self.word(off)?.store(v, Ordering::Release);
+        Ok(())
     }
 
-    /// Non-temporal copy. Unaligned head and tail bytes are stored normally and flushed.
-    pub fn write_nt(&self, off: u64, data: &[u8]) {
+    /// Non-temporal copy: the aligned 8-byte words are stored with `movnti` (each an aligned
+    /// quadword store, single-copy atomic on x86-64, modelled as a `Relaxed` atomic store);
+    /// unaligned head and tail bytes are stored atomically (`write`) and flushed.
+    pub fn write_nt(&self, off: u64, data: &[u8]) -> Result<()> {
+        let base = self.at(off, data.len())?;
         #[cfg(target_arch = "x86_64")]
         {
-            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
-            let start = off as usize;
+            let start = base as usize;
             let end = start + data.len();
-            let a_start = (start + 15) & !15;
-            let a_end = end & !15;
+            let a_start = (start + 7) & !7;
+            let a_end = end & !7;
             if a_start >= a_end {
-                self.write(off, data);
-                self.flush(off, data.len() as u64, FlushKind::detect());
-                return;
+                self.write(off, data)?;
+                self.flush(off, data.len() as u64, self.kind)?;
+                return Ok(());
             }
             if a_start > start {
-                self.write(off, &data[..a_start - start]);
-                self.flush(off, (a_start - start) as u64, FlushKind::detect());
+                self.write(off, &data[..a_start - start])?;
+                self.flush(off, (a_start - start) as u64, self.kind)?;
             }
-            let mut i = a_start;
-            // A cache line (four 16-byte stores) per iteration: a third of the instructions of
-            // one store per iteration for a 4 KiB page (callgrind).
-            while i + 64 <= a_end {
-                // SAFETY: `i` is 16-aligned and `i + 64 <= a_end <= end <= len` (bounds checked
-                // by the caller); the source indices `i - start .. +64` are within `data`.
+            // The aligned middle, counted in words (no checked arithmetic in the loop).
+            let words = (a_end - a_start) / 8;
+            // SAFETY: `a_start - start < 8 <= data.len()` here, so both pointers stay inside
+            // `data` and the checked destination range.
+            let (sp, dp) = unsafe {
+                (
+                    data.as_ptr().add(a_start - start) as *const u64,
+                    a_start as *mut u64,
+                )
+            };
+            let mut k = 0;
+            while k + 4 <= words {
+                // SAFETY: words `k .. k + 4` lie in the aligned middle of the destination
+                // (inside the mapping: checked above) and of `data`; `movnti` stores one
+                // aligned quadword each and has no other memory effect.
                 unsafe {
-                    let src = data.as_ptr().add(i - start) as *const __m128i;
-                    let dst = self.ptr.add(i) as *mut __m128i;
-                    let (a, b) = (_mm_loadu_si128(src), _mm_loadu_si128(src.add(1)));
-                    let (c, d) = (_mm_loadu_si128(src.add(2)), _mm_loadu_si128(src.add(3)));
-                    _mm_stream_si128(dst, a);
-                    _mm_stream_si128(dst.add(1), b);
-                    _mm_stream_si128(dst.add(2), c);
-                    _mm_stream_si128(dst.add(3), d);
+                    let (w0, w1) = (sp.add(k).read_unaligned(), sp.add(k + 1).read_unaligned());
+                    let (w2, w3) = (
+                        sp.add(k + 2).read_unaligned(),
+                        sp.add(k + 3).read_unaligned(),
+                    );
+                    nt4(dp.add(k) as usize, w0, w1, w2, w3);
                 }
-                i += 64;
+                k += 4;
             }
-            while i < a_end {
-                // SAFETY: `i` is 16-aligned and `i + 16 <= end <= len` (bounds checked by the
-                // caller); the source slice index `i - start .. +16` is within `data`.
-                unsafe {
-                    let src = data.as_ptr().add(i - start) as *const __m128i;
-                    let dst = self.ptr.add(i) as *mut __m128i;
-                    _mm_stream_si128(dst, _mm_loadu_si128(src));
-                }
-                i += 16;
+            while k < words {
+                // SAFETY: as above, one word.
+                unsafe { nt1(dp.add(k) as usize, sp.add(k).read_unaligned()) };
+                k += 1;
             }
             if a_end < end {
-                self.write(a_end as u64, &data[a_end - start..]);
-                self.flush(a_end as u64, (end - a_end) as u64, FlushKind::detect());
+                let t = off + (a_end - start) as u64;
+                self.write(t, &data[a_end - start..])?;
+                self.flush(t, (end - a_end) as u64, self.kind)?;
             }
+            Ok(())
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            self.write(off, data);
+            let _ = base;
+            self.write(off, data)
         }
     }
 
+    /// Non-temporal copy of `len` bytes inside the region, from `src` to `dst` (no DRAM
+    /// buffer in between): aligned 8-byte atomic loads, `movnti` stores. Offsets and length
+    /// must be multiples of 8 and the ranges disjoint (else an error, nothing copied).
+    pub fn copy_nt(&self, src: u64, dst: u64, len: u64) -> Result<()> {
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(dst, len, self.len))?;
+        let s = self.at(src, len_us)? as usize;
+        let d = self.at(dst, len_us)? as usize;
+        if !(src | dst | len).is_multiple_of(8) || (s < d + len_us && d < s + len_us) {
+            return Err(Error::InvalidArgument(format!(
+                "copy of [{src}, +{len}) to {dst}: unaligned or overlapping"
+            )));
+        }
+        let words = len_us / 8;
+        let (sp, dp) = (s as *mut u64, d as *mut u64);
+        let mut k = 0;
+        while k + 4 <= words {
+            // SAFETY: words `k .. k + 4` of both ranges lie inside the mapping (checked above),
+            // 8-aligned and disjoint; loads are atomic, `movnti` stores one aligned quadword
+            // each and has no other memory effect.
+            unsafe {
+                let w0 = AtomicU64::from_ptr(sp.add(k)).load(Ordering::Relaxed);
+                let w1 = AtomicU64::from_ptr(sp.add(k + 1)).load(Ordering::Relaxed);
+                let w2 = AtomicU64::from_ptr(sp.add(k + 2)).load(Ordering::Relaxed);
+                let w3 = AtomicU64::from_ptr(sp.add(k + 3)).load(Ordering::Relaxed);
+                nt4(dp.add(k) as usize, w0, w1, w2, w3);
+            }
+            k += 4;
+        }
+        while k < words {
+            // SAFETY: as above, one word.
+            unsafe {
+                nt1(
+                    dp.add(k) as usize,
+                    AtomicU64::from_ptr(sp.add(k)).load(Ordering::Relaxed),
+                )
+            };
+            k += 1;
+        }
+        Ok(())
+    }
+
     /// Write back the lines covering `[off, off+len)`.
-    pub fn flush(&self, off: u64, len: u64, kind: FlushKind) {
+    pub fn flush(&self, off: u64, len: u64, kind: FlushKind) -> Result<()> {
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len))?;
+        let base = self.at(off, len_us)? as usize;
         #[cfg(target_arch = "x86_64")]
         {
-            let first = off & !63;
-            let end = off + len;
-            let mut line = first;
+            let end = base + len_us;
+            let mut line = base & !63;
             while line < end {
-                // SAFETY: `line` lies within the mapping (the caller checked `off+len`, and the
-                // first line starts at or after offset 0); the flush instructions only write
-                // back the line and have no other memory effect.
+                // SAFETY: `line` lies in a page of the checked range (the first line starts in
+                // the page of `off`, the mapping being page aligned); the flush instructions
+                // only write back the line and have no other memory effect.
                 unsafe {
-                    let p = self.ptr.add(line as usize);
+                    let p = line as *const u8;
                     match kind {
                         FlushKind::Clwb => {
                             std::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags))
@@ -252,17 +343,22 @@ impl RawRegion {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (off, len, kind);
+            let _ = (base, kind);
         }
+        Ok(())
     }
 
     /// `msync(MS_SYNC)` the pages covering the range.
     pub fn msync(&self, off: u64, len: u64) -> Result<()> {
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len))?;
+        self.at(off, len_us)?;
         let page = 4096u64;
         let start = off & !(page - 1);
         let end = (off + len).div_ceil(page) * page;
         let end = end.min(self.len as u64);
-        // SAFETY: the range is page aligned and inside our mapping.
+        // SAFETY: the range was checked to lie inside the mapping; it is widened to whole
+        // pages of the mapping (page aligned start, end capped at its length); msync changes
+        // no memory contents.
         let rc = unsafe {
             libc::msync(
                 self.ptr.add(start as usize).cast(),
@@ -279,6 +375,11 @@ impl RawRegion {
 
 impl Drop for RawRegion {
     fn drop(&mut self) {
+        // Out of the SIGBUS table before the addresses can be reused.
+        drop(std::mem::replace(
+            &mut self.fault,
+            sigbus::Registration::none(),
+        ));
         if let Mapping::Sync { ptr, len } = self.map {
             // SAFETY: we created this mapping with mmap and nobody uses it after drop.
             unsafe {
@@ -288,7 +389,62 @@ impl Drop for RawRegion {
     }
 }
 
+/// Non-temporal stores of four quadwords at `p .. p + 32`.
+///
+/// # Safety
+/// `p` must be 8-aligned and `p .. p + 32` mapped writable.
+#[inline(always)]
+unsafe fn nt4(p: usize, w0: u64, w1: u64, w2: u64, w3: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract; `movnti` stores one aligned quadword each.
+    unsafe {
+        std::arch::asm!(
+            "movnti [{p}], {a}",
+            "movnti [{p} + 8], {b}",
+            "movnti [{p} + 16], {c}",
+            "movnti [{p} + 24], {d}",
+            p = in(reg) p,
+            a = in(reg) w0,
+            b = in(reg) w1,
+            c = in(reg) w2,
+            d = in(reg) w3,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        for (k, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            AtomicU64::from_ptr((p + 8 * k) as *mut u64).store(w, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A non-temporal store of one quadword at `p`.
+///
+/// # Safety
+/// `p` must be 8-aligned and `p .. p + 8` mapped writable.
+#[inline(always)]
+unsafe fn nt1(p: usize, w: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract; `movnti` stores one aligned quadword.
+    unsafe {
+        std::arch::asm!(
+            "movnti [{p}], {a}",
+            p = in(reg) p,
+            a = in(reg) w,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        AtomicU64::from_ptr(p as *mut u64).store(w, Ordering::Relaxed);
+    }
+}
+
 /// A store fence.
+#[inline(always)]
 pub fn sfence() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: sfence has no memory-safety preconditions.
@@ -370,4 +526,359 @@ pub fn cachestat(file: &File, off: u64, len: u64) -> Result<Option<(u64, u64)>> 
         };
     }
     Ok(Some((st.nr_dirty, st.nr_writeback)))
+}
+
+/// A truncated image under a live mapping: SIGBUS recognised and reported.
+///
+/// When the image file shrinks while it is mounted (another process truncates it, or its
+/// storage fails), a load or store to a page of the region past the new end of the file makes
+/// the kernel raise SIGBUS: nothing in the access can return an error, and Rust code cannot
+/// unwind out of a signal handler. What the media layer can do is say what happened: every
+/// novafs region (the image mapping and each direct-access mapping's reservation) is
+/// registered here, in a fixed table that a signal handler can read without locking or
+/// allocating; a SIGBUS handler installed with the first region looks the fault address up
+/// and, if it lies in a novafs region, writes one line to stderr naming the cause and the
+/// offset, and exits the process with status [`IMAGE_FAULT_EXIT`] (`_exit`: no destructor
+/// runs, nothing more is stored to the image; the next mount runs recovery). A SIGBUS
+/// elsewhere goes to the handler that was installed before (Rust's stack-overflow handler,
+/// say) or to the default action, as if novafs had installed nothing.
+pub mod sigbus {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The exit status of a process killed by a fault in a novafs region (a truncated image).
+    pub const IMAGE_FAULT_EXIT: i32 = 86;
+
+    /// What a registered region is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum RegionKind {
+        /// The image file's mapping.
+        Image = 1,
+        /// A direct-access mapping (`File::map`).
+        Mapping = 2,
+    }
+
+    struct Slot {
+        start: AtomicUsize,
+        end: AtomicUsize,
+        /// 0: free; else a `RegionKind`.
+        kind: AtomicUsize,
+    }
+
+    const SLOTS: usize = 1024;
+    static REGIONS: [Slot; SLOTS] = [const {
+        Slot {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            kind: AtomicUsize::new(0),
+        }
+    }; SLOTS];
+
+    /// A registration; unregisters on drop.
+    #[derive(Debug)]
+    pub struct Registration(Option<usize>);
+
+    impl Registration {
+        /// No registration.
+        pub fn none() -> Registration {
+            Registration(None)
+        }
+    }
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            if let Some(i) = self.0 {
+                let s = &REGIONS[i];
+                s.start.store(0, Ordering::Release);
+                s.end.store(0, Ordering::Release);
+                s.kind.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Register `[start, start + len)` (and install the handler once). With every slot taken
+    /// (more than 1,024 live regions) the region is not registered: a fault there is then an
+    /// ordinary SIGBUS.
+    pub fn register(start: usize, len: usize, kind: RegionKind) -> Registration {
+        install();
+        for (i, s) in REGIONS.iter().enumerate() {
+            if s.kind
+                .compare_exchange(0, kind as usize, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                s.end.store(start.saturating_add(len), Ordering::Release);
+                s.start.store(start, Ordering::Release);
+                return Registration(Some(i));
+            }
+        }
+        Registration(None)
+    }
+
+    /// The previous SIGBUS action, for faults outside novafs regions.
+    struct Old(libc::sigaction);
+    // SAFETY: a plain C struct of integers and function addresses, written once before it is
+    // published (OnceLock) and only read afterwards.
+    unsafe impl Sync for Old {}
+    // SAFETY: as above.
+    unsafe impl Send for Old {}
+    static OLD: std::sync::OnceLock<Old> = std::sync::OnceLock::new();
+
+    fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: sigaction is plain old data; zeroed is a valid empty value, then filled.
+            let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            new.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: `sa_mask` is a valid sigset_t owned by `new`.
+            unsafe { libc::sigemptyset(&mut new.sa_mask) };
+            // SAFETY: valid pointers to two sigaction structs; the handler is an
+            // `extern "C" fn(c_int, *mut siginfo_t, *mut c_void)` as SA_SIGINFO requires.
+            // The old action is published before the new one can run on a novafs fault
+            // (no novafs region is registered until `install` returns).
+            if unsafe { libc::sigaction(libc::SIGBUS, &new, &mut old) } == 0 {
+                let _ = OLD.set(Old(old));
+            }
+        });
+    }
+
+    /// Async-signal-safe text building: a fixed buffer, no allocation.
+    struct Line {
+        buf: [u8; 640],
+        n: usize,
+    }
+
+    impl Line {
+        fn s(&mut self, t: &str) -> &mut Self {
+            for &b in t.as_bytes() {
+                if self.n < self.buf.len() {
+                    self.buf[self.n] = b;
+                    self.n += 1;
+                }
+            }
+            self
+        }
+
+        fn num(&mut self, mut v: usize) -> &mut Self {
+            let mut d = [0u8; 20];
+            let mut k = d.len();
+            loop {
+                k -= 1;
+                d[k] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            for &b in &d[k..] {
+                if self.n < self.buf.len() {
+                    self.buf[self.n] = b;
+                    self.n += 1;
+                }
+            }
+            self
+        }
+    }
+
+    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; `si_addr` is
+        // the faulting address for SIGBUS.
+        let (addr, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
+        // Only a fault the kernel raised names an address (`si_code > 0`); a SIGBUS sent by
+        // kill(2) or sigqueue(3) goes on as if novafs were not there.
+        for s in REGIONS.iter().filter(|_| code > 0) {
+            let start = s.start.load(Ordering::Acquire);
+            let end = s.end.load(Ordering::Acquire);
+            if start == 0 || addr < start || addr >= end {
+                continue;
+            }
+            let mut l = Line {
+                buf: [0; 640],
+                n: 0,
+            };
+            l.s("novafs: fatal: bus error (SIGBUS) at ");
+            if s.kind.load(Ordering::Acquire) == RegionKind::Image as usize {
+                l.s("offset ")
+                    .num(addr - start)
+                    .s(" of the mapped image (")
+                    .num(end - start)
+                    .s(" bytes mapped)");
+            } else {
+                l.s("page ")
+                    .num((addr - start) / 4096)
+                    .s(" of a direct-access mapping of the image");
+            }
+            l.s(
+                ": the image file was truncated or shrunk while mounted (or its storage \
+                 failed), so that page no longer exists. novafs cannot continue: exiting with \
+                 status ",
+            )
+            .num(IMAGE_FAULT_EXIT as usize)
+            .s(
+                ". Restore the image file's size and mount it again (recovery runs), or \
+                    run fsck.\n",
+            );
+            // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is valid.
+            unsafe {
+                libc::write(2, l.buf.as_ptr().cast(), l.n);
+                libc::_exit(IMAGE_FAULT_EXIT);
+            }
+        }
+        // Not a novafs region: what would have happened without us.
+        match OLD.get() {
+            Some(Old(o)) if o.sa_sigaction != libc::SIG_DFL && o.sa_sigaction != libc::SIG_IGN => {
+                if o.sa_flags & libc::SA_SIGINFO != 0 {
+                    // SAFETY: an SA_SIGINFO handler installed before ours has this signature;
+                    // it is called with the arguments the kernel gave us.
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        unsafe { std::mem::transmute(o.sa_sigaction) };
+                    f(sig, info, ctx);
+                } else {
+                    // SAFETY: a plain handler installed before ours has this signature.
+                    let f: extern "C" fn(libc::c_int) =
+                        unsafe { std::mem::transmute(o.sa_sigaction) };
+                    f(sig);
+                }
+            }
+            _ => {
+                // Default action: restore it and return; the access faults again and the
+                // kernel applies it (core dump, termination by SIGBUS).
+                // SAFETY: sigaction is plain old data (zeroed = SIG_DFL, empty mask).
+                let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+                // SAFETY: sigaction(2) is async-signal-safe; valid pointer.
+                unsafe { libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut()) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(len: u64) -> (std::path::PathBuf, RawRegion) {
+        use std::sync::atomic::AtomicU64;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = if std::path::Path::new("/dev/shm").is_dir() {
+            std::path::PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!(
+            "novafs-raw-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(len).unwrap();
+        let (r, _) = RawRegion::map(&f, len, false).unwrap();
+        (path, r)
+    }
+
+    /// Every function of the region checks its range itself: out-of-range or overflowing
+    /// offsets and lengths are errors (they were only debug-asserted), unaligned words too.
+    #[test]
+    fn every_access_checks_its_bounds() {
+        let (path, r) = region(8192);
+        let _ = std::fs::remove_file(&path);
+        let k = FlushKind::detect();
+        let mut b = [0u8; 16];
+        assert!(r.read(8192 - 8, &mut b).is_err());
+        assert!(r.read(u64::MAX - 4, &mut b).is_err());
+        assert!(r.write(8190, &[1, 2, 3]).is_err());
+        assert!(r.write(u64::MAX, &[1]).is_err());
+        assert!(r.write_nt(8000, &[7; 200]).is_err());
+        assert!(r.write_nt(u64::MAX - 10, &[7; 20]).is_err());
+        assert!(r.load_u64(8192).is_err());
+        assert!(r.load_u64(4).is_err(), "unaligned");
+        assert!(r.store_u64(8192, 1).is_err());
+        assert!(r.store_u64(12, 1).is_err(), "unaligned");
+        assert!(r.flush(8100, 100, k).is_err());
+        assert!(r.flush(0, u64::MAX, k).is_err());
+        assert!(r.msync(8000, 4096).is_err());
+        // Nothing was stored by the refused calls; in-range calls work.
+        r.read(8192 - 16, &mut b).unwrap();
+        assert_eq!(b, [0; 16]);
+        r.write_nt(3, &[9; 100]).unwrap();
+        r.store_u64(8192 - 8, 5).unwrap();
+        r.flush(0, 8192, k).unwrap();
+        r.msync(0, 8192).unwrap();
+        assert_eq!(r.load_u64(8192 - 8).unwrap(), 5);
+        let mut c = [0u8; 104];
+        r.read(1, &mut c).unwrap();
+        assert_eq!(&c[..2], &[0, 0]);
+        assert_eq!(&c[2..102], &[9; 100][..]);
+        assert_eq!(&c[102..], &[0, 0]);
+    }
+
+    /// A SIGBUS in memory that is not a novafs region (with the handler installed and a novafs
+    /// region registered) keeps the action it would have had without novafs: the process dies
+    /// of SIGBUS, with no novafs message. (The novafs case: `tests/truncate.rs`.)
+    #[test]
+    fn a_foreign_sigbus_keeps_its_default_action() {
+        use std::os::unix::process::ExitStatusExt;
+        const ENV: &str = "NOVAFS_FOREIGN_SIGBUS_CHILD";
+        if std::env::var(ENV).is_ok() {
+            let (path, r) = region(8192);
+            let _ = std::fs::remove_file(&path);
+            let (path2, other) = region(8192);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path2)
+                .unwrap();
+            let _ = std::fs::remove_file(&path2);
+            // A mapping of a second file, made without the media layer's registration.
+            let mut other = other;
+            drop(std::mem::replace(
+                &mut other.fault,
+                sigbus::Registration::none(),
+            ));
+            let p = other.ptr;
+            f.set_len(0).unwrap();
+            // SAFETY: the page is mapped (its file shrank: the load faults with SIGBUS, which is
+            // what this child is for).
+            let v = unsafe { p.add(4096).read_volatile() };
+            println!("NOT REACHED {v} {}", r.len);
+            std::process::exit(0);
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "media::raw::tests::a_foreign_sigbus_keeps_its_default_action",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ENV, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{stderr}");
+        assert!(!stderr.contains("novafs: fatal"), "{stderr}");
+    }
+
+    /// Non-temporal copies at every small offset and length store exactly their bytes.
+    #[test]
+    fn write_nt_stores_exactly_its_bytes() {
+        let (path, r) = region(4096);
+        let _ = std::fs::remove_file(&path);
+        for off in 0..24u64 {
+            for len in 0..80usize {
+                r.write(0, &[0xEE; 256]).unwrap();
+                let data: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5A).collect();
+                r.write_nt(off, &data).unwrap();
+                let mut back = [0u8; 256];
+                r.read(0, &mut back).unwrap();
+                assert!(back[..off as usize].iter().all(|&x| x == 0xEE));
+                assert_eq!(&back[off as usize..off as usize + len], &data[..]);
+                assert!(back[off as usize + len..].iter().all(|&x| x == 0xEE));
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
 //! The traced backend: a DRAM region whose every store, flush and fence is recorded.
+#![forbid(unsafe_code)]
 
 use std::panic::Location;
 
