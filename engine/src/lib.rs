@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod bugs;
 pub mod cache;
 pub mod cursor;
+mod data;
 pub mod engine;
 pub mod error;
 pub mod gc;
@@ -20,19 +21,19 @@ pub mod log;
 pub mod mapping;
 pub mod media;
 pub mod mount;
+mod namespace;
 pub mod sync;
 pub mod txn;
 mod walk;
 pub mod xattr;
 
 pub use cache::{MapMode, WritebackConfig};
-pub use engine::{
-    check_name, DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS,
-};
+pub use engine::{DirEntry, Engine, RenameFlags, SetAttr, StatFs, MAX_FILE_PAGES, MAX_LINKS};
 pub use error::{Error, Result};
 pub use gc::{GcConfig, GcStats, LogStats};
 pub use inode::{Attr, InodeLayout};
 pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
 pub use media::{Media, MediaMode};
 pub use mount::{FormatOptions, MountOptions, MountReport};
+pub use namespace::check_name;
 pub use xattr::XattrFlags;

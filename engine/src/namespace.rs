@@ -1,0 +1,667 @@
+//! Namespace operations: create, mknod, mkdir, symlink, link, unlink, rmdir, rename and
+//! exchange. Each is one `Txn` (DESIGN §5.0): the entries of every inode it changes, committed by
+//! one tail store or, across inodes, by the undo journal; then applied to the locked states.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::bugs::{self, Bug};
+use crate::data::content_pages;
+use crate::engine::{Engine, RenameFlags, MAX_FILE_PAGES, MAX_LINKS};
+use crate::error::{Error, Result};
+use crate::inode::{Attr, DirEnt, Inode, InodeState};
+use crate::layout::entry::Entry;
+use crate::layout::inode::{InodeSlot, NewInode};
+use crate::layout::{now_ns, Kind, BLOCK, INODES_PER_CHUNK, NAME_MAX};
+use crate::sync::RwLockWriteGuard;
+
+/// Validate one name.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidPath("empty name".into()));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong(name.len()));
+    }
+    if name == b"." || name == b".." {
+        return Err(Error::InvalidPath(
+            "'.' and '..' cannot be created or removed".into(),
+        ));
+    }
+    if name.iter().any(|&b| b == 0 || b == b'/') {
+        return Err(Error::InvalidPath("names cannot contain '/' or NUL".into()));
+    }
+    Ok(())
+}
+
+/// Locks on several inodes, taken in inode order.
+struct Locked<'a> {
+    guards: Vec<(u64, RwLockWriteGuard<'a, InodeState>)>,
+}
+
+impl<'a> Locked<'a> {
+    fn new(inodes: &'a [Arc<Inode>]) -> Locked<'a> {
+        let mut refs: Vec<&'a Arc<Inode>> = inodes.iter().collect();
+        refs.sort_by_key(|i| i.ino);
+        refs.dedup_by_key(|i| i.ino);
+        Locked {
+            guards: refs.into_iter().map(|i| (i.ino, i.state.write())).collect(),
+        }
+    }
+
+    fn get(&mut self, ino: u64) -> &mut InodeState {
+        let i = self
+            .guards
+            .iter()
+            .position(|(n, _)| *n == ino)
+            .expect("inode locked");
+        &mut self.guards[i].1
+    }
+}
+
+impl Engine {
+    /// Create a regular file.
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, None)
+    }
+
+    /// Create a FIFO, socket, or character or block device node (`rdev`: its device number,
+    /// Linux `dev_t` encoding; 0 for FIFOs and sockets). Such an inode has attributes and no
+    /// data. On a format-1 image mounted read-only: `ReadOnly`, as every change.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+    ) -> Result<Attr> {
+        if !kind.is_special() {
+            return Err(Error::InvalidArgument(
+                "mknod makes FIFOs, sockets and device nodes".into(),
+            ));
+        }
+        if rdev != 0 && !kind.is_device() {
+            return Err(Error::InvalidArgument(
+                "only device nodes have a device number".into(),
+            ));
+        }
+        if rdev > u64::from(u32::MAX) {
+            return Err(Error::InvalidArgument(
+                "device number beyond Linux's 32-bit encoding".into(),
+            ));
+        }
+        self.make_node(parent, name, (kind, rdev), mode, uid, gid, None)
+    }
+
+    /// Create a regular file holding `data`, in one commit: after a crash the name is absent,
+    /// or present with all of `data` (never empty or partly written). `AlreadyExists` if the
+    /// name is taken.
+    pub fn create_with(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+        data: &[u8],
+    ) -> Result<Attr> {
+        if data.len() as u64 > MAX_FILE_PAGES * BLOCK {
+            return Err(Error::FileTooLarge);
+        }
+        let (uid, gid) = owner;
+        self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, Some(data))
+    }
+
+    /// Create a directory.
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.make_node(parent, name, (Kind::Dir, 0), mode, uid, gid, None)
+    }
+
+    /// Create a symbolic link to `target`.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        if target.is_empty() || target.len() > BLOCK as usize || target.contains(&0) {
+            return Err(Error::InvalidArgument(
+                "symlink target must be 1..4096 bytes without NUL".into(),
+            ));
+        }
+        self.make_node(
+            parent,
+            name,
+            (Kind::Symlink, 0),
+            0o777,
+            uid,
+            gid,
+            Some(target),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        (kind, rdev): (Kind, u64),
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        content: Option<&[u8]>,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        let _op = self.writable()?;
+        let p = self.inode(parent)?;
+        let mut ps = p.state.write();
+        if ps.attr.kind != Kind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        if ps.removed {
+            return Err(Error::NotFound);
+        }
+        if ps.dir.contains_key(name) {
+            return Err(Error::AlreadyExists);
+        }
+        if kind == Kind::Dir && ps.attr.nlink >= MAX_LINKS {
+            return Err(Error::TooManyLinks);
+        }
+        let mut txn = self.txn("create");
+        let ino = self.alloc_ino()?;
+        txn.alloc_ino(ino);
+        let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
+        let old: InodeSlot = self.media.read_pod(slot_off)?;
+        let now = now_ns();
+        // A directory's default ACL is inherited (POSIX `posix_acl_create`), in this commit.
+        let (inherit, mode) = crate::xattr::inherit_acl(&ps.xattrs, kind, mode);
+        let mut slot = InodeSlot::fresh(NewInode {
+            kind,
+            generation: old.generation.wrapping_add(1),
+            mode,
+            uid,
+            gid,
+            parent,
+            ctime_ns: now,
+            rdev,
+        });
+        let mut child = InodeState::new(ino, &slot, kind);
+        // The new inode's log is prepared before anything names it: the parent's commit
+        // makes the inode and its contents (and inherited ACLs) visible together (one tail
+        // store: the child's log is reached only through the parent's new entry).
+        let mut entries = Vec::new();
+        if let Some(data) = content.filter(|d| !d.is_empty()) {
+            txn.write_pages(
+                &child.map,
+                &content_pages(data),
+                data.len() as u64,
+                now,
+                &mut entries,
+            )?;
+        }
+        for (n, v) in &inherit {
+            entries.extend(crate::layout::entry::xattr_set_entries(n, v, now));
+        }
+        if !entries.is_empty() {
+            (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, &child, entries)?;
+        }
+        // The whole slot, including head and tail for a prepared log.
+        if bugs::active(Bug::NoInodeSlotFlush) {
+            self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
+        } else {
+            self.media
+                .write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+        }
+        let pe = Entry::DirAdd {
+            ino,
+            kind,
+            name: name.to_vec(),
+            mtime_ns: now,
+        };
+        txn.append(parent, p.slot_off, &ps, vec![pe])?;
+        let mut done = txn.commit()?;
+        self.apply(&mut done, parent, p.slot_off, &mut ps);
+        let _ = done.apply(&self.blocks, ino, &mut child);
+        let attr = child.attr();
+        self.cache_insert(ino, child)?;
+        Ok(attr)
+    }
+
+    /// Remove the name of a non-directory.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// Remove an empty directory.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        check_name(name)?;
+        let _op = self.writable()?;
+        loop {
+            let ent = self.lookup_ent(parent, name)?;
+            match (dir, ent.kind == Kind::Dir) {
+                (false, true) => return Err(Error::IsADirectory),
+                (true, false) => return Err(Error::NotADirectory),
+                _ => {}
+            }
+            let inodes = [self.inode(parent)?, self.inode(ent.ino)?];
+            let mut l = Locked::new(&inodes);
+            if l.get(parent).dir.get(name) != Some(&ent) {
+                continue; // changed under us; retry
+            }
+            let now = now_ns();
+            let cs = l.get(ent.ino);
+            if cs.attr.kind != ent.kind {
+                // The fast path trusts the logs: never free an inode of another kind than
+                // the name says (a directory's children would be lost).
+                return Err(Error::corrupt(
+                    "directory entry kind differs from the inode's",
+                    format!("inode {} (named in directory {parent})", ent.ino),
+                ));
+            }
+            if dir && !cs.dir.is_empty() {
+                return Err(Error::DirectoryNotEmpty);
+            }
+            if dir && cs.parent != parent {
+                // A directory named by a second directory: freeing it would leave the name
+                // its real parent holds pointing at a free inode.
+                return Err(Error::corrupt(
+                    "directory named outside its parent (a directory hard link)",
+                    format!(
+                        "inode {} (named in directory {parent}, parent {})",
+                        ent.ino, cs.parent
+                    ),
+                ));
+            }
+            let child_entries = if !dir && cs.attr.nlink > 1 {
+                vec![Entry::Link {
+                    nlink: cs.attr.nlink - 1,
+                    ctime_ns: now,
+                    parent: 0,
+                }]
+            } else {
+                vec![]
+            };
+            let pe = vec![Entry::DirRemove {
+                ino: ent.ino,
+                name: name.to_vec(),
+                mtime_ns: now,
+            }];
+            let last_link = dir || child_entries.is_empty();
+            // Removing frees space: it may use the reserve.
+            let mut txn = self.txn("remove").frees_space(true);
+            txn.append(parent, inodes[0].slot_off, l.get(parent), pe)?;
+            txn.append(ent.ino, inodes[1].slot_off, l.get(ent.ino), child_entries)?;
+            let mut done = txn.commit()?;
+            self.apply(&mut done, parent, inodes[0].slot_off, l.get(parent));
+            self.apply(&mut done, ent.ino, inodes[1].slot_off, l.get(ent.ino));
+            let cs = l.get(ent.ino);
+            if last_link {
+                cs.attr.nlink = 0;
+                cs.removed = true;
+                cs.attr.ctime_ns = now;
+                if inodes[1].open.load(Ordering::Acquire) == 0 {
+                    self.free_inode(&inodes[1], cs)?;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Add a hard link `new_parent/new_name` to `ino`.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
+        check_name(new_name)?;
+        let _op = self.writable()?;
+        let inodes = [self.inode(new_parent)?, self.inode(ino)?];
+        let mut l = Locked::new(&inodes);
+        {
+            let ps = l.get(new_parent);
+            if ps.attr.kind != Kind::Dir {
+                return Err(Error::NotADirectory);
+            }
+            if ps.removed {
+                return Err(Error::NotFound);
+            }
+            if ps.dir.contains_key(new_name) {
+                return Err(Error::AlreadyExists);
+            }
+        }
+        let cs = l.get(ino);
+        if cs.attr.kind == Kind::Dir {
+            return Err(Error::NotPermitted("hard links to directories"));
+        }
+        if cs.removed || cs.freed {
+            return Err(Error::NotFound);
+        }
+        if cs.attr.nlink >= MAX_LINKS {
+            return Err(Error::TooManyLinks);
+        }
+        let now = now_ns();
+        let kind = cs.attr.kind;
+        let ce = vec![Entry::Link {
+            nlink: cs.attr.nlink + 1,
+            ctime_ns: now,
+            parent: 0,
+        }];
+        let pe = vec![Entry::DirAdd {
+            ino,
+            kind,
+            name: new_name.to_vec(),
+            mtime_ns: now,
+        }];
+        let mut txn = self.txn("link");
+        txn.append(new_parent, inodes[0].slot_off, l.get(new_parent), pe)?;
+        txn.append(ino, inodes[1].slot_off, l.get(ino), ce)?;
+        let mut done = txn.commit()?;
+        self.apply(&mut done, new_parent, inodes[0].slot_off, l.get(new_parent));
+        self.apply(&mut done, ino, inodes[1].slot_off, l.get(ino));
+        Ok(l.get(ino).attr())
+    }
+
+    /// Rename `src_parent/src_name` to `dst_parent/dst_name` (POSIX rules).
+    pub fn rename(
+        &self,
+        src_parent: u64,
+        src_name: &[u8],
+        dst_parent: u64,
+        dst_name: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        check_name(src_name)?;
+        check_name(dst_name)?;
+        if flags.exchange && flags.noreplace {
+            return Err(Error::InvalidArgument(
+                "exchange and noreplace together".into(),
+            ));
+        }
+        let _op = self.writable()?;
+        let _rename = self.rename_lock.lock();
+        if flags.exchange {
+            return self.exchange(src_parent, src_name, dst_parent, dst_name);
+        }
+        loop {
+            let src = self.lookup_ent(src_parent, src_name)?;
+            let dst = match self.lookup_ent(dst_parent, dst_name) {
+                Ok(d) => Some(d),
+                Err(Error::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(d) = dst {
+                if d.ino == src.ino {
+                    return Ok(()); // both names link the same inode: POSIX says do nothing
+                }
+                if flags.noreplace {
+                    return Err(Error::AlreadyExists);
+                }
+                match (src.kind == Kind::Dir, d.kind == Kind::Dir) {
+                    (true, false) => return Err(Error::NotADirectory),
+                    (false, true) => return Err(Error::IsADirectory),
+                    _ => {}
+                }
+            }
+            // The destination must not be the moved directory or inside it.
+            if src.kind == Kind::Dir
+                && src_parent != dst_parent
+                && self.within(dst_parent, src.ino)?
+            {
+                return Err(Error::RenameIntoSelf);
+            }
+            let mut inodes = vec![self.inode(src_parent)?, self.inode(src.ino)?];
+            if dst_parent != src_parent {
+                inodes.push(self.inode(dst_parent)?);
+            }
+            if let Some(d) = dst {
+                inodes.push(self.inode(d.ino)?);
+            }
+            let mut l = Locked::new(&inodes);
+            if l.get(src_parent).dir.get(src_name) != Some(&src)
+                || l.get(dst_parent).dir.get(dst_name).copied() != dst
+            {
+                continue;
+            }
+            if l.get(dst_parent).removed {
+                return Err(Error::NotFound);
+            }
+            if let Some(d) = dst {
+                if d.kind == Kind::Dir && !l.get(d.ino).dir.is_empty() {
+                    return Err(Error::DirectoryNotEmpty);
+                }
+            }
+            let now = now_ns();
+            let remove_src = Entry::DirRemove {
+                ino: src.ino,
+                name: src_name.to_vec(),
+                mtime_ns: now,
+            };
+            let add_dst = Entry::DirAdd {
+                ino: src.ino,
+                kind: src.kind,
+                name: dst_name.to_vec(),
+                mtime_ns: now,
+            };
+            let mut dst_entries = Vec::new();
+            if let Some(d) = dst {
+                dst_entries.push(Entry::DirRemove {
+                    ino: d.ino,
+                    name: dst_name.to_vec(),
+                    mtime_ns: now,
+                });
+            }
+            dst_entries.push(add_dst);
+            let (src_entries, dst_entries) = if src_parent == dst_parent {
+                let mut v = vec![remove_src];
+                v.extend(dst_entries);
+                (v, Vec::new())
+            } else {
+                (vec![remove_src], dst_entries)
+            };
+            // The moved inode's ctime changes (as on ext4 and tmpfs); a directory that changes
+            // parent records the new one.
+            let moved_entries = vec![Entry::Link {
+                nlink: l.get(src.ino).attr.nlink,
+                ctime_ns: now,
+                parent: if src.kind == Kind::Dir && src_parent != dst_parent {
+                    dst_parent
+                } else {
+                    0
+                },
+            }];
+            let victim_gone = match dst {
+                Some(d) => d.kind == Kind::Dir || l.get(d.ino).attr.nlink <= 1,
+                None => false,
+            };
+            let victim_entries = match dst {
+                Some(d) if d.kind != Kind::Dir && l.get(d.ino).attr.nlink > 1 => {
+                    vec![Entry::Link {
+                        nlink: l.get(d.ino).attr.nlink - 1,
+                        ctime_ns: now,
+                        parent: 0,
+                    }]
+                }
+                _ => vec![],
+            };
+            let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
+            if src_parent != dst_parent {
+                plan.push((dst_parent, dst_entries));
+            }
+            plan.push((src.ino, moved_entries));
+            if let Some(d) = dst {
+                plan.push((d.ino, victim_entries));
+            }
+            // Only a rename that frees its victim may dip into the reserve: a plain move on a
+            // full image fails with NoSpace.
+            self.commit_locked(&mut l, &inodes, plan, victim_gone, "rename")?;
+            if let Some(d) = dst {
+                let vs = l.get(d.ino);
+                if victim_gone {
+                    vs.attr.nlink = 0;
+                    vs.removed = true;
+                    let victim = inodes.iter().find(|i| i.ino == d.ino).expect("locked");
+                    if victim.open.load(Ordering::Acquire) == 0 {
+                        self.free_inode(victim, vs)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Whether directory `dir` is `ancestor` or lies inside it (the rename lock held).
+    fn within(&self, dir: u64, ancestor: u64) -> Result<bool> {
+        let mut cur = dir;
+        let mut hops = 0u64;
+        // A parent chain longer than the inode table holds inodes is a cycle.
+        let max_hops = self.chunks.read().len() as u64 * INODES_PER_CHUNK;
+        loop {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == crate::layout::ROOT_INO {
+                return Ok(false);
+            }
+            cur = self.parent_of(cur)?;
+            hops += 1;
+            if hops > max_hops {
+                return Err(Error::corrupt("directory cycle", format!("inode {dir}")));
+            }
+        }
+    }
+
+    /// `RENAME_EXCHANGE`: swap what two names point at, in one journaled commit (the rename
+    /// lock and the operation gate held).
+    fn exchange(
+        &self,
+        src_parent: u64,
+        src_name: &[u8],
+        dst_parent: u64,
+        dst_name: &[u8],
+    ) -> Result<()> {
+        loop {
+            let src = self.lookup_ent(src_parent, src_name)?;
+            let dst = self.lookup_ent(dst_parent, dst_name)?;
+            if src.ino == dst.ino {
+                return Ok(());
+            }
+            if src_parent != dst_parent
+                && ((src.kind == Kind::Dir && self.within(dst_parent, src.ino)?)
+                    || (dst.kind == Kind::Dir && self.within(src_parent, dst.ino)?))
+            {
+                return Err(Error::RenameIntoSelf);
+            }
+            let mut inodes = vec![
+                self.inode(src_parent)?,
+                self.inode(src.ino)?,
+                self.inode(dst.ino)?,
+            ];
+            if dst_parent != src_parent {
+                inodes.push(self.inode(dst_parent)?);
+            }
+            let mut l = Locked::new(&inodes);
+            if l.get(src_parent).dir.get(src_name) != Some(&src)
+                || l.get(dst_parent).dir.get(dst_name) != Some(&dst)
+            {
+                continue;
+            }
+            let cross = src_parent != dst_parent;
+            // A parent that trades a non-directory for a directory gains a link.
+            let gains_dir = |to: &DirEnt, from: &DirEnt| {
+                cross && to.kind == Kind::Dir && from.kind != Kind::Dir
+            };
+            if (gains_dir(&dst, &src) && l.get(src_parent).attr.nlink >= MAX_LINKS)
+                || (gains_dir(&src, &dst) && l.get(dst_parent).attr.nlink >= MAX_LINKS)
+            {
+                return Err(Error::TooManyLinks);
+            }
+            let now = now_ns();
+            let remove = |e: &DirEnt, name: &[u8]| Entry::DirRemove {
+                ino: e.ino,
+                name: name.to_vec(),
+                mtime_ns: now,
+            };
+            let add = |e: &DirEnt, name: &[u8]| Entry::DirAdd {
+                ino: e.ino,
+                kind: e.kind,
+                name: name.to_vec(),
+                mtime_ns: now,
+            };
+            let mut plan: Vec<(u64, Vec<Entry>)> = if cross {
+                vec![
+                    (
+                        src_parent,
+                        vec![remove(&src, src_name), add(&dst, src_name)],
+                    ),
+                    (
+                        dst_parent,
+                        vec![remove(&dst, dst_name), add(&src, dst_name)],
+                    ),
+                ]
+            } else {
+                vec![(
+                    src_parent,
+                    vec![
+                        remove(&src, src_name),
+                        remove(&dst, dst_name),
+                        add(&dst, src_name),
+                        add(&src, dst_name),
+                    ],
+                )]
+            };
+            // Both inodes change ctime; a directory that changes parent records it.
+            for (e, new_parent) in [(&src, dst_parent), (&dst, src_parent)] {
+                let nlink = l.get(e.ino).attr.nlink;
+                plan.push((
+                    e.ino,
+                    vec![Entry::Link {
+                        nlink,
+                        ctime_ns: now,
+                        parent: if e.kind == Kind::Dir && cross {
+                            new_parent
+                        } else {
+                            0
+                        },
+                    }],
+                ));
+            }
+            return self.commit_locked(&mut l, &inodes, plan, false, "exchange");
+        }
+    }
+
+    /// Prepare each locked inode's entries of `plan` (empty lists add nothing), commit them
+    /// together (journaled when several) and apply them.
+    fn commit_locked(
+        &self,
+        l: &mut Locked<'_>,
+        inodes: &[Arc<Inode>],
+        plan: Vec<(u64, Vec<Entry>)>,
+        frees_space: bool,
+        mark: &'static str,
+    ) -> Result<()> {
+        let slot_of = |ino: u64| {
+            inodes
+                .iter()
+                .find(|i| i.ino == ino)
+                .map(|i| i.slot_off)
+                .expect("locked")
+        };
+        let mut txn = self.txn(mark).frees_space(frees_space);
+        let mut touched = Vec::with_capacity(plan.len());
+        for (ino, entries) in plan {
+            txn.append(ino, slot_of(ino), l.get(ino), entries)?;
+            touched.push(ino);
+        }
+        let mut done = txn.commit()?;
+        for ino in touched {
+            self.apply(&mut done, ino, slot_of(ino), l.get(ino));
+        }
+        Ok(())
+    }
+}
