@@ -610,6 +610,34 @@ impl Engine {
     }
 }
 
+/// What the loom model checks (`engine/tests/loom_publish.rs`, built with `--cfg loom` only)
+/// look at: the engine's internals, which the normal API keeps private.
+#[cfg(loom)]
+impl Engine {
+    /// The media.
+    pub fn loom_media(&self) -> &Arc<Media> {
+        &self.media
+    }
+
+    /// The block allocator.
+    pub fn loom_block_alloc(&self) -> &BlockAlloc {
+        &self.blocks
+    }
+
+    /// Read from an inode whose state the caller has locked.
+    pub fn loom_read_locked(&self, st: &InodeState, off: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_locked(st, off, buf)
+    }
+}
+
+#[cfg(loom)]
+impl Inode {
+    /// The inode's state lock.
+    pub fn loom_state(&self) -> &crate::sync::RwLock<InodeState> {
+        &self.state
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_writeback();

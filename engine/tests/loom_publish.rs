@@ -71,7 +71,7 @@ fn mount() -> (std::sync::Arc<Engine>, u64) {
     let (e, report) = Engine::open_media(media, &MountOptions::default()).unwrap();
     assert!(report.clean);
     // Everything mount stored was fenced: the bytes now are the durable base of the trace.
-    e.media().with_trace(|t| t.enabled = true);
+    e.loom_media().with_trace(|t| t.enabled = true);
     (e, ino)
 }
 
@@ -79,7 +79,7 @@ fn mount() -> (std::sync::Arc<Engine>, u64) {
 /// model guarantees: stores whose line was flushed after them and then fenced, non-temporal
 /// stores followed by a fence.
 fn durable_image(e: &Engine, base: &[u8]) -> Vec<u8> {
-    let events = e.media().with_trace(|t| t.take()).unwrap();
+    let events = e.loom_media().with_trace(|t| t.take()).unwrap();
     let mut img = base.to_vec();
     // Pending pieces (each inside one line): (seq, off, bytes, flushed).
     let mut pending: Vec<(usize, u64, Vec<u8>, bool)> = Vec::new();
@@ -141,12 +141,12 @@ fn recover_durable(e: &Engine, base: &[u8]) -> Vec<u8> {
 
 /// The state of `ino` replayed from its persistent logs (what a lazy load or recovery builds).
 fn replay(e: &Engine, ino: u64, slot_off: u64) -> InodeState {
-    inode::load(e.media(), slot_off, ino, Bounds::of(e.superblock())).expect("replay")
+    inode::load(e.loom_media(), slot_off, ino, Bounds::of(e.superblock())).expect("replay")
 }
 
 /// The DRAM state equals the replay of the logs up to their persistent tails.
 fn assert_matches_log(e: &Engine, ino: u64, slot_off: u64, st: &InodeState) {
-    let tail = e.media().load_u64(slot_off + TAIL_OFFSET).unwrap();
+    let tail = e.loom_media().load_u64(slot_off + TAIL_OFFSET).unwrap();
     assert_eq!(
         tail, st.log.tail_off,
         "persistent tail differs from the DRAM tail"
@@ -175,7 +175,7 @@ fn assert_blocks_accounted(e: &Engine, inos: &[u64]) {
     }
     for &ino in inos {
         let i = e.inode(ino).unwrap();
-        let st = i.state.read();
+        let st = i.loom_state().read();
         for (&pg, &b) in st.map.iter() {
             if b != 0 {
                 mark(b, format!("page {pg} of {ino}"));
@@ -191,7 +191,7 @@ fn assert_blocks_accounted(e: &Engine, inos: &[u64]) {
             mark(p, format!("cache log page of {ino}"));
         }
     }
-    for x in e.block_alloc().extents() {
+    for x in e.loom_block_alloc().extents() {
         for b in x.start..x.start + x.len {
             mark(b, "free".into());
         }
@@ -231,7 +231,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) -> usize {
 fn tail_publication_against_readers() {
     let runs = model(|| {
         let (e, ino) = mount();
-        let base = e.media().snapshot().unwrap();
+        let base = e.loom_media().snapshot().unwrap();
         let old = vec![b'a'; BLOCK as usize];
         let mut new = vec![b'a'; 2048];
         new.extend_from_slice(&[b'b'; BLOCK as usize]);
@@ -246,16 +246,16 @@ fn tail_publication_against_readers() {
             .inode(ino)
             .unwrap_or_else(|err| panic!("lazy load failed: {err:?}"));
         {
-            let st = i.state.read();
+            let st = i.loom_state().read();
             assert_matches_log(&e, ino, i.slot_off, &st);
             let mut buf = vec![0u8; 2 * BLOCK as usize];
-            let n = e.read_locked(&st, 0, &mut buf).unwrap();
+            let n = e.loom_read_locked(&st, 0, &mut buf).unwrap();
             buf.truncate(n);
             assert!(buf == old || buf == new, "torn read: {n} bytes");
         }
         writer.join().unwrap();
         let i = e.inode(ino).unwrap();
-        let st = i.state.read();
+        let st = i.loom_state().read();
         assert_matches_log(&e, ino, i.slot_off, &st);
         assert_eq!(st.attr.size, new.len() as u64, "the write was lost");
         drop(st);
@@ -274,7 +274,7 @@ fn tail_publication_against_readers() {
 fn cache_attach_against_writeback() {
     let runs = model(|| {
         let (e, ino) = mount();
-        let base = e.media().snapshot().unwrap();
+        let base = e.loom_media().snapshot().unwrap();
         let inode = e.inode(ino).unwrap();
         let (e1, i1) = (e.clone(), inode.clone());
         let mapper = thread::spawn(move || {
@@ -292,10 +292,10 @@ fn cache_attach_against_writeback() {
         want[100..104].copy_from_slice(b"XYZW");
         want[200..204].copy_from_slice(b"QRST");
         {
-            let st = inode.state.read();
+            let st = inode.loom_state().read();
             assert_matches_log(&e, ino, inode.slot_off, &st);
             let mut buf = vec![0u8; BLOCK as usize];
-            e.read_locked(&st, 0, &mut buf).unwrap();
+            e.loom_read_locked(&st, 0, &mut buf).unwrap();
             assert!(buf == want, "a mapped store is missing from the file");
         }
         assert_blocks_accounted(&e, &[ROOT_INO, ino]);
