@@ -211,12 +211,16 @@ impl Engine {
             if hi - lo == BLOCK {
                 pages.push((pg, Page::Borrowed(src)));
             } else {
-                let mut buf = vec![0u8; BLOCK as usize];
-                if let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) {
-                    self.media.read(b * BLOCK, &mut buf)?;
-                }
-                buf[(lo - pg_start) as usize..(hi - pg_start) as usize].copy_from_slice(src);
-                pages.push((pg, Page::Owned(buf)));
+                let base = st.cache.get(&pg).or_else(|| st.map.get(&pg)).copied();
+                let at = (lo - pg_start) as usize;
+                pages.push((
+                    pg,
+                    Page::Patch {
+                        base,
+                        at,
+                        data: src,
+                    },
+                ));
             }
         }
         let size = st.attr.size.max(end);

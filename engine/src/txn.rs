@@ -50,6 +50,14 @@ pub(crate) enum Page<'a> {
     Borrowed(&'a [u8]),
     /// A merged page.
     Owned(Vec<u8>),
+    /// `data` at byte `at` of the page, the rest from block `base` (zeros if `None`): the
+    /// lines `data` touches are merged in a small buffer, every other line is copied block to
+    /// block (a sub-page write never stages the whole page in DRAM). All non-temporal.
+    Patch {
+        base: Option<u64>,
+        at: usize,
+        data: &'a [u8],
+    },
     /// A zero-filled page.
     Zero,
     /// Unmap (a hole).
@@ -353,6 +361,33 @@ impl<'e> Txn<'e> {
             match content {
                 Page::Borrowed(d) => media.write_nt(b * BLOCK, d)?,
                 Page::Owned(d) => media.write_nt(b * BLOCK, d)?,
+                Page::Patch { base, at, data } => {
+                    const LINE: usize = 64;
+                    let dst = b * BLOCK;
+                    let lo = at / LINE * LINE;
+                    let hi = (at + data.len()).div_ceil(LINE) * LINE;
+                    if hi > BLOCK as usize || data.is_empty() {
+                        return Err(Error::InvalidArgument("patch outside its page".into()));
+                    }
+                    // The lines outside the patch: from the old block, or zeros.
+                    for (from, to) in [(0, lo), (hi, BLOCK as usize)] {
+                        if from < to {
+                            let (off, len) = (from as u64, (to - from) as u64);
+                            match base {
+                                // In place (only the injected FreeBeforeCommit bug): there.
+                                Some(src) if *src == b => {}
+                                Some(src) => media.copy_nt(src * BLOCK + off, dst + off, len)?,
+                                None => media.zero_nt(dst + off, len)?,
+                            }
+                        }
+                    }
+                    let mut mid = vec![0u8; hi - lo];
+                    if let Some(src) = base {
+                        media.read(src * BLOCK + lo as u64, &mut mid)?;
+                    }
+                    mid[at - lo..at - lo + data.len()].copy_from_slice(data);
+                    media.write_nt(dst + lo as u64, &mid)?;
+                }
                 Page::Zero => media.zero_nt(b * BLOCK, BLOCK)?,
                 Page::Hole => {}
             }
