@@ -181,9 +181,6 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
     /// Read the next page of the chain into the buffer.
     fn enter(&mut self, page: u64) -> Result<()> {
         let ino = self.ino;
-        if self.pages.is_empty() {
-            check_ends(ino, self.which, page, self.tail, self.bounds)?;
-        }
         if self.pages.len() as u64 >= self.bounds.hi {
             return Err(Error::corrupt(
                 format!("{} chain cycle", self.which),
@@ -208,6 +205,11 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
     }
 
     fn step(&mut self) -> Result<Option<LogItem>> {
+        if self.pages.is_empty() && self.pos == 0 && self.end == 0 {
+            // Before the first page: the head and tail words themselves (a head of 0 must not
+            // end the walk as an empty chain).
+            check_ends(self.ino, self.which, self.next, self.tail, self.bounds)?;
+        }
         while self.pos >= self.end {
             if self.next == 0 {
                 self.complete = true;
@@ -370,6 +372,22 @@ mod tests {
             .unwrap();
         let last = LogCursor::new(&media, 5, "log", 10, tail, BOUNDS).last();
         assert!(matches!(last, Some(Err(Error::Corrupt { .. }))), "{last:?}");
+    }
+
+    /// Found by the image_walk fuzz target (fuzz/regressions/image_walk/): a head word of 0
+    /// with a nonzero tail ended the walk as an empty, complete chain, so an unchecked tail in
+    /// a page's trailer area reached the log's state (and an append underflowed).
+    #[test]
+    fn a_zero_head_with_a_tail_is_an_error() {
+        let media = Media::traced(64 * BLOCK);
+        for tail in [10 * BLOCK + 64, 10 * BLOCK + TRAILER_OFFSET + 8] {
+            let mut c = LogCursor::new(&media, 5, "log", 0, tail, BOUNDS);
+            assert!(
+                matches!(c.next(), Some(Err(Error::Corrupt { .. }))),
+                "tail {tail}"
+            );
+            assert!(!c.complete());
+        }
     }
 
     #[test]
