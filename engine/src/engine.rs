@@ -194,7 +194,9 @@ impl Engine {
     /// A byte copy of the whole image as it is now, for checking a mounted image offline
     /// (fsck of the copy). Not a consistent snapshot while operations run.
     pub fn copy_image(&self) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; usize::try_from(self.media.len()).map_err(|_| Error::NoSpace)?];
+        let len = usize::try_from(self.media.len())
+            .map_err(|_| Error::InvalidArgument("image larger than the address space".into()))?;
+        let mut buf = vec![0u8; len];
         self.media.read(0, &mut buf)?;
         Ok(buf)
     }

@@ -12,7 +12,9 @@ use novafs_engine::layout::inode::{
     InodeSlot, NewInode, CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET,
 };
 use novafs_engine::layout::itable_map::{self, MapWord};
-use novafs_engine::layout::journal::{JournalSlot, SlotDamage, SlotState, SLOTS, SLOT_BYTES};
+use novafs_engine::layout::journal::{
+    JournalEntry, JournalSlot, SlotDamage, SlotState, SLOTS, SLOT_BYTES,
+};
 use novafs_engine::layout::saved;
 use novafs_engine::layout::state::{MountState, StateDamage};
 use novafs_engine::layout::superblock::{Superblock, MAGIC};
@@ -676,60 +678,60 @@ impl Scanner<'_, '_> {
             let off = base + slot as u64 * SLOT_BYTES;
             let js: JournalSlot = self.ctx.read_pod(off)?;
             let block = Some(self.sb.journal_block);
-            let decoded = js.decode(&chunks);
-            if decoded == Ok(SlotState::Idle) {
-                continue;
-            }
-            if decoded == Err(SlotDamage::Damaged) {
-                self.problem(ProblemKind::JournalCorrupt, None, block, Some(off), format!("journal slot {slot} is damaged (commit word {:#x}, {} records)", js.commit, js.n), Some("clear the slot without undoing it (its undo records cannot be trusted); the rest of the check repairs what the interrupted operation left"));
-                self.ctx.store_word(off, 0, true)?;
-                continue;
-            }
-            let entries = match decoded {
-                Ok(SlotState::Active(records)) => records,
-                Ok(SlotState::Idle) | Err(SlotDamage::Damaged) => continue,
-                Err(SlotDamage::BadAddress(addr)) => {
-                    self.problem(
-                    ProblemKind::JournalCorrupt,
-                    None,
-                    block,
-                    Some(off),
-                    format!(
-                        "journal slot {slot}: undo address {addr} is not an inode's log tail or head word"
-                    ),
-                    Some("clear the slot without undoing it"),
-                );
-                    self.ctx.store_word(off, 0, true)?;
+            let (msg, fix) = match js.decode(&chunks) {
+                Ok(SlotState::Idle) => continue,
+                Ok(SlotState::Active(records)) => {
+                    self.journal_undo(slot, off, records)?;
                     continue;
                 }
+                Err(SlotDamage::Damaged) => (
+                    format!("journal slot {slot} is damaged (commit word {:#x}, {} records)", js.commit, js.n),
+                    "clear the slot without undoing it (its undo records cannot be trusted); the rest of the check repairs what the interrupted operation left",
+                ),
+                Err(SlotDamage::BadAddress(addr)) => (
+                    format!("journal slot {slot}: undo address {addr} is not an inode's log tail or head word"),
+                    "clear the slot without undoing it",
+                ),
             };
-            // Not an error: the image needs recovery (as e2fsck treats a journal needing
-            // replay). The rest of the check sees the image as recovery leaves it: undone in
-            // the overlay (-n) or on the media (-y).
-            let done = if self.ctx.repair {
-                "undone"
-            } else {
-                "recovery will undo it"
-            };
-            self.out.recovery.push(format!(
-                "journal slot {slot} is active: a multi-inode operation was interrupted; {done} ({} log words restored)",
-                js.n
-            ));
-            self.ctx.before_change()?;
-            for e in entries {
-                if self.ctx.repair {
-                    self.ctx.media.store_u64(e.addr, e.old)?;
-                    self.ctx.media.flush(e.addr, 8)?;
-                } else {
-                    self.ctx.store_word(e.addr, e.old, true)?;
-                }
-            }
-            if self.ctx.repair {
-                self.ctx.media.fence();
-            }
+            self.problem(
+                ProblemKind::JournalCorrupt,
+                None,
+                block,
+                Some(off),
+                msg,
+                Some(fix),
+            );
             self.ctx.store_word(off, 0, true)?;
         }
         Ok(())
+    }
+
+    /// An active journal slot: not an error, the image needs recovery (as e2fsck treats a
+    /// journal needing replay). The rest of the check sees the image as recovery leaves it:
+    /// undone in the overlay (-n) or on the media (-y).
+    fn journal_undo(&mut self, slot: usize, off: u64, records: &[JournalEntry]) -> Result<()> {
+        let done = if self.ctx.repair {
+            "undone"
+        } else {
+            "recovery will undo it"
+        };
+        self.out.recovery.push(format!(
+            "journal slot {slot} is active: a multi-inode operation was interrupted; {done} ({} log words restored)",
+            records.len()
+        ));
+        self.ctx.before_change()?;
+        for e in records {
+            if self.ctx.repair {
+                self.ctx.media.store_u64(e.addr, e.old)?;
+                self.ctx.media.flush(e.addr, 8)?;
+            } else {
+                self.ctx.store_word(e.addr, e.old, true)?;
+            }
+        }
+        if self.ctx.repair {
+            self.ctx.media.fence();
+        }
+        self.ctx.store_word(off, 0, true)
     }
 
     /// Read every slot's kind byte (for orphans and the progress estimate).
