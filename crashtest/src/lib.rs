@@ -159,6 +159,8 @@ pub struct State {
     pub inos: BTreeMap<String, u64>,
     /// Blocks in use by files and logs (excluding the fixed area and inode-table chunks).
     pub used_blocks: u64,
+    /// Blocks in the image (it changes only by a grow, atomically).
+    pub blocks_total: u64,
 }
 
 /// Describe the tree and space use of `fs`.
@@ -251,6 +253,7 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
         contents,
         inos,
         used_blocks: s.blocks_total - s.blocks_free - fixed,
+        blocks_total: s.blocks_total,
     })
 }
 
@@ -272,7 +275,10 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
     if got == want {
         return true;
     }
-    if got.tree != want.tree || got.used_blocks != want.used_blocks {
+    if got.tree != want.tree
+        || got.used_blocks != want.used_blocks
+        || got.blocks_total != want.blocks_total
+    {
         return false;
     }
     for (path, w) in &want.contents {
@@ -307,6 +313,12 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
 
 fn describe_diff(got: &State, want: &[&State]) -> String {
     let w = want[0];
+    if got.blocks_total != w.blocks_total {
+        return format!(
+            "the image has {} blocks but the reference state has {}",
+            got.blocks_total, w.blocks_total
+        );
+    }
     if got.tree == w.tree && got.contents == w.contents {
         return format!(
             "blocks in use {} but the reference state has {}",
@@ -527,11 +539,9 @@ fn recovery_survives_crash(
         if matches!(ev, TraceEvent::Fence { .. }) {
             let c = replay.choices();
             if !c.is_empty() {
-                for u in replay.drain_durable_units() {
-                    if let Some(w) = work.as_mut() {
-                        let r = u as usize..u as usize + 8;
-                        w[r.clone()].copy_from_slice(&replay.durable[r]);
-                    }
+                match work.as_mut() {
+                    Some(w) => replay.sync_copy(w),
+                    None => drop(replay.drain_durable_units()),
                 }
                 for pick in c.sample(4, seed ^ i as u64) {
                     let (overlay, _) = c.overlay(&replay.durable, &pick);
@@ -648,14 +658,12 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             } else {
                 report.points_sampled += 1;
             }
-            for u in replay.drain_durable_units() {
-                if let Some(w) = work.as_mut() {
-                    let r = u as usize..u as usize + 8;
-                    w[r.clone()].copy_from_slice(&replay.durable[r]);
-                }
+            match work.as_mut() {
+                Some(w) => replay.sync_copy(w),
+                None => drop(replay.drain_durable_units()),
             }
             let mut local: HashSet<u64> = HashSet::new();
-            let durable_key = crc32fast::hash(&replay.durable) as u64;
+            let durable_key = images::image_hash(&replay.durable);
             for pick in picks {
                 let (overlay, applied) = c.overlay(&replay.durable, &pick);
                 let key = image_key(&replay.durable, &overlay);
@@ -713,6 +721,9 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             }
         }
         replay.step(idx, ev);
+        if let (TraceEvent::Grow { len, .. }, Some(img)) = (ev, eadr_img.as_mut()) {
+            img.resize(img.len().max(*len as usize), 0);
+        }
         // eADR: every prefix of the store order is a crash state.
         if cfg.eadr && !matches!(ctx, Ctx::Setup) {
             if let TraceEvent::Store { off, data, .. } = ev {

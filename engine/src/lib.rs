@@ -13,6 +13,7 @@ mod data;
 pub mod engine;
 pub mod error;
 pub mod gc;
+mod grow;
 pub mod hash;
 pub mod inode;
 pub mod journal;

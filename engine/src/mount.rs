@@ -61,6 +61,10 @@ pub struct MountOptions {
     pub force_emulated: bool,
     /// Pre-fault the whole mapping.
     pub populate: bool,
+    /// How large the image may grow while this mount lasts ([`Engine::grow`]): the address
+    /// space reserved for its mapping, in bytes; 0 (the default) is 16 times the image's size,
+    /// at least 1 GiB more (`media::default_grow_limit`).
+    pub grow_limit: u64,
     /// Threads for the recovery scan after a crash (0 = one per core).
     pub recovery_threads: usize,
     /// Background writeback of mapped pages (started by `novafs::Fs::open`).
@@ -86,8 +90,12 @@ pub struct MountReport {
     pub format_upgraded_from: Option<u32>,
 }
 
+/// Allocator shards and default recovery threads: one per core. Asked once per process
+/// (`available_parallelism` reads the cgroup's CPU quota from /sys: several system calls that
+/// were 8% of a mount of a small image).
 fn shards() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 impl Engine {
@@ -160,6 +168,7 @@ impl Engine {
                 require_dax: opts.require_dax,
                 force_emulated: opts.force_emulated,
                 populate: opts.populate,
+                grow_limit: opts.grow_limit,
             },
         )?;
         Engine::open_media(Arc::new(media), opts)
@@ -285,7 +294,7 @@ impl Engine {
     /// the tree; each level's inodes are loaded (their logs read and checked) in parallel.
     pub fn rebuild_with(&self, threads: usize) -> Result<u64> {
         let threads = if threads == 0 { shards() } else { threads };
-        let sb = self.sb;
+        let sb = self.superblock();
         let total = sb.blocks_total;
         let used = AtomicBits::new(total);
         for b in 0..sb.first_free_block {
@@ -574,7 +583,7 @@ impl Engine {
             self.media.sync_all()?;
             return Ok(());
         };
-        let state_off = self.sb.state_block * BLOCK;
+        let state_off = self.superblock().state_block * BLOCK;
         self.media.write_nt(home.start * BLOCK, &buf)?;
         let mut ms: MountState = self.media.read_pod(state_off)?;
         ms.clean = 0;
@@ -728,7 +737,7 @@ mod tests {
     fn chunk_pointer_near_u64_max_is_corrupt() {
         let media = Arc::new(Media::traced(MIN_IMAGE_BYTES));
         let engine = Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
-        let sb = *engine.superblock();
+        let sb = engine.superblock();
         engine.unmount().unwrap();
         assert_eq!(read_chunks(&media, &sb).unwrap().len(), 1);
         let entry1 = sb.itable_map_start * BLOCK + 8;

@@ -116,7 +116,8 @@ fn durable_image(e: &Engine, base: &[u8]) -> Vec<u8> {
                     }
                 }
             }
-            TraceEvent::Mark(_) => {}
+            // The models never grow the image.
+            TraceEvent::Mark(_) | TraceEvent::Grow { .. } => {}
         }
     }
     img
@@ -141,7 +142,7 @@ fn recover_durable(e: &Engine, base: &[u8]) -> Vec<u8> {
 
 /// The state of `ino` replayed from its persistent logs (what a lazy load or recovery builds).
 fn replay(e: &Engine, ino: u64, slot_off: u64) -> InodeState {
-    inode::load(e.loom_media(), slot_off, ino, Bounds::of(e.superblock())).expect("replay")
+    inode::load(e.loom_media(), slot_off, ino, Bounds::of(&e.superblock())).expect("replay")
 }
 
 /// The DRAM state equals the replay of the logs up to their persistent tails.
