@@ -193,7 +193,8 @@ fn a_torn_primary_after_grow_is_repaired_from_the_new_replica() {
     assert_eq!(img.len() as u64, 8 * MIB);
     img[100] ^= 0xff;
     let (engine, report) =
-        Engine::open_media(Arc::new(Media::traced_from(img)), &Default::default()).unwrap();
+        novafs_recovery::open_media(Arc::new(Media::traced_from(img)), &Default::default())
+            .unwrap();
     assert!(report.superblock_repaired);
     let fs = Fs::from_engine(engine, report);
     assert_eq!(fs.statfs().unwrap().blocks_total, 8 * MIB / BLOCK);

@@ -371,7 +371,7 @@ fn recover_in_place(
     let media = Arc::new(Media::traced_from(buf));
     media.with_trace(|t| t.enabled = true);
     let result = checked(|| {
-        let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
+        let (engine, report) = novafs_recovery::open_media(media.clone(), &MountOptions::default())
             .map_err(|e| format!("recovery failed: {e}"))?;
         let fs = Fs::from_engine(engine, report);
         let st = state_of(&fs)?;
@@ -388,7 +388,7 @@ fn recover_in_place(
             // fsck finds nothing wrong with what recovery left.
             fs.crash();
             fsck_finds_nothing(media.clone(), "the recovered image")?;
-            let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
+            let (engine, r) = novafs_recovery::open_media(media.clone(), &MountOptions::default())
                 .map_err(|e| format!("mount after fsck failed: {e}"))?;
             usable(Fs::from_engine(engine, r), media.clone())?;
         } else {
@@ -442,7 +442,7 @@ fn recover(img: Vec<u8>, trace: bool) -> Result<(Fs, Option<Vec<TraceEvent>>), S
         media.with_trace(|t| t.enabled = true);
     }
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        Engine::open_media(media.clone(), &MountOptions::default())
+        novafs_recovery::open_media(media.clone(), &MountOptions::default())
     }));
     match r {
         Ok(Ok((engine, report))) => {
@@ -502,8 +502,8 @@ fn usable(fs: Fs, media: Arc<Media>) -> Result<(), String> {
     drop(fs);
     engine.unmount().map_err(|x| e("unmount", x.into()))?;
     drop(engine);
-    let (engine, _) =
-        Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x.into()))?;
+    let (engine, _) = novafs_recovery::open_media(media, &MountOptions::default())
+        .map_err(|x| e("remount", x.into()))?;
     let fs = Fs::from_engine(engine, Default::default());
     let st = state_of(&fs)?;
     if !st.tree.is_empty() {
@@ -1105,8 +1105,8 @@ fn run_op(
                 gc: gc.clone(),
                 ..MountOptions::default()
             };
-            let (engine, report) =
-                Engine::open_media(media.clone(), &opts).map_err(|e| format!("mount: {e}"))?;
+            let (engine, report) = novafs_recovery::open_media(media.clone(), &opts)
+                .map_err(|e| format!("mount: {e}"))?;
             Ok((Fs::from_engine(engine, report), None))
         }
         _ => {

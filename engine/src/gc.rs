@@ -310,7 +310,7 @@ impl Engine {
     /// migration and its GC) leaves a dead prefix that no later commit of that inode may
     /// come to drop; recovery drops it, so that every recovery of an image ends with the same
     /// blocks in use, however often it was interrupted.
-    pub(crate) fn gc_dead_prefixes(&self) -> Result<u64> {
+    pub fn gc_dead_prefixes(&self) -> Result<u64> {
         let mut freed = 0;
         for i in self.cached_inodes() {
             let mut st = i.state.write();
