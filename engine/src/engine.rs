@@ -101,14 +101,14 @@ pub struct Engine {
     pub(crate) rename_lock: Mutex<()>,
     pub(crate) read_only: bool,
     pub(crate) mounted: AtomicBool,
-    pub(crate) writeback: crate::cache::Writeback,
-    pub(crate) gc: crate::gc::Gc,
+    pub(crate) writeback: crate::state::writeback::Writeback,
+    pub(crate) gc: crate::state::gc::Gc,
     /// Mutating operations hold it shared; unmount and crash exclusively.
     pub(crate) gate: RwLock<()>,
     /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
-    pub(crate) dir_names: crate::admit::DirNames,
+    pub(crate) dir_names: crate::state::dirnames::DirNames,
     /// Live direct-access mappings per inode (`mapping.rs`).
-    pub(crate) maps: crate::mapping::MapTable,
+    pub(crate) maps: crate::state::maptable::MapTable,
 }
 
 impl std::fmt::Debug for Engine {

@@ -23,6 +23,7 @@ pub mod mapping;
 pub mod media;
 pub mod mount;
 mod namespace;
+mod state;
 pub mod sync;
 pub mod txn;
 mod walk;

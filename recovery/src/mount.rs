@@ -69,7 +69,7 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
             if opts.read_only {
                 return Err(Error::ReadOnly);
             }
-            report.journal_undone = crate::undo::undo_journal(&media, &sb, &chunks)?;
+            report.journal_undone = crate::undo::undo_journal(&media, sb.journal_block, &chunks)?;
             let rebuilt = crate::rebuild::rebuild(&media, &sb, &chunks, opts.recovery_threads)?;
             report.inodes_scanned = rebuilt.scanned;
             let r = Recovered {

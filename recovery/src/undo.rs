@@ -5,17 +5,16 @@
 
 use novafs_engine::bugs::{self, Bug};
 use novafs_engine::layout::journal::{JournalSlot, SlotDamage, SlotState, SLOTS, SLOT_BYTES};
-use novafs_engine::layout::superblock::Superblock;
 use novafs_engine::layout::BLOCK;
 use novafs_engine::media::Media;
 use novafs_engine::{Error, Result};
 
-/// Undo every active journal slot. Returns how many were undone. `chunks`: the inode table
+/// Undo every active slot of the journal at `journal_block`. Returns how many were undone. `chunks`: the inode table
 /// (every undo record must name a log word inside it, `undo_address_ok`).
-pub fn undo_journal(media: &Media, sb: &Superblock, chunks: &[u64]) -> Result<usize> {
+pub fn undo_journal(media: &Media, journal_block: u64, chunks: &[u64]) -> Result<usize> {
     let mut undone = 0;
     for slot in 0..SLOTS {
-        let off = sb.journal_block * BLOCK + slot as u64 * SLOT_BYTES;
+        let off = journal_block * BLOCK + slot as u64 * SLOT_BYTES;
         let js: JournalSlot = media.read_pod(off)?;
         let loc = || format!("journal slot {slot}");
         let records = match js.decode(chunks) {
