@@ -256,6 +256,89 @@ pub fn ls(image: &Path, path: &Path, long: bool) -> CliResult<()> {
 }
 
 /// `novafs stat`.
+/// An xattr value for display: text if it is printable UTF-8, else `0x` and hex.
+fn shown_value(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(t) if !t.starts_with("0x") && t.chars().all(|c| !c.is_control()) => t.to_string(),
+        _ => {
+            let mut h = String::from("0x");
+            for b in v {
+                h.push_str(&format!("{b:02x}"));
+            }
+            h
+        }
+    }
+}
+
+/// A value given on the command line: `0x` + hex digits are bytes, anything else its text.
+fn parse_value(v: &str) -> CliResult<Vec<u8>> {
+    let Some(hex) = v.strip_prefix("0x") else {
+        return Ok(v.as_bytes().to_vec());
+    };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CliError::new(
+            "",
+            format!("value '{v}' starts with 0x but is not an even number of hex digits"),
+        ));
+    }
+    Ok((0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
+        .collect())
+}
+
+/// `novafs xattr`: list, get, set or remove extended attributes.
+pub fn xattr(
+    image: &Path,
+    path: &Path,
+    name: Option<&str>,
+    value: Option<&str>,
+    remove: Option<&str>,
+    as_json: bool,
+) -> CliResult<()> {
+    let value = value.map(parse_value).transpose()?;
+    let mut out = Out::new();
+    let ctx = |n: &str| format!("{} {n}", shown(path));
+    match (name, value, remove) {
+        (Some(n), Some(v), _) => with_fs(image, |fs| {
+            fs.set_xattr(path, n, &v, novafs::XattrFlags::Any)
+                .with_context(|| ctx(n))
+        })?,
+        (_, _, Some(n)) => with_fs(image, |fs| fs.remove_xattr(path, n).with_context(|| ctx(n)))?,
+        (Some(n), None, None) if !as_json => {
+            let v = with_fs(image, |fs| fs.get_xattr(path, n).with_context(|| ctx(n)))?;
+            out.bytes(&v)?;
+        }
+        _ => {
+            let all = with_fs(image, |fs| {
+                let names = fs.list_xattr(path).with_context(|| shown(path))?;
+                let mut all = Vec::new();
+                for n in names {
+                    if name.is_some_and(|want| want.as_bytes() != n.as_slice()) {
+                        continue;
+                    }
+                    let shown_name = String::from_utf8_lossy(&n).into_owned();
+                    let v = fs.get_xattr(path, &n).with_context(|| ctx(&shown_name))?;
+                    all.push((shown_name, shown_value(&v)));
+                }
+                Ok(all)
+            })?;
+            if as_json {
+                let m: serde_json::Map<String, serde_json::Value> = all
+                    .into_iter()
+                    .map(|(n, v)| (n, serde_json::Value::String(v)))
+                    .collect();
+                out.line(serde_json::Value::Object(m).to_string())?;
+            } else {
+                for (n, v) in all {
+                    out.line(format!("{n}={v}"))?;
+                }
+            }
+        }
+    }
+    out.finish()
+}
+
 pub fn stat(image: &Path, path: &Path, as_json: bool) -> CliResult<()> {
     let r = with_fs(image, |fs| {
         let m = fs.symlink_metadata(path).with_context(|| shown(path))?;

@@ -236,6 +236,21 @@ Examples:
   novafs stat /dev/shm/pm.img /notes.txt --json | jq .size")]
     Stat(StatArgs),
 
+    /// List, print, set or remove extended attributes (getfattr/setfattr for an image).
+    ///
+    /// Without -n: every name with its value (text if printable, else 0x-hex). With -n
+    /// NAME: that value's raw bytes on stdout (ENODATA if absent). With -n NAME -v VALUE: set
+    /// it (one atomic commit; VALUE 0x... is hex). With -x NAME: remove it. POSIX ACLs are the
+    /// attributes system.posix_acl_access and system.posix_acl_default (binary).
+    #[command(after_help = "\
+Examples:
+  novafs xattr /dev/shm/pm.img /notes.txt
+  novafs xattr /dev/shm/pm.img /notes.txt -n user.origin -v laptop
+  novafs xattr /dev/shm/pm.img /notes.txt -n user.origin
+  novafs xattr /dev/shm/pm.img /notes.txt -x user.origin
+  novafs xattr /dev/shm/pm.img /notes.txt --json")]
+    Xattr(XattrArgs),
+
     /// Write the contents of a file to stdout (raw bytes).
     #[command(after_help = "\
 Examples:
@@ -489,6 +504,26 @@ struct StatArgs {
 }
 
 #[derive(Args, Debug)]
+struct XattrArgs {
+    /// Image file
+    image: PathBuf,
+    /// Path inside the image (symlinks are followed)
+    path: PathBuf,
+    /// Attribute name (e.g. user.origin)
+    #[arg(short = 'n', long)]
+    name: Option<String>,
+    /// Set NAME to this value (0x... for hex bytes)
+    #[arg(short = 'v', long, requires = "name")]
+    value: Option<String>,
+    /// Remove this attribute
+    #[arg(short = 'x', long, conflicts_with_all = ["name", "value"])]
+    remove: Option<String>,
+    /// Print one JSON object of name -> value (text, or 0x-hex)
+    #[arg(long, conflicts_with_all = ["value", "remove"])]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct CatArgs {
     /// Image file
     image: PathBuf,
@@ -593,6 +628,14 @@ fn run(command: Command) -> CliResult<()> {
             inspect::run(&a.image, target, a.json)
         }
         Command::Stat(a) => commands::stat(&a.image, &a.path, a.json),
+        Command::Xattr(a) => commands::xattr(
+            &a.image,
+            &a.path,
+            a.name.as_deref(),
+            a.value.as_deref(),
+            a.remove.as_deref(),
+            a.json,
+        ),
         Command::Cat(a) => commands::cat(&a.image, &a.path),
         Command::Put(a) => commands::put(&a.image, &a.hostfile, &a.path),
         Command::Get(a) => commands::get(&a.image, &a.path, &a.hostfile),

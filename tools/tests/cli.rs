@@ -669,3 +669,53 @@ fn resize_grows_an_image_offline() {
     let out = ok_str(&["fsck", s(&img)]);
     assert!(!out.contains("error"), "{out}");
 }
+
+#[test]
+fn xattr_sets_gets_lists_and_removes() {
+    let dir = scratch();
+    let img = image(&dir);
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"notes").unwrap();
+    ok(&["put", s(&img), s(&data), "/notes"]);
+    assert_eq!(ok_str(&["xattr", s(&img), "/notes"]), "");
+    ok(&[
+        "xattr",
+        s(&img),
+        "/notes",
+        "-n",
+        "user.origin",
+        "-v",
+        "laptop",
+    ]);
+    ok(&[
+        "xattr",
+        s(&img),
+        "/notes",
+        "-n",
+        "user.bin",
+        "-v",
+        "0x00ff10",
+    ]);
+    assert_eq!(
+        ok(&["xattr", s(&img), "/notes", "-n", "user.origin"]),
+        b"laptop"
+    );
+    assert_eq!(
+        ok(&["xattr", s(&img), "/notes", "-n", "user.bin"]),
+        [0, 0xff, 0x10]
+    );
+    let list = ok_str(&["xattr", s(&img), "/notes"]);
+    assert!(list.contains("user.origin=laptop"), "{list}");
+    assert!(list.contains("user.bin=0x00ff10"), "{list}");
+    let v = json(&["xattr", s(&img), "/notes", "--json"]);
+    assert_eq!(v["user.origin"], Value::from("laptop"), "{v}");
+    ok(&["xattr", s(&img), "/notes", "-x", "user.origin"]);
+    let err = fails(&["xattr", s(&img), "/notes", "-n", "user.origin"]);
+    assert!(err.contains("user.origin"), "{err}");
+    let err = fails(&["xattr", s(&img), "/notes", "-n", "user.x", "-v", "0xabc"]);
+    assert!(err.contains("hex"), "{err}");
+    let err = fails(&["xattr", s(&img), "/notes", "-n", "bogus.x", "-v", "1"]);
+    assert!(err.contains("bogus.x"), "{err}");
+    assert_eq!(ok_str(&["xattr", s(&img), "/notes"]), "user.bin=0x00ff10\n");
+    assert_clean(&img);
+}
