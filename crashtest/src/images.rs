@@ -206,6 +206,51 @@ impl Choices {
         (units.into_iter().collect(), applied)
     }
 
+    /// The units a pick leaves different from `durable`, with their final values, sorted by
+    /// unit: the image `durable + out` is the one [`Choices::overlay`] describes (units whose
+    /// final value equals the durable one are left out). `scratch` is reused between calls
+    /// (one allocation per crash point, not per image).
+    pub fn overlay_into<'a>(
+        &'a self,
+        durable: &[u8],
+        pick: &Pick,
+        scratch: &mut Vec<&'a UnitWrite>,
+        out: &mut Vec<(u64, [u8; 8])>,
+    ) {
+        scratch.clear();
+        out.clear();
+        for (l, &k) in self.lines.iter().zip(&pick.prefixes) {
+            scratch.extend(&l[..k]);
+        }
+        for (w, &on) in self.nt.iter().zip(&pick.nt) {
+            if on {
+                scratch.push(w);
+            }
+        }
+        // Per unit in program order: a non-temporal and a cached store to the same bytes are
+        // ordered by their events, as in `overlay`.
+        scratch.sort_unstable_by_key(|w| (w.unit, w.event));
+        let mut i = 0;
+        while i < scratch.len() {
+            let unit = scratch[i].unit;
+            let at = unit as usize..unit as usize + 8;
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&durable[at.clone()]);
+            while i < scratch.len() && scratch[i].unit == unit {
+                let w = scratch[i];
+                for (b, (dst, src)) in v.iter_mut().zip(w.bytes).enumerate() {
+                    if w.mask & (1 << b) != 0 {
+                        *dst = src;
+                    }
+                }
+                i += 1;
+            }
+            if v[..] != durable[at] {
+                out.push((unit, v));
+            }
+        }
+    }
+
     /// Apply a pick to a copy of `durable`; returns the image and the unit writes that
     /// survived.
     pub fn build<'a>(&'a self, durable: &[u8], pick: &Pick) -> (Vec<u8>, Vec<&'a UnitWrite>) {
@@ -328,20 +373,34 @@ impl Replay {
     }
 }
 
-/// Hash of an image given as `durable` plus an overlay: only the units whose final value
-/// differs from `durable` count, so equal images hash equal.
-pub fn image_key(durable: &[u8], overlay: &[(u64, [u8; 8])]) -> u64 {
-    let mut h = crc32fast::Hasher::new();
-    let mut h2 = crc32fast::Hasher::new_with_initial(0x1234_5678);
+/// 64-bit finalizer (murmur3's fmix64).
+fn fmix(mut z: u64) -> u64 {
+    z ^= z >> 33;
+    z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    z ^= z >> 33;
+    z = z.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    z ^ (z >> 33)
+}
+
+/// 128-bit hash of an image given as `durable` plus an overlay: only the units whose final
+/// value differs from `durable` count (in the overlay's order, which is by unit for
+/// [`Choices::overlay`] and [`Choices::overlay_into`]), so equal images hash equal. Two
+/// independently mixed 64-bit lanes.
+pub fn image_key(durable: &[u8], overlay: &[(u64, [u8; 8])]) -> u128 {
+    let mut a = 0x243f_6a88_85a3_08d3u64;
+    let mut b = 0x1319_8a2e_0370_7344u64;
+    let mut n = 0u64;
     for (u, v) in overlay {
         if v[..] != durable[*u as usize..*u as usize + 8] {
-            h.update(&u.to_le_bytes());
-            h.update(v);
-            h2.update(v);
-            h2.update(&u.to_le_bytes());
+            let w = u64::from_le_bytes(*v);
+            a = fmix(a ^ u);
+            a = fmix(a ^ w);
+            b = (b.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            b = (b.rotate_left(23) ^ u).wrapping_mul(0xd6e8_feb8_6659_fd93);
+            n += 1;
         }
     }
-    (h.finalize() as u64) << 32 | h2.finalize() as u64
+    (a as u128) << 64 | fmix(b ^ n) as u128
 }
 
 #[cfg(test)]
@@ -481,7 +540,7 @@ mod litmus {
         r.step(1, &st(0, &[0])); // back to the durable value
         let c = r.choices();
         let picks = c.all();
-        let keys: Vec<u64> = picks
+        let keys: Vec<u128> = picks
             .iter()
             .map(|p| image_key(&r.durable, &c.overlay(&r.durable, p).0))
             .collect();
@@ -490,5 +549,55 @@ mod litmus {
             "durable and 'both stores' are the same image"
         );
         assert_ne!(keys[0], keys[1]);
+    }
+
+    #[test]
+    fn overlay_into_builds_the_same_images_as_build() {
+        // Cached and non-temporal stores to the same units in both orders, a rewrite back to
+        // the durable value, stores across units and lines: every pick's `overlay_into` image
+        // is `build`'s, and the keys of equal images agree (and differ otherwise).
+        let evs = [
+            st(0, &[1; 12]),
+            nt(8, &[2; 8]),
+            st(8, &[3; 4]),
+            st(64, &[4; 8]),
+            fl(64),
+            fe(),
+            nt(64, &[5; 8]),
+            st(64, &[6; 8]),
+            st(72, &[0; 8]),
+            st(130, &[7; 20]),
+            nt(200, &[8; 16]),
+        ];
+        let mut r = Replay::new(vec![0; 256]);
+        for (i, e) in evs.iter().enumerate() {
+            r.step(i, e);
+        }
+        let c = r.choices();
+        let picks = c.all();
+        assert!(picks.len() > 100, "{}", picks.len());
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        let mut by_image: std::collections::HashMap<Vec<u8>, u128> = Default::default();
+        let mut keys = std::collections::HashSet::new();
+        for p in &picks {
+            let (want, _) = c.build(&r.durable, p);
+            c.overlay_into(&r.durable, p, &mut scratch, &mut out);
+            let mut got = r.durable.clone();
+            for (u, v) in &out {
+                assert_ne!(
+                    &r.durable[*u as usize..*u as usize + 8],
+                    v,
+                    "an unchanged unit"
+                );
+                got[*u as usize..*u as usize + 8].copy_from_slice(v);
+            }
+            assert_eq!(got, want, "{p:?}");
+            let key = image_key(&r.durable, &out);
+            assert_eq!(key, image_key(&r.durable, &c.overlay(&r.durable, p).0));
+            assert_eq!(*by_image.entry(want).or_insert(key), key);
+            keys.insert(key);
+        }
+        assert_eq!(keys.len(), by_image.len(), "distinct images, distinct keys");
     }
 }

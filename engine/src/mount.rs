@@ -86,8 +86,11 @@ pub struct MountReport {
     pub format_upgraded_from: Option<u32>,
 }
 
+/// One per core, asked once per process: `available_parallelism` reads the cgroup files on
+/// every call (several system calls), which dominated a small image's mount (crash harness).
 fn shards() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SHARDS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 impl Engine {
