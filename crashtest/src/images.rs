@@ -56,6 +56,10 @@ pub struct Choices {
     pub lines: Vec<Vec<UnitWrite>>,
     /// Pending non-temporal unit writes.
     pub nt: Vec<UnitWrite>,
+    /// Every pending write as (line index, or `u32::MAX` for [`Choices::nt`]; position),
+    /// sorted by (unit, event): computed once per crash point, so that a pick's image is a
+    /// walk over it, not a sort per image.
+    order: Vec<(u32, u32)>,
 }
 
 /// A choice: prefix length per line, and a bit per NT unit.
@@ -206,47 +210,68 @@ impl Choices {
         (units.into_iter().collect(), applied)
     }
 
+    fn new(lines: Vec<Vec<UnitWrite>>, nt: Vec<UnitWrite>) -> Choices {
+        let mut keyed: Vec<(u64, usize, u32, u32)> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            for (k, w) in l.iter().enumerate() {
+                keyed.push((w.unit, w.event, i as u32, k as u32));
+            }
+        }
+        for (k, w) in nt.iter().enumerate() {
+            keyed.push((w.unit, w.event, u32::MAX, k as u32));
+        }
+        keyed.sort_unstable();
+        Choices {
+            lines,
+            nt,
+            order: keyed.into_iter().map(|(_, _, i, k)| (i, k)).collect(),
+        }
+    }
+
     /// The units a pick leaves different from `durable`, with their final values, sorted by
     /// unit: the image `durable + out` is the one [`Choices::overlay`] describes (units whose
-    /// final value equals the durable one are left out). `scratch` is reused between calls
-    /// (one allocation per crash point, not per image).
-    pub fn overlay_into<'a>(
-        &'a self,
-        durable: &[u8],
-        pick: &Pick,
-        scratch: &mut Vec<&'a UnitWrite>,
-        out: &mut Vec<(u64, [u8; 8])>,
-    ) {
-        scratch.clear();
+    /// final value equals the durable one are left out). Per unit, the surviving writes apply
+    /// in program order (a non-temporal and a cached store to the same bytes are ordered by
+    /// their events, as in `overlay`).
+    pub fn overlay_into(&self, durable: &[u8], pick: &Pick, out: &mut Vec<(u64, [u8; 8])>) {
         out.clear();
-        for (l, &k) in self.lines.iter().zip(&pick.prefixes) {
-            scratch.extend(&l[..k]);
-        }
-        for (w, &on) in self.nt.iter().zip(&pick.nt) {
-            if on {
-                scratch.push(w);
-            }
-        }
-        // Per unit in program order: a non-temporal and a cached store to the same bytes are
-        // ordered by their events, as in `overlay`.
-        scratch.sort_unstable_by_key(|w| (w.unit, w.event));
-        let mut i = 0;
-        while i < scratch.len() {
-            let unit = scratch[i].unit;
-            let at = unit as usize..unit as usize + 8;
-            let mut v = [0u8; 8];
-            v.copy_from_slice(&durable[at.clone()]);
-            while i < scratch.len() && scratch[i].unit == unit {
-                let w = scratch[i];
-                for (b, (dst, src)) in v.iter_mut().zip(w.bytes).enumerate() {
-                    if w.mask & (1 << b) != 0 {
-                        *dst = src;
-                    }
+        let load = |unit: u64| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&durable[unit as usize..unit as usize + 8]);
+            u64::from_le_bytes(b)
+        };
+        // The unit being built: (unit, durable value, value).
+        let mut cur: Option<(u64, u64, u64)> = None;
+        for &(i, k) in &self.order {
+            let w = if i == u32::MAX {
+                if !pick.nt[k as usize] {
+                    continue;
                 }
-                i += 1;
+                &self.nt[k as usize]
+            } else {
+                if k as usize >= pick.prefixes[i as usize] {
+                    continue;
+                }
+                &self.lines[i as usize][k as usize]
+            };
+            let m = BYTE_MASKS[w.mask as usize];
+            let bytes = u64::from_le_bytes(w.bytes) & m;
+            match &mut cur {
+                Some((u, _, v)) if *u == w.unit => *v = (*v & !m) | bytes,
+                _ => {
+                    if let Some((u, d, v)) = cur {
+                        if v != d {
+                            out.push((u, v.to_le_bytes()));
+                        }
+                    }
+                    let d = load(w.unit);
+                    cur = Some((w.unit, d, (d & !m) | bytes));
+                }
             }
-            if v[..] != durable[at] {
-                out.push((unit, v));
+        }
+        if let Some((u, d, v)) = cur {
+            if v != d {
+                out.push((u, v.to_le_bytes()));
             }
         }
     }
@@ -262,6 +287,23 @@ impl Choices {
         (img, applied)
     }
 }
+
+/// For each 8-bit byte mask, the 64-bit mask of those bytes.
+const BYTE_MASKS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut b = 0;
+        while b < 8 {
+            if m & (1 << b) != 0 {
+                t[m] |= 0xff << (8 * b);
+            }
+            b += 1;
+        }
+        m += 1;
+    }
+    t
+};
 
 /// Walks a trace.
 pub struct Replay {
@@ -356,10 +398,10 @@ impl Replay {
 
     /// What may survive a crash now.
     pub fn choices(&self) -> Choices {
-        Choices {
-            lines: self.lines.values().map(|l| l.writes.clone()).collect(),
-            nt: self.nt.clone(),
-        }
+        Choices::new(
+            self.lines.values().map(|l| l.writes.clone()).collect(),
+            self.nt.clone(),
+        )
     }
 
     /// The image if everything pending survived (what a reader sees now).
@@ -576,13 +618,12 @@ mod litmus {
         let c = r.choices();
         let picks = c.all();
         assert!(picks.len() > 100, "{}", picks.len());
-        let mut scratch = Vec::new();
         let mut out = Vec::new();
         let mut by_image: std::collections::HashMap<Vec<u8>, u128> = Default::default();
         let mut keys = std::collections::HashSet::new();
         for p in &picks {
             let (want, _) = c.build(&r.durable, p);
-            c.overlay_into(&r.durable, p, &mut scratch, &mut out);
+            c.overlay_into(&r.durable, p, &mut out);
             let mut got = r.durable.clone();
             for (u, v) in &out {
                 assert_ne!(

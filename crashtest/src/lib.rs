@@ -290,24 +290,29 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
         if mine.is_empty() {
             return false;
         }
-        // Only the differing bytes need a look: skip equal 64-byte blocks whole.
+        // Only the differing bytes need a look: skip equal 64-byte blocks whole; in the others,
+        // a bit per differing byte, cleared where a store that may be missing covers the byte
+        // and its old value is the one found.
         for (k, (gb, wb)) in g.chunks(64).zip(w.chunks(64)).enumerate() {
             if gb == wb {
                 continue;
             }
+            let base = k as u64 * 64;
+            let mut diff = 0u64;
             for (j, (a, b)) in gb.iter().zip(wb).enumerate() {
-                if a == b {
-                    continue;
+                diff |= ((a != b) as u64) << j;
+            }
+            for f in &mine {
+                let lo = f.off.max(base);
+                let hi = (f.off + f.old.len() as u64).min(base + gb.len() as u64);
+                for j in lo..hi {
+                    if gb[(j - base) as usize] == f.old[(j - f.off) as usize] {
+                        diff &= !(1 << (j - base));
+                    }
                 }
-                let j = (k * 64 + j) as u64;
-                let ok = mine.iter().any(|f| {
-                    j >= f.off
-                        && j < f.off + f.old.len() as u64
-                        && f.old[(j - f.off) as usize] == *a
-                });
-                if !ok {
-                    return false;
-                }
+            }
+            if diff != 0 {
+                return false;
             }
         }
     }
@@ -350,61 +355,17 @@ fn describe_diff(got: &State, want: &[&State]) -> String {
     "states differ".into()
 }
 
-/// Recover `durable + overlay` in the reusable buffer `work` (which equals `durable` on entry
-/// and on return), describe the result, and with `deep` also run the usability and
-/// crash-during-recovery checks.
-fn recover_in_place(
-    work: &mut Option<Vec<u8>>,
-    durable: &[u8],
-    overlay: &[(u64, [u8; 8])],
-    deep: bool,
-    seed: u64,
-) -> Result<State, String> {
-    let mut buf = work.take().unwrap_or_else(|| durable.to_vec());
+/// Write the overlay's units into `buf`.
+fn apply_overlay(buf: &mut [u8], overlay: &[(u64, [u8; 8])]) {
     for (u, v) in overlay {
         buf[*u as usize..*u as usize + 8].copy_from_slice(v);
     }
-    let before = deep.then(|| buf.clone());
-    let media = Arc::new(Media::traced_from(buf));
-    media.with_trace(|t| t.enabled = true);
-    let result = checked(|| {
-        let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
-            .map_err(|e| format!("recovery failed: {e}"))?;
-        let fs = Fs::from_engine(engine, report);
-        let st = state_of(&fs)?;
-        if let Some(img) = &before {
-            let evs = media.with_trace(|t| t.events.clone()).unwrap_or_default();
-            recovery_survives_crash(img, &evs, &st, seed)?;
-            // fsck -n of the crash image as the crash left it reports nothing beyond "needs
-            // recovery" (an active journal slot is not an error): every crash state is one
-            // recovery handles, and fsck sees it as recovery will leave it.
-            fsck_finds_nothing(
-                Arc::new(Media::traced_from(img.clone())),
-                "the crash image (before recovery)",
-            )?;
-            // fsck finds nothing wrong with what recovery left.
-            fs.crash();
-            fsck_finds_nothing(media.clone(), "the recovered image")?;
-            let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
-                .map_err(|e| format!("mount after fsck failed: {e}"))?;
-            usable(Fs::from_engine(engine, r), media.clone())?;
-        } else {
-            fs.crash();
-        }
-        Ok(st)
-    });
-    // Take the buffer back and undo every store recovery (and the checks) made.
-    let events = media
-        .with_trace(|t| {
-            t.enabled = false;
-            t.take()
-        })
-        .unwrap_or_default();
-    let mut buf = match Arc::try_unwrap(media).ok().and_then(Media::into_image) {
-        Some(b) => b,
-        None => durable.to_vec(),
-    };
-    for ev in &events {
+}
+
+/// Undo every store of `events` in `buf`, and the overlay's units: `buf` equals `durable`
+/// again where they touched it.
+fn undo_stores(buf: &mut [u8], durable: &[u8], events: &[TraceEvent], overlay: &[(u64, [u8; 8])]) {
+    for ev in events {
         if let TraceEvent::Store { off, data, .. } = ev {
             let r = *off as usize..*off as usize + data.len();
             buf[r.clone()].copy_from_slice(&durable[r]);
@@ -414,6 +375,108 @@ fn recover_in_place(
         let r = *u as usize..*u as usize + 8;
         buf[r.clone()].copy_from_slice(&durable[r]);
     }
+}
+
+/// Run `f` on a traced region over `buf` (trace on); returns the buffer, the stores `f`
+/// made, and its result.
+fn traced<T>(
+    buf: Vec<u8>,
+    f: impl FnOnce(&Arc<Media>) -> T,
+) -> (Option<Vec<u8>>, Vec<TraceEvent>, T) {
+    let media = Arc::new(Media::traced_from(buf));
+    media.with_trace(|t| t.enabled = true);
+    let r = f(&media);
+    let events = media
+        .with_trace(|t| {
+            t.enabled = false;
+            t.take()
+        })
+        .unwrap_or_default();
+    let buf = Arc::try_unwrap(media).ok().and_then(Media::into_image);
+    (buf, events, r)
+}
+
+/// Recover `durable + overlay` in the reusable buffer `work` (which equals `durable` on entry
+/// and on return), describe the result, and with `deep` also run fsck -n of the crash image,
+/// the usability check, fsck of the recovered image and the crash-during-recovery check.
+/// Every step runs on `work` itself (its stores are undone from the trace after it); only
+/// the crash-during-recovery check needs a second buffer (`spare`, reused).
+fn recover_in_place(
+    work: &mut Option<Vec<u8>>,
+    spare: &mut Vec<u8>,
+    durable: &[u8],
+    overlay: &[(u64, [u8; 8])],
+    deep: bool,
+    seed: u64,
+) -> Result<State, String> {
+    let mut buf = work.take().unwrap_or_else(|| durable.to_vec());
+    apply_overlay(&mut buf, overlay);
+    // fsck -n of the crash image as the crash left it reports nothing beyond "needs
+    // recovery" (an active journal slot is not an error): every crash state is one recovery
+    // handles, and fsck sees it as recovery will leave it. (Reported after recovery's own
+    // verdict, as before; fsck -n must not write, which is checked too.)
+    let mut fsck_before: Result<(), String> = Ok(());
+    if deep {
+        let (b, events, r) = traced(buf, |media| {
+            checked(|| fsck_finds_nothing(media.clone(), "the crash image (before recovery)"))
+        });
+        buf = match b {
+            Some(b) => b,
+            None => {
+                let mut b = durable.to_vec();
+                apply_overlay(&mut b, overlay);
+                b
+            }
+        };
+        if events.iter().any(|e| matches!(e, TraceEvent::Store { .. })) {
+            undo_stores(&mut buf, durable, &events, &[]);
+            apply_overlay(&mut buf, overlay);
+            fsck_before = fsck_before.and(Err("fsck -n wrote to the crash image".into()));
+        }
+        fsck_before = r.and(fsck_before);
+    }
+    let mut recovery_events: Vec<TraceEvent> = Vec::new();
+    let (b, events, result) = traced(buf, |media| {
+        checked(|| {
+            let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
+                .map_err(|e| format!("recovery failed: {e}"))?;
+            let fs = Fs::from_engine(engine, report);
+            let st = state_of(&fs)?;
+            if deep {
+                recovery_events = media.with_trace(|t| t.events.clone()).unwrap_or_default();
+                fsck_before.clone()?;
+                // fsck finds nothing wrong with what recovery left.
+                fs.crash();
+                fsck_finds_nothing(media.clone(), "the recovered image")?;
+                let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
+                    .map_err(|e| format!("mount after fsck failed: {e}"))?;
+                usable(Fs::from_engine(engine, r), media.clone())?;
+            } else {
+                fs.crash();
+            }
+            Ok(st)
+        })
+    });
+    // Take the buffer back and undo every store recovery (and the checks) made.
+    let mut buf = b.unwrap_or_else(|| durable.to_vec());
+    undo_stores(&mut buf, durable, &events, overlay);
+    let result = match result {
+        Ok(st) if deep => {
+            // Crash recovery itself, on the crash image rebuilt in `buf` (handed to the
+            // replay and taken back), with `spare` as the replay's working copy.
+            apply_overlay(&mut buf, overlay);
+            spare.clear();
+            spare.extend_from_slice(&buf);
+            let mut replay = Replay::new(buf);
+            let mut inner = Some(std::mem::take(spare));
+            let r = recovery_survives_crash(&mut replay, &mut inner, &recovery_events, &st, seed);
+            *spare = inner.unwrap_or_default();
+            buf = std::mem::take(&mut replay.durable);
+            undo_stores(&mut buf, durable, &recovery_events, overlay);
+            r.map(|_| st)
+        }
+        r => r,
+    };
     *work = Some(buf);
     result
 }
@@ -522,16 +585,18 @@ fn usable(fs: Fs, media: Arc<Media>) -> Result<(), String> {
 }
 
 /// Crash recovery itself at each of its fences (a few images each) and recover again: the
-/// result must equal the first recovery's.
+/// result must equal the first recovery's. `replay` starts at the crash image; `work` equals
+/// its durable image on entry (and is kept equal to it).
 fn recovery_survives_crash(
-    img: &[u8],
+    replay: &mut Replay,
+    work: &mut Option<Vec<u8>>,
     events: &[TraceEvent],
     want: &State,
     seed: u64,
 ) -> Result<usize, String> {
-    let mut replay = Replay::new(img.to_vec());
-    let mut work: Option<Vec<u8>> = None;
     let mut checked_n = 0;
+    let mut overlay = Vec::new();
+    let mut unused = Vec::new();
     for (i, ev) in events.iter().enumerate() {
         if matches!(ev, TraceEvent::Fence { .. }) {
             let c = replay.choices();
@@ -543,9 +608,10 @@ fn recovery_survives_crash(
                     }
                 }
                 for pick in c.sample(4, seed ^ i as u64) {
-                    let (overlay, _) = c.overlay(&replay.durable, &pick);
-                    let st = recover_in_place(&mut work, &replay.durable, &overlay, false, seed)
-                        .map_err(|e| format!("second recovery: {e}"))?;
+                    c.overlay_into(&replay.durable, &pick, &mut overlay);
+                    let st =
+                        recover_in_place(work, &mut unused, &replay.durable, &overlay, false, seed)
+                            .map_err(|e| format!("second recovery: {e}"))?;
                     if &st != want {
                         return Err(format!(
                             "a crash during recovery changed the outcome: {}",
@@ -561,8 +627,6 @@ fn recovery_survives_crash(
     Ok(checked_n)
 }
 
-/// The distinct states recovery produced in one workload (interned: equal states share an
-/// index, found by a hash and confirmed by comparison).
 #[derive(Default)]
 struct Outcomes {
     states: Vec<State>,
@@ -654,6 +718,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     let mut eadr_img: Option<Vec<u8>> = None;
     let mut eadr_work: Option<Vec<u8>> = None;
     let mut work: Option<Vec<u8>> = None;
+    let mut spare: Vec<u8> = Vec::new();
     // The states at each GC start inside an operation: a crash after the operation's commit
     // may leave its GC undone (more log pages in use).
     let gc_mid = match gc_states(&events, cfg.image_bytes) {
@@ -717,10 +782,9 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             let mut local: HashSet<u128> = HashSet::new();
             // Verdict per outcome at this crash point (the allowed states are the point's).
             let mut verdicts: HashMap<usize, Result<(), String>> = HashMap::new();
-            let mut scratch = Vec::new();
             let mut overlay = Vec::new();
             for pick in picks {
-                c.overlay_into(&replay.durable, &pick, &mut scratch, &mut overlay);
+                c.overlay_into(&replay.durable, &pick, &mut overlay);
                 let key = image_key(&replay.durable, &overlay);
                 if !local.insert(key) {
                     report.images_deduplicated += 1;
@@ -740,8 +804,15 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                     if deep {
                         report.deep_checks += 1;
                     }
-                    let r = recover_in_place(&mut work, &replay.durable, &overlay, deep, cfg.seed)
-                        .map(|s| outcomes.intern(s));
+                    let r = recover_in_place(
+                        &mut work,
+                        &mut spare,
+                        &replay.durable,
+                        &overlay,
+                        deep,
+                        cfg.seed,
+                    )
+                    .map(|s| outcomes.intern(s));
                     if let Ok(i) = r {
                         seen.insert(full_key, i);
                     }
@@ -801,7 +872,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                 report.eadr_images += 1;
                 report.recoveries += 1;
                 // Recovered in a working copy of the image (kept equal to it), not a clone.
-                let r = recover_in_place(&mut eadr_work, img, &[], false, cfg.seed);
+                let r = recover_in_place(&mut eadr_work, &mut spare, img, &[], false, cfg.seed);
                 let verdict = match r {
                     Err(e) => Err(e),
                     Ok(s) if allowed.iter().any(|a| accepts(&s, a, &fuzz)) => Ok(()),
@@ -1256,4 +1327,57 @@ pub fn check_all(ws: &[Workload], cfg: &Config, threads: usize) -> Report {
     }
     total.seconds = start.elapsed().as_secs_f64();
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(data: &[u8]) -> State {
+        State {
+            tree: [("/f".to_string(), format!("file len={}", data.len()))].into(),
+            contents: [("/f".to_string(), data.to_vec())].into(),
+            inos: [("/f".to_string(), 5)].into(),
+            used_blocks: 3,
+        }
+    }
+
+    #[test]
+    fn accepts_differences_only_where_a_store_may_be_missing() {
+        let want: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let w = state(&want);
+        // A mapped store of 10 bytes at 100 (crossing a 64-byte block), old bytes 0xee.
+        let fuzz = vec![Unpersisted {
+            path: "/f".into(),
+            ino: 5,
+            off: 100,
+            old: vec![0xee; 10],
+        }];
+        assert!(accepts(&w, &w, &[]));
+        let mut g = want.clone();
+        g[100] = 0xee;
+        g[109] = 0xee;
+        assert!(accepts(&state(&g), &w, &fuzz), "old bytes under the store");
+        assert!(!accepts(&state(&g), &w, &[]), "no store may be missing");
+        let other = vec![Unpersisted {
+            ino: 6,
+            ..fuzz[0].clone()
+        }];
+        assert!(!accepts(&state(&g), &w, &other), "another inode's store");
+        let mut g2 = g.clone();
+        g2[110] = 0xee;
+        assert!(!accepts(&state(&g2), &w, &fuzz), "a byte past the store");
+        let mut g3 = g.clone();
+        g3[105] = 0x01;
+        assert!(
+            !accepts(&state(&g3), &w, &fuzz),
+            "neither the old nor the new value"
+        );
+        let mut g4 = g.clone();
+        g4[299] ^= 1;
+        assert!(!accepts(&state(&g4), &w, &fuzz), "the last, partial block");
+        let mut s5 = state(&g);
+        s5.used_blocks = 4;
+        assert!(!accepts(&s5, &w, &fuzz), "blocks in use differ");
+    }
 }
