@@ -161,59 +161,88 @@ pub struct State {
     pub used_blocks: u64,
 }
 
+/// A 64-bit hash of an extended attribute's value (8 bytes a step).
+fn value_hash(v: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ v.len() as u64;
+    let mut words = v.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    for &b in words.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h ^= h >> 32;
+    h.wrapping_mul(0xd6e8_feb8_6659_fd93)
+}
+
 /// Describe the tree and space use of `fs`.
+///
+/// The walk goes by inode: each directory's entries (`readdir`), then each entry's inode
+/// (`getattr`, contents, link target, extended attributes). That is what resolving each path
+/// from the root found (path resolution looks each name up in the same directory map the
+/// listing comes from), without resolving every path again for every call.
 pub fn state_of(fs: &Fs) -> Result<State, String> {
+    let engine = fs.engine();
     let mut tree = BTreeMap::new();
     let mut contents = BTreeMap::new();
     let mut inos = BTreeMap::new();
-    let mut stack = vec![String::new()];
+    let root = fs.resolve("/").map_err(|e| format!("read_dir /: {e}"))?;
+    let mut stack = vec![(String::new(), root)];
     let mut budget = 100_000usize;
-    while let Some(dir) = stack.pop() {
+    while let Some((dir, dino)) = stack.pop() {
         let d = if dir.is_empty() { "/" } else { &dir };
-        let entries = fs.read_dir(d).map_err(|e| format!("read_dir {d}: {e}"))?;
+        let entries = engine
+            .readdir(dino)
+            .map_err(|e| format!("read_dir {d}: {e}"))?;
         for e in entries {
-            let e = e.map_err(|e| format!("read_dir {d}: {e}"))?;
             budget = budget.checked_sub(1).ok_or("tree too large")?;
-            let p = format!("{dir}/{}", e.name_lossy());
-            let kind = e.file_type().map_err(|e| format!("{p}: {e}"))?;
-            let m = fs
-                .symlink_metadata(&p)
-                .map_err(|e| format!("stat {p}: {e}"))?;
-            if m.file_type() != kind {
+            let p = format!("{dir}/{}", String::from_utf8_lossy(&e.name));
+            let kind = FileType::from(e.kind);
+            let m = engine
+                .getattr(e.ino)
+                .map_err(|x| format!("stat {p}: {x}"))?;
+            if FileType::from(m.kind) != kind {
                 return Err(format!("{p}: entry kind differs from the inode's"));
             }
             let desc = match kind {
                 FileType::File => {
-                    let data = fs.read(&p).map_err(|e| format!("read {p}: {e}"))?;
+                    let mut data = vec![0u8; m.size as usize];
+                    let n = engine
+                        .read(e.ino, 0, &mut data)
+                        .map_err(|x| format!("read {p}: {x}"))?;
+                    data.truncate(n);
                     let d = format!(
                         "file len={} nlink={} mode={:o} blocks={}",
                         data.len(),
-                        m.nlink(),
-                        m.mode(),
-                        m.blocks()
+                        m.nlink,
+                        m.mode,
+                        m.blocks
                     );
                     contents.insert(p.clone(), data);
-                    inos.insert(p.clone(), e.ino());
+                    inos.insert(p.clone(), e.ino);
                     d
                 }
                 FileType::Dir => {
-                    stack.push(p.clone());
-                    format!("dir nlink={} mode={:o}", m.nlink(), m.mode())
+                    stack.push((p.clone(), e.ino));
+                    format!("dir nlink={} mode={:o}", m.nlink, m.mode)
                 }
                 FileType::Symlink => {
-                    let t = fs.read_link(&p).map_err(|e| format!("readlink {p}: {e}"))?;
+                    let t = engine
+                        .readlink(e.ino)
+                        .map_err(|x| format!("readlink {p}: {x}"))?;
                     format!(
                         "symlink -> {} nlink={}",
                         String::from_utf8_lossy(&t),
-                        m.nlink()
+                        m.nlink
                     )
                 }
                 special => format!(
                     "{special:?} rdev={:#x} nlink={} mode={:o} len={}",
-                    m.rdev(),
-                    m.nlink(),
-                    m.mode(),
-                    m.len()
+                    m.rdev, m.nlink, m.mode, m.size
                 ),
             };
             // Extended attributes (not of symlinks: the calls follow them): names, lengths
@@ -221,21 +250,19 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
             let desc = if kind == FileType::Symlink {
                 desc
             } else {
-                let names = fs
-                    .list_xattr(&p)
-                    .map_err(|e| format!("listxattr {p}: {e}"))?;
+                let names = engine
+                    .list_xattr(e.ino)
+                    .map_err(|x| format!("listxattr {p}: {x}"))?;
                 let mut d = desc;
                 for n in names {
-                    let v = fs
-                        .get_xattr(&p, &n)
-                        .map_err(|e| format!("getxattr {p}: {e}"))?;
-                    let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-                    });
+                    let v = engine
+                        .get_xattr(e.ino, &n)
+                        .map_err(|x| format!("getxattr {p}: {x}"))?;
                     d.push_str(&format!(
-                        " xattr[{}]={}:{h:016x}",
+                        " xattr[{}]={}:{:016x}",
                         String::from_utf8_lossy(&n),
-                        v.len()
+                        v.len(),
+                        value_hash(&v)
                     ));
                 }
                 d
@@ -244,8 +271,8 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
         }
     }
     let s = fs.statfs().map_err(|e| format!("statfs: {e}"))?;
-    let sb = fs.engine().superblock();
-    let fixed = sb.first_free_block + 1 + fs.engine().chunk_blocks().len() as u64 * 32;
+    let sb = engine.superblock();
+    let fixed = sb.first_free_block + 1 + engine.chunk_blocks().len() as u64 * 32;
     Ok(State {
         tree,
         contents,
@@ -290,28 +317,41 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
         if mine.is_empty() {
             return false;
         }
-        // Only the differing bytes need a look: skip equal 64-byte blocks whole; in the others,
-        // a bit per differing byte, cleared where a store that may be missing covers the byte
-        // and its old value is the one found.
-        for (k, (gb, wb)) in g.chunks(64).zip(w.chunks(64)).enumerate() {
-            if gb == wb {
-                continue;
-            }
-            let base = k as u64 * 64;
-            let mut diff = 0u64;
-            for (j, (a, b)) in gb.iter().zip(wb).enumerate() {
-                diff |= ((a != b) as u64) << j;
-            }
-            for f in &mine {
-                let lo = f.off.max(base);
-                let hi = (f.off + f.old.len() as u64).min(base + gb.len() as u64);
-                for j in lo..hi {
-                    if gb[(j - base) as usize] == f.old[(j - f.off) as usize] {
-                        diff &= !(1 << (j - base));
-                    }
+        // A byte may differ only where one of those stores covers it and holds the old value
+        // found: `alt` is the wanted contents with the store's old bytes pasted in (equal to
+        // `w` outside the store, so it explains nothing there). Eight bytes a step: a byte is
+        // unexplained when it differs from `w` and from every `alt`.
+        let alts: Vec<Vec<u8>> = mine
+            .iter()
+            .map(|f| {
+                let mut a = w.clone();
+                let lo = (f.off as usize).min(a.len());
+                let hi = (f.off as usize).saturating_add(f.old.len()).min(a.len());
+                a[lo..hi].copy_from_slice(&f.old[..hi - lo]);
+                a
+            })
+            .collect();
+        let word = |v: &[u8], i: usize| {
+            let mut b = [0u8; 8];
+            let end = (i + 8).min(v.len());
+            b[..end - i].copy_from_slice(&v[i..end]);
+            u64::from_le_bytes(b)
+        };
+        // High bit of each nonzero byte.
+        let nonzero = |x: u64| {
+            const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+            (((x & LOW7) + LOW7) | x) & !LOW7
+        };
+        for i in (0..g.len()).step_by(8) {
+            let gw = word(g, i);
+            let mut bad = nonzero(gw ^ word(w, i));
+            for a in &alts {
+                if bad == 0 {
+                    break;
                 }
+                bad &= nonzero(gw ^ word(a, i));
             }
-            if diff != 0 {
+            if bad != 0 {
                 return false;
             }
         }
