@@ -318,19 +318,9 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
             return false;
         }
         // A byte may differ only where one of those stores covers it and holds the old value
-        // found: `alt` is the wanted contents with the store's old bytes pasted in (equal to
-        // `w` outside the store, so it explains nothing there). Eight bytes a step: a byte is
-        // unexplained when it differs from `w` and from every `alt`.
-        let alts: Vec<Vec<u8>> = mine
-            .iter()
-            .map(|f| {
-                let mut a = w.clone();
-                let lo = (f.off as usize).min(a.len());
-                let hi = (f.off as usize).saturating_add(f.old.len()).min(a.len());
-                a[lo..hi].copy_from_slice(&f.old[..hi - lo]);
-                a
-            })
-            .collect();
+        // found. Eight bytes a step: a byte is unexplained when it differs from `w` and, for
+        // every store covering part of the word, from `w` with the store's old bytes in place
+        // (equal to `w` outside the store, so that explains nothing there).
         let word = |v: &[u8], i: usize| {
             let mut b = [0u8; 8];
             let end = (i + 8).min(v.len());
@@ -344,12 +334,24 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
         };
         for i in (0..g.len()).step_by(8) {
             let gw = word(g, i);
-            let mut bad = nonzero(gw ^ word(w, i));
-            for a in &alts {
+            let ww = word(w, i);
+            let mut bad = nonzero(gw ^ ww);
+            for f in &mine {
                 if bad == 0 {
                     break;
                 }
-                bad &= nonzero(gw ^ word(a, i));
+                let (lo, hi) = (f.off, f.off + f.old.len() as u64);
+                if hi <= i as u64 || lo >= i as u64 + 8 {
+                    continue;
+                }
+                let mut alt = ww.to_le_bytes();
+                for (k, b) in alt.iter_mut().enumerate() {
+                    let j = i as u64 + k as u64;
+                    if j >= lo && j < hi {
+                        *b = f.old[(j - lo) as usize];
+                    }
+                }
+                bad &= nonzero(gw ^ u64::from_le_bytes(alt));
             }
             if bad != 0 {
                 return false;
@@ -440,10 +442,11 @@ fn traced<T>(
 /// and on return), describe the result, and with `deep` also run fsck -n of the crash image,
 /// the usability check, fsck of the recovered image and the crash-during-recovery check.
 /// Every step runs on `work` itself (its stores are undone from the trace after it); only
-/// the crash-during-recovery check needs a second buffer (`spare`, reused).
+/// the crash-during-recovery check needs a second buffer (`spare`, which like `work` equals
+/// `durable` on entry and on return when it is `Some`; created on first use).
 fn recover_in_place(
     work: &mut Option<Vec<u8>>,
-    spare: &mut Vec<u8>,
+    spare: &mut Option<Vec<u8>>,
     durable: &[u8],
     overlay: &[(u64, [u8; 8])],
     deep: bool,
@@ -505,14 +508,20 @@ fn recover_in_place(
             // Crash recovery itself, on the crash image rebuilt in `buf` (handed to the
             // replay and taken back), with `spare` as the replay's working copy.
             apply_overlay(&mut buf, overlay);
-            spare.clear();
-            spare.extend_from_slice(&buf);
+            let mut inner = Some(spare.take().unwrap_or_else(|| durable.to_vec()));
+            if let Some(i) = inner.as_mut() {
+                apply_overlay(i, overlay);
+            }
             let mut replay = Replay::new(buf);
-            let mut inner = Some(std::mem::take(spare));
             let r = recovery_survives_crash(&mut replay, &mut inner, &recovery_events, &st, seed);
-            *spare = inner.unwrap_or_default();
+            // Both buffers differ from `durable` only where recovery stored (the replay made
+            // some of those durable) and in the overlay.
             buf = std::mem::take(&mut replay.durable);
             undo_stores(&mut buf, durable, &recovery_events, overlay);
+            if let Some(i) = inner.as_mut() {
+                undo_stores(i, durable, &recovery_events, overlay);
+            }
+            *spare = inner;
             r.map(|_| st)
         }
         r => r,
@@ -636,7 +645,7 @@ fn recovery_survives_crash(
 ) -> Result<usize, String> {
     let mut checked_n = 0;
     let mut overlay = Vec::new();
-    let mut unused = Vec::new();
+    let mut unused = None;
     for (i, ev) in events.iter().enumerate() {
         if matches!(ev, TraceEvent::Fence { .. }) {
             let c = replay.choices();
@@ -758,7 +767,8 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     let mut eadr_img: Option<Vec<u8>> = None;
     let mut eadr_work: Option<Vec<u8>> = None;
     let mut work: Option<Vec<u8>> = None;
-    let mut spare: Vec<u8> = Vec::new();
+    // The deep checks' second buffer (kept equal to the durable image, like `work`).
+    let mut spare: Option<Vec<u8>> = None;
     // The states at each GC start inside an operation: a crash after the operation's commit
     // may leave its GC undone (more log pages in use).
     let gc_mid = match gc_states(&events, cfg.image_bytes) {
@@ -814,9 +824,9 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                 durable_gen += 1;
             }
             for u in newly {
-                if let Some(w) = work.as_mut() {
-                    let r = u as usize..u as usize + 8;
-                    w[r.clone()].copy_from_slice(&replay.durable[r]);
+                let r = u as usize..u as usize + 8;
+                for w in [work.as_mut(), spare.as_mut()].into_iter().flatten() {
+                    w[r.clone()].copy_from_slice(&replay.durable[r.clone()]);
                 }
             }
             let mut local: HashSet<u128> = HashSet::new();
@@ -912,7 +922,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                 report.eadr_images += 1;
                 report.recoveries += 1;
                 // Recovered in a working copy of the image (kept equal to it), not a clone.
-                let r = recover_in_place(&mut eadr_work, &mut spare, img, &[], false, cfg.seed);
+                let r = recover_in_place(&mut eadr_work, &mut None, img, &[], false, cfg.seed);
                 let verdict = match r {
                     Err(e) => Err(e),
                     Ok(s) if allowed.iter().any(|a| accepts(&s, a, &fuzz)) => Ok(()),
