@@ -276,6 +276,46 @@ impl Choices {
         }
     }
 
+    /// Precompute, for this crash point's durable image, what every pick's image needs: the
+    /// pending writes grouped by unit, and for a unit with one pending write its final value
+    /// and key contribution. [`Prepared::image`] then builds a pick's image and key in one
+    /// pass without touching `durable`.
+    pub fn prepare<'a>(&'a self, durable: &'a [u8]) -> Prepared<'a> {
+        let mut groups = Vec::new();
+        let mut s = 0;
+        while s < self.order.len() {
+            let unit = self.write(self.order[s]).unit;
+            let mut e = s + 1;
+            while e < self.order.len() && self.write(self.order[e]).unit == unit {
+                e += 1;
+            }
+            let d = load_unit(durable, unit);
+            let single = (e == s + 1).then(|| {
+                let w = self.write(self.order[s]);
+                let m = BYTE_MASKS[w.mask as usize];
+                let v = (d & !m) | (u64::from_le_bytes(w.bytes) & m);
+                (v != d).then(|| (v, unit_key(unit, v)))
+            });
+            groups.push(Group {
+                unit,
+                start: s as u32,
+                end: e as u32,
+                durable: d,
+                single,
+            });
+            s = e;
+        }
+        Prepared { c: self, groups }
+    }
+
+    fn write(&self, (i, k): (u32, u32)) -> &UnitWrite {
+        if i == u32::MAX {
+            &self.nt[k as usize]
+        } else {
+            &self.lines[i as usize][k as usize]
+        }
+    }
+
     /// Apply a pick to a copy of `durable`; returns the image and the unit writes that
     /// survived.
     pub fn build<'a>(&'a self, durable: &[u8], pick: &Pick) -> (Vec<u8>, Vec<&'a UnitWrite>) {
@@ -285,6 +325,81 @@ impl Choices {
             img[u as usize..u as usize + 8].copy_from_slice(&v);
         }
         (img, applied)
+    }
+}
+
+fn load_unit(durable: &[u8], unit: u64) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&durable[unit as usize..unit as usize + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// The pending writes of one unit: `order[start..end]`.
+struct Group {
+    unit: u64,
+    start: u32,
+    end: u32,
+    /// The unit's durable value.
+    durable: u64,
+    /// With exactly one pending write: its final value and key contribution if it changes
+    /// the unit (`Some(None)`: it writes the durable value).
+    single: Option<Option<(u64, (u64, u64))>>,
+}
+
+/// A crash point's choices prepared for building many picks' images ([`Choices::prepare`]).
+pub struct Prepared<'a> {
+    c: &'a Choices,
+    groups: Vec<Group>,
+}
+
+impl Prepared<'_> {
+    /// The units `pick` leaves different from the durable image, with their final values,
+    /// sorted by unit (as [`Choices::overlay_into`]), and the image's key (as
+    /// [`image_key`]).
+    pub fn image(&self, pick: &Pick, out: &mut Vec<(u64, [u8; 8])>) -> u128 {
+        out.clear();
+        let c = self.c;
+        let included = |(i, k): (u32, u32)| {
+            if i == u32::MAX {
+                pick.nt[k as usize]
+            } else {
+                (k as usize) < pick.prefixes[i as usize]
+            }
+        };
+        let (mut a, mut b, mut n) = (0u64, 0u64, 0u64);
+        for g in &self.groups {
+            let ws = &c.order[g.start as usize..g.end as usize];
+            let v = match g.single {
+                Some(changed) => {
+                    if let (Some((v, (ka, kb))), true) = (changed, included(ws[0])) {
+                        out.push((g.unit, v.to_le_bytes()));
+                        a = a.wrapping_add(ka);
+                        b = b.wrapping_add(kb);
+                        n += 1;
+                    }
+                    continue;
+                }
+                None => {
+                    let mut v = g.durable;
+                    for &at in ws {
+                        if included(at) {
+                            let w = c.write(at);
+                            let m = BYTE_MASKS[w.mask as usize];
+                            v = (v & !m) | (u64::from_le_bytes(w.bytes) & m);
+                        }
+                    }
+                    v
+                }
+            };
+            if v != g.durable {
+                out.push((g.unit, v.to_le_bytes()));
+                let (ka, kb) = unit_key(g.unit, v);
+                a = a.wrapping_add(ka);
+                b = b.wrapping_add(kb);
+                n += 1;
+            }
+        }
+        finish_key(a, b, n)
     }
 }
 
@@ -424,25 +539,34 @@ fn fmix(mut z: u64) -> u64 {
     z ^ (z >> 33)
 }
 
-/// 128-bit hash of an image given as `durable` plus an overlay: only the units whose final
-/// value differs from `durable` count (in the overlay's order, which is by unit for
-/// [`Choices::overlay`] and [`Choices::overlay_into`]), so equal images hash equal. Two
-/// independently mixed 64-bit lanes.
+/// One changed unit's contribution to an image key: two independently mixed lanes.
+fn unit_key(unit: u64, v: u64) -> (u64, u64) {
+    (
+        fmix(fmix(v ^ 0x243f_6a88_85a3_08d3) ^ unit),
+        fmix(fmix(unit ^ 0x1319_8a2e_0370_7344).wrapping_add(v.rotate_left(32))),
+    )
+}
+
+fn finish_key(a: u64, b: u64, n: u64) -> u128 {
+    (fmix(a ^ n) as u128) << 64 | fmix(b.wrapping_add(n)) as u128
+}
+
+/// 128-bit hash of an image given as `durable` plus an overlay (units distinct): only the
+/// units whose final value differs from `durable` count, so equal images hash equal. The
+/// sum of each changed unit's two-lane mix (order does not matter), so that
+/// [`Prepared::image`] can precompute a unit's share.
 pub fn image_key(durable: &[u8], overlay: &[(u64, [u8; 8])]) -> u128 {
-    let mut a = 0x243f_6a88_85a3_08d3u64;
-    let mut b = 0x1319_8a2e_0370_7344u64;
-    let mut n = 0u64;
+    let (mut a, mut b, mut n) = (0u64, 0u64, 0u64);
     for (u, v) in overlay {
-        if v[..] != durable[*u as usize..*u as usize + 8] {
-            let w = u64::from_le_bytes(*v);
-            a = fmix(a ^ u);
-            a = fmix(a ^ w);
-            b = (b.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            b = (b.rotate_left(23) ^ u).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        let v = u64::from_le_bytes(*v);
+        if v != load_unit(durable, *u) {
+            let (ka, kb) = unit_key(*u, v);
+            a = a.wrapping_add(ka);
+            b = b.wrapping_add(kb);
             n += 1;
         }
     }
-    (a as u128) << 64 | fmix(b ^ n) as u128
+    finish_key(a, b, n)
 }
 
 #[cfg(test)]
@@ -594,7 +718,7 @@ mod litmus {
     }
 
     #[test]
-    fn overlay_into_builds_the_same_images_as_build() {
+    fn overlay_into_and_prepared_build_the_same_images_as_build() {
         // Cached and non-temporal stores to the same units in both orders, a rewrite back to
         // the durable value, stores across units and lines: every pick's `overlay_into` image
         // is `build`'s, and the keys of equal images agree (and differ otherwise).
@@ -619,6 +743,7 @@ mod litmus {
         let picks = c.all();
         assert!(picks.len() > 100, "{}", picks.len());
         let mut out = Vec::new();
+        let prepared = c.prepare(&r.durable);
         let mut by_image: std::collections::HashMap<Vec<u8>, u128> = Default::default();
         let mut keys = std::collections::HashSet::new();
         for p in &picks {
@@ -636,6 +761,9 @@ mod litmus {
             assert_eq!(got, want, "{p:?}");
             let key = image_key(&r.durable, &out);
             assert_eq!(key, image_key(&r.durable, &c.overlay(&r.durable, p).0));
+            let mut fast = Vec::new();
+            assert_eq!(prepared.image(p, &mut fast), key, "{p:?}");
+            assert_eq!(fast, out, "{p:?}");
             assert_eq!(*by_image.entry(want).or_insert(key), key);
             keys.insert(key);
         }

@@ -30,7 +30,7 @@ use std::time::Instant;
 use novafs::{Engine, FileType, FormatOptions, Fs, MountOptions};
 use novafs_engine::media::{Media, TraceEvent};
 
-use images::{image_key, Pick, Replay};
+use images::{Pick, Replay};
 pub use workload::{HandleOp, Op, Workload};
 
 /// Harness settings.
@@ -332,7 +332,15 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
             const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
             (((x & LOW7) + LOW7) | x) & !LOW7
         };
-        for i in (0..g.len()).step_by(8) {
+        // Equal 64-byte blocks are skipped whole.
+        let differing_words = (0..g.len())
+            .step_by(64)
+            .filter(|&blk| {
+                let end = (blk + 64).min(g.len());
+                g[blk..end] != w[blk..end]
+            })
+            .flat_map(|blk| (blk..(blk + 64).min(g.len())).step_by(8));
+        for i in differing_words {
             let gw = word(g, i);
             let ww = word(w, i);
             let mut bad = nonzero(gw ^ ww);
@@ -833,9 +841,9 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             // Verdict per outcome at this crash point (the allowed states are the point's).
             let mut verdicts: HashMap<usize, Result<(), String>> = HashMap::new();
             let mut overlay = Vec::new();
+            let prepared = c.prepare(&replay.durable);
             for pick in picks {
-                c.overlay_into(&replay.durable, &pick, &mut overlay);
-                let key = image_key(&replay.durable, &overlay);
+                let key = prepared.image(&pick, &mut overlay);
                 if !local.insert(key) {
                     report.images_deduplicated += 1;
                     continue;
