@@ -313,10 +313,21 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
         }
         // The stores that may be missing from this file (looked up once, not per byte).
         let ino = want.inos.get(path);
-        let mine: Vec<&Unpersisted> = fuzz.iter().filter(|f| Some(&f.ino) == ino).collect();
+        let mut mine: Vec<&Unpersisted> = fuzz.iter().filter(|f| Some(&f.ino) == ino).collect();
         if mine.is_empty() {
             return false;
         }
+        // By offset, with the furthest end so far: the stores that may cover a word are found
+        // from a cursor that only moves forward (the words are visited in order).
+        mine.sort_by_key(|f| f.off);
+        let reach: Vec<u64> = mine
+            .iter()
+            .scan(0u64, |r, f| {
+                *r = (*r).max(f.off + f.old.len() as u64);
+                Some(*r)
+            })
+            .collect();
+        let mut first = 0;
         // A byte may differ only where one of those stores covers it and holds the old value
         // found. Eight bytes a step: a byte is unexplained when it differs from `w` and, for
         // every store covering part of the word, from `w` with the store's old bytes in place
@@ -344,21 +355,22 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
             let gw = word(g, i);
             let ww = word(w, i);
             let mut bad = nonzero(gw ^ ww);
-            for f in &mine {
+            let at = i as u64;
+            // Stores before `first` all end at or before this word (and every later word).
+            while first < mine.len() && reach[first] <= at {
+                first += 1;
+            }
+            for f in mine[first..].iter().take_while(|f| f.off < at + 8) {
                 if bad == 0 {
                     break;
                 }
-                let (lo, hi) = (f.off, f.off + f.old.len() as u64);
-                if hi <= i as u64 || lo >= i as u64 + 8 {
+                let (lo, hi) = (f.off.max(at), (f.off + f.old.len() as u64).min(at + 8));
+                if lo >= hi {
                     continue;
                 }
                 let mut alt = ww.to_le_bytes();
-                for (k, b) in alt.iter_mut().enumerate() {
-                    let j = i as u64 + k as u64;
-                    if j >= lo && j < hi {
-                        *b = f.old[(j - lo) as usize];
-                    }
-                }
+                alt[(lo - at) as usize..(hi - at) as usize]
+                    .copy_from_slice(&f.old[(lo - f.off) as usize..(hi - f.off) as usize]);
                 bad &= nonzero(gw ^ u64::from_le_bytes(alt));
             }
             if bad != 0 {
@@ -1437,5 +1449,31 @@ mod tests {
         let mut s5 = state(&g);
         s5.used_blocks = 4;
         assert!(!accepts(&s5, &w, &fuzz), "blocks in use differ");
+        // Overlapping stores (a long one, a short one inside it ending first, a later one):
+        // a byte may hold the old value of any store covering it.
+        let store = |off: u64, len: usize, old: u8| Unpersisted {
+            path: "/f".into(),
+            ino: 5,
+            off,
+            old: vec![old; len],
+        };
+        let three = vec![
+            store(250, 3, 0x33),
+            store(10, 100, 0x11),
+            store(20, 5, 0x22),
+        ];
+        let mut g6 = want.clone();
+        g6[10] = 0x11;
+        g6[21] = 0x22;
+        g6[30] = 0x11;
+        g6[109] = 0x11;
+        g6[251] = 0x33;
+        assert!(accepts(&state(&g6), &w, &three));
+        let mut g7 = g6.clone();
+        g7[30] = 0x22; // the short store does not reach 30
+        assert!(!accepts(&state(&g7), &w, &three));
+        let mut g8 = g6.clone();
+        g8[253] = 0x33; // past the last store
+        assert!(!accepts(&state(&g8), &w, &three));
     }
 }
