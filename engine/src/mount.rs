@@ -393,8 +393,21 @@ impl Engine {
             }
             self.blocks.free(start, b - start);
         }
-        self.inos
-            .add_free((ROOT_INO + 1..max_ino).filter(|&ino| !seen.get(ino)));
+        // Every number above the root's not reached is free (a word at a time).
+        let free: Vec<u64> = (0..max_ino.div_ceil(64))
+            .map(|w| {
+                let base = w * 64;
+                let from = (ROOT_INO + 1).saturating_sub(base).min(64);
+                let to = max_ino.saturating_sub(base).min(64);
+                let in_range = if to > from {
+                    (u64::MAX >> (64 - (to - from))) << from
+                } else {
+                    0
+                };
+                !seen.word(w as usize) & in_range
+            })
+            .collect();
+        self.inos.add_free_words(&free);
         Ok(scanned.into_inner())
     }
 
@@ -702,6 +715,11 @@ impl AtomicBits {
 
     fn get(&self, i: u64) -> bool {
         self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Bits `64 * w ..` as one word.
+    fn word(&self, w: usize) -> u64 {
+        self.words[w].load(Ordering::Acquire)
     }
 }
 
