@@ -276,11 +276,87 @@ impl Choices {
         }
     }
 
-    /// Precompute, for this crash point's durable image, what every pick's image needs: the
-    /// pending writes grouped by unit, and for a unit with one pending write its final value
-    /// and key contribution. [`Prepared::image`] then builds a pick's image and key in one
-    /// pass without touching `durable`.
+    /// Precompute, for this crash point's durable image, what every pick's image needs, so
+    /// that [`Prepared::image`] builds a pick's image and key without touching `durable`:
+    /// - a line whose units no other pending write touches (the common case): for each prefix
+    ///   length, how many of its changed units it keeps and their key share (a prefix of a
+    ///   list);
+    /// - a non-temporal store whose units no other pending write touches: its changed units
+    ///   and their key shares (all, none, or unit by unit);
+    /// - every other unit: its pending writes in program order, merged per pick.
     pub fn prepare<'a>(&'a self, durable: &'a [u8]) -> Prepared<'a> {
+        // How many pending writes each unit has (`order` is sorted by unit).
+        let mut writes_of: std::collections::HashMap<u64, u32> = Default::default();
+        for &at in &self.order {
+            *writes_of.entry(self.write(at).unit).or_default() += 1;
+        }
+        let alone = |w: &UnitWrite| writes_of[&w.unit] == 1;
+        let change = |w: &UnitWrite| {
+            let d = load_unit(durable, w.unit);
+            let m = BYTE_MASKS[w.mask as usize];
+            let v = (d & !m) | (u64::from_le_bytes(w.bytes) & m);
+            (v != d).then(|| Changed {
+                unit: w.unit,
+                value: v,
+                key: unit_key(w.unit, v),
+            })
+        };
+        let mut covered: std::collections::HashSet<u64> = Default::default();
+        let mut lines = Vec::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            if !l.iter().all(alone) {
+                continue;
+            }
+            let mut seg = LineSeg {
+                line: i,
+                changed: Vec::new(),
+                upto: vec![(0, 0, 0)],
+            };
+            for w in l {
+                covered.insert(w.unit);
+                let (mut n, mut ka, mut kb) = *seg.upto.last().unwrap_or(&(0, 0, 0));
+                if let Some(ch) = change(w) {
+                    seg.changed.push(ch);
+                    n += 1;
+                    ka = ka.wrapping_add(ch.key.0);
+                    kb = kb.wrapping_add(ch.key.1);
+                }
+                seg.upto.push((n, ka, kb));
+            }
+            lines.push(seg);
+        }
+        let mut nts = Vec::new();
+        let mut s = 0;
+        while s < self.nt.len() {
+            let ev = self.nt[s].event;
+            let mut e = s + 1;
+            while e < self.nt.len() && self.nt[e].event == ev {
+                e += 1;
+            }
+            let ws = &self.nt[s..e];
+            if ws.iter().all(alone) {
+                let units: Vec<Option<Changed>> = ws.iter().map(change).collect();
+                let (mut ka, mut kb, mut c) = (0u64, 0u64, 0u64);
+                for ch in units.iter().flatten() {
+                    ka = ka.wrapping_add(ch.key.0);
+                    kb = kb.wrapping_add(ch.key.1);
+                    c += 1;
+                }
+                covered.extend(ws.iter().map(|w| w.unit));
+                nts.push(NtSeg {
+                    start: s,
+                    all: units
+                        .iter()
+                        .flatten()
+                        .map(|ch| (ch.unit, ch.value))
+                        .collect(),
+                    all_key: (ka, kb, c),
+                    units,
+                });
+            }
+            s = e;
+        }
+        // The rest, unit by unit.
         let mut groups = Vec::new();
         let mut s = 0;
         while s < self.order.len() {
@@ -289,23 +365,22 @@ impl Choices {
             while e < self.order.len() && self.write(self.order[e]).unit == unit {
                 e += 1;
             }
-            let d = load_unit(durable, unit);
-            let single = (e == s + 1).then(|| {
-                let w = self.write(self.order[s]);
-                let m = BYTE_MASKS[w.mask as usize];
-                let v = (d & !m) | (u64::from_le_bytes(w.bytes) & m);
-                (v != d).then(|| (v, unit_key(unit, v)))
-            });
-            groups.push(Group {
-                unit,
-                start: s as u32,
-                end: e as u32,
-                durable: d,
-                single,
-            });
+            if !covered.contains(&unit) {
+                groups.push(Group {
+                    unit,
+                    start: s as u32,
+                    end: e as u32,
+                    durable: load_unit(durable, unit),
+                });
+            }
             s = e;
         }
-        Prepared { c: self, groups }
+        Prepared {
+            c: self,
+            lines,
+            nts,
+            groups,
+        }
     }
 
     fn write(&self, (i, k): (u32, u32)) -> &UnitWrite {
@@ -334,31 +409,87 @@ fn load_unit(durable: &[u8], unit: u64) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// The pending writes of one unit: `order[start..end]`.
+/// A unit a write changes: its final value and key share.
+#[derive(Clone, Copy)]
+struct Changed {
+    unit: u64,
+    value: u64,
+    key: (u64, u64),
+}
+
+/// A line none of whose units another pending write touches.
+struct LineSeg {
+    line: usize,
+    /// The units its writes change, in program order.
+    changed: Vec<Changed>,
+    /// Per prefix length k: how many entries of `changed` the first k writes make, and
+    /// their key sums.
+    upto: Vec<(usize, u64, u64)>,
+}
+
+/// A non-temporal store none of whose units another pending write touches.
+struct NtSeg {
+    /// Its first unit write in [`Choices::nt`].
+    start: usize,
+    /// Per unit write: the change it makes, if any.
+    units: Vec<Option<Changed>>,
+    /// Every change (all units kept) and its key sums and count.
+    all: Vec<(u64, u64)>,
+    all_key: (u64, u64, u64),
+}
+
+/// The other pending writes of one unit: `order[start..end]`.
 struct Group {
     unit: u64,
     start: u32,
     end: u32,
     /// The unit's durable value.
     durable: u64,
-    /// With exactly one pending write: its final value and key contribution if it changes
-    /// the unit (`Some(None)`: it writes the durable value).
-    single: Option<Option<(u64, (u64, u64))>>,
 }
 
 /// A crash point's choices prepared for building many picks' images ([`Choices::prepare`]).
 pub struct Prepared<'a> {
     c: &'a Choices,
+    lines: Vec<LineSeg>,
+    nts: Vec<NtSeg>,
     groups: Vec<Group>,
 }
 
 impl Prepared<'_> {
-    /// The units `pick` leaves different from the durable image, with their final values,
-    /// sorted by unit (as [`Choices::overlay_into`]), and the image's key (as
-    /// [`image_key`]).
+    /// The units `pick` leaves different from the durable image, with their final values
+    /// (each unit once, in no particular order), and the image's key (as [`image_key`]).
     pub fn image(&self, pick: &Pick, out: &mut Vec<(u64, [u8; 8])>) -> u128 {
         out.clear();
         let c = self.c;
+        let (mut a, mut b, mut n) = (0u64, 0u64, 0u64);
+        let mut add = |ka: u64, kb: u64, k: u64| {
+            a = a.wrapping_add(ka);
+            b = b.wrapping_add(kb);
+            n += k;
+        };
+        for seg in &self.lines {
+            let (cnt, ka, kb) = seg.upto[pick.prefixes[seg.line]];
+            out.extend(
+                seg.changed[..cnt]
+                    .iter()
+                    .map(|ch| (ch.unit, ch.value.to_le_bytes())),
+            );
+            add(ka, kb, cnt as u64);
+        }
+        for seg in &self.nts {
+            let bits = &pick.nt[seg.start..seg.start + seg.units.len()];
+            if bits.iter().all(|&x| x) {
+                out.extend(seg.all.iter().map(|&(u, v)| (u, v.to_le_bytes())));
+                add(seg.all_key.0, seg.all_key.1, seg.all_key.2);
+            } else {
+                for (ch, _) in seg.units.iter().zip(bits).filter(|(_, &on)| on) {
+                    if let Some(ch) = ch {
+                        out.push((ch.unit, ch.value.to_le_bytes()));
+                        add(ch.key.0, ch.key.1, 1);
+                    }
+                }
+            }
+        }
         let included = |(i, k): (u32, u32)| {
             if i == u32::MAX {
                 pick.nt[k as usize]
@@ -366,37 +497,19 @@ impl Prepared<'_> {
                 (k as usize) < pick.prefixes[i as usize]
             }
         };
-        let (mut a, mut b, mut n) = (0u64, 0u64, 0u64);
         for g in &self.groups {
-            let ws = &c.order[g.start as usize..g.end as usize];
-            let v = match g.single {
-                Some(changed) => {
-                    if let (Some((v, (ka, kb))), true) = (changed, included(ws[0])) {
-                        out.push((g.unit, v.to_le_bytes()));
-                        a = a.wrapping_add(ka);
-                        b = b.wrapping_add(kb);
-                        n += 1;
-                    }
-                    continue;
+            let mut v = g.durable;
+            for &at in &c.order[g.start as usize..g.end as usize] {
+                if included(at) {
+                    let w = c.write(at);
+                    let m = BYTE_MASKS[w.mask as usize];
+                    v = (v & !m) | (u64::from_le_bytes(w.bytes) & m);
                 }
-                None => {
-                    let mut v = g.durable;
-                    for &at in ws {
-                        if included(at) {
-                            let w = c.write(at);
-                            let m = BYTE_MASKS[w.mask as usize];
-                            v = (v & !m) | (u64::from_le_bytes(w.bytes) & m);
-                        }
-                    }
-                    v
-                }
-            };
+            }
             if v != g.durable {
                 out.push((g.unit, v.to_le_bytes()));
                 let (ka, kb) = unit_key(g.unit, v);
-                a = a.wrapping_add(ka);
-                b = b.wrapping_add(kb);
-                n += 1;
+                add(ka, kb, 1);
             }
         }
         finish_key(a, b, n)
@@ -734,6 +847,8 @@ mod litmus {
             st(72, &[0; 8]),
             st(130, &[7; 20]),
             nt(200, &[8; 16]),
+            st(224, &[0; 8]),
+            st(232, &[9; 8]),
         ];
         let mut r = Replay::new(vec![0; 256]);
         for (i, e) in evs.iter().enumerate() {
@@ -763,6 +878,7 @@ mod litmus {
             assert_eq!(key, image_key(&r.durable, &c.overlay(&r.durable, p).0));
             let mut fast = Vec::new();
             assert_eq!(prepared.image(p, &mut fast), key, "{p:?}");
+            fast.sort_by_key(|&(u, _)| u);
             assert_eq!(fast, out, "{p:?}");
             assert_eq!(*by_image.entry(want).or_insert(key), key);
             keys.insert(key);

@@ -332,49 +332,61 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
         // found. Eight bytes a step: a byte is unexplained when it differs from `w` and, for
         // every store covering part of the word, from `w` with the store's old bytes in place
         // (equal to `w` outside the store, so that explains nothing there).
-        let word = |v: &[u8], i: usize| {
-            let mut b = [0u8; 8];
-            let end = (i + 8).min(v.len());
-            b[..end - i].copy_from_slice(&v[i..end]);
-            u64::from_le_bytes(b)
+        let word = |v: &[u8]| match <[u8; 8]>::try_from(v) {
+            Ok(b) => u64::from_le_bytes(b),
+            Err(_) => {
+                // The file's last, partial word (zeros past the end on both sides).
+                let mut b = [0u8; 8];
+                b[..v.len()].copy_from_slice(v);
+                u64::from_le_bytes(b)
+            }
         };
         // High bit of each nonzero byte.
         let nonzero = |x: u64| {
             const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
             (((x & LOW7) + LOW7) | x) & !LOW7
         };
-        // Equal 64-byte blocks are skipped whole.
-        let differing_words = (0..g.len())
-            .step_by(64)
-            .filter(|&blk| {
-                let end = (blk + 64).min(g.len());
-                g[blk..end] != w[blk..end]
-            })
-            .flat_map(|blk| (blk..(blk + 64).min(g.len())).step_by(8));
-        for i in differing_words {
-            let gw = word(g, i);
-            let ww = word(w, i);
-            let mut bad = nonzero(gw ^ ww);
-            let at = i as u64;
-            // Stores before `first` all end at or before this word (and every later word).
-            while first < mine.len() && reach[first] <= at {
-                first += 1;
+        // Equal 64-byte blocks are skipped whole, then equal words.
+        for (blk, (gb, wb)) in g.chunks(64).zip(w.chunks(64)).enumerate() {
+            if gb == wb {
+                continue;
             }
-            for f in mine[first..].iter().take_while(|f| f.off < at + 8) {
-                if bad == 0 {
-                    break;
-                }
-                let (lo, hi) = (f.off.max(at), (f.off + f.old.len() as u64).min(at + 8));
-                if lo >= hi {
+            for (k, (gc, wc)) in gb.chunks(8).zip(wb.chunks(8)).enumerate() {
+                let (gw, ww) = (word(gc), word(wc));
+                if gw == ww {
                     continue;
                 }
-                let mut alt = ww.to_le_bytes();
-                alt[(lo - at) as usize..(hi - at) as usize]
-                    .copy_from_slice(&f.old[(lo - f.off) as usize..(hi - f.off) as usize]);
-                bad &= nonzero(gw ^ u64::from_le_bytes(alt));
-            }
-            if bad != 0 {
-                return false;
+                let mut bad = nonzero(gw ^ ww);
+                let at = (blk * 64 + k * 8) as u64;
+                // Stores before `first` all end at or before this word (and every later one).
+                while first < mine.len() && reach[first] <= at {
+                    first += 1;
+                }
+                for f in mine[first..].iter().take_while(|f| f.off < at + 8) {
+                    if bad == 0 {
+                        break;
+                    }
+                    let end = f.off + f.old.len() as u64;
+                    let alt = if f.off <= at && end >= at + 8 {
+                        // The store covers the whole word.
+                        let o = (at - f.off) as usize;
+                        word(&f.old[o..o + 8])
+                    } else {
+                        let (lo, hi) = (f.off.max(at), end.min(at + 8));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let mut alt = ww.to_le_bytes();
+                        for j in lo..hi {
+                            alt[(j - at) as usize] = f.old[(j - f.off) as usize];
+                        }
+                        u64::from_le_bytes(alt)
+                    };
+                    bad &= nonzero(gw ^ alt);
+                }
+                if bad != 0 {
+                    return false;
+                }
             }
         }
     }
