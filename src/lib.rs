@@ -668,6 +668,18 @@ impl Fs {
         Ok(self.engine.statfs())
     }
 
+    /// Grow the image to `new_size` bytes (a multiple of 4096) while it is mounted: the new
+    /// space is free for files and inodes when this returns. Atomic and durable on return:
+    /// after a crash the image has its old size or the new one, never something between.
+    /// Growing to the current size does nothing; shrinking is refused (`InvalidInput`), as is a
+    /// device image. One mount can grow the image up to [`MountOptions::grow_limit`] (by
+    /// default 16 times its size at mount, at least 1 GiB more); beyond, unmount and grow it
+    /// offline (`Fs::open` with a larger `grow_limit`, or `novafs resize`). Returns the bytes
+    /// added.
+    pub fn grow(&self, new_size: u64) -> Result<u64> {
+        Ok(self.engine.grow(new_size)? * novafs_engine::layout::BLOCK)
+    }
+
     /// Flush everything: operations are already durable; this also migrates the pages stored
     /// through mappings into their files (like msync of every mapping), and `msync`s in Msync
     /// mode.

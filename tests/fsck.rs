@@ -172,7 +172,7 @@ fn traced_backend() {
     // Damage an entry of /d/x (a fresh traced region holding the damaged image), repair it on
     // the traced backend: every store of the repair is in the trace, followed by a fence.
     let ino = {
-        let (engine, _) = novafs::Engine::open_media(
+        let (engine, _) = novafs_recovery::open_media(
             Arc::new(Media::traced_from(media.snapshot().unwrap())),
             &MountOptions::default(),
         )
@@ -216,7 +216,7 @@ fn traced_backend() {
     );
     let r = fsck::check_media(damaged.clone(), &FsckOptions::default()).unwrap();
     assert_eq!(r.exit_code(), 0, "{}", show(&r));
-    let (engine, _) = novafs::Engine::open_media(damaged, &MountOptions::default()).unwrap();
+    let (engine, _) = novafs_recovery::open_media(damaged, &MountOptions::default()).unwrap();
     engine.lookup(1, b"d").unwrap();
     engine.crash();
 }

@@ -157,7 +157,7 @@ fn map_word(img: &std::path::Path, i: usize) -> u64 {
 
 #[test]
 fn older_format_images_are_upgraded_by_their_first_read_write_mount() {
-    for old in [1, 2] {
+    for old in [1, 2, 3] {
         let (_d, img, fs) = fresh();
         fs.write("/old", b"from an older format").unwrap();
         // Enough inodes for a second inode-table chunk.
@@ -166,17 +166,26 @@ fn older_format_images_are_upgraded_by_their_first_read_write_mount() {
         }
         fs.unmount().unwrap();
         set_version(&img, old);
-        unseal_map(&img);
+        let sealed_w1 = map_word(&img, 1);
+        if old < 3 {
+            unseal_map(&img);
+        }
         assert_eq!(version(&img), (old, old));
         let (w0, w1) = (map_word(&img, 0), map_word(&img, 1));
-        assert!(w0 >> 48 == 0 && w1 >> 48 == 0 && w1 != 0);
-        // An unsealed map is damage at the current version.
-        set_version(&img, 3);
-        assert!(matches!(
-            cause(Fs::open(&img, &MountOptions::default())),
-            Err(Error::Corrupt { .. })
-        ));
-        set_version(&img, old);
+        if old < 3 {
+            assert!(w0 >> 48 == 0 && w1 >> 48 == 0 && w1 != 0);
+            // An unsealed map is damage from format 3 on.
+            for v in [3, 4] {
+                set_version(&img, v);
+                assert!(matches!(
+                    cause(Fs::open(&img, &MountOptions::default())),
+                    Err(Error::Corrupt { .. })
+                ));
+            }
+            set_version(&img, old);
+        } else {
+            assert_eq!(w1, sealed_w1);
+        }
         // Read-only: readable, not upgraded.
         let ro = Fs::open(
             &img,
@@ -194,9 +203,8 @@ fn older_format_images_are_upgraded_by_their_first_read_write_mount() {
         // Read-write: the map sealed, both copies upgraded, then special files can be made.
         let fs = Fs::open(&img, &MountOptions::default()).unwrap();
         assert_eq!(fs.mount_report().format_upgraded_from, Some(old));
-        assert_eq!(version(&img), (3, 3));
-        assert_eq!(map_word(&img, 1) & ((1 << 48) - 1), w1);
-        assert_ne!(map_word(&img, 1), w1, "map word 1 not sealed");
+        assert_eq!(version(&img), (4, 4));
+        assert_eq!(map_word(&img, 1), sealed_w1, "map word 1 sealed");
         assert_eq!(fs.read("/f1099").unwrap(), b"x");
         fs.mknod("/fifo", FileType::Fifo, 0o644, 0).unwrap();
         fs.unmount().unwrap();
@@ -213,12 +221,12 @@ fn a_version_from_the_future_is_refused_by_name() {
     let (_d, img, fs) = fresh();
     fs.unmount().unwrap();
     // A version from the future is refused by name.
-    set_version(&img, 4);
+    set_version(&img, 5);
     assert!(matches!(
         cause(Fs::open(&img, &MountOptions::default())),
         Err(Error::UnsupportedVersion {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         })
     ));
 }

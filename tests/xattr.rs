@@ -361,7 +361,10 @@ fn a_format_2_image_is_upgraded_and_then_takes_xattrs() {
         .unwrap();
     fs.unmount().unwrap();
     let data = std::fs::read(&img).unwrap();
-    assert_eq!(u32::from_le_bytes(data[8..12].try_into().unwrap()), 3);
+    assert_eq!(
+        u32::from_le_bytes(data[8..12].try_into().unwrap()),
+        novafs_engine::layout::superblock::FORMAT_VERSION
+    );
     fsck_clean(&img);
 }
 

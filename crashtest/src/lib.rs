@@ -159,6 +159,8 @@ pub struct State {
     pub inos: BTreeMap<String, u64>,
     /// Blocks in use by files and logs (excluding the fixed area and inode-table chunks).
     pub used_blocks: u64,
+    /// Blocks in the image (it changes only by a grow, atomically).
+    pub blocks_total: u64,
 }
 
 /// A 64-bit hash of an extended attribute's value (8 bytes a step).
@@ -278,6 +280,7 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
         contents,
         inos,
         used_blocks: s.blocks_total - s.blocks_free - fixed,
+        blocks_total: s.blocks_total,
     })
 }
 
@@ -298,7 +301,10 @@ pub struct Unpersisted {
 /// file contents, except that a byte of a file may hold its old value where a mapped store not
 /// yet persisted to that inode covers it.
 fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
-    if got.tree != want.tree || got.used_blocks != want.used_blocks {
+    if got.tree != want.tree
+        || got.used_blocks != want.used_blocks
+        || got.blocks_total != want.blocks_total
+    {
         return false;
     }
     for (path, w) in &want.contents {
@@ -395,6 +401,12 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
 
 fn describe_diff(got: &State, want: &[&State]) -> String {
     let w = want[0];
+    if got.blocks_total != w.blocks_total {
+        return format!(
+            "the image has {} blocks but the reference state has {}",
+            got.blocks_total, w.blocks_total
+        );
+    }
     if got.tree == w.tree && got.contents == w.contents {
         return format!(
             "blocks in use {} but the reference state has {}",
@@ -513,8 +525,9 @@ fn recover_in_place(
     let mut recovery_events: Vec<TraceEvent> = Vec::new();
     let (b, events, result) = traced(buf, |media| {
         checked(|| {
-            let (engine, report) = Engine::open_media(media.clone(), &MountOptions::default())
-                .map_err(|e| format!("recovery failed: {e}"))?;
+            let (engine, report) =
+                novafs_recovery::open_media(media.clone(), &MountOptions::default())
+                    .map_err(|e| format!("recovery failed: {e}"))?;
             let fs = Fs::from_engine(engine, report);
             let st = state_of(&fs)?;
             if deep {
@@ -523,8 +536,9 @@ fn recover_in_place(
                 // fsck finds nothing wrong with what recovery left.
                 fs.crash();
                 fsck_finds_nothing(media.clone(), "the recovered image")?;
-                let (engine, r) = Engine::open_media(media.clone(), &MountOptions::default())
-                    .map_err(|e| format!("mount after fsck failed: {e}"))?;
+                let (engine, r) =
+                    novafs_recovery::open_media(media.clone(), &MountOptions::default())
+                        .map_err(|e| format!("mount after fsck failed: {e}"))?;
                 usable(Fs::from_engine(engine, r), media.clone())?;
             } else {
                 fs.crash();
@@ -583,7 +597,7 @@ fn recover(img: Vec<u8>, trace: bool) -> Result<(Fs, Option<Vec<TraceEvent>>), S
         media.with_trace(|t| t.enabled = true);
     }
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        Engine::open_media(media.clone(), &MountOptions::default())
+        novafs_recovery::open_media(media.clone(), &MountOptions::default())
     }));
     match r {
         Ok(Ok((engine, report))) => {
@@ -643,8 +657,8 @@ fn usable(fs: Fs, media: Arc<Media>) -> Result<(), String> {
     drop(fs);
     engine.unmount().map_err(|x| e("unmount", x.into()))?;
     drop(engine);
-    let (engine, _) =
-        Engine::open_media(media, &MountOptions::default()).map_err(|x| e("remount", x.into()))?;
+    let (engine, _) = novafs_recovery::open_media(media, &MountOptions::default())
+        .map_err(|x| e("remount", x.into()))?;
     let fs = Fs::from_engine(engine, Default::default());
     let st = state_of(&fs)?;
     if !st.tree.is_empty() {
@@ -682,11 +696,9 @@ fn recovery_survives_crash(
         if matches!(ev, TraceEvent::Fence { .. }) {
             let c = replay.choices();
             if !c.is_empty() {
-                for u in replay.drain_durable_units() {
-                    if let Some(w) = work.as_mut() {
-                        let r = u as usize..u as usize + 8;
-                        w[r.clone()].copy_from_slice(&replay.durable[r]);
-                    }
+                match work.as_mut() {
+                    Some(w) => replay.sync_copy(w),
+                    None => drop(replay.drain_durable_units()),
                 }
                 for pick in c.sample(4, seed ^ i as u64) {
                     c.overlay_into(&replay.durable, &pick, &mut overlay);
@@ -794,6 +806,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     let mut outcomes = Outcomes::default();
     // Bumped whenever a unit became durable: images are keyed by (generation, overlay).
     let mut durable_gen = 0u64;
+    let mut durable_len = cfg.image_bytes as usize;
     let mut distinct = 0usize;
     // eADR: the image (all stores so far) and a working copy recovered in place.
     let mut eadr_img: Option<Vec<u8>> = None;
@@ -851,14 +864,20 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             } else {
                 report.points_sampled += 1;
             }
+            // Keep the working copies equal to the durable image (units made durable, a grown
+            // length), and key later images by a new generation if it changed.
             let newly = replay.drain_durable_units();
-            if !newly.is_empty() {
+            if !newly.is_empty() || replay.durable.len() != durable_len {
                 durable_gen += 1;
+                durable_len = replay.durable.len();
             }
-            for u in newly {
-                let r = u as usize..u as usize + 8;
-                for w in [work.as_mut(), spare.as_mut()].into_iter().flatten() {
-                    w[r.clone()].copy_from_slice(&replay.durable[r.clone()]);
+            for w in [work.as_mut(), spare.as_mut()].into_iter().flatten() {
+                if w.len() < durable_len {
+                    w.resize(durable_len, 0);
+                }
+                for &u in &newly {
+                    let r = u as usize..u as usize + 8;
+                    w[r.clone()].copy_from_slice(&replay.durable[r]);
                 }
             }
             let mut local: HashSet<u128> = HashSet::new();
@@ -940,6 +959,14 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             }
         }
         replay.step(idx, ev);
+        if let TraceEvent::Grow { len, .. } = ev {
+            for img in [eadr_img.as_mut(), eadr_work.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                img.resize(img.len().max(*len as usize), 0);
+            }
+        }
         // eADR: every prefix of the store order is a crash state.
         if cfg.eadr && !matches!(ctx, Ctx::Setup) {
             if let TraceEvent::Store { off, data, .. } = ev {
@@ -1323,8 +1350,8 @@ fn run_op(
                 gc: gc.clone(),
                 ..MountOptions::default()
             };
-            let (engine, report) =
-                Engine::open_media(media.clone(), &opts).map_err(|e| format!("mount: {e}"))?;
+            let (engine, report) = novafs_recovery::open_media(media.clone(), &opts)
+                .map_err(|e| format!("mount: {e}"))?;
             Ok((Fs::from_engine(engine, report), None))
         }
         _ => {
@@ -1421,6 +1448,7 @@ mod tests {
             contents: [("/f".to_string(), data.to_vec())].into(),
             inos: [("/f".to_string(), 5)].into(),
             used_blocks: 3,
+            blocks_total: 1024,
         }
     }
 

@@ -146,6 +146,9 @@ pub enum Op {
     Close(String),
     /// `VERB@H ...`: a file operation through handle H.
     Via(String, HandleOp),
+    /// `grow BYTES`: `Fs::grow`, the image grows to BYTES (a no-op at its size; shrinking
+    /// fails).
+    Grow(u64),
     /// `remount`: clean unmount, then mount.
     Remount,
     /// `unmount`: the same as remount (the workload goes on after it).
@@ -251,6 +254,7 @@ impl fmt::Display for Op {
                 HandleOp::Falloc(o, l) => write!(f, "falloc@{h} {o} {l}"),
                 HandleOp::Fsync => write!(f, "fsync@{h}"),
             },
+            Op::Grow(n) => write!(f, "grow {n}"),
             Op::Remount => write!(f, "remount"),
             Op::Unmount => write!(f, "unmount"),
         }
@@ -466,6 +470,7 @@ pub fn parse(name: &str, text: &str) -> Result<Workload, String> {
                 "rename" => Op::Rename(path(t.next(), line)?, path(t.next(), line)?),
                 "exchange" => Op::Exchange(path(t.next(), line)?, path(t.next(), line)?),
                 "fsync" => Op::Fsync(path(t.next(), line)?),
+                "grow" => Op::Grow(num(t.next(), line, "size")?),
                 "remount" => Op::Remount,
                 "unmount" => Op::Unmount,
                 "map" => Op::Map(
@@ -685,6 +690,7 @@ pub fn apply_with(fs: &Fs, held: &mut Held, op: &Op) -> Result<(), Error> {
             },
         ),
         Op::Fsync(p) => fs.open_options().read(true).open(p)?.sync_all(),
+        Op::Grow(n) => fs.grow(*n).map(|_| ()),
         Op::Remount | Op::Unmount => {
             held.clear();
             Ok(())
@@ -802,6 +808,7 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Exchange(s("/foo"), s("/A/bar")),   // swap two files across directories
         Op::Exchange(s("/A/C"), s("/sym")),     // swap a directory and a symlink
         Op::Fsync(s("/foo")),
+        Op::Grow(6 << 20), // the harness's image is 4 MiB
         Op::Remount,
         Op::FallocKeep(s("/foo"), 8192, 16384), // past the end: the size stays
         Op::FallocKeep(s("/A/bar"), 0, 4096),   // inside and past the end
@@ -1247,7 +1254,36 @@ pub fn seq1() -> Vec<Workload> {
     v.extend(handles());
     v.extend(gc());
     v.extend(xattrs());
+    v.push(grow_fill());
     v
+}
+
+/// Growth under load: grow the 4 MiB image to 8 MiB, write a file, remount (the saved
+/// allocator state covers the new range), overwrite, then a no-op grow and a refused shrink.
+/// (Small files: a file larger than the old image costs the harness minutes; tests/grow.rs
+/// fills the new space.)
+pub fn grow_fill() -> Workload {
+    Workload {
+        name: "grow-fill".into(),
+        setup: prepared_tree(),
+        ops: vec![
+            Op::Grow(8 << 20),
+            Op::WriteFile {
+                path: "/big".into(),
+                len: 40_000,
+                seed: 7,
+            },
+            Op::Remount,
+            Op::Write {
+                path: "/big".into(),
+                off: 4096,
+                len: 8192,
+                seed: 8,
+            },
+            Op::Grow(8 << 20),
+            Op::Grow(4 << 20),
+        ],
+    }
 }
 
 /// All ordered pairs of seq-1 operations.

@@ -262,3 +262,18 @@ fn xattr_workloads_do_what_they_say() {
         fs.unmount().unwrap();
     }
 }
+
+#[test]
+fn grow_is_one_atomic_step() {
+    // The workload language reads and prints `grow`; a crash at any point of a grow shows
+    // the old size or the new one (the state includes the image's size), recovery and fsck of
+    // every crash image agree, and the new blocks carry a file larger than the old image.
+    let w = workload::grow_fill();
+    assert_eq!(w.ops[0].to_string(), "grow 8388608");
+    assert_eq!(workload::parse(&w.name, &w.to_text()).unwrap(), w);
+    let r = check(&w, &Config::default());
+    summary("grow-fill", &r);
+    assert!(r.failures.is_empty(), "{:#?}", r.failures.first());
+    assert!(r.crash_points >= 6, "{r:?}");
+    assert!(r.deep_checks > 0, "{r:?}");
+}

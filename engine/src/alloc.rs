@@ -108,7 +108,8 @@ impl Shard {
 pub struct BlockAlloc {
     shards: Vec<Mutex<Shard>>,
     first: u64,
-    end: u64,
+    /// One past the last managed block (grows with [`BlockAlloc::grow`]).
+    end: AtomicU64,
     shard_span: u64,
     free: AtomicU64,
     /// Blocks only space-freeing operations may take, so that deleting always works on a
@@ -140,7 +141,7 @@ impl BlockAlloc {
                 })
                 .collect(),
             first,
-            end,
+            end: AtomicU64::new(end),
             shard_span: span,
             free: AtomicU64::new(0),
             reserve: (end.saturating_sub(first) / 256).clamp(4, 256),
@@ -158,7 +159,20 @@ impl BlockAlloc {
 
     /// Managed range.
     pub fn range(&self) -> (u64, u64) {
-        (self.first, self.end)
+        (self.first, self.end())
+    }
+
+    fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Manage blocks up to `new_end` (more than now; the image grew): `[end, new_end)` become
+    /// free (in the last shard; allocations take from any shard when theirs is empty).
+    pub fn grow(&self, new_end: u64) {
+        let old = self.end.fetch_max(new_end, Ordering::AcqRel);
+        if new_end > old {
+            self.free(old, new_end - old);
+        }
     }
 
     /// Blocks held back for space-freeing operations.
@@ -245,7 +259,7 @@ impl BlockAlloc {
         while s < end {
             let sh = self.shard_of(s);
             let shard_end = if sh + 1 == self.shards.len() {
-                self.end
+                self.end()
             } else {
                 self.first + (sh as u64 + 1) * self.shard_span
             };
@@ -261,10 +275,10 @@ impl BlockAlloc {
             return;
         }
         assert!(
-            start >= self.first && start + len <= self.end,
+            start >= self.first && start + len <= self.end(),
             "freeing blocks {start}+{len} outside [{}, {})",
             self.first,
-            self.end
+            self.end()
         );
         if len == 1 {
             let mut sh = self.shards[self.shard_of(start)].lock();
@@ -300,7 +314,7 @@ impl BlockAlloc {
     /// Whether any block of `[start, start + len)` is free.
     pub fn any_free(&self, start: u64, len: u64) -> bool {
         let lo = start.max(self.first);
-        let hi = start.saturating_add(len).min(self.end);
+        let hi = start.saturating_add(len).min(self.end());
         if lo >= hi {
             return false;
         }
@@ -317,7 +331,7 @@ impl BlockAlloc {
 
     /// Whether `block` is free.
     pub fn is_free(&self, block: u64) -> bool {
-        if block < self.first || block >= self.end {
+        if block < self.first || block >= self.end() {
             return false;
         }
         let sh = self.shards[self.shard_of(block)].lock();
@@ -408,8 +422,8 @@ impl InodeAlloc {
     }
 
     /// Add many free numbers given as a bitmap (bit `i % 64` of `words[i / 64]` set: `i` is
-    /// free), under one lock, a word at a time (recovery: [`InodeAlloc::add_free`] bit by bit
-    /// cost a tenth of a small image's mount).
+    /// free), under one lock, a word at a time (recovery: the numbers one by one cost a tenth
+    /// of a small image's mount).
     pub fn add_free_words(&self, words: &[u64]) {
         let mut g = self.inner.lock();
         if g.words.len() < words.len() {

@@ -31,11 +31,13 @@ pub enum Bug {
     CompactWithoutJournal = 10,
     /// Fast GC drops a page whose added names are removed in a later page it keeps.
     GcIgnoresReach = 11,
+    /// Growth writes the new primary superblock before the new replica.
+    GrowPrimaryFirst = 12,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::NoLogFlush,
         Bug::NoFenceBeforeTail,
         Bug::TailBeforeEntry,
@@ -47,6 +49,7 @@ impl Bug {
         Bug::MigrationFreesBeforeCommit,
         Bug::CompactWithoutJournal,
         Bug::GcIgnoresReach,
+        Bug::GrowPrimaryFirst,
     ];
 
     /// Its name, as used on the command line.
@@ -63,6 +66,7 @@ impl Bug {
             Bug::MigrationFreesBeforeCommit => "migration-frees-before-commit",
             Bug::CompactWithoutJournal => "compact-without-journal",
             Bug::GcIgnoresReach => "gc-ignores-reach",
+            Bug::GrowPrimaryFirst => "grow-primary-first",
         }
     }
 }

@@ -16,12 +16,12 @@
 //! discards them, leaving the file as of its last sync.
 #![forbid(unsafe_code)]
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use crate::state::writeback::Ctl;
+pub use crate::state::writeback::{MapMode, WritebackConfig};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -29,55 +29,6 @@ use crate::inode::{Inode, InodeState};
 use crate::layout::entry::Entry;
 use crate::layout::{now_ns, Kind, BLOCK};
 use crate::log::LogWords;
-
-/// How a mapping's dirty pages survive a crash.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MapMode {
-    /// MAP_SYNC semantics: persisted stores survive a crash (recovery migrates them).
-    #[default]
-    Sync,
-    /// Failure-atomic: after a crash the file is exactly as of the last `sync` (recovery
-    /// discards pages not yet synced); `sync` commits all dirty pages at once.
-    Atomic,
-}
-
-/// Background writeback settings.
-#[derive(Clone, Debug)]
-pub struct WritebackConfig {
-    /// How often the writeback thread looks (0 = no thread).
-    pub interval: Duration,
-    /// Migrate an inode's cache once its oldest page is this old.
-    pub max_age: Duration,
-    /// Migrate an inode's cache once it holds this many pages.
-    pub max_dirty_pages: usize,
-}
-
-impl Default for WritebackConfig {
-    fn default() -> Self {
-        WritebackConfig {
-            interval: Duration::from_millis(500),
-            max_age: Duration::from_secs(5),
-            max_dirty_pages: 4096,
-        }
-    }
-}
-
-/// The writeback thread's control block.
-#[derive(Default)]
-pub(crate) struct Writeback {
-    ctl: Arc<Ctl>,
-    thread: Mutex<Option<(std::thread::ThreadId, std::thread::JoinHandle<()>)>>,
-    /// Inodes whose cache is not empty (loom's mutex under `--cfg loom`: attachment and the
-    /// writeback pass race on it).
-    pub(crate) dirty: crate::sync::Mutex<HashSet<u64>>,
-}
-
-/// Shared with the thread, which waits on it without holding the engine.
-#[derive(Default)]
-struct Ctl {
-    stop: Mutex<bool>,
-    cv: Condvar,
-}
 
 impl Engine {
     /// Store `data` at file offset `off` through the write cache (a mapped store). Clean pages

@@ -88,7 +88,10 @@ pub struct RenameFlags {
 /// The engine.
 pub struct Engine {
     pub(crate) media: Arc<Media>,
-    pub(crate) sb: Superblock,
+    /// The superblock as last committed (it changes only when the image grows, `grow.rs`).
+    sb: RwLock<Superblock>,
+    /// Serialises [`Engine::grow`].
+    pub(crate) grow_lock: Mutex<()>,
     pub(crate) blocks: BlockAlloc,
     pub(crate) inos: InodeAlloc,
     pub(crate) chunks: RwLock<Vec<u64>>,
@@ -98,21 +101,21 @@ pub struct Engine {
     pub(crate) rename_lock: Mutex<()>,
     pub(crate) read_only: bool,
     pub(crate) mounted: AtomicBool,
-    pub(crate) writeback: crate::cache::Writeback,
-    pub(crate) gc: crate::gc::Gc,
+    pub(crate) writeback: crate::state::writeback::Writeback,
+    pub(crate) gc: crate::state::gc::Gc,
     /// Mutating operations hold it shared; unmount and crash exclusively.
     pub(crate) gate: RwLock<()>,
     /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
-    pub(crate) dir_names: crate::admit::DirNames,
+    pub(crate) dir_names: crate::state::dirnames::DirNames,
     /// Live direct-access mappings per inode (`mapping.rs`).
-    pub(crate) maps: crate::mapping::MapTable,
+    pub(crate) maps: crate::state::maptable::MapTable,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("media", &self.media)
-            .field("blocks_total", &self.sb.blocks_total)
+            .field("blocks_total", &self.superblock().blocks_total)
             .finish()
     }
 }
@@ -129,7 +132,8 @@ impl Engine {
         Engine {
             journal: Journal::new(sb.journal_block),
             media,
-            sb,
+            sb: RwLock::new(sb),
+            grow_lock: Mutex::new(()),
             blocks,
             inos,
             chunks: RwLock::new(chunks),
@@ -174,9 +178,14 @@ impl Engine {
         self.media.mode()
     }
 
-    /// The superblock.
-    pub fn superblock(&self) -> &Superblock {
-        &self.sb
+    /// The superblock (a copy: it changes when the image grows).
+    pub fn superblock(&self) -> Superblock {
+        *self.sb.read()
+    }
+
+    /// Replace the superblock after its new value was committed to the media (`grow.rs`).
+    pub(crate) fn set_superblock(&self, sb: Superblock) {
+        *self.sb.write() = sb;
     }
 
     /// Durability system calls made so far (msync mode: one `msync` per fence that had
@@ -297,7 +306,7 @@ impl Engine {
             return Err(Error::NotFound);
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
-        let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.sb))?;
+        let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.superblock()))?;
         if let Err(e) = self.admit_blocks(ino, &st) {
             // Not damage when a concurrent load cached the inode and an operation changed it
             // meanwhile (an overwrite frees the blocks this older state maps), or when it was
@@ -427,7 +436,7 @@ impl Engine {
             return Ok(i);
         }
         let idx = self.chunks.read().len() as u64;
-        if idx >= self.sb.max_chunks() {
+        if idx >= self.superblock().max_chunks() {
             return Err(Error::NoInodes);
         }
         let block = self
@@ -441,7 +450,7 @@ impl Engine {
             self.media.zero_nt(block * BLOCK, CHUNK_BLOCKS * BLOCK)?;
             self.media.fence();
             self.media.commit_u64(
-                self.sb.itable_map_start * BLOCK + idx * 8,
+                self.superblock().itable_map_start * BLOCK + idx * 8,
                 crate::layout::itable_map::encode(idx, block),
             )
         })();
@@ -463,7 +472,7 @@ impl Engine {
                 blocks: &self.blocks,
                 inos: Some(&self.inos),
                 journal: Some(&self.journal),
-                bounds: Bounds::of(&self.sb),
+                bounds: Bounds::of(&self.superblock()),
             },
             mark,
         )
@@ -597,12 +606,12 @@ impl Engine {
         let chunks = self.chunks.read().len() as u64;
         let free_inos = self.inos.free_count();
         let blocks_free = self.blocks.free_blocks();
-        let growable = (self.sb.max_chunks() - chunks).min(blocks_free / CHUNK_BLOCKS);
+        let growable = (self.superblock().max_chunks() - chunks).min(blocks_free / CHUNK_BLOCKS);
         let inodes_free = free_inos + growable * INODES_PER_CHUNK;
         let inodes_used = (chunks * INODES_PER_CHUNK).saturating_sub(free_inos + 1);
         StatFs {
             block_size: BLOCK,
-            blocks_total: self.sb.blocks_total,
+            blocks_total: self.superblock().blocks_total,
             blocks_free,
             blocks_avail: blocks_free.saturating_sub(self.blocks.reserve()),
             inodes_total: inodes_used + inodes_free,

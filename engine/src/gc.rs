@@ -16,114 +16,16 @@
 //! GC works under the inode's write lock only: readers of other inodes never wait for it.
 #![forbid(unsafe_code)]
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+pub use crate::state::gc::{GcConfig, GcStats, BACKGROUND_RATIO, INLINE_RATIO};
 
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::inode::{extent_runs, InodeState};
 use crate::layout::entry::{attr_mask, Entry};
 use crate::layout::Kind;
-
-/// A log is compacted inline once it holds this many times the entries its state needs: a
-/// compaction costs O(needed), so it runs at most once per `(INLINE_RATIO - 1) * needed` new
-/// entries.
-pub const INLINE_RATIO: u64 = 8;
-/// The background pass compacts logs that hold this many times what they need.
-pub const BACKGROUND_RATIO: u64 = 4;
-
-/// GC settings.
-#[derive(Clone, Debug)]
-pub struct GcConfig {
-    /// Drop dead pages at the head of a log after every commit.
-    pub fast: bool,
-    /// Compact a log inline once it holds at least this many entries and at most an eighth
-    /// of them are needed (0 = never inline).
-    pub inline_min_entries: u64,
-    /// Hand a log to the background pass once it holds at least this many entries and at
-    /// most a quarter of them are needed (0 = never in the background).
-    pub background_min_entries: u64,
-}
-
-impl Default for GcConfig {
-    fn default() -> Self {
-        GcConfig {
-            fast: true,
-            inline_min_entries: 1024,
-            background_min_entries: 128,
-        }
-    }
-}
-
-/// GC counters (since mount).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GcStats {
-    /// Fast GC runs (head moves).
-    pub fast_runs: u64,
-    /// Log pages freed by fast GC.
-    pub fast_pages_freed: u64,
-    /// Compactions.
-    pub thorough_runs: u64,
-    /// Log pages freed by compactions (old chains).
-    pub thorough_pages_freed: u64,
-    /// Log pages written by compactions (new chains).
-    pub thorough_pages_written: u64,
-    /// Longest compaction, in nanoseconds (the time the inode's lock was held for it).
-    pub max_pause_ns: u64,
-    /// All compactions, in nanoseconds.
-    pub total_pause_ns: u64,
-}
-
-/// GC state of an engine.
-pub(crate) struct Gc {
-    fast: AtomicBool,
-    inline_min: AtomicU64,
-    background_min: AtomicU64,
-    /// Inodes the background pass should look at.
-    candidates: Mutex<HashSet<u64>>,
-    fast_runs: AtomicU64,
-    fast_pages: AtomicU64,
-    runs: AtomicU64,
-    pages_freed: AtomicU64,
-    pages_written: AtomicU64,
-    max_pause: AtomicU64,
-    total_pause: AtomicU64,
-}
-
-impl Default for Gc {
-    fn default() -> Self {
-        Gc::new(&GcConfig::default())
-    }
-}
-
-impl Gc {
-    pub(crate) fn new(cfg: &GcConfig) -> Gc {
-        Gc {
-            fast: AtomicBool::new(cfg.fast),
-            inline_min: AtomicU64::new(cfg.inline_min_entries),
-            background_min: AtomicU64::new(cfg.background_min_entries),
-            candidates: Mutex::default(),
-            fast_runs: AtomicU64::new(0),
-            fast_pages: AtomicU64::new(0),
-            runs: AtomicU64::new(0),
-            pages_freed: AtomicU64::new(0),
-            pages_written: AtomicU64::new(0),
-            max_pause: AtomicU64::new(0),
-            total_pause: AtomicU64::new(0),
-        }
-    }
-
-    fn set(&self, cfg: &GcConfig) {
-        self.fast.store(cfg.fast, Ordering::Relaxed);
-        self.inline_min
-            .store(cfg.inline_min_entries, Ordering::Relaxed);
-        self.background_min
-            .store(cfg.background_min_entries, Ordering::Relaxed);
-    }
-}
 
 /// Log usage of one inode.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -310,7 +212,7 @@ impl Engine {
     /// migration and its GC) leaves a dead prefix that no later commit of that inode may
     /// come to drop; recovery drops it, so that every recovery of an image ends with the same
     /// blocks in use, however often it was interrupted.
-    pub(crate) fn gc_dead_prefixes(&self) -> Result<u64> {
+    pub fn gc_dead_prefixes(&self) -> Result<u64> {
         let mut freed = 0;
         for i in self.cached_inodes() {
             let mut st = i.state.write();

@@ -7,16 +7,16 @@
 //! 3. the new tails are stored and flushed; fence;
 //! 4. `end`: the commit word is cleared, flushed, fenced.
 //!
-//! A crash between 2 and 4 leaves an active slot: recovery stores every old tail back, which
-//! undoes the whole operation. A crash before 2 leaves nothing visible; after 4, all of it.
+//! A crash between 2 and 4 leaves an active slot: recovery (`novafs_recovery::undo`) stores
+//! every old tail back, which undoes the whole operation. A crash before 2 leaves nothing
+//! visible; after 4, all of it.
 #![forbid(unsafe_code)]
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::layout::journal::{
-    JournalEntry, JournalSlot, SlotDamage, SlotState, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS,
-    SLOT_BYTES,
+    JournalEntry, JournalSlot, JOURNAL_ACTIVE, MAX_ENTRIES, SLOTS, SLOT_BYTES,
 };
 use crate::layout::BLOCK;
 use crate::media::Media;
@@ -92,35 +92,5 @@ impl Journal {
     fn release(&self, slot: usize) {
         self.free.lock().push(slot);
         self.cv.notify_one();
-    }
-
-    /// Recovery: undo every active slot. Returns how many were undone.
-    /// `chunks`: the inode table (every undo record must name a log word inside it).
-    pub fn recover(&self, media: &Media, chunks: &[u64]) -> Result<usize> {
-        let mut undone = 0;
-        for slot in 0..SLOTS {
-            let off = self.slot_off(slot);
-            let js: JournalSlot = media.read_pod(off)?;
-            let loc = || format!("journal slot {slot}");
-            let records = match js.decode(chunks) {
-                Ok(SlotState::Idle) => continue,
-                Ok(SlotState::Active(records)) => records,
-                Err(SlotDamage::Damaged) => return Err(Error::corrupt("journal slot", loc())),
-                Err(SlotDamage::BadAddress(_)) => {
-                    return Err(Error::corrupt("journal undo address", loc()))
-                }
-            };
-            for e in records {
-                if crate::bugs::active(crate::bugs::Bug::RecoveryTrustsTails) {
-                    break;
-                }
-                media.store_u64(e.addr, e.old)?;
-                media.flush(e.addr, 8)?;
-            }
-            media.fence();
-            media.commit_u64(off, 0)?;
-            undone += 1;
-        }
-        Ok(undone)
     }
 }

@@ -10,136 +10,23 @@
 //! freed block.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::cache::MapMode;
+pub(crate) use crate::state::maptable::FaultHandler;
+pub use crate::state::maptable::MapInner;
+use crate::state::maptable::{Slot, ZERO};
+use crate::state::writeback::MapMode;
+
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::inode::{Inode, InodeState};
 use crate::layout::entry::Entry;
 use crate::layout::{Kind, BLOCK};
-use crate::media::map::{MapView, PageTarget, Uffd, VolatileSlice};
-use crate::media::{FlushKind, MediaMode};
-
-/// What one virtual page of a mapping points at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Slot {
-    /// The block mapped (0: the zero page; block 0 is the superblock, never file data).
-    block: u64,
-    /// Mapped read-write (only while `block` is the page's cache block).
-    writable: bool,
-}
-
-const ZERO: Slot = Slot {
-    block: 0,
-    writable: false,
-};
-
-/// One live mapping: its memory and what each of its pages maps.
-pub struct MapInner {
-    ino: u64,
-    /// File page of the view's first page.
-    first_page: u64,
-    /// The mapped file range.
-    offset: u64,
-    len: u64,
-    atomic: bool,
-    view: MapView,
-    slots: Mutex<Vec<Slot>>,
-    /// Pages mapped writable.
-    writable_pages: AtomicUsize,
-    /// Set once the mapping is closed (dropped).
-    dead: AtomicBool,
-    /// View pages `[lo, hi)` that `map_prepare` is about to map read-write itself: the refresh
-    /// run by its attachment leaves them alone (one remap instead of two). Written and read
-    /// only under the inode's exclusive lock.
-    skip: (AtomicUsize, AtomicUsize),
-    /// Transparent write access: read-only pages are armed for write-protect faults.
-    uffd: Option<Arc<Uffd>>,
-    /// Offset of the mapping's first byte in the view (`offset % BLOCK`).
-    start: usize,
-    /// The flush instruction of `persist` on a real view in a flush mode (dax, emulated);
-    /// `None`: msync mode or the traced backend (the general path).
-    flush: Option<FlushKind>,
-}
-
-impl std::fmt::Debug for MapInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MapInner")
-            .field("ino", &self.ino)
-            .field("offset", &self.offset)
-            .field("len", &self.len)
-            .field("atomic", &self.atomic)
-            .field("view", &self.view)
-            .finish()
-    }
-}
-
-impl MapInner {
-    /// The mapped bytes `[offset, offset + len)` of the file, as a volatile slice.
-    pub fn slice(&self) -> VolatileSlice<'_> {
-        let start = (self.offset - self.first_page * BLOCK) as usize;
-        // The view covers every page of the range (built so in `map_range`).
-        self.view
-            .slice(start, self.len as usize)
-            .unwrap_or_else(|_| unreachable!("the view covers the mapped range"))
-    }
-
-    /// The mapped file range.
-    pub fn range(&self) -> (u64, u64) {
-        (self.offset, self.len)
-    }
-
-    /// The persistence mode.
-    pub fn mode(&self) -> MapMode {
-        if self.atomic {
-            MapMode::Atomic
-        } else {
-            MapMode::Sync
-        }
-    }
-
-    /// Pages of `[off, off + len)` (file offsets inside the mapping), as view page indices.
-    fn view_pages(&self, off: u64, len: u64) -> std::ops::Range<usize> {
-        if len == 0 {
-            return 0..0;
-        }
-        let a = (off / BLOCK - self.first_page) as usize;
-        let b = ((off + len - 1) / BLOCK - self.first_page) as usize;
-        a..b + 1
-    }
-}
-
-/// The live mappings of each inode.
-#[derive(Default)]
-pub(crate) struct MapTable {
-    live: AtomicUsize,
-    by_ino: Mutex<HashMap<u64, Vec<Weak<MapInner>>>>,
-    /// The write-protect fault handler of transparent mappings (started by the first one).
-    faults: Mutex<Option<Arc<FaultHandler>>>,
-}
-
-/// Registered ranges of transparent mappings: addresses, mapping, inode.
-type FaultRegs = Vec<(usize, usize, Weak<MapInner>, Weak<Inode>)>;
-
-/// The userfaultfd and the mappings it serves.
-pub(crate) struct FaultHandler {
-    uffd: Arc<Uffd>,
-    regs: Mutex<FaultRegs>,
-    stop: AtomicBool,
-}
-
-impl Drop for MapTable {
-    fn drop(&mut self) {
-        if let Some(h) = self.faults.lock().take() {
-            h.stop.store(true, Ordering::Release);
-        }
-    }
-}
+use crate::media::map::{MapView, PageTarget, Uffd};
+use crate::media::MediaMode;
 
 /// Arm read-only pages of a transparent mapping for write-protect faults (no-op otherwise).
 fn arm(m: &MapInner, page: usize, n: usize) -> Result<()> {
@@ -182,33 +69,6 @@ fn fault_loop(engine: Weak<Engine>, h: Arc<FaultHandler>) {
             let _ = r.protect_read(idx, 1);
         }
         h.uffd.wake(r, idx, 1);
-    }
-}
-
-impl MapTable {
-    fn of(&self, ino: u64) -> Vec<Arc<MapInner>> {
-        if self.live.load(Ordering::Acquire) == 0 {
-            return Vec::new();
-        }
-        let mut t = self.by_ino.lock();
-        let Some(v) = t.get_mut(&ino) else {
-            return Vec::new();
-        };
-        v.retain(|w| w.strong_count() > 0);
-        let out: Vec<Arc<MapInner>> = v
-            .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|m| !m.dead.load(Ordering::Acquire))
-            .collect();
-        if v.is_empty() {
-            t.remove(&ino);
-        }
-        out
-    }
-
-    fn all(&self) -> Vec<Arc<MapInner>> {
-        let t = self.by_ino.lock();
-        t.values().flatten().filter_map(Weak::upgrade).collect()
     }
 }
 

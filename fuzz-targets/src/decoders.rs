@@ -3,7 +3,6 @@
 //! behind the checksum.
 
 use novafs_engine::inode::{Bounds, InodeState, PageLive};
-use novafs_engine::journal::Journal;
 use novafs_engine::layout::entry::Entry;
 use novafs_engine::layout::inode::{InodeSlot, NewInode};
 use novafs_engine::layout::journal::{JournalSlot, MAX_ENTRIES, SLOTS, SLOT_BYTES};
@@ -137,7 +136,7 @@ pub fn journal_slot(data: &[u8]) {
     let media = Media::traced(40 * BLOCK);
     let off = JOURNAL_BLOCK * BLOCK;
     media.write(off, &block).expect("write inside the region");
-    if let Ok(undone) = Journal::new(JOURNAL_BLOCK).recover(&media, &[4]) {
+    if let Ok(undone) = novafs_recovery::undo::undo_journal(&media, JOURNAL_BLOCK, &[4]) {
         assert!(undone <= SLOTS);
         for s in 0..SLOTS as u64 {
             let w = media

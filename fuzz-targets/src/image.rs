@@ -165,7 +165,7 @@ pub fn mount_walk(img: Vec<u8>) {
         recovery_threads: 1,
         ..MountOptions::default()
     };
-    let Ok((engine, report)) = Engine::open_media(media.clone(), &opts) else {
+    let Ok((engine, report)) = novafs_recovery::open_media(media.clone(), &opts) else {
         return;
     };
     let fs = Fs::from_engine(engine, report);
@@ -180,7 +180,7 @@ pub fn mount_walk(img: Vec<u8>) {
         return;
     }
     let again = Media::traced_from(media.snapshot().expect("traced media"));
-    if let Err(e) = Engine::open_media(Arc::new(again), &opts) {
+    if let Err(e) = novafs_recovery::open_media(Arc::new(again), &opts) {
         panic!("a cleanly unmounted image does not mount again: {e}");
     }
 }
@@ -257,7 +257,7 @@ pub fn fsck(data: &[u8]) {
         recovery_threads: 1,
         ..MountOptions::default()
     };
-    if let Err(e) = Engine::open_media(Arc::new(Media::traced_from(after)), &opts) {
+    if let Err(e) = novafs_recovery::open_media(Arc::new(Media::traced_from(after)), &opts) {
         panic!("fsck -y left no error, but the image does not mount: {e}; -y said {fixed:?}");
     }
 }

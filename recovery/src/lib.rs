@@ -1,15 +1,11 @@
-//! novafs-recovery: mounting with recovery. `open` mounts an image; when the last session did
-//! not unmount cleanly, the engine's recovery pass (journal undo, then a rebuild of every index
-//! and both free lists from the logs) runs first.
+//! novafs-recovery: mounting, with recovery when the last session did not unmount cleanly
+//! (the mount decision, journal undo, the parallel rebuild; [`open`], [`open_media`]), and
+//! fsck. The engine is built from what mount found through its narrow constructor
+//! (`Engine::assemble`).
 
 pub mod fsck;
+pub mod mount;
+pub mod rebuild;
+pub mod undo;
 
-use std::path::Path;
-use std::sync::Arc;
-
-use novafs_engine::{Engine, MountOptions, MountReport, Result};
-
-/// Mount the image at `path`, recovering it if needed.
-pub fn open(path: &Path, opts: &MountOptions) -> Result<(Arc<Engine>, MountReport)> {
-    Engine::open(path, opts)
-}
+pub use mount::{open, open_media, read_superblock};

@@ -616,6 +616,56 @@ pub fn ls_json(image: &Path, path: &Path) -> CliResult<()> {
 }
 
 /// `novafs df`: space and inodes, like df(1).
+/// `novafs resize`: grow the image offline to `size` (`+N`: by N bytes).
+pub fn resize(image: &Path, size: &str) -> CliResult<()> {
+    let (relative, spec) = match size.trim().strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, size),
+    };
+    let n = crate::units::parse_size(spec).map_err(|e| CliError::new("", e))?;
+    let ctx = || format!("cannot resize {}", image.display());
+    let current = image
+        .metadata()
+        .map_err(|e| CliError::new(ctx(), e.to_string()))?
+        .len();
+    let mut target = if relative {
+        current.saturating_add(n)
+    } else {
+        n
+    };
+    target -= target % 4096;
+    // Reserve exactly the address space the new size needs: the mount grows only once.
+    let opts = MountOptions {
+        grow_limit: target,
+        ..MountOptions::default()
+    };
+    let fs = Fs::open(image, &opts).with_context(ctx)?;
+    let before = fs.statfs().with_context(ctx)?;
+    let grown = fs.grow(target);
+    let unmounted = fs.unmount().with_context(ctx);
+    let added = grown.with_context(ctx)?;
+    unmounted?;
+    let bs = before.block_size;
+    let mut out = Out::new();
+    if added == 0 {
+        out.line(format!(
+            "{} is already {} ({} blocks)",
+            image.display(),
+            human_bytes(before.blocks_total * bs),
+            before.blocks_total
+        ))?;
+    } else {
+        out.line(format!(
+            "grew {}: {} -> {} ({} blocks added)",
+            image.display(),
+            human_bytes(before.blocks_total * bs),
+            human_bytes(before.blocks_total * bs + added),
+            added / bs
+        ))?;
+    }
+    out.finish()
+}
+
 pub fn df(image: &Path, as_json: bool) -> CliResult<()> {
     let st = with_fs(image, |fs| {
         fs.statfs().with_context(|| "statfs".to_string())

@@ -184,6 +184,18 @@ Examples:
   novafs ls -l /dev/shm/pm.img /logs")]
     Ls(LsArgs),
 
+    /// Grow an image to a new size (offline: the image must not be mounted elsewhere).
+    ///
+    /// The file is extended and the new space handed to the file system in one atomic commit:
+    /// after a crash the image has its old size or its new one. SIZE is the new total size,
+    /// or '+N' to add N bytes; it is rounded down to a multiple of 4096. Shrinking is refused.
+    /// A mounted image grows with Fs::grow.
+    #[command(after_help = "\
+Examples:
+  novafs resize /dev/shm/pm.img 4GiB
+  novafs resize /dev/shm/pm.img +512MiB")]
+    Resize(ResizeArgs),
+
     /// Show free space and inodes, like df(1).
     ///
     /// Available space excludes the small reserve kept so that deleting always works on a
@@ -392,6 +404,14 @@ struct MkfsArgs {
 }
 
 #[derive(Args, Debug)]
+struct ResizeArgs {
+    /// Image file
+    image: PathBuf,
+    /// New size (e.g. 4GiB), or +N to add N bytes (e.g. +512MiB)
+    size: String,
+}
+
+#[derive(Args, Debug)]
 struct InfoArgs {
     /// Image file
     image: PathBuf,
@@ -561,6 +581,7 @@ fn run(command: Command) -> CliResult<()> {
         Command::Ls(a) if a.json => commands::ls_json(&a.image, &a.path),
         Command::Ls(a) => commands::ls(&a.image, &a.path, a.long),
         Command::Df(a) => commands::df(&a.image, a.json),
+        Command::Resize(a) => commands::resize(&a.image, &a.size),
         Command::Tree(a) => commands::tree(&a.image, &a.path, a.level, a.json),
         Command::Inspect(a) => {
             let target = match (a.inode, a.block, a.path) {

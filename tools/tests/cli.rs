@@ -633,3 +633,39 @@ fn force_pmem_variable_selects_emulated_mode_off_tmpfs() {
         "{default_mode}"
     );
 }
+
+#[test]
+fn resize_grows_an_image_offline() {
+    let dir = scratch();
+    let img = image(&dir);
+    let data = dir.path().join("data");
+    std::fs::write(&data, pseudo_random(1 << 20, 5)).unwrap();
+    ok(&["put", s(&img), s(&data), "/kept"]);
+    let out = ok_str(&["resize", s(&img), "64MiB"]);
+    assert!(
+        out.contains("grew") && out.contains("8192 blocks added"),
+        "{out}"
+    );
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
+    let v = json(&["df", s(&img), "--json"]);
+    assert_eq!(v["size_bytes"], Value::from(64u64 << 20), "{v}");
+    // Relative sizes, and a no-op.
+    ok(&["resize", s(&img), "+16MiB"]);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 80 << 20);
+    let out = ok_str(&["resize", s(&img), "80MiB"]);
+    assert!(out.contains("already"), "{out}");
+    // Shrinking and bad sizes are refused with one line, nothing changed.
+    let err = fails(&["resize", s(&img), "16MiB"]);
+    assert!(err.contains("shrinking"), "{err}");
+    let err = fails(&["resize", s(&img), "lots"]);
+    assert!(err.contains("size"), "{err}");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 80 << 20);
+    assert_eq!(
+        ok(&["cat", s(&img), "/kept"]),
+        pseudo_random(1 << 20, 5),
+        "data survives growth"
+    );
+    assert_clean(&img);
+    let out = ok_str(&["fsck", s(&img)]);
+    assert!(!out.contains("error"), "{out}");
+}

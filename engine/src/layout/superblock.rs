@@ -20,8 +20,12 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"NOVAFS\0\x01";
 /// The on-media format version this build writes (version 2 added the special inode kinds and
 /// the slot's `rdev`; version 3 the extended-attribute log entries, kinds 7..9, and sealed
-/// inode-table map words, `layout::itable_map`).
-pub const FORMAT_VERSION: u32 = 3;
+/// inode-table map words, `layout::itable_map`; version 4 growable images: the inode-table map
+/// keeps the size format gave it when the image grows, so it may be smaller than
+/// `blocks_total` alone would make it, see [`Superblock::grown`]).
+pub const FORMAT_VERSION: u32 = 4;
+/// The first version whose inode-table map may be smaller than the image's size needs.
+pub const GROWN_VERSION: u32 = 4;
 /// The oldest version this build reads; a read-write mount upgrades it (DESIGN.md §5.8).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -109,6 +113,21 @@ impl Superblock {
         sb
     }
 
+    /// This superblock for the image grown to `blocks_total` blocks (more than now): the
+    /// replica moves to the new last block, the inode-table map stays where and as large as it
+    /// is (it can still address `max_chunks` chunks: one inode per 128 bytes of the size the
+    /// image was formatted with, which bounds the inode count of a grown image, not its data),
+    /// at the current [`FORMAT_VERSION`] (older readers refuse it: their check of the map's
+    /// size would fail).
+    pub fn grown(&self, blocks_total: u64) -> Superblock {
+        let mut sb = *self;
+        sb.version = FORMAT_VERSION;
+        sb.blocks_total = blocks_total;
+        sb.replica_block = blocks_total - 1;
+        sb.csum = sb.compute_csum();
+        sb
+    }
+
     fn compute_csum(&self) -> u32 {
         checksum(&bytemuck::bytes_of(self)[..252])
     }
@@ -170,7 +189,7 @@ impl Superblock {
             || self.itable_map_start != ITABLE_MAP_START
             || self.journal_block != super::JOURNAL_BLOCK
             || self.state_block != super::STATE_BLOCK
-            || self.itable_map_blocks != map_blocks(self.blocks_total)
+            || !map_size_ok(self.version, self.itable_map_blocks, self.blocks_total)
             || self.itable_map_start.checked_add(self.itable_map_blocks)
                 != Some(self.first_free_block)
             || self.first_free_block >= self.replica_block
@@ -187,6 +206,18 @@ impl Superblock {
 
 /// The fewest blocks a valid image has (format's minimum size).
 const MIN_BLOCKS: u64 = super::MIN_IMAGE_BYTES / BLOCK;
+
+/// Whether an inode-table map of `map` blocks is right for an image of `blocks_total` blocks:
+/// the size format computes, or, from [`GROWN_VERSION`] on (an image that grew keeps its map),
+/// at least one block and at most that size.
+fn map_size_ok(version: u32, map: u64, blocks_total: u64) -> bool {
+    let full = map_blocks(blocks_total);
+    if version >= GROWN_VERSION {
+        (1..=full).contains(&map)
+    } else {
+        map == full
+    }
+}
 
 /// Blocks of the inode-table map of an image of `blocks_total` blocks (room for a pointer to
 /// every chunk the image could hold).
@@ -217,6 +248,30 @@ mod tests {
         }
         let zero = Superblock::zeroed();
         assert!(zero.validate("t", 1 << 30).is_err());
+    }
+
+    #[test]
+    fn a_grown_superblock_keeps_its_map_and_moves_its_replica() {
+        let sb = Superblock::new(1024, [7; 16], 42);
+        let g = sb.grown(100_000);
+        g.validate("grown", 100_000 * BLOCK).unwrap();
+        assert_eq!(g.itable_map_blocks, sb.itable_map_blocks);
+        assert_eq!(g.first_free_block, sb.first_free_block);
+        assert_eq!(g.replica_block, 99_999);
+        assert!(map_blocks(100_000) > sb.itable_map_blocks);
+        // The file must hold the grown size.
+        assert!(g.validate("short", 1024 * BLOCK).is_err());
+        // Before version 4 the map must have the size format computes.
+        let mut old = g;
+        old.version = 3;
+        old.csum = old.compute_csum();
+        assert!(old.validate("v3", 100_000 * BLOCK).is_err());
+        // A map larger than the size needs is wrong in every version.
+        let mut big = sb.grown(1024);
+        big.itable_map_blocks = map_blocks(1024) + 1;
+        big.first_free_block += 1;
+        big.csum = big.compute_csum();
+        assert!(big.validate("big", 1024 * BLOCK).is_err());
     }
 
     /// Found by the `fsck` fuzz target (fuzz/regressions/fsck/): a sealed superblock with

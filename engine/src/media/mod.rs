@@ -79,6 +79,19 @@ pub struct MapOptions {
     pub force_emulated: bool,
     /// Pre-fault the whole mapping (`MAP_POPULATE`).
     pub populate: bool,
+    /// Address space to reserve for the mapping, so that the image can grow in place
+    /// ([`Media::grow`]) up to this many bytes; 0 picks [`default_grow_limit`].
+    pub grow_limit: u64,
+}
+
+/// The default address space reserved for an image of `len` bytes: room to grow to 16 times
+/// its size and at least 1 GiB more, at most 64 TiB (reserved address space costs no memory:
+/// `PROT_NONE`, no swap reserved; only the kernel's bookkeeping of one mapping).
+pub fn default_grow_limit(len: u64) -> u64 {
+    len.saturating_mul(16)
+        .max(len.saturating_add(1 << 30))
+        .min(64 << 40)
+        .max(len)
 }
 
 enum Backend {
@@ -90,7 +103,8 @@ enum Backend {
 pub struct Media {
     backend: Backend,
     mode: MediaMode,
-    len: u64,
+    /// Bytes of the region (grows with [`Media::grow`], never shrinks).
+    len: AtomicU64,
     flush_kind: FlushKind,
     /// The image file, holding its lock until [`Media::release`] (unmount) or drop.
     file: Mutex<Option<File>>,
@@ -140,7 +154,7 @@ impl std::fmt::Debug for Media {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Media")
             .field("mode", &self.mode)
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("flush_kind", &self.flush_kind)
             .finish()
     }
@@ -186,7 +200,11 @@ impl Media {
         }
         let forced = opts.force_emulated
             || std::env::var("NOVAFS_FORCE_PMEM").is_ok_and(|v| v == "1" || v == "true");
-        let (region, dax) = RawRegion::map(&file, len, opts.populate)?;
+        let reserve = match opts.grow_limit {
+            0 => default_grow_limit(len),
+            n => n.max(len),
+        };
+        let (region, dax) = RawRegion::map(&file, len, reserve, opts.populate)?;
         let mode = if dax {
             MediaMode::Dax
         } else if opts.require_dax {
@@ -199,7 +217,7 @@ impl Media {
         Ok(Media {
             backend: Backend::Mapped(region),
             mode,
-            len,
+            len: AtomicU64::new(len),
             flush_kind: FlushKind::detect(),
             file: Mutex::new(Some(file)),
             sync_calls: AtomicU64::new(0),
@@ -218,7 +236,7 @@ impl Media {
         Media {
             backend: Backend::Traced(Mutex::new(trace::TracedRegion::new(image))),
             mode: MediaMode::Traced,
-            len,
+            len: AtomicU64::new(len),
             flush_kind: FlushKind::None,
             file: Mutex::new(None),
             sync_calls: AtomicU64::new(0),
@@ -310,20 +328,65 @@ impl Media {
 
     /// Region length in bytes.
     pub fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Acquire)
     }
 
     /// Whether the region is empty (never true for a valid image).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// Grow the region to `new_len` bytes (no-op if it is that long already): the image file is
+    /// extended (allocated, and its new size made durable with `fsync` before this returns:
+    /// whatever is stored there next may be made durable and relied upon), then mapped in
+    /// place; a traced region records a [`TraceEvent::Grow`]. The new bytes read as zero. Not
+    /// possible for a device (devdax), an unmounted region, or beyond the address space
+    /// reserved at mount ([`MapOptions::grow_limit`]).
+    #[track_caller]
+    pub fn grow(&self, new_len: u64) -> Result<()> {
+        if new_len <= self.len() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Traced(t) => {
+                let mut t = t.lock();
+                t.grow(new_len, TraceSite::caller())?;
+                self.len.store(new_len, Ordering::Release);
+            }
+            Backend::Mapped(r) => {
+                self.check_poisoned()?;
+                let file = self.file.lock();
+                let Some(f) = file.as_ref() else {
+                    return Err(Error::Unmounted);
+                };
+                if new_len > r.capacity() as u64 {
+                    // Fails with the message that says how far this mount can grow.
+                    return r.grow(f, new_len);
+                }
+                use std::os::unix::fs::FileTypeExt;
+                let ft = f.metadata()?.file_type();
+                if ft.is_char_device() || ft.is_block_device() {
+                    return Err(Error::InvalidArgument(
+                        "the image is a device: its size is the device's".into(),
+                    ));
+                }
+                f.set_len(new_len)?;
+                raw::preallocate(f, new_len)?;
+                f.sync_all()?;
+                r.grow(f, new_len)?;
+                self.len.store(new_len, Ordering::Release);
+            }
+        }
+        Ok(())
     }
 
     fn check(&self, off: u64, len: usize) -> Result<()> {
+        let region = self.len();
         match off.checked_add(len as u64) {
-            Some(end) if end <= self.len => Ok(()),
+            Some(end) if end <= region => Ok(()),
             _ => Err(Error::Corrupt {
                 what: "media access out of range".into(),
-                location: format!("offset {off} length {len} (region {} bytes)", self.len),
+                location: format!("offset {off} length {len} (region {region} bytes)"),
             }),
         }
     }
@@ -557,7 +620,7 @@ impl Media {
             let off = block.checked_mul(map::PAGE as u64);
             let len = (n * map::PAGE) as u64;
             match off.and_then(|o| o.checked_add(len)) {
-                Some(end) if end <= self.len => {}
+                Some(end) if end <= self.len() => {}
                 _ => {
                     return Err(Error::Corrupt {
                         what: "mapped block out of range".into(),
@@ -673,7 +736,7 @@ impl Media {
                 let _fence = self.msync.fence_lock.lock();
                 // Everything recorded so far is inside the whole-region msync.
                 self.msync.pending.lock().take();
-                if let Err(e) = self.msync(r, 0, self.len) {
+                if let Err(e) = self.msync(r, 0, self.len()) {
                     self.poison(&e);
                     return Err(e);
                 }

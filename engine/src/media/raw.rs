@@ -13,9 +13,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use memmap2::MmapRaw;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -61,18 +59,24 @@ impl FlushKind {
     }
 }
 
-enum Mapping {
-    /// Mapped by us with `MAP_SHARED_VALIDATE | MAP_SYNC`.
-    Sync { ptr: *mut u8, len: usize },
-    /// An ordinary shared mapping.
-    Plain { _map: MmapRaw },
-}
-
-/// A shared writable mapping of an image file.
+/// A shared writable mapping of an image file, at the start of a larger reservation of
+/// address space so that it can grow in place ([`RawRegion::grow`]): the base address never
+/// changes, so a growing image never invalidates an address another thread is using.
+/// (memmap2 maps at an address the kernel picks; placing the file inside our own `PROT_NONE`
+/// reservation with `MAP_FIXED` is what growth in place needs, as direct access does in
+/// `map::Reservation`.)
 pub struct RawRegion {
-    map: Mapping,
     ptr: *mut u8,
-    len: usize,
+    /// Bytes of the file mapped at `ptr` (grows, never shrinks).
+    len: AtomicUsize,
+    /// Bytes of address space reserved at `ptr` (`len` can grow up to it).
+    reserved: usize,
+    /// Mapped with `MAP_SHARED_VALIDATE | MAP_SYNC`.
+    sync: bool,
+    /// Whether growth pre-faults the new range (`MAP_POPULATE`).
+    populate: bool,
+    /// Serialises [`RawRegion::grow`].
+    grow_lock: parking_lot::Mutex<()>,
     /// The flush instruction for the unaligned edges of non-temporal copies.
     kind: FlushKind,
     /// The region's entry in the SIGBUS table.
@@ -95,59 +99,140 @@ fn out_of_range(off: u64, len: u64, region: usize) -> Error {
 
 const MAP_SYNC: libc::c_int = 0x80000;
 const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
+const HOST_PAGE: usize = 4096;
+
+fn os_err() -> Error {
+    Error::Io(std::io::Error::last_os_error())
+}
 
 impl RawRegion {
-    /// Map `len` bytes of `file`, trying `MAP_SYNC` first. Returns the region and whether
-    /// `MAP_SYNC` was granted.
-    pub fn map(file: &File, len: u64, populate: bool) -> Result<(RawRegion, bool)> {
-        let len =
-            usize::try_from(len).map_err(|_| Error::InvalidArgument("image too large".into()))?;
-        let mut flags = MAP_SHARED_VALIDATE | MAP_SYNC;
-        if populate {
+    /// Map `len` bytes of `file` at the start of a reservation of `reserve` bytes of address
+    /// space (at least `len`; a reservation the kernel refuses shrinks to `len`, and the region
+    /// then cannot grow), trying `MAP_SYNC` first. Returns the region and whether `MAP_SYNC`
+    /// was granted.
+    pub fn map(file: &File, len: u64, reserve: u64, populate: bool) -> Result<(RawRegion, bool)> {
+        let too_large = || Error::InvalidArgument("image too large for the address space".into());
+        let len = usize::try_from(len).map_err(|_| too_large())?;
+        if len == 0 || len > isize::MAX as usize / 2 {
+            return Err(too_large());
+        }
+        let round = |n: usize| n.div_ceil(HOST_PAGE).saturating_mul(HOST_PAGE);
+        let want = round(usize::try_from(reserve).unwrap_or(usize::MAX).max(len))
+            .min(isize::MAX as usize / 2);
+        let mut reserved = want;
+        let mut base = reserve_space(reserved);
+        if base.is_none() && reserved > round(len) {
+            reserved = round(len);
+            base = reserve_space(reserved);
+        }
+        let ptr = base.ok_or_else(os_err)?;
+        // Probe MAP_SYNC on one page at an address the kernel picks (a failed MAP_FIXED call
+        // must never be able to leave a hole in our reservation).
+        // SAFETY: a fresh mapping of a file we hold open at a kernel-chosen address, unmapped
+        // at once if it succeeded; no memory is accessed.
+        let sync = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                HOST_PAGE.min(len),
+                libc::PROT_READ | libc::PROT_WRITE,
+                MAP_SHARED_VALIDATE | MAP_SYNC,
+                file.as_raw_fd(),
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                false
+            } else {
+                libc::munmap(p, HOST_PAGE.min(len));
+                true
+            }
+        };
+        let region = RawRegion {
+            ptr,
+            len: AtomicUsize::new(0),
+            reserved,
+            sync,
+            populate,
+            grow_lock: parking_lot::Mutex::new(()),
+            kind: FlushKind::detect(),
+            fault: sigbus::register(ptr as usize, 0, sigbus::RegionKind::Image),
+        };
+        // From here `region`'s drop releases the reservation on any error.
+        region.map_range(file, 0, len)?;
+        region.len.store(len, Ordering::Release);
+        region.fault.set_len(len);
+        Ok((region, sync))
+    }
+
+    /// Map the file's bytes `[from, to)` at the same offsets of the reservation (`MAP_FIXED`
+    /// over reserved, still inaccessible address space).
+    fn map_range(&self, file: &File, from: usize, to: usize) -> Result<()> {
+        debug_assert!(from.is_multiple_of(HOST_PAGE) && from < to && to <= self.reserved);
+        let mut flags = libc::MAP_FIXED
+            | if self.sync {
+                MAP_SHARED_VALIDATE | MAP_SYNC
+            } else {
+                libc::MAP_SHARED
+            };
+        if self.populate {
             flags |= libc::MAP_POPULATE;
         }
-        // SAFETY: a fresh mapping of a file we hold open; the kernel picks the address; we
-        // check for MAP_FAILED before using the pointer.
+        let off = libc::off_t::try_from(from).map_err(|_| os_err())?;
+        // SAFETY: `[ptr + from, ptr + to)` lies inside our reservation (checked by the callers:
+        // `to <= reserved`) and is not yet part of the region (`from` is the region's current
+        // length, nothing reads or writes there: every access is bounds-checked against
+        // `len`, stored after this call); MAP_FIXED replaces our own PROT_NONE pages only.
         let p = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
-                len,
+                self.ptr.add(from).cast(),
+                to - from,
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 file.as_raw_fd(),
-                0,
+                off,
             )
         };
-        if p != libc::MAP_FAILED {
-            let ptr = p.cast::<u8>();
-            return Ok((
-                RawRegion {
-                    map: Mapping::Sync { ptr, len },
-                    ptr,
-                    len,
-                    kind: FlushKind::detect(),
-                    fault: sigbus::register(ptr as usize, len, sigbus::RegionKind::Image),
-                },
-                true,
-            ));
+        if p == libc::MAP_FAILED {
+            return Err(os_err());
         }
-        let mut opts = memmap2::MmapOptions::new();
-        opts.len(len);
-        if populate {
-            opts.populate();
+        Ok(())
+    }
+
+    /// Bytes mapped now.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Bytes the region can grow to (its reservation).
+    pub fn capacity(&self) -> usize {
+        self.reserved
+    }
+
+    /// Map `file`'s bytes up to `new_len` (the file must already be that long): the region
+    /// grows in place. The current length must be a multiple of the page size.
+    pub fn grow(&self, file: &File, new_len: u64) -> Result<()> {
+        let _g = self.grow_lock.lock();
+        let old = self.len();
+        let new = usize::try_from(new_len).unwrap_or(usize::MAX);
+        if new <= old {
+            return Ok(());
         }
-        let m = opts.map_raw(file)?;
-        let ptr = m.as_mut_ptr();
-        Ok((
-            RawRegion {
-                map: Mapping::Plain { _map: m },
-                ptr,
-                len,
-                kind: FlushKind::detect(),
-                fault: sigbus::register(ptr as usize, len, sigbus::RegionKind::Image),
-            },
-            false,
-        ))
+        if new > self.reserved {
+            return Err(Error::InvalidArgument(format!(
+                "this mount can grow the image to {} bytes (the address space reserved when it \
+                 was mounted; MountOptions::grow_limit); unmount and grow it offline \
+                 (novafs resize) to go further",
+                self.reserved
+            )));
+        }
+        if !old.is_multiple_of(HOST_PAGE) {
+            return Err(Error::InvalidArgument(format!(
+                "an image of {old} bytes (not a multiple of the page size) cannot grow"
+            )));
+        }
+        self.map_range(file, old, new)?;
+        self.fault.set_len(new);
+        self.len.store(new, Ordering::Release);
+        Ok(())
     }
 
     /// The address of `[off, off + len)`, or an error if the range is not inside the region
@@ -155,11 +240,11 @@ impl RawRegion {
     #[inline(always)]
     fn at(&self, off: u64, len: usize) -> Result<*mut u8> {
         match off.checked_add(len as u64) {
-            Some(end) if end <= self.len as u64 => {
+            Some(end) if end <= self.len.load(Ordering::Acquire) as u64 => {
                 // SAFETY: `off <= len` (checked), so the offset stays inside the mapping.
                 Ok(unsafe { self.ptr.add(off as usize) })
             }
-            _ => Err(out_of_range(off, len as u64, self.len)),
+            _ => Err(out_of_range(off, len as u64, self.len())),
         }
     }
 
@@ -276,7 +361,7 @@ impl RawRegion {
     /// buffer in between): aligned 8-byte atomic loads, `movnti` stores. Offsets and length
     /// must be multiples of 8 and the ranges disjoint (else an error, nothing copied).
     pub fn copy_nt(&self, src: u64, dst: u64, len: u64) -> Result<()> {
-        let len_us = usize::try_from(len).map_err(|_| out_of_range(dst, len, self.len))?;
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(dst, len, self.len()))?;
         let s = self.at(src, len_us)? as usize;
         let d = self.at(dst, len_us)? as usize;
         if !(src | dst | len).is_multiple_of(8) || (s < d + len_us && d < s + len_us) {
@@ -315,7 +400,7 @@ impl RawRegion {
 
     /// Write back the lines covering `[off, off+len)`.
     pub fn flush(&self, off: u64, len: u64, kind: FlushKind) -> Result<()> {
-        let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len))?;
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len()))?;
         let base = self.at(off, len_us)? as usize;
         #[cfg(target_arch = "x86_64")]
         {
@@ -350,12 +435,12 @@ impl RawRegion {
 
     /// `msync(MS_SYNC)` the pages covering the range.
     pub fn msync(&self, off: u64, len: u64) -> Result<()> {
-        let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len))?;
+        let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len()))?;
         self.at(off, len_us)?;
         let page = 4096u64;
         let start = off & !(page - 1);
         let end = (off + len).div_ceil(page) * page;
-        let end = end.min(self.len as u64);
+        let end = end.min(self.len() as u64);
         // SAFETY: the range was checked to lie inside the mapping; it is widened to whole
         // pages of the mapping (page aligned start, end capped at its length); msync changes
         // no memory contents.
@@ -373,6 +458,23 @@ impl RawRegion {
     }
 }
 
+/// Reserve `len` bytes of inaccessible address space (`PROT_NONE`, no swap reserved).
+fn reserve_space(len: usize) -> Option<*mut u8> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks; checked for
+    // MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast())
+}
+
 impl Drop for RawRegion {
     fn drop(&mut self) {
         // Out of the SIGBUS table before the addresses can be reused.
@@ -380,11 +482,10 @@ impl Drop for RawRegion {
             &mut self.fault,
             sigbus::Registration::none(),
         ));
-        if let Mapping::Sync { ptr, len } = self.map {
-            // SAFETY: we created this mapping with mmap and nobody uses it after drop.
-            unsafe {
-                libc::munmap(ptr.cast(), len);
-            }
+        // SAFETY: we created this reservation (and the file mappings inside it) with mmap and
+        // nobody uses it after drop.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.reserved);
         }
     }
 }
@@ -582,6 +683,15 @@ pub mod sigbus {
         pub fn none() -> Registration {
             Registration(None)
         }
+
+        /// The registered region is now `len` bytes long (it grew in place).
+        pub fn set_len(&self, len: usize) {
+            if let Some(i) = self.0 {
+                let s = &REGIONS[i];
+                let start = s.start.load(Ordering::Acquire);
+                s.end.store(start.saturating_add(len), Ordering::Release);
+            }
+        }
     }
 
     impl Drop for Registration {
@@ -778,7 +888,7 @@ mod tests {
             .open(&path)
             .unwrap();
         f.set_len(len).unwrap();
-        let (r, _) = RawRegion::map(&f, len, false).unwrap();
+        let (r, _) = RawRegion::map(&f, len, len, false).unwrap();
         (path, r)
     }
 
@@ -845,7 +955,7 @@ mod tests {
             // SAFETY: the page is mapped (its file shrank: the load faults with SIGBUS, which is
             // what this child is for).
             let v = unsafe { p.add(4096).read_volatile() };
-            println!("NOT REACHED {v} {}", r.len);
+            println!("NOT REACHED {v} {}", r.len());
             std::process::exit(0);
         }
         let out = std::process::Command::new(std::env::current_exe().unwrap())

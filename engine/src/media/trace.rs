@@ -58,6 +58,14 @@ pub enum TraceEvent {
     },
     /// A label: the operation now in flight.
     Mark(String),
+    /// The region grew to `len` bytes (the image file was extended and its size made durable:
+    /// every crash image from here on has the new length, the new bytes zero).
+    Grow {
+        /// New length in bytes.
+        len: u64,
+        /// Call site.
+        site: TraceSite,
+    },
 }
 
 /// The recorded events, enabled on demand.
@@ -137,6 +145,21 @@ impl TracedRegion {
         if self.trace.enabled {
             self.trace.events.push(TraceEvent::Fence { site });
         }
+    }
+
+    pub(crate) fn grow(&mut self, len: u64, site: TraceSite) -> crate::error::Result<()> {
+        let len = usize::try_from(len)
+            .map_err(|_| crate::error::Error::InvalidArgument("image too large".into()))?;
+        if len > self.bytes.len() {
+            self.bytes.resize(len, 0);
+            if self.trace.enabled {
+                self.trace.events.push(TraceEvent::Grow {
+                    len: len as u64,
+                    site,
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn mark(&mut self, label: &str) {

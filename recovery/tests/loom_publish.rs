@@ -27,7 +27,8 @@
 //!   stores (migration moves the page in between; `cache_persist` then finds the cache empty
 //!   and flushes nothing: "a persisted mapped store was lost").
 //!
-//! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test -p novafs-engine --test loom_publish --release`
+//! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test -p novafs-recovery --test loom_publish --release`
+//! (in novafs-recovery: it mounts through `novafs_recovery::open_media`)
 #![cfg(loom)]
 #![forbid(unsafe_code)]
 
@@ -68,7 +69,7 @@ fn image() -> (Vec<u8>, u64) {
 fn mount() -> (std::sync::Arc<Engine>, u64) {
     let (img, ino) = image();
     let media = std::sync::Arc::new(Media::traced_from(img));
-    let (e, report) = Engine::open_media(media, &MountOptions::default()).unwrap();
+    let (e, report) = novafs_recovery::open_media(media, &MountOptions::default()).unwrap();
     assert!(report.clean);
     // Everything mount stored was fenced: the bytes now are the durable base of the trace.
     e.loom_media().with_trace(|t| t.enabled = true);
@@ -116,7 +117,8 @@ fn durable_image(e: &Engine, base: &[u8]) -> Vec<u8> {
                     }
                 }
             }
-            TraceEvent::Mark(_) => {}
+            // The models never grow the image.
+            TraceEvent::Mark(_) | TraceEvent::Grow { .. } => {}
         }
     }
     img
@@ -130,7 +132,7 @@ fn recover_durable(e: &Engine, base: &[u8]) -> Vec<u8> {
         recovery_threads: 1,
         ..MountOptions::default()
     };
-    let (r, _) = Engine::open_media(media, &opts).expect("recovery");
+    let (r, _) = novafs_recovery::open_media(media, &opts).expect("recovery");
     let ino = r.lookup(ROOT_INO, b"f").unwrap().ino;
     let mut buf = vec![0u8; 4 * BLOCK as usize];
     let n = r.read(ino, 0, &mut buf).unwrap();
@@ -141,7 +143,7 @@ fn recover_durable(e: &Engine, base: &[u8]) -> Vec<u8> {
 
 /// The state of `ino` replayed from its persistent logs (what a lazy load or recovery builds).
 fn replay(e: &Engine, ino: u64, slot_off: u64) -> InodeState {
-    inode::load(e.loom_media(), slot_off, ino, Bounds::of(e.superblock())).expect("replay")
+    inode::load(e.loom_media(), slot_off, ino, Bounds::of(&e.superblock())).expect("replay")
 }
 
 /// The DRAM state equals the replay of the logs up to their persistent tails.

@@ -1,0 +1,276 @@
+//! The rebuild after an unclean stop (DESIGN.md §5.8): walk the tree from the root, level by
+//! level, loading each reachable inode's log on all threads, and derive what the clean
+//! unmount would have saved: which blocks are in use (inode table, log pages, data, write
+//! caches) and which inode numbers are, checking on the way what only a global walk can see
+//! (a block used twice, a directory reachable twice, a directory entry whose kind or parent
+//! differs from its inode, a link count that differs from the names found). The loaded inode
+//! states go to the engine (`Engine::assemble`), so the first accesses after recovery find
+//! them warm.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use novafs_engine::alloc::{BlockAlloc, InodeAlloc};
+use novafs_engine::inode::{self, slot_offset, Bounds, InodeState};
+use novafs_engine::layout::superblock::Superblock;
+use novafs_engine::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ROOT_INO};
+use novafs_engine::media::Media;
+use novafs_engine::mount::cores;
+use novafs_engine::{Error, Result};
+
+/// What the rebuild found.
+pub struct Rebuilt {
+    /// Every block no reachable inode uses, freed.
+    pub blocks: BlockAlloc,
+    /// Every inode number no directory names, free.
+    pub inos: InodeAlloc,
+    /// The reachable inodes' states (write caches trimmed as recovery keeps them).
+    pub loaded: Vec<(u64, InodeState)>,
+    /// Inodes scanned.
+    pub scanned: u64,
+}
+
+/// A bitmap whose bits are set atomically (for the parallel walk).
+struct AtomicBits {
+    words: Vec<AtomicU64>,
+}
+
+impl AtomicBits {
+    fn new(bits: u64) -> AtomicBits {
+        AtomicBits {
+            words: (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Set bit `i`; returns whether it was already set.
+    fn set(&self, i: u64) -> bool {
+        let bit = 1u64 << (i % 64);
+        self.words[(i / 64) as usize].fetch_or(bit, Ordering::AcqRel) & bit != 0
+    }
+
+    fn get(&self, i: u64) -> bool {
+        self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Bits `64 * w ..` as one word.
+    fn word(&self, w: usize) -> u64 {
+        self.words[w].load(Ordering::Acquire)
+    }
+}
+
+/// The walk's shared state.
+struct Walk<'a> {
+    media: &'a Media,
+    chunks: &'a [u64],
+    bounds: Bounds,
+    max_ino: u64,
+    used: AtomicBits,
+    seen: AtomicBits,
+    /// Names found per inode.
+    refs: Vec<AtomicU32>,
+}
+
+/// A reachable inode to load: (inode, the kind its directory entry says, the directory).
+type Item = (u64, Kind, u64);
+
+/// What one worker did with its share of a level: the next level's items, the inodes loaded.
+type Share = (Vec<Item>, Vec<(u64, InodeState)>);
+
+/// Rebuild on `threads` threads (0 = one per core). Returns the allocators and the loaded
+/// inodes, or the first inconsistency found as `Corrupt`.
+pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -> Result<Rebuilt> {
+    let threads = if threads == 0 { cores() } else { threads };
+    let max_ino = chunks.len() as u64 * INODES_PER_CHUNK;
+    let w = Walk {
+        media,
+        chunks,
+        bounds: Bounds::of(sb),
+        max_ino,
+        used: AtomicBits::new(sb.blocks_total),
+        seen: AtomicBits::new(max_ino),
+        refs: (0..max_ino).map(|_| AtomicU32::new(0)).collect(),
+    };
+    for b in 0..sb.first_free_block {
+        w.used.set(b);
+    }
+    w.used.set(sb.replica_block);
+    for &c in chunks {
+        for b in c..c + CHUNK_BLOCKS {
+            if w.used.set(b) {
+                return Err(Error::corrupt(
+                    "inode-table chunk overlaps",
+                    format!("block {b}"),
+                ));
+            }
+        }
+    }
+    w.seen.set(ROOT_INO);
+    let mut loaded: Vec<(u64, InodeState)> = Vec::new();
+    let mut frontier: Vec<Item> = vec![(ROOT_INO, Kind::Dir, ROOT_INO)];
+    while !frontier.is_empty() {
+        let cursor = AtomicUsize::new(0);
+        let work = || -> Result<Share> {
+            let mut next = Vec::new();
+            let mut done = Vec::new();
+            loop {
+                let start = cursor.fetch_add(64, Ordering::Relaxed);
+                if start >= frontier.len() {
+                    break;
+                }
+                for &item in &frontier[start..(start + 64).min(frontier.len())] {
+                    let st = w.load_one(item, &mut next)?;
+                    done.push((item.0, st));
+                }
+            }
+            Ok((next, done))
+        };
+        let results: Vec<Result<Share>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (1..threads.min(frontier.len().div_ceil(64)).max(1))
+                .map(|_| s.spawn(work))
+                .collect();
+            let mut results = vec![work()];
+            results.extend(hs.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::corrupt("recovery worker panicked", "rebuild")))
+            }));
+            results
+        });
+        frontier = Vec::new();
+        for r in results {
+            let (next, done) = r?;
+            frontier.extend(next);
+            loaded.extend(done);
+        }
+    }
+    // Link counts of non-directories against the names found.
+    for (ino, st) in &loaded {
+        if st.attr.kind != Kind::Dir {
+            let names = w.refs[*ino as usize].load(Ordering::Relaxed);
+            if st.attr.nlink != names {
+                return Err(Error::corrupt(
+                    "link count",
+                    format!("inode {ino}: {} stored, {names} names", st.attr.nlink),
+                ));
+            }
+        }
+    }
+    // Everything not reached is free.
+    let blocks = BlockAlloc::new(sb.first_free_block, sb.replica_block, cores());
+    let mut b = sb.first_free_block;
+    while b < sb.replica_block {
+        if w.used.get(b) {
+            b += 1;
+            continue;
+        }
+        let start = b;
+        while b < sb.replica_block && !w.used.get(b) {
+            b += 1;
+        }
+        blocks.free(start, b - start);
+    }
+    // Every number above the root's not reached is free (a word at a time).
+    let free: Vec<u64> = (0..max_ino.div_ceil(64))
+        .map(|k| {
+            let base = k * 64;
+            let from = (ROOT_INO + 1).saturating_sub(base).min(64);
+            let to = max_ino.saturating_sub(base).min(64);
+            let in_range = if to > from {
+                (u64::MAX >> (64 - (to - from))) << from
+            } else {
+                0
+            };
+            !w.seen.word(k as usize) & in_range
+        })
+        .collect();
+    let inos = InodeAlloc::new([]);
+    inos.add_free_words(&free);
+    let scanned = loaded.len() as u64;
+    Ok(Rebuilt {
+        blocks,
+        inos,
+        loaded,
+        scanned,
+    })
+}
+
+impl Walk<'_> {
+    /// Load one reachable inode: check it against the entry that named it, mark its blocks,
+    /// queue its unseen children.
+    fn load_one(&self, (ino, kind, parent): Item, next: &mut Vec<Item>) -> Result<InodeState> {
+        let off = slot_offset(self.chunks, ino).ok_or_else(|| {
+            Error::corrupt("inode number outside the table", format!("inode {ino}"))
+        })?;
+        let mut st = inode::load(self.media, off, ino, self.bounds).map_err(|e| match e {
+            Error::NotFound => {
+                Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+            }
+            e => e,
+        })?;
+        if st.attr.kind != kind {
+            return Err(Error::corrupt(
+                "directory entry kind differs from the inode's",
+                format!("inode {ino} (named in directory {parent})"),
+            ));
+        }
+        if kind == Kind::Dir && st.parent != parent {
+            return Err(Error::corrupt(
+                "directory parent",
+                format!("inode {ino}: stored {}, named in {parent}", st.parent),
+            ));
+        }
+        let mark = |b: u64, what: &str| -> Result<()> {
+            if self.used.set(b) {
+                return Err(Error::corrupt(
+                    format!("{what} block used twice"),
+                    format!("inode {ino} block {b}"),
+                ));
+            }
+            Ok(())
+        };
+        for &p in &st.log.pages {
+            mark(p, "log page")?;
+        }
+        for &b in st.map.values() {
+            mark(b, "data")?;
+        }
+        if st.cache_log.tail_off != 0 {
+            if st.cache_atomic {
+                // Failure-atomic: discard what was not synced (nothing is marked, so the cache
+                // blocks and cache log pages come back free; the tail is reset by
+                // `Engine::recover_caches`).
+                st.cache.clear();
+            } else {
+                // A crash between a migration's two commits leaves entries whose block the
+                // file map already holds: those pages are migrated already. Entries past the
+                // end of file cannot be (a corrupt image): both are dropped, their blocks left
+                // free.
+                let map = &st.map;
+                let pages = st.attr.size.div_ceil(BLOCK);
+                st.cache
+                    .retain(|pg, b| map.get(&pg) != Some(&b) && pg < pages);
+                for &p in &st.cache_log.pages {
+                    mark(p, "cache log page")?;
+                }
+                for b in st.cache.values() {
+                    mark(b, "cache")?;
+                }
+            }
+        }
+        if st.attr.kind == Kind::Dir {
+            for (name, ent) in &st.dir {
+                let loc = || format!("inode {ino} entry {:?}", String::from_utf8_lossy(name));
+                if ent.ino >= self.max_ino || ent.ino <= ROOT_INO {
+                    return Err(Error::corrupt("directory entry inode number", loc()));
+                }
+                self.refs[ent.ino as usize].fetch_add(1, Ordering::Relaxed);
+                let was_seen = self.seen.set(ent.ino);
+                if was_seen && ent.kind == Kind::Dir {
+                    return Err(Error::corrupt("directory reachable twice (cycle)", loc()));
+                }
+                if !was_seen {
+                    next.push((ent.ino, ent.kind, ino));
+                }
+            }
+        }
+        Ok(st)
+    }
+}
