@@ -56,6 +56,10 @@ pub struct Choices {
     pub lines: Vec<Vec<UnitWrite>>,
     /// Pending non-temporal unit writes.
     pub nt: Vec<UnitWrite>,
+    /// Every pending write as (line index, or `u32::MAX` for [`Choices::nt`]; position),
+    /// sorted by (unit, event): computed once per crash point, so that a pick's image is a
+    /// walk over it, not a sort per image.
+    order: Vec<(u32, u32)>,
 }
 
 /// A choice: prefix length per line, and a bit per NT unit.
@@ -206,6 +210,187 @@ impl Choices {
         (units.into_iter().collect(), applied)
     }
 
+    fn new(lines: Vec<Vec<UnitWrite>>, nt: Vec<UnitWrite>) -> Choices {
+        let mut keyed: Vec<(u64, usize, u32, u32)> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            for (k, w) in l.iter().enumerate() {
+                keyed.push((w.unit, w.event, i as u32, k as u32));
+            }
+        }
+        for (k, w) in nt.iter().enumerate() {
+            keyed.push((w.unit, w.event, u32::MAX, k as u32));
+        }
+        keyed.sort_unstable();
+        Choices {
+            lines,
+            nt,
+            order: keyed.into_iter().map(|(_, _, i, k)| (i, k)).collect(),
+        }
+    }
+
+    /// The units a pick leaves different from `durable`, with their final values, sorted by
+    /// unit: the image `durable + out` is the one [`Choices::overlay`] describes (units whose
+    /// final value equals the durable one are left out). Per unit, the surviving writes apply
+    /// in program order (a non-temporal and a cached store to the same bytes are ordered by
+    /// their events, as in `overlay`).
+    pub fn overlay_into(&self, durable: &[u8], pick: &Pick, out: &mut Vec<(u64, [u8; 8])>) {
+        out.clear();
+        let load = |unit: u64| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&durable[unit as usize..unit as usize + 8]);
+            u64::from_le_bytes(b)
+        };
+        // The unit being built: (unit, durable value, value).
+        let mut cur: Option<(u64, u64, u64)> = None;
+        for &(i, k) in &self.order {
+            let w = if i == u32::MAX {
+                if !pick.nt[k as usize] {
+                    continue;
+                }
+                &self.nt[k as usize]
+            } else {
+                if k as usize >= pick.prefixes[i as usize] {
+                    continue;
+                }
+                &self.lines[i as usize][k as usize]
+            };
+            let m = BYTE_MASKS[w.mask as usize];
+            let bytes = u64::from_le_bytes(w.bytes) & m;
+            match &mut cur {
+                Some((u, _, v)) if *u == w.unit => *v = (*v & !m) | bytes,
+                _ => {
+                    if let Some((u, d, v)) = cur {
+                        if v != d {
+                            out.push((u, v.to_le_bytes()));
+                        }
+                    }
+                    let d = load(w.unit);
+                    cur = Some((w.unit, d, (d & !m) | bytes));
+                }
+            }
+        }
+        if let Some((u, d, v)) = cur {
+            if v != d {
+                out.push((u, v.to_le_bytes()));
+            }
+        }
+    }
+
+    /// Precompute, for this crash point's durable image, what every pick's image needs, so
+    /// that [`Prepared::image`] builds a pick's image and key without touching `durable`:
+    /// - a line whose units no other pending write touches (the common case): for each prefix
+    ///   length, how many of its changed units it keeps and their key share (a prefix of a
+    ///   list);
+    /// - a non-temporal store whose units no other pending write touches: its changed units
+    ///   and their key shares (all, none, or unit by unit);
+    /// - every other unit: its pending writes in program order, merged per pick.
+    pub fn prepare<'a>(&'a self, durable: &'a [u8]) -> Prepared<'a> {
+        // How many pending writes each unit has (`order` is sorted by unit).
+        let mut writes_of: std::collections::HashMap<u64, u32> = Default::default();
+        for &at in &self.order {
+            *writes_of.entry(self.write(at).unit).or_default() += 1;
+        }
+        let alone = |w: &UnitWrite| writes_of[&w.unit] == 1;
+        let change = |w: &UnitWrite| {
+            let d = load_unit(durable, w.unit);
+            let m = BYTE_MASKS[w.mask as usize];
+            let v = (d & !m) | (u64::from_le_bytes(w.bytes) & m);
+            (v != d).then(|| Changed {
+                unit: w.unit,
+                value: v,
+                key: unit_key(w.unit, v),
+            })
+        };
+        let mut covered: std::collections::HashSet<u64> = Default::default();
+        let mut lines = Vec::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            if !l.iter().all(alone) {
+                continue;
+            }
+            let mut seg = LineSeg {
+                line: i,
+                changed: Vec::new(),
+                upto: vec![(0, 0, 0)],
+            };
+            for w in l {
+                covered.insert(w.unit);
+                let (mut n, mut ka, mut kb) = *seg.upto.last().unwrap_or(&(0, 0, 0));
+                if let Some(ch) = change(w) {
+                    seg.changed.push(ch);
+                    n += 1;
+                    ka = ka.wrapping_add(ch.key.0);
+                    kb = kb.wrapping_add(ch.key.1);
+                }
+                seg.upto.push((n, ka, kb));
+            }
+            lines.push(seg);
+        }
+        let mut nts = Vec::new();
+        let mut s = 0;
+        while s < self.nt.len() {
+            let ev = self.nt[s].event;
+            let mut e = s + 1;
+            while e < self.nt.len() && self.nt[e].event == ev {
+                e += 1;
+            }
+            let ws = &self.nt[s..e];
+            if ws.iter().all(alone) {
+                let units: Vec<Option<Changed>> = ws.iter().map(change).collect();
+                let (mut ka, mut kb, mut c) = (0u64, 0u64, 0u64);
+                for ch in units.iter().flatten() {
+                    ka = ka.wrapping_add(ch.key.0);
+                    kb = kb.wrapping_add(ch.key.1);
+                    c += 1;
+                }
+                covered.extend(ws.iter().map(|w| w.unit));
+                nts.push(NtSeg {
+                    start: s,
+                    all: units
+                        .iter()
+                        .flatten()
+                        .map(|ch| (ch.unit, ch.value))
+                        .collect(),
+                    all_key: (ka, kb, c),
+                    units,
+                });
+            }
+            s = e;
+        }
+        // The rest, unit by unit.
+        let mut groups = Vec::new();
+        let mut s = 0;
+        while s < self.order.len() {
+            let unit = self.write(self.order[s]).unit;
+            let mut e = s + 1;
+            while e < self.order.len() && self.write(self.order[e]).unit == unit {
+                e += 1;
+            }
+            if !covered.contains(&unit) {
+                groups.push(Group {
+                    unit,
+                    start: s as u32,
+                    end: e as u32,
+                    durable: load_unit(durable, unit),
+                });
+            }
+            s = e;
+        }
+        Prepared {
+            c: self,
+            lines,
+            nts,
+            groups,
+        }
+    }
+
+    fn write(&self, (i, k): (u32, u32)) -> &UnitWrite {
+        if i == u32::MAX {
+            &self.nt[k as usize]
+        } else {
+            &self.lines[i as usize][k as usize]
+        }
+    }
+
     /// Apply a pick to a copy of `durable`; returns the image and the unit writes that
     /// survived.
     pub fn build<'a>(&'a self, durable: &[u8], pick: &Pick) -> (Vec<u8>, Vec<&'a UnitWrite>) {
@@ -217,6 +402,136 @@ impl Choices {
         (img, applied)
     }
 }
+
+fn load_unit(durable: &[u8], unit: u64) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&durable[unit as usize..unit as usize + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// A unit a write changes: its final value and key share.
+#[derive(Clone, Copy)]
+struct Changed {
+    unit: u64,
+    value: u64,
+    key: (u64, u64),
+}
+
+/// A line none of whose units another pending write touches.
+struct LineSeg {
+    line: usize,
+    /// The units its writes change, in program order.
+    changed: Vec<Changed>,
+    /// Per prefix length k: how many entries of `changed` the first k writes make, and
+    /// their key sums.
+    upto: Vec<(usize, u64, u64)>,
+}
+
+/// A non-temporal store none of whose units another pending write touches.
+struct NtSeg {
+    /// Its first unit write in [`Choices::nt`].
+    start: usize,
+    /// Per unit write: the change it makes, if any.
+    units: Vec<Option<Changed>>,
+    /// Every change (all units kept) and its key sums and count.
+    all: Vec<(u64, u64)>,
+    all_key: (u64, u64, u64),
+}
+
+/// The other pending writes of one unit: `order[start..end]`.
+struct Group {
+    unit: u64,
+    start: u32,
+    end: u32,
+    /// The unit's durable value.
+    durable: u64,
+}
+
+/// A crash point's choices prepared for building many picks' images ([`Choices::prepare`]).
+pub struct Prepared<'a> {
+    c: &'a Choices,
+    lines: Vec<LineSeg>,
+    nts: Vec<NtSeg>,
+    groups: Vec<Group>,
+}
+
+impl Prepared<'_> {
+    /// The units `pick` leaves different from the durable image, with their final values
+    /// (each unit once, in no particular order), and the image's key (as [`image_key`]).
+    pub fn image(&self, pick: &Pick, out: &mut Vec<(u64, [u8; 8])>) -> u128 {
+        out.clear();
+        let c = self.c;
+        let (mut a, mut b, mut n) = (0u64, 0u64, 0u64);
+        let mut add = |ka: u64, kb: u64, k: u64| {
+            a = a.wrapping_add(ka);
+            b = b.wrapping_add(kb);
+            n += k;
+        };
+        for seg in &self.lines {
+            let (cnt, ka, kb) = seg.upto[pick.prefixes[seg.line]];
+            out.extend(
+                seg.changed[..cnt]
+                    .iter()
+                    .map(|ch| (ch.unit, ch.value.to_le_bytes())),
+            );
+            add(ka, kb, cnt as u64);
+        }
+        for seg in &self.nts {
+            let bits = &pick.nt[seg.start..seg.start + seg.units.len()];
+            if bits.iter().all(|&x| x) {
+                out.extend(seg.all.iter().map(|&(u, v)| (u, v.to_le_bytes())));
+                add(seg.all_key.0, seg.all_key.1, seg.all_key.2);
+            } else {
+                for (ch, _) in seg.units.iter().zip(bits).filter(|(_, &on)| on) {
+                    if let Some(ch) = ch {
+                        out.push((ch.unit, ch.value.to_le_bytes()));
+                        add(ch.key.0, ch.key.1, 1);
+                    }
+                }
+            }
+        }
+        let included = |(i, k): (u32, u32)| {
+            if i == u32::MAX {
+                pick.nt[k as usize]
+            } else {
+                (k as usize) < pick.prefixes[i as usize]
+            }
+        };
+        for g in &self.groups {
+            let mut v = g.durable;
+            for &at in &c.order[g.start as usize..g.end as usize] {
+                if included(at) {
+                    let w = c.write(at);
+                    let m = BYTE_MASKS[w.mask as usize];
+                    v = (v & !m) | (u64::from_le_bytes(w.bytes) & m);
+                }
+            }
+            if v != g.durable {
+                out.push((g.unit, v.to_le_bytes()));
+                let (ka, kb) = unit_key(g.unit, v);
+                add(ka, kb, 1);
+            }
+        }
+        finish_key(a, b, n)
+    }
+}
+
+/// For each 8-bit byte mask, the 64-bit mask of those bytes.
+const BYTE_MASKS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut b = 0;
+        while b < 8 {
+            if m & (1 << b) != 0 {
+                t[m] |= 0xff << (8 * b);
+            }
+            b += 1;
+        }
+        m += 1;
+    }
+    t
+};
 
 /// Walks a trace.
 pub struct Replay {
@@ -331,10 +646,10 @@ impl Replay {
 
     /// What may survive a crash now.
     pub fn choices(&self) -> Choices {
-        Choices {
-            lines: self.lines.values().map(|l| l.writes.clone()).collect(),
-            nt: self.nt.clone(),
-        }
+        Choices::new(
+            self.lines.values().map(|l| l.writes.clone()).collect(),
+            self.nt.clone(),
+        )
     }
 
     /// The image if everything pending survived (what a reader sees now).
@@ -348,17 +663,43 @@ impl Replay {
     }
 }
 
-/// A 64-bit key of an overlay: which units differ from `durable`, and their new bytes (two
-/// overlays with the same key make the same image of the same durable image).
-pub fn image_key(durable: &[u8], overlay: &[(u64, [u8; 8])]) -> u64 {
-    let mut h = Mix::default();
+/// 64-bit finalizer (murmur3's fmix64).
+fn fmix(mut z: u64) -> u64 {
+    z ^= z >> 33;
+    z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    z ^= z >> 33;
+    z = z.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    z ^ (z >> 33)
+}
+
+/// One changed unit's contribution to an image key: two independently mixed lanes.
+fn unit_key(unit: u64, v: u64) -> (u64, u64) {
+    (
+        fmix(fmix(v ^ 0x243f_6a88_85a3_08d3) ^ unit),
+        fmix(fmix(unit ^ 0x1319_8a2e_0370_7344).wrapping_add(v.rotate_left(32))),
+    )
+}
+
+fn finish_key(a: u64, b: u64, n: u64) -> u128 {
+    (fmix(a ^ n) as u128) << 64 | fmix(b.wrapping_add(n)) as u128
+}
+
+/// 128-bit hash of an image given as `durable` plus an overlay (units distinct): only the
+/// units whose final value differs from `durable` count, so equal images hash equal. The
+/// sum of each changed unit's two-lane mix (order does not matter), so that
+/// [`Prepared::image`] can precompute a unit's share.
+pub fn image_key(durable: &[u8], overlay: &[(u64, [u8; 8])]) -> u128 {
+    let (mut a, mut b, mut n) = (0u64, 0u64, 0u64);
     for (u, v) in overlay {
-        if v[..] != durable[*u as usize..*u as usize + 8] {
-            h.word(*u);
-            h.word(u64::from_le_bytes(*v));
+        let v = u64::from_le_bytes(*v);
+        if v != load_unit(durable, *u) {
+            let (ka, kb) = unit_key(*u, v);
+            a = a.wrapping_add(ka);
+            b = b.wrapping_add(kb);
+            n += 1;
         }
     }
-    h.finish()
+    finish_key(a, b, n)
 }
 
 /// A 64-bit key of a whole image. Not a CRC: a CRC is linear, and the CRC of a record that
@@ -557,7 +898,7 @@ mod litmus {
         r.step(1, &st(0, &[0])); // back to the durable value
         let c = r.choices();
         let picks = c.all();
-        let keys: Vec<u64> = picks
+        let keys: Vec<u128> = picks
             .iter()
             .map(|p| image_key(&r.durable, &c.overlay(&r.durable, p).0))
             .collect();
@@ -566,6 +907,62 @@ mod litmus {
             "durable and 'both stores' are the same image"
         );
         assert_ne!(keys[0], keys[1]);
+    }
+
+    #[test]
+    fn overlay_into_and_prepared_build_the_same_images_as_build() {
+        // Cached and non-temporal stores to the same units in both orders, a rewrite back to
+        // the durable value, stores across units and lines: every pick's `overlay_into` image
+        // is `build`'s, and the keys of equal images agree (and differ otherwise).
+        let evs = [
+            st(0, &[1; 12]),
+            nt(8, &[2; 8]),
+            st(8, &[3; 4]),
+            st(64, &[4; 8]),
+            fl(64),
+            fe(),
+            nt(64, &[5; 8]),
+            st(64, &[6; 8]),
+            st(72, &[0; 8]),
+            st(130, &[7; 20]),
+            nt(200, &[8; 16]),
+            st(224, &[0; 8]),
+            st(232, &[9; 8]),
+        ];
+        let mut r = Replay::new(vec![0; 256]);
+        for (i, e) in evs.iter().enumerate() {
+            r.step(i, e);
+        }
+        let c = r.choices();
+        let picks = c.all();
+        assert!(picks.len() > 100, "{}", picks.len());
+        let mut out = Vec::new();
+        let prepared = c.prepare(&r.durable);
+        let mut by_image: std::collections::HashMap<Vec<u8>, u128> = Default::default();
+        let mut keys = std::collections::HashSet::new();
+        for p in &picks {
+            let (want, _) = c.build(&r.durable, p);
+            c.overlay_into(&r.durable, p, &mut out);
+            let mut got = r.durable.clone();
+            for (u, v) in &out {
+                assert_ne!(
+                    &r.durable[*u as usize..*u as usize + 8],
+                    v,
+                    "an unchanged unit"
+                );
+                got[*u as usize..*u as usize + 8].copy_from_slice(v);
+            }
+            assert_eq!(got, want, "{p:?}");
+            let key = image_key(&r.durable, &out);
+            assert_eq!(key, image_key(&r.durable, &c.overlay(&r.durable, p).0));
+            let mut fast = Vec::new();
+            assert_eq!(prepared.image(p, &mut fast), key, "{p:?}");
+            fast.sort_by_key(|&(u, _)| u);
+            assert_eq!(fast, out, "{p:?}");
+            assert_eq!(*by_image.entry(want).or_insert(key), key);
+            keys.insert(key);
+        }
+        assert_eq!(keys.len(), by_image.len(), "distinct images, distinct keys");
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::Instant;
 use novafs::{Engine, FileType, FormatOptions, Fs, MountOptions};
 use novafs_engine::media::{Media, TraceEvent};
 
-use images::{image_key, Pick, Replay};
+use images::{Pick, Replay};
 pub use workload::{HandleOp, Op, Workload};
 
 /// Harness settings.
@@ -163,59 +163,88 @@ pub struct State {
     pub blocks_total: u64,
 }
 
+/// A 64-bit hash of an extended attribute's value (8 bytes a step).
+fn value_hash(v: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ v.len() as u64;
+    let mut words = v.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    for &b in words.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h ^= h >> 32;
+    h.wrapping_mul(0xd6e8_feb8_6659_fd93)
+}
+
 /// Describe the tree and space use of `fs`.
+///
+/// The walk goes by inode: each directory's entries (`readdir`), then each entry's inode
+/// (`getattr`, contents, link target, extended attributes). That is what resolving each path
+/// from the root found (path resolution looks each name up in the same directory map the
+/// listing comes from), without resolving every path again for every call.
 pub fn state_of(fs: &Fs) -> Result<State, String> {
+    let engine = fs.engine();
     let mut tree = BTreeMap::new();
     let mut contents = BTreeMap::new();
     let mut inos = BTreeMap::new();
-    let mut stack = vec![String::new()];
+    let root = fs.resolve("/").map_err(|e| format!("read_dir /: {e}"))?;
+    let mut stack = vec![(String::new(), root)];
     let mut budget = 100_000usize;
-    while let Some(dir) = stack.pop() {
+    while let Some((dir, dino)) = stack.pop() {
         let d = if dir.is_empty() { "/" } else { &dir };
-        let entries = fs.read_dir(d).map_err(|e| format!("read_dir {d}: {e}"))?;
+        let entries = engine
+            .readdir(dino)
+            .map_err(|e| format!("read_dir {d}: {e}"))?;
         for e in entries {
-            let e = e.map_err(|e| format!("read_dir {d}: {e}"))?;
             budget = budget.checked_sub(1).ok_or("tree too large")?;
-            let p = format!("{dir}/{}", e.name_lossy());
-            let kind = e.file_type().map_err(|e| format!("{p}: {e}"))?;
-            let m = fs
-                .symlink_metadata(&p)
-                .map_err(|e| format!("stat {p}: {e}"))?;
-            if m.file_type() != kind {
+            let p = format!("{dir}/{}", String::from_utf8_lossy(&e.name));
+            let kind = FileType::from(e.kind);
+            let m = engine
+                .getattr(e.ino)
+                .map_err(|x| format!("stat {p}: {x}"))?;
+            if FileType::from(m.kind) != kind {
                 return Err(format!("{p}: entry kind differs from the inode's"));
             }
             let desc = match kind {
                 FileType::File => {
-                    let data = fs.read(&p).map_err(|e| format!("read {p}: {e}"))?;
+                    let mut data = vec![0u8; m.size as usize];
+                    let n = engine
+                        .read(e.ino, 0, &mut data)
+                        .map_err(|x| format!("read {p}: {x}"))?;
+                    data.truncate(n);
                     let d = format!(
                         "file len={} nlink={} mode={:o} blocks={}",
                         data.len(),
-                        m.nlink(),
-                        m.mode(),
-                        m.blocks()
+                        m.nlink,
+                        m.mode,
+                        m.blocks
                     );
                     contents.insert(p.clone(), data);
-                    inos.insert(p.clone(), e.ino());
+                    inos.insert(p.clone(), e.ino);
                     d
                 }
                 FileType::Dir => {
-                    stack.push(p.clone());
-                    format!("dir nlink={} mode={:o}", m.nlink(), m.mode())
+                    stack.push((p.clone(), e.ino));
+                    format!("dir nlink={} mode={:o}", m.nlink, m.mode)
                 }
                 FileType::Symlink => {
-                    let t = fs.read_link(&p).map_err(|e| format!("readlink {p}: {e}"))?;
+                    let t = engine
+                        .readlink(e.ino)
+                        .map_err(|x| format!("readlink {p}: {x}"))?;
                     format!(
                         "symlink -> {} nlink={}",
                         String::from_utf8_lossy(&t),
-                        m.nlink()
+                        m.nlink
                     )
                 }
                 special => format!(
                     "{special:?} rdev={:#x} nlink={} mode={:o} len={}",
-                    m.rdev(),
-                    m.nlink(),
-                    m.mode(),
-                    m.len()
+                    m.rdev, m.nlink, m.mode, m.size
                 ),
             };
             // Extended attributes (not of symlinks: the calls follow them): names, lengths
@@ -223,21 +252,19 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
             let desc = if kind == FileType::Symlink {
                 desc
             } else {
-                let names = fs
-                    .list_xattr(&p)
-                    .map_err(|e| format!("listxattr {p}: {e}"))?;
+                let names = engine
+                    .list_xattr(e.ino)
+                    .map_err(|x| format!("listxattr {p}: {x}"))?;
                 let mut d = desc;
                 for n in names {
-                    let v = fs
-                        .get_xattr(&p, &n)
-                        .map_err(|e| format!("getxattr {p}: {e}"))?;
-                    let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-                    });
+                    let v = engine
+                        .get_xattr(e.ino, &n)
+                        .map_err(|x| format!("getxattr {p}: {x}"))?;
                     d.push_str(&format!(
-                        " xattr[{}]={}:{h:016x}",
+                        " xattr[{}]={}:{:016x}",
                         String::from_utf8_lossy(&n),
-                        v.len()
+                        v.len(),
+                        value_hash(&v)
                     ));
                 }
                 d
@@ -246,8 +273,8 @@ pub fn state_of(fs: &Fs) -> Result<State, String> {
         }
     }
     let s = fs.statfs().map_err(|e| format!("statfs: {e}"))?;
-    let sb = fs.engine().superblock();
-    let fixed = sb.first_free_block + 1 + fs.engine().chunk_blocks().len() as u64 * 32;
+    let sb = engine.superblock();
+    let fixed = sb.first_free_block + 1 + engine.chunk_blocks().len() as u64 * 32;
     Ok(State {
         tree,
         contents,
@@ -270,11 +297,10 @@ pub struct Unpersisted {
     pub old: Vec<u8>,
 }
 
-/// Whether `got` is `want`, up to unpersisted mapped stores.
+/// Whether `got` is `want`, up to unpersisted mapped stores: the same tree, blocks in use and
+/// file contents, except that a byte of a file may hold its old value where a mapped store not
+/// yet persisted to that inode covers it.
 fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
-    if got == want {
-        return true;
-    }
     if got.tree != want.tree
         || got.used_blocks != want.used_blocks
         || got.blocks_total != want.blocks_total
@@ -291,20 +317,82 @@ fn accepts(got: &State, want: &State, fuzz: &[Unpersisted]) -> bool {
         if g.len() != w.len() {
             return false;
         }
-        for (j, (a, b)) in g.iter().zip(w).enumerate() {
-            if a == b {
+        // The stores that may be missing from this file (looked up once, not per byte).
+        let ino = want.inos.get(path);
+        let mut mine: Vec<&Unpersisted> = fuzz.iter().filter(|f| Some(&f.ino) == ino).collect();
+        if mine.is_empty() {
+            return false;
+        }
+        // By offset, with the furthest end so far: the stores that may cover a word are found
+        // from a cursor that only moves forward (the words are visited in order).
+        mine.sort_by_key(|f| f.off);
+        let reach: Vec<u64> = mine
+            .iter()
+            .scan(0u64, |r, f| {
+                *r = (*r).max(f.off + f.old.len() as u64);
+                Some(*r)
+            })
+            .collect();
+        let mut first = 0;
+        // A byte may differ only where one of those stores covers it and holds the old value
+        // found. Eight bytes a step: a byte is unexplained when it differs from `w` and, for
+        // every store covering part of the word, from `w` with the store's old bytes in place
+        // (equal to `w` outside the store, so that explains nothing there).
+        let word = |v: &[u8]| match <[u8; 8]>::try_from(v) {
+            Ok(b) => u64::from_le_bytes(b),
+            Err(_) => {
+                // The file's last, partial word (zeros past the end on both sides).
+                let mut b = [0u8; 8];
+                b[..v.len()].copy_from_slice(v);
+                u64::from_le_bytes(b)
+            }
+        };
+        // High bit of each nonzero byte.
+        let nonzero = |x: u64| {
+            const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+            (((x & LOW7) + LOW7) | x) & !LOW7
+        };
+        // Equal 64-byte blocks are skipped whole, then equal words.
+        for (blk, (gb, wb)) in g.chunks(64).zip(w.chunks(64)).enumerate() {
+            if gb == wb {
                 continue;
             }
-            let j = j as u64;
-            let ino = want.inos.get(path);
-            let ok = fuzz.iter().any(|f| {
-                Some(&f.ino) == ino
-                    && j >= f.off
-                    && j < f.off + f.old.len() as u64
-                    && f.old[(j - f.off) as usize] == *a
-            });
-            if !ok {
-                return false;
+            for (k, (gc, wc)) in gb.chunks(8).zip(wb.chunks(8)).enumerate() {
+                let (gw, ww) = (word(gc), word(wc));
+                if gw == ww {
+                    continue;
+                }
+                let mut bad = nonzero(gw ^ ww);
+                let at = (blk * 64 + k * 8) as u64;
+                // Stores before `first` all end at or before this word (and every later one).
+                while first < mine.len() && reach[first] <= at {
+                    first += 1;
+                }
+                for f in mine[first..].iter().take_while(|f| f.off < at + 8) {
+                    if bad == 0 {
+                        break;
+                    }
+                    let end = f.off + f.old.len() as u64;
+                    let alt = if f.off <= at && end >= at + 8 {
+                        // The store covers the whole word.
+                        let o = (at - f.off) as usize;
+                        word(&f.old[o..o + 8])
+                    } else {
+                        let (lo, hi) = (f.off.max(at), end.min(at + 8));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let mut alt = ww.to_le_bytes();
+                        for j in lo..hi {
+                            alt[(j - at) as usize] = f.old[(j - f.off) as usize];
+                        }
+                        u64::from_le_bytes(alt)
+                    };
+                    bad &= nonzero(gw ^ alt);
+                }
+                if bad != 0 {
+                    return false;
+                }
             }
         }
     }
@@ -353,61 +441,17 @@ fn describe_diff(got: &State, want: &[&State]) -> String {
     "states differ".into()
 }
 
-/// Recover `durable + overlay` in the reusable buffer `work` (which equals `durable` on entry
-/// and on return), describe the result, and with `deep` also run the usability and
-/// crash-during-recovery checks.
-fn recover_in_place(
-    work: &mut Option<Vec<u8>>,
-    durable: &[u8],
-    overlay: &[(u64, [u8; 8])],
-    deep: bool,
-    seed: u64,
-) -> Result<State, String> {
-    let mut buf = work.take().unwrap_or_else(|| durable.to_vec());
+/// Write the overlay's units into `buf`.
+fn apply_overlay(buf: &mut [u8], overlay: &[(u64, [u8; 8])]) {
     for (u, v) in overlay {
         buf[*u as usize..*u as usize + 8].copy_from_slice(v);
     }
-    let before = deep.then(|| buf.clone());
-    let media = Arc::new(Media::traced_from(buf));
-    media.with_trace(|t| t.enabled = true);
-    let result = checked(|| {
-        let (engine, report) = novafs_recovery::open_media(media.clone(), &MountOptions::default())
-            .map_err(|e| format!("recovery failed: {e}"))?;
-        let fs = Fs::from_engine(engine, report);
-        let st = state_of(&fs)?;
-        if let Some(img) = &before {
-            let evs = media.with_trace(|t| t.events.clone()).unwrap_or_default();
-            recovery_survives_crash(img, &evs, &st, seed)?;
-            // fsck -n of the crash image as the crash left it reports nothing beyond "needs
-            // recovery" (an active journal slot is not an error): every crash state is one
-            // recovery handles, and fsck sees it as recovery will leave it.
-            fsck_finds_nothing(
-                Arc::new(Media::traced_from(img.clone())),
-                "the crash image (before recovery)",
-            )?;
-            // fsck finds nothing wrong with what recovery left.
-            fs.crash();
-            fsck_finds_nothing(media.clone(), "the recovered image")?;
-            let (engine, r) = novafs_recovery::open_media(media.clone(), &MountOptions::default())
-                .map_err(|e| format!("mount after fsck failed: {e}"))?;
-            usable(Fs::from_engine(engine, r), media.clone())?;
-        } else {
-            fs.crash();
-        }
-        Ok(st)
-    });
-    // Take the buffer back and undo every store recovery (and the checks) made.
-    let events = media
-        .with_trace(|t| {
-            t.enabled = false;
-            t.take()
-        })
-        .unwrap_or_default();
-    let mut buf = match Arc::try_unwrap(media).ok().and_then(Media::into_image) {
-        Some(b) => b,
-        None => durable.to_vec(),
-    };
-    for ev in &events {
+}
+
+/// Undo every store of `events` in `buf`, and the overlay's units: `buf` equals `durable`
+/// again where they touched it.
+fn undo_stores(buf: &mut [u8], durable: &[u8], events: &[TraceEvent], overlay: &[(u64, [u8; 8])]) {
+    for ev in events {
         if let TraceEvent::Store { off, data, .. } = ev {
             let r = *off as usize..*off as usize + data.len();
             buf[r.clone()].copy_from_slice(&durable[r]);
@@ -417,6 +461,117 @@ fn recover_in_place(
         let r = *u as usize..*u as usize + 8;
         buf[r.clone()].copy_from_slice(&durable[r]);
     }
+}
+
+/// Run `f` on a traced region over `buf` (trace on); returns the buffer, the stores `f`
+/// made, and its result.
+fn traced<T>(
+    buf: Vec<u8>,
+    f: impl FnOnce(&Arc<Media>) -> T,
+) -> (Option<Vec<u8>>, Vec<TraceEvent>, T) {
+    let media = Arc::new(Media::traced_from(buf));
+    media.with_trace(|t| t.enabled = true);
+    let r = f(&media);
+    let events = media
+        .with_trace(|t| {
+            t.enabled = false;
+            t.take()
+        })
+        .unwrap_or_default();
+    let buf = Arc::try_unwrap(media).ok().and_then(Media::into_image);
+    (buf, events, r)
+}
+
+/// Recover `durable + overlay` in the reusable buffer `work` (which equals `durable` on entry
+/// and on return), describe the result, and with `deep` also run fsck -n of the crash image,
+/// the usability check, fsck of the recovered image and the crash-during-recovery check.
+/// Every step runs on `work` itself (its stores are undone from the trace after it); only
+/// the crash-during-recovery check needs a second buffer (`spare`, which like `work` equals
+/// `durable` on entry and on return when it is `Some`; created on first use).
+fn recover_in_place(
+    work: &mut Option<Vec<u8>>,
+    spare: &mut Option<Vec<u8>>,
+    durable: &[u8],
+    overlay: &[(u64, [u8; 8])],
+    deep: bool,
+    seed: u64,
+) -> Result<State, String> {
+    let mut buf = work.take().unwrap_or_else(|| durable.to_vec());
+    apply_overlay(&mut buf, overlay);
+    // fsck -n of the crash image as the crash left it reports nothing beyond "needs
+    // recovery" (an active journal slot is not an error): every crash state is one recovery
+    // handles, and fsck sees it as recovery will leave it. (Reported after recovery's own
+    // verdict, as before; fsck -n must not write, which is checked too.)
+    let mut fsck_before: Result<(), String> = Ok(());
+    if deep {
+        let (b, events, r) = traced(buf, |media| {
+            checked(|| fsck_finds_nothing(media.clone(), "the crash image (before recovery)"))
+        });
+        buf = match b {
+            Some(b) => b,
+            None => {
+                let mut b = durable.to_vec();
+                apply_overlay(&mut b, overlay);
+                b
+            }
+        };
+        if events.iter().any(|e| matches!(e, TraceEvent::Store { .. })) {
+            undo_stores(&mut buf, durable, &events, &[]);
+            apply_overlay(&mut buf, overlay);
+            fsck_before = fsck_before.and(Err("fsck -n wrote to the crash image".into()));
+        }
+        fsck_before = r.and(fsck_before);
+    }
+    let mut recovery_events: Vec<TraceEvent> = Vec::new();
+    let (b, events, result) = traced(buf, |media| {
+        checked(|| {
+            let (engine, report) =
+                novafs_recovery::open_media(media.clone(), &MountOptions::default())
+                    .map_err(|e| format!("recovery failed: {e}"))?;
+            let fs = Fs::from_engine(engine, report);
+            let st = state_of(&fs)?;
+            if deep {
+                recovery_events = media.with_trace(|t| t.events.clone()).unwrap_or_default();
+                fsck_before.clone()?;
+                // fsck finds nothing wrong with what recovery left.
+                fs.crash();
+                fsck_finds_nothing(media.clone(), "the recovered image")?;
+                let (engine, r) =
+                    novafs_recovery::open_media(media.clone(), &MountOptions::default())
+                        .map_err(|e| format!("mount after fsck failed: {e}"))?;
+                usable(Fs::from_engine(engine, r), media.clone())?;
+            } else {
+                fs.crash();
+            }
+            Ok(st)
+        })
+    });
+    // Take the buffer back and undo every store recovery (and the checks) made.
+    let mut buf = b.unwrap_or_else(|| durable.to_vec());
+    undo_stores(&mut buf, durable, &events, overlay);
+    let result = match result {
+        Ok(st) if deep => {
+            // Crash recovery itself, on the crash image rebuilt in `buf` (handed to the
+            // replay and taken back), with `spare` as the replay's working copy.
+            apply_overlay(&mut buf, overlay);
+            let mut inner = Some(spare.take().unwrap_or_else(|| durable.to_vec()));
+            if let Some(i) = inner.as_mut() {
+                apply_overlay(i, overlay);
+            }
+            let mut replay = Replay::new(buf);
+            let r = recovery_survives_crash(&mut replay, &mut inner, &recovery_events, &st, seed);
+            // Both buffers differ from `durable` only where recovery stored (the replay made
+            // some of those durable) and in the overlay.
+            buf = std::mem::take(&mut replay.durable);
+            undo_stores(&mut buf, durable, &recovery_events, overlay);
+            if let Some(i) = inner.as_mut() {
+                undo_stores(i, durable, &recovery_events, overlay);
+            }
+            *spare = inner;
+            r.map(|_| st)
+        }
+        r => r,
+    };
     *work = Some(buf);
     result
 }
@@ -525,16 +680,18 @@ fn usable(fs: Fs, media: Arc<Media>) -> Result<(), String> {
 }
 
 /// Crash recovery itself at each of its fences (a few images each) and recover again: the
-/// result must equal the first recovery's.
+/// result must equal the first recovery's. `replay` starts at the crash image; `work` equals
+/// its durable image on entry (and is kept equal to it).
 fn recovery_survives_crash(
-    img: &[u8],
+    replay: &mut Replay,
+    work: &mut Option<Vec<u8>>,
     events: &[TraceEvent],
     want: &State,
     seed: u64,
 ) -> Result<usize, String> {
-    let mut replay = Replay::new(img.to_vec());
-    let mut work: Option<Vec<u8>> = None;
     let mut checked_n = 0;
+    let mut overlay = Vec::new();
+    let mut unused = None;
     for (i, ev) in events.iter().enumerate() {
         if matches!(ev, TraceEvent::Fence { .. }) {
             let c = replay.choices();
@@ -544,9 +701,10 @@ fn recovery_survives_crash(
                     None => drop(replay.drain_durable_units()),
                 }
                 for pick in c.sample(4, seed ^ i as u64) {
-                    let (overlay, _) = c.overlay(&replay.durable, &pick);
-                    let st = recover_in_place(&mut work, &replay.durable, &overlay, false, seed)
-                        .map_err(|e| format!("second recovery: {e}"))?;
+                    c.overlay_into(&replay.durable, &pick, &mut overlay);
+                    let st =
+                        recover_in_place(work, &mut unused, &replay.durable, &overlay, false, seed)
+                            .map_err(|e| format!("second recovery: {e}"))?;
                     if &st != want {
                         return Err(format!(
                             "a crash during recovery changed the outcome: {}",
@@ -560,6 +718,42 @@ fn recovery_survives_crash(
         replay.step(i, ev);
     }
     Ok(checked_n)
+}
+
+#[derive(Default)]
+struct Outcomes {
+    states: Vec<State>,
+    by_hash: HashMap<u64, Vec<usize>>,
+}
+
+impl Outcomes {
+    fn intern(&mut self, s: State) -> usize {
+        let mut h = crc32fast::Hasher::new();
+        for (k, v) in &s.tree {
+            h.update(k.as_bytes());
+            h.update(&[0]);
+            h.update(v.as_bytes());
+            h.update(&[0]);
+        }
+        let mut c = crc32fast::Hasher::new_with_initial(0x9e37_79b9);
+        for (k, v) in &s.contents {
+            c.update(k.as_bytes());
+            c.update(&(v.len() as u64).to_le_bytes());
+            c.update(v);
+        }
+        for (k, v) in &s.inos {
+            c.update(k.as_bytes());
+            c.update(&v.to_le_bytes());
+        }
+        let key = (h.finalize() as u64) << 32 ^ c.finalize() as u64 ^ s.used_blocks;
+        let same = self.by_hash.entry(key).or_default();
+        if let Some(&i) = same.iter().find(|&&i| self.states[i] == s) {
+            return i;
+        }
+        same.push(self.states.len());
+        self.states.push(s);
+        self.states.len() - 1
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -604,10 +798,22 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
     let mut replay = Replay::new(vec![0; cfg.image_bytes as usize]);
     let mut ctx = Ctx::Setup;
     let mut point = 0usize;
-    let mut seen: HashMap<u64, State> = HashMap::new();
+    // Images recovered so far (durable generation, overlay key) -> the outcome they gave:
+    // an image met again at a later crash point reuses it.
+    let mut seen: HashMap<(u64, u128), usize> = HashMap::new();
+    // The distinct states recovery produced; each is compared with a crash point's allowed
+    // states once, however many images recover to it.
+    let mut outcomes = Outcomes::default();
+    // Bumped whenever a unit became durable: images are keyed by (generation, overlay).
+    let mut durable_gen = 0u64;
+    let mut durable_len = cfg.image_bytes as usize;
     let mut distinct = 0usize;
+    // eADR: the image (all stores so far) and a working copy recovered in place.
     let mut eadr_img: Option<Vec<u8>> = None;
+    let mut eadr_work: Option<Vec<u8>> = None;
     let mut work: Option<Vec<u8>> = None;
+    // The deep checks' second buffer (kept equal to the durable image, like `work`).
+    let mut spare: Option<Vec<u8>> = None;
     // The states at each GC start inside an operation: a crash after the operation's commit
     // may leave its GC undone (more log pages in use).
     let gc_mid = match gc_states(&events, cfg.image_bytes) {
@@ -658,15 +864,29 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             } else {
                 report.points_sampled += 1;
             }
-            match work.as_mut() {
-                Some(w) => replay.sync_copy(w),
-                None => drop(replay.drain_durable_units()),
+            // Keep the working copies equal to the durable image (units made durable, a grown
+            // length), and key later images by a new generation if it changed.
+            let newly = replay.drain_durable_units();
+            if !newly.is_empty() || replay.durable.len() != durable_len {
+                durable_gen += 1;
+                durable_len = replay.durable.len();
             }
-            let mut local: HashSet<u64> = HashSet::new();
-            let durable_key = images::image_hash(&replay.durable);
+            for w in [work.as_mut(), spare.as_mut()].into_iter().flatten() {
+                if w.len() < durable_len {
+                    w.resize(durable_len, 0);
+                }
+                for &u in &newly {
+                    let r = u as usize..u as usize + 8;
+                    w[r.clone()].copy_from_slice(&replay.durable[r]);
+                }
+            }
+            let mut local: HashSet<u128> = HashSet::new();
+            // Verdict per outcome at this crash point (the allowed states are the point's).
+            let mut verdicts: HashMap<usize, Result<(), String>> = HashMap::new();
+            let mut overlay = Vec::new();
+            let prepared = c.prepare(&replay.durable);
             for pick in picks {
-                let (overlay, applied) = c.overlay(&replay.durable, &pick);
-                let key = image_key(&replay.durable, &overlay);
+                let key = prepared.image(&pick, &mut overlay);
                 if !local.insert(key) {
                     report.images_deduplicated += 1;
                     continue;
@@ -675,9 +895,9 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                 if exhaustive {
                     report.images_exhaustive += 1;
                 }
-                let full_key = key ^ durable_key.rotate_left(17);
-                let got = if let Some(s) = seen.get(&full_key) {
-                    Ok(s.clone())
+                let full_key = (durable_gen, key);
+                let got = if let Some(&i) = seen.get(&full_key) {
+                    Ok(i)
                 } else {
                     distinct += 1;
                     report.recoveries += 1;
@@ -685,18 +905,36 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
                     if deep {
                         report.deep_checks += 1;
                     }
-                    let r = recover_in_place(&mut work, &replay.durable, &overlay, deep, cfg.seed);
-                    if let Ok(s) = &r {
-                        seen.insert(full_key, s.clone());
+                    let r = recover_in_place(
+                        &mut work,
+                        &mut spare,
+                        &replay.durable,
+                        &overlay,
+                        deep,
+                        cfg.seed,
+                    )
+                    .map(|s| outcomes.intern(s));
+                    if let Ok(i) = r {
+                        seen.insert(full_key, i);
                     }
                     r
                 };
                 let verdict = match got {
                     Err(e) => Err(e),
-                    Ok(s) if allowed.iter().any(|a| accepts(&s, a, &fuzz)) => Ok(()),
-                    Ok(s) => Err(describe_diff(&s, &allowed)),
+                    Ok(i) => verdicts
+                        .entry(i)
+                        .or_insert_with(|| {
+                            let s = &outcomes.states[i];
+                            if allowed.iter().any(|a| accepts(s, a, &fuzz)) {
+                                Ok(())
+                            } else {
+                                Err(describe_diff(s, &allowed))
+                            }
+                        })
+                        .clone(),
                 };
                 if let Err(reason) = verdict {
+                    let (_, applied) = c.overlay(&replay.durable, &pick);
                     let persisted = applied
                         .iter()
                         .map(|u| format!("+{} (unit at {}) from {}", u.event, u.unit, u.site))
@@ -721,22 +959,29 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
             }
         }
         replay.step(idx, ev);
-        if let (TraceEvent::Grow { len, .. }, Some(img)) = (ev, eadr_img.as_mut()) {
-            img.resize(img.len().max(*len as usize), 0);
+        if let TraceEvent::Grow { len, .. } = ev {
+            for img in [eadr_img.as_mut(), eadr_work.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                img.resize(img.len().max(*len as usize), 0);
+            }
         }
         // eADR: every prefix of the store order is a crash state.
         if cfg.eadr && !matches!(ctx, Ctx::Setup) {
             if let TraceEvent::Store { off, data, .. } = ev {
                 let img = eadr_img.get_or_insert_with(|| replay.current());
-                img[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+                let r = *off as usize..*off as usize + data.len();
+                img[r.clone()].copy_from_slice(data);
+                if let Some(w) = eadr_work.as_mut() {
+                    w[r].copy_from_slice(data);
+                }
                 let (mut allowed, fuzz) = allowed_at(ctx, &states, &unpersisted);
                 allowed.extend(gc_here.iter());
                 report.eadr_images += 1;
                 report.recoveries += 1;
-                let r = checked(|| {
-                    let (fs, _) = recover(img.clone(), false)?;
-                    state_of(&fs)
-                });
+                // Recovered in a working copy of the image (kept equal to it), not a clone.
+                let r = recover_in_place(&mut eadr_work, &mut None, img, &[], false, cfg.seed);
                 let verdict = match r {
                     Err(e) => Err(e),
                     Ok(s) if allowed.iter().any(|a| accepts(&s, a, &fuzz)) => Ok(()),
@@ -1191,4 +1436,84 @@ pub fn check_all(ws: &[Workload], cfg: &Config, threads: usize) -> Report {
     }
     total.seconds = start.elapsed().as_secs_f64();
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(data: &[u8]) -> State {
+        State {
+            tree: [("/f".to_string(), format!("file len={}", data.len()))].into(),
+            contents: [("/f".to_string(), data.to_vec())].into(),
+            inos: [("/f".to_string(), 5)].into(),
+            used_blocks: 3,
+            blocks_total: 1024,
+        }
+    }
+
+    #[test]
+    fn accepts_differences_only_where_a_store_may_be_missing() {
+        let want: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let w = state(&want);
+        // A mapped store of 10 bytes at 100 (crossing a 64-byte block), old bytes 0xee.
+        let fuzz = vec![Unpersisted {
+            path: "/f".into(),
+            ino: 5,
+            off: 100,
+            old: vec![0xee; 10],
+        }];
+        assert!(accepts(&w, &w, &[]));
+        let mut g = want.clone();
+        g[100] = 0xee;
+        g[109] = 0xee;
+        assert!(accepts(&state(&g), &w, &fuzz), "old bytes under the store");
+        assert!(!accepts(&state(&g), &w, &[]), "no store may be missing");
+        let other = vec![Unpersisted {
+            ino: 6,
+            ..fuzz[0].clone()
+        }];
+        assert!(!accepts(&state(&g), &w, &other), "another inode's store");
+        let mut g2 = g.clone();
+        g2[110] = 0xee;
+        assert!(!accepts(&state(&g2), &w, &fuzz), "a byte past the store");
+        let mut g3 = g.clone();
+        g3[105] = 0x01;
+        assert!(
+            !accepts(&state(&g3), &w, &fuzz),
+            "neither the old nor the new value"
+        );
+        let mut g4 = g.clone();
+        g4[299] ^= 1;
+        assert!(!accepts(&state(&g4), &w, &fuzz), "the last, partial block");
+        let mut s5 = state(&g);
+        s5.used_blocks = 4;
+        assert!(!accepts(&s5, &w, &fuzz), "blocks in use differ");
+        // Overlapping stores (a long one, a short one inside it ending first, a later one):
+        // a byte may hold the old value of any store covering it.
+        let store = |off: u64, len: usize, old: u8| Unpersisted {
+            path: "/f".into(),
+            ino: 5,
+            off,
+            old: vec![old; len],
+        };
+        let three = vec![
+            store(250, 3, 0x33),
+            store(10, 100, 0x11),
+            store(20, 5, 0x22),
+        ];
+        let mut g6 = want.clone();
+        g6[10] = 0x11;
+        g6[21] = 0x22;
+        g6[30] = 0x11;
+        g6[109] = 0x11;
+        g6[251] = 0x33;
+        assert!(accepts(&state(&g6), &w, &three));
+        let mut g7 = g6.clone();
+        g7[30] = 0x22; // the short store does not reach 30
+        assert!(!accepts(&state(&g7), &w, &three));
+        let mut g8 = g6.clone();
+        g8[253] = 0x33; // past the last store
+        assert!(!accepts(&state(&g8), &w, &three));
+    }
 }

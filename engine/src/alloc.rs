@@ -421,6 +421,28 @@ impl InodeAlloc {
         }
     }
 
+    /// Add many free numbers given as a bitmap (bit `i % 64` of `words[i / 64]` set: `i` is
+    /// free), under one lock, a word at a time (recovery: the numbers one by one cost a tenth
+    /// of a small image's mount).
+    pub fn add_free_words(&self, words: &[u64]) {
+        let mut g = self.inner.lock();
+        if g.words.len() < words.len() {
+            g.words.resize(words.len(), 0);
+        }
+        let mut lowest = None;
+        for (i, &w) in words.iter().enumerate() {
+            let fresh = w & !g.words[i];
+            if fresh != 0 {
+                g.words[i] |= fresh;
+                g.free += u64::from(fresh.count_ones());
+                lowest.get_or_insert(i);
+            }
+        }
+        if let Some(i) = lowest {
+            g.hint = g.hint.min(i);
+        }
+    }
+
     /// Add a range of fresh numbers (a new inode-table chunk).
     pub fn add_range(&self, start: u64, end: u64) {
         let mut g = self.inner.lock();
@@ -529,5 +551,24 @@ mod tests {
         a.add_range(64, 66);
         assert_eq!(a.alloc(), Some(64));
         assert_eq!(a.free_count(), 1);
+    }
+
+    #[test]
+    fn words_free_the_same_numbers_as_one_at_a_time() {
+        // Some numbers free already (one of them again in the words), a gap, a partial last
+        // word: the same free count, the same allocation order.
+        let free: Vec<u64> = (2..200).filter(|i| i % 3 != 0 || *i > 150).collect();
+        let mut words = vec![0u64; 200usize.div_ceil(64)];
+        for &i in &free {
+            words[(i / 64) as usize] |= 1 << (i % 64);
+        }
+        let (a, b) = (InodeAlloc::new([5, 300]), InodeAlloc::new([5, 300]));
+        a.add_free(free.iter().copied());
+        b.add_free_words(&words);
+        assert_eq!(a.free_count(), b.free_count());
+        assert_eq!(a.snapshot(), b.snapshot());
+        let take = |x: &InodeAlloc| (0..50).map(|_| x.alloc()).collect::<Vec<_>>();
+        assert_eq!(take(&a), take(&b));
+        assert_eq!(b.alloc(), a.alloc());
     }
 }

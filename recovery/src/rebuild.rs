@@ -50,6 +50,11 @@ impl AtomicBits {
     fn get(&self, i: u64) -> bool {
         self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
+
+    /// Bits `64 * w ..` as one word.
+    fn word(&self, w: usize) -> u64 {
+        self.words[w].load(Ordering::Acquire)
+    }
 }
 
 /// The walk's shared state.
@@ -162,7 +167,22 @@ pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -
         }
         blocks.free(start, b - start);
     }
-    let inos = InodeAlloc::new((ROOT_INO + 1..max_ino).filter(|&ino| !w.seen.get(ino)));
+    // Every number above the root's not reached is free (a word at a time).
+    let free: Vec<u64> = (0..max_ino.div_ceil(64))
+        .map(|k| {
+            let base = k * 64;
+            let from = (ROOT_INO + 1).saturating_sub(base).min(64);
+            let to = max_ino.saturating_sub(base).min(64);
+            let in_range = if to > from {
+                (u64::MAX >> (64 - (to - from))) << from
+            } else {
+                0
+            };
+            !w.seen.word(k as usize) & in_range
+        })
+        .collect();
+    let inos = InodeAlloc::new([]);
+    inos.add_free_words(&free);
     let scanned = loaded.len() as u64;
     Ok(Rebuilt {
         blocks,
