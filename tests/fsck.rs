@@ -1116,7 +1116,7 @@ fn malformed_acl_is_removed() {
 }
 
 #[test]
-fn xattr_pieces_without_their_set_entry_are_reported() {
+fn xattr_pieces_without_their_set_entry_are_cut_off() {
     let dir = scratch();
     let (path, l) = build(&dir, false);
     let f1 = &l["/f1"];
@@ -1128,7 +1128,12 @@ fn xattr_pieces_without_their_set_entry_are_reported() {
             data: vec![7; 100],
         },
     );
-    assert_found(&path, ProblemKind::Xattr, Some(f1.ino), None);
+    let r = assert_found(&path, ProblemKind::Xattr, Some(f1.ino), None);
+    assert!(
+        show(&r).contains("1 xattr value piece entry"),
+        "{}",
+        show(&r)
+    );
     // The engine refuses the inode's log as corrupt (typed error, no panic).
     let fs = Fs::open(unclean_copy(&path, "u.img"), &MountOptions::default());
     match fs {
@@ -1138,6 +1143,11 @@ fn xattr_pieces_without_their_set_entry_are_reported() {
             fs.crash();
         }
     }
+    // fsck -y cuts the log back to before the pieces: the file is as it was.
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
+    assert!(fs.list_xattr("/f1").unwrap().is_empty());
+    fs.unmount().unwrap();
 }
 
 #[test]
@@ -1156,5 +1166,38 @@ fn data_past_the_size_in_kept_blocks_grows_the_size() {
     assert_found(&path, ProblemKind::FileSize, Some(l.ino), None);
     let fs = assert_fixed(&path);
     assert_eq!(fs.metadata("/a/f2").unwrap().len(), 2 * 4096 + 11);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_large_xattr_whose_set_entry_is_lost_is_cut_off_whole() {
+    // A 9,000-byte value is several piece entries and a set entry in one append; with the tail
+    // rewound to before the set entry, every piece is left over and fsck -y drops them all.
+    let dir = scratch();
+    let (path, _) = build(&dir, false);
+    let fs = Fs::open(&path, &MountOptions::default()).unwrap();
+    fs.set_xattr("/f1", "user.small", b"kept", novafs::XattrFlags::Any)
+        .unwrap();
+    fs.set_xattr("/f1", "user.big", &data(3, 9000), novafs::XattrFlags::Any)
+        .unwrap();
+    let l = layout(&fs, "/f1");
+    fs.unmount().unwrap();
+    // The set entry of "user.big" holds no value bytes: one line, the last of the log.
+    assert!(
+        l.tail % 4096 >= 64,
+        "the set entry shares its page with the pieces"
+    );
+    let tail_word = l.slot_off + novafs_engine::layout::inode::TAIL_OFFSET;
+    write_at(&path, tail_word, &(l.tail - 64).to_le_bytes());
+    let r = assert_found(&path, ProblemKind::Xattr, Some(l.ino), None);
+    assert!(
+        show(&r).contains("xattr value piece entries"),
+        "{}",
+        show(&r)
+    );
+    let fs = assert_fixed(&path);
+    assert_eq!(fs.get_xattr("/f1", "user.small").unwrap(), b"kept");
+    assert!(fs.get_xattr("/f1", "user.big").is_err());
+    assert_eq!(fs.read("/f1").unwrap(), data(1, 10000));
     fs.unmount().unwrap();
 }

@@ -894,7 +894,9 @@ impl Scanner<'_, '_> {
         self.lost_hint.extend(names.into_values());
         // Extended attributes: each entry was decoded (name, sizes) and replayed (pieces in
         // order before their set entry); what replay cannot see is checked here.
-        if !st.xattr_pending.is_empty() {
+        // Pieces at the end of the log were reported by the walk, which cut them off; the
+        // state replayed them, so drop them here too.
+        if !st.xattr_pending.is_empty() && main.cut.is_none() {
             self.problem(
                 ProblemKind::Xattr,
                 Some(ino),
@@ -906,9 +908,9 @@ impl Scanner<'_, '_> {
                 ),
                 None,
             );
-            st.xattr_pending.clear();
-            st.xattr_pending_pages.clear();
         }
+        st.xattr_pending.clear();
+        st.xattr_pending_pages.clear();
         let bad_acls: Vec<Vec<u8>> = st
             .xattrs
             .iter()

@@ -107,6 +107,11 @@ struct Walker<'w, 'a> {
     pages: Vec<u64>,
     visited: HashSet<u64>,
     cut_needed: bool,
+    /// An open run of `XattrChunk` entries (value pieces whose `XattrSet` has not come yet):
+    /// the walk's position before its first piece (`good_end`, `entries`, `last_seq`). One
+    /// append holds the pieces and their set, so pieces left at the end of a log are damage;
+    /// the log is cut back to before them.
+    pieces_from: Option<(u64, u64, u64)>,
 }
 
 /// Walk the log `r`, replaying every good entry with `apply`.
@@ -126,6 +131,7 @@ pub(super) fn walk<'w>(
         pages: Vec::new(),
         visited: HashSet::new(),
         cut_needed: false,
+        pieces_from: None,
     };
     w.run()?;
     Ok(w.finish())
@@ -422,6 +428,14 @@ impl Walker<'_, '_> {
                 }
                 return Ok(false);
             }
+            match &e {
+                Entry::XattrChunk { .. } => {
+                    if self.pieces_from.is_none() {
+                        self.pieces_from = Some((self.good_end, self.entries, self.last_seq));
+                    }
+                }
+                _ => self.pieces_from = None,
+            }
             self.last_seq = seq;
             self.entries += 1;
             pos += len;
@@ -567,6 +581,27 @@ impl Walker<'_, '_> {
 
     fn finish(mut self) -> WalkOut {
         let r = self.r;
+        if let Some((end, entries, seq)) = self.pieces_from.take() {
+            self.issue(
+                ProblemKind::Xattr,
+                (end != 0).then_some(end / BLOCK),
+                Some(end),
+                format!(
+                    "{} ends with {} xattr value piece entr{} without their set entry",
+                    r.which,
+                    self.entries - entries,
+                    if self.entries - entries == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    }
+                ),
+                Fix::Cut,
+            );
+            self.good_end = end;
+            self.entries = entries;
+            self.last_seq = seq;
+        }
         let cut = if self.cut_needed {
             Some(self.good_end)
         } else {
