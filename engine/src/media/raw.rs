@@ -100,6 +100,9 @@ fn out_of_range(off: u64, len: u64, region: usize) -> Error {
 const MAP_SYNC: libc::c_int = 0x80000;
 const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
 const HOST_PAGE: usize = 4096;
+/// The reservation's alignment: a huge page, which DAX file systems and devdax devices need to
+/// map with huge pages (devdax refuses a misaligned `MAP_FIXED` address).
+const HUGE_PAGE: usize = 2 << 20;
 
 fn os_err() -> Error {
     Error::Io(std::io::Error::last_os_error())
@@ -120,20 +123,22 @@ impl RawRegion {
         let want = round(usize::try_from(reserve).unwrap_or(usize::MAX).max(len))
             .min(isize::MAX as usize / 2);
         let mut reserved = want;
-        let mut base = reserve_space(reserved);
+        let mut base = reserve_aligned(reserved);
         if base.is_none() && reserved > round(len) {
             reserved = round(len);
-            base = reserve_space(reserved);
+            base = reserve_aligned(reserved);
         }
         let ptr = base.ok_or_else(os_err)?;
-        // Probe MAP_SYNC on one page at an address the kernel picks (a failed MAP_FIXED call
-        // must never be able to leave a hole in our reservation).
+        // Probe MAP_SYNC at an address the kernel picks (a failed MAP_FIXED call must never be
+        // able to leave a hole in our reservation), over up to one huge page (a devdax device
+        // maps only whole units of its alignment).
+        let probe = round(len.min(HUGE_PAGE));
         // SAFETY: a fresh mapping of a file we hold open at a kernel-chosen address, unmapped
         // at once if it succeeded; no memory is accessed.
         let sync = unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),
-                HOST_PAGE.min(len),
+                probe,
                 libc::PROT_READ | libc::PROT_WRITE,
                 MAP_SHARED_VALIDATE | MAP_SYNC,
                 file.as_raw_fd(),
@@ -142,7 +147,7 @@ impl RawRegion {
             if p == libc::MAP_FAILED {
                 false
             } else {
-                libc::munmap(p, HOST_PAGE.min(len));
+                libc::munmap(p, probe);
                 true
             }
         };
@@ -456,6 +461,27 @@ impl RawRegion {
         }
         Ok(())
     }
+}
+
+/// Reserve `len` bytes of inaccessible address space starting at a [`HUGE_PAGE`] boundary:
+/// reserve `HUGE_PAGE` more, then give back the unaligned head and the tail.
+fn reserve_aligned(len: usize) -> Option<*mut u8> {
+    let total = len.checked_add(HUGE_PAGE)?;
+    let base = reserve_space(total)? as usize;
+    let start = base.next_multiple_of(HUGE_PAGE);
+    let head = start - base;
+    let tail = total - head - len;
+    // SAFETY: both ranges lie inside the anonymous reservation just made (`head + len + tail
+    // == total`), which nothing else uses yet; unmapping them changes no memory we access.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base as *mut libc::c_void, head);
+        }
+        if tail > 0 {
+            libc::munmap((start + len) as *mut libc::c_void, tail);
+        }
+    }
+    Some(start as *mut u8)
 }
 
 /// Reserve `len` bytes of inaccessible address space (`PROT_NONE`, no swap reserved).
@@ -890,6 +916,38 @@ mod tests {
         f.set_len(len).unwrap();
         let (r, _) = RawRegion::map(&f, len, len, false).unwrap();
         (path, r)
+    }
+
+    /// The region starts on a huge-page boundary (devdax refuses a misaligned MAP_FIXED) and
+    /// grows in place: the base stays, the new bytes are mapped and read as zero, accesses past
+    /// the reservation are refused.
+    #[test]
+    fn a_region_is_huge_page_aligned_and_grows_in_place() {
+        let path = std::env::temp_dir().join(format!("novafs-raw-grow-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(8192).unwrap();
+        let (r, _) = RawRegion::map(&f, 8192, 64 << 10, false).unwrap();
+        assert_eq!(r.ptr as usize % HUGE_PAGE, 0);
+        let base = r.ptr;
+        r.store_u64(8184, 7).unwrap();
+        assert!(r.load_u64(8192).is_err());
+        f.set_len(32 << 10).unwrap();
+        r.grow(&f, 32 << 10).unwrap();
+        assert_eq!(r.ptr, base);
+        assert_eq!(r.len(), 32 << 10);
+        assert_eq!(r.load_u64(8184).unwrap(), 7);
+        assert_eq!(r.load_u64((32 << 10) - 8).unwrap(), 0);
+        f.set_len(128 << 10).unwrap();
+        assert!(r.grow(&f, 128 << 10).is_err(), "past the reservation");
+        assert_eq!(r.len(), 32 << 10);
+        drop(r);
+        let _ = std::fs::remove_file(&path);
     }
 
     /// Every function of the region checks its range itself: out-of-range or overflowing
