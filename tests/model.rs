@@ -83,11 +83,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 // ----- the model -----
 
+/// Extended attributes by name.
+type Xattrs = BTreeMap<String, Vec<u8>>;
+
 #[derive(Clone, Debug)]
 enum Node {
     File(usize),
     /// Entries, and the directory's extended attributes.
-    Dir(BTreeMap<String, Node>, BTreeMap<String, Vec<u8>>),
+    Dir(BTreeMap<String, Node>, Xattrs),
     Symlink(usize),
 }
 
@@ -101,7 +104,7 @@ struct Model {
     /// Pages in the write cache, and whether it is failure-atomic.
     cached: Vec<(std::collections::BTreeSet<u64>, bool)>,
     /// Extended attributes of each file (durable on return, like every metadata change).
-    xattrs: Vec<BTreeMap<String, Vec<u8>>>,
+    xattrs: Vec<Xattrs>,
 }
 
 /// Errors compared by kind.
@@ -187,7 +190,7 @@ impl Model {
 
     /// The extended attributes of what `path` names (a file's or a directory's; a final
     /// symlink is followed and dangles).
-    fn xattrs_mut(&mut self, path: &str) -> Result<&mut BTreeMap<String, Vec<u8>>, E> {
+    fn xattrs_mut(&mut self, path: &str) -> Result<&mut Xattrs, E> {
         match self.get(path)? {
             Node::File(id) => Ok(&mut self.xattrs[id]),
             Node::Symlink(_) => Err(E::NotFound),
@@ -578,11 +581,10 @@ impl Model {
                 let p = format!("{prefix}/{name}");
                 match n {
                     Node::File(id) => {
-                        let x: Vec<(String, Vec<u8>)> = m.xattrs[*id]
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        out.insert(p, describe_file(&m.files[*id], refs[id], &x));
+                        out.insert(
+                            p,
+                            describe_file(&m.files[*id], refs[id], m.xattrs[*id].iter()),
+                        );
                     }
                     Node::Dir(c, x) => {
                         let subdirs = c.values().filter(|n| matches!(n, Node::Dir(_, _))).count();
@@ -604,21 +606,28 @@ fn data_byte(seed: u8, i: usize) -> u8 {
     seed.wrapping_add((i as u8).wrapping_mul(31)) | 1
 }
 
-fn describe_dir<'a>(nlink: u32, xattrs: impl Iterator<Item = (&'a String, &'a Vec<u8>)>) -> String {
-    let mut d = format!("dir nlink={nlink}");
-    for (n, v) in xattrs {
-        d.push_str(&format!(" {n}={}:{:08x}", v.len(), crc32fast::hash(v)));
-    }
-    d
+/// ` name=len:crc` for each attribute, in name order.
+fn xattr_suffix<'a>(xattrs: impl Iterator<Item = (&'a String, &'a Vec<u8>)>) -> String {
+    xattrs
+        .map(|(n, v)| format!(" {n}={}:{:08x}", v.len(), crc32fast::hash(v)))
+        .collect()
 }
 
-fn describe_file(data: &[u8], nlink: u32, xattrs: &[(String, Vec<u8>)]) -> String {
+fn describe_dir<'a>(nlink: u32, xattrs: impl Iterator<Item = (&'a String, &'a Vec<u8>)>) -> String {
+    format!("dir nlink={nlink}{}", xattr_suffix(xattrs))
+}
+
+fn describe_file<'a>(
+    data: &[u8],
+    nlink: u32,
+    xattrs: impl Iterator<Item = (&'a String, &'a Vec<u8>)>,
+) -> String {
     let h = crc32fast::hash(data);
-    let mut d = format!("file len={} crc={h:08x} nlink={nlink}", data.len());
-    for (n, v) in xattrs {
-        d.push_str(&format!(" {n}={}:{:08x}", v.len(), crc32fast::hash(v)));
-    }
-    d
+    format!(
+        "file len={} crc={h:08x} nlink={nlink}{}",
+        data.len(),
+        xattr_suffix(xattrs)
+    )
 }
 
 // ----- the system under test -----
@@ -703,6 +712,18 @@ fn fs_apply_ctx(fs: &Fs, op: &Op) -> novafs::Result<()> {
     }
 }
 
+/// The extended attributes of `p` on the mount.
+fn fs_xattrs(fs: &Fs, p: &str) -> Xattrs {
+    fs.list_xattr(p)
+        .unwrap()
+        .into_iter()
+        .map(|n| {
+            let v = fs.get_xattr(p, &n).unwrap();
+            (String::from_utf8(n).unwrap(), v)
+        })
+        .collect()
+}
+
 fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     fn walk(fs: &Fs, dir: &str, out: &mut BTreeMap<String, String>) {
@@ -719,27 +740,11 @@ fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
                 FileType::File => {
                     let data = fs.read(&p).unwrap();
                     assert_eq!(data.len() as u64, m.len());
-                    let x: Vec<(String, Vec<u8>)> = fs
-                        .list_xattr(&p)
-                        .unwrap()
-                        .into_iter()
-                        .map(|n| {
-                            let v = fs.get_xattr(&p, &n).unwrap();
-                            (String::from_utf8(n).unwrap(), v)
-                        })
-                        .collect();
-                    out.insert(p, describe_file(&data, m.nlink(), &x));
+                    let x = fs_xattrs(fs, &p);
+                    out.insert(p, describe_file(&data, m.nlink(), x.iter()));
                 }
                 FileType::Dir => {
-                    let x: BTreeMap<String, Vec<u8>> = fs
-                        .list_xattr(&p)
-                        .unwrap()
-                        .into_iter()
-                        .map(|n| {
-                            let v = fs.get_xattr(&p, &n).unwrap();
-                            (String::from_utf8(n).unwrap(), v)
-                        })
-                        .collect();
+                    let x = fs_xattrs(fs, &p);
                     out.insert(p.clone(), describe_dir(m.nlink(), x.iter()));
                     walk(fs, &p, out);
                 }

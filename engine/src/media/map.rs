@@ -456,23 +456,9 @@ impl Reservation {
             .checked_mul(PAGE)
             .filter(|&l| pages > 0 && l <= isize::MAX as usize)
             .ok_or_else(|| Error::InvalidArgument(format!("reservation of {pages} pages")))?;
-        // SAFETY: a fresh anonymous mapping at an address the kernel picks; checked for
-        // MAP_FAILED before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(os_err());
-        }
+        let p = super::raw::reserve_space(len).ok_or_else(os_err)?;
         Ok(Reservation {
-            ptr: p.cast(),
+            ptr: p,
             pages,
             fault: super::raw::sigbus::register(
                 p as usize,

@@ -484,8 +484,9 @@ fn reserve_aligned(len: usize) -> Option<*mut u8> {
     Some(start as *mut u8)
 }
 
-/// Reserve `len` bytes of inaccessible address space (`PROT_NONE`, no swap reserved).
-fn reserve_space(len: usize) -> Option<*mut u8> {
+/// Reserve `len` bytes of inaccessible address space (`PROT_NONE`, no swap reserved), at an
+/// address the kernel picks (the image's region and direct-access mappings).
+pub(super) fn reserve_space(len: usize) -> Option<*mut u8> {
     // SAFETY: a fresh anonymous mapping at an address the kernel picks; checked for
     // MAP_FAILED before use.
     let p = unsafe {
@@ -894,6 +895,13 @@ mod tests {
     use super::*;
 
     fn region(len: u64) -> (std::path::PathBuf, RawRegion) {
+        let (path, f) = image_file(len);
+        let (r, _) = RawRegion::map(&f, len, len, false).unwrap();
+        (path, r)
+    }
+
+    /// A scratch file of `len` bytes (in /dev/shm where there is one).
+    fn image_file(len: u64) -> (std::path::PathBuf, File) {
         use std::sync::atomic::AtomicU64;
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = if std::path::Path::new("/dev/shm").is_dir() {
@@ -914,8 +922,7 @@ mod tests {
             .open(&path)
             .unwrap();
         f.set_len(len).unwrap();
-        let (r, _) = RawRegion::map(&f, len, len, false).unwrap();
-        (path, r)
+        (path, f)
     }
 
     /// The region starts on a huge-page boundary (devdax refuses a misaligned MAP_FIXED) and
@@ -923,15 +930,7 @@ mod tests {
     /// the reservation are refused.
     #[test]
     fn a_region_is_huge_page_aligned_and_grows_in_place() {
-        let path = std::env::temp_dir().join(format!("novafs-raw-grow-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        f.set_len(8192).unwrap();
+        let (path, f) = image_file(8192);
         let (r, _) = RawRegion::map(&f, 8192, 64 << 10, false).unwrap();
         assert_eq!(r.ptr as usize % HUGE_PAGE, 0);
         let base = r.ptr;
