@@ -77,3 +77,68 @@ fn unsafe_code_is_forbidden_outside_the_media_layer() {
     let media_mod = std::fs::read_to_string(src.join("media/mod.rs")).unwrap();
     assert!(!media_mod.contains("unsafe {") && !media_mod.contains("unsafe fn"));
 }
+
+/// Every change of the image goes through the engine's one commit path (DESIGN §5.0): outside
+/// the files that implement it, and the few stores §5.0 names as outside `Txn` on purpose, no
+/// code of the engine, recovery (mount, undo, fsck), the tools, the FUSE front end or the
+/// facade stores to the image itself.
+#[test]
+fn only_the_commit_path_stores_to_the_image() {
+    /// Media calls that change the image.
+    const STORES: [&str; 6] = [
+        ".store_u64(",
+        ".commit_u64(",
+        ".write_flush(",
+        ".write_nt(",
+        ".zero_nt(",
+        ".copy_nt(",
+    ];
+    /// Files allowed to call them, and why.
+    const ALLOWED: [(&str, &str); 6] = [
+        ("engine/src/txn.rs", "the transaction"),
+        ("engine/src/log.rs", "staging log entries, a txn's step"),
+        ("engine/src/journal.rs", "the undo journal, a txn's step"),
+        (
+            "engine/src/mount.rs",
+            "format, and the mount-state record of a session",
+        ),
+        (
+            "engine/src/engine.rs",
+            "the kind word of a freed slot (a tidy-up)",
+        ),
+        (
+            "engine/src/grow.rs",
+            "zeros in the new replica block before its rewrite",
+        ),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["engine/src", "recovery/src", "tools/src", "fuse/src", "src"] {
+        rs_files(&root.join(dir), &mut files);
+    }
+    let mut found = Vec::new();
+    for f in &files {
+        let rel = f
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.starts_with("engine/src/media/") || ALLOWED.iter().any(|(a, _)| *a == rel) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        // Unit tests may craft images.
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            if STORES.iter().any(|s| line.contains(s)) {
+                found.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "stores to the image outside the commit path (use a Txn, DESIGN §5.0):\n{}",
+        found.join("\n")
+    );
+}

@@ -129,15 +129,10 @@ impl Engine {
         atomic: bool,
     ) -> Result<()> {
         let mut txn = self.txn("cache-attach");
-        let blocks = txn.alloc_blocks(pages.len() as u64)?;
-        for (&pg, &b) in pages.iter().zip(&blocks) {
-            // Region to region, no DRAM buffer; word-atomic loads (a Sync-mode mapping may be
-            // storing into the old block: DESIGN §2 "Soundness").
-            match st.map.get(&pg) {
-                Some(&old) => self.media.copy_nt(old * BLOCK, b * BLOCK, BLOCK)?,
-                None => self.media.zero_nt(b * BLOCK, BLOCK)?,
-            }
-        }
+        // Region to region, no DRAM buffer; word-atomic loads (a Sync-mode mapping may be
+        // storing into the old block: DESIGN §2 "Soundness").
+        let srcs: Vec<Option<u64>> = pages.iter().map(|pg| st.map.get(pg).copied()).collect();
+        let blocks = txn.copy_blocks(&srcs)?;
         let entries: Vec<Entry> = pages
             .iter()
             .zip(&blocks)
@@ -269,8 +264,9 @@ impl Engine {
         if crate::bugs::active(crate::bugs::Bug::MigrationFreesBeforeCommit) {
             // Injected bug: the cache (and what it holds) is released before the commit
             // that hands its pages to the file.
-            self.media
-                .commit_u64(LogWords::cache(inode.slot_off).tail, 0)?;
+            let mut early = crate::txn::Txn::in_place(&self.media, "bug-early-reset");
+            early.store_word(LogWords::cache(inode.slot_off).tail, 0);
+            early.commit_in_place()?;
         }
         let mut done = txn.commit()?;
         for b in self.apply(&mut done, inode.ino, inode.slot_off, st) {

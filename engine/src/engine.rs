@@ -469,7 +469,7 @@ impl Engine {
         Txn::new(
             Store {
                 media: &self.media,
-                blocks: &self.blocks,
+                blocks: Some(&self.blocks),
                 inos: Some(&self.inos),
                 journal: Some(&self.journal),
                 bounds: Bounds::of(&self.superblock()),

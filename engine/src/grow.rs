@@ -20,6 +20,7 @@ use crate::bugs::{self, Bug};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::BLOCK;
+use crate::txn::Txn;
 
 impl Engine {
     /// Grow the image to `new_len` bytes (a multiple of 4096) while mounted: the new space is
@@ -53,18 +54,21 @@ impl Engine {
         self.media.grow(new_len)?;
         let replica = grown.replica_block * BLOCK;
         let primary_first = bugs::active(Bug::GrowPrimaryFirst);
+        // Each superblock copy is an in-place rewrite committed (fenced) before the next.
+        let rewrite = |off: u64| {
+            let mut txn = Txn::in_place(&self.media, "grow");
+            txn.rewrite(off, bytemuck::bytes_of(&grown));
+            txn.commit_in_place()
+        };
         if primary_first {
-            self.media.write_flush(0, bytemuck::bytes_of(&grown))?;
-            self.media.fence();
+            rewrite(0)?;
         }
-        // The block may hold a stale superblock of an interrupted grow: rewrite it whole.
+        // The block may hold a stale superblock of an interrupted grow: rewrite it whole (the
+        // zeros are ordered before the copy by the rewrite's first fence).
         self.media.zero_nt(replica, BLOCK)?;
-        self.media
-            .write_flush(replica, bytemuck::bytes_of(&grown))?;
-        self.media.fence();
+        rewrite(replica)?;
         if !primary_first {
-            self.media.write_flush(0, bytemuck::bytes_of(&grown))?;
-            self.media.fence();
+            rewrite(0)?; // the commit point
         }
         self.set_superblock(grown);
         self.blocks.grow(grown.replica_block);

@@ -218,24 +218,25 @@ impl Engine {
             .collect();
         // First reset every failure-atomic cache: its pages were left free, and a migration
         // below may allocate them; the reset must be durable before that.
-        let mut resets = 0;
+        // One in-place transaction stores every reset tail word (one fence); the DRAM states
+        // follow (the pages are free already, nothing to give back).
+        let mut reset = crate::txn::Txn::in_place(&self.media, "cache-reset");
+        for i in &with_cache {
+            if i.state.read().cache_atomic {
+                reset.store_word(crate::log::LogWords::cache(i.slot_off).tail, 0);
+            }
+        }
+        reset.commit_in_place()?;
         for i in &with_cache {
             let mut st = i.state.write();
             if st.cache_atomic {
-                let tail = crate::log::LogWords::cache(i.slot_off).tail;
-                self.media.store_u64(tail, 0)?;
-                self.media.flush(tail, 8)?;
                 st.cache.clear();
                 st.cache_log = crate::inode::LogState {
                     next_seq: 1,
                     ..Default::default()
                 };
                 st.cache_since = None;
-                resets += 1;
             }
-        }
-        if resets > 0 {
-            self.media.fence();
         }
         for i in &with_cache {
             let mut st = i.state.write();

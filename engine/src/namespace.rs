@@ -6,7 +6,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::bugs::{self, Bug};
 use crate::data::content_pages;
 use crate::engine::{Engine, RenameFlags, MAX_FILE_PAGES, MAX_LINKS};
 use crate::error::{Error, Result};
@@ -212,12 +211,7 @@ impl Engine {
             (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, &child, entries)?;
         }
         // The whole slot, including head and tail for a prepared log.
-        if bugs::active(Bug::NoInodeSlotFlush) {
-            self.media.write(slot_off, bytemuck::bytes_of(&slot))?;
-        } else {
-            self.media
-                .write_flush(slot_off, bytemuck::bytes_of(&slot))?;
-        }
+        txn.init_slot(slot_off, &slot)?;
         let pe = Entry::DirAdd {
             ino,
             kind,

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::inode::{Bounds, InodeState, LogState};
 use crate::journal::Journal;
 use crate::layout::entry::Entry;
+use crate::layout::inode::InodeSlot;
 use crate::layout::BLOCK;
 use crate::log::{self, LogWords, StageOptions, Staged};
 use crate::media::Media;
@@ -34,8 +35,8 @@ use crate::media::Media;
 pub(crate) struct Store<'e> {
     /// The media.
     pub media: &'e Media,
-    /// The block allocator.
-    pub blocks: &'e BlockAlloc,
+    /// The block allocator (none for an in-place repair, which allocates nothing).
+    pub blocks: Option<&'e BlockAlloc>,
     /// The inode-number allocator (none for fsck's repairs, which take no inode numbers).
     pub inos: Option<&'e InodeAlloc>,
     /// The undo journal (none for fsck's repairs, which commit one inode at a time).
@@ -100,8 +101,12 @@ enum Part {
         new_head: u64,
         pages: usize,
     },
-    /// A part of a committed transaction already applied.
+    /// A part of a committed transaction already applied (or one with nothing to apply).
     Applied,
+    /// In place: one 8-byte word ([`Txn::store_word`]).
+    Word { addr: u64, value: u64 },
+    /// In place: a whole record rewritten ([`Txn::rewrite`]).
+    Record { off: u64, bytes: Vec<u8> },
     /// Compaction: a fresh chain replaces the log (head and tail words together). `fresh` is
     /// the state the chain rebuilds, checked against the live one at prepare.
     ReplaceLog {
@@ -121,7 +126,7 @@ impl Part {
             | Part::ResetCache { ino, .. }
             | Part::DropPrefix { ino, .. }
             | Part::ReplaceLog { ino, .. } => *ino,
-            Part::Applied => u64::MAX,
+            Part::Applied | Part::Word { .. } | Part::Record { .. } => u64::MAX,
         }
     }
 
@@ -132,8 +137,11 @@ impl Part {
                 out.push((staged.tail_addr(), staged.old_tail))
             }
             Part::NewLog { .. } | Part::Applied => {}
-            Part::ResetCache { .. } | Part::DropPrefix { .. } => {
-                unreachable!("single-part transactions")
+            Part::ResetCache { .. }
+            | Part::DropPrefix { .. }
+            | Part::Word { .. }
+            | Part::Record { .. } => {
+                unreachable!("single-part or in-place transactions")
             }
             Part::ReplaceLog { staged, old, .. } => {
                 out.push((staged.words.head, old.0));
@@ -147,10 +155,20 @@ impl Part {
         !matches!(self, Part::NewLog { .. } | Part::Applied)
     }
 
+    /// Whether the part is an in-place repair (no log, nothing to apply).
+    fn in_place(&self) -> bool {
+        matches!(self, Part::Word { .. } | Part::Record { .. })
+    }
+
     /// Store (and flush) this part's commit words; the caller fences.
     fn store(&self, media: &Media) -> Result<()> {
         match self {
             Part::NewLog { .. } | Part::Applied => Ok(()),
+            Part::Word { addr, value } => {
+                media.store_u64(*addr, *value)?;
+                media.flush(*addr, 8)
+            }
+            Part::Record { off, bytes } => media.write_flush(*off, bytes),
             Part::Append { staged, .. } | Part::AppendCache { staged, .. } => {
                 staged.store_tail(media)
             }
@@ -181,7 +199,11 @@ impl Part {
             | Part::NewLog { staged, .. }
             | Part::AppendCache { staged, .. }
             | Part::ReplaceLog { staged, .. } => staged.abort(blocks),
-            Part::ResetCache { .. } | Part::DropPrefix { .. } | Part::Applied => {}
+            Part::ResetCache { .. }
+            | Part::DropPrefix { .. }
+            | Part::Applied
+            | Part::Word { .. }
+            | Part::Record { .. } => {}
         }
     }
 }
@@ -257,7 +279,7 @@ impl<'e> Txn<'e> {
         Txn::new(
             Store {
                 media,
-                blocks,
+                blocks: Some(blocks),
                 inos: None,
                 journal: None,
                 bounds,
@@ -265,6 +287,108 @@ impl<'e> Txn<'e> {
             "fsck-repair",
         )
         .frees_space(true)
+    }
+
+    /// A change made in place, with no allocation and no log: fsck's repairs of damaged
+    /// records ([`Txn::store_word`], [`Txn::rewrite`]), recovery's journal undo, the
+    /// superblock rewrites of a growth. Labelled `mark` in the crash harness's trace.
+    pub fn in_place(media: &'e Media, mark: &'static str) -> Txn<'e> {
+        Txn::new(
+            Store {
+                media,
+                blocks: None,
+                inos: None,
+                journal: None,
+                bounds: Bounds { lo: 0, hi: 0 },
+            },
+            mark,
+        )
+    }
+
+    /// The allocator, or an error for an in-place transaction.
+    fn blocks(&self) -> Result<&'e BlockAlloc> {
+        self.store.blocks.ok_or_else(|| {
+            Error::InvalidArgument("an in-place transaction allocates nothing".into())
+        })
+    }
+
+    /// Give back what a staged append allocated.
+    fn abort_staged(&self, staged: Staged) {
+        if let Some(blocks) = self.store.blocks {
+            staged.abort(blocks);
+        }
+    }
+
+    /// In place: store `value` at the 8-byte word `addr` at the commit (a bit of a damaged
+    /// record restored, a log's tail cut back, an undo record applied, a journal slot
+    /// cleared). Several words in one transaction are stored and flushed in order and share
+    /// the commit's fence; each is a repair that stands alone (no journal).
+    pub fn store_word(&mut self, addr: u64, value: u64) {
+        self.parts.push(Part::Word { addr, value });
+    }
+
+    /// In place: rewrite the whole checksummed record at `off` with `bytes` at the commit (a
+    /// superblock copy, an inode slot, a log page's trailer). Not atomic beyond 8 bytes: a
+    /// torn rewrite leaves a record whose checksum fails, which the next check finds as it
+    /// found the damage this repairs.
+    pub fn rewrite(&mut self, off: u64, bytes: &[u8]) {
+        self.parts.push(Part::Record {
+            off,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    /// Write the slot of a new inode (at prepare: written and flushed; the commit's first
+    /// fence makes it durable before the entry that names the inode).
+    pub fn init_slot(&mut self, slot_off: u64, slot: &InodeSlot) -> Result<()> {
+        let media = self.store.media;
+        if bugs::active(Bug::NoInodeSlotFlush) {
+            media.write(slot_off, bytemuck::bytes_of(slot))
+        } else {
+            media.write_flush(slot_off, bytemuck::bytes_of(slot))
+        }
+    }
+
+    /// New data blocks, one per entry of `srcs`, each a copy of that block (zeros for `None`):
+    /// region to region, non-temporal, durable at the commit's fence, owned by the transaction
+    /// until it commits (the write cache's attach). Returns the new blocks, in order.
+    pub fn copy_blocks(&mut self, srcs: &[Option<u64>]) -> Result<Vec<u64>> {
+        let blocks = self.alloc_blocks(srcs.len() as u64)?;
+        let media = self.store.media;
+        for (src, &b) in srcs.iter().zip(&blocks) {
+            match src {
+                Some(old) => media.copy_nt(old * BLOCK, b * BLOCK, BLOCK)?,
+                None => media.zero_nt(b * BLOCK, BLOCK)?,
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// A private copy of block `src` in a new data block (non-temporal, durable at the
+    /// commit's fence; owned by the transaction until it commits), with the bytes from
+    /// `zero_from` on zeroed. Returns the new block.
+    pub fn copy_block(&mut self, src: u64, zero_from: Option<usize>) -> Result<u64> {
+        let nb = self.alloc_blocks(1)?[0];
+        let media = self.store.media;
+        match zero_from.filter(|&z| z < BLOCK as usize) {
+            None => media.copy_nt(src * BLOCK, nb * BLOCK, BLOCK)?,
+            Some(z) => {
+                // Whole lines copied, the line holding `z` merged, whole lines zeroed.
+                const LINE: u64 = 64;
+                let z = z as u64;
+                let lo = z / LINE * LINE;
+                if lo > 0 {
+                    media.copy_nt(src * BLOCK, nb * BLOCK, lo)?;
+                }
+                let mut line = [0u8; LINE as usize];
+                media.read(src * BLOCK + lo, &mut line[..(z - lo) as usize])?;
+                media.write_nt(nb * BLOCK + lo, &line)?;
+                if lo + LINE < BLOCK {
+                    media.zero_nt(nb * BLOCK + lo + LINE, BLOCK - lo - LINE)?;
+                }
+            }
+        }
+        Ok(nb)
     }
 
     /// A transaction labelled `mark` in the crash harness's trace.
@@ -300,7 +424,7 @@ impl<'e> Txn<'e> {
     /// Allocate `n` data blocks as extents appended to `self.data`; returns the index of the
     /// first new extent.
     fn alloc_extents(&mut self, n: u64) -> Result<usize> {
-        let ext = self.store.blocks.alloc_with(n, self.frees_space)?;
+        let ext = self.blocks()?.alloc_with(n, self.frees_space)?;
         let first = self.data.len();
         if self.data.is_empty() {
             self.data = ext; // no copy (the common case: one allocation per change)
@@ -513,7 +637,7 @@ impl<'e> Txn<'e> {
         let slot: crate::layout::inode::InodeSlot = match self.store.media.read_pod(slot_off) {
             Ok(s) => s,
             Err(e) => {
-                staged.abort(self.store.blocks);
+                self.abort_staged(staged);
                 return Err(e);
             }
         };
@@ -547,7 +671,7 @@ impl<'e> Txn<'e> {
                 false,
                 "compaction of inode {ino} does not rebuild its state"
             );
-            staged.abort(self.store.blocks);
+            self.abort_staged(staged);
             return Ok(false);
         }
         self.parts.push(Part::ReplaceLog {
@@ -587,14 +711,7 @@ impl<'e> Txn<'e> {
             use_reserve: self.frees_space,
             detached,
         };
-        log::stage(
-            self.store.media,
-            self.store.blocks,
-            words,
-            log,
-            entries,
-            opts,
-        )
+        log::stage(self.store.media, self.blocks()?, words, log, entries, opts)
     }
 
     /// The commit point: after it returns `Ok`, the whole change survives a crash, and the
@@ -618,8 +735,24 @@ impl<'e> Txn<'e> {
             words.extend(all.iter().filter(|p| p.has_word()));
             &words
         };
+        let in_place = words.iter().filter(|p| p.in_place()).count();
+        if in_place > 0 && in_place < words.len() {
+            self.parts = parts;
+            return Err(Error::InvalidArgument(
+                "in-place repairs and log commits in one transaction".into(),
+            ));
+        }
         let res = match words {
             [] => Ok(()),
+            // In place: whatever was prepared is ordered before the stores; one fence after.
+            repairs if in_place > 0 => (|| {
+                media.fence();
+                for p in repairs.iter() {
+                    p.store(media)?;
+                }
+                media.fence();
+                Ok(())
+            })(),
             [one @ (Part::Append { staged, .. } | Part::AppendCache { staged, .. })] => {
                 if matches!(one, Part::AppendCache { .. })
                     && bugs::active(Bug::CacheAttachNotPersisted)
@@ -696,7 +829,20 @@ impl<'e> Txn<'e> {
         }
         self.data.clear();
         self.inos.clear();
+        let mut parts = parts;
+        for p in parts.as_mut_slice() {
+            if p.in_place() {
+                *p = Part::Applied; // nothing to apply
+            }
+        }
         Ok(Committed { parts })
+    }
+
+    /// Commit an in-place transaction (it has nothing to apply).
+    pub fn commit_in_place(self) -> Result<()> {
+        let done = self.commit()?;
+        debug_assert!(done.is_applied(), "commit_in_place of a log transaction");
+        Ok(())
     }
 }
 
@@ -705,10 +851,12 @@ impl Drop for Txn<'_> {
         if matches!(self.parts, Parts::Empty) && self.data.is_empty() && self.inos.is_empty() {
             return; // committed (or never prepared anything)
         }
-        for p in self.parts.drain() {
-            p.abort(self.store.blocks);
+        if let Some(blocks) = self.store.blocks {
+            for p in self.parts.drain() {
+                p.abort(blocks);
+            }
+            blocks.free_extents(&self.data);
         }
-        self.store.blocks.free_extents(&self.data);
         if let Some(inos) = self.store.inos {
             for &ino in &self.inos {
                 inos.free(ino);
@@ -750,7 +898,7 @@ impl Committed {
                 continue;
             }
             match std::mem::replace(slot, Part::Applied) {
-                Part::Applied => {}
+                Part::Applied | Part::Word { .. } | Part::Record { .. } => {}
                 Part::Append {
                     staged, entries, ..
                 } => {
@@ -861,7 +1009,7 @@ mod tests {
             Txn::new(
                 Store {
                     media: &self.media,
-                    blocks: &self.blocks,
+                    blocks: Some(&self.blocks),
                     inos: Some(&self.inos),
                     journal: Some(&self.journal),
                     bounds: Bounds { lo: 8, hi: BLOCKS },
@@ -989,5 +1137,93 @@ mod tests {
         assert!(txn.commit().is_err());
         assert_eq!(f.blocks.free_blocks(), free);
         assert_eq!(f.media.load_u64(LogWords::file(3 * BLOCK).tail).unwrap(), 0);
+    }
+
+    /// The kinds of event a traced region recorded since tracing was enabled: 'S' store,
+    /// 'F' flush, 'X' fence (marks and growth left out).
+    fn shape(media: &Media) -> String {
+        use crate::media::TraceEvent;
+        media
+            .with_trace(|t| {
+                t.events
+                    .iter()
+                    .filter_map(|e| match e {
+                        TraceEvent::Store { .. } => Some('S'),
+                        TraceEvent::Flush { .. } => Some('F'),
+                        TraceEvent::Fence { .. } => Some('X'),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .expect("traced")
+    }
+
+    /// An in-place transaction stores nothing before its commit; the commit is one fence
+    /// (ordering anything prepared), every word and record stored and flushed, one fence.
+    #[test]
+    fn in_place_commit_is_stores_between_two_fences() {
+        let f = Fixture::new();
+        f.media.with_trace(|t| t.enabled = true);
+        let mut txn = Txn::in_place(&f.media, "test");
+        txn.store_word(9 * BLOCK, 7);
+        txn.store_word(9 * BLOCK + 64, 8);
+        txn.rewrite(10 * BLOCK, &[5u8; 100]);
+        assert_eq!(shape(&f.media), "", "nothing stored at prepare");
+        txn.commit_in_place().unwrap();
+        assert_eq!(shape(&f.media), "XSFSFSFFX");
+        assert_eq!(f.media.load_u64(9 * BLOCK).unwrap(), 7);
+        assert_eq!(f.media.load_u64(9 * BLOCK + 64).unwrap(), 8);
+        let mut back = [0u8; 100];
+        f.media.read(10 * BLOCK, &mut back).unwrap();
+        assert_eq!(back, [5u8; 100]);
+        // Nothing prepared: the commit stores nothing, not even a fence.
+        Txn::in_place(&f.media, "test").commit_in_place().unwrap();
+        assert_eq!(shape(&f.media), "XSFSFSFFX");
+    }
+
+    /// An in-place transaction allocates nothing, and in-place repairs cannot ride along
+    /// with a log commit (they have no undo record for the journal): refused, and the
+    /// prepared append is given back.
+    #[test]
+    fn in_place_repairs_stay_apart_from_log_commits() {
+        let f = Fixture::new();
+        let free = f.blocks.free_blocks();
+        let mut txn = Txn::in_place(&f.media, "test");
+        assert!(matches!(
+            txn.alloc_blocks(1),
+            Err(Error::InvalidArgument(_))
+        ));
+        let dir = state(Kind::Dir);
+        let mut txn = f.txn();
+        txn.append(9, 3 * BLOCK, &dir, vec![add(5, b"a")]).unwrap();
+        txn.store_word(9 * BLOCK, 1);
+        assert!(matches!(txn.commit(), Err(Error::InvalidArgument(_))));
+        assert_eq!(f.blocks.free_blocks(), free);
+        assert_eq!(f.media.load_u64(9 * BLOCK).unwrap(), 0);
+        assert_eq!(f.media.load_u64(LogWords::file(3 * BLOCK).tail).unwrap(), 0);
+    }
+
+    /// A private copy of a block (fsck's repair of a block owned twice) is the source up to
+    /// `zero_from` and zeros after; dropped uncommitted, its block comes back.
+    #[test]
+    fn copy_block_copies_zeroes_and_is_given_back() {
+        let f = Fixture::new();
+        let free = f.blocks.free_blocks();
+        f.media
+            .write(20 * BLOCK, &[0xabu8; BLOCK as usize])
+            .unwrap();
+        let mut txn = Txn::repair(&f.media, &f.blocks, Bounds { lo: 8, hi: BLOCKS });
+        let nb = txn.copy_block(20, Some(100)).unwrap();
+        assert_ne!(nb, 20);
+        let mut page = vec![0u8; BLOCK as usize];
+        f.media.read(nb * BLOCK, &mut page).unwrap();
+        assert!(page[..100].iter().all(|&b| b == 0xab));
+        assert!(page[100..].iter().all(|&b| b == 0));
+        let whole = txn.copy_block(20, None).unwrap();
+        f.media.read(whole * BLOCK, &mut page).unwrap();
+        assert!(page.iter().all(|&b| b == 0xab));
+        assert_eq!(f.blocks.free_blocks(), free - 2);
+        drop(txn);
+        assert_eq!(f.blocks.free_blocks(), free);
     }
 }

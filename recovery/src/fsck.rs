@@ -43,9 +43,10 @@
 //!
 //! # Repairs
 //!
-//! With `repair`, every fix goes through [`Media`] (stores, flushes, fences), in an order that
-//! leaves an image recovery can mount if fsck itself is interrupted, and never makes things
-//! worse:
+//! With `repair`, every fix is an engine transaction (`novafs_engine::txn::Txn`: in-place
+//! words and records through `Txn::in_place`, log appends, copies and new slots through
+//! `Txn::repair`; DESIGN.md §5.0), in an order that leaves an image recovery can mount if fsck
+//! itself is interrupted, and never makes things worse:
 //!
 //! - before the first change to a cleanly unmounted image, its clean flag is cleared (a store
 //!   of 0 to the mount-state commit word), so that the next mount rebuilds the allocators from

@@ -22,6 +22,7 @@ use novafs_engine::layout::superblock::{Superblock, FORMAT_VERSION, MAGIC};
 use novafs_engine::layout::{BLOCK, INODES_PER_CHUNK, MIN_IMAGE_BYTES};
 use novafs_engine::media::{MapOptions, Media};
 use novafs_engine::mount::{cores, read_chunks, Recovered};
+use novafs_engine::txn::Txn;
 use novafs_engine::{Engine, Error, MountOptions, MountReport, Result};
 
 /// Mount the image at `path`, recovering it if needed.
@@ -122,8 +123,9 @@ pub fn read_superblock(media: &Media, repair: bool) -> Result<(Superblock, bool)
                 return Err(first);
             }
             if repair {
-                media.write_flush(0, bytemuck::bytes_of(&replica))?;
-                media.fence();
+                let mut txn = Txn::in_place(media, "superblock-repair");
+                txn.rewrite(0, bytemuck::bytes_of(&replica));
+                txn.commit_in_place()?;
             }
             Ok((replica, true))
         }
@@ -136,19 +138,20 @@ pub fn read_superblock(media: &Media, repair: bool) -> Result<(Superblock, bool)
 /// torn primary is repaired from the (old) replica at the next mount, which upgrades again
 /// (DESIGN.md §5.8).
 fn upgrade(media: &Media, sb: &Superblock, chunks: &[u64]) -> Result<()> {
+    let mut seal = Txn::in_place(media, "upgrade");
     for (i, &b) in chunks.iter().enumerate() {
         let off = sb.itable_map_start * BLOCK + i as u64 * 8;
         if itable_map::needs_seal(i as u64, media.load_u64(off)?) {
-            media.store_u64(off, itable_map::encode(i as u64, b))?;
-            media.flush(off, 8)?;
+            seal.store_word(off, itable_map::encode(i as u64, b));
         }
     }
-    media.fence();
+    seal.commit_in_place()?;
     let up = sb.upgraded();
-    media.write_flush(0, bytemuck::bytes_of(&up))?;
-    media.fence();
-    media.write_flush(up.replica_block * BLOCK, bytemuck::bytes_of(&up))?;
-    media.fence();
+    for off in [0, up.replica_block * BLOCK] {
+        let mut txn = Txn::in_place(media, "upgrade");
+        txn.rewrite(off, bytemuck::bytes_of(&up));
+        txn.commit_in_place()?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use novafs_engine::bugs::{self, Bug};
 use novafs_engine::layout::journal::{JournalSlot, SlotDamage, SlotState, SLOTS, SLOT_BYTES};
 use novafs_engine::layout::BLOCK;
 use novafs_engine::media::Media;
+use novafs_engine::txn::Txn;
 use novafs_engine::{Error, Result};
 
 /// Undo every active slot of the journal at `journal_block`. Returns how many were undone. `chunks`: the inode table
@@ -25,15 +26,19 @@ pub fn undo_journal(media: &Media, journal_block: u64, chunks: &[u64]) -> Result
                 return Err(Error::corrupt("journal undo address", loc()))
             }
         };
+        // The records (each flushed, one fence), then the slot cleared: two in-place
+        // transactions, in that order.
+        let mut undo = Txn::in_place(media, "journal-undo");
         for e in records {
             if bugs::active(Bug::RecoveryTrustsTails) {
                 break;
             }
-            media.store_u64(e.addr, e.old)?;
-            media.flush(e.addr, 8)?;
+            undo.store_word(e.addr, e.old);
         }
-        media.fence();
-        media.commit_u64(off, 0)?;
+        undo.commit_in_place()?;
+        let mut clear = Txn::in_place(media, "journal-undo");
+        clear.store_word(off, 0);
+        clear.commit_in_place()?;
         undone += 1;
     }
     Ok(undone)

@@ -8,7 +8,7 @@ use novafs_engine::alloc::BlockAlloc;
 use novafs_engine::inode::InodeState;
 use novafs_engine::layout::entry::{attr_mask, Entry, SetAttrEntry};
 use novafs_engine::layout::inode::{InodeSlot, NewInode};
-use novafs_engine::layout::{now_ns, Kind, BLOCK, ROOT_INO};
+use novafs_engine::layout::{now_ns, Kind, ROOT_INO};
 use novafs_engine::txn::Txn;
 use novafs_engine::{Error, Result};
 
@@ -92,17 +92,17 @@ fn free_blocks(model: &Model) -> BlockAlloc {
     alloc
 }
 
-/// Append `entries` to inode `ino`'s log in one commit and update its DRAM state.
+/// Append `entries` to inode `ino`'s log in `txn` (which may hold what they need: copies,
+/// a new inode's slot), commit it and update the DRAM state.
 fn append(
     ctx: &Ctx<'_>,
     model: &mut Model,
     alloc: &BlockAlloc,
+    mut txn: Txn<'_>,
     ino: u64,
     entries: &[Entry],
 ) -> Result<()> {
-    let bounds = model.bounds;
     let info = model.infos.get_mut(&ino).ok_or(Error::NotFound)?;
-    let mut txn = Txn::repair(ctx.media, alloc, bounds);
     txn.append(ino, info.slot_off, &info.st, entries.to_vec())?;
     let mut done = txn.commit()?;
     ctx.mark_modified();
@@ -122,6 +122,8 @@ fn apply_group(
     ds: &[Deferred],
 ) -> Result<()> {
     let now = now_ns();
+    let bounds = model.bounds;
+    let mut txn = Txn::repair(ctx.media, alloc, bounds);
     let mut entries = Vec::new();
     let mut copies: Vec<u64> = Vec::new();
     let (nlink, size, mtime) = {
@@ -178,15 +180,8 @@ fn apply_group(
                         _ => None,
                     })
                     .or(*zero_from);
-                let new = match alloc.alloc_with(1, true) {
-                    Ok(ext) => {
-                        let nb = ext[0].start;
-                        let mut page = vec![0u8; BLOCK as usize];
-                        ctx.media.read(block * BLOCK, &mut page)?;
-                        if let Some(z) = zero_from {
-                            page[z..].fill(0);
-                        }
-                        ctx.media.write_nt(nb * BLOCK, &page)?;
+                let new = match txn.copy_block(*block, zero_from) {
+                    Ok(nb) => {
                         copies.push(nb);
                         nb
                     }
@@ -208,20 +203,12 @@ fn apply_group(
     if entries.is_empty() {
         return Ok(());
     }
-    match append(ctx, model, alloc, ino, &entries) {
-        Ok(()) => {
-            for b in copies {
-                model.owner[b as usize] = own(O_DATA, ino);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            for b in copies {
-                alloc.free(b, 1);
-            }
-            Err(e)
-        }
+    // On an error the transaction is dropped and gives the copies back.
+    append(ctx, model, alloc, txn, ino, &entries)?;
+    for b in copies {
+        model.owner[b as usize] = own(O_DATA, ino);
     }
+    Ok(())
 }
 
 /// Find `/lost+found`, or create it.
@@ -249,7 +236,8 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
     });
     // The slot is durable before the root's commit makes it reachable (that commit fences
     // first), as in create.
-    ctx.media.write_flush(slot_off, bytemuck::bytes_of(&slot))?;
+    let mut txn = Txn::repair(ctx.media, alloc, model.bounds);
+    txn.init_slot(slot_off, &slot)?;
     model.free_slots.remove(0);
     let add = Entry::DirAdd {
         ino,
@@ -257,7 +245,7 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
         name: LOST_FOUND.to_vec(),
         mtime_ns: now,
     };
-    append(ctx, model, alloc, ROOT_INO, std::slice::from_ref(&add))?;
+    append(ctx, model, alloc, txn, ROOT_INO, std::slice::from_ref(&add))?;
     model.infos.insert(
         ino,
         Info {
@@ -296,5 +284,6 @@ fn link_lost(
             mtime_ns: now,
         });
     }
-    append(ctx, model, alloc, lf, &entries)
+    let txn = Txn::repair(ctx.media, alloc, model.bounds);
+    append(ctx, model, alloc, txn, lf, &entries)
 }

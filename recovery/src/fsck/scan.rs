@@ -21,6 +21,7 @@ use novafs_engine::layout::superblock::{Superblock, MAGIC};
 use novafs_engine::layout::{
     now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, ROOT_INO,
 };
+use novafs_engine::txn::Txn;
 use novafs_engine::xattr;
 use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
 
@@ -97,8 +98,7 @@ impl<'a> Ctx<'a> {
     pub fn before_change(&self) -> Result<()> {
         if let Some(off) = self.dirty_target.take() {
             if self.repair {
-                self.media.commit_u64(off, 0)?;
-                self.modified.set(true);
+                self.commit_words(&[(off, 0)])?;
             } else {
                 self.overlay.borrow_mut().insert(off, 0);
             }
@@ -113,11 +113,22 @@ impl<'a> Ctx<'a> {
             self.before_change()?;
         }
         if self.repair {
-            self.media.commit_u64(off, v)?;
-            self.modified.set(true);
+            self.commit_words(&[(off, v)])?;
         } else {
             self.overlay.borrow_mut().insert(off, v);
         }
+        Ok(())
+    }
+
+    /// Repair mode: store `(address, value)` words in one in-place transaction (the engine's
+    /// commit path: stores flushed in order, one fence).
+    pub fn commit_words(&self, words: &[(u64, u64)]) -> Result<()> {
+        let mut txn = Txn::in_place(self.media, "fsck-repair");
+        for &(off, v) in words {
+            txn.store_word(off, v);
+        }
+        txn.commit_in_place()?;
+        self.modified.set(true);
         Ok(())
     }
 
@@ -127,8 +138,9 @@ impl<'a> Ctx<'a> {
             self.before_change()?;
         }
         if self.repair {
-            self.media.write_flush(off, bytes)?;
-            self.media.fence();
+            let mut txn = Txn::in_place(self.media, "fsck-repair");
+            txn.rewrite(off, bytes);
+            txn.commit_in_place()?;
             self.modified.set(true);
         } else {
             let mut ov = self.overlay.borrow_mut();
@@ -720,16 +732,14 @@ impl Scanner<'_, '_> {
             records.len()
         ));
         self.ctx.before_change()?;
-        for e in records {
-            if self.ctx.repair {
-                self.ctx.media.store_u64(e.addr, e.old)?;
-                self.ctx.media.flush(e.addr, 8)?;
-            } else {
+        // As recovery's undo: every record (one fence), then the slot cleared.
+        if self.ctx.repair {
+            let words: Vec<(u64, u64)> = records.iter().map(|e| (e.addr, e.old)).collect();
+            self.ctx.commit_words(&words)?;
+        } else {
+            for e in records {
                 self.ctx.store_word(e.addr, e.old, true)?;
             }
-        }
-        if self.ctx.repair {
-            self.ctx.media.fence();
         }
         self.ctx.store_word(off, 0, true)
     }
