@@ -726,14 +726,16 @@ impl<'e> Txn<'e> {
         }
         // The parts with a commit word (no allocation when there is one, as in most changes).
         let mut words: Vec<&Part> = Vec::new();
-        let single;
-        let all = parts.as_slice();
-        let words: &[&Part] = if all.iter().filter(|p| p.has_word()).count() == 1 {
-            single = all.iter().find(|p| p.has_word());
-            std::slice::from_ref(single.as_ref().expect("counted"))
-        } else {
-            words.extend(all.iter().filter(|p| p.has_word()));
-            &words
+        let single: &Part;
+        let words: &[&Part] = match parts.as_slice() {
+            [one] if one.has_word() => {
+                single = one;
+                std::slice::from_ref(&single)
+            }
+            all => {
+                words.extend(all.iter().filter(|p| p.has_word()));
+                &words
+            }
         };
         let in_place = words.iter().filter(|p| p.in_place()).count();
         if in_place > 0 && in_place < words.len() {
@@ -829,12 +831,6 @@ impl<'e> Txn<'e> {
         }
         self.data.clear();
         self.inos.clear();
-        let mut parts = parts;
-        for p in parts.as_mut_slice() {
-            if p.in_place() {
-                *p = Part::Applied; // nothing to apply
-            }
-        }
         Ok(Committed { parts })
     }
 
@@ -869,7 +865,8 @@ impl Drop for Txn<'_> {
 /// prepared against (the caller still holds those inodes' write locks).
 #[must_use = "the DRAM state is behind the image until every part is applied"]
 pub struct Committed {
-    /// Parts not applied yet (applied ones are replaced by `Part::Applied`).
+    /// Parts not applied yet (applied ones are replaced by `Part::Applied`; in-place parts
+    /// have nothing to apply and stay as they are).
     parts: Parts,
 }
 
@@ -960,12 +957,12 @@ impl Committed {
         out
     }
 
-    /// Whether every part was applied.
+    /// Whether every part was applied (an in-place part has nothing to apply).
     pub fn is_applied(&self) -> bool {
         self.parts
             .as_slice()
             .iter()
-            .all(|p| matches!(p, Part::Applied))
+            .all(|p| matches!(p, Part::Applied) || p.in_place())
     }
 }
 
