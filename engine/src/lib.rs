@@ -38,4 +38,4 @@ pub use layout::{Kind, BLOCK, NAME_MAX, ROOT_INO};
 pub use media::{Media, MediaMode};
 pub use mount::{FormatOptions, MountOptions, MountReport};
 pub use namespace::check_name;
-pub use xattr::XattrFlags;
+pub use xattr::{AclSgid, XattrFlags};

@@ -38,6 +38,17 @@ pub enum XattrFlags {
     Replace,
 }
 
+/// What setting `system.posix_acl_access` does to the set-group-ID bit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AclSgid {
+    /// Keep it: the caller is in the file's group or has `CAP_FSETID` (the library's case).
+    #[default]
+    Keep,
+    /// Clear it in the same commit: the caller is neither (Linux's `posix_acl_update_mode`;
+    /// the FUSE front end works this out for the kernel's "kill SGID" hint).
+    Clear,
+}
+
 impl XattrFlags {
     /// From `setxattr(2)`'s flags (`XATTR_CREATE` 1, `XATTR_REPLACE` 2; both: `InvalidArgument`).
     pub fn from_bits(flags: i32) -> Result<XattrFlags> {
@@ -67,6 +78,8 @@ pub fn check_xattr_name(name: &[u8]) -> Result<()> {
 // ----- POSIX ACLs (Linux's xattr encoding: u32 version 2, then {tag u16, perm u16, id u32}) -----
 
 const ACL_VERSION: u32 = 2;
+/// The set-group-ID bit of a mode.
+const S_ISGID: u32 = 0o2000;
 const USER_OBJ: u16 = 0x01;
 const USER: u16 = 0x02;
 const GROUP_OBJ: u16 = 0x04;
@@ -241,6 +254,19 @@ impl Engine {
     /// than files and directories, `PermissionDenied` for a default ACL on a non-directory,
     /// `NoSpace`.
     pub fn set_xattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        self.set_xattr_sgid(ino, name, value, flags, AclSgid::Keep)
+    }
+
+    /// [`Engine::set_xattr`], with what an access ACL does to the set-group-ID bit (`sgid`
+    /// matters only for `system.posix_acl_access`).
+    pub fn set_xattr_sgid(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        sgid: AclSgid,
+    ) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
             return Err(Error::TooBig("xattr value larger than 64 KiB"));
@@ -282,6 +308,9 @@ impl Engine {
             let mut a = crate::layout::entry::SetAttrEntry::zeroed_entry();
             a.mask = crate::layout::entry::attr_mask::MODE | crate::layout::entry::attr_mask::CTIME;
             a.mode = (st.attr.mode & !0o777) | bits;
+            if sgid == AclSgid::Clear {
+                a.mode &= !S_ISGID;
+            }
             a.ctime_ns = now;
             entries.push(Entry::SetAttr(a));
             if equiv {

@@ -38,7 +38,7 @@ use fuser::{
 };
 use novafs::{Attr, Engine, Fs, Kind, MountOptions, SetAttr, XattrFlags, ROOT_INO};
 use novafs_engine::inode::Inode;
-use novafs_engine::Error;
+use novafs_engine::{AclSgid, Error};
 use parking_lot::Mutex;
 
 /// How long the kernel may cache attributes and names. This process is the only writer of
@@ -298,6 +298,34 @@ impl std::fmt::Debug for NovaFuse {
             .field("nodes", &self.nodes.map.lock().len())
             .finish()
     }
+}
+
+/// Whether the process behind `req` is in group `gid` or has `CAP_FSETID`: what Linux's
+/// `in_group_or_capable` asks before setting an access ACL keeps the set-group-ID bit. The
+/// supplementary groups and effective capabilities come from `/proc/<pid>/status`; when that
+/// cannot be read (the process is gone, or not in our pid namespace), the request's ids decide.
+fn in_group_or_capable(req: &Request, gid: u32) -> bool {
+    const CAP_FSETID: u32 = 4;
+    if req.gid() == gid {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) else {
+        return req.uid() == 0;
+    };
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    let member = field("Groups:")
+        .unwrap_or("")
+        .split_whitespace()
+        .any(|g| g.parse::<u32>() == Ok(gid));
+    let capable = field("CapEff:")
+        .and_then(|c| u64::from_str_radix(c, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0);
+    member || capable
 }
 
 fn errno(e: &Error) -> Errno {
@@ -1024,7 +1052,7 @@ impl Filesystem for NovaFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1032,10 +1060,22 @@ impl Filesystem for NovaFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // XATTR_CREATE / XATTR_REPLACE; other bits (the kernel's ACL kill-sgid hint) are not
-        // flags of the attribute.
+        // XATTR_CREATE / XATTR_REPLACE; other bits are not flags of the attribute. The
+        // kernel's "kill SGID" hint for an access ACL comes only with FUSE_SETXATTR_EXT, which
+        // fuser cannot parse: the server works it out as the kernel would.
+        let name = name.as_bytes();
+        let sgid = if name == novafs_engine::xattr::ACL_ACCESS {
+            match self.engine.getattr(ino.0) {
+                Ok(a) if a.mode & libc::S_ISGID != 0 && !in_group_or_capable(req, a.gid) => {
+                    AclSgid::Clear
+                }
+                _ => AclSgid::Keep,
+            }
+        } else {
+            AclSgid::Keep
+        };
         let r = XattrFlags::from_bits(flags & 3)
-            .and_then(|f| self.engine.set_xattr(ino.0, name.as_bytes(), value, f));
+            .and_then(|f| self.engine.set_xattr_sgid(ino.0, name, value, f, sgid));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),

@@ -329,6 +329,71 @@ fn acls_are_enforced_by_the_kernel() {
     m.fsck_clean();
 }
 
+/// The mode of `f` after nobody (uid/gid 65534, no other groups) sets an access ACL on it;
+/// `f` is nobody's file with group 0 and mode 02770 (setgid).
+fn mode_after_nobody_sets_an_acl(f: &Path) -> u32 {
+    fs::write(f, b"x").unwrap();
+    sh_ok(&format!(
+        "chown 65534:0 '{0}' && chmod 2770 '{0}'",
+        f.display()
+    ));
+    assert_eq!(fs::metadata(f).unwrap().mode() & 0o7777, 0o2770);
+    let o = as_nobody(&format!("setfacl -m u:0:rwx '{}'", f.display()));
+    assert!(o.status.success(), "setfacl as the owner: {o:?}");
+    fs::metadata(f).unwrap().mode() & 0o7777
+}
+
+/// Setting an access ACL clears the setgid bit when the caller is not in the file's group and
+/// lacks CAP_FSETID, as Linux's `posix_acl_update_mode` does on tmpfs and ext4 (the FUSE
+/// kernel's "kill SGID" hint, which the server works out itself); root keeps it.
+#[test]
+fn an_acl_set_by_a_non_member_clears_setgid_as_on_tmpfs() {
+    if !fuse_available() || !have("setfacl") || !have("setpriv") {
+        return;
+    }
+    let mut m = Mounted::new("64MiB", "allow_other");
+    fs::set_permissions(&m.mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("novafs-sgid-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let on_tmpfs = mode_after_nobody_sets_an_acl(&tmp.path().join("f"));
+    assert_eq!(on_tmpfs & 0o2000, 0, "tmpfs clears setgid: {on_tmpfs:o}");
+    let on_mount = mode_after_nobody_sets_an_acl(&m.p("f"));
+    assert_eq!(
+        on_mount, on_tmpfs,
+        "mode after the ACL: novafs {on_mount:o}, tmpfs {on_tmpfs:o}"
+    );
+    // Root (CAP_FSETID) keeps it, on both.
+    for f in [tmp.path().join("g"), m.p("g")] {
+        fs::write(&f, b"x").unwrap();
+        sh_ok(&format!(
+            "chown 65534:0 '{0}' && chmod 2770 '{0}'",
+            f.display()
+        ));
+        sh_ok(&format!("setfacl -m u:65534:rwx '{}'", f.display()));
+        assert_eq!(
+            fs::metadata(&f).unwrap().mode() & 0o7777,
+            0o2770,
+            "{}",
+            f.display()
+        );
+    }
+    // Durable with the ACL: the same after remount.
+    m.unmount();
+    m.fsck_clean();
+    m.mount("allow_other");
+    assert_eq!(fs::metadata(m.p("f")).unwrap().mode() & 0o7777, on_tmpfs);
+    assert!(sh_ok(&format!("getfacl -cpn '{}'", m.p("f").display())).contains("user:0:rwx"));
+    m.unmount();
+    m.fsck_clean();
+}
+
 /// size, st_blocks and contents of `p`.
 fn shape(p: &Path) -> (u64, u64, Vec<u8>) {
     let md = fs::metadata(p).unwrap();
