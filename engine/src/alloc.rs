@@ -451,6 +451,20 @@ impl InodeAlloc {
         }
     }
 
+    /// Take `ino` out of the free numbers if it is free; returns whether it was.
+    pub fn take(&self, ino: u64) -> bool {
+        let mut g = self.inner.lock();
+        let (w, b) = ((ino / 64) as usize, ino % 64);
+        match g.words.get_mut(w) {
+            Some(word) if *word & (1 << b) != 0 => {
+                *word &= !(1 << b);
+                g.free -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `ino` is free.
     pub fn is_free(&self, ino: u64) -> bool {
         let g = self.inner.lock();

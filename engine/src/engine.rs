@@ -321,6 +321,9 @@ impl Engine {
                 e
             });
         }
+        if st.attr.kind == Kind::Dir {
+            self.quarantine_dangling_names(&st);
+        }
         if !st.cache.is_empty() {
             self.writeback.dirty.lock().insert(ino);
         }
@@ -345,6 +348,19 @@ impl Engine {
             }
         };
         Ok(i.clone())
+    }
+
+    /// A directory was loaded on the clean-mount fast path, where nothing checked that
+    /// its names reach inodes in use: a name of an inode number the allocator holds free is
+    /// damage (a corrupt entry). The number is taken out of the allocator, so that no new
+    /// inode is ever reached through the stale name as well as its own (a file or directory
+    /// named twice); the stale name reads as `NotFound` until fsck removes it. (A create in
+    /// another directory that took the number before this directory was loaded is not seen
+    /// here: DESIGN §5.8, damage only a rebuild or fsck sees.)
+    fn quarantine_dangling_names(&self, st: &InodeState) {
+        for e in st.dir.values() {
+            self.inos.take(e.ino);
+        }
     }
 
     /// Inodes currently cached.
