@@ -238,7 +238,10 @@ fn byte_mask(lo: usize, hi: usize) -> u64 {
 }
 
 /// Copy `dst.len()` bytes of shared memory at `src` out (aligned 8-byte atomic loads; see
-/// the section comment).
+/// the section comment). On x86-64 the aligned middle is read 128 bytes a step with aligned
+/// 16-byte SSE loads (each at least two aligned 8-byte atomic loads on x86-64; a single atomic
+/// access on CPUs with AVX), which Rust cannot emit for atomics: about 0.9x memcpy instead
+/// of 0.75x with 8-byte loads (`cargo bench --bench direct`, sequential load).
 ///
 /// # Safety
 /// The pages covering `src..src + dst.len()` must be mapped and readable for the call, and
@@ -264,6 +267,63 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     // SAFETY: `i <= n`: the offsets stay inside `dst` and the mapped source range.
     let (sp, dp) = unsafe { ((a + i) as *const u64, dst.as_mut_ptr().add(i) as *mut u64) };
     let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if (sp as usize) & 15 != 0 && words > 0 {
+            // One word first, so that the 16-byte loads are 16-byte aligned.
+            // SAFETY: word 0 of the aligned middle (caller: mapped; `dst` owned).
+            unsafe {
+                let w = AtomicU64::from_ptr(sp as *mut u64).load(Ordering::Relaxed);
+                dp.write_unaligned(w);
+            }
+            k = 1;
+        }
+        let blocks = (words - k) / 16;
+        if blocks > 0 {
+            // SAFETY: `blocks * 128` bytes from `sp + k` (16-byte aligned) lie in the aligned
+            // middle of the mapped source (caller) and from `dp + k` inside `dst`. Each
+            // `movdqa` is an aligned 16-byte load, which x86-64 performs as (at least) two
+            // aligned 8-byte atomic loads: the same accesses as the relaxed `AtomicU64` loads
+            // below, made two words at a time (the compiler cannot widen atomic loads
+            // itself). Stores go to `dst`, which the caller owns (unaligned `movdqu`). The
+            // prefetches are hints (they never fault, even past the mapping). The asm touches
+            // only these bytes, its three registers, xmm0..xmm7 and the flags.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    "prefetcht0 [{s} + 1024]",
+                    "prefetcht0 [{s} + 1088]",
+                    "movdqa xmm0, [{s}]",
+                    "movdqa xmm1, [{s} + 16]",
+                    "movdqa xmm2, [{s} + 32]",
+                    "movdqa xmm3, [{s} + 48]",
+                    "movdqa xmm4, [{s} + 64]",
+                    "movdqa xmm5, [{s} + 80]",
+                    "movdqa xmm6, [{s} + 96]",
+                    "movdqa xmm7, [{s} + 112]",
+                    "movdqu [{d}], xmm0",
+                    "movdqu [{d} + 16], xmm1",
+                    "movdqu [{d} + 32], xmm2",
+                    "movdqu [{d} + 48], xmm3",
+                    "movdqu [{d} + 64], xmm4",
+                    "movdqu [{d} + 80], xmm5",
+                    "movdqu [{d} + 96], xmm6",
+                    "movdqu [{d} + 112], xmm7",
+                    "add {s}, 128",
+                    "add {d}, 128",
+                    "dec {n}",
+                    "jnz 2b",
+                    s = inout(reg) sp.add(k) => _,
+                    d = inout(reg) dp.add(k) => _,
+                    n = inout(reg) blocks => _,
+                    out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                    out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                    options(nostack),
+                );
+            }
+            k += blocks * 16;
+        }
+    }
     while k + 8 <= words {
         // SAFETY: words `k .. k + 8` lie in the aligned middle of the mapped source (caller)
         // and of `dst` (unaligned stores into DRAM the caller owns). The prefetch is a hint
@@ -982,6 +1042,37 @@ mod tests {
                 let mut back = vec![0u8; len];
                 v.read(off, &mut back).unwrap();
                 assert_eq!(back, data, "{off} {len}");
+            }
+        }
+    }
+
+    /// The long copy out (16-byte loads, 128 bytes a step) at every head offset and at lengths
+    /// around its block and word boundaries: exactly the bytes asked for, in order.
+    #[test]
+    fn long_copies_out_are_exact_at_every_alignment() {
+        let s = Shadow::new(2).unwrap();
+        let v = s.slice(0, 2 * PAGE).unwrap();
+        let pattern: Vec<u8> = (0..2 * PAGE).map(|i| (i * 31 % 251) as u8).collect();
+        v.write(0, &pattern).unwrap();
+        for off in 0..24usize {
+            for len in [
+                127,
+                128,
+                129,
+                135,
+                136,
+                255,
+                256,
+                257,
+                1000,
+                4096,
+                4096 + 77,
+            ] {
+                let mut back = vec![0u8; len + 2];
+                v.read(off, &mut back[1..=len]).unwrap();
+                assert_eq!(back[0], 0, "{off} {len}");
+                assert_eq!(back[len + 1], 0, "{off} {len}");
+                assert_eq!(&back[1..=len], &pattern[off..off + len], "{off} {len}");
             }
         }
     }
