@@ -237,11 +237,20 @@ fn byte_mask(lo: usize, hi: usize) -> u64 {
     ones << (lo * 8)
 }
 
+/// Whether aligned 16-byte `movdqa` loads are single atomic accesses: Intel and AMD promise it
+/// on every CPU with AVX (Intel SDM vol. 3 §9.1.1); older CPUs make no promise, so copies there
+/// stay word by word.
+#[cfg(target_arch = "x86_64")]
+fn wide_loads_are_atomic() -> bool {
+    static AVX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX.get_or_init(|| std::arch::is_x86_feature_detected!("avx"))
+}
+
 /// Copy `dst.len()` bytes of shared memory at `src` out (aligned 8-byte atomic loads; see
-/// the section comment). On x86-64 the aligned middle is read 128 bytes a step with aligned
-/// 16-byte SSE loads (each at least two aligned 8-byte atomic loads on x86-64; a single atomic
-/// access on CPUs with AVX), which Rust cannot emit for atomics: about 0.9x memcpy instead
-/// of 0.75x with 8-byte loads (`cargo bench --bench direct`, sequential load).
+/// the section comment). On x86-64 CPUs with AVX the aligned middle is read 128 bytes a step
+/// with aligned 16-byte loads, which those CPUs perform atomically and which Rust cannot emit
+/// for atomics: about 0.9x memcpy instead of 0.75x with 8-byte loads (`cargo bench --bench
+/// direct`, sequential load).
 ///
 /// # Safety
 /// The pages covering `src..src + dst.len()` must be mapped and readable for the call, and
@@ -268,7 +277,7 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     let (sp, dp) = unsafe { ((a + i) as *const u64, dst.as_mut_ptr().add(i) as *mut u64) };
     let mut k = 0;
     #[cfg(target_arch = "x86_64")]
-    {
+    if wide_loads_are_atomic() {
         if (sp as usize) & 15 != 0 && words > 0 {
             // One word first, so that the 16-byte loads are 16-byte aligned.
             // SAFETY: word 0 of the aligned middle (caller: mapped; `dst` owned).
@@ -282,9 +291,9 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
         if blocks > 0 {
             // SAFETY: `blocks * 128` bytes from `sp + k` (16-byte aligned) lie in the aligned
             // middle of the mapped source (caller) and from `dp + k` inside `dst`. Each
-            // `movdqa` is an aligned 16-byte load, which x86-64 performs as (at least) two
-            // aligned 8-byte atomic loads: the same accesses as the relaxed `AtomicU64` loads
-            // below, made two words at a time (the compiler cannot widen atomic loads
+            // `movdqa` is an aligned 16-byte load, which CPUs with AVX (checked above)
+            // promise to carry out atomically: at least as strong as the two relaxed
+            // `AtomicU64` loads below it replaces (the compiler cannot widen atomic loads
             // itself). Stores go to `dst`, which the caller owns (unaligned `movdqu`). The
             // prefetches are hints (they never fault, even past the mapping). The asm touches
             // only these bytes, its three registers, xmm0..xmm7 and the flags.

@@ -1030,13 +1030,51 @@ mod tests {
         assert!(!stderr.contains("novafs: fatal"), "{stderr}");
     }
 
-    /// Non-temporal copies at every small offset and length store exactly their bytes.
+    /// Copies inside the region at 8-aligned offsets (equally and unequally aligned modulo 16)
+    /// and lengths around the 64-byte steps store exactly their bytes; bad requests copy
+    /// nothing.
+    #[test]
+    fn copy_nt_copies_exactly_its_bytes() {
+        let (path, r) = region(4 * 4096);
+        let _ = std::fs::remove_file(&path);
+        let src: Vec<u8> = (0..4096).map(|i| (i * 13 % 251) as u8).collect();
+        for s_off in [0u64, 8, 16, 24] {
+            for d_off in [0u64, 8, 16, 40] {
+                for len in [0u64, 8, 56, 64, 72, 120, 128, 136, 512, 1000, 2048] {
+                    r.write(0, &src).unwrap();
+                    r.write(8192, &[0xEE; 4096]).unwrap();
+                    r.copy_nt(s_off, 8192 + d_off, len).unwrap();
+                    let mut back = vec![0u8; 4096];
+                    r.read(8192, &mut back).unwrap();
+                    let (d, l) = (d_off as usize, len as usize);
+                    assert!(
+                        back[..d].iter().all(|&x| x == 0xEE),
+                        "{s_off} {d_off} {len}"
+                    );
+                    assert_eq!(
+                        &back[d..d + l],
+                        &src[s_off as usize..s_off as usize + l],
+                        "{s_off} {d_off} {len}"
+                    );
+                    assert!(
+                        back[d + l..].iter().all(|&x| x == 0xEE),
+                        "{s_off} {d_off} {len}"
+                    );
+                }
+            }
+        }
+        assert!(r.copy_nt(4, 8192, 64).is_err());
+        assert!(r.copy_nt(0, 32, 64).is_err(), "overlapping");
+    }
+
+    /// Non-temporal copies at every small offset and length, and at lengths around the 64-byte
+    /// steps of the long copy, store exactly their bytes.
     #[test]
     fn write_nt_stores_exactly_its_bytes() {
         let (path, r) = region(4096);
         let _ = std::fs::remove_file(&path);
         for off in 0..24u64 {
-            for len in 0..80usize {
+            for len in (0..80usize).chain([127, 128, 129, 135, 136, 191, 192, 200, 231]) {
                 r.write(0, &[0xEE; 256]).unwrap();
                 let data: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5A).collect();
                 r.write_nt(off, &data).unwrap();
