@@ -831,6 +831,11 @@ fn run(ops: &[Op]) {
             model.dump(),
             "step {step}: tree differs after {op:?}"
         );
+        assert_eq!(
+            fs.engine().refused_frees(),
+            0,
+            "step {step}: a block freed twice"
+        );
     }
     fs.crash();
     model.apply(&Op::Crash).unwrap();

@@ -34,6 +34,16 @@ struct Shard {
 const RECENT_MAX: usize = 64;
 
 impl Shard {
+    /// Whether any block of `[lo, hi)` is free here (recently freed or in the extent map).
+    fn holds_any(&self, lo: u64, hi: u64) -> bool {
+        self.recent.iter().any(|&b| b >= lo && b < hi)
+            || self
+                .free
+                .range(..hi)
+                .next_back()
+                .is_some_and(|(&s, &l)| s + l > lo)
+    }
+
     fn merge_recent(&mut self) {
         let mut recent = std::mem::take(&mut self.recent);
         for &b in &recent {
@@ -115,6 +125,8 @@ pub struct BlockAlloc {
     /// Blocks only space-freeing operations may take, so that deleting always works on a
     /// full image (their log entries need room).
     reserve: u64,
+    /// Frees refused because a block of the range was free already (see [`BlockAlloc::free`]).
+    refused: AtomicU64,
 }
 
 thread_local! {
@@ -145,6 +157,7 @@ impl BlockAlloc {
             shard_span: span,
             free: AtomicU64::new(0),
             reserve: (end.saturating_sub(first) / 256).clamp(4, 256),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -269,7 +282,13 @@ impl BlockAlloc {
         }
     }
 
-    /// Return blocks to the free pool.
+    /// Return blocks to the free pool. A range with a block that is free already is refused
+    /// whole (and counted, [`BlockAlloc::refused_frees`]): a second free would let two owners
+    /// be handed the same block. The engine never frees twice on a sound image; a crafted one
+    /// whose extents cross-link two inodes, which the clean-mount fast path cannot see until
+    /// both are loaded (DESIGN §5.8), makes an overwrite of one free the other's block, and
+    /// then its removal frees it again. The blocks of a refused range stay in use (a leak
+    /// that fsck reports), never doubly owned.
     pub fn free(&self, start: u64, len: u64) {
         if len == 0 {
             return;
@@ -282,14 +301,28 @@ impl BlockAlloc {
         );
         if len == 1 {
             let mut sh = self.shards[self.shard_of(start)].lock();
+            if sh.holds_any(start, start + 1) {
+                drop(sh);
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             if sh.recent.len() >= RECENT_MAX {
                 sh.merge_recent();
             }
             sh.recent.push(start);
         } else {
+            if self.any_free(start, len) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             self.insert(start, len);
         }
         self.free.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// Frees refused because a block was free already: 0 on a sound image.
+    pub fn refused_frees(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Return extents to the free pool.
@@ -318,15 +351,7 @@ impl BlockAlloc {
         if lo >= hi {
             return false;
         }
-        (self.shard_of(lo)..=self.shard_of(hi - 1)).any(|i| {
-            let sh = self.shards[i].lock();
-            sh.recent.iter().any(|&b| b >= lo && b < hi)
-                || sh
-                    .free
-                    .range(..hi)
-                    .next_back()
-                    .is_some_and(|(&s, &l)| s + l > lo)
-        })
+        (self.shard_of(lo)..=self.shard_of(hi - 1)).any(|i| self.shards[i].lock().holds_any(lo, hi))
     }
 
     /// Whether `block` is free.

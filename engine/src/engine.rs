@@ -173,6 +173,13 @@ impl Engine {
         &self.media
     }
 
+    /// Block frees the allocator refused because the block was free already: 0 unless the
+    /// image cross-links blocks between inodes (damage the clean-mount fast path sees only
+    /// once it has been acted on; fsck repairs it). See `BlockAlloc::free`.
+    pub fn refused_frees(&self) -> u64 {
+        self.blocks.refused_frees()
+    }
+
     /// The persistence path in use.
     pub fn media_mode(&self) -> MediaMode {
         self.media.mode()
