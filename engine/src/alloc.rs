@@ -125,8 +125,71 @@ pub struct BlockAlloc {
     /// Blocks only space-freeing operations may take, so that deleting always works on a
     /// full image (their log entries need room).
     reserve: u64,
-    /// Frees refused because a block of the range was free already (see [`BlockAlloc::free`]).
+    /// Frees refused because a block of the range was free already or is a loaded inode's log
+    /// page (see [`BlockAlloc::free`]).
     refused: AtomicU64,
+    /// Log pages of the inodes loaded in DRAM, a bit per block (see [`LogMarks`]).
+    log_marks: LogMarks,
+}
+
+/// Which blocks are log pages of a loaded inode: on the clean-mount fast path the only global
+/// knowledge of block ownership besides the free map (DESIGN §5.8). Set when an inode is
+/// admitted and when a commit links new log pages; cleared by [`BlockAlloc::free_log`]. A data
+/// or cache block that is marked is another inode's log page: admission refuses it and
+/// [`BlockAlloc::free`] refuses to free it. Plain (not loom) atomics and lock: a damage check,
+/// not part of any modelled protocol.
+#[derive(Default)]
+struct LogMarks {
+    words: parking_lot::RwLock<Vec<std::sync::atomic::AtomicU64>>,
+}
+
+impl LogMarks {
+    fn set(&self, block: u64, on: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (w, bit) = ((block / 64) as usize, 1u64 << (block % 64));
+        {
+            let words = self.words.read();
+            if let Some(word) = words.get(w) {
+                if on {
+                    word.fetch_or(bit, Relaxed);
+                } else {
+                    word.fetch_and(!bit, Relaxed);
+                }
+                return;
+            }
+        }
+        if on {
+            let mut words = self.words.write();
+            if words.len() <= w {
+                words.resize_with(w + 1, Default::default);
+            }
+            words[w].fetch_or(bit, Relaxed);
+        }
+    }
+
+    fn any(&self, start: u64, len: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let words = self.words.read();
+        let end = start.saturating_add(len);
+        let mut b = start;
+        while b < end {
+            let Some(word) = words.get((b / 64) as usize) else {
+                return false;
+            };
+            let lo = b % 64;
+            let n = (end - b).min(64 - lo);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << lo
+            };
+            if word.load(Relaxed) & mask != 0 {
+                return true;
+            }
+            b += n;
+        }
+        false
+    }
 }
 
 thread_local! {
@@ -158,6 +221,7 @@ impl BlockAlloc {
             free: AtomicU64::new(0),
             reserve: (end.saturating_sub(first) / 256).clamp(4, 256),
             refused: AtomicU64::new(0),
+            log_marks: LogMarks::default(),
         }
     }
 
@@ -282,9 +346,10 @@ impl BlockAlloc {
         }
     }
 
-    /// Return blocks to the free pool. A range with a block that is free already is refused
-    /// whole (and counted, [`BlockAlloc::refused_frees`]): a second free would let two owners
-    /// be handed the same block. The engine never frees twice on a sound image; a crafted one
+    /// Return blocks to the free pool (log pages of loaded inodes go back through
+    /// [`BlockAlloc::free_log`]). A range with a block that is free already, or that is a
+    /// loaded inode's log page, is refused whole (and counted, [`BlockAlloc::refused_frees`]):
+    /// a second free would let two owners be handed the same block. The engine never frees twice on a sound image; a crafted one
     /// whose extents cross-link two inodes, which the clean-mount fast path cannot see until
     /// both are loaded (DESIGN §5.8), makes an overwrite of one free the other's block, and
     /// then its removal frees it again. The blocks of a refused range stay in use (a leak
@@ -299,6 +364,32 @@ impl BlockAlloc {
             self.first,
             self.end()
         );
+        if self.log_marks.any(start, len) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.free_unmarked(start, len);
+    }
+
+    /// Return a log page of a loaded inode (its mark cleared) to the free pool.
+    pub fn free_log(&self, page: u64) {
+        self.log_marks.set(page, false);
+        self.free(page, 1);
+    }
+
+    /// Note `pages` as log pages of a loaded inode.
+    pub fn mark_log(&self, pages: &[u64]) {
+        for &p in pages {
+            self.log_marks.set(p, true);
+        }
+    }
+
+    /// Whether any block of `[start, start + len)` is a loaded inode's log page.
+    pub fn any_log(&self, start: u64, len: u64) -> bool {
+        self.log_marks.any(start, len)
+    }
+
+    fn free_unmarked(&self, start: u64, len: u64) {
         if len == 1 {
             let mut sh = self.shards[self.shard_of(start)].lock();
             if sh.holds_any(start, start + 1) {
@@ -546,6 +637,38 @@ mod tests {
         assert_eq!(all.iter().map(|e| e.len).sum::<u64>(), 100);
         assert!(matches!(a.alloc(1), Err(Error::NoSpace)));
         assert!(!a.is_free(50));
+    }
+
+    /// A free of a block that is free already, or of a marked log page, is refused and
+    /// counted; nothing is held twice, and a log page goes back through `free_log`.
+    #[test]
+    fn double_frees_and_log_page_frees_are_refused() {
+        let a = BlockAlloc::new(10, 110, 2);
+        a.free(10, 50);
+        a.free(20, 1); // free already (in the extent map)
+        a.free(55, 10); // overlaps the free range
+        assert_eq!(a.refused_frees(), 2);
+        assert_eq!(a.free_blocks(), 50);
+        a.free(70, 1);
+        a.free(70, 1); // free already (in the recent stack)
+        assert_eq!(a.refused_frees(), 3);
+        assert_eq!(a.free_blocks(), 51);
+        a.mark_log(&[80, 81]);
+        assert!(a.any_log(79, 2) && !a.any_log(82, 20));
+        a.free(81, 1);
+        a.free(75, 10);
+        assert_eq!(a.refused_frees(), 5);
+        assert!(!a.is_free(80) && !a.is_free(81));
+        a.free_log(80);
+        a.free_log(81);
+        assert!(a.is_free(80) && a.is_free(81) && !a.any_log(0, 200));
+        assert_eq!(a.free_blocks(), 53);
+        // Every block is held once: allocating all of them hands out each exactly once.
+        let all = a.alloc_with(53, true).unwrap();
+        let mut blocks: Vec<u64> = all.iter().flat_map(|e| e.start..e.start + e.len).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        assert_eq!(blocks.len(), 53);
     }
 
     #[test]

@@ -334,12 +334,21 @@ impl Engine {
         if !st.cache.is_empty() {
             self.writeback.dirty.lock().insert(ino);
         }
+        let log_pages: Vec<u64> = st
+            .log
+            .pages
+            .iter()
+            .chain(&st.cache_log.pages)
+            .copied()
+            .collect();
         // Nothing under the shard lock may be a loom scheduling point (it is a parking_lot
         // lock): the directory-name check takes only a parking_lot mutex.
         let mut shard = self.shard(ino).write();
+        let mut inserted = false;
         let i = match shard.entry(ino) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
+                inserted = true;
                 if st.attr.kind == Kind::Dir {
                     // Under the shard lock: no operation changed this directory since its
                     // log was read, so its names are current.
@@ -354,7 +363,12 @@ impl Engine {
                 }))
             }
         };
-        Ok(i.clone())
+        let i = i.clone();
+        drop(shard);
+        if inserted {
+            self.blocks.mark_log(&log_pages);
+        }
+        Ok(i)
     }
 
     /// A directory was loaded on the clean-mount fast path, where nothing checked that
@@ -535,13 +549,13 @@ impl Engine {
             self.blocks.free(b, 1);
         }
         for &p in &st.log.pages {
-            self.blocks.free(p, 1);
+            self.blocks.free_log(p);
         }
         for b in st.cache.values() {
             self.blocks.free(b, 1);
         }
         for &p in &st.cache_log.pages {
-            self.blocks.free(p, 1);
+            self.blocks.free_log(p);
         }
         st.map.clear();
         st.cache.clear();

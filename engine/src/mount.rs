@@ -186,6 +186,8 @@ impl Engine {
             if st.attr.kind == Kind::Dir {
                 engine.dir_names.note_loaded(ino, &st)?;
             }
+            engine.blocks.mark_log(&st.log.pages);
+            engine.blocks.mark_log(&st.cache_log.pages);
             engine.cache_insert(ino, st)?;
         }
         Ok(engine)

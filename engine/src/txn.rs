@@ -900,6 +900,7 @@ impl Committed {
                     staged, entries, ..
                 } => {
                     out.log_pages_added.extend_from_slice(&staged.new_pages);
+                    blocks.mark_log(&staged.new_pages);
                     st.apply_staged(staged, &entries, &mut out.freed);
                     out.appended = true;
                     if out.entries.is_empty() {
@@ -911,11 +912,13 @@ impl Committed {
                 Part::NewLog {
                     staged, entries, ..
                 } => {
+                    blocks.mark_log(&staged.new_pages);
                     st.apply_staged(staged, &entries, &mut out.freed);
                 }
                 Part::AppendCache {
                     staged, entries, ..
                 } => {
+                    blocks.mark_log(&staged.new_pages);
                     staged.apply(&mut st.cache_log);
                     for e in &entries {
                         st.apply_cache_checked(e);
@@ -923,7 +926,7 @@ impl Committed {
                 }
                 Part::ResetCache { .. } => {
                     for &p in &st.cache_log.pages {
-                        blocks.free(p, 1);
+                        blocks.free_log(p);
                     }
                     out.log_pages_freed += st.cache_log.pages.len() as u64;
                     st.cache.clear();
@@ -935,17 +938,18 @@ impl Committed {
                 }
                 Part::DropPrefix { pages, .. } => {
                     for p in st.log.drop_prefix(pages) {
-                        blocks.free(p, 1);
+                        blocks.free_log(p);
                     }
                     out.log_pages_freed += pages as u64;
                 }
                 Part::ReplaceLog { fresh, .. } => {
                     let old_pages = std::mem::take(&mut st.log.pages);
                     for &p in &old_pages {
-                        blocks.free(p, 1);
+                        blocks.free_log(p);
                     }
                     out.log_pages_freed += old_pages.len() as u64;
                     let fresh = *fresh;
+                    blocks.mark_log(&fresh.log.pages);
                     st.log = fresh.log;
                     st.map = fresh.map;
                     st.owners = fresh.owners;
