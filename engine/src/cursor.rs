@@ -31,6 +31,10 @@ impl ImageRead for Media {
     }
 }
 
+/// Sequence numbers at or above this are corrupt (a log would need 2^63 appends to reach it),
+/// so that `last + 1` and the appends after it never overflow.
+pub const SEQ_LIMIT: u64 = 1 << 63;
+
 /// One entry of a log, with where it lies.
 #[derive(Clone, Debug)]
 pub struct LogItem {
@@ -228,7 +232,9 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
         let (ino, which) = (self.ino, self.which);
         let where_ = || format!("inode {ino} {which} page {page} offset {pos}");
         let (entry, seq, len) = entry_at(&self.buf, pos, self.end, where_)?;
-        if seq <= self.last_seq {
+        // Increasing, and far below the end of the number space: appends add one per entry
+        // (no log reaches 2^63 entries), so a number there is damage, not history.
+        if seq <= self.last_seq || seq >= SEQ_LIMIT {
             return Err(Error::corrupt("log entry sequence", where_()));
         }
         self.last_seq = seq;
@@ -344,6 +350,26 @@ mod tests {
         let c = LogCursor::new(&media, 5, "log", 10, 30 * BLOCK + 64, BOUNDS);
         let last = c.last().unwrap();
         assert!(matches!(last, Err(Error::Corrupt { .. })), "{last:?}");
+    }
+
+    /// A sequence number at the end of the number space is damage (found by the fuzzer: the
+    /// rebuild's `last + 1` overflowed on `u64::MAX`).
+    #[test]
+    fn sequence_numbers_stay_below_the_limit() {
+        for top in [SEQ_LIMIT, u64::MAX] {
+            let (media, tail) = chain(&[10], 2, |n| if n == 2 { top } else { n });
+            let r: Vec<Result<LogItem>> =
+                LogCursor::new(&media, 5, "log", 10, tail, BOUNDS).collect();
+            assert!(r[0].is_ok());
+            assert!(
+                matches!(&r[1], Err(Error::Corrupt { what, .. }) if what.contains("sequence")),
+                "{top}"
+            );
+        }
+        let (media, tail) = chain(&[10], 2, |n| if n == 2 { SEQ_LIMIT - 1 } else { n });
+        let mut c = LogCursor::new(&media, 5, "log", 10, tail, BOUNDS);
+        assert!(c.by_ref().all(|r| r.is_ok()));
+        assert_eq!(c.last_seq(), SEQ_LIMIT - 1);
     }
 
     #[test]

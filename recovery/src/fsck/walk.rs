@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 
-use novafs_engine::cursor::{entry_at, page_link};
+use novafs_engine::cursor::{entry_at, page_link, SEQ_LIMIT};
 use novafs_engine::inode::{Bounds, LogState};
 use novafs_engine::layout::entry::{Entry, LINE_BYTES, MAX_LINES};
 use novafs_engine::layout::inode::InodeSlot;
@@ -350,6 +350,11 @@ impl Walker<'_, '_> {
     ) -> std::result::Result<(Entry, u64, usize), String> {
         let (e, seq, len) = entry_at(buf, pos, end, String::new).map_err(what)?;
         match mode {
+            // As the engine's cursor: at or past SEQ_LIMIT is damage (and `last + 1` below
+            // never overflows).
+            _ if seq >= SEQ_LIMIT => {
+                Err(format!("log entry sequence number {seq} at or past 2^63"))
+            }
             Mode::Strict if seq <= last_seq => Err(format!(
                 "log entry sequence number {seq} does not increase (previous {last_seq})"
             )),
