@@ -137,7 +137,8 @@ pub struct BlockAlloc {
 /// admitted and when a commit links new log pages; cleared by [`BlockAlloc::free_log`]. A data
 /// or cache block that is marked is another inode's log page: admission refuses it and
 /// [`BlockAlloc::free`] refuses to free it. Plain (not loom) atomics and lock: a damage check,
-/// not part of any modelled protocol.
+/// not part of any modelled protocol. The bitmap reaches the highest marked block: at most one
+/// bit per block of the image (32 MiB of DRAM for a 1 TiB image).
 #[derive(Default)]
 struct LogMarks {
     words: parking_lot::RwLock<Vec<std::sync::atomic::AtomicU64>>,
@@ -349,11 +350,11 @@ impl BlockAlloc {
     /// Return blocks to the free pool (log pages of loaded inodes go back through
     /// [`BlockAlloc::free_log`]). A range with a block that is free already, or that is a
     /// loaded inode's log page, is refused whole (and counted, [`BlockAlloc::refused_frees`]):
-    /// a second free would let two owners be handed the same block. The engine never frees twice on a sound image; a crafted one
-    /// whose extents cross-link two inodes, which the clean-mount fast path cannot see until
-    /// both are loaded (DESIGN §5.8), makes an overwrite of one free the other's block, and
-    /// then its removal frees it again. The blocks of a refused range stay in use (a leak
-    /// that fsck reports), never doubly owned.
+    /// a second free would let two owners be handed the same block. The engine never does
+    /// either on a sound image; a crafted one whose extents cross-link two inodes, which the
+    /// clean-mount fast path cannot see until both are loaded (DESIGN §5.8), makes an
+    /// overwrite of one free the other's block. The blocks of a refused range stay in use (a
+    /// leak that fsck reports), never doubly owned.
     pub fn free(&self, start: u64, len: u64) {
         if len == 0 {
             return;

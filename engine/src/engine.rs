@@ -173,9 +173,10 @@ impl Engine {
         &self.media
     }
 
-    /// Block frees the allocator refused because the block was free already: 0 unless the
-    /// image cross-links blocks between inodes (damage the clean-mount fast path sees only
-    /// once it has been acted on; fsck repairs it). See `BlockAlloc::free`.
+    /// Block frees the allocator refused because the block was free already or is a loaded
+    /// inode's log page: 0 unless the image cross-links blocks between inodes (damage the
+    /// clean-mount fast path sees only once it has been acted on; fsck repairs it). See
+    /// `BlockAlloc::free`.
     pub fn refused_frees(&self) -> u64 {
         self.blocks.refused_frees()
     }
