@@ -35,12 +35,13 @@ impl Engine {
                 format!("inode {ino} block {start}"),
             )
         };
+        let mut runs: Vec<(u64, u64)> = extent_runs(st.map.iter().map(|(&p, &b)| (p, b)))
+            .map(|(_, b, n)| (b, u64::from(n)))
+            .chain(st.cache.iter().map(|(_, b)| (b, 1)))
+            .collect();
         // A log page of a loaded inode is no one else's block: not this inode's data or cache
         // block, nor a log page of its own (that would be the same page in two logs).
-        let data_runs = extent_runs(st.map.iter().map(|(&p, &b)| (p, b)))
-            .map(|(_, b, n)| (b, u64::from(n)))
-            .chain(st.cache.iter().map(|(_, b)| (b, 1)));
-        for (start, len) in data_runs {
+        for &(start, len) in &runs {
             if self.blocks.any_log(start, len) {
                 return Err(bad("block that is a loaded inode's log page", start));
             }
@@ -49,13 +50,8 @@ impl Engine {
             if self.blocks.any_log(p, 1) {
                 return Err(bad("log page of another loaded inode", p));
             }
+            runs.push((p, 1));
         }
-        let mut runs: Vec<(u64, u64)> = extent_runs(st.map.iter().map(|(&p, &b)| (p, b)))
-            .map(|(_, b, n)| (b, u64::from(n)))
-            .chain(st.cache.iter().map(|(_, b)| (b, 1)))
-            .chain(st.log.pages.iter().map(|&p| (p, 1)))
-            .chain(st.cache_log.pages.iter().map(|&p| (p, 1)))
-            .collect();
         runs.sort_unstable();
         for (i, &(start, len)) in runs.iter().enumerate() {
             // `inode::load` checked that every run lies inside the allocatable area.

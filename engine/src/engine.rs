@@ -380,9 +380,7 @@ impl Engine {
     /// another directory that took the number before this directory was loaded is not seen
     /// here: DESIGN §5.8, damage only a rebuild or fsck sees.)
     fn quarantine_dangling_names(&self, st: &InodeState) {
-        for e in st.dir.values() {
-            self.inos.take(e.ino);
-        }
+        self.inos.take(st.dir.values().map(|e| e.ino));
     }
 
     /// Inodes currently cached.

@@ -50,42 +50,52 @@ fn prerequisites() -> Result<PathBuf, String> {
     {
         return Err("no `tests` user and group (useradd -M tests)".into());
     }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = [
-        PathBuf::from(&home).join(".cargo/bin/pjdfstest"),
-        PathBuf::from("/usr/local/bin/pjdfstest"),
-    ];
     let on_path = sh("command -v pjdfstest");
     if on_path.status.success() {
         return Ok(PathBuf::from(
             String::from_utf8_lossy(&on_path.stdout).trim().to_string(),
         ));
     }
-    candidates
-        .into_iter()
-        .find(|p| p.exists())
-        .ok_or_else(|| "pjdfstest is not installed (cargo install pjdfstest --locked)".into())
+    let home = std::env::var("HOME").unwrap_or_default();
+    [
+        PathBuf::from(&home).join(".cargo/bin/pjdfstest"),
+        PathBuf::from("/usr/local/bin/pjdfstest"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .ok_or_else(|| "pjdfstest is not installed (cargo install pjdfstest --locked)".into())
 }
 
-/// Run the suite in `dir` (a fresh directory); returns each case's result ("ok", "FAILED",
-/// "skipped") and the summary line.
+/// The suite's output (stdout, then stderr) for one run in `dir` (a fresh directory), with
+/// `second` as the other file system; `case` narrows it to the cases whose names contain it.
+fn suite_output(
+    bin: &Path,
+    config: &Path,
+    dir: &Path,
+    second: &Path,
+    case: Option<&str>,
+) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("-p")
+        .arg(dir)
+        .arg("-s")
+        .arg(second);
+    cmd.args(case).current_dir(dir);
+    let o = cmd.output().expect("run pjdfstest");
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Run the suite in `dir`; returns each case's result ("ok", "FAILED", "skipped") and the
+/// summary line.
 fn run_suite(
     bin: &Path,
     config: &Path,
     dir: &Path,
     second: &Path,
 ) -> (BTreeMap<String, String>, String) {
-    let o = Command::new(bin)
-        .arg("-c")
-        .arg(config)
-        .arg("-p")
-        .arg(dir)
-        .arg("-s")
-        .arg(second)
-        .current_dir(dir)
-        .output()
-        .expect("run pjdfstest");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let out = suite_output(bin, config, dir, second, None);
     let mut cases = BTreeMap::new();
     let mut summary = String::new();
     for line in out.lines() {
@@ -106,22 +116,10 @@ fn run_suite(
     (cases, summary)
 }
 
-/// Why a case failed, from a verbose rerun of that case alone.
+/// Why a case failed, from a rerun of that case alone (its message, without the backtrace).
 fn why(bin: &Path, config: &Path, dir: &Path, second: &Path, case: &str) -> String {
-    let o = Command::new(bin)
-        .arg("-c")
-        .arg(config)
-        .arg("-p")
-        .arg(dir)
-        .arg("-s")
-        .arg(second)
-        .arg(case)
-        .current_dir(dir)
-        .output()
-        .expect("run pjdfstest");
-    String::from_utf8_lossy(&o.stdout)
+    suite_output(bin, config, dir, second, Some(case))
         .lines()
-        .chain(String::from_utf8_lossy(&o.stderr).lines())
         .filter(|l| {
             !l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && !l.contains(" at ")
         })
