@@ -4,7 +4,10 @@
 //! - **disjoint files**: each thread overwrites 4 KiB pages of its own file;
 //! - **one shared file**: each thread overwrites its own pages of one file (one inode lock);
 //! - **one shared directory**: each thread creates and removes its own names in one directory
-//!   (one directory lock, one directory log).
+//!   (one directory lock, one directory log);
+//! - **raw limit**: each thread makes a 4 KiB non-temporal copy + fence into its own pages of a
+//!   raw region through novafs's persistence layer (`Media`), no engine: how far the machine's
+//!   memory system lets the data copies of the first pattern scale.
 //!
 //! Each configuration runs as rounds of a fixed number of operations per thread; the rounds of
 //! all thread counts are interleaved (so drift of the machine hits all alike) and the table
@@ -15,7 +18,8 @@
 use std::sync::Barrier;
 use std::time::Instant;
 
-use novafs::{FormatOptions, Fs};
+use novafs::{FormatOptions, Fs, MediaMode};
+use novafs_engine::media::{MapOptions, Media};
 
 const PAGE: u64 = 4096;
 /// Pages each thread overwrites in rotation.
@@ -26,6 +30,7 @@ enum Pattern {
     DisjointFiles,
     SharedFile,
     SharedDir,
+    Raw,
 }
 
 impl Pattern {
@@ -34,12 +39,13 @@ impl Pattern {
             Pattern::DisjointFiles => "4 KiB write_at, disjoint files",
             Pattern::SharedFile => "4 KiB write_at, one shared file (own pages)",
             Pattern::SharedDir => "create + remove, one shared directory",
+            Pattern::Raw => "raw limit: 4 KiB write_nt + fence, own pages",
         }
     }
 }
 
 /// One round: `threads` threads, `ops` operations each; returns operations per second.
-fn round(fs: &Fs, pattern: Pattern, threads: usize, ops: u64, round_no: u64) -> f64 {
+fn round(fs: &Fs, raw: &Media, pattern: Pattern, threads: usize, ops: u64, round_no: u64) -> f64 {
     let barrier = Barrier::new(threads + 1);
     let buf = vec![0x5au8; PAGE as usize];
     let elapsed = std::thread::scope(|s| {
@@ -59,7 +65,7 @@ fn round(fs: &Fs, pattern: Pattern, threads: usize, ops: u64, round_no: u64) -> 
                             .open("/shared")
                             .expect("open shared file"),
                     ),
-                    Pattern::SharedDir => None,
+                    Pattern::SharedDir | Pattern::Raw => None,
                 };
                 let base = match pattern {
                     Pattern::SharedFile => t as u64 * PAGES_PER_THREAD,
@@ -68,6 +74,11 @@ fn round(fs: &Fs, pattern: Pattern, threads: usize, ops: u64, round_no: u64) -> 
                 barrier.wait();
                 for i in 0..ops {
                     match &file {
+                        None if matches!(pattern, Pattern::Raw) => {
+                            let pg = t as u64 * PAGES_PER_THREAD + i % PAGES_PER_THREAD;
+                            raw.write_nt(pg * PAGE, buf).expect("write_nt");
+                            raw.fence();
+                        }
                         Some(f) => {
                             let pg = base + i % PAGES_PER_THREAD;
                             f.write_at(buf, pg * PAGE).expect("write_at");
@@ -112,6 +123,21 @@ fn main() {
     }
     fs.write("/shared", &vec![0u8; zero.len() * max_threads])
         .expect("shared file");
+    let raw = Media::create(
+        &dir.path().join("raw"),
+        PAGES_PER_THREAD * PAGE * max_threads as u64,
+        true,
+        &MapOptions::default(),
+    )
+    .expect("raw region");
+    assert_eq!(
+        raw.mode(),
+        MediaMode::Emulated,
+        "the raw region: emulated pmem"
+    );
+    raw.zero_nt(0, PAGES_PER_THREAD * PAGE * max_threads as u64)
+        .expect("fill the raw region");
+    raw.fence();
     println!(
         "novafs {:?} mode, {max_threads} hardware threads, {rounds} interleaved rounds; \
          median operations per second (scaling = n threads / 1 thread, same run)",
@@ -135,6 +161,7 @@ fn main() {
         Pattern::DisjointFiles,
         Pattern::SharedFile,
         Pattern::SharedDir,
+        Pattern::Raw,
     ] {
         let ops = match pattern {
             Pattern::SharedDir => 2_000,
@@ -143,11 +170,11 @@ fn main() {
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
         // Warm-up round of each count (first-touch of pages, inode cache).
         for &n in &counts {
-            round(&fs, pattern, n, ops / 10, u64::MAX - n as u64);
+            round(&fs, &raw, pattern, n, ops / 10, u64::MAX - n as u64);
         }
         for r in 0..rounds as u64 {
             for (k, &n) in counts.iter().enumerate() {
-                results[k].push(round(&fs, pattern, n, ops, r * 100 + n as u64));
+                results[k].push(round(&fs, &raw, pattern, n, ops, r * 100 + n as u64));
             }
         }
         let medians: Vec<f64> = results.iter_mut().map(|v| median(v)).collect();

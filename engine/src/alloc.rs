@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::sync::{AtomicU64, Mutex};
+use crate::sync::{AtomicU64, Mutex, Padded};
 
 use crate::error::{Error, Result};
 
@@ -28,6 +28,14 @@ struct Shard {
     /// Single blocks freed recently, reused first (LIFO: likely still in the CPU cache), merged
     /// into `free` when the stack fills up.
     recent: Vec<u64>,
+    /// Blocks free here (in `free` and `recent`): the shard's share of the free count, kept
+    /// under its own lock (no count shared by every allocation).
+    count: u64,
+    /// First block of the shard (the base of `marks`).
+    base: u64,
+    /// Which of the shard's blocks are log pages of a loaded inode, a bit per block from
+    /// `base` up to the highest marked one (see [`BlockAlloc::mark_log`]).
+    marks: Vec<u64>,
 }
 
 /// Recently freed single blocks kept per shard before merging.
@@ -53,6 +61,7 @@ impl Shard {
         self.recent = recent;
     }
 
+    /// Put `[start, start + len)` into the extent map (the count is the caller's).
     fn insert(&mut self, mut start: u64, mut len: u64) {
         if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
             debug_assert!(ps + pl <= start, "double free of block {start}");
@@ -69,8 +78,15 @@ impl Shard {
         self.free.insert(start, len);
     }
 
-    /// Take up to `want` blocks, preferring one contiguous run.
+    /// Take up to `want` blocks (all of them when `count` allows), preferring one contiguous
+    /// run; the count follows.
     fn take(&mut self, want: u64, out: &mut Vec<Extent>) -> u64 {
+        let got = self.take_runs(want, out);
+        self.count -= got;
+        got
+    }
+
+    fn take_runs(&mut self, want: u64, out: &mut Vec<Extent>) -> u64 {
         if want == 1 {
             if let Some(b) = self.recent.pop() {
                 out.push(Extent { start: b, len: 1 });
@@ -112,79 +128,40 @@ impl Shard {
         }
         got
     }
-}
 
-/// The block allocator.
-pub struct BlockAlloc {
-    shards: Vec<Mutex<Shard>>,
-    first: u64,
-    /// One past the last managed block (grows with [`BlockAlloc::grow`]).
-    end: AtomicU64,
-    shard_span: u64,
-    free: AtomicU64,
-    /// Blocks only space-freeing operations may take, so that deleting always works on a
-    /// full image (their log entries need room).
-    reserve: u64,
-    /// Frees refused because a block of the range was free already or is a loaded inode's log
-    /// page (see [`BlockAlloc::free`]).
-    refused: AtomicU64,
-    /// Log pages of the inodes loaded in DRAM, a bit per block (see [`LogMarks`]).
-    log_marks: LogMarks,
-}
-
-/// Which blocks are log pages of a loaded inode: on the clean-mount fast path the only global
-/// knowledge of block ownership besides the free map (DESIGN §5.8). Set when an inode is
-/// admitted and when a commit links new log pages; cleared by [`BlockAlloc::free_log`]. A data
-/// or cache block that is marked is another inode's log page: admission refuses it and
-/// [`BlockAlloc::free`] refuses to free it. Plain (not loom) atomics and lock: a damage check,
-/// not part of any modelled protocol. The bitmap reaches the highest marked block: at most one
-/// bit per block of the image (32 MiB of DRAM for a 1 TiB image).
-#[derive(Default)]
-struct LogMarks {
-    words: parking_lot::RwLock<Vec<std::sync::atomic::AtomicU64>>,
-}
-
-impl LogMarks {
-    fn set(&self, block: u64, on: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let (w, bit) = ((block / 64) as usize, 1u64 << (block % 64));
-        {
-            let words = self.words.read();
-            if let Some(word) = words.get(w) {
-                if on {
-                    word.fetch_or(bit, Relaxed);
-                } else {
-                    word.fetch_and(!bit, Relaxed);
-                }
+    /// Mark (or unmark) `block`, one of this shard's, as a loaded inode's log page.
+    fn mark(&mut self, block: u64, on: bool) {
+        let i = block - self.base;
+        let (w, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+        if w >= self.marks.len() {
+            if !on {
                 return;
             }
+            self.marks.resize(w + 1, 0);
         }
         if on {
-            let mut words = self.words.write();
-            if words.len() <= w {
-                words.resize_with(w + 1, Default::default);
-            }
-            words[w].fetch_or(bit, Relaxed);
+            self.marks[w] |= bit;
+        } else {
+            self.marks[w] &= !bit;
         }
     }
 
-    fn any(&self, start: u64, len: u64) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let words = self.words.read();
-        let end = start.saturating_add(len);
-        let mut b = start;
+    /// Whether any block of `[lo, hi)` (this shard's) is marked.
+    fn marked_any(&self, lo: u64, hi: u64) -> bool {
+        let mut b = lo - self.base;
+        let end = hi - self.base;
         while b < end {
-            let Some(word) = words.get((b / 64) as usize) else {
+            let Some(&word) = self.marks.get((b / 64) as usize) else {
                 return false;
             };
-            let lo = b % 64;
-            let n = (end - b).min(64 - lo);
+            let at = b % 64;
+            let n = (end - b).min(64 - at);
             let mask = if n == 64 {
                 u64::MAX
             } else {
-                ((1u64 << n) - 1) << lo
+                ((1u64 << n) - 1) << at
             };
-            if word.load(Relaxed) & mask != 0 {
+            if word & mask != 0 {
                 return true;
             }
             b += n;
@@ -193,14 +170,30 @@ impl LogMarks {
     }
 }
 
-thread_local! {
-    static HOME: usize = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::thread::current().id().hash(&mut h);
-        h.finish() as usize
-    };
+/// The block allocator.
+pub struct BlockAlloc {
+    /// Each on its own cache lines: two threads' allocations touch no common line.
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    first: u64,
+    /// One past the last managed block (grows with [`BlockAlloc::grow`]).
+    end: AtomicU64,
+    shard_span: u64,
+    /// Blocks only space-freeing operations may take, so that deleting always works on a
+    /// full image (their log entries need room).
+    reserve: u64,
+    /// Frees refused because a block of the range was free already or is a loaded inode's log
+    /// page (see [`BlockAlloc::free`]).
+    refused: AtomicU64,
 }
+
+// Log-page marks. Which blocks are log pages of a loaded inode is, on the clean-mount fast
+// path, the only global knowledge of block ownership besides the free map (DESIGN §5.8). A
+// block is marked when an inode is admitted and when a commit links new log pages, and
+// unmarked by [`BlockAlloc::free_log`]. A data or cache block that is marked is another inode's
+// log page: admission refuses it and [`BlockAlloc::free`] refuses to free it. The bits live in
+// the shard that owns the block, under its lock, so a free checks them in the same lock round
+// trip. Each shard's bitmap reaches its highest marked block: at most one bit per block of the
+// image (32 MiB of DRAM for a 1 TiB image).
 
 impl BlockAlloc {
     /// An allocator for blocks `[first, end)`, all in use until [`BlockAlloc::free`]d.
@@ -208,21 +201,22 @@ impl BlockAlloc {
         let shards = shards.max(1);
         let span = (end.saturating_sub(first)).div_ceil(shards as u64).max(1);
         BlockAlloc {
-            shards: (0..shards)
-                .map(|_| {
-                    Mutex::new(Shard {
+            shards: (0..shards as u64)
+                .map(|i| {
+                    Padded(Mutex::new(Shard {
                         free: BTreeMap::new(),
                         recent: Vec::with_capacity(RECENT_MAX),
-                    })
+                        count: 0,
+                        base: first + i * span,
+                        marks: Vec::new(),
+                    }))
                 })
                 .collect(),
             first,
             end: AtomicU64::new(end),
             shard_span: span,
-            free: AtomicU64::new(0),
             reserve: (end.saturating_sub(first) / 256).clamp(4, 256),
             refused: AtomicU64::new(0),
-            log_marks: LogMarks::default(),
         }
     }
 
@@ -230,9 +224,31 @@ impl BlockAlloc {
         (((block - self.first) / self.shard_span) as usize).min(self.shards.len() - 1)
     }
 
-    /// Blocks free now.
+    /// The shards covering `[start, start + len)` (inside the managed range), each with the
+    /// part of the range it owns.
+    fn pieces(&self, start: u64, len: u64) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+        let end = start.saturating_add(len).min(self.end());
+        let mut s = start.max(self.first);
+        std::iter::from_fn(move || {
+            if s >= end {
+                return None;
+            }
+            let sh = self.shard_of(s);
+            let shard_end = if sh + 1 == self.shards.len() {
+                end
+            } else {
+                self.first + (sh as u64 + 1) * self.shard_span
+            };
+            let e = end.min(shard_end);
+            let piece = (sh, s, e);
+            s = e;
+            Some(piece)
+        })
+    }
+
+    /// Blocks free now (a sum over the shards: for statistics, not a fast path).
     pub fn free_blocks(&self) -> u64 {
-        self.free.load(Ordering::Relaxed)
+        self.shards.iter().map(|s| s.lock().count).sum()
     }
 
     /// Managed range.
@@ -266,43 +282,41 @@ impl BlockAlloc {
 
     /// Allocate `n` blocks; `use_reserve` lets a space-freeing operation (unlink, rmdir,
     /// rename, truncate, punch) dip into the reserve.
+    ///
+    /// The fast path locks only this thread's home shard ([`crate::sync::home`]): it serves
+    /// the request when the shard alone holds `n` blocks beyond the whole reserve (so the
+    /// image keeps its reserve whatever the other shards hold). Otherwise every shard is
+    /// locked, in index order (the order of every multi-shard lock here), the free count is
+    /// their sum and the blocks come from the home shard first, then the others.
     pub fn alloc_with(&self, n: u64, use_reserve: bool) -> Result<Vec<Extent>> {
         let mut out = Vec::new();
         if n == 0 {
             return Ok(out);
         }
         let floor = if use_reserve { 0 } else { self.reserve };
-        // Reserve the count first so that concurrent allocators cannot both over-commit.
-        let mut cur = self.free.load(Ordering::Relaxed);
-        loop {
-            if cur < n + floor {
-                return Err(Error::NoSpace);
-            }
-            match self
-                .free
-                .compare_exchange_weak(cur, cur - n, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(v) => cur = v,
+        let k = self.shards.len();
+        let home = crate::sync::home() % k;
+        {
+            let mut sh = self.shards[home].lock();
+            if sh.count >= n.saturating_add(floor) {
+                let got = sh.take(n, &mut out);
+                debug_assert_eq!(got, n, "a shard's count and its extents disagree");
+                return Ok(out);
             }
         }
-        let home = HOME.with(|h| *h) % self.shards.len();
+        let mut all: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let total: u64 = all.iter().map(|s| s.count).sum();
+        if total < n.saturating_add(floor) {
+            return Err(Error::NoSpace);
+        }
         let mut got = 0;
-        for i in 0..self.shards.len() {
-            let s = (home + i) % self.shards.len();
-            got += self.shards[s].lock().take(n - got, &mut out);
+        for i in 0..k {
+            got += all[(home + i) % k].take(n - got, &mut out);
             if got == n {
                 break;
             }
         }
-        if got < n {
-            // Another thread holds reserved-but-not-yet-taken blocks; give back and fail.
-            for e in &out {
-                self.insert(e.start, e.len);
-            }
-            self.free.fetch_add(n - got, Ordering::AcqRel);
-            return Err(Error::NoSpace);
-        }
+        debug_assert_eq!(got, n, "the shards' counts and their extents disagree");
         Ok(out)
     }
 
@@ -314,7 +328,7 @@ impl BlockAlloc {
         }
         // Try each shard for a run that fits.
         self.free_extents(&ext);
-        for s in &self.shards {
+        for s in self.shards.iter() {
             let mut sh = s.lock();
             sh.merge_recent();
             let fit = sh.free.iter().find(|(_, &l)| l >= n).map(|(&s, &l)| (s, l));
@@ -323,28 +337,11 @@ impl BlockAlloc {
                 if l > n {
                     sh.free.insert(st + n, l - n);
                 }
-                self.free.fetch_sub(n, Ordering::AcqRel);
+                sh.count -= n;
                 return Ok(st);
             }
         }
         Err(Error::NoSpace)
-    }
-
-    fn insert(&self, start: u64, len: u64) {
-        // Split at shard boundaries.
-        let mut s = start;
-        let end = start + len;
-        while s < end {
-            let sh = self.shard_of(s);
-            let shard_end = if sh + 1 == self.shards.len() {
-                self.end()
-            } else {
-                self.first + (sh as u64 + 1) * self.shard_span
-            };
-            let e = end.min(shard_end);
-            self.shards[sh].lock().insert(s, e - s);
-            s = e;
-        }
     }
 
     /// Return blocks to the free pool (log pages of loaded inodes go back through
@@ -365,51 +362,69 @@ impl BlockAlloc {
             self.first,
             self.end()
         );
-        if self.log_marks.any(start, len) {
+        if len == 1 {
+            let mut sh = self.shards[self.shard_of(start)].lock();
+            self.free_one(&mut sh, start);
+            return;
+        }
+        // Every shard the range touches, locked in index order, checked before any change.
+        let pieces: Vec<(usize, u64, u64)> = self.pieces(start, len).collect();
+        let mut locked: Vec<_> = pieces.iter().map(|p| self.shards[p.0].lock()).collect();
+        let refused = pieces
+            .iter()
+            .zip(&locked)
+            .any(|(&(_, lo, hi), sh)| sh.marked_any(lo, hi) || sh.holds_any(lo, hi));
+        if refused {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.free_unmarked(start, len);
+        for (&(_, lo, hi), sh) in pieces.iter().zip(locked.iter_mut()) {
+            sh.insert(lo, hi - lo);
+            sh.count += hi - lo;
+        }
+    }
+
+    /// Free one block of the locked shard `sh` (refused if marked or free already).
+    fn free_one(&self, sh: &mut Shard, block: u64) {
+        if sh.marked_any(block, block + 1) || sh.holds_any(block, block + 1) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if sh.recent.len() >= RECENT_MAX {
+            sh.merge_recent();
+        }
+        sh.recent.push(block);
+        sh.count += 1;
     }
 
     /// Return a log page of a loaded inode (its mark cleared) to the free pool.
     pub fn free_log(&self, page: u64) {
-        self.log_marks.set(page, false);
-        self.free(page, 1);
+        assert!(
+            page >= self.first && page < self.end(),
+            "freeing log page {page} outside [{}, {})",
+            self.first,
+            self.end()
+        );
+        let mut sh = self.shards[self.shard_of(page)].lock();
+        sh.mark(page, false);
+        self.free_one(&mut sh, page);
     }
 
-    /// Note `pages` as log pages of a loaded inode.
+    /// Note `pages` as log pages of a loaded inode (pages outside the managed range are no
+    /// blocks of the allocator's and are not noted).
     pub fn mark_log(&self, pages: &[u64]) {
+        let (first, end) = (self.first, self.end());
         for &p in pages {
-            self.log_marks.set(p, true);
+            if p >= first && p < end {
+                self.shards[self.shard_of(p)].lock().mark(p, true);
+            }
         }
     }
 
     /// Whether any block of `[start, start + len)` is a loaded inode's log page.
     pub fn any_log(&self, start: u64, len: u64) -> bool {
-        self.log_marks.any(start, len)
-    }
-
-    fn free_unmarked(&self, start: u64, len: u64) {
-        if len == 1 {
-            let mut sh = self.shards[self.shard_of(start)].lock();
-            if sh.holds_any(start, start + 1) {
-                drop(sh);
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            if sh.recent.len() >= RECENT_MAX {
-                sh.merge_recent();
-            }
-            sh.recent.push(start);
-        } else {
-            if self.any_free(start, len) {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.insert(start, len);
-        }
-        self.free.fetch_add(len, Ordering::AcqRel);
+        self.pieces(start, len)
+            .any(|(sh, lo, hi)| self.shards[sh].lock().marked_any(lo, hi))
     }
 
     /// Frees refused because a block was free already: 0 on a sound image.
@@ -427,7 +442,7 @@ impl BlockAlloc {
     /// All free extents, sorted (for saving state and for fsck).
     pub fn extents(&self) -> Vec<Extent> {
         let mut v: Vec<Extent> = Vec::new();
-        for s in &self.shards {
+        for s in self.shards.iter() {
             let mut sh = s.lock();
             sh.merge_recent();
             v.extend(sh.free.iter().map(|(&start, &len)| Extent { start, len }));
@@ -438,12 +453,8 @@ impl BlockAlloc {
 
     /// Whether any block of `[start, start + len)` is free.
     pub fn any_free(&self, start: u64, len: u64) -> bool {
-        let lo = start.max(self.first);
-        let hi = start.saturating_add(len).min(self.end());
-        if lo >= hi {
-            return false;
-        }
-        (self.shard_of(lo)..=self.shard_of(hi - 1)).any(|i| self.shards[i].lock().holds_any(lo, hi))
+        self.pieces(start, len)
+            .any(|(sh, lo, hi)| self.shards[sh].lock().holds_any(lo, hi))
     }
 
     /// Whether `block` is free.

@@ -104,7 +104,7 @@ pub struct Engine {
     pub(crate) writeback: crate::state::writeback::Writeback,
     pub(crate) gc: crate::state::gc::Gc,
     /// Mutating operations hold it shared; unmount and crash exclusively.
-    pub(crate) gate: RwLock<()>,
+    pub(crate) gate: crate::state::gate::Gate,
     /// Which loaded directory names each subdirectory (a second name is `Corrupt`).
     pub(crate) dir_names: crate::state::dirnames::DirNames,
     /// Live direct-access mappings per inode (`mapping.rs`).
@@ -146,7 +146,7 @@ impl Engine {
             mounted: AtomicBool::new(true),
             writeback: Default::default(),
             gc: Default::default(),
-            gate: RwLock::new(()),
+            gate: Default::default(),
             dir_names: Default::default(),
             maps: Default::default(),
         }
@@ -191,6 +191,14 @@ impl Engine {
         *self.sb.read()
     }
 
+    /// The blocks an extent may use: the block allocator's range, which is the superblock's
+    /// (first free block to the replica) and follows a growth once the new superblock is
+    /// committed (read without the superblock's lock: this is on every transaction's path).
+    pub(crate) fn bounds(&self) -> Bounds {
+        let (lo, hi) = self.blocks.range();
+        Bounds { lo, hi }
+    }
+
     /// Replace the superblock after its new value was committed to the media (`grow.rs`).
     pub(crate) fn set_superblock(&self, sb: Superblock) {
         *self.sb.write() = sb;
@@ -230,7 +238,7 @@ impl Engine {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        let guard = self.gate.read_recursive();
+        let guard = self.gate.read();
         self.check_mounted()?;
         Ok(guard)
     }
@@ -314,7 +322,7 @@ impl Engine {
             return Err(Error::NotFound);
         }
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
-        let st = crate::inode::load(&self.media, slot_off, ino, Bounds::of(&self.superblock()))?;
+        let st = crate::inode::load(&self.media, slot_off, ino, self.bounds())?;
         if let Err(e) = self.admit_blocks(ino, &st) {
             // Not damage when a concurrent load cached the inode and an operation changed it
             // meanwhile (an overwrite frees the blocks this older state maps), or when it was
@@ -508,7 +516,7 @@ impl Engine {
                 blocks: Some(&self.blocks),
                 inos: Some(&self.inos),
                 journal: Some(&self.journal),
-                bounds: Bounds::of(&self.superblock()),
+                bounds: self.bounds(),
             },
             mark,
         )
@@ -622,7 +630,7 @@ impl Engine {
         if !self.read_only {
             // Under the operation gate: unmount and crash wait for these migrations (they
             // allocate and free blocks) before saving or dropping the allocator state.
-            let _op = self.gate.read_recursive();
+            let _op = self.gate.read();
             if self.mounted.load(Ordering::Acquire) {
                 // Failure-atomic caches are committed only by their owner's sync.
                 self.migrate_all(false)?;

@@ -105,13 +105,7 @@ pub struct Recovered {
     pub read_only: bool,
 }
 
-/// Allocator shards and default recovery threads: one per core. Asked once per process
-/// (`available_parallelism` reads the cgroup's CPU quota from /sys: several system calls that
-/// were 8% of a mount of a small image).
-pub fn cores() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-}
+pub use crate::sync::cores;
 
 impl Engine {
     /// Format the file at `path` as a novafs image of `size_bytes` and mount it.

@@ -69,3 +69,37 @@ impl<T> RwLock<T> {
         self.0.write().expect("poisoned")
     }
 }
+
+/// A value alone on its cache lines (128 bytes: two lines, as adjacent-line prefetchers pair
+/// them), so that threads working on neighbouring values do not bounce a shared line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// This thread's home index: threads are numbered in the order they first ask (0, 1, 2, ...),
+/// so that up to as many threads as there are shards of a per-thread structure (the block
+/// allocator's shards, the operation gate) each get their own shard. Under loom every model
+/// thread runs on one OS thread and shares one index.
+pub fn home() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static HOME: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    HOME.with(|h| *h)
+}
+
+/// Allocator shards, operation-gate locks and default recovery threads: one per core. Asked
+/// once per process (`available_parallelism` reads the cgroup's CPU quota from /sys: several
+/// system calls that were 8% of a mount of a small image).
+pub fn cores() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}

@@ -1,6 +1,9 @@
-//! loom model checks of the block allocator's concurrent paths: the free count is reserved
-//! first (compare-and-swap), then blocks are taken from shards under their locks, stealing from
-//! other shards; frees return to the owning shard (or its recently-freed stack). In every
+//! loom model checks of the block allocator's concurrent paths: an allocation takes from its
+//! home shard under that shard's lock when the shard alone holds the request (beyond the
+//! reserve), otherwise it locks every shard in index order, sums their counts and takes from
+//! them all; frees return to the owning shard (or its recently-freed stack), a range across
+//! shards under all their locks. (All loom threads share one home index, so the first
+//! allocation below takes the fast path and the second the all-shards path.) In every
 //! interleaving: no block is handed out twice, the count matches the free extents, and an
 //! allocation fails only when space is really short.
 //!

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dirnames;
+pub mod gate;
 pub mod gc;
 pub mod maptable;
 pub mod writeback;
