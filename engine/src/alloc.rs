@@ -414,9 +414,22 @@ impl BlockAlloc {
     /// blocks of the allocator's and are not noted).
     pub fn mark_log(&self, pages: &[u64]) {
         let (first, end) = (self.first, self.end());
+        // One lock round trip per run of pages in one shard (a rebuild marks every loaded
+        // log's pages in one call, sorted).
+        let mut held: Option<(usize, crate::sync::MutexGuard<'_, Shard>)> = None;
         for &p in pages {
-            if p >= first && p < end {
-                self.shards[self.shard_of(p)].lock().mark(p, true);
+            if p < first || p >= end {
+                continue;
+            }
+            let k = self.shard_of(p);
+            match &mut held {
+                Some((at, sh)) if *at == k => sh.mark(p, true),
+                _ => {
+                    drop(held.take()); // one shard lock at a time
+                    let mut sh = self.shards[k].lock();
+                    sh.mark(p, true);
+                    held = Some((k, sh));
+                }
             }
         }
     }

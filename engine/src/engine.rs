@@ -264,15 +264,20 @@ impl Engine {
     /// Put a loaded inode into the cache (recovery).
     pub(crate) fn cache_insert(&self, ino: u64, st: InodeState) -> Result<Arc<Inode>> {
         let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
-        let inode = Arc::new(Inode {
-            ino,
-            slot_off,
-            state: crate::sync::RwLock::new(st),
-            open: Default::default(),
-            last_store: Default::default(),
-        });
+        let inode = Arc::new(Inode::new(ino, slot_off, st));
         self.shard(ino).write().insert(ino, inode.clone());
         Ok(inode)
+    }
+
+    /// Put the inodes a rebuild loaded into the cache (each shard's table sized once).
+    pub(crate) fn cache_insert_all(&self, inodes: Vec<Arc<Inode>>) {
+        let per_shard = inodes.len() / CACHE_SHARDS + 1;
+        for shard in &self.cache {
+            shard.write().reserve(per_shard + per_shard / 8);
+        }
+        for inode in inodes {
+            self.shard(inode.ino).write().insert(inode.ino, inode);
+        }
     }
 
     /// Where inode `ino` lives on the image, as of now (an owned snapshot taken under its

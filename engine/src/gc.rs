@@ -23,7 +23,7 @@ pub use crate::state::gc::{GcConfig, GcStats, BACKGROUND_RATIO, INLINE_RATIO};
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::inode::{extent_runs, InodeState};
+use crate::inode::{extent_runs, Inode, InodeState};
 use crate::layout::entry::{attr_mask, Entry};
 use crate::layout::Kind;
 
@@ -207,14 +207,15 @@ impl Engine {
         Ok(freed)
     }
 
-    /// After a recovery: drop the dead prefix of every loaded log. Fast GC runs after each
+    /// After a recovery: drop the dead prefix of every loaded log (`candidates`: the loaded
+    /// inodes whose log may have one, as the rebuild lists them). Fast GC runs after each
     /// commit, so a crash between a commit and its GC (or inside a recovery, between a cache
     /// migration and its GC) leaves a dead prefix that no later commit of that inode may
     /// come to drop; recovery drops it, so that every recovery of an image ends with the same
     /// blocks in use, however often it was interrupted.
-    pub fn gc_dead_prefixes(&self) -> Result<u64> {
+    pub fn gc_dead_prefixes(&self, candidates: &[std::sync::Arc<Inode>]) -> Result<u64> {
         let mut freed = 0;
-        for i in self.cached_inodes() {
+        for i in candidates {
             let mut st = i.state.write();
             if st.removed || st.freed || st.log.dead_prefix() == 0 {
                 continue;

@@ -439,6 +439,19 @@ pub struct Inode {
     pub last_store: AtomicU64,
 }
 
+impl Inode {
+    /// Inode `ino` (slot at `slot_off`) with its loaded state, no handle open.
+    pub fn new(ino: u64, slot_off: u64, st: InodeState) -> Inode {
+        Inode {
+            ino,
+            slot_off,
+            state: RwLock::new(st),
+            open: Default::default(),
+            last_store: Default::default(),
+        }
+    }
+}
+
 const MEMO_BLOCK_BITS: u32 = 40;
 
 impl Inode {

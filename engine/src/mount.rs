@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::inode::InodeState;
+use crate::inode::Inode;
 use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::itable_map::{self, MapWord};
 use crate::layout::state::{MountState, CLEAN_MAGIC};
@@ -99,8 +99,9 @@ pub struct Recovered {
     pub blocks: BlockAlloc,
     /// The inode allocator.
     pub inos: InodeAlloc,
-    /// Inode states loaded by a rebuild (none after a clean mount: inodes load lazily).
-    pub loaded: Vec<(u64, InodeState)>,
+    /// Inodes loaded by a rebuild (none after a clean mount: inodes load lazily), built on
+    /// the rebuild's threads.
+    pub loaded: Vec<Arc<Inode>>,
     /// Refuse all changes.
     pub read_only: bool,
 }
@@ -176,14 +177,18 @@ impl Engine {
     /// Then [`Engine::start_session`].
     pub fn assemble(media: Arc<Media>, r: Recovered) -> Result<Engine> {
         let engine = Engine::new_internal(media, r.sb, r.blocks, r.inos, r.chunks, r.read_only);
-        for (ino, st) in r.loaded {
+        let mut log_pages = Vec::with_capacity(r.loaded.len());
+        for inode in &r.loaded {
+            let st = inode.state.read();
             if st.attr.kind == Kind::Dir {
-                engine.dir_names.note_loaded(ino, &st)?;
+                engine.dir_names.note_loaded(inode.ino, &st)?;
             }
-            engine.blocks.mark_log(&st.log.pages);
-            engine.blocks.mark_log(&st.cache_log.pages);
-            engine.cache_insert(ino, st)?;
+            log_pages.extend_from_slice(&st.log.pages);
+            log_pages.extend_from_slice(&st.cache_log.pages);
         }
+        log_pages.sort_unstable();
+        engine.blocks.mark_log(&log_pages);
+        engine.cache_insert_all(r.loaded);
         Ok(engine)
     }
 
@@ -205,11 +210,11 @@ impl Engine {
 
     /// After a rebuild ([`Engine::assemble`] with every reachable inode loaded): migrate every
     /// MAP_SYNC write cache into its file, reset every failure-atomic one (its pages were left
-    /// free). Idempotent. Returns the caches handled.
-    pub fn recover_caches(&self) -> Result<usize> {
-        let with_cache: Vec<_> = self
-            .cached_inodes()
-            .into_iter()
+    /// free). `candidates`: the loaded inodes that may have a write cache (the rebuild lists
+    /// them; each is checked again here). Idempotent. Returns the caches handled.
+    pub fn recover_caches(&self, candidates: &[Arc<Inode>]) -> Result<usize> {
+        let with_cache: Vec<_> = candidates
+            .iter()
             .filter(|i| i.state.read().cache_log.tail_off != 0)
             .collect();
         // First reset every failure-atomic cache: its pages were left free, and a migration

@@ -8,14 +8,14 @@
 #![forbid(unsafe_code)]
 
 #[cfg(not(loom))]
-pub use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(not(loom))]
 pub use std::sync::atomic::AtomicU64;
 
 #[cfg(loom)]
 pub use loom::sync::atomic::AtomicU64;
 #[cfg(loom)]
-pub use loom::sync::{RwLockReadGuard, RwLockWriteGuard};
+pub use loom::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
 
 /// loom's mutex with parking_lot's interface.
 #[cfg(loom)]

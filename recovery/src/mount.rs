@@ -82,9 +82,9 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
                 read_only: false,
             };
             let engine = Engine::assemble(media.clone(), r)?;
-            report.caches_recovered = engine.recover_caches()?;
+            report.caches_recovered = engine.recover_caches(&rebuilt.with_cache)?;
             if opts.gc.fast {
-                engine.gc_dead_prefixes()?;
+                engine.gc_dead_prefixes(&rebuilt.dead_prefix)?;
             }
             engine
         }

@@ -8,9 +8,10 @@
 //! them warm.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use novafs_engine::alloc::{BlockAlloc, InodeAlloc};
-use novafs_engine::inode::{self, slot_offset, Bounds, InodeState};
+use novafs_engine::inode::{self, slot_offset, Bounds, Inode, InodeState};
 use novafs_engine::layout::superblock::Superblock;
 use novafs_engine::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ROOT_INO};
 use novafs_engine::media::Media;
@@ -23,8 +24,13 @@ pub struct Rebuilt {
     pub blocks: BlockAlloc,
     /// Every inode number no directory names, free.
     pub inos: InodeAlloc,
-    /// The reachable inodes' states (write caches trimmed as recovery keeps them).
-    pub loaded: Vec<(u64, InodeState)>,
+    /// The reachable inodes, built on the walk's threads (write caches trimmed as recovery
+    /// keeps them).
+    pub loaded: Vec<Arc<Inode>>,
+    /// The loaded inodes with a write cache (for `Engine::recover_caches`).
+    pub with_cache: Vec<Arc<Inode>>,
+    /// The loaded inodes whose log starts with dead pages (for `Engine::gc_dead_prefixes`).
+    pub dead_prefix: Vec<Arc<Inode>>,
     /// Inodes scanned.
     pub scanned: u64,
 }
@@ -72,8 +78,19 @@ struct Walk<'a> {
 /// A reachable inode to load: (inode, the kind its directory entry says, the directory).
 type Item = (u64, Kind, u64);
 
-/// What one worker did with its share of a level: the next level's items, the inodes loaded.
-type Share = (Vec<Item>, Vec<(u64, InodeState)>);
+/// What one worker did with its share of a level.
+#[derive(Default)]
+struct Share {
+    /// The next level's items.
+    next: Vec<Item>,
+    /// The inodes loaded.
+    done: Vec<Arc<Inode>>,
+    /// Each loaded non-directory's stored link count.
+    links: Vec<(u64, u32)>,
+    /// Those of `done` with a write cache, and with a dead log prefix.
+    with_cache: Vec<Arc<Inode>>,
+    dead_prefix: Vec<Arc<Inode>>,
+}
 
 /// Rebuild on `threads` threads (0 = one per core). Returns the allocators and the loaded
 /// inodes, or the first inconsistency found as `Corrupt`.
@@ -104,27 +121,42 @@ pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -
         }
     }
     w.seen.set(ROOT_INO);
-    let mut loaded: Vec<(u64, InodeState)> = Vec::new();
+    let mut all = Share::default();
     let mut frontier: Vec<Item> = vec![(ROOT_INO, Kind::Dir, ROOT_INO)];
     while !frontier.is_empty() {
         let cursor = AtomicUsize::new(0);
+        // Work is taken in grains of up to 64 items, small enough that every thread gets
+        // several (a level of 100 directories is 100 grains of one on 2 threads, not 64 + 36).
+        let grain = (frontier.len() / (threads * 8)).clamp(1, 64);
         let work = || -> Result<Share> {
-            let mut next = Vec::new();
-            let mut done = Vec::new();
+            let mut sh = Share::default();
             loop {
-                let start = cursor.fetch_add(64, Ordering::Relaxed);
+                let start = cursor.fetch_add(grain, Ordering::Relaxed);
                 if start >= frontier.len() {
                     break;
                 }
-                for &item in &frontier[start..(start + 64).min(frontier.len())] {
-                    let st = w.load_one(item, &mut next)?;
-                    done.push((item.0, st));
+                for &item in &frontier[start..(start + grain).min(frontier.len())] {
+                    let (off, st) = w.load_one(item, &mut sh.next)?;
+                    if st.attr.kind != Kind::Dir {
+                        sh.links.push((item.0, st.attr.nlink));
+                    }
+                    let (cached, dead) = (st.cache_log.tail_off != 0, st.log.dead_prefix() != 0);
+                    // The inode is built here, on the walk's threads: the engine only
+                    // files it (one move of the state, in parallel).
+                    let inode = Arc::new(Inode::new(item.0, off, st));
+                    if cached {
+                        sh.with_cache.push(inode.clone());
+                    }
+                    if dead {
+                        sh.dead_prefix.push(inode.clone());
+                    }
+                    sh.done.push(inode);
                 }
             }
-            Ok((next, done))
+            Ok(sh)
         };
         let results: Vec<Result<Share>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..threads.min(frontier.len().div_ceil(64)).max(1))
+            let hs: Vec<_> = (1..threads.min(frontier.len().div_ceil(grain)).max(1))
                 .map(|_| s.spawn(work))
                 .collect();
             let mut results = vec![work()];
@@ -136,21 +168,22 @@ pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -
         });
         frontier = Vec::new();
         for r in results {
-            let (next, done) = r?;
-            frontier.extend(next);
-            loaded.extend(done);
+            let sh = r?;
+            frontier.extend(sh.next);
+            all.done.extend(sh.done);
+            all.links.extend(sh.links);
+            all.with_cache.extend(sh.with_cache);
+            all.dead_prefix.extend(sh.dead_prefix);
         }
     }
     // Link counts of non-directories against the names found.
-    for (ino, st) in &loaded {
-        if st.attr.kind != Kind::Dir {
-            let names = w.refs[*ino as usize].load(Ordering::Relaxed);
-            if st.attr.nlink != names {
-                return Err(Error::corrupt(
-                    "link count",
-                    format!("inode {ino}: {} stored, {names} names", st.attr.nlink),
-                ));
-            }
+    for &(ino, nlink) in &all.links {
+        let names = w.refs[ino as usize].load(Ordering::Relaxed);
+        if nlink != names {
+            return Err(Error::corrupt(
+                "link count",
+                format!("inode {ino}: {nlink} stored, {names} names"),
+            ));
         }
     }
     // Everything not reached is free.
@@ -183,11 +216,13 @@ pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -
         .collect();
     let inos = InodeAlloc::new([]);
     inos.add_free_words(&free);
-    let scanned = loaded.len() as u64;
+    let scanned = all.done.len() as u64;
     Ok(Rebuilt {
         blocks,
         inos,
-        loaded,
+        loaded: all.done,
+        with_cache: all.with_cache,
+        dead_prefix: all.dead_prefix,
         scanned,
     })
 }
@@ -195,7 +230,12 @@ pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -
 impl Walk<'_> {
     /// Load one reachable inode: check it against the entry that named it, mark its blocks,
     /// queue its unseen children.
-    fn load_one(&self, (ino, kind, parent): Item, next: &mut Vec<Item>) -> Result<InodeState> {
+    /// Returns the slot's offset and the state.
+    fn load_one(
+        &self,
+        (ino, kind, parent): Item,
+        next: &mut Vec<Item>,
+    ) -> Result<(u64, InodeState)> {
         let off = slot_offset(self.chunks, ino).ok_or_else(|| {
             Error::corrupt("inode number outside the table", format!("inode {ino}"))
         })?;
@@ -271,6 +311,6 @@ impl Walk<'_> {
                 }
             }
         }
-        Ok(st)
+        Ok((off, st))
     }
 }
