@@ -362,9 +362,21 @@ impl BlockAlloc {
             self.first,
             self.end()
         );
+        let home = self.shard_of(start);
         if len == 1 {
-            let mut sh = self.shards[self.shard_of(start)].lock();
+            let mut sh = self.shards[home].lock();
             self.free_one(&mut sh, start);
+            return;
+        }
+        if home == self.shard_of(start + len - 1) {
+            // One shard (the common case): one lock, no lists.
+            let mut sh = self.shards[home].lock();
+            if sh.marked_any(start, start + len) || sh.holds_any(start, start + len) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            sh.insert(start, len);
+            sh.count += len;
             return;
         }
         // Every shard the range touches, locked in index order, checked before any change.
@@ -686,16 +698,25 @@ mod tests {
         a.free(75, 10);
         assert_eq!(a.refused_frees(), 5);
         assert!(!a.is_free(80) && !a.is_free(81));
+        // One mark_log call across both shards ([10, 60) and [60, 110)); a range across them
+        // with a marked page is refused whole.
+        a.mark_log(&[63, 90, 200]);
+        assert!(a.any_log(63, 1) && a.any_log(90, 1) && !a.any_log(100, 10));
+        a.free(58, 7);
+        assert_eq!(a.refused_frees(), 6);
+        a.free_log(63);
+        a.free_log(90);
+        assert_eq!(a.free_blocks(), 53);
         a.free_log(80);
         a.free_log(81);
         assert!(a.is_free(80) && a.is_free(81) && !a.any_log(0, 200));
-        assert_eq!(a.free_blocks(), 53);
+        assert_eq!(a.free_blocks(), 55);
         // Every block is held once: allocating all of them hands out each exactly once.
-        let all = a.alloc_with(53, true).unwrap();
+        let all = a.alloc_with(55, true).unwrap();
         let mut blocks: Vec<u64> = all.iter().flat_map(|e| e.start..e.start + e.len).collect();
         blocks.sort_unstable();
         blocks.dedup();
-        assert_eq!(blocks.len(), 53);
+        assert_eq!(blocks.len(), 55);
     }
 
     #[test]
