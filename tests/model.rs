@@ -764,13 +764,16 @@ fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
 
 /// Mount options with log GC far more eager than the default (compaction from 8 entries), so
 /// that short sequences cross it and every later step checks that it changed nothing.
-fn opts() -> MountOptions {
+/// `one_fence`: single-inode appends commit with one fence (msync mode's default, DESIGN.md
+/// §5.1.1), so every recovery after a crash checks the last commits of every log.
+fn opts(one_fence: bool) -> MountOptions {
     MountOptions {
         gc: novafs::GcConfig {
             fast: true,
             inline_min_entries: 8,
             background_min_entries: 0,
         },
+        one_fence: Some(one_fence),
         ..MountOptions::default()
     }
 }
@@ -779,6 +782,10 @@ fn run(ops: &[Op]) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("model.img");
     let mut fs = Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap();
+    // Half the sequences run one-fence sessions.
+    let one_fence = ops.len() % 2 == 1;
+    let opts = || opts(one_fence);
+    fs.engine().set_one_fence(one_fence).unwrap();
     fs.engine().set_gc_config(&opts().gc);
     let mut model = Model::default();
     for (step, op) in ops.iter().enumerate() {

@@ -49,6 +49,9 @@ pub struct Config {
     /// Log GC settings of the reference run. The default collects far earlier than a real
     /// mount does, so that short workloads cross both GC paths.
     pub gc: novafs::GcConfig,
+    /// The reference run commits single-inode appends with one fence (msync mode's default,
+    /// DESIGN.md §5.1), so crash images hold torn last commits for recovery to cut off.
+    pub one_fence: bool,
 }
 
 /// The harness's GC settings: fast GC on, compaction inline from 200 entries, no background.
@@ -69,6 +72,7 @@ impl Default for Config {
             eadr: true,
             deep_every: 97,
             gc: harness_gc(),
+            one_fence: false,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct Report {
     pub deep_checks: usize,
     /// Recoveries actually run (an image met before reuses its outcome).
     pub recoveries: usize,
+    /// Of those, recoveries that cut off a torn one-fence commit (`MountReport::torn_commits_cut`).
+    pub torn_cut: usize,
     /// Failures.
     pub failures: Vec<Failure>,
     /// Seconds spent.
@@ -143,9 +149,15 @@ impl Report {
         self.eadr_images += o.eadr_images;
         self.deep_checks += o.deep_checks;
         self.recoveries += o.recoveries;
+        self.torn_cut += o.torn_cut;
         self.failures.extend(o.failures);
         self.seconds += o.seconds;
     }
+}
+
+thread_local! {
+    /// Recoveries on this thread that cut off a torn commit (`check` runs on one thread).
+    static TORN_CUTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The observable state of a mounted file system.
@@ -528,6 +540,9 @@ fn recover_in_place(
             let (engine, report) =
                 novafs_recovery::open_media(media.clone(), &MountOptions::default())
                     .map_err(|e| format!("recovery failed: {e}"))?;
+            if report.torn_commits_cut > 0 {
+                TORN_CUTS.with(|c| c.set(c.get() + 1));
+            }
             let fs = Fs::from_engine(engine, report);
             let st = state_of(&fs)?;
             if deep {
@@ -766,6 +781,7 @@ enum Ctx {
 /// Check one workload; returns its report.
 pub fn check(w: &Workload, cfg: &Config) -> Report {
     let start = Instant::now();
+    let cuts_before = TORN_CUTS.with(|c| c.get());
     let mut report = Report {
         workloads: 1,
         ..Report::default()
@@ -999,6 +1015,7 @@ pub fn check(w: &Workload, cfg: &Config) -> Report {
         }
     }
     report.seconds = start.elapsed().as_secs_f64();
+    report.torn_cut = TORN_CUTS.with(|c| c.get()) - cuts_before;
     report
 }
 
@@ -1102,10 +1119,15 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
     let engine = Engine::format_media(media.clone(), &FormatOptions::default())
         .map_err(|e| format!("format: {e}"))?;
     engine.set_gc_config(&cfg.gc);
+    if cfg.one_fence {
+        engine
+            .set_one_fence(true)
+            .map_err(|e| format!("one-fence session: {e}"))?;
+    }
     let mut fs = Fs::from_engine(engine, Default::default());
     let mut maps = workload::Held::new();
     for op in &w.setup {
-        fs = run_op(fs, &mut maps, &media, op, &cfg.gc)?.0;
+        fs = run_op(fs, &mut maps, &media, op, cfg)?.0;
     }
     let quiet = |media: &Media, f: &mut dyn FnMut() -> Result<State, String>| {
         // Reading the state must not show up in the trace.
@@ -1122,7 +1144,7 @@ pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
     let mut unpersisted = vec![t.pending.clone()];
     for (i, op) in w.ops.iter().enumerate() {
         media.mark(&format!("begin {i}"));
-        let (next_fs, err) = run_op(fs, &mut maps, &media, op, &cfg.gc)?;
+        let (next_fs, err) = run_op(fs, &mut maps, &media, op, cfg)?;
         fs = next_fs;
         media.mark(&format!("end {i}"));
         let before = live;
@@ -1337,7 +1359,7 @@ fn run_op(
     maps: &mut workload::Held,
     media: &Arc<Media>,
     op: &Op,
-    gc: &novafs::GcConfig,
+    cfg: &Config,
 ) -> Result<(Fs, Option<novafs::Error>), String> {
     match op {
         Op::Remount | Op::Unmount => {
@@ -1347,7 +1369,8 @@ fn run_op(
             engine.unmount().map_err(|e| format!("unmount: {e}"))?;
             drop(engine);
             let opts = MountOptions {
-                gc: gc.clone(),
+                gc: cfg.gc.clone(),
+                one_fence: Some(cfg.one_fence),
                 ..MountOptions::default()
             };
             let (engine, report) = novafs_recovery::open_media(media.clone(), &opts)

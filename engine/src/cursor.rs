@@ -12,8 +12,8 @@
 #![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
-use crate::layout::entry::Entry;
 use crate::layout::entry::LINE_BYTES;
+use crate::layout::entry::{Entry, EntryMarks};
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
 use crate::layout::{Bounds, BLOCK};
 use crate::media::Media;
@@ -50,6 +50,8 @@ pub struct LogItem {
     pub seq: u64,
     /// The decoded entry.
     pub entry: Entry,
+    /// Its header flags and data checksum (format 5).
+    pub marks: EntryMarks,
 }
 
 /// Decode the entry at byte `pos` of a log page's committed bytes `page[..end]`: the header
@@ -246,6 +248,7 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
             len: len as u64,
             seq,
             entry,
+            marks: EntryMarks::of(&self.buf[pos..]),
         }))
     }
 }

@@ -186,6 +186,12 @@ impl Engine {
         self.media.mode()
     }
 
+    /// Whether this session commits single-inode appends with one fence (DESIGN.md §5.1;
+    /// `MountOptions::one_fence`: by default in msync mode).
+    pub fn one_fence_commits(&self) -> bool {
+        self.media.one_fence()
+    }
+
     /// The superblock (a copy: it changes when the image grows).
     pub fn superblock(&self) -> Superblock {
         *self.sb.read()

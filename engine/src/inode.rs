@@ -988,6 +988,20 @@ impl InodeState {
 /// Read, validate and replay inode `ino` from media: its slot, its log and its write-cache
 /// log.
 pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<InodeState> {
+    load_with(media, slot_off, ino, bounds, false).map(|(st, _)| st)
+}
+
+/// [`load`] for recovery. `torn`: the last session made one-fence commits (the mount state
+/// says so), so the log's last commit may be torn; if it is ([`torn_cut`]), the state is
+/// loaded up to the end of the commit before it, and that tail is returned for the caller
+/// to store.
+pub fn load_with(
+    media: &Media,
+    slot_off: u64,
+    ino: u64,
+    bounds: Bounds,
+    torn: bool,
+) -> Result<(InodeState, Option<u64>)> {
     use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
     let slot: InodeSlot = media.read_pod(slot_off)?;
     if slot.kind == 0 {
@@ -995,8 +1009,16 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
     }
     let kind = slot.validate(ino)?;
     let mut st = InodeState::new(ino, &slot, kind);
-    let tail = media.load_u64(slot_off + TAIL_OFFSET)?;
+    let mut tail = media.load_u64(slot_off + TAIL_OFFSET)?;
     let head = media.load_u64(slot_off + HEAD_OFFSET)?;
+    let cut = if torn {
+        torn_cut(media, ino, head, tail, bounds)?
+    } else {
+        None
+    };
+    if let Some(c) = cut {
+        tail = c;
+    }
     let mut scratch = Vec::new();
     // The walk numbers pages from 0; each page's liveness record exists before its entries
     // are applied.
@@ -1043,7 +1065,71 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
         },
     )?;
     st.cache_log = cache_log;
-    Ok(st)
+    Ok((st, cut))
+}
+
+/// Where a torn last commit of a one-fence session ends the log of inode `ino`, if it has
+/// one (DESIGN.md §5.1): the walk breaks inside the tail page (the commit's entries were not
+/// all durable: past the old tail the page was zero), or the last entry says more of its
+/// commit follows, or a data run of the last commit does not match its checksum. The cut is
+/// the end of the commit before it, which must lie in the tail page too (a one-fence commit
+/// never starts a page); anything else is not a torn commit (`None`: the load reports it).
+pub fn torn_cut(
+    media: &Media,
+    ino: u64,
+    head: u64,
+    tail: u64,
+    bounds: Bounds,
+) -> Result<Option<u64>> {
+    if tail == 0 {
+        return Ok(None);
+    }
+    let tail_page = tail / BLOCK;
+    let in_tail_page = |b: u64| b / BLOCK == tail_page && !b.is_multiple_of(BLOCK) && b < tail;
+    // End of the last entry that ends a commit, and the one before it.
+    let (mut boundary, mut before) = (0u64, 0u64);
+    // Checked data runs (block, pages, crc) of the commit in progress, and of the last one.
+    let mut open: Vec<(u64, u32, u32)> = Vec::new();
+    let mut last = Vec::new();
+    let mut more = false;
+    for item in LogCursor::new(media, ino, "log", head, tail, bounds) {
+        let Ok(item) = item else {
+            return Ok(in_tail_page(boundary).then_some(boundary));
+        };
+        if let (
+            Some(crc),
+            Entry::Write {
+                block, num_pages, ..
+            },
+        ) = (item.marks.data_crc, &item.entry)
+        {
+            open.push((*block, *num_pages, crc));
+        }
+        more = item.marks.more;
+        if !more {
+            before = boundary;
+            boundary = item.page * BLOCK + item.offset + item.len;
+            last = std::mem::take(&mut open);
+        }
+    }
+    if more {
+        return Ok(in_tail_page(boundary).then_some(boundary));
+    }
+    let mut buf = vec![0u8; BLOCK as usize];
+    for (block, pages, crc) in last {
+        if !bounds.contains(block, pages as u64) {
+            return Ok(None); // the load reports it
+        }
+        let mut h = crc32fast::Hasher::new();
+        for k in 0..pages as u64 {
+            media.read((block + k) * BLOCK, &mut buf)?;
+            h.update(&buf);
+        }
+        if h.finalize() != crc {
+            return Ok(in_tail_page(before).then_some(before));
+        }
+    }
+    Ok(None)
 }
 
 /// Walk a log chain from `head` to `tail`, validating it, calling `f` on every entry in order.

@@ -9,7 +9,7 @@
 use crate::alloc::BlockAlloc;
 use crate::bugs::{self, Bug};
 use crate::error::Result;
-use crate::layout::entry::Entry;
+use crate::layout::entry::{Entry, EntryMarks};
 use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
 use crate::layout::BLOCK;
@@ -50,6 +50,10 @@ pub struct LogState {
     pub gc_next: u64,
     /// Page count at which GC looks at this log's length in pages again.
     pub gc_next_pages: u64,
+    /// The tail page's entry area past the committed tail is durably zero, so a one-fence
+    /// append may go there (DESIGN.md §5.1). False for a log loaded from media: the first
+    /// append of a one-fence session zeroes it, with two fences.
+    pub tail_zeroed: bool,
 }
 
 impl LogState {
@@ -155,6 +159,14 @@ pub struct Staged {
     pub page_breaks: Vec<usize>,
     /// Entry ranges left unflushed (only by an injected bug).
     deferred_flush: Vec<(u64, u64)>,
+    /// Commit with one fence: the entries stay in a tail page that was zero past the tail,
+    /// and every data run they name carries its checksum (DESIGN.md §5.1).
+    pub one_fence: bool,
+    /// After the commit, the tail page is zero past the new tail ([`LogState::tail_zeroed`]).
+    pub rest_zero: bool,
+    /// What to zero again (and fence) if the append is given back: the entries written over
+    /// a zeroed tail page.
+    rezero: Option<(u64, u64)>,
 }
 
 /// How an append is staged.
@@ -166,6 +178,10 @@ pub struct StageOptions {
     /// A chain that replaces a log (compaction): when the log is empty, its new head word is
     /// not stored here; the commit switches head and tail together.
     pub detached: bool,
+    /// The session makes one-fence commits (`Media::one_fence`) and this is an inode's own
+    /// log: keep its tail page zero past the tail, and commit with one fence when the append
+    /// can (see [`Staged::one_fence`]).
+    pub one_fence: bool,
 }
 
 /// Write `entries` after the tail of `log`, whose head and tail words are `words`, linking
@@ -178,6 +194,7 @@ pub fn stage(
     log: &LogState,
     entries: &[Entry],
     opts: StageOptions,
+    data_crcs: &[(u64, u32)],
 ) -> Result<Staged> {
     // The entries are encoded into a per-thread buffer (no allocation per append); a nested
     // or interleaved use (loom schedules threads on one OS thread) falls back to a fresh one.
@@ -194,10 +211,11 @@ pub fn stage(
             }
             Err(_) => &mut own,
         };
-        stage_into(buf, media, alloc, words, log, entries, opts)
+        stage_into(buf, media, alloc, words, log, entries, opts, data_crcs)
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stage_into(
     buf: &mut Vec<u8>,
     media: &Media,
@@ -206,6 +224,7 @@ fn stage_into(
     log: &LogState,
     entries: &[Entry],
     opts: StageOptions,
+    data_crcs: &[(u64, u32)],
 ) -> Result<Staged> {
     // Plan placement from the entries' lengths: which entries start a new page.
     let mut room = if log.tail_off == 0 {
@@ -234,6 +253,23 @@ fn stage_into(
     } else {
         log.tail_logical()
     };
+    // One fence: the append stays in a tail page known zero past the tail, and every data
+    // run it names has its checksum (so recovery can tell a torn commit from a whole one).
+    let crc_of = |e: &Entry| match e {
+        Entry::Write { block, .. } if *block != 0 => {
+            data_crcs.iter().find(|(b, _)| b == block).map(|&(_, c)| c)
+        }
+        _ => None,
+    };
+    let one_fence = opts.one_fence
+        && !opts.detached
+        && new_page_count == 0
+        && log.tail_off != 0
+        && log.tail_zeroed
+        && entries.iter().all(|e| match e {
+            Entry::Write { block, .. } if *block != 0 => crc_of(e).is_some(),
+            _ => true,
+        });
     let mut pages = Vec::with_capacity(new_page_count as usize);
     if new_page_count > 0 {
         for ext in alloc.alloc_with(new_page_count, opts.use_reserve)? {
@@ -278,7 +314,11 @@ fn stage_into(
             run_start_pos = pos;
             run_buf_start = start;
         }
-        e.encode(seq, buf);
+        let marks = EntryMarks {
+            more: i + 1 < entries.len(),
+            data_crc: if one_fence { crc_of(e) } else { None },
+        };
+        e.encode_marked(seq, marks, buf);
         seq += 1;
         debug_assert_eq!(buf.len() - start, e.len_bytes());
         pos += (buf.len() - start) as u64;
@@ -286,6 +326,21 @@ fn stage_into(
     if pos > run_start_pos {
         put(run_start_pos, &buf[run_buf_start..])?;
     }
+    // A one-fence session keeps the tail page zero past the tail: zero the rest of the page
+    // this append ends in unless it already was (durable at the commit's first fence).
+    let rest_zero = opts.one_fence && !opts.detached;
+    if rest_zero && !(log.tail_zeroed && new_page_count == 0 && log.tail_off != 0) {
+        let end = (pos - 1) / BLOCK * BLOCK + ENTRY_BYTES;
+        if end > pos {
+            media.zero_nt(pos, end - pos)?;
+        }
+    }
+    let rezero = (rest_zero && log.tail_zeroed && log.tail_off != 0).then(|| {
+        (
+            log.tail_off,
+            (log.tail_off - 1) / BLOCK * BLOCK + ENTRY_BYTES,
+        )
+    });
     if !bugs::active(Bug::TailBeforeEntry) {
         deferred_flush.clear();
     }
@@ -305,6 +360,9 @@ fn stage_into(
         first_page,
         page_breaks,
         deferred_flush,
+        one_fence,
+        rest_zero,
+        rezero,
     })
 }
 
@@ -320,9 +378,12 @@ impl Staged {
         media.flush(self.tail_addr(), 8)
     }
 
-    /// Fence, store the new tail, flush, fence: the single-inode commit.
-    pub fn commit_tail(&self, media: &Media) -> Result<()> {
-        if !bugs::active(Bug::NoFenceBeforeTail) {
+    /// Fence, store the new tail, flush, fence: the single-inode commit. `one_fence` (only
+    /// for an append that is [`Staged::one_fence`], in a transaction that wrote nothing else
+    /// that must be durable first) leaves out the first fence.
+    pub fn commit_tail(&self, media: &Media, one_fence: bool) -> Result<()> {
+        debug_assert!(!one_fence || self.one_fence);
+        if !one_fence && !bugs::active(Bug::NoFenceBeforeTail) {
             media.fence();
         }
         self.store_tail(media)?;
@@ -355,6 +416,7 @@ impl Staged {
         log.tail_off = self.new_tail;
         log.next_seq = self.next_seq;
         log.entries += self.count;
+        log.tail_zeroed = self.rest_zero;
         (self.first_page, self.page_breaks)
     }
 
@@ -371,11 +433,19 @@ impl Staged {
             live: vec![PageLive::default(); self.new_pages.len()],
             gc_next: 0,
             gc_next_pages: 0,
+            tail_zeroed: self.rest_zero,
         }
     }
 
-    /// Give back the pages of an append that will not be committed.
-    pub fn abort(self, alloc: &BlockAlloc) {
+    /// Give back the pages of an append that will not be committed, and zero again what it
+    /// wrote over a zeroed tail page (fenced: a later one-fence append there must not find
+    /// these entries after a crash).
+    pub fn abort(self, alloc: &BlockAlloc, media: &Media) {
+        if let Some((from, to)) = self.rezero {
+            if to > from && media.zero_nt(from, to - from).is_ok() {
+                media.fence();
+            }
+        }
         for p in self.new_pages {
             alloc.free(p, 1);
         }

@@ -12,13 +12,13 @@ use crate::error::{Error, Result};
 use crate::inode::Inode;
 use crate::layout::inode::{InodeSlot, NewInode};
 use crate::layout::itable_map::{self, MapWord};
-use crate::layout::state::{MountState, CLEAN_MAGIC};
+use crate::layout::state::{MountState, CLEAN_MAGIC, ONE_FENCE_MAGIC};
 use crate::layout::superblock::Superblock;
 use crate::layout::{
     checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, MIN_IMAGE_BYTES,
     ROOT_INO,
 };
-use crate::media::{MapOptions, Media};
+use crate::media::{MapOptions, Media, MediaMode};
 
 /// How to format an image.
 #[derive(Clone, Debug)]
@@ -69,6 +69,11 @@ pub struct MountOptions {
     pub writeback: crate::cache::WritebackConfig,
     /// Log garbage collection.
     pub gc: crate::gc::GcConfig,
+    /// Commit a single-inode append (a `write`, an append, a `setattr`) with one fence
+    /// instead of two: in msync mode one durability call instead of two. Recovery then finds
+    /// a torn last commit by its checksums and cuts it off (DESIGN.md §5.1). `None` (the
+    /// default): on in msync mode, where a fence is a system call; off where it is `sfence`.
+    pub one_fence: Option<bool>,
 }
 
 /// What mount found.
@@ -86,6 +91,9 @@ pub struct MountReport {
     pub caches_recovered: usize,
     /// The image was of this older format version and was upgraded by this (read-write) mount.
     pub format_upgraded_from: Option<u32>,
+    /// Torn last commits of a one-fence session that recovery cut off (each was a call that
+    /// had not returned when the session stopped).
+    pub torn_commits_cut: u64,
 }
 
 /// The image as a mount found it (clean) or recovery rebuilt it: what [`Engine::assemble`]
@@ -165,8 +173,13 @@ impl Engine {
             sb.replica_block - chunk0 - CHUNK_BLOCKS,
         );
         let inos = InodeAlloc::new(ROOT_INO + 1..INODES_PER_CHUNK);
+        let one_fence = media.mode() == MediaMode::Msync;
         let engine = Engine::new_internal(media, sb, blocks, inos, vec![chunk0], false);
         engine.inode(ROOT_INO)?;
+        // The session format starts commits as a mount's default would (DESIGN.md §5.1).
+        if one_fence {
+            engine.set_one_fence(true)?;
+        }
         Ok(Arc::new(engine))
     }
 
@@ -195,10 +208,11 @@ impl Engine {
     /// The last step of a mount: invalidate the saved clean state before any change (a later
     /// crash must not reuse it), check that the root directory exists, and apply the GC
     /// configuration.
-    pub fn start_session(&self, gc: &crate::gc::GcConfig) -> Result<()> {
+    /// `one_fence`: this session commits single-inode appends with one fence; the mount
+    /// state records it (`ONE_FENCE_MAGIC`) before the first such commit.
+    pub fn start_session(&self, gc: &crate::gc::GcConfig, one_fence: bool) -> Result<()> {
         if !self.read_only {
-            self.media
-                .commit_u64(self.superblock().state_block * BLOCK, 0)?;
+            self.set_one_fence(one_fence)?;
         }
         self.inode(ROOT_INO).map_err(|e| match e {
             Error::NotFound => Error::corrupt("root directory inode is free", "inode 1"),
@@ -246,6 +260,16 @@ impl Engine {
             }
         }
         Ok(with_cache.len())
+    }
+
+    /// Store the mount state's word for a running session (0, or `ONE_FENCE_MAGIC` when it
+    /// makes one-fence commits), then switch the media's commits to match.
+    pub fn set_one_fence(&self, one_fence: bool) -> Result<()> {
+        let word = if one_fence { ONE_FENCE_MAGIC } else { 0 };
+        self.media
+            .commit_u64(self.superblock().state_block * BLOCK, word)?;
+        self.media.set_one_fence(one_fence);
+        Ok(())
     }
 
     /// Clean unmount: free orphans, save the allocator state, set the clean flag.

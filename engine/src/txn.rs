@@ -193,12 +193,12 @@ impl Part {
     }
 
     /// Give back what this part allocated (it will not be committed).
-    fn abort(self, blocks: &BlockAlloc) {
+    fn abort(self, blocks: &BlockAlloc, media: &Media) {
         match self {
             Part::Append { staged, .. }
             | Part::NewLog { staged, .. }
             | Part::AppendCache { staged, .. }
-            | Part::ReplaceLog { staged, .. } => staged.abort(blocks),
+            | Part::ReplaceLog { staged, .. } => staged.abort(blocks, media),
             Part::ResetCache { .. }
             | Part::DropPrefix { .. }
             | Part::Applied
@@ -220,6 +220,12 @@ pub struct Txn<'e> {
     data: Vec<Extent>,
     /// Inode numbers taken for the change.
     inos: Vec<u64>,
+    /// One-fence sessions: (first block, crc32) of every data run `write_pages` wrote, for
+    /// its `Write` entry (DESIGN.md §5.1).
+    data_crcs: Vec<(u64, u32)>,
+    /// Something written at prepare that no checksum covers (a new inode's slot, copied
+    /// blocks) must be durable before the commit word: the commit keeps its first fence.
+    ordered: bool,
     parts: Parts,
 }
 
@@ -315,7 +321,7 @@ impl<'e> Txn<'e> {
     /// Give back what a staged append allocated.
     fn abort_staged(&self, staged: Staged) {
         if let Some(blocks) = self.store.blocks {
-            staged.abort(blocks);
+            staged.abort(blocks, self.store.media);
         }
     }
 
@@ -341,6 +347,7 @@ impl<'e> Txn<'e> {
     /// Write the slot of a new inode (at prepare: written and flushed; the commit's first
     /// fence makes it durable before the entry that names the inode).
     pub fn init_slot(&mut self, slot_off: u64, slot: &InodeSlot) -> Result<()> {
+        self.ordered = true;
         let media = self.store.media;
         if bugs::active(Bug::NoInodeSlotFlush) {
             media.write(slot_off, bytemuck::bytes_of(slot))
@@ -353,6 +360,7 @@ impl<'e> Txn<'e> {
     /// region to region, non-temporal, durable at the commit's fence, owned by the transaction
     /// until it commits (the write cache's attach). Returns the new blocks, in order.
     pub fn copy_blocks(&mut self, srcs: &[Option<u64>]) -> Result<Vec<u64>> {
+        self.ordered = true;
         let blocks = self.alloc_blocks(srcs.len() as u64)?;
         let media = self.store.media;
         for (src, &b) in srcs.iter().zip(&blocks) {
@@ -368,6 +376,7 @@ impl<'e> Txn<'e> {
     /// commit's fence; owned by the transaction until it commits), with the bytes from
     /// `zero_from` on zeroed. Returns the new block.
     pub fn copy_block(&mut self, src: u64, zero_from: Option<usize>) -> Result<u64> {
+        self.ordered = true;
         let nb = self.alloc_blocks(1)?[0];
         let media = self.store.media;
         match zero_from.filter(|&z| z < BLOCK as usize) {
@@ -399,6 +408,8 @@ impl<'e> Txn<'e> {
             frees_space: false,
             data: Vec::new(),
             inos: Vec::new(),
+            data_crcs: Vec::new(),
+            ordered: false,
             parts: Parts::Empty,
         }
     }
@@ -474,6 +485,9 @@ impl<'e> Txn<'e> {
             })
         };
         let media = self.store.media;
+        // The entries this call adds (the caller's own, e.g. a failure-atomic cache's
+        // migration, name blocks written elsewhere: no checksum, so no one-fence commit).
+        let ours = entries.len();
         for (pg, content) in pages {
             let b = match content {
                 Page::Hole => 0,
@@ -533,6 +547,27 @@ impl<'e> Txn<'e> {
         if let Some(r) = run {
             push_run(entries, r);
         }
+        if media.one_fence() {
+            // Each data run's checksum, read back from what was just written (the same core
+            // sees its own non-temporal stores): a one-fence commit's `Write` entries carry it.
+            let mut buf = vec![0u8; BLOCK as usize];
+            for e in &entries[ours..] {
+                if let Entry::Write {
+                    block, num_pages, ..
+                } = *e
+                {
+                    if block == 0 || self.data_crcs.iter().any(|&(b, _)| b == block) {
+                        continue;
+                    }
+                    let mut h = crc32fast::Hasher::new();
+                    for k in 0..num_pages as u64 {
+                        media.read((block + k) * BLOCK, &mut buf)?;
+                        h.update(&buf);
+                    }
+                    self.data_crcs.push((block, h.finalize()));
+                }
+            }
+        }
         Ok(in_place)
     }
 
@@ -549,7 +584,7 @@ impl<'e> Txn<'e> {
             return Ok(());
         }
         st.check_all(&entries, ino, self.store.bounds)?;
-        let staged = self.stage(LogWords::file(slot_off), &st.log, &entries)?;
+        let staged = self.stage_with(LogWords::file(slot_off), &st.log, &entries, false, true)?;
         self.parts.push(Part::Append {
             ino,
             staged,
@@ -686,7 +721,7 @@ impl<'e> Txn<'e> {
     /// Stage on one log (a new chain's head word is stored now: the log's tail commit makes
     /// it read).
     fn stage(&mut self, words: LogWords, log: &LogState, entries: &[Entry]) -> Result<Staged> {
-        self.stage_with(words, log, entries, false)
+        self.stage_with(words, log, entries, false, false)
     }
 
     /// Stage a chain whose head word the commit stores (a new inode's log, in its slot; a
@@ -697,21 +732,33 @@ impl<'e> Txn<'e> {
         log: &LogState,
         entries: &[Entry],
     ) -> Result<Staged> {
-        self.stage_with(words, log, entries, true)
+        self.stage_with(words, log, entries, true, false)
     }
 
+    /// `own_log`: an inode's own log, whose appends may commit with one fence.
     fn stage_with(
         &mut self,
         words: LogWords,
         log: &LogState,
         entries: &[Entry],
         detached: bool,
+        own_log: bool,
     ) -> Result<Staged> {
         let opts = StageOptions {
             use_reserve: self.frees_space,
             detached,
+            one_fence: own_log && self.store.media.one_fence(),
         };
-        log::stage(self.store.media, self.blocks()?, words, log, entries, opts)
+        let crcs = &self.data_crcs;
+        log::stage(
+            self.store.media,
+            self.blocks()?,
+            words,
+            log,
+            entries,
+            opts,
+            crcs,
+        )
     }
 
     /// The commit point: after it returns `Ok`, the whole change survives a crash, and the
@@ -761,7 +808,9 @@ impl<'e> Txn<'e> {
                 {
                     staged.store_tail(media) // no fence: write access granted too early
                 } else {
-                    staged.commit_tail(media)
+                    let one_fence =
+                        matches!(one, Part::Append { .. }) && staged.one_fence && !self.ordered;
+                    staged.commit_tail(media, one_fence)
                 }
             }
             // The change these follow (a migration, an append) ended with its fence.
@@ -849,7 +898,7 @@ impl Drop for Txn<'_> {
         }
         if let Some(blocks) = self.store.blocks {
             for p in self.parts.drain() {
-                p.abort(blocks);
+                p.abort(blocks, self.store.media);
             }
             blocks.free_extents(&self.data);
         }

@@ -71,8 +71,15 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
                 return Err(Error::ReadOnly);
             }
             report.journal_undone = crate::undo::undo_journal(&media, sb.journal_block, &chunks)?;
-            let rebuilt = crate::rebuild::rebuild(&media, &sb, &chunks, opts.recovery_threads)?;
+            let rebuilt = crate::rebuild::rebuild(
+                &media,
+                &sb,
+                &chunks,
+                opts.recovery_threads,
+                ms.torn_commits(),
+            )?;
             report.inodes_scanned = rebuilt.scanned;
+            report.torn_commits_cut = rebuilt.torn_cut;
             let r = Recovered {
                 sb,
                 chunks,
@@ -89,7 +96,10 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
             engine
         }
     };
-    engine.start_session(&opts.gc)?;
+    let one_fence = opts
+        .one_fence
+        .unwrap_or(media.mode() == novafs_engine::media::MediaMode::Msync);
+    engine.start_session(&opts.gc, one_fence)?;
     Ok((Arc::new(engine), report))
 }
 

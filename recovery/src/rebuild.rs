@@ -33,6 +33,8 @@ pub struct Rebuilt {
     pub dead_prefix: Vec<Arc<Inode>>,
     /// Inodes scanned.
     pub scanned: u64,
+    /// Torn last commits cut off (one-fence sessions only).
+    pub torn_cut: u64,
 }
 
 /// A bitmap whose bits are set atomically (for the parallel walk).
@@ -68,11 +70,15 @@ struct Walk<'a> {
     media: &'a Media,
     chunks: &'a [u64],
     bounds: Bounds,
+    /// The last session made one-fence commits.
+    torn: bool,
     max_ino: u64,
     used: AtomicBits,
     seen: AtomicBits,
     /// Names found per inode.
     refs: Vec<AtomicU32>,
+    /// Torn last commits cut off.
+    cuts: AtomicU64,
 }
 
 /// A reachable inode to load: (inode, the kind its directory entry says, the directory).
@@ -93,18 +99,28 @@ struct Share {
 }
 
 /// Rebuild on `threads` threads (0 = one per core). Returns the allocators and the loaded
-/// inodes, or the first inconsistency found as `Corrupt`.
-pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -> Result<Rebuilt> {
+/// inodes, or the first inconsistency found as `Corrupt`. `torn`: the last session made
+/// one-fence commits, so a log's last commit may be torn: it is cut off (`inode::torn_cut`),
+/// and the cut tail stored, fenced, before the walk goes on.
+pub fn rebuild(
+    media: &Media,
+    sb: &Superblock,
+    chunks: &[u64],
+    threads: usize,
+    torn: bool,
+) -> Result<Rebuilt> {
     let threads = if threads == 0 { cores() } else { threads };
     let max_ino = chunks.len() as u64 * INODES_PER_CHUNK;
     let w = Walk {
         media,
         chunks,
         bounds: Bounds::of(sb),
+        torn,
         max_ino,
         used: AtomicBits::new(sb.blocks_total),
         seen: AtomicBits::new(max_ino),
         refs: (0..max_ino).map(|_| AtomicU32::new(0)).collect(),
+        cuts: AtomicU64::new(0),
     };
     for b in 0..sb.first_free_block {
         w.used.set(b);
@@ -224,6 +240,7 @@ pub fn rebuild(media: &Media, sb: &Superblock, chunks: &[u64], threads: usize) -
         with_cache: all.with_cache,
         dead_prefix: all.dead_prefix,
         scanned,
+        torn_cut: w.cuts.load(Ordering::Relaxed),
     })
 }
 
@@ -239,12 +256,21 @@ impl Walk<'_> {
         let off = slot_offset(self.chunks, ino).ok_or_else(|| {
             Error::corrupt("inode number outside the table", format!("inode {ino}"))
         })?;
-        let mut st = inode::load(self.media, off, ino, self.bounds).map_err(|e| match e {
-            Error::NotFound => {
-                Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
-            }
-            e => e,
-        })?;
+        let (mut st, cut) = inode::load_with(self.media, off, ino, self.bounds, self.torn)
+            .map_err(|e| match e {
+                Error::NotFound => {
+                    Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+                }
+                e => e,
+            })?;
+        if let Some(tail) = cut {
+            // A torn last commit: its blocks are left unmarked (free); the shorter log is
+            // made durable before anything can allocate them.
+            let mut txn = novafs_engine::txn::Txn::in_place(self.media, "torn-cut");
+            txn.store_word(off + novafs_engine::layout::inode::TAIL_OFFSET, tail);
+            txn.commit_in_place()?;
+            self.cuts.fetch_add(1, Ordering::Relaxed);
+        }
         if st.attr.kind != kind {
             return Err(Error::corrupt(
                 "directory entry kind differs from the inode's",

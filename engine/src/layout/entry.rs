@@ -4,9 +4,11 @@
 //! ```text
 //! 0 kind u8   1 lines u8   2 flags u16   4 csum u32 (over all lines, csum zeroed)   8 seq u64
 //! ```
-//! Bodies (offsets within the first line):
+//! Flags (format 5; 0 before): [`flags::MORE`] (the append that wrote this entry goes on with
+//! the next one), [`flags::DATA_CRC`] (a `Write` of a one-fence commit: `data_crc` holds the
+//! crc32 of its pages' data). Bodies (offsets within the first line):
 //! ```text
-//! Write    16 pgoff u64  24 block u64 (0 = hole)  32 num_pages u32  36 _ u32
+//! Write    16 pgoff u64  24 block u64 (0 = hole)  32 num_pages u32  36 data_crc u32 (DATA_CRC)
 //!          40 size u64 (file size after)  48 mtime_ns u64  56 _ u64
 //! SetAttr  16 mask u32  20 mode u32  24 uid u32  28 gid u32
 //!          32 size u64  40 atime_ns u64  48 mtime_ns u64  56 ctime_ns u64
@@ -107,6 +109,39 @@ pub enum EntryKind {
     XattrRemove = 9,
 }
 
+/// Entry header flags (format 5).
+pub mod flags {
+    /// The append that wrote this entry goes on with the next entry: an entry without it
+    /// ends a commit (recovery cuts a torn one-fence commit back to such a boundary).
+    pub const MORE: u16 = 1;
+    /// A `Write` of a one-fence commit whose `data_crc` field holds the crc32 of its pages'
+    /// data (a hole never has it).
+    pub const DATA_CRC: u16 = 2;
+    /// Every flag a decoder accepts.
+    pub const ALL: u16 = MORE | DATA_CRC;
+}
+
+/// The flags and data checksum of an encoded entry (see [`flags`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryMarks {
+    /// [`flags::MORE`].
+    pub more: bool,
+    /// The data checksum ([`flags::DATA_CRC`]; only on a `Write` of a data run).
+    pub data_crc: Option<u32>,
+}
+
+impl EntryMarks {
+    /// Read the marks of an entry that [`Entry::decode`] accepted.
+    pub fn of(buf: &[u8]) -> EntryMarks {
+        let f = u16::from_le_bytes([buf[2], buf[3]]);
+        EntryMarks {
+            more: f & flags::MORE != 0,
+            data_crc: (f & flags::DATA_CRC != 0)
+                .then(|| u32::from_le_bytes([buf[36], buf[37], buf[38], buf[39]])),
+        }
+    }
+}
+
 /// Common header.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
@@ -115,7 +150,7 @@ pub struct EntryHeader {
     pub kind: u8,
     /// Length in 64-byte lines.
     pub lines: u8,
-    /// Zero.
+    /// [`flags`] (0 before format 5).
     pub flags: u16,
     /// Checksum over the whole entry with this field zeroed.
     pub csum: u32,
@@ -135,7 +170,7 @@ pub struct WriteEntry {
     pub block: u64,
     /// Pages covered.
     pub num_pages: u32,
-    /// Zero.
+    /// crc32 of the run's data when the header has [`flags::DATA_CRC`]; zero otherwise.
     pub reserved0: u32,
     /// File size after this entry.
     pub size: u64,
@@ -434,6 +469,12 @@ impl Entry {
 
     /// Encode with sequence number `seq`, appending to `out`.
     pub fn encode(&self, seq: u64, out: &mut Vec<u8>) {
+        self.encode_marked(seq, EntryMarks::default(), out)
+    }
+
+    /// Encode with sequence number `seq` and `marks` (a data checksum only on a `Write` of a
+    /// data run; elsewhere it is ignored), appending to `out`.
+    pub fn encode_marked(&self, seq: u64, marks: EntryMarks, out: &mut Vec<u8>) {
         let start = out.len();
         let lines = self.lines();
         match self {
@@ -568,6 +609,14 @@ impl Entry {
                 out.resize(start + lines * LINE_BYTES, 0);
             }
         }
+        let mut f = if marks.more { flags::MORE } else { 0 };
+        if let (Some(crc), Entry::Write { block, .. }) = (marks.data_crc, self) {
+            if *block != 0 {
+                f |= flags::DATA_CRC;
+                out[start + 36..start + 40].copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        out[start + 2..start + 4].copy_from_slice(&f.to_le_bytes());
         seal(&mut out[start..]);
     }
 
@@ -598,7 +647,9 @@ impl Entry {
         if h.finalize() ^ super::CSUM_SALT != hdr.csum {
             return Err(bad("checksum"));
         }
-        if hdr.flags != 0 {
+        if hdr.flags & !flags::ALL != 0
+            || (hdr.flags & flags::DATA_CRC != 0 && hdr.kind != EntryKind::Write as u8)
+        {
             return Err(bad("flags"));
         }
         let first = &buf[..LINE_BYTES];
@@ -608,8 +659,12 @@ impl Entry {
                 if hdr.lines != 1 || e.num_pages == 0 {
                     return Err(bad("write extent"));
                 }
-                if e.reserved0 != 0 || e.reserved1 != 0 {
+                let crc_ok = hdr.flags & flags::DATA_CRC == 0 || e.block != 0;
+                if (e.reserved0 != 0 && hdr.flags & flags::DATA_CRC == 0) || e.reserved1 != 0 {
                     return Err(bad("reserved bytes"));
+                }
+                if !crc_ok {
+                    return Err(bad("data checksum on a hole"));
                 }
                 Entry::Write {
                     pgoff: e.pgoff,

@@ -2,7 +2,8 @@
 //! allocator state.
 //!
 //! ```text
-//! 0  clean u64        (CLEAN_MAGIC after a clean unmount; 0 while mounted; the commit word)
+//! 0  clean u64        (CLEAN_MAGIC after a clean unmount; 0 while mounted, or ONE_FENCE_MAGIC
+//!                      while a session that makes one-fence commits is mounted; the commit word)
 //! 8  saved_block u64  16 saved_blocks u64  24 saved_len u64
 //! 32 saved_csum u32   36 reserved u32
 //! 40 mount_count u64
@@ -17,6 +18,10 @@ use super::checksum;
 
 /// Value of `clean` after a clean unmount.
 pub const CLEAN_MAGIC: u64 = 0x434c_4541_4e21_0001; // "CLEAN!"
+
+/// Value of `clean` while a session that makes one-fence commits (DESIGN.md §5.1) is mounted:
+/// after a crash, the last commit of a log may be torn, and recovery cuts it off.
+pub const ONE_FENCE_MAGIC: u64 = 0x4f4e_4546_454e_0001; // "ONEFEN"
 
 /// The mount-state record.
 #[repr(C)]
@@ -73,7 +78,7 @@ impl MountState {
     /// allocators are rebuilt from the logs). The one decoder of mount and fsck.
     pub fn decode(&self) -> Result<bool, StateDamage> {
         match self.clean {
-            0 => Ok(false),
+            0 | ONE_FENCE_MAGIC => Ok(false),
             CLEAN_MAGIC if self.csum != self.compute_csum() => Err(StateDamage::Checksum),
             CLEAN_MAGIC if self.reserved0 != 0 || self.reserved1 != [0; 12] => {
                 Err(StateDamage::Reserved)
@@ -81,6 +86,12 @@ impl MountState {
             CLEAN_MAGIC => Ok(true),
             w => Err(StateDamage::CleanWord(w)),
         }
+    }
+
+    /// The last session made one-fence commits and did not unmount cleanly: a log's last
+    /// commit may be torn (recovery cuts it back, fsck expects it).
+    pub fn torn_commits(&self) -> bool {
+        self.clean == ONE_FENCE_MAGIC
     }
 }
 
@@ -92,6 +103,10 @@ mod tests {
     fn decodes_clean_unclean_and_damaged_records() {
         let mut ms = MountState::zeroed();
         assert_eq!(ms.decode(), Ok(false));
+        assert!(!ms.torn_commits());
+        ms.clean = ONE_FENCE_MAGIC;
+        assert_eq!(ms.decode(), Ok(false));
+        assert!(ms.torn_commits());
         ms.clean = CLEAN_MAGIC;
         ms.saved_block = 9;
         ms.csum = ms.compute_csum();

@@ -24,7 +24,7 @@ pub mod trace;
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::sync::Mutex;
@@ -113,6 +113,9 @@ pub struct Media {
     sync_calls: AtomicU64,
     /// Msync mode: what the next fence must make durable.
     msync: MsyncState,
+    /// Single-inode appends commit with one fence (DESIGN.md §5.1): set by the mount once
+    /// the mount state says so, read by every commit.
+    one_fence: AtomicBool,
 }
 
 /// Msync mode's deferred durability.
@@ -222,6 +225,7 @@ impl Media {
             file: Mutex::new(Some(file)),
             sync_calls: AtomicU64::new(0),
             msync: MsyncState::default(),
+            one_fence: AtomicBool::new(false),
         })
     }
 
@@ -241,12 +245,24 @@ impl Media {
             file: Mutex::new(None),
             sync_calls: AtomicU64::new(0),
             msync: MsyncState::default(),
+            one_fence: AtomicBool::new(false),
         }
     }
 
     /// The persistence path in use.
     pub fn mode(&self) -> MediaMode {
         self.mode
+    }
+
+    /// Whether single-inode appends commit with one fence (DESIGN.md §5.1).
+    pub fn one_fence(&self) -> bool {
+        self.one_fence.load(Ordering::Relaxed)
+    }
+
+    /// Switch one-fence commits on or off. The mount does this only after the mount state
+    /// records it (`layout::state::ONE_FENCE_MAGIC`), and before any commit of the session.
+    pub fn set_one_fence(&self, on: bool) {
+        self.one_fence.store(on, Ordering::Relaxed);
     }
 
     /// Pages of `[off, off + len)` that the host's page cache holds dirty or under write-back

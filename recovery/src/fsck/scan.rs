@@ -298,6 +298,8 @@ struct Scanner<'c, 'a> {
     relinked: HashSet<u64>,
     saved: Option<Saved>,
     slot_kinds: Vec<u8>,
+    /// The last session made one-fence commits: a log's last commit may be torn.
+    torn: bool,
     slots_in_use: u64,
     /// The root was lost and rebuilt empty this round.
     root_rebuilt: bool,
@@ -329,6 +331,7 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         relinked: HashSet::new(),
         saved: None,
         slot_kinds: Vec::new(),
+        torn: false,
         slots_in_use: 0,
         root_rebuilt: false,
     };
@@ -595,7 +598,9 @@ impl Scanner<'_, '_> {
         let sb = self.sb;
         let off = sb.state_block * BLOCK;
         let ms: MountState = self.ctx.read_pod(off)?;
-        if ms.clean != 0 {
+        // A one-fence session's word stays: recovery must still cut its torn commits.
+        self.torn = ms.torn_commits();
+        if ms.clean != 0 && !self.torn {
             self.ctx.dirty_target.set(Some(off));
         }
         const CLEAR: &str =
@@ -833,8 +838,22 @@ impl Scanner<'_, '_> {
         let kind = Kind::from_u8(slot.kind).expect("validated kind");
         let mut st = InodeState::new(ino, &slot, kind);
         let head = self.ctx.load_u64(off + HEAD_OFFSET)?;
-        let tail = self.ctx.load_u64(off + TAIL_OFFSET)?;
+        let mut tail = self.ctx.load_u64(off + TAIL_OFFSET)?;
         let bounds = self.bounds;
+        if self.torn {
+            // A torn last commit of a one-fence session is not damage: recovery cuts it off
+            // (and so does repair, the same way); the check goes on with the shorter log.
+            if let Ok(Some(cut)) =
+                novafs_engine::inode::torn_cut(self.ctx.media, ino, head, tail, bounds)
+            {
+                self.out.notes.push(format!(
+                    "inode {ino}: the last commit of its log is torn (a one-fence session \
+                     crashed in it); recovery cuts the log back to offset {cut}"
+                ));
+                self.ctx.store_word(off + TAIL_OFFSET, cut, true)?;
+                tail = cut;
+            }
+        }
         let main = {
             let owner = &self.owner;
             let taken = |b: u64| -> Option<String> {

@@ -1,0 +1,169 @@
+//! One-fence commits (DESIGN.md §5.1): a single-inode append stores its data, its entries and
+//! its tail before one fence, so a crash may leave the tail durable and some of what it covers
+//! not. Recovery finds such a torn last commit (entries that do not decode in a tail page kept
+//! zero past the tail, or a data run whose checksum differs) and cuts the log back to the
+//! commit before it; fsck expects it; a session that did not make one-fence commits never
+//! gets the benefit of the doubt.
+
+mod cause;
+use std::path::{Path, PathBuf};
+
+use novafs::{Fs, MountOptions};
+use novafs_engine::layout::BLOCK;
+
+mod craft;
+use craft::*;
+
+fn one_fence() -> MountOptions {
+    MountOptions {
+        one_fence: Some(true),
+        ..MountOptions::default()
+    }
+}
+
+/// An image whose `/log` got two 100-byte appends in a one-fence session that then crashed:
+/// the first append (the log's tail page not yet known zero) has two fences and zeroes the
+/// page past its entries, the second is one-fence. Returns the image and `/log`'s layout
+/// before and after the second append.
+fn crashed(dir: &Path) -> (PathBuf, L, L) {
+    let img = dir.join("t.img");
+    Fs::format(&img, 16 << 20, &Default::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let fs = Fs::open(&img, &one_fence()).unwrap();
+    assert!(fs.engine().one_fence_commits());
+    let f = fs
+        .open_options()
+        .append(true)
+        .create(true)
+        .open("/log")
+        .unwrap();
+    f.append(&[1; 100]).unwrap();
+    let before = layout(&fs, "/log");
+    f.append(&[2; 100]).unwrap();
+    let after = layout(&fs, "/log");
+    assert_eq!(after.tail, before.tail + 64, "one Write entry");
+    assert_eq!(after.tail / BLOCK, before.tail / BLOCK, "same tail page");
+    assert_ne!(after.map[&0], before.map[&0], "copy-on-write page");
+    drop(f);
+    fs.crash();
+    (img, before, after)
+}
+
+fn whole() -> Vec<u8> {
+    let mut v = vec![1; 100];
+    v.extend([2; 100]);
+    v
+}
+
+#[test]
+fn a_whole_last_commit_stays() {
+    let d = scratch();
+    let (img, _, _) = crashed(d.path());
+    assert_clean(&img);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.mount_report().torn_commits_cut, 0);
+    assert_eq!(fs.read("/log").unwrap(), whole());
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_commit_whose_entry_was_lost_is_cut_off() {
+    let d = scratch();
+    let (img, before, after) = crashed(d.path());
+    // The tail reached the media, the entry did not (the page was zero there).
+    write_at(
+        &img,
+        before.tail,
+        &vec![0; (after.tail - before.tail) as usize],
+    );
+    // fsck -n: a note, not damage.
+    let r = run(&img, false);
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    assert!(r.notes.iter().any(|n| n.contains("torn")), "{}", show(&r));
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.mount_report().torn_commits_cut, 1);
+    assert_eq!(fs.read("/log").unwrap(), vec![1; 100]);
+    // The cut is durable and the file goes on normally.
+    fs.open_options()
+        .append(true)
+        .open("/log")
+        .unwrap()
+        .append(&[3; 10])
+        .unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&img);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    let mut want = vec![1; 100];
+    want.extend([3; 10]);
+    assert_eq!(fs.read("/log").unwrap(), want);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_commit_whose_data_was_lost_is_cut_off() {
+    let d = scratch();
+    let (img, _, after) = crashed(d.path());
+    // The entry and the tail reached the media, the new data page did not.
+    write_at(&img, after.map[&0] * BLOCK, &[0xee; 4096]);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.mount_report().torn_commits_cut, 1);
+    assert_eq!(fs.read("/log").unwrap(), vec![1; 100]);
+    fs.unmount().unwrap();
+    assert_clean(&img);
+}
+
+#[test]
+fn fsck_repair_cuts_a_torn_commit_like_recovery() {
+    let d = scratch();
+    let (img, before, after) = crashed(d.path());
+    write_at(&img, before.tail + 8, &[0x5a; 8]); // half an entry: its checksum fails
+    let r = run(&img, true);
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    assert_eq!(u64_at(&img, after.slot_off + 8), before.tail);
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert_eq!(fs.read("/log").unwrap(), vec![1; 100]);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn without_a_one_fence_session_the_same_damage_is_corruption() {
+    let d = scratch();
+    let (img, before, after) = crashed(d.path());
+    write_at(
+        &img,
+        before.tail,
+        &vec![0; (after.tail - before.tail) as usize],
+    );
+    // The mount state as a two-fence session leaves it (0 while mounted).
+    write_at(&img, BLOCK, &0u64.to_le_bytes());
+    assert!(is_corrupt(Fs::open(&img, &MountOptions::default())));
+}
+
+#[test]
+fn a_two_fence_session_leaves_the_mount_state_at_zero() {
+    let d = scratch();
+    let img = d.path().join("t.img");
+    Fs::format(&img, 16 << 20, &Default::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    // tmpfs: emulated pmem, where a fence is an sfence: two-fence commits by default.
+    if fs.media_mode() == novafs::MediaMode::Emulated {
+        assert!(!fs.engine().one_fence_commits());
+        assert_eq!(u64_at(&img, BLOCK), 0);
+    }
+    fs.crash();
+    let fs = Fs::open(&img, &one_fence()).unwrap();
+    assert_eq!(
+        u64_at(&img, BLOCK),
+        novafs_engine::layout::state::ONE_FENCE_MAGIC
+    );
+    fs.unmount().unwrap();
+    assert_eq!(
+        u64_at(&img, BLOCK),
+        novafs_engine::layout::state::CLEAN_MAGIC
+    );
+}
