@@ -18,6 +18,7 @@ pub struct Options {
     pub threads: usize,
     pub image_bytes: u64,
     pub no_eadr: bool,
+    pub one_fence: bool,
     pub json: bool,
 }
 
@@ -63,6 +64,7 @@ pub fn run(o: &Options) -> CliResult<()> {
         max_images: o.max_images.max(2),
         seed: o.seed,
         eadr: !o.no_eadr,
+        one_fence: o.one_fence,
         ..Config::default()
     };
     if o.image_bytes < 1 << 20 || !o.image_bytes.is_multiple_of(4096) {
@@ -84,8 +86,11 @@ pub fn run(o: &Options) -> CliResult<()> {
             format!(" --only {w}")
         };
         format!(
-            "{replay_base}{only} --seed {} --max-images {} --image-size {}",
-            o.seed, cfg.max_images, o.image_bytes
+            "{replay_base}{only} --seed {} --max-images {} --image-size {}{}",
+            o.seed,
+            cfg.max_images,
+            o.image_bytes,
+            if o.one_fence { " --one-fence" } else { "" }
         )
     };
     if o.json {
@@ -126,6 +131,10 @@ fn print_human(r: &Report, replay: &dyn Fn(&str) -> String, threads: usize) {
     println!(
         "recoveries run       {} (an image met before reuses its outcome)",
         r.recoveries
+    );
+    println!(
+        "torn commits cut     {} recoveries (one-fence sessions only)",
+        r.torn_cut
     );
     println!(
         "deep checks          {} (usability + crash during recovery)",
@@ -184,6 +193,7 @@ fn print_json(r: &Report, replay: &dyn Fn(&str) -> String) {
         "eadr_images": r.eadr_images,
         "deep_checks": r.deep_checks,
         "recoveries": r.recoveries,
+        "torn_cut": r.torn_cut,
         "seconds": r.seconds,
         "images_per_sec": r.images_per_sec(),
         "failures": r.failures.len(),

@@ -398,6 +398,10 @@ struct CrashtestArgs {
     /// Skip the eADR pass
     #[arg(long)]
     no_eadr: bool,
+    /// Run the workloads in one-fence sessions (msync mode's commits: recovery cuts torn
+    /// last commits)
+    #[arg(long)]
+    one_fence: bool,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -654,6 +658,7 @@ fn run(command: Command) -> CliResult<()> {
             threads: a.threads,
             image_bytes: a.image_size,
             no_eadr: a.no_eadr,
+            one_fence: a.one_fence,
             json: a.json,
         }),
         Command::Fsck(a) => match a.run() {
