@@ -167,3 +167,26 @@ fn a_two_fence_session_leaves_the_mount_state_at_zero() {
         novafs_engine::layout::state::CLEAN_MAGIC
     );
 }
+
+#[test]
+fn torn_commit_checks_read_no_more_than_their_budget() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let d = scratch();
+    let (img, _, after) = crashed(d.path());
+    let media = novafs_engine::media::Media::open(&img, &Default::default()).unwrap();
+    let sb: novafs_engine::layout::superblock::Superblock = media.read_pod(0).unwrap();
+    let bounds = novafs_engine::inode::Bounds::of(&sb);
+    let head = after.pages[0];
+    let check = |budget: &AtomicU64| {
+        novafs_engine::inode::torn_cut(&media, after.ino, head, after.tail, bounds, budget)
+    };
+    // The last commit names one checksummed page: a budget of one is enough, and used up.
+    let one = AtomicU64::new(1);
+    assert_eq!(check(&one).unwrap(), None);
+    assert_eq!(one.load(Ordering::Relaxed), 0);
+    // A budget already spent (other logs claimed those blocks): corrupt, nothing read.
+    assert!(matches!(
+        check(&one),
+        Err(novafs_engine::Error::Corrupt { .. })
+    ));
+}

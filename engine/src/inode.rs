@@ -988,19 +988,19 @@ impl InodeState {
 /// Read, validate and replay inode `ino` from media: its slot, its log and its write-cache
 /// log.
 pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<InodeState> {
-    load_with(media, slot_off, ino, bounds, false).map(|(st, _)| st)
+    load_with(media, slot_off, ino, bounds, None).map(|(st, _)| st)
 }
 
 /// [`load`] for recovery. `torn`: the last session made one-fence commits (the mount state
-/// says so), so the log's last commit may be torn; if it is ([`torn_cut`]), the state is
-/// loaded up to the end of the commit before it, and that tail is returned for the caller
-/// to store.
+/// says so), so the log's last commit may be torn; if it is ([`torn_cut`], with the data-page
+/// budget given), the state is loaded up to the end of the commit before it, and that tail is
+/// returned for the caller to store.
 pub fn load_with(
     media: &Media,
     slot_off: u64,
     ino: u64,
     bounds: Bounds,
-    torn: bool,
+    torn: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<(InodeState, Option<u64>)> {
     use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
     let slot: InodeSlot = media.read_pod(slot_off)?;
@@ -1011,10 +1011,9 @@ pub fn load_with(
     let mut st = InodeState::new(ino, &slot, kind);
     let mut tail = media.load_u64(slot_off + TAIL_OFFSET)?;
     let head = media.load_u64(slot_off + HEAD_OFFSET)?;
-    let cut = if torn {
-        torn_cut(media, ino, head, tail, bounds)?
-    } else {
-        None
+    let cut = match torn {
+        Some(budget) => torn_cut(media, ino, head, tail, bounds, budget)?,
+        None => None,
     };
     if let Some(c) = cut {
         tail = c;
@@ -1074,12 +1073,17 @@ pub fn load_with(
 /// commit follows, or a data run of the last commit does not match its checksum. The cut is
 /// the end of the commit before it, which must lie in the tail page too (a one-fence commit
 /// never starts a page); anything else is not a torn commit (`None`: the load reports it).
+///
+/// `budget`: data pages all the checks of one image may still read. Whole images' last
+/// commits name distinct blocks, so the image's block count is enough; a crafted image whose
+/// logs claim the same blocks over and over fails as `Corrupt` instead of reading for hours.
 pub fn torn_cut(
     media: &Media,
     ino: u64,
     head: u64,
     tail: u64,
     bounds: Bounds,
+    budget: &std::sync::atomic::AtomicU64,
 ) -> Result<Option<u64>> {
     if tail == 0 {
         return Ok(None);
@@ -1114,6 +1118,18 @@ pub fn torn_cut(
     }
     if more {
         return Ok(in_tail_page(boundary).then_some(boundary));
+    }
+    let need: u64 = last.iter().map(|&(_, n, _)| n as u64).sum();
+    if budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            b.checked_sub(need)
+        })
+        .is_err()
+    {
+        return Err(Error::corrupt(
+            "checksummed data runs of last commits claim more blocks than the image has",
+            format!("inode {ino}"),
+        ));
     }
     let mut buf = vec![0u8; BLOCK as usize];
     for (block, pages, crc) in last {

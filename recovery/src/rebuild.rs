@@ -70,8 +70,9 @@ struct Walk<'a> {
     media: &'a Media,
     chunks: &'a [u64],
     bounds: Bounds,
-    /// The last session made one-fence commits.
-    torn: bool,
+    /// The last session made one-fence commits: the data pages the torn-commit checks may
+    /// still read (`inode::torn_cut`).
+    torn: Option<AtomicU64>,
     max_ino: u64,
     used: AtomicBits,
     seen: AtomicBits,
@@ -115,7 +116,7 @@ pub fn rebuild(
         media,
         chunks,
         bounds: Bounds::of(sb),
-        torn,
+        torn: torn.then(|| AtomicU64::new(sb.blocks_total)),
         max_ino,
         used: AtomicBits::new(sb.blocks_total),
         seen: AtomicBits::new(max_ino),
@@ -256,7 +257,7 @@ impl Walk<'_> {
         let off = slot_offset(self.chunks, ino).ok_or_else(|| {
             Error::corrupt("inode number outside the table", format!("inode {ino}"))
         })?;
-        let (mut st, cut) = inode::load_with(self.media, off, ino, self.bounds, self.torn)
+        let (mut st, cut) = inode::load_with(self.media, off, ino, self.bounds, self.torn.as_ref())
             .map_err(|e| match e {
                 Error::NotFound => {
                     Error::corrupt("directory entry to a free inode", format!("inode {ino}"))

@@ -300,6 +300,8 @@ struct Scanner<'c, 'a> {
     slot_kinds: Vec<u8>,
     /// The last session made one-fence commits: a log's last commit may be torn.
     torn: bool,
+    /// Data pages the torn-commit checks may still read (`inode::torn_cut`).
+    torn_budget: std::sync::atomic::AtomicU64,
     slots_in_use: u64,
     /// The root was lost and rebuilt empty this round.
     root_rebuilt: bool,
@@ -332,6 +334,7 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         saved: None,
         slot_kinds: Vec::new(),
         torn: false,
+        torn_budget: std::sync::atomic::AtomicU64::new(sb.blocks_total),
         slots_in_use: 0,
         root_rebuilt: false,
     };
@@ -843,8 +846,9 @@ impl Scanner<'_, '_> {
         if self.torn {
             // A torn last commit of a one-fence session is not damage: recovery cuts it off
             // (and so does repair, the same way); the check goes on with the shorter log.
+            let budget = &self.torn_budget;
             if let Ok(Some(cut)) =
-                novafs_engine::inode::torn_cut(self.ctx.media, ino, head, tail, bounds)
+                novafs_engine::inode::torn_cut(self.ctx.media, ino, head, tail, bounds, budget)
             {
                 self.out.notes.push(format!(
                     "inode {ino}: the last commit of its log is torn (a one-fence session \
