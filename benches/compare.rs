@@ -164,8 +164,9 @@ const STAT: usize = 6;
 const LOOKUP_BIG: usize = 7;
 const LOOKUP_BIG_ONE: usize = 8;
 const LOOKUP_SMALL: usize = 9;
+const APPEND: usize = 10;
 
-const OPS: [&str; 10] = [
+const OPS: [&str; 11] = [
     "4 KiB write_at",
     "4 KiB read_at",
     "64 B write_at",
@@ -176,6 +177,7 @@ const OPS: [&str; 10] = [
     "lookup, 100,000-entry dir (all names, cycled)",
     "lookup, 100,000-entry dir (10 names, cycled)",
     "lookup, 10-entry dir (all names, cycled)",
+    "100 B append (a WAL record)",
 ];
 
 fn tempdir_in(parent: &Path) -> TempDir {
@@ -254,6 +256,8 @@ impl EntryName {
 struct Nova {
     fs: Fs,
     file: novafs::File,
+    /// An append-only file (the WAL row).
+    wal: novafs::File,
     names: Vec<PathBuf>,
     /// (directory inode, entries) of the big and the small directory.
     dirs: [(u64, usize); 2],
@@ -297,6 +301,12 @@ impl Nova {
         for i in 0..FILE_PAGES * PAGE / mib.len() as u64 {
             file.write_at(&mib, i * mib.len() as u64).expect("fill");
         }
+        let wal = fs
+            .open_options()
+            .append(true)
+            .create(true)
+            .open("/wal")
+            .expect("create wal");
         fs.create_dir("/d").expect("mkdir");
         drop(fs.create("/d/a").expect("create"));
         drop(fs.create("/d/stat_me").expect("create"));
@@ -319,6 +329,7 @@ impl Nova {
         Nova {
             fs,
             file,
+            wal,
             names,
             dirs,
             _dir: dir,
@@ -347,6 +358,12 @@ impl Nova {
             W64 => timed(move |i| {
                 f.write_at(black_box(&line), line_of(i)).expect("write_at");
             }),
+            APPEND => {
+                let rec = [0x77u8; 100];
+                timed(move |_| {
+                    self.wal.append(black_box(&rec)).expect("append");
+                })
+            }
             CREATE => case(
                 |_, _| {},
                 |i| drop(fs.create(black_box(self.name(i))).expect("create")),
@@ -393,6 +410,8 @@ impl Nova {
 /// A `std::fs` column in a directory: tmpfs, or disk with `durable` syncs.
 struct Std {
     file: fs::File,
+    /// An `O_APPEND` file (the WAL row).
+    wal: fs::File,
     dir_handle: fs::File,
     durable: bool,
     names: Vec<PathBuf>,
@@ -419,6 +438,11 @@ impl Std {
             file.write_all_at(&mib, i * mib.len() as u64).expect("fill");
         }
         file.sync_all().expect("fsync");
+        let wal = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p.join("wal"))
+            .expect("create wal");
         let d = p.join("d");
         fs::create_dir(&d).expect("mkdir");
         let (a, b, stat_me) = (d.join("a"), d.join("b"), d.join("stat_me"));
@@ -442,6 +466,7 @@ impl Std {
         }
         Std {
             file,
+            wal,
             dir_handle: fs::File::open(&d).expect("open dir"),
             durable,
             names: (0..cfg.max_ops)
@@ -492,6 +517,16 @@ impl Std {
                     .expect("pwrite");
                 self.sync_data();
             }),
+            APPEND => {
+                let rec = [0x77u8; 100];
+                timed(move |_| {
+                    use std::io::Write;
+                    (&self.wal).write_all(black_box(&rec)).expect("append");
+                    if self.durable {
+                        self.wal.sync_data().expect("fdatasync");
+                    }
+                })
+            }
             CREATE => case(
                 |_, _| {},
                 |i| {
@@ -736,6 +771,14 @@ fn main() {
     check(
         below(rows[R4K].novafs, rows[R4K].tmpfs, 1.0),
         "(4) novafs 4 KiB read_at < tmpfs pread",
+    );
+    check(
+        at_most(rows[W64].novafs, rows[W64].raw, 3.0),
+        "(6) novafs 64 B write_at <= 3x raw 64 B store + flush + fence",
+    );
+    check(
+        at_most(rows[APPEND].novafs, rows[APPEND].tmpfs, 1.0),
+        "(7) novafs durable 100 B append >= 1.0x tmpfs's (non-durable) append throughput",
     );
     check(
         at_most(rows[LOOKUP_BIG_ONE].novafs, rows[LOOKUP_SMALL].novafs, 2.0),

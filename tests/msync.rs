@@ -116,9 +116,15 @@ fn an_append_is_one_durability_call_and_leaves_nothing_unsynced() {
         assert!(calls >= 1, "append {i}: {calls} durability calls");
         ones += usize::from(calls == 1);
         total += calls;
-        // Everything the append stored is written back: the whole image is clean.
+        // Everything the append committed is written back. An append inside the file's
+        // last page is a redo write (DESIGN.md §5.1.2): its bytes are in the durable log
+        // entry, and their in-place store into the data page waits for the next fence, so
+        // that one page may still be dirty, never more.
         if let Some(unsynced) = engine.unsynced_pages().unwrap() {
-            assert_eq!(unsynced, 0, "append {i}: dirty pages after it returned");
+            assert!(
+                unsynced <= 1,
+                "append {i}: {unsynced} dirty pages after it returned"
+            );
         }
     }
     // Two-fence commits made 2.0 per append (flushing at once, three or more).
@@ -171,8 +177,12 @@ fn concurrent_commits_in_msync_mode() {
     let fs = Arc::into_inner(fs).unwrap();
     if msync {
         let engine = fs.engine().clone();
+        // At most each file's last redo write's page (see above).
         if let Some(unsynced) = engine.unsynced_pages().unwrap() {
-            assert_eq!(unsynced, 0, "dirty pages after every commit returned");
+            assert!(
+                unsynced <= 3,
+                "{unsynced} dirty pages after every commit returned"
+            );
         }
     }
     fs.crash();

@@ -33,11 +33,13 @@ pub enum Bug {
     GcIgnoresReach = 11,
     /// Growth writes the new primary superblock before the new replica.
     GrowPrimaryFirst = 12,
+    /// Recovery does not store redo writes again (it trusts their in-place stores).
+    RedoNotReapplied = 13,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::NoLogFlush,
         Bug::NoFenceBeforeTail,
         Bug::TailBeforeEntry,
@@ -50,6 +52,7 @@ impl Bug {
         Bug::CompactWithoutJournal,
         Bug::GcIgnoresReach,
         Bug::GrowPrimaryFirst,
+        Bug::RedoNotReapplied,
     ];
 
     /// Its name, as used on the command line.
@@ -67,6 +70,7 @@ impl Bug {
             Bug::CompactWithoutJournal => "compact-without-journal",
             Bug::GcIgnoresReach => "gc-ignores-reach",
             Bug::GrowPrimaryFirst => "grow-primary-first",
+            Bug::RedoNotReapplied => "redo-not-reapplied",
         }
     }
 }

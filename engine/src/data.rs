@@ -6,7 +6,7 @@
 use crate::engine::{Engine, SetAttr, MAX_FILE_PAGES};
 use crate::error::{Error, Result};
 use crate::inode::{Attr, Inode, InodeState};
-use crate::layout::entry::{attr_mask, Entry, SetAttrEntry};
+use crate::layout::entry::{attr_mask, Entry, SetAttrEntry, REDO_WRITE_MAX};
 use crate::layout::{now_ns, Kind, BLOCK};
 use crate::txn::Page;
 
@@ -185,6 +185,17 @@ impl Engine {
         }
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
+        // A small write inside one mapped page (no write cache) is a redo write (§5.1.2).
+        if first == last
+            && data.len() <= REDO_WRITE_MAX
+            && st.cache.is_empty()
+            && !crate::bugs::active(crate::bugs::Bug::FreeBeforeCommit)
+        {
+            if let Some(&block) = st.map.get(&first) {
+                self.write_redo(i, &mut st, first, block, off, data)?;
+                return Ok(off);
+            }
+        }
         // Mapped stores and write_at are ordered: if pages of the range sit in the write
         // cache, it is migrated first (for a failure-atomic mapping this commits its pending
         // pages, like a sync).
@@ -229,6 +240,41 @@ impl Engine {
             self.finish_migration(i, &mut st)?;
         }
         Ok(off)
+    }
+
+    /// A redo write (DESIGN.md §5.1.2): `data` at `off`, inside file page `pg`, which maps
+    /// to `block`. The bytes go into the log entry (committed like any append: atomic and
+    /// durable on return), then are stored in place into the block and flushed; the next
+    /// fence of any commit makes them durable, and until then, after a crash, recovery stores
+    /// them again from the entry. No block is allocated, no page copied.
+    fn write_redo(
+        &self,
+        i: &Inode,
+        st: &mut InodeState,
+        pg: u64,
+        block: u64,
+        off: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let size = st.attr.size.max(off + data.len() as u64);
+        let e = Entry::WriteRedo {
+            pgoff: pg,
+            block,
+            at: (off - pg * BLOCK) as u16,
+            data: data.to_vec(),
+            size,
+            mtime_ns: now_ns(),
+        };
+        let mut txn = self.txn("write-redo");
+        txn.append(i.ino, i.slot_off, st, vec![e])?;
+        let mut done = txn.commit()?;
+        // In place before `apply`, which may run log GC: a GC that drops this entry fences
+        // first, and that fence must find the bytes flushed. The inode's lock is held:
+        // readers see the bytes only once they are all stored.
+        let stored = self.media.write_flush(block * BLOCK + off % BLOCK, data);
+        let freed = self.apply(&mut done, i.ino, i.slot_off, st);
+        debug_assert!(freed.is_empty());
+        stored
     }
 
     /// Copy-on-write commit of whole pages (plus `pre` entries, applied first) to file

@@ -398,6 +398,22 @@ pub struct InodeState {
     pub cache_atomic: bool,
     /// When the oldest cached page was attached (for background writeback).
     pub cache_since: Option<std::time::Instant>,
+    /// Recovery only (`load_with`): the redo writes of the log that no later write of their
+    /// page superseded, in log order, to store in place again (DESIGN.md §5.1.2).
+    pub redo: Option<Vec<Redo>>,
+}
+
+/// A redo write to store again after a crash (see [`InodeState::redo`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redo {
+    /// File page.
+    pub pgoff: u64,
+    /// Its block.
+    pub block: u64,
+    /// Byte offset in the page.
+    pub at: u16,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// Where an inode lives on the image (see `Engine::inode_layout`).
@@ -554,6 +570,7 @@ impl InodeState {
             cache_since: None,
             xattrs: BTreeMap::new(),
             xattr_pending: Vec::new(),
+            redo: None,
             xattr_pending_pages: Vec::new(),
         }
     }
@@ -676,6 +693,27 @@ impl InodeState {
                 names.set(name, None);
             }
             Entry::CacheAttach { .. } => return Err(bad("cache entry in an inode log")),
+            Entry::WriteRedo {
+                pgoff,
+                block,
+                at,
+                data,
+                size,
+                ..
+            } => {
+                if self.attr.kind != Kind::File {
+                    return Err(bad("redo write in the log of a non-file"));
+                }
+                if self.map.get(pgoff) != Some(block) {
+                    return Err(bad("redo write to a page not mapped to its block"));
+                }
+                let end = pgoff
+                    .checked_mul(BLOCK)
+                    .and_then(|o| o.checked_add(*at as u64 + data.len() as u64));
+                if end.is_none_or(|e| e > *size) {
+                    return Err(bad("redo write past the file size it sets"));
+                }
+            }
         }
         Ok(())
     }
@@ -736,6 +774,32 @@ impl InodeState {
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
                 self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
+                if let Some(r) = &mut self.redo {
+                    r.retain(|w| !(*pgoff..pgoff.saturating_add(n)).contains(&w.pgoff));
+                }
+            }
+            Entry::WriteRedo {
+                pgoff,
+                block,
+                at: off,
+                data,
+                size,
+                mtime_ns,
+            } => {
+                // The bytes are in the block already (stored in place after the commit, or
+                // again by recovery from `redo`): only the attributes change here.
+                self.attr.size = *size;
+                self.attr.mtime_ns = *mtime_ns;
+                self.attr.ctime_ns = *mtime_ns;
+                self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
+                if let Some(r) = &mut self.redo {
+                    r.push(Redo {
+                        pgoff: *pgoff,
+                        block: *block,
+                        at: *off,
+                        data: data.clone(),
+                    });
+                }
             }
             Entry::SetAttr(a) => {
                 if a.mask & attr_mask::MODE != 0 {
@@ -756,6 +820,10 @@ impl InodeState {
                     // tmpfs and ext4 do.
                     if a.size < self.attr.size {
                         freed.extend(self.truncate_map(a.size));
+                        let kept = a.size.div_ceil(BLOCK);
+                        if let Some(r) = &mut self.redo {
+                            r.retain(|w| w.pgoff < kept);
+                        }
                     }
                     self.attr.size = a.size;
                     self.own(&[K_SIZE], at);
@@ -988,19 +1056,21 @@ impl InodeState {
 /// Read, validate and replay inode `ino` from media: its slot, its log and its write-cache
 /// log.
 pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<InodeState> {
-    load_with(media, slot_off, ino, bounds, None).map(|(st, _)| st)
+    load_with(media, slot_off, ino, bounds, None, false).map(|(st, _)| st)
 }
 
 /// [`load`] for recovery. `torn`: the last session made one-fence commits (the mount state
 /// says so), so the log's last commit may be torn; if it is ([`torn_cut`], with the data-page
 /// budget given), the state is loaded up to the end of the commit before it, and that tail is
-/// returned for the caller to store.
+/// returned for the caller to store. `redo`: collect the redo writes to store again
+/// ([`InodeState::redo`]).
 pub fn load_with(
     media: &Media,
     slot_off: u64,
     ino: u64,
     bounds: Bounds,
     torn: Option<&std::sync::atomic::AtomicU64>,
+    redo: bool,
 ) -> Result<(InodeState, Option<u64>)> {
     use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
     let slot: InodeSlot = media.read_pod(slot_off)?;
@@ -1009,6 +1079,9 @@ pub fn load_with(
     }
     let kind = slot.validate(ino)?;
     let mut st = InodeState::new(ino, &slot, kind);
+    if redo {
+        st.redo = Some(Vec::new());
+    }
     let mut tail = media.load_u64(slot_off + TAIL_OFFSET)?;
     let head = media.load_u64(slot_off + HEAD_OFFSET)?;
     let cut = match torn {

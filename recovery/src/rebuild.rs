@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use novafs_engine::alloc::{BlockAlloc, InodeAlloc};
+use novafs_engine::bugs::{self, Bug};
 use novafs_engine::inode::{self, slot_offset, Bounds, Inode, InodeState};
 use novafs_engine::layout::superblock::Superblock;
 use novafs_engine::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ROOT_INO};
@@ -257,13 +258,15 @@ impl Walk<'_> {
         let off = slot_offset(self.chunks, ino).ok_or_else(|| {
             Error::corrupt("inode number outside the table", format!("inode {ino}"))
         })?;
-        let (mut st, cut) = inode::load_with(self.media, off, ino, self.bounds, self.torn.as_ref())
-            .map_err(|e| match e {
-                Error::NotFound => {
-                    Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
-                }
-                e => e,
-            })?;
+        let (mut st, cut) =
+            inode::load_with(self.media, off, ino, self.bounds, self.torn.as_ref(), true).map_err(
+                |e| match e {
+                    Error::NotFound => {
+                        Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+                    }
+                    e => e,
+                },
+            )?;
         if let Some(tail) = cut {
             // A torn last commit: its blocks are left unmarked (free); the shorter log is
             // made durable before anything can allocate them.
@@ -271,6 +274,17 @@ impl Walk<'_> {
             txn.store_word(off + novafs_engine::layout::inode::TAIL_OFFSET, tail);
             txn.commit_in_place()?;
             self.cuts.fetch_add(1, Ordering::Relaxed);
+        }
+        // Redo writes still in the log: their in-place stores may not all have reached the
+        // media before the crash; store them again, in log order, fenced (DESIGN.md §5.1.2).
+        let redo = st.redo.take().filter(|r| !r.is_empty());
+        if let Some(redo) = redo.filter(|_| !bugs::active(Bug::RedoNotReapplied)) {
+            let mut txn = novafs_engine::txn::Txn::in_place(self.media, "redo");
+            for w in &redo {
+                debug_assert_eq!(st.map.get(&w.pgoff), Some(&w.block));
+                txn.rewrite(w.block * BLOCK + w.at as u64, &w.data);
+            }
+            txn.commit_in_place()?;
         }
         if st.attr.kind != kind {
             return Err(Error::corrupt(

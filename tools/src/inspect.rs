@@ -180,6 +180,15 @@ fn entry_json(page: u64, pos: u64, seq: u64, e: &Entry) -> Value {
             mtime_ns,
         } => json!({"type": "write", "pgoff": pgoff, "block": block, "num_pages": num_pages,
                     "hole": *block == 0, "size": size, "mtime_ns": mtime_ns}),
+        Entry::WriteRedo {
+            pgoff,
+            block,
+            at,
+            data,
+            size,
+            mtime_ns,
+        } => json!({"type": "write_redo", "pgoff": pgoff, "block": block, "at": at,
+                    "len": data.len(), "size": size, "mtime_ns": mtime_ns}),
         Entry::SetAttr(a) => {
             let mut o = json!({"type": "setattr", "mask": a.mask});
             let m = o.as_object_mut().expect("object");

@@ -107,6 +107,9 @@ pub enum EntryKind {
     XattrChunk = 8,
     /// An extended attribute removed (format 3).
     XattrRemove = 9,
+    /// A small write carried in the log and then stored in place into the page's block
+    /// (format 5, DESIGN.md §5.1.2).
+    WriteRedo = 10,
 }
 
 /// Entry header flags (format 5).
@@ -301,6 +304,49 @@ pub struct XattrHead {
     pub bytes: [u8; NAME_INLINE],
 }
 
+/// Largest write carried in a `WriteRedo` entry (62 lines after its first: the entry fits a
+/// page's entry area). The engine uses it for writes of at most [`REDO_WRITE_MAX`].
+pub const REDO_MAX: usize = (MAX_LINES - 1) * LINE_BYTES;
+
+/// Writes up to this many bytes inside one mapped page are redo writes (§5.1.2): the log
+/// entry and the in-place store cost about what they carry, against a 4 KiB copy.
+pub const REDO_WRITE_MAX: usize = 512;
+
+/// First line of a `WriteRedo` entry; the data follows from the second line on, zero-padded
+/// to a whole line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct RedoEntry {
+    /// Header.
+    pub hdr: EntryHeader,
+    /// File page.
+    pub pgoff: u64,
+    /// The block the page maps to (the bytes are stored there in place).
+    pub block: u64,
+    /// Byte offset in the page.
+    pub at: u16,
+    /// Bytes (1..=[`REDO_MAX`], `at + len <= 4096`).
+    pub len: u16,
+    /// Zero.
+    pub reserved0: u32,
+    /// File size after.
+    pub size: u64,
+    /// Modification time.
+    pub mtime_ns: u64,
+    /// Zero.
+    pub reserved1: u64,
+}
+
+const _: () = {
+    assert!(size_of::<RedoEntry>() == 64);
+    assert!(offset_of!(RedoEntry, pgoff) == 16);
+    assert!(offset_of!(RedoEntry, block) == 24);
+    assert!(offset_of!(RedoEntry, at) == 32);
+    assert!(offset_of!(RedoEntry, len) == 34);
+    assert!(offset_of!(RedoEntry, size) == 40);
+    assert!(offset_of!(RedoEntry, mtime_ns) == 48);
+};
+
 /// First line of an `XattrChunk` entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
@@ -422,6 +468,21 @@ pub enum Entry {
         /// ctime.
         ctime_ns: u64,
     },
+    /// A small write into a mapped page, stored in place after the commit (format 5).
+    WriteRedo {
+        /// File page.
+        pgoff: u64,
+        /// The block it maps to.
+        block: u64,
+        /// Byte offset in the page.
+        at: u16,
+        /// The bytes.
+        data: Vec<u8>,
+        /// File size after.
+        size: u64,
+        /// Modification time.
+        mtime_ns: u64,
+    },
 }
 
 fn seal(buf: &mut [u8]) {
@@ -458,6 +519,7 @@ impl Entry {
             Entry::XattrChunk { data, .. } => {
                 1 + data.len().saturating_sub(40).div_ceil(LINE_BYTES)
             }
+            Entry::WriteRedo { data, .. } => 1 + data.len().div_ceil(LINE_BYTES),
             _ => 1,
         }
     }
@@ -608,6 +670,29 @@ impl Entry {
                 out.extend_from_slice(data);
                 out.resize(start + lines * LINE_BYTES, 0);
             }
+            Entry::WriteRedo {
+                pgoff,
+                block,
+                at,
+                data,
+                size,
+                mtime_ns,
+            } => {
+                let e = RedoEntry {
+                    hdr: header(EntryKind::WriteRedo, lines, seq),
+                    pgoff: *pgoff,
+                    block: *block,
+                    at: *at,
+                    len: data.len() as u16,
+                    reserved0: 0,
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    reserved1: 0,
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&e));
+                out.extend_from_slice(data);
+                out.resize(start + lines * LINE_BYTES, 0);
+            }
         }
         let mut f = if marks.more { flags::MORE } else { 0 };
         if let (Some(crc), Entry::Write { block, .. }) = (marks.data_crc, self) {
@@ -624,7 +709,7 @@ impl Entry {
     pub fn peek_lines(first_line: &[u8], where_: impl Fn() -> String) -> Result<usize> {
         let kind = first_line[0];
         let lines = first_line[1] as usize;
-        if !(1..=9).contains(&kind) || lines == 0 || lines > MAX_LINES {
+        if !(1..=10).contains(&kind) || lines == 0 || lines > MAX_LINES {
             return Err(Error::corrupt("log entry header", where_()));
         }
         Ok(lines)
@@ -807,6 +892,30 @@ impl Entry {
                     data: buf[24..24 + n].to_vec(),
                 }
             }
+            10 => {
+                let e: RedoEntry = bytemuck::pod_read_unaligned(first);
+                let n = e.len as usize;
+                if n == 0 || n > REDO_MAX || e.at as usize + n > super::BLOCK as usize {
+                    return Err(bad("redo write length"));
+                }
+                if 1 + n.div_ceil(LINE_BYTES) != hdr.lines as usize {
+                    return Err(bad("redo write length against line count"));
+                }
+                if e.block == 0 || e.reserved0 != 0 || e.reserved1 != 0 {
+                    return Err(bad("reserved bytes"));
+                }
+                if buf[LINE_BYTES + n..].iter().any(|&b| b != 0) {
+                    return Err(bad("redo write padding"));
+                }
+                Entry::WriteRedo {
+                    pgoff: e.pgoff,
+                    block: e.block,
+                    at: e.at,
+                    data: buf[LINE_BYTES..LINE_BYTES + n].to_vec(),
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                }
+            }
             _ => return Err(bad("kind")),
         };
         Ok((entry, hdr.seq))
@@ -892,6 +1001,22 @@ mod tests {
             Entry::XattrChunk {
                 offset: 8016,
                 data: vec![2; 3],
+            },
+            Entry::WriteRedo {
+                pgoff: 3,
+                block: 77,
+                at: 4000,
+                data: vec![9; 96],
+                size: 5 * 4096,
+                mtime_ns: 11,
+            },
+            Entry::WriteRedo {
+                pgoff: 0,
+                block: 5,
+                at: 0,
+                data: vec![1; REDO_MAX],
+                size: 1,
+                mtime_ns: 0,
             },
         ]
     }
