@@ -21,10 +21,11 @@ fn one_fence() -> MountOptions {
     }
 }
 
-/// An image whose `/log` got two 100-byte appends in a one-fence session that then crashed:
-/// the first append (the log's tail page not yet known zero) has two fences and zeroes the
-/// page past its entries, the second is one-fence. Returns the image and `/log`'s layout
-/// before and after the second append.
+/// An image whose `/log` got a 100-byte and a 1000-byte append in a one-fence session that
+/// then crashed: the first append (the log's tail page not yet known zero) has two fences and
+/// zeroes the page past its entries, the second is one-fence and copies the page (too large
+/// for a redo write, §5.1.2). Returns the image and `/log`'s layout before and after the
+/// second append.
 fn crashed(dir: &Path) -> (PathBuf, L, L) {
     let img = dir.join("t.img");
     Fs::format(&img, 16 << 20, &Default::default())
@@ -41,7 +42,7 @@ fn crashed(dir: &Path) -> (PathBuf, L, L) {
         .unwrap();
     f.append(&[1; 100]).unwrap();
     let before = layout(&fs, "/log");
-    f.append(&[2; 100]).unwrap();
+    f.append(&[2; 1000]).unwrap();
     let after = layout(&fs, "/log");
     assert_eq!(after.tail, before.tail + 64, "one Write entry");
     assert_eq!(after.tail / BLOCK, before.tail / BLOCK, "same tail page");
@@ -53,7 +54,7 @@ fn crashed(dir: &Path) -> (PathBuf, L, L) {
 
 fn whole() -> Vec<u8> {
     let mut v = vec![1; 100];
-    v.extend([2; 100]);
+    v.extend([2; 1000]);
     v
 }
 

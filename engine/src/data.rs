@@ -271,7 +271,7 @@ impl Engine {
         // In place before `apply`, which may run log GC: a GC that drops this entry fences
         // first, and that fence must find the bytes flushed. The inode's lock is held:
         // readers see the bytes only once they are all stored.
-        let stored = self.media.write_flush(block * BLOCK + off % BLOCK, data);
+        let stored = crate::txn::redo_in_place(&self.media, block * BLOCK + off % BLOCK, data);
         let freed = self.apply(&mut done, i.ino, i.slot_off, st);
         debug_assert!(freed.is_empty());
         stored

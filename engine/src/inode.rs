@@ -704,8 +704,11 @@ impl InodeState {
                 if self.attr.kind != Kind::File {
                     return Err(bad("redo write in the log of a non-file"));
                 }
-                if self.map.get(pgoff) != Some(block) {
-                    return Err(bad("redo write to a page not mapped to its block"));
+                // Unmapped here: the `Write` that mapped the page was collected by fast GC,
+                // which needs a later entry that remapped the page, and that entry follows
+                // this one (a redo write is made while its block is the page's): superseded.
+                if self.map.get(pgoff).is_some_and(|b| b != block) {
+                    return Err(bad("redo write to a page mapped to another block"));
                 }
                 let end = pgoff
                     .checked_mul(BLOCK)
@@ -792,7 +795,8 @@ impl InodeState {
                 self.attr.mtime_ns = *mtime_ns;
                 self.attr.ctime_ns = *mtime_ns;
                 self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
-                if let Some(r) = &mut self.redo {
+                let current = self.map.get(pgoff) == Some(block);
+                if let Some(r) = self.redo.as_mut().filter(|_| current) {
                     r.push(Redo {
                         pgoff: *pgoff,
                         block: *block,

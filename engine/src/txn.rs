@@ -65,6 +65,13 @@ pub(crate) enum Page<'a> {
     Hole,
 }
 
+/// The last step of a redo write (DESIGN.md §5.1.2), after its entry's commit: store the
+/// bytes in place at `off` and flush them, no fence (the entry is the durable record until a
+/// later fence makes these durable; GC fences before it drops the entry).
+pub(crate) fn redo_in_place(media: &Media, off: u64, data: &[u8]) -> Result<()> {
+    media.write_flush(off, data)
+}
+
 /// Every block of `extents`, in order.
 fn blocks_of(extents: &[Extent]) -> impl Iterator<Item = u64> + '_ {
     extents.iter().flat_map(|e| e.start..e.start + e.len)
@@ -813,8 +820,12 @@ impl<'e> Txn<'e> {
                     staged.commit_tail(media, one_fence)
                 }
             }
-            // The change these follow (a migration, an append) ended with its fence.
-            [one @ (Part::ResetCache { .. } | Part::DropPrefix { .. })] => {
+            // The change a reset follows (a migration) ended with its fence.
+            [one @ Part::ResetCache { .. }] => one.store(media).map(|()| media.fence()),
+            // Dropping log pages may drop redo writes (§5.1.2) whose in-place stores are
+            // flushed but not yet fenced: fence them before the head moves past their entries.
+            [one @ Part::DropPrefix { .. }] => {
+                media.fence();
                 one.store(media).map(|()| media.fence())
             }
             [Part::ReplaceLog { staged, .. }] if bugs::active(Bug::CompactWithoutJournal) => {
