@@ -261,11 +261,11 @@ fn stage_into(
         }
         _ => None,
     };
+    // The append stays in the current tail page, which is zero past the tail.
+    let in_zeroed_page = log.tail_zeroed && new_page_count == 0 && log.tail_off != 0;
     let one_fence = opts.one_fence
         && !opts.detached
-        && new_page_count == 0
-        && log.tail_off != 0
-        && log.tail_zeroed
+        && in_zeroed_page
         && entries.iter().all(|e| match e {
             Entry::Write { block, .. } if *block != 0 => crc_of(e).is_some(),
             _ => true,
@@ -329,7 +329,7 @@ fn stage_into(
     // A one-fence session keeps the tail page zero past the tail: zero the rest of the page
     // this append ends in unless it already was (durable at the commit's first fence).
     let rest_zero = opts.one_fence && !opts.detached;
-    if rest_zero && !(log.tail_zeroed && new_page_count == 0 && log.tail_off != 0) {
+    if rest_zero && !in_zeroed_page {
         let end = (pos - 1) / BLOCK * BLOCK + ENTRY_BYTES;
         if end > pos {
             media.zero_nt(pos, end - pos)?;
