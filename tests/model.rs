@@ -764,8 +764,8 @@ fn fs_dump(fs: &Fs) -> BTreeMap<String, String> {
 
 /// Mount options with log GC far more eager than the default (compaction from 8 entries), so
 /// that short sequences cross it and every later step checks that it changed nothing.
-/// `one_fence`: single-inode appends commit with one fence (msync mode's default, DESIGN.md
-/// §5.1.1), so every recovery after a crash checks the last commits of every log.
+/// `one_fence`: single-inode appends commit with one fence (the default, DESIGN.md §5.1.1),
+/// so every recovery after a crash checks the last commits of every log.
 fn opts(one_fence: bool) -> MountOptions {
     MountOptions {
         gc: novafs::GcConfig {
@@ -781,11 +781,19 @@ fn opts(one_fence: bool) -> MountOptions {
 fn run(ops: &[Op]) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let img = dir.path().join("model.img");
-    let mut fs = Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap();
-    // Half the sequences run one-fence sessions.
-    let one_fence = ops.len() % 2 == 1;
+    // A third of the sequences each: two-fence sessions, one-fence sessions (the default),
+    // one-fence sessions with msync mode's checksummed data runs.
+    let one_fence = ops.len() % 3 != 0;
+    let data_crcs = ops.len() % 3 == 2;
     let opts = || opts(one_fence);
+    let open = || {
+        let fs = Fs::open(&img, &opts()).unwrap();
+        fs.engine().set_data_crcs(data_crcs);
+        fs
+    };
+    let mut fs = Fs::format(&img, 8 << 20, &FormatOptions::default()).unwrap();
     fs.engine().set_one_fence(one_fence).unwrap();
+    fs.engine().set_data_crcs(data_crcs);
     fs.engine().set_gc_config(&opts().gc);
     let mut model = Model::default();
     for (step, op) in ops.iter().enumerate() {
@@ -809,7 +817,7 @@ fn run(ops: &[Op]) {
                 } else {
                     fs.crash();
                 }
-                fs = Fs::open(&img, &opts()).unwrap();
+                fs = open();
                 assert_eq!(fs.mount_report().clean, matches!(op, Op::Remount));
                 let after = fs.statfs().unwrap();
                 if (matches!(op, Op::Remount) && !atomic_caches) || !caches {
@@ -824,7 +832,7 @@ fn run(ops: &[Op]) {
                 );
                 // And what recovery rebuilt is exactly what a clean remount saves.
                 fs.unmount().unwrap();
-                fs = Fs::open(&img, &opts()).unwrap();
+                fs = open();
                 assert_eq!(
                     after,
                     fs.statfs().unwrap(),
@@ -846,7 +854,7 @@ fn run(ops: &[Op]) {
     }
     fs.crash();
     model.apply(&Op::Crash).unwrap();
-    let fs = Fs::open(&img, &opts()).unwrap();
+    let fs = open();
     assert_eq!(fs_dump(&fs), model.dump(), "after the final crash");
 }
 

@@ -1,5 +1,5 @@
-//! One-fence commits (DESIGN.md §5.1): a single-inode append stores its data, its entries and
-//! its tail before one fence, so a crash may leave the tail durable and some of what it covers
+//! One-fence commits (DESIGN.md §5.1.1): a single-inode append stores its entries and its
+//! tail before one fence (in msync mode, or with `Engine::set_data_crcs`, its data too), so a crash may leave the tail durable and some of what it covers
 //! not. Recovery finds such a torn last commit (entries that do not decode in a tail page kept
 //! zero past the tail, or a data run whose checksum differs) and cuts the log back to the
 //! commit before it; fsck expects it; a session that did not make one-fence commits never
@@ -21,11 +21,11 @@ fn one_fence() -> MountOptions {
     }
 }
 
-/// An image whose `/log` got a 100-byte and a 1000-byte append in a one-fence session that
-/// then crashed: the first append (the log's tail page not yet known zero) has two fences and
-/// zeroes the page past its entries, the second is one-fence and copies the page (too large
-/// for a redo write, §5.1.2). Returns the image and `/log`'s layout before and after the
-/// second append.
+/// An image whose `/log` got a 100-byte and a 1000-byte append in a one-fence session with
+/// msync mode's commits (checksummed data runs) that then crashed: the first append (the log's
+/// tail page not yet known zero) has two fences and zeroes the page past its entries, the
+/// second is one-fence and copies the page (too large for a redo write, §5.1.2). Returns the
+/// image and `/log`'s layout before and after the second append.
 fn crashed(dir: &Path) -> (PathBuf, L, L) {
     let img = dir.join("t.img");
     Fs::format(&img, 16 << 20, &Default::default())
@@ -34,6 +34,7 @@ fn crashed(dir: &Path) -> (PathBuf, L, L) {
         .unwrap();
     let fs = Fs::open(&img, &one_fence()).unwrap();
     assert!(fs.engine().one_fence_commits());
+    fs.engine().set_data_crcs(true);
     let f = fs
         .open_options()
         .append(true)
@@ -150,14 +151,22 @@ fn a_two_fence_session_leaves_the_mount_state_at_zero() {
         .unwrap()
         .unmount()
         .unwrap();
-    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
-    // tmpfs: emulated pmem, where a fence is an sfence: two-fence commits by default.
-    if fs.media_mode() == novafs::MediaMode::Emulated {
-        assert!(!fs.engine().one_fence_commits());
-        assert_eq!(u64_at(&img, BLOCK), 0);
-    }
+    let two_fence = MountOptions {
+        one_fence: Some(false),
+        ..MountOptions::default()
+    };
+    let fs = Fs::open(&img, &two_fence).unwrap();
+    assert!(!fs.engine().one_fence_commits());
+    assert!(!fs.engine().data_crcs());
+    assert_eq!(u64_at(&img, BLOCK), 0);
     fs.crash();
-    let fs = Fs::open(&img, &one_fence()).unwrap();
+    // The default: one-fence commits, data runs checksummed in msync mode only.
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert!(fs.engine().one_fence_commits());
+    assert_eq!(
+        fs.engine().data_crcs(),
+        fs.media_mode() == novafs::MediaMode::Msync
+    );
     assert_eq!(
         u64_at(&img, BLOCK),
         novafs_engine::layout::state::ONE_FENCE_MAGIC
@@ -167,6 +176,41 @@ fn a_two_fence_session_leaves_the_mount_state_at_zero() {
         u64_at(&img, BLOCK),
         novafs_engine::layout::state::CLEAN_MAGIC
     );
+}
+
+#[test]
+fn without_data_crcs_a_page_write_fences_its_data_first() {
+    // On pmem (here: tmpfs, emulated) a one-fence session's write of whole pages keeps the
+    // fence between its data and its tail: its `Write` entry carries no checksum, so a crash
+    // image can never hold its tail without its data, and recovery has nothing to check.
+    // With data checksums (msync mode's commits) the same damage is a torn commit, cut off.
+    for crcs in [false, true] {
+        let d = scratch();
+        let img = d.path().join("t.img");
+        Fs::format(&img, 16 << 20, &Default::default())
+            .unwrap()
+            .unmount()
+            .unwrap();
+        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        fs.engine().set_data_crcs(crcs);
+        let f = fs.create("/f").unwrap();
+        f.set_len(10).unwrap(); // the log's tail page is now known zero past the tail
+        f.write_at(&[4; 4096], 0).unwrap();
+        let after = layout(&fs, "/f");
+        drop(f);
+        fs.crash();
+        // The page's data lost under a durable tail.
+        write_at(&img, after.map[&0] * BLOCK, &[0xee; 4096]);
+        let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+        if crcs {
+            assert_eq!(fs.mount_report().torn_commits_cut, 1);
+            assert_eq!(fs.read("/f").unwrap(), vec![0; 10]);
+        } else {
+            assert_eq!(fs.mount_report().torn_commits_cut, 0);
+            assert_eq!(fs.read("/f").unwrap(), vec![0xee; 4096]);
+        }
+        fs.unmount().unwrap();
+    }
 }
 
 #[test]

@@ -49,9 +49,13 @@ pub struct Config {
     /// Log GC settings of the reference run. The default collects far earlier than a real
     /// mount does, so that short workloads cross both GC paths.
     pub gc: novafs::GcConfig,
-    /// The reference run commits single-inode appends with one fence (msync mode's default,
-    /// DESIGN.md §5.1), so crash images hold torn last commits for recovery to cut off.
+    /// The reference run commits single-inode appends with one fence (the default of a
+    /// mount, DESIGN.md §5.1.1), so crash images hold torn last commits for recovery to cut
+    /// off; `false`: two fences per commit (`MountOptions::one_fence = Some(false)`).
     pub one_fence: bool,
+    /// With `one_fence`, commits that write data blocks carry the runs' checksums and commit
+    /// with one fence too (msync mode's default, `Media::set_data_crcs`).
+    pub data_crcs: bool,
 }
 
 /// The harness's GC settings: fast GC on, compaction inline from 200 entries, no background.
@@ -72,7 +76,8 @@ impl Default for Config {
             eadr: true,
             deep_every: 97,
             gc: harness_gc(),
-            one_fence: false,
+            one_fence: true,
+            data_crcs: false,
         }
     }
 }
@@ -1115,15 +1120,14 @@ fn recovered_state(media: &Media, live: &State, atomic: &[Unpersisted]) -> Resul
 /// after each operation.
 pub fn reference_run(w: &Workload, cfg: &Config) -> Result<Reference, String> {
     let media = Arc::new(Media::traced(cfg.image_bytes));
+    media.set_data_crcs(cfg.data_crcs);
     media.with_trace(|t| t.enabled = true);
     let engine = Engine::format_media(media.clone(), &FormatOptions::default())
         .map_err(|e| format!("format: {e}"))?;
     engine.set_gc_config(&cfg.gc);
-    if cfg.one_fence {
-        engine
-            .set_one_fence(true)
-            .map_err(|e| format!("one-fence session: {e}"))?;
-    }
+    engine
+        .set_one_fence(cfg.one_fence)
+        .map_err(|e| format!("commit mode of the session: {e}"))?;
     let mut fs = Fs::from_engine(engine, Default::default());
     let mut maps = workload::Held::new();
     for op in &w.setup {

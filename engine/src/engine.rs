@@ -186,10 +186,23 @@ impl Engine {
         self.media.mode()
     }
 
-    /// Whether this session commits single-inode appends with one fence (DESIGN.md §5.1;
-    /// `MountOptions::one_fence`: by default in msync mode).
+    /// Whether this session commits single-inode appends with one fence (DESIGN.md §5.1.1;
+    /// `MountOptions::one_fence`: on by default).
     pub fn one_fence_commits(&self) -> bool {
         self.media.one_fence()
+    }
+
+    /// Whether a one-fence session's writes of whole pages commit with one fence too, their
+    /// data runs checksummed (DESIGN.md §5.1.1; by default in msync mode only).
+    pub fn data_crcs(&self) -> bool {
+        self.media.data_crcs()
+    }
+
+    /// Choose [`Engine::data_crcs`] for this session (tests and benches compare the two
+    /// commit forms on one backend). Safe at any moment: recovery checks a data run's
+    /// checksum only where its entry carries one.
+    pub fn set_data_crcs(&self, on: bool) {
+        self.media.set_data_crcs(on);
     }
 
     /// The superblock (a copy: it changes when the image grows).

@@ -18,7 +18,7 @@ use crate::layout::{
     checksum, now_ns, Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SIZE, MIN_IMAGE_BYTES,
     ROOT_INO,
 };
-use crate::media::{MapOptions, Media, MediaMode};
+use crate::media::{MapOptions, Media};
 
 /// How to format an image.
 #[derive(Clone, Debug)]
@@ -69,10 +69,11 @@ pub struct MountOptions {
     pub writeback: crate::cache::WritebackConfig,
     /// Log garbage collection.
     pub gc: crate::gc::GcConfig,
-    /// Commit a single-inode append (a `write`, an append, a `setattr`) with one fence
-    /// instead of two: in msync mode one durability call instead of two. Recovery then finds
-    /// a torn last commit by its checksums and cuts it off (DESIGN.md §5.1). `None` (the
-    /// default): on in msync mode, where a fence is a system call; off where it is `sfence`.
+    /// Commit a single-inode append (a small `write`, an append, a `setattr`) with one fence
+    /// instead of two. Recovery then finds a torn last commit by its checksums and cuts it
+    /// off (DESIGN.md §5.1.1). `None` (the default) and `Some(true)`: on; in msync mode a
+    /// write of whole pages then also commits with one fence (its data runs carry checksums,
+    /// `Media::data_crcs`). `Some(false)`: every commit fences its entries before its tail.
     pub one_fence: Option<bool>,
 }
 
@@ -173,13 +174,10 @@ impl Engine {
             sb.replica_block - chunk0 - CHUNK_BLOCKS,
         );
         let inos = InodeAlloc::new(ROOT_INO + 1..INODES_PER_CHUNK);
-        let one_fence = media.mode() == MediaMode::Msync;
         let engine = Engine::new_internal(media, sb, blocks, inos, vec![chunk0], false);
         engine.inode(ROOT_INO)?;
-        // The session format starts commits as a mount's default would (DESIGN.md §5.1).
-        if one_fence {
-            engine.set_one_fence(true)?;
-        }
+        // The session format starts commits as a mount's default would (DESIGN.md §5.1.1).
+        engine.set_one_fence(true)?;
         Ok(Arc::new(engine))
     }
 

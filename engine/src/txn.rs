@@ -554,7 +554,7 @@ impl<'e> Txn<'e> {
         if let Some(r) = run {
             push_run(entries, r);
         }
-        if media.one_fence() {
+        if media.data_crcs() {
             // Each data run's checksum, read back from what was just written (the same core
             // sees its own non-temporal stores): a one-fence commit's `Write` entries carry it.
             let mut buf = vec![0u8; BLOCK as usize];

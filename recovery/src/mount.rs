@@ -96,10 +96,7 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
             engine
         }
     };
-    let one_fence = opts
-        .one_fence
-        .unwrap_or(media.mode() == novafs_engine::media::MediaMode::Msync);
-    engine.start_session(&opts.gc, one_fence)?;
+    engine.start_session(&opts.gc, opts.one_fence.unwrap_or(true))?;
     Ok((Arc::new(engine), report))
 }
 

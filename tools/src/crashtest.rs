@@ -18,7 +18,8 @@ pub struct Options {
     pub threads: usize,
     pub image_bytes: u64,
     pub no_eadr: bool,
-    pub one_fence: bool,
+    pub two_fence: bool,
+    pub data_crcs: bool,
     pub json: bool,
 }
 
@@ -64,7 +65,8 @@ pub fn run(o: &Options) -> CliResult<()> {
         max_images: o.max_images.max(2),
         seed: o.seed,
         eadr: !o.no_eadr,
-        one_fence: o.one_fence,
+        one_fence: !o.two_fence,
+        data_crcs: o.data_crcs,
         ..Config::default()
     };
     if o.image_bytes < 1 << 20 || !o.image_bytes.is_multiple_of(4096) {
@@ -90,7 +92,11 @@ pub fn run(o: &Options) -> CliResult<()> {
             o.seed,
             cfg.max_images,
             o.image_bytes,
-            if o.one_fence { " --one-fence" } else { "" }
+            match (o.two_fence, o.data_crcs) {
+                (true, _) => " --two-fence",
+                (false, true) => " --data-crcs",
+                (false, false) => "",
+            }
         )
     };
     if o.json {
@@ -133,7 +139,7 @@ fn print_human(r: &Report, replay: &dyn Fn(&str) -> String, threads: usize) {
         r.recoveries
     );
     println!(
-        "torn commits cut     {} recoveries (one-fence sessions only)",
+        "torn commits cut     {} recoveries (one-fence sessions)",
         r.torn_cut
     );
     println!(

@@ -398,10 +398,13 @@ struct CrashtestArgs {
     /// Skip the eADR pass
     #[arg(long)]
     no_eadr: bool,
-    /// Run the workloads in one-fence sessions (msync mode's commits: recovery cuts torn
-    /// last commits)
+    /// Run the workloads in two-fence sessions (`MountOptions::one_fence = Some(false)`)
+    /// instead of the default one-fence ones
+    #[arg(long, conflicts_with = "data_crcs")]
+    two_fence: bool,
+    /// Commit data runs with checksums and one fence too (msync mode's commits)
     #[arg(long)]
-    one_fence: bool,
+    data_crcs: bool,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -658,7 +661,8 @@ fn run(command: Command) -> CliResult<()> {
             threads: a.threads,
             image_bytes: a.image_size,
             no_eadr: a.no_eadr,
-            one_fence: a.one_fence,
+            two_fence: a.two_fence,
+            data_crcs: a.data_crcs,
             json: a.json,
         }),
         Command::Fsck(a) => match a.run() {

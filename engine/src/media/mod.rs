@@ -116,6 +116,10 @@ pub struct Media {
     /// Single-inode appends commit with one fence (DESIGN.md §5.1): set by the mount once
     /// the mount state says so, read by every commit.
     one_fence: AtomicBool,
+    /// A one-fence commit's data runs carry checksums (DESIGN.md §5.1.1) instead of being
+    /// fenced before the entries: on where a fence is a system call (msync mode), off where
+    /// it is `sfence` (reading a run back for its checksum costs more than the fence).
+    data_crcs: AtomicBool,
 }
 
 /// Msync mode's deferred durability.
@@ -226,6 +230,7 @@ impl Media {
             sync_calls: AtomicU64::new(0),
             msync: MsyncState::default(),
             one_fence: AtomicBool::new(false),
+            data_crcs: AtomicBool::new(mode == MediaMode::Msync),
         })
     }
 
@@ -246,6 +251,7 @@ impl Media {
             sync_calls: AtomicU64::new(0),
             msync: MsyncState::default(),
             one_fence: AtomicBool::new(false),
+            data_crcs: AtomicBool::new(false),
         }
     }
 
@@ -263,6 +269,20 @@ impl Media {
     /// records it (`layout::state::ONE_FENCE_MAGIC`), and before any commit of the session.
     pub fn set_one_fence(&self, on: bool) {
         self.one_fence.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a one-fence commit writes its data runs' checksums into their `Write` entries
+    /// and commits with one fence (on by default in msync mode only); otherwise a commit that
+    /// writes data blocks keeps the fence between data and tail (DESIGN.md §5.1.1).
+    pub fn data_crcs(&self) -> bool {
+        self.one_fence() && self.data_crcs.load(Ordering::Relaxed)
+    }
+
+    /// Choose [`Media::data_crcs`] (the crash harness and tests exercise msync mode's commits
+    /// on the traced backend). Either choice is safe at any time: recovery checks a run's
+    /// checksum only where its entry carries one.
+    pub fn set_data_crcs(&self, on: bool) {
+        self.data_crcs.store(on, Ordering::Relaxed);
     }
 
     /// Pages of `[off, off + len)` that the host's page cache holds dirty or under write-back
