@@ -1082,23 +1082,82 @@ pub fn load_with(
         return Err(Error::NotFound);
     }
     let kind = slot.validate(ino)?;
-    let mut st = InodeState::new(ino, &slot, kind);
+    let tail = media.load_u64(slot_off + TAIL_OFFSET)?;
+    let head = media.load_u64(slot_off + HEAD_OFFSET)?;
+    let main = |tail| load_log(media, &slot, ino, kind, head, tail, bounds, redo);
+    // One walk in the common case: a torn commit is looked for (a second walk, `torn_cut`)
+    // only where this one broke, or ended inside a commit, or the last commit's data runs
+    // do not match their checksums.
+    let (mut st, cut) = match torn {
+        None => (main(tail)?.0, None),
+        Some(budget) => {
+            let first = main(tail);
+            let whole = match &first {
+                Ok((_, last)) if !last.more => {
+                    let need = last.pages();
+                    let whole = runs_whole(media, ino, &last.runs, budget)?;
+                    if !whole {
+                        budget.fetch_add(need, Ordering::Relaxed); // torn_cut counts them again
+                    }
+                    whole
+                }
+                _ => false,
+            };
+            if whole {
+                (first?.0, None)
+            } else {
+                match torn_cut(media, ino, head, tail, bounds, budget)? {
+                    Some(c) => (main(c)?.0, Some(c)),
+                    None => (first?.0, None),
+                }
+            }
+        }
+    };
+    let ctail = media.load_u64(slot_off + CACHE_TAIL_OFFSET)?;
+    let chead = media.load_u64(slot_off + CACHE_HEAD_OFFSET)?;
+    if ctail != 0 && kind != Kind::File {
+        return Err(Error::corrupt(
+            "write cache on a non-file",
+            format!("inode {ino}"),
+        ));
+    }
+    let (cache_log, _) = walk_log(
+        media,
+        ino,
+        "cache log",
+        chead,
+        ctail,
+        bounds,
+        |e, _, where_| {
+            st.apply_cache(e, bounds)
+                .map_err(|err| Error::corrupt(err.to_string(), where_()))
+        },
+    )?;
+    st.cache_log = cache_log;
+    Ok((st, cut))
+}
+
+/// Replay the log of inode `ino` (slot `slot`, of `kind`) from `head` to `tail` into a new
+/// state; also returns what the walk saw of the last commit.
+#[allow(clippy::too_many_arguments)]
+fn load_log(
+    media: &Media,
+    slot: &InodeSlot,
+    ino: u64,
+    kind: Kind,
+    head: u64,
+    tail: u64,
+    bounds: Bounds,
+    redo: bool,
+) -> Result<(InodeState, LastCommit)> {
+    let mut st = InodeState::new(ino, slot, kind);
     if redo {
         st.redo = Some(Vec::new());
-    }
-    let mut tail = media.load_u64(slot_off + TAIL_OFFSET)?;
-    let head = media.load_u64(slot_off + HEAD_OFFSET)?;
-    let cut = match torn {
-        Some(budget) => torn_cut(media, ino, head, tail, bounds, budget)?,
-        None => None,
-    };
-    if let Some(c) = cut {
-        tail = c;
     }
     let mut scratch = Vec::new();
     // The walk numbers pages from 0; each page's liveness record exists before its entries
     // are applied.
-    let log = walk_log(media, ino, "log", head, tail, bounds, |e, at, where_| {
+    let (log, last) = walk_log(media, ino, "log", head, tail, bounds, |e, at, where_| {
         let want = usize::try_from(at + 1).unwrap_or(usize::MAX);
         if st.log.live.len() < want {
             st.log.live.resize(want, PageLive::default());
@@ -1120,28 +1179,7 @@ pub fn load_with(
     let mut live = std::mem::take(&mut st.log.live);
     live.resize(log.pages.len(), PageLive::default());
     st.log = LogState { live, ..log };
-    let ctail = media.load_u64(slot_off + CACHE_TAIL_OFFSET)?;
-    let chead = media.load_u64(slot_off + CACHE_HEAD_OFFSET)?;
-    if ctail != 0 && kind != Kind::File {
-        return Err(Error::corrupt(
-            "write cache on a non-file",
-            format!("inode {ino}"),
-        ));
-    }
-    let cache_log = walk_log(
-        media,
-        ino,
-        "cache log",
-        chead,
-        ctail,
-        bounds,
-        |e, _, where_| {
-            st.apply_cache(e, bounds)
-                .map_err(|err| Error::corrupt(err.to_string(), where_()))
-        },
-    )?;
-    st.cache_log = cache_log;
-    Ok((st, cut))
+    Ok((st, last))
 }
 
 /// Where a torn last commit of a one-fence session ends the log of inode `ino`, if it has
@@ -1196,33 +1234,17 @@ pub fn torn_cut(
     if more {
         return Ok(in_tail_page(boundary).then_some(boundary));
     }
-    let need: u64 = last.iter().map(|&(_, n, _)| n as u64).sum();
-    if budget
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-            b.checked_sub(need)
-        })
-        .is_err()
+    if last
+        .iter()
+        .any(|&(block, pages, _)| !bounds.contains(block, u64::from(pages)))
     {
-        return Err(Error::corrupt(
-            "checksummed data runs of last commits claim more blocks than the image has",
-            format!("inode {ino}"),
-        ));
+        return Ok(None); // the load reports it
     }
-    let mut buf = vec![0u8; BLOCK as usize];
-    for (block, pages, crc) in last {
-        if !bounds.contains(block, pages as u64) {
-            return Ok(None); // the load reports it
-        }
-        let mut h = crc32fast::Hasher::new();
-        for k in 0..pages as u64 {
-            media.read((block + k) * BLOCK, &mut buf)?;
-            h.update(&buf);
-        }
-        if h.finalize() != crc {
-            return Ok(in_tail_page(before).then_some(before));
-        }
+    if runs_whole(media, ino, &last, budget)? {
+        Ok(None)
+    } else {
+        Ok(in_tail_page(before).then_some(before))
     }
-    Ok(None)
 }
 
 /// Walk a log chain from `head` to `tail`, validating it, calling `f` on every entry in order.
@@ -1235,14 +1257,17 @@ fn walk_log(
     tail: u64,
     bounds: Bounds,
     mut f: impl FnMut(&Entry, u64, &dyn Fn() -> String) -> Result<()>,
-) -> Result<LogState> {
+) -> Result<(LogState, LastCommit)> {
     let mut log = LogState {
         next_seq: 1,
         ..LogState::default()
     };
+    let mut last = LastCommit::default();
     if tail == 0 {
-        return Ok(log);
+        return Ok((log, last));
     }
+    // Checksummed data runs of the commit in progress.
+    let mut open = Vec::new();
     let mut cursor = LogCursor::new(media, ino, which, head, tail, bounds);
     for item in cursor.by_ref() {
         let item = item?;
@@ -1250,12 +1275,78 @@ fn walk_log(
         let where_ = || format!("inode {ino} {which} page {page} offset {pos}");
         f(&item.entry, item.page_index, &where_)?;
         log.entries += 1;
+        if let (
+            Some(crc),
+            &Entry::Write {
+                block, num_pages, ..
+            },
+        ) = (item.marks.data_crc, &item.entry)
+        {
+            open.push((block, num_pages, crc));
+        }
+        last.more = item.marks.more;
+        if !last.more {
+            last.runs = std::mem::take(&mut open);
+        }
     }
     log.next_seq = cursor.last_seq() + 1;
     log.pages = cursor.into_pages();
     log.head_block = head;
     log.tail_off = tail;
-    Ok(log)
+    Ok((log, last))
+}
+
+/// What a log walk saw of the log's last commit (DESIGN.md §5.1.1).
+#[derive(Default)]
+struct LastCommit {
+    /// The last entry says more of its commit follows (a torn commit).
+    more: bool,
+    /// The checksummed data runs of the last whole commit: (first block, pages, crc32).
+    runs: Vec<(u64, u32, u32)>,
+}
+
+impl LastCommit {
+    /// Data pages the runs name.
+    fn pages(&self) -> u64 {
+        self.runs.iter().map(|&(_, n, _)| u64::from(n)).sum()
+    }
+}
+
+/// Whether every checksummed data run of `runs` (inside the image) matches its crc32, after
+/// taking its pages from the torn-commit `budget` (`Corrupt` once that is spent).
+fn runs_whole(
+    media: &Media,
+    ino: u64,
+    runs: &[(u64, u32, u32)],
+    budget: &std::sync::atomic::AtomicU64,
+) -> Result<bool> {
+    if runs.is_empty() {
+        return Ok(true);
+    }
+    let need: u64 = runs.iter().map(|&(_, n, _)| u64::from(n)).sum();
+    if budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            b.checked_sub(need)
+        })
+        .is_err()
+    {
+        return Err(Error::corrupt(
+            "checksummed data runs of last commits claim more blocks than the image has",
+            format!("inode {ino}"),
+        ));
+    }
+    let mut buf = vec![0u8; BLOCK as usize];
+    for &(block, pages, crc) in runs {
+        let mut h = crc32fast::Hasher::new();
+        for k in 0..u64::from(pages) {
+            media.read((block + k) * BLOCK, &mut buf)?;
+            h.update(&buf);
+        }
+        if h.finalize() != crc {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
