@@ -783,7 +783,7 @@ fn run(ops: &[Op]) {
     let img = dir.path().join("model.img");
     // A third of the sequences each: two-fence sessions, one-fence sessions (the default),
     // one-fence sessions with msync mode's checksummed data runs.
-    let one_fence = ops.len() % 3 != 0;
+    let one_fence = !ops.len().is_multiple_of(3);
     let data_crcs = ops.len() % 3 == 2;
     let opts = || opts(one_fence);
     let open = || {
