@@ -21,17 +21,23 @@ fn one_fence() -> MountOptions {
     }
 }
 
+/// A freshly formatted, cleanly unmounted 16 MiB image `t.img` in `dir`.
+fn fresh(dir: &Path) -> PathBuf {
+    let img = dir.join("t.img");
+    Fs::format(&img, 16 << 20, &Default::default())
+        .unwrap()
+        .unmount()
+        .unwrap();
+    img
+}
+
 /// An image whose `/log` got a 100-byte and a 1000-byte append in a one-fence session with
 /// msync mode's commits (checksummed data runs) that then crashed: the first append (the log's
 /// tail page not yet known zero) has two fences and zeroes the page past its entries, the
 /// second is one-fence and copies the page (too large for a redo write, §5.1.2). Returns the
 /// image and `/log`'s layout before and after the second append.
 fn crashed(dir: &Path) -> (PathBuf, L, L) {
-    let img = dir.join("t.img");
-    Fs::format(&img, 16 << 20, &Default::default())
-        .unwrap()
-        .unmount()
-        .unwrap();
+    let img = fresh(dir);
     let fs = Fs::open(&img, &one_fence()).unwrap();
     assert!(fs.engine().one_fence_commits());
     fs.engine().set_data_crcs(true);
@@ -146,11 +152,7 @@ fn without_a_one_fence_session_the_same_damage_is_corruption() {
 #[test]
 fn a_two_fence_session_leaves_the_mount_state_at_zero() {
     let d = scratch();
-    let img = d.path().join("t.img");
-    Fs::format(&img, 16 << 20, &Default::default())
-        .unwrap()
-        .unmount()
-        .unwrap();
+    let img = fresh(d.path());
     let two_fence = MountOptions {
         one_fence: Some(false),
         ..MountOptions::default()
@@ -186,11 +188,7 @@ fn without_data_crcs_a_page_write_fences_its_data_first() {
     // With data checksums (msync mode's commits) the same damage is a torn commit, cut off.
     for crcs in [false, true] {
         let d = scratch();
-        let img = d.path().join("t.img");
-        Fs::format(&img, 16 << 20, &Default::default())
-            .unwrap()
-            .unmount()
-            .unwrap();
+        let img = fresh(d.path());
         let fs = Fs::open(&img, &MountOptions::default()).unwrap();
         fs.engine().set_data_crcs(crcs);
         let f = fs.create("/f").unwrap();

@@ -1094,10 +1094,10 @@ pub fn load_with(
             let first = main(tail);
             let whole = match &first {
                 Ok((_, last)) if !last.more => {
-                    let need = last.pages();
                     let whole = runs_whole(media, ino, &last.runs, budget)?;
                     if !whole {
-                        budget.fetch_add(need, Ordering::Relaxed); // torn_cut counts them again
+                        // torn_cut takes these pages from the budget again.
+                        budget.fetch_add(run_pages(&last.runs), Ordering::Relaxed);
                     }
                     whole
                 }
@@ -1305,11 +1305,9 @@ struct LastCommit {
     runs: Vec<(u64, u32, u32)>,
 }
 
-impl LastCommit {
-    /// Data pages the runs name.
-    fn pages(&self) -> u64 {
-        self.runs.iter().map(|&(_, n, _)| u64::from(n)).sum()
-    }
+/// Data pages the checksummed runs `runs` name.
+fn run_pages(runs: &[(u64, u32, u32)]) -> u64 {
+    runs.iter().map(|&(_, n, _)| u64::from(n)).sum()
 }
 
 /// Whether every checksummed data run of `runs` (inside the image) matches its crc32, after
@@ -1323,7 +1321,7 @@ fn runs_whole(
     if runs.is_empty() {
         return Ok(true);
     }
-    let need: u64 = runs.iter().map(|&(_, n, _)| u64::from(n)).sum();
+    let need = run_pages(runs);
     if budget
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
             b.checked_sub(need)
