@@ -202,6 +202,48 @@ fn a_torn_primary_after_grow_is_repaired_from_the_new_replica() {
 }
 
 #[test]
+fn fsck_sees_a_torn_primary_of_a_crashed_grow_as_recovery_does() {
+    // A crash inside a grow's commit (the primary half rewritten) is a state mount handles:
+    // fsck -n of the crash image notes it and reports no error (the crash harness's deep check
+    // found the old fsck calling it damage). The same bad primary on a cleanly unmounted image
+    // is damage.
+    let check = |img: Vec<u8>| {
+        fsck::check_media(Arc::new(Media::traced_from(img)), &FsckOptions::default()).unwrap()
+    };
+    let media = Arc::new(Media::traced(4 * MIB));
+    let engine = Engine::format_media(media.clone(), &EngineFormat::default()).unwrap();
+    let fs = Fs::from_engine(engine, Default::default());
+    fs.grow(8 * MIB).unwrap();
+    fs.write("/a", &data(MIB as usize, 3)).unwrap();
+    fs.crash();
+    let mut img = media.snapshot().unwrap();
+    img[100] ^= 0xff;
+    let r = check(img.clone());
+    assert_eq!(r.errors_found, 0, "{:#?}", r.problems);
+    assert!(
+        r.notes.iter().any(|n| n.contains("grow was interrupted")),
+        "{:?}",
+        r.notes
+    );
+    // Mounted and cleanly unmounted: the clean word is set, and a bad primary is damage.
+    let media = Arc::new(Media::traced_from(img));
+    let (engine, report) = novafs_recovery::open_media(media.clone(), &Default::default()).unwrap();
+    assert!(report.superblock_repaired);
+    Fs::from_engine(engine, report).unmount().unwrap();
+    let mut img = media.snapshot().unwrap();
+    assert_eq!(check(img.clone()).errors_found, 0);
+    img[100] ^= 0xff;
+    let r = check(img);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == fsck::ProblemKind::SuperblockPrimary),
+        "{:#?}",
+        r.problems
+    );
+}
+
+#[test]
 fn a_grown_image_is_format_4_or_later_and_an_older_image_upgrades_when_it_grows() {
     let dir = scratch();
     let path = dir.path().join("g.img");

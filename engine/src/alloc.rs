@@ -38,6 +38,10 @@ struct Shard {
     marks: Vec<u64>,
 }
 
+/// How many free extents an allocation of `n` blocks looks at for one run that holds them
+/// all: `max(FIT_SCAN, n)` (the scan costs no more than writing the blocks would).
+const FIT_SCAN: usize = 16;
+
 /// Recently freed single blocks kept per shard before merging.
 const RECENT_MAX: usize = 64;
 
@@ -97,10 +101,14 @@ impl Shard {
             self.merge_recent();
         }
         let mut got = 0;
-        // First fit for the whole request.
+        // First fit for the whole request, among the first extents only: a shard fragmented
+        // into many single-block holes (the old pages of copy-on-write overwrites) would make
+        // a full first-fit scan cost O(holes) per small write. A request the first ones
+        // cannot hold whole takes runs in address order.
         let fit = self
             .free
             .iter()
+            .take(FIT_SCAN.max(want as usize))
             .find(|(_, &l)| l >= want)
             .map(|(&s, &l)| (s, l));
         if let Some((s, l)) = fit {
@@ -676,6 +684,40 @@ mod tests {
         assert_eq!(all.iter().map(|e| e.len).sum::<u64>(), 100);
         assert!(matches!(a.alloc(1), Err(Error::NoSpace)));
         assert!(!a.is_free(50));
+    }
+
+    /// A shard riddled with single-block holes serves a small multi-block request from the
+    /// first holes, in address order, instead of scanning every hole for a run that holds
+    /// it whole (O(holes) per two-page write); a request it cannot hold among the first
+    /// `max(FIT_SCAN, n)` extents still gets all its blocks, and a run among them is used.
+    #[test]
+    fn first_fit_looks_at_the_first_extents_only() {
+        let a = BlockAlloc::new(0, 1000, 1);
+        for b in (0..400).step_by(2) {
+            a.free(b, 1); // 200 holes
+        }
+        a.free(500, 500); // and one long run
+        let two = a.alloc(2).unwrap();
+        assert_eq!(two.iter().map(|e| e.len).sum::<u64>(), 2);
+        assert!(
+            two.iter().all(|e| e.len == 1 && e.start < 400),
+            "the first holes, not the far run: {two:?}"
+        );
+        let n = FIT_SCAN as u64 + 8;
+        let some = a.alloc(n).unwrap();
+        assert_eq!(some.iter().map(|e| e.len).sum::<u64>(), n);
+        assert!(some.iter().all(|e| e.start < 400), "{some:?}");
+        // Few holes left ahead of the run: the run holds a request whole.
+        let b = BlockAlloc::new(0, 1000, 1);
+        for x in (0..10).step_by(2) {
+            b.free(x, 1);
+        }
+        b.free(500, 500);
+        assert_eq!(b.alloc(3).unwrap(), vec![Extent { start: 500, len: 3 }]);
+        for e in two.iter().chain(&some) {
+            a.free(e.start, e.len);
+        }
+        assert_eq!(a.free_blocks(), 700);
     }
 
     /// A free of a block that is free already, or of a marked log page, is refused and

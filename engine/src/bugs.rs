@@ -82,6 +82,12 @@ pub fn set(bug: Option<Bug>) {
     ACTIVE.store(bug.map_or(0, |b| b as u8), Ordering::SeqCst);
 }
 
+/// Whether no bug is active (always, without the feature).
+#[inline(always)]
+pub fn none_active() -> bool {
+    !cfg!(feature = "inject-bugs") || ACTIVE.load(Ordering::Relaxed) == 0
+}
+
 /// Whether `bug` is active.
 #[inline(always)]
 pub fn active(bug: Bug) -> bool {

@@ -6,7 +6,7 @@
 use crate::engine::{Engine, SetAttr, MAX_FILE_PAGES};
 use crate::error::{Error, Result};
 use crate::inode::{Attr, Inode, InodeState};
-use crate::layout::entry::{attr_mask, Entry, SetAttrEntry, REDO_WRITE_MAX};
+use crate::layout::entry::{attr_mask, Entry, RedoRef, SetAttrEntry, REDO_WRITE_MAX};
 use crate::layout::{now_ns, Kind, BLOCK};
 use crate::txn::Page;
 
@@ -257,21 +257,37 @@ impl Engine {
         data: &[u8],
     ) -> Result<()> {
         let size = st.attr.size.max(off + data.len() as u64);
-        let e = Entry::WriteRedo {
+        let r = RedoRef {
             pgoff: pg,
             block,
             at: (off - pg * BLOCK) as u16,
-            data: data.to_vec(),
+            data,
             size,
             mtime_ns: now_ns(),
+        };
+        let in_place = block * BLOCK + off % BLOCK;
+        let old_size = st.attr.size;
+        if crate::txn::commit_redo_one(&self.media, "write-redo", i.slot_off, st, &r)? {
+            // As below: in place before GC looks at the log.
+            let stored = crate::txn::redo_in_place(&self.media, in_place, data, &mut st.unflushed);
+            self.appended(i.ino, i.slot_off, st, &[], old_size, &[]);
+            return stored;
+        }
+        let e = Entry::WriteRedo {
+            pgoff: r.pgoff,
+            block,
+            at: r.at,
+            data: data.to_vec(),
+            size,
+            mtime_ns: r.mtime_ns,
         };
         let mut txn = self.txn("write-redo");
         txn.append(i.ino, i.slot_off, st, vec![e])?;
         let mut done = txn.commit()?;
-        // In place before `apply`, which may run log GC: a GC that drops this entry fences
-        // first, and that fence must find the bytes flushed. The inode's lock is held:
-        // readers see the bytes only once they are all stored.
-        let stored = crate::txn::redo_in_place(&self.media, block * BLOCK + off % BLOCK, data);
+        // In place before `apply`, which may run log GC: a GC that drops this entry flushes
+        // the inode's unflushed lines and fences first, and must find these among them. The
+        // inode's lock is held: readers see the bytes only once they are all stored.
+        let stored = crate::txn::redo_in_place(&self.media, in_place, data, &mut st.unflushed);
         let freed = self.apply(&mut done, i.ino, i.slot_off, st);
         debug_assert!(freed.is_empty());
         stored

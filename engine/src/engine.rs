@@ -15,6 +15,7 @@ use crate::alloc::{BlockAlloc, InodeAlloc};
 use crate::error::{Error, Result};
 use crate::inode::{slot_offset, Attr, Bounds, DirEnt, Inode, InodeLayout, InodeState};
 use crate::journal::Journal;
+use crate::layout::entry::Entry;
 use crate::layout::superblock::Superblock;
 use crate::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, NAME_MAX};
 use crate::media::{Media, MediaMode};
@@ -559,15 +560,41 @@ impl Engine {
         let old_size = st.attr.size;
         let applied = done.apply(&self.blocks, ino, st);
         if applied.appended {
-            // Mapped pages the entries changed, before the caller frees what they replaced
-            // (DESIGN §5.4.1).
-            self.maps_refresh_applied(ino, st, &applied.entries, old_size, &applied.freed);
-            if st.attr.kind == Kind::Dir {
-                self.dir_names.note_applied(ino, &applied.entries);
-            }
-            self.gc_after(slot_off, st, ino);
+            self.appended(
+                ino,
+                slot_off,
+                st,
+                &applied.entries,
+                old_size,
+                &applied.freed,
+            );
         }
         applied.freed
+    }
+
+    /// What follows an applied append of `entries` to inode `ino`'s log (its size was
+    /// `old_size`; `freed` are the blocks the entries replaced, not freed yet): mapped pages
+    /// the entries changed are refreshed before the caller frees those blocks (DESIGN
+    /// §5.4.1), a directory's name index learns the names, and GC looks at the log.
+    pub(crate) fn appended(
+        &self,
+        ino: u64,
+        slot_off: u64,
+        st: &mut InodeState,
+        entries: &[Entry],
+        old_size: u64,
+        freed: &[u64],
+    ) {
+        self.maps_refresh_applied(ino, st, entries, old_size, freed);
+        if !freed.is_empty() {
+            // Blocks about to be freed (and reused, by non-temporal stores too) must hold no
+            // line of an unflushed redo write: its write-back could land after the new data.
+            let _ = crate::txn::flush_unflushed(&self.media, &mut st.unflushed);
+        }
+        if st.attr.kind == Kind::Dir {
+            self.dir_names.note_applied(ino, entries);
+        }
+        self.gc_after(slot_off, st, ino);
     }
 
     /// Release the blocks and slot of an inode whose last link and handle are gone.
@@ -575,6 +602,8 @@ impl Engine {
         if st.freed {
             return Ok(());
         }
+        // Before its blocks go back to the allocator (see `appended`).
+        crate::txn::flush_unflushed(&self.media, &mut st.unflushed)?;
         st.freed = true;
         for &b in st.map.values() {
             self.blocks.free(b, 1);

@@ -127,6 +127,21 @@ pub fn needed_pages(st: &InodeState) -> u64 {
     (2 + body + xattrs).div_ceil(63) + 1
 }
 
+/// How far a log grows, in entries, before GC counts what its state needs again: twice the
+/// keys that counting (and a compaction: checkpoint, replay check, comparison) walks, so
+/// that the walks cost O(1) per appended entry.
+fn walk_entries(st: &InodeState) -> u64 {
+    2 * (st.map.len() + st.dir.len()) as u64
+}
+
+/// How far a log grows, in pages, before its length in pages may trigger a compaction
+/// again: one page per 16 keys of its state, so that a compaction's walk of a large file
+/// map or directory is paid for by at least that many appended pages (a log of small
+/// overwrites of a large file stays under 1/16 of the file's size).
+fn walk_pages(st: &InodeState) -> u64 {
+    (st.map.len() + st.dir.len()) as u64 / 16
+}
+
 /// How many entries [`checkpoint_entries`] would write, without building them.
 pub fn needed_entries(st: &InodeState) -> u64 {
     let body = if st.attr.kind == Kind::Dir {
@@ -165,7 +180,7 @@ impl Engine {
                     return;
                 }
             }
-            st.log.gc_next_pages = pages + need.max(16);
+            st.log.gc_next_pages = pages + need.max(16).max(walk_pages(st));
         }
         let entries = st.log.entries;
         let bg = self.gc.background_min.load(Ordering::Relaxed);
@@ -184,10 +199,9 @@ impl Engine {
         } else if bg != 0 && entries >= bg && needed * BACKGROUND_RATIO <= entries {
             self.gc.candidates.lock().insert(ino);
         }
-        // Look again once the log has grown by what the state needs, or by a quarter of what
+        // Look again once the log has grown by what the state needs, or by twice what
         // counting it walked (the file map or the names): amortised O(1) per entry.
-        let walked = (st.map.len() + st.dir.len()) as u64 / 4;
-        st.log.gc_next = entries + needed.max(walked).max(64);
+        st.log.gc_next = entries + needed.max(walk_entries(st)).max(64);
     }
 
     /// Fast GC: drop the dead prefix of the log (one transaction moving the head word).
@@ -197,6 +211,9 @@ impl Engine {
         if k == 0 {
             return Ok(0);
         }
+        // The dropped pages may hold redo writes whose in-place stores are not flushed:
+        // flushed here, made durable by the commit's first fence (§5.1.2).
+        crate::txn::flush_unflushed(&self.media, &mut st.unflushed)?;
         // The head is read only below the tail, which stays put: one atomic store moves it.
         let mut txn = self.txn("gc-fast");
         txn.drop_prefix(ino, slot_off, &st.log, k);
@@ -233,6 +250,9 @@ impl Engine {
             return Ok(false);
         }
         let t0 = Instant::now();
+        // The old chain's redo writes: their in-place lines flushed, made durable by the
+        // journal's first fence before the new chain replaces them (§5.1.2).
+        crate::txn::flush_unflushed(&self.media, &mut st.unflushed)?;
         let entries = checkpoint_entries(st);
         let mut txn = self.txn("gc-compact").frees_space(true);
         match txn.replace_log(ino, slot_off, st, &entries) {
@@ -246,7 +266,7 @@ impl Engine {
         debug_assert_eq!(applied.log_pages_freed, written_before as u64);
         let written = st.log.pages.len() as u64;
         st.log.gc_next = st.log.entries * 2 + 64;
-        st.log.gc_next_pages = written * INLINE_RATIO;
+        st.log.gc_next_pages = (written * INLINE_RATIO).max(written + walk_pages(st));
         self.gc.candidates.lock().remove(&ino);
         let pause = t0.elapsed().as_nanos() as u64;
         self.gc.runs.fetch_add(1, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use crate::sync::RwLock;
 
 use crate::cursor::LogCursor;
 use crate::error::{Error, Result};
-use crate::layout::entry::{attr_mask, Entry};
+use crate::layout::entry::{attr_mask, Entry, RedoRef};
 use crate::layout::inode::InodeSlot;
 pub use crate::layout::Bounds;
 use crate::layout::{Kind, BLOCK};
@@ -401,6 +401,11 @@ pub struct InodeState {
     /// Recovery only (`load_with`): the redo writes of the log that no later write of their
     /// page superseded, in log order, to store in place again (DESIGN.md §5.1.2).
     pub redo: Option<Vec<Redo>>,
+    /// Region ranges (whole lines) of redo writes stored in place but not flushed yet
+    /// (DESIGN.md §5.1.2): their entries are the durable record, so the lines are flushed
+    /// only before GC drops entries (`txn::flush_unflushed`), at a clean unmount, or when
+    /// the list reaches `txn::UNFLUSHED_MAX` ranges. Adjacent writes (appends) share a range.
+    pub unflushed: Vec<(u64, u64)>,
 }
 
 /// A redo write to store again after a crash (see [`InodeState::redo`]).
@@ -571,6 +576,7 @@ impl InodeState {
             xattrs: BTreeMap::new(),
             xattr_pending: Vec::new(),
             redo: None,
+            unflushed: Vec::new(),
             xattr_pending_pages: Vec::new(),
         }
     }
@@ -693,32 +699,59 @@ impl InodeState {
                 names.set(name, None);
             }
             Entry::CacheAttach { .. } => return Err(bad("cache entry in an inode log")),
-            Entry::WriteRedo {
-                pgoff,
-                block,
-                at,
-                data,
-                size,
-                ..
-            } => {
-                if self.attr.kind != Kind::File {
-                    return Err(bad("redo write in the log of a non-file"));
-                }
-                // Unmapped here: the `Write` that mapped the page was collected by fast GC,
-                // which needs a later entry that remapped the page, and that entry follows
-                // this one (a redo write is made while its block is the page's): superseded.
-                if self.map.get(pgoff).is_some_and(|b| b != block) {
-                    return Err(bad("redo write to a page mapped to another block"));
-                }
-                let end = pgoff
-                    .checked_mul(BLOCK)
-                    .and_then(|o| o.checked_add(*at as u64 + data.len() as u64));
-                if end.is_none_or(|e| e > *size) {
-                    return Err(bad("redo write past the file size it sets"));
+            Entry::WriteRedo { .. } => {
+                if let Some(r) = e.as_redo() {
+                    self.check_redo(&r, ino)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether redo write `r` applies to this state (the `WriteRedo` arm of the checks).
+    pub fn check_redo(&self, r: &RedoRef<'_>, ino: u64) -> Result<()> {
+        let bad = |what: &str| Error::corrupt(what.to_string(), format!("inode {ino}"));
+        if self.attr.kind != Kind::File {
+            return Err(bad("redo write in the log of a non-file"));
+        }
+        // Unmapped here: the `Write` that mapped the page was collected by fast GC, which
+        // needs a later entry that remapped the page, and that entry follows this one (a redo
+        // write is made while its block is the page's): superseded.
+        if self.map.get(&r.pgoff).is_some_and(|&b| b != r.block) {
+            return Err(bad("redo write to a page mapped to another block"));
+        }
+        let end = r
+            .pgoff
+            .checked_mul(BLOCK)
+            .and_then(|o| o.checked_add(r.at as u64 + r.data.len() as u64));
+        if end.is_none_or(|e| e > r.size) {
+            return Err(bad("redo write past the file size it sets"));
+        }
+        Ok(())
+    }
+
+    /// Apply redo write `r`, held by logical log page `at` (the `WriteRedo` arm of
+    /// [`Self::apply_checked`]). The bytes are in the block already (stored in place after
+    /// the commit, or again by recovery from `redo`): only the attributes change here.
+    pub fn apply_redo(&mut self, r: &RedoRef<'_>, at: u64) {
+        self.attr.size = r.size;
+        self.attr.mtime_ns = r.mtime_ns;
+        self.attr.ctime_ns = r.mtime_ns;
+        self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
+        // Recovery only (`redo` is None after the mount): a write whose block is still the
+        // page's is stored again.
+        if self.redo.is_none() {
+            return;
+        }
+        let current = self.map.get(&r.pgoff).copied() == Some(r.block);
+        if let Some(list) = self.redo.as_mut().filter(|_| current) {
+            list.push(Redo {
+                pgoff: r.pgoff,
+                block: r.block,
+                at: r.at,
+                data: r.data.to_vec(),
+            });
+        }
     }
 
     /// Apply one entry that [`Self::check`] accepted (infallible: a transaction applies its
@@ -781,28 +814,9 @@ impl InodeState {
                     r.retain(|w| !(*pgoff..pgoff.saturating_add(n)).contains(&w.pgoff));
                 }
             }
-            Entry::WriteRedo {
-                pgoff,
-                block,
-                at: off,
-                data,
-                size,
-                mtime_ns,
-            } => {
-                // The bytes are in the block already (stored in place after the commit, or
-                // again by recovery from `redo`): only the attributes change here.
-                self.attr.size = *size;
-                self.attr.mtime_ns = *mtime_ns;
-                self.attr.ctime_ns = *mtime_ns;
-                self.own(&[K_SIZE, K_MTIME, K_CTIME], at);
-                let current = self.map.get(pgoff) == Some(block);
-                if let Some(r) = self.redo.as_mut().filter(|_| current) {
-                    r.push(Redo {
-                        pgoff: *pgoff,
-                        block: *block,
-                        at: *off,
-                        data: data.clone(),
-                    });
+            Entry::WriteRedo { .. } => {
+                if let Some(r) = e.as_redo() {
+                    self.apply_redo(&r, at);
                 }
             }
             Entry::SetAttr(a) => {

@@ -1,7 +1,7 @@
 //! Appending to a per-inode log.
 //!
-//! [`stage`] writes entries past the committed tail (linking new pages as needed) and flushes
-//! them, but commits nothing: the caller fences and then stores the new tail with
+//! [`stage`] writes entries past the committed tail (linking new pages as needed) with
+//! non-temporal stores, but commits nothing: the caller fences and then stores the new tail with
 //! [`Staged::commit_tail`] (or through the journal for multi-inode operations). Until the tail
 //! store is durable, nothing of the append is visible after a crash.
 #![forbid(unsafe_code)]
@@ -92,6 +92,19 @@ impl LogState {
             }
         }
         k
+    }
+
+    /// Move the committed position: the tail to `new_tail` (in the tail page, or in pages the
+    /// caller linked already), `count` more entries, next sequence number `next_seq`, and
+    /// whether the tail page is zero past the new tail.
+    pub fn advance(&mut self, new_tail: u64, next_seq: u64, count: u64, rest_zero: bool) {
+        if self.live.len() != self.pages.len() {
+            self.live.resize(self.pages.len(), PageLive::default());
+        }
+        self.tail_off = new_tail;
+        self.next_seq = next_seq;
+        self.entries += count;
+        self.tail_zeroed = rest_zero;
     }
 
     /// Drop the first `k` pages from the DRAM state (after the head moved past them);
@@ -196,8 +209,12 @@ pub fn stage(
     opts: StageOptions,
     data_crcs: &[(u64, u32)],
 ) -> Result<Staged> {
-    // The entries are encoded into a per-thread buffer (no allocation per append); a nested
-    // or interleaved use (loom schedules threads on one OS thread) falls back to a fresh one.
+    with_buf(|buf| stage_into(buf, media, alloc, words, log, entries, opts, data_crcs))
+}
+
+/// Run `f` with an empty per-thread encoding buffer (no allocation per append); a nested or
+/// interleaved use (loom schedules threads on one OS thread) gets a fresh one.
+fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -211,8 +228,54 @@ pub fn stage(
             }
             Err(_) => &mut own,
         };
-        stage_into(buf, media, alloc, words, log, entries, opts, data_crcs)
+        f(buf)
     })
+}
+
+/// Whether one entry of `len` bytes can be appended to `log` by [`append_one`]: the session
+/// makes one-fence commits (`one_fence`), the log's tail page is zero past the tail and has
+/// room for the entry (no new page, no trailer), and no bug is injected (the injected bugs
+/// live in the general path).
+pub fn fits_one(log: &LogState, len: usize, one_fence: bool) -> bool {
+    one_fence
+        && log.tail_zeroed
+        && log.tail_off != 0
+        && ENTRY_BYTES - log.tail_off % BLOCK >= len as u64
+        && bugs::none_active()
+}
+
+/// The one-entry commit of a one-fence session (DESIGN.md §5.1.3), for an append that
+/// [`fits_one`]: copy the encoded entry `bytes` (its sequence number the log's next one)
+/// after the tail non-temporally, store the new tail word, flush, fence; then advance the
+/// DRAM position. The media sees exactly what [`stage`] + [`Staged::commit_tail`] store for
+/// the same single entry (no new page, no zeroing: the page is zero past the tail already).
+/// Returns the logical page the entry is in. On `Err` nothing was committed (the tail word
+/// was not stored), and the tail page past the tail may hold the entry's bytes: it is marked
+/// not zeroed, so that the next append zeroes it with two fences.
+pub fn append_one(media: &Media, words: LogWords, log: &mut LogState, bytes: &[u8]) -> Result<u64> {
+    debug_assert!(fits_one(log, bytes.len(), true));
+    let new_tail = log.tail_off + bytes.len() as u64;
+    let committed = media
+        .write_nt(log.tail_off, bytes)
+        .and_then(|()| commit_word(media, words.tail, new_tail, true));
+    if let Err(e) = committed {
+        log.tail_zeroed = false;
+        return Err(e);
+    }
+    log.advance(new_tail, log.next_seq + 1, 1, true);
+    Ok(log.tail_logical())
+}
+
+/// Store a commit word and make it durable: fence (left out for a one-fence commit), store,
+/// flush, fence.
+fn commit_word(media: &Media, addr: u64, value: u64, one_fence: bool) -> Result<()> {
+    if !one_fence {
+        media.fence();
+    }
+    media.store_u64(addr, value)?;
+    media.flush(addr, 8)?;
+    media.fence();
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -281,7 +344,9 @@ fn stage_into(
     let mut pos = log.tail_off;
     let mut page_iter = pages.iter().copied();
     let mut next_break = page_breaks.iter().copied().peekable();
-    // Write runs of entries that share a page with one store + one flush each.
+    // Write runs of entries that share a page with one non-temporal copy each: entries are
+    // whole, aligned lines, durable at the next fence as flushed stores are, and a log page's
+    // lines (zeroed non-temporally) are not read into the cache to be written.
     let mut run_start_pos = pos;
     let mut run_buf_start = 0usize;
     let mut deferred_flush = Vec::new();
@@ -290,7 +355,7 @@ fn stage_into(
             deferred_flush.push((off, bytes.len() as u64));
             return media.write(off, bytes);
         }
-        media.write_flush(off, bytes)
+        media.write_nt(off, bytes)
     };
     let mut seq = log.next_seq;
     for (i, e) in entries.iter().enumerate() {
@@ -383,11 +448,8 @@ impl Staged {
     /// that must be durable first) leaves out the first fence.
     pub fn commit_tail(&self, media: &Media, one_fence: bool) -> Result<()> {
         debug_assert!(!one_fence || self.one_fence);
-        if !one_fence && !bugs::active(Bug::NoFenceBeforeTail) {
-            media.fence();
-        }
-        self.store_tail(media)?;
-        media.fence();
+        let skip_first = one_fence || bugs::active(Bug::NoFenceBeforeTail);
+        commit_word(media, self.tail_addr(), self.new_tail, skip_first)?;
         if !self.deferred_flush.is_empty() {
             for &(off, len) in &self.deferred_flush {
                 media.flush(off, len)?;
@@ -413,10 +475,7 @@ impl Staged {
         log.live
             .extend(self.new_pages.iter().map(|_| PageLive::default()));
         log.pages.extend(self.new_pages);
-        log.tail_off = self.new_tail;
-        log.next_seq = self.next_seq;
-        log.entries += self.count;
-        log.tail_zeroed = self.rest_zero;
+        log.advance(self.new_tail, self.next_seq, self.count, self.rest_zero);
         (self.first_page, self.page_breaks)
     }
 

@@ -295,6 +295,11 @@ impl Engine {
     fn save_clean(&self) -> Result<()> {
         self.free_orphans()?;
         self.migrate_all(true)?;
+        // A clean mount reads no log: redo writes' in-place lines must be durable before the
+        // image is declared clean (the fence below, before the clean word, makes them so).
+        for i in self.cached_inodes() {
+            crate::txn::flush_unflushed(&self.media, &mut i.state.write().unflushed)?;
+        }
         let free = self.blocks.extents();
         let inos = self.inos.snapshot();
         let mut buf = Vec::new();

@@ -312,6 +312,66 @@ pub const REDO_MAX: usize = (MAX_LINES - 1) * LINE_BYTES;
 /// entry and the in-place store cost about what they carry, against a 4 KiB copy.
 pub const REDO_WRITE_MAX: usize = 512;
 
+/// A `WriteRedo` entry that borrows its bytes: what the one-entry commit of a redo write
+/// encodes and applies without building an [`Entry`] (no allocation), and what the
+/// `Entry::WriteRedo` arms of encoding, checking and applying go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedoRef<'a> {
+    /// File page.
+    pub pgoff: u64,
+    /// The block it maps to.
+    pub block: u64,
+    /// Byte offset in the page.
+    pub at: u16,
+    /// The bytes (1..=[`REDO_MAX`]).
+    pub data: &'a [u8],
+    /// File size after.
+    pub size: u64,
+    /// Modification time.
+    pub mtime_ns: u64,
+}
+
+impl RedoRef<'_> {
+    /// Lines the entry occupies.
+    pub fn lines(&self) -> usize {
+        1 + self.data.len().div_ceil(LINE_BYTES)
+    }
+
+    /// Encoded length in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.lines() * LINE_BYTES
+    }
+
+    /// Encode with sequence number `seq` and no flags (the last entry of its commit) into
+    /// `out`, exactly [`Self::len_bytes`] long: the same bytes as `Entry::WriteRedo`'s
+    /// [`Entry::encode_marked`] with default marks, without a vector.
+    pub fn encode_into(&self, seq: u64, out: &mut [u8]) {
+        self.encode_body(seq, out);
+        seal(out);
+    }
+
+    /// The entry's lines into `out` ([`Self::len_bytes`] long), flags zero, checksum not
+    /// computed.
+    fn encode_body(&self, seq: u64, out: &mut [u8]) {
+        let e = RedoEntry {
+            hdr: header(EntryKind::WriteRedo, self.lines(), seq),
+            pgoff: self.pgoff,
+            block: self.block,
+            at: self.at,
+            len: self.data.len() as u16,
+            reserved0: 0,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            reserved1: 0,
+        };
+        let (head, rest) = out.split_at_mut(LINE_BYTES);
+        head.copy_from_slice(bytemuck::bytes_of(&e));
+        let (data, pad) = rest.split_at_mut(self.data.len());
+        data.copy_from_slice(self.data);
+        pad.fill(0);
+    }
+}
+
 /// First line of a `WriteRedo` entry; the data follows from the second line on, zero-padded
 /// to a whole line.
 #[repr(C)]
@@ -678,20 +738,16 @@ impl Entry {
                 size,
                 mtime_ns,
             } => {
-                let e = RedoEntry {
-                    hdr: header(EntryKind::WriteRedo, lines, seq),
+                let r = RedoRef {
                     pgoff: *pgoff,
                     block: *block,
                     at: *at,
-                    len: data.len() as u16,
-                    reserved0: 0,
+                    data,
                     size: *size,
                     mtime_ns: *mtime_ns,
-                    reserved1: 0,
                 };
-                out.extend_from_slice(bytemuck::bytes_of(&e));
-                out.extend_from_slice(data);
-                out.resize(start + lines * LINE_BYTES, 0);
+                out.resize(start + r.len_bytes(), 0);
+                r.encode_body(seq, &mut out[start..]);
             }
         }
         let mut f = if marks.more { flags::MORE } else { 0 };
@@ -703,6 +759,28 @@ impl Entry {
         }
         out[start + 2..start + 4].copy_from_slice(&f.to_le_bytes());
         seal(&mut out[start..]);
+    }
+
+    /// The borrowed view of a `WriteRedo` entry (`None` for other kinds).
+    pub fn as_redo(&self) -> Option<RedoRef<'_>> {
+        match self {
+            Entry::WriteRedo {
+                pgoff,
+                block,
+                at,
+                data,
+                size,
+                mtime_ns,
+            } => Some(RedoRef {
+                pgoff: *pgoff,
+                block: *block,
+                at: *at,
+                data,
+                size: *size,
+                mtime_ns: *mtime_ns,
+            }),
+            _ => None,
+        }
     }
 
     /// Parse the header of an entry's first line: returns its length in lines.

@@ -379,6 +379,18 @@ fn push(
     out.problems.len() - 1
 }
 
+/// Whether a bad primary superblock is what a crash inside a grow's commit leaves: the image
+/// was not cleanly unmounted, and the valid `replica` (at the file's last block) describes the
+/// whole file, as the grow's replica written before the primary does.
+fn interrupted_grow(ctx: &Ctx<'_>, replica: &Superblock, len: u64) -> bool {
+    replica.blocks_total.checked_mul(BLOCK) == Some(len)
+        && replica
+            .state_block
+            .checked_mul(BLOCK)
+            .and_then(|off| ctx.read_pod::<MountState>(off).ok())
+            .is_some_and(|ms| matches!(ms.decode(), Ok(false)))
+}
+
 /// Both superblocks: returns the good one (repairing the other), or `None` when neither is.
 fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>> {
     let len = ctx.media.len();
@@ -438,6 +450,17 @@ fn superblocks(ctx: &Ctx<'_>, out: &mut ScanResult) -> Result<Option<Superblock>
     let rb = len / BLOCK - 1;
     let replica: Superblock = ctx.read_pod(rb * BLOCK)?;
     match replica.validate("superblock replica", len) {
+        Ok(()) if replica.replica_block == rb && interrupted_grow(ctx, &replica, len) => {
+            // A crash while a grow rewrote the primary (DESIGN.md §5.12, step 3): the state
+            // mount handles (it reads the replica and rewrites the primary), not damage.
+            out.notes.push(format!(
+                "a grow was interrupted while it rewrote the primary superblock; mount uses \
+                 the replica (block {rb}, {} blocks) and rewrites the primary",
+                replica.blocks_total
+            ));
+            ctx.write_bytes(0, bytemuck::bytes_of(&replica), false)?;
+            Ok(Some(replica))
+        }
         Ok(()) if replica.replica_block == rb => {
             push(
                 out,
