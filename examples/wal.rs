@@ -154,13 +154,19 @@ impl Wal {
             .append(true)
             .create(true)
             .open(dir.join(format!("log.{gen}")))?;
-        Ok(Wal {
+        let mut wal = Wal {
             fs: fs.clone(),
             dir,
             gen,
             log,
             map,
-        })
+        };
+        // More than one log: a checkpoint was interrupted after it started a new log. Fold
+        // them now, so that logs never pile up over repeated crashes in that window.
+        if gens.len() > 1 {
+            wal.checkpoint()?;
+        }
+        Ok(wal)
     }
 
     /// Sets `key` to `value`. **Durable when it returns**: the record is one `append`, one

@@ -68,7 +68,9 @@ pub(crate) enum Page<'a> {
 /// The last step of a redo write (DESIGN.md §5.1.2), after its entry's commit: store the
 /// bytes in place at `off`, not flushed: the entry is the durable record. The lines are
 /// recorded in `unflushed` (the inode's list) and flushed before GC drops entries, before the
-/// inode frees blocks, at a clean unmount, or when the list is full (DESIGN.md §5.1.2). A cached store: an append's next write
+/// inode frees blocks, at a clean unmount, or when the list is full (DESIGN.md §5.1.2).
+/// Whole aligned lines are stored non-temporally instead (durable at the next fence), which
+/// neither reads them into the cache nor leaves anything to record. A cached store: an append's next write
 /// finds the line in the cache, and no write waits for a write-back (64 B writes and 100 B
 /// appends took 40% longer with a flush or a non-temporal store here). In msync mode the
 /// range is flushed at once (recorded for the next fence's msync).
@@ -82,6 +84,11 @@ pub(crate) fn redo_in_place(
         // A flush only records the range for the next fence's msync; deferring it would
         // leave pages dirty in the page cache until GC.
         return media.write_flush(off, data);
+    }
+    if off.is_multiple_of(LINE_BYTES as u64) && data.len().is_multiple_of(LINE_BYTES) {
+        // Whole lines: non-temporal, durable at the next fence like a flushed store, and no
+        // read of a line that is rarely cached (a random overwrite in a large file).
+        return media.write_nt(off, data);
     }
     media.write(off, data)?;
     let (lo, hi) = (off & !63, (off + data.len() as u64).next_multiple_of(64));
