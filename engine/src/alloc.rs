@@ -58,8 +58,19 @@ impl Shard {
 
     fn merge_recent(&mut self) {
         let mut recent = std::mem::take(&mut self.recent);
-        for &b in &recent {
-            self.insert(b, 1);
+        // Sorted, runs of consecutive blocks go in as one extent: blocks freed together
+        // (the log pages of files created together, then removed) are often adjacent, and
+        // each insert is up to four B-tree operations.
+        recent.sort_unstable();
+        let mut i = 0;
+        while i < recent.len() {
+            let start = recent[i];
+            let mut len = 1;
+            while i + (len as usize) < recent.len() && recent[i + len as usize] == start + len {
+                len += 1;
+            }
+            self.insert(start, len);
+            i += len as usize;
         }
         recent.clear();
         self.recent = recent;
@@ -684,6 +695,20 @@ mod tests {
         assert_eq!(all.iter().map(|e| e.len).sum::<u64>(), 100);
         assert!(matches!(a.alloc(1), Err(Error::NoSpace)));
         assert!(!a.is_free(50));
+    }
+
+    /// Single blocks freed in any order merge back into one extent, in runs.
+    #[test]
+    fn single_frees_merge_into_runs() {
+        let a = BlockAlloc::new(0, 300, 1);
+        let order: Vec<u64> = (0..300).map(|i| (i * 7919) % 300).collect();
+        for &b in &order {
+            a.free(b, 1);
+        }
+        assert_eq!(a.free_blocks(), 300);
+        assert_eq!(a.extents(), vec![Extent { start: 0, len: 300 }]);
+        let all = a.alloc_with(300, true).unwrap();
+        assert_eq!(all, vec![Extent { start: 0, len: 300 }]);
     }
 
     /// A shard riddled with single-block holes serves a small multi-block request from the
