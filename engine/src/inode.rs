@@ -1,7 +1,7 @@
 //! DRAM state of an inode, rebuilt from its slot and its log.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sync::AtomicU64;
@@ -384,7 +384,7 @@ pub struct InodeState {
     /// Log pages that set each attribute (GC bookkeeping).
     pub owners: Owners,
     /// Directory index.
-    pub dir: HashMap<Box<[u8]>, DirEnt>,
+    pub dir: crate::hash::NameMap<DirEnt>,
     /// Unlinked from the tree (may still be open).
     pub removed: bool,
     /// Its blocks and slot were released.
@@ -522,7 +522,7 @@ struct NameOverlay<'e> {
 
 impl<'e> NameOverlay<'e> {
     /// The inode `name` names after the entries seen so far.
-    fn lookup(&self, dir: &HashMap<Box<[u8]>, DirEnt>, name: &[u8]) -> Option<u64> {
+    fn lookup(&self, dir: &crate::hash::NameMap<DirEnt>, name: &[u8]) -> Option<u64> {
         match self.changed.iter().rev().find(|(n, _)| *n == name) {
             Some(&(_, now)) => now,
             None => dir.get(name).map(|e| e.ino),
@@ -563,7 +563,7 @@ impl InodeState {
             },
             map: FileMap::default(),
             owners: Owners::default(),
-            dir: HashMap::new(),
+            dir: Default::default(),
             removed: false,
             freed: false,
             cache: CacheMap::default(),

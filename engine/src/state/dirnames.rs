@@ -3,7 +3,7 @@
 //! recovery notes every directory it loads).
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use parking_lot::Mutex;
 
@@ -15,7 +15,7 @@ use crate::layout::Kind;
 /// For every subdirectory named by a loaded directory: the directory naming it.
 #[derive(Default)]
 pub(crate) struct DirNames {
-    pub(crate) named_by: Mutex<HashMap<u64, u64>>,
+    pub(crate) named_by: Mutex<crate::hash::U64Map<u64>>,
 }
 
 impl DirNames {
