@@ -320,3 +320,108 @@ fn grow_is_one_atomic_step() {
     assert!(r.crash_points >= 6, "{r:?}");
     assert!(r.deep_checks > 0, "{r:?}");
 }
+
+/// A clean unmount leaves every redo write's in-place bytes durable: a clean mount reads no
+/// log, so nothing would restore them. The image is the one a power loss right after the
+/// unmount leaves (every store never flushed and fenced is dropped). Without the unmount's
+/// flush of the inodes' unflushed lines (DESIGN.md §5.1.2) the appends are lost.
+#[test]
+fn a_clean_unmount_leaves_redo_writes_durable() {
+    use novafs::Fs;
+    use novafs_crashtest::images::Replay;
+    use novafs_engine::media::Media;
+    use std::sync::Arc;
+    const LEN: u64 = 8 << 20;
+    let media = Arc::new(Media::traced(LEN));
+    media.with_trace(|t| t.enabled = true);
+    let engine = novafs_engine::Engine::format_media(media.clone(), &Default::default()).unwrap();
+    let fs = Fs::from_engine(engine, Default::default());
+    let f = fs
+        .open_options()
+        .append(true)
+        .create(true)
+        .open("/log")
+        .unwrap();
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        // 100 B records: after the first, each is a redo write of partial lines.
+        f.append(&[i; 100]).unwrap();
+        want.extend_from_slice(&[i; 100]);
+    }
+    drop(f);
+    fs.unmount().unwrap();
+    let events = media.with_trace(|t| t.take()).unwrap();
+    let mut replay = Replay::new(vec![0; LEN as usize]);
+    for (i, e) in events.iter().enumerate() {
+        replay.step(i, e);
+    }
+    let (engine, report) = novafs_recovery::open_media(
+        Arc::new(Media::traced_from(replay.durable)),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(report.clean, "the unmount was clean: no log replay");
+    let fs = Fs::from_engine(engine, report);
+    let got = fs.read("/log").unwrap();
+    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert!(
+        got.len() == want.len() && differ == 0,
+        "{} bytes read, {} expected, {differ} differ",
+        got.len(),
+        want.len()
+    );
+}
+
+/// A block freed while it holds an unflushed redo write, then reused by another file's
+/// non-temporal data, never shows the stale bytes: the flush before frees (DESIGN.md §5.1.2)
+/// makes them durable before the new data, so no crash image after the new write's commit
+/// has them over it. Without that flush the crash model (a cached store may be written back
+/// at any moment until flushed and fenced) lets them land after the new data. The block is
+/// freed by an unlink (`free_inode`) and by a copy-on-write overwrite of its page
+/// (`Engine::appended`).
+#[test]
+fn a_freed_block_never_shows_a_stale_redo_write() {
+    use novafs::Fs;
+    use novafs_crashtest::images::Replay;
+    use novafs_engine::media::Media;
+    use std::sync::Arc;
+    const LEN: u64 = 8 << 20;
+    for unlink in [true, false] {
+        let media = Arc::new(Media::traced(LEN));
+        media.with_trace(|t| t.enabled = true);
+        let engine =
+            novafs_engine::Engine::format_media(media.clone(), &Default::default()).unwrap();
+        let fs = Fs::from_engine(engine, Default::default());
+        let a = fs.create("/a").unwrap();
+        a.write_at(&[1; 4096], 0).unwrap();
+        a.write_at(&[0xee; 100], 10).unwrap(); // a redo write: partial lines, not flushed
+        if unlink {
+            drop(a);
+            fs.remove_file("/a").unwrap(); // its block goes back to the allocator
+        } else {
+            a.write_at(&[2; 4096], 0).unwrap(); // copy-on-write: the old block is freed
+        }
+        let new = [7u8; 4096];
+        for i in 0..4 {
+            // The freed block is reused by one of these (LIFO reuse of recent frees).
+            fs.write(format!("/b{i}"), &new).unwrap();
+        }
+        let events = media.with_trace(|t| t.take()).unwrap();
+        let mut replay = Replay::new(vec![0; LEN as usize]);
+        for (i, e) in events.iter().enumerate() {
+            replay.step(i, e);
+        }
+        let choices = replay.choices();
+        for pick in choices.sample(8, 1) {
+            let (img, _) = choices.build(&replay.durable, &pick);
+            let (engine, report) =
+                novafs_recovery::open_media(Arc::new(Media::traced_from(img)), &Default::default())
+                    .unwrap_or_else(|e| panic!("unlink {unlink}: recovery failed: {e}"));
+            let fs = Fs::from_engine(engine, report);
+            for i in 0..4 {
+                let got = fs.read(format!("/b{i}")).unwrap();
+                assert!(got == new, "unlink {unlink}: /b{i} holds stale bytes");
+            }
+        }
+    }
+}

@@ -62,15 +62,8 @@ impl Shard {
         // (the log pages of files created together, then removed) are often adjacent, and
         // each insert is up to four B-tree operations.
         recent.sort_unstable();
-        let mut i = 0;
-        while i < recent.len() {
-            let start = recent[i];
-            let mut len = 1;
-            while i + (len as usize) < recent.len() && recent[i + len as usize] == start + len {
-                len += 1;
-            }
-            self.insert(start, len);
-            i += len as usize;
+        for run in recent.chunk_by(|a, b| a + 1 == *b) {
+            self.insert(run[0], run.len() as u64);
         }
         recent.clear();
         self.recent = recent;

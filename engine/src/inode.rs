@@ -403,8 +403,9 @@ pub struct InodeState {
     pub redo: Option<Vec<Redo>>,
     /// Region ranges (whole lines) of redo writes stored in place but not flushed yet
     /// (DESIGN.md §5.1.2): their entries are the durable record, so the lines are flushed
-    /// only before GC drops entries (`txn::flush_unflushed`), at a clean unmount, or when
-    /// the list reaches `txn::UNFLUSHED_MAX` ranges. Adjacent writes (appends) share a range.
+    /// (`txn::flush_unflushed`) only before GC drops entries, before the inode frees blocks,
+    /// at a clean unmount, or when the list reaches `txn::UNFLUSHED_MAX` ranges. Adjacent
+    /// writes (appends) share a range.
     pub unflushed: Vec<(u64, u64)>,
 }
 

@@ -249,9 +249,10 @@ pub fn fits_one(log: &LogState, len: usize, one_fence: bool) -> bool {
 /// after the tail non-temporally, store the new tail word, flush, fence; then advance the
 /// DRAM position. The media sees exactly what [`stage`] + [`Staged::commit_tail`] store for
 /// the same single entry (no new page, no zeroing: the page is zero past the tail already).
-/// Returns the logical page the entry is in. On `Err` nothing was committed (the tail word
-/// was not stored), and the tail page past the tail may hold the entry's bytes: it is marked
-/// not zeroed, so that the next append zeroes it with two fences.
+/// Returns the logical page the entry is in. On `Err` the DRAM position stays where it was
+/// and the tail page is marked not zeroed (past the tail it may hold the entry's bytes), so
+/// that the next append zeroes it with two fences; a media error after the tail store leaves
+/// the commit's fate to recovery, as in [`crate::txn::Txn::commit`].
 pub fn append_one(media: &Media, words: LogWords, log: &mut LogState, bytes: &[u8]) -> Result<u64> {
     debug_assert!(fits_one(log, bytes.len(), true));
     let new_tail = log.tail_off + bytes.len() as u64;

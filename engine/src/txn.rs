@@ -66,14 +66,16 @@ pub(crate) enum Page<'a> {
 }
 
 /// The last step of a redo write (DESIGN.md §5.1.2), after its entry's commit: store the
-/// bytes in place at `off`, not flushed: the entry is the durable record. The lines are
-/// recorded in `unflushed` (the inode's list) and flushed before GC drops entries, before the
-/// inode frees blocks, at a clean unmount, or when the list is full (DESIGN.md §5.1.2).
-/// Whole aligned lines are stored non-temporally instead (durable at the next fence), which
-/// neither reads them into the cache nor leaves anything to record. A cached store: an append's next write
-/// finds the line in the cache, and no write waits for a write-back (64 B writes and 100 B
-/// appends took 40% longer with a flush or a non-temporal store here). In msync mode the
-/// range is flushed at once (recorded for the next fence's msync).
+/// bytes in place at `off` (DESIGN.md §5.1.2). The entry is the durable record, so nothing
+/// here is fenced:
+/// - whole aligned lines are stored non-temporally (durable at the next fence; no read of a
+///   line that is rarely cached, nothing to record);
+/// - anything else (an append's partial lines) is a cached store, not flushed: its lines are
+///   recorded in `unflushed` (the inode's list) and flushed before GC drops entries, before
+///   the inode frees blocks, at a clean unmount, or when the list is full. An append's next
+///   write finds the line in the cache and waits for no write-back (100 B appends took 40%
+///   longer with a flush or a non-temporal store here);
+/// - in msync mode the range is flushed at once (recorded for the next fence's msync).
 pub(crate) fn redo_in_place(
     media: &Media,
     off: u64,

@@ -730,24 +730,11 @@ impl Entry {
                 out.extend_from_slice(data);
                 out.resize(start + lines * LINE_BYTES, 0);
             }
-            Entry::WriteRedo {
-                pgoff,
-                block,
-                at,
-                data,
-                size,
-                mtime_ns,
-            } => {
-                let r = RedoRef {
-                    pgoff: *pgoff,
-                    block: *block,
-                    at: *at,
-                    data,
-                    size: *size,
-                    mtime_ns: *mtime_ns,
-                };
-                out.resize(start + r.len_bytes(), 0);
-                r.encode_body(seq, &mut out[start..]);
+            Entry::WriteRedo { .. } => {
+                if let Some(r) = self.as_redo() {
+                    out.resize(start + r.len_bytes(), 0);
+                    r.encode_body(seq, &mut out[start..]);
+                }
             }
         }
         let mut f = if marks.more { flags::MORE } else { 0 };
