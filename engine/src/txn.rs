@@ -67,14 +67,12 @@ pub(crate) enum Page<'a> {
 
 /// The last step of a redo write (DESIGN.md §5.1.2), after its entry's commit: store the
 /// bytes in place at `off` (DESIGN.md §5.1.2). The entry is the durable record, so nothing
-/// here is fenced:
-/// - whole aligned lines are stored non-temporally (durable at the next fence; no read of a
-///   line that is rarely cached, nothing to record);
-/// - anything else (an append's partial lines) is a cached store, not flushed: its lines are
-///   recorded in `unflushed` (the inode's list) and flushed before GC drops entries, before
-///   the inode frees blocks, at a clean unmount, or when the list is full. An append's next
-///   write finds the line in the cache and waits for no write-back (100 B appends took 40%
-///   longer with a flush or a non-temporal store here);
+/// here is fenced. The bytes are a cached store, not flushed: their lines are recorded in
+/// `unflushed` (the inode's list) and flushed before GC drops entries, before the inode frees
+/// blocks, at a clean unmount, or when the list is full. An append's next write finds the line
+/// in the cache and waits for no write-back (100 B appends took 40% longer with a flush or a
+/// non-temporal store here), and a random overwrite does not wait for its line to reach the
+/// media at the next fence (a non-temporal store did, DESIGN.md §5.1.2);
 /// - in msync mode the range is flushed at once (recorded for the next fence's msync).
 pub(crate) fn redo_in_place(
     media: &Media,
@@ -86,11 +84,6 @@ pub(crate) fn redo_in_place(
         // A flush only records the range for the next fence's msync; deferring it would
         // leave pages dirty in the page cache until GC.
         return media.write_flush(off, data);
-    }
-    if off.is_multiple_of(LINE_BYTES as u64) && data.len().is_multiple_of(LINE_BYTES) {
-        // Whole lines: non-temporal, durable at the next fence like a flushed store, and no
-        // read of a line that is rarely cached (a random overwrite in a large file).
-        return media.write_nt(off, data);
     }
     media.write(off, data)?;
     let (lo, hi) = (off & !63, (off + data.len() as u64).next_multiple_of(64));
