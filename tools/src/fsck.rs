@@ -24,6 +24,8 @@ pub struct Options {
     pub force: bool,
     /// Print one JSON object.
     pub json: bool,
+    /// Threads that load inodes ahead (0: one per core).
+    pub threads: usize,
 }
 
 fn progress_bar(image: &Path) -> Option<ProgressBar> {
@@ -64,6 +66,7 @@ fn report_json(image: &Path, o: &Options, r: &FsckReport) -> Value {
         "blocks_checked": r.blocks_checked,
         "blocks_used": r.blocks_used,
         "entries_checked": r.entries_checked,
+        "inodes_loaded_ahead": r.inodes_loaded_ahead,
         "image_bytes": r.image_bytes,
         "was_clean": r.was_clean,
         "modified": r.modified,
@@ -151,6 +154,7 @@ pub fn run(image: &Path, o: &Options) -> i32 {
         repair: o.repair,
         force: o.force,
         progress,
+        threads: o.threads,
         ..FsckOptions::default()
     };
     let result = fsck::check(image, &opts);

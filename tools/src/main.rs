@@ -139,6 +139,10 @@ struct FsckArgs {
     /// blocks_checked, problems, ...)
     #[arg(long)]
     json: bool,
+    /// Threads that load inodes ahead (0: one per core; 1: the check's own thread only).
+    /// The findings and repairs are the same with any number
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 impl FsckArgs {
@@ -149,6 +153,7 @@ impl FsckArgs {
                 repair: self.yes && !self.no,
                 force: self.force,
                 json: self.json,
+                threads: self.threads,
             },
         )
     }

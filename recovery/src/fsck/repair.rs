@@ -251,7 +251,7 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
         Info {
             slot_off,
             kind: Kind::Dir,
-            st: InodeState::new(ino, &slot, Kind::Dir),
+            st: Box::new(InodeState::new(ino, &slot, Kind::Dir)),
         },
     );
     Ok(ino)

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use novafs_engine::inode::{slot_offset, Bounds, DirEnt, InodeState, NO_OWNER};
 use novafs_engine::layout::entry::Entry;
@@ -38,6 +39,11 @@ pub(super) struct Ctx<'a> {
     /// The clean word to clear before the first change that alters block or inode usage.
     dirty_target: Cell<Option<u64>>,
     progress: Option<ProgressFn>,
+    /// Changes made or planned so far (stores, overlay words): a speculative load made
+    /// before a change is not used after it (`Scanner::speculate`).
+    changes: Cell<u64>,
+    /// Threads for the speculative parallel loads (1: none).
+    threads: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -49,7 +55,29 @@ impl<'a> Ctx<'a> {
             modified: Cell::new(false),
             dirty_target: Cell::new(None),
             progress,
+            changes: Cell::new(0),
+            threads: 1,
         }
+    }
+
+    /// Load inodes on `threads` threads (0: one per core) where the check allows
+    /// (`Scanner::speculate`).
+    pub fn with_threads(mut self, threads: usize) -> Ctx<'a> {
+        self.threads = if threads == 0 {
+            novafs_engine::sync::cores()
+        } else {
+            threads
+        };
+        self
+    }
+
+    /// Changes made or planned so far.
+    fn changes(&self) -> u64 {
+        self.changes.get()
+    }
+
+    fn changed(&self) {
+        self.changes.set(self.changes.get() + 1);
     }
 
     /// Whether anything was written.
@@ -97,6 +125,7 @@ impl<'a> Ctx<'a> {
     /// Clear the clean flag before the first change (repair mode).
     pub fn before_change(&self) -> Result<()> {
         if let Some(off) = self.dirty_target.take() {
+            self.changed();
             if self.repair {
                 self.commit_words(&[(off, 0)])?;
             } else {
@@ -109,6 +138,7 @@ impl<'a> Ctx<'a> {
     /// An 8-byte store, flushed and fenced. `usage`: the change alters which blocks or inodes
     /// are in use (a saved allocator state becomes stale).
     pub fn store_word(&self, off: u64, v: u64, usage: bool) -> Result<()> {
+        self.changed();
         if usage {
             self.before_change()?;
         }
@@ -123,6 +153,7 @@ impl<'a> Ctx<'a> {
     /// Repair mode: store `(address, value)` words in one in-place transaction (the engine's
     /// commit path: stores flushed in order, one fence).
     pub fn commit_words(&self, words: &[(u64, u64)]) -> Result<()> {
+        self.changed();
         let mut txn = Txn::in_place(self.media, "fsck-repair");
         for &(off, v) in words {
             txn.store_word(off, v);
@@ -134,6 +165,7 @@ impl<'a> Ctx<'a> {
 
     /// Write `bytes` (8-aligned), flushed and fenced.
     pub fn write_bytes(&self, off: u64, bytes: &[u8], usage: bool) -> Result<()> {
+        self.changed();
         if usage {
             self.before_change()?;
         }
@@ -154,6 +186,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn mark_modified(&self) {
+        self.changed();
         self.modified.set(true);
     }
 }
@@ -186,7 +219,8 @@ pub(super) enum Deferred {
 pub(super) struct Info {
     pub slot_off: u64,
     pub kind: Kind,
-    pub st: InodeState,
+    /// Boxed: the state is large (672 bytes) and the table of every inode grows and moves.
+    pub st: Box<InodeState>,
 }
 
 /// What a round learnt, for the repairs.
@@ -211,6 +245,8 @@ pub(super) struct ScanResult {
     pub blocks_checked: u64,
     pub blocks_used: u64,
     pub entries_checked: u64,
+    /// Inodes whose load made ahead in parallel was used.
+    pub loaded_ahead: u64,
     pub was_clean: bool,
     pub notes: Vec<String>,
     /// What recovery does (did, with `repair`) before the image is consistent.
@@ -305,6 +341,124 @@ struct Scanner<'c, 'a> {
     slots_in_use: u64,
     /// The root was lost and rebuilt empty this round.
     root_rebuilt: bool,
+    /// Loads made ahead in parallel (`speculate`), used by `load` while no change was made
+    /// since (`spec_changes`).
+    spec: HashMap<u64, Spec>,
+    spec_changes: u64,
+}
+
+/// Walk inode `ino`'s log (head and tail words as read) and replay it into `st`: the one
+/// walk of both the serial load and the speculative one. `owner` says which blocks belong to
+/// something already (a log page of another inode, an inode-table chunk).
+#[allow(clippy::too_many_arguments)]
+fn walk_log(
+    ctx: &Ctx<'_>,
+    owner: &[u64],
+    ino: u64,
+    kind: Kind,
+    head: u64,
+    tail: u64,
+    bounds: Bounds,
+    st: &mut InodeState,
+) -> Result<walk::WalkOut> {
+    let taken = |b: u64| -> Option<String> {
+        let o = owner[b as usize];
+        (o != 0).then(|| describe(o))
+    };
+    let r = LogRef {
+        ino,
+        which: "log",
+        head,
+        tail,
+        bounds,
+        taken: &taken,
+        salvage: kind == Kind::Dir,
+    };
+    let mut scratch = Vec::new();
+    let mut apply = |e: &Entry| {
+        let res = st
+            .apply(e, ino, bounds, &mut scratch, NO_OWNER)
+            .map_err(|e| match e {
+                Error::Corrupt { what, .. } => what,
+                e => e.to_string(),
+            });
+        scratch.clear();
+        res
+    };
+    walk::walk(ctx, &r, &mut apply)
+}
+
+/// The access and default ACLs of `st` that do not parse.
+fn bad_acls(st: &InodeState) -> Vec<Vec<u8>> {
+    st.xattrs
+        .iter()
+        .filter(|(n, x)| {
+            (&n[..] == xattr::ACL_ACCESS || &n[..] == xattr::ACL_DEFAULT)
+                && xattr::parse_acl(&x.value).is_err()
+        })
+        .map(|(n, _)| n.to_vec())
+        .collect()
+}
+
+/// The first non-zero byte of the bytes from `off` to the end of its page (`page`: a buffer
+/// of one block), relative to `off`.
+fn eof_nonzero(ctx: &Ctx<'_>, off: u64, page: &mut [u8]) -> Result<Option<usize>> {
+    let tail = &mut page[..(BLOCK - off % BLOCK) as usize];
+    ctx.read(off, tail)?;
+    let nonzero = tail
+        .chunks(64)
+        .any(|c| c.iter().fold(0u8, |a, &b| a | b) != 0);
+    Ok(nonzero.then(|| tail.iter().position(|&x| x != 0)).flatten())
+}
+
+/// A load made ahead on a worker thread: inode `ino` whose slot, log and attributes show
+/// nothing to report (`Scanner::speculate`).
+struct Spec {
+    off: u64,
+    kind: Kind,
+    st: Box<InodeState>,
+}
+
+/// The speculative load of `ino`: the serial load's steps for an inode with nothing wrong
+/// (a valid slot, a log that walks without an issue, no pending xattr pieces, ACLs that
+/// parse, no write cache), read-only; `None` as soon as anything differs, and the serial load
+/// then does it all again, reporting and repairing as it does.
+fn speculate_one(
+    ctx: &Ctx<'_>,
+    owner: &[u64],
+    chunks: &[u64],
+    bounds: Bounds,
+    torn: Option<&std::sync::atomic::AtomicU64>,
+    ino: u64,
+) -> Option<Spec> {
+    let off = (ino != 0).then(|| slot_offset(chunks, ino)).flatten()?;
+    let slot: InodeSlot = ctx.read_pod(off).ok()?;
+    if slot.kind == 0 || slot.validate(ino).is_err() {
+        return None;
+    }
+    let kind = Kind::from_u8(slot.kind)?;
+    let mut st = Box::new(InodeState::new(ino, &slot, kind));
+    let head = ctx.load_u64(off + HEAD_OFFSET).ok()?;
+    let tail = ctx.load_u64(off + TAIL_OFFSET).ok()?;
+    if let Some(budget) = torn {
+        // A torn last commit is cut off by the serial load (a planned store): not here.
+        let cut = novafs_engine::inode::torn_cut(ctx.media, ino, head, tail, bounds, budget);
+        if !matches!(cut, Ok(None)) {
+            return None;
+        }
+    }
+    let main = walk_log(ctx, owner, ino, kind, head, tail, bounds, &mut st).ok()?;
+    if !main.issues.is_empty() || main.cut.is_some() || !main.salvaged.is_empty() {
+        return None;
+    }
+    if !st.xattr_pending.is_empty() || !bad_acls(&st).is_empty() {
+        return None;
+    }
+    if ctx.load_u64(off + CACHE_TAIL_OFFSET).ok()? != 0 {
+        return None;
+    }
+    st.log = main.log;
+    Some(Spec { off, kind, st })
 }
 
 const PRIMARY: &str = "primary superblock (block 0)";
@@ -337,6 +491,8 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         torn_budget: std::sync::atomic::AtomicU64::new(sb.blocks_total),
         slots_in_use: 0,
         root_rebuilt: false,
+        spec: HashMap::new(),
+        spec_changes: 0,
     };
     s.out.blocks_checked = sb.blocks_total;
     if !s.itable_map()? {
@@ -346,6 +502,8 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
     s.mount_state()?;
     s.journal()?;
     s.slot_scan()?;
+    // Every slot in use is loaded at most once: one table, never grown.
+    s.infos.reserve(s.slots_in_use as usize);
     if !s.tree()? {
         s.out.fatal = true;
         return Ok(s.finish());
@@ -799,7 +957,19 @@ impl Scanner<'_, '_> {
         if let Some(b) = self.bad.get(&ino) {
             return Ok(Some(b.clone()));
         }
-        let r = self.load_inner(ino, expect)?;
+        let r = match self.spec.remove(&ino) {
+            // Made before any change, and no log page of it was claimed since (by an inode
+            // loaded before it in this level): what the serial load would find.
+            Some(sp)
+                if self.ctx.changes() == self.spec_changes
+                    && sp.st.log.pages.iter().all(|&p| self.owner[p as usize] == 0) =>
+            {
+                let blk = Some(sp.off / BLOCK);
+                self.out.loaded_ahead += 1;
+                self.finish_load(ino, sp.off, blk, sp.kind, sp.st)?
+            }
+            _ => self.load_inner(ino, expect)?,
+        };
         if let Some(b) = &r {
             self.bad.insert(ino, b.clone());
         }
@@ -881,34 +1051,16 @@ impl Scanner<'_, '_> {
                 tail = cut;
             }
         }
-        let main = {
-            let owner = &self.owner;
-            let taken = |b: u64| -> Option<String> {
-                let o = owner[b as usize];
-                (o != 0).then(|| describe(o))
-            };
-            let r = LogRef {
-                ino,
-                which: "log",
-                head,
-                tail,
-                bounds,
-                taken: &taken,
-                salvage: kind == Kind::Dir,
-            };
-            let mut scratch = Vec::new();
-            let mut apply = |e: &Entry| {
-                let res = st
-                    .apply(e, ino, bounds, &mut scratch, NO_OWNER)
-                    .map_err(|e| match e {
-                        Error::Corrupt { what, .. } => what,
-                        e => e.to_string(),
-                    });
-                scratch.clear();
-                res
-            };
-            walk::walk(self.ctx, &r, &mut apply)?
-        };
+        let main = walk_log(
+            self.ctx,
+            &self.owner,
+            ino,
+            kind,
+            head,
+            tail,
+            bounds,
+            &mut st,
+        )?;
         if let Some((reason, rebuild)) = reseal.take() {
             if !main.issues.is_empty() && !rebuild {
                 return Ok(Some(Bad::Invalid(reason)));
@@ -967,16 +1119,7 @@ impl Scanner<'_, '_> {
         }
         st.xattr_pending.clear();
         st.xattr_pending_pages.clear();
-        let bad_acls: Vec<Vec<u8>> = st
-            .xattrs
-            .iter()
-            .filter(|(n, x)| {
-                (&n[..] == xattr::ACL_ACCESS || &n[..] == xattr::ACL_DEFAULT)
-                    && xattr::parse_acl(&x.value).is_err()
-            })
-            .map(|(n, _)| n.to_vec())
-            .collect();
-        for name in bad_acls {
+        for name in bad_acls(&st) {
             let i = self.problem(
                 ProblemKind::Xattr,
                 Some(ino),
@@ -991,6 +1134,20 @@ impl Scanner<'_, '_> {
             self.defer(i, Deferred::RemoveXattr { ino, name });
         }
         st.log = main.log;
+        self.finish_load(ino, off, blk, kind, Box::new(st))
+    }
+
+    /// The end of a load, once the log was walked: owners of its log pages, the symlink
+    /// check, the write-cache log, and the inode joins `infos`.
+    fn finish_load(
+        &mut self,
+        ino: u64,
+        off: u64,
+        blk: Option<u64>,
+        kind: Kind,
+        mut st: Box<InodeState>,
+    ) -> Result<Option<Bad>> {
+        let bounds = self.bounds;
         for &p in &st.log.pages {
             self.owner[p as usize] = own(O_LOG, ino);
         }
@@ -1218,17 +1375,97 @@ impl Scanner<'_, '_> {
     }
 
     fn bfs(&mut self, queue: &mut VecDeque<u64>) -> Result<()> {
-        while let Some(d) = queue.pop_front() {
-            let mut ents: Vec<(Vec<u8>, DirEnt)> = self.infos[&d]
-                .st
-                .dir
-                .iter()
-                .map(|(n, e)| (n.to_vec(), *e))
-                .collect();
-            ents.sort_by(|a, b| a.0.cmp(&b.0));
-            for (name, ent) in ents {
-                self.visit(d, name, ent, queue)?;
+        // Level by level (the same order as one queue): the children of a level are loaded
+        // ahead in parallel, then visited in order.
+        while !queue.is_empty() {
+            let level: Vec<u64> = queue.drain(..).collect();
+            self.speculate(&level);
+            for d in level {
+                self.visit_dir(d, queue)?;
             }
+        }
+        self.spec.clear();
+        Ok(())
+    }
+
+    /// Load the children of directories `dirs` not loaded yet on the context's threads,
+    /// read-only, into `spec` (`speculate_one`). On an image whose last commits may be torn,
+    /// the workers run the torn-commit check too, from the same read budget; an inode they
+    /// find torn, or damaged after the check, is checked again by the serial load (its data
+    /// pages counted twice against the budget, which only a crafted image exhausts).
+    fn speculate(&mut self, dirs: &[u64]) {
+        // Loads of an earlier level that were not used are stale.
+        self.spec.clear();
+        let threads = self.ctx.threads;
+        if threads < 2 {
+            return;
+        }
+        let mut todo: Vec<u64> = Vec::new();
+        let mut seen = HashSet::new();
+        for d in dirs {
+            for e in self.infos[d].st.dir.values() {
+                if e.ino != ROOT_INO
+                    && !self.infos.contains_key(&e.ino)
+                    && !self.bad.contains_key(&e.ino)
+                    && seen.insert(e.ino)
+                {
+                    todo.push(e.ino);
+                }
+            }
+        }
+        // A few inodes are not worth the threads.
+        if todo.len() < 64 {
+            return;
+        }
+        todo.sort_unstable();
+        self.spec_changes = self.ctx.changes();
+        let cursor = AtomicUsize::new(0);
+        let grain = (todo.len() / (threads * 8)).clamp(1, 64);
+        let (ctx, owner, chunks, bounds) =
+            (self.ctx, &self.owner[..], &self.chunks[..], self.bounds);
+        let torn = self.torn.then_some(&self.torn_budget);
+        let overlay = ctx.overlay.borrow().clone();
+        let work = || {
+            let reader = Ctx::new(ctx.media, false, None);
+            reader.overlay.replace(overlay.clone());
+            let mut done = Vec::new();
+            loop {
+                let start = cursor.fetch_add(grain, Ordering::Relaxed);
+                if start >= todo.len() {
+                    break;
+                }
+                for &ino in &todo[start..(start + grain).min(todo.len())] {
+                    if let Some(sp) = speculate_one(&reader, owner, chunks, bounds, torn, ino) {
+                        done.push((ino, sp));
+                    }
+                }
+            }
+            done
+        };
+        let results: Vec<Vec<(u64, Spec)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mut results = vec![work()];
+            // A worker that panicked loaded nothing usable: the serial loads do its share.
+            results.extend(hs.into_iter().filter_map(|h| h.join().ok()));
+            results
+        });
+        self.spec.reserve(todo.len());
+        for r in results {
+            self.spec.extend(r);
+        }
+    }
+
+    /// Visit the entries of directory `d` in name order.
+    fn visit_dir(&mut self, d: u64, queue: &mut VecDeque<u64>) -> Result<()> {
+        let mut ents: Vec<(Vec<u8>, DirEnt)> = self.infos[&d]
+            .st
+            .dir
+            .iter()
+            .map(|(n, e)| (n.to_vec(), *e))
+            .collect();
+        ents.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, ent) in ents {
+            self.visit(d, name, ent, queue)?;
         }
         Ok(())
     }
@@ -1564,7 +1801,9 @@ impl Scanner<'_, '_> {
     fn sizes(&mut self) -> Result<()> {
         let mut page = vec![0u8; BLOCK as usize];
         let max = MAX_FILE_PAGES * BLOCK;
-        for ino in self.reached_inos() {
+        let inos = self.reached_inos();
+        let tails = self.eof_tails(&inos);
+        for (k, ino) in inos.into_iter().enumerate() {
             let info = &self.infos[&ino];
             if info.kind == Kind::Dir {
                 continue;
@@ -1624,12 +1863,11 @@ impl Scanner<'_, '_> {
             let in_page = (size % BLOCK) as usize;
             if in_page != 0 {
                 if let Some(&b) = info.st.map.get(&(size / BLOCK)) {
-                    let tail = &mut page[..BLOCK as usize - in_page];
-                    self.ctx.read(b * BLOCK + in_page as u64, tail)?;
-                    let nonzero = tail
-                        .chunks(64)
-                        .any(|c| c.iter().fold(0u8, |a, &b| a | b) != 0);
-                    if let Some(i) = nonzero.then(|| tail.iter().position(|&x| x != 0)).flatten() {
+                    let first = match tails.get(k) {
+                        Some(&Some(first)) => first,
+                        _ => eof_nonzero(self.ctx, b * BLOCK + in_page as u64, &mut page)?,
+                    };
+                    if let Some(i) = first {
                         let i = self.problem(ProblemKind::EofBytes, Some(ino), Some(b), Some(b * BLOCK + (in_page + i) as u64), format!("inode {ino}: non-zero bytes past the end of file (size {size}) in its last page (block {b})"), Some("zero them in a private copy of the page"));
                         self.defer(
                             i,
@@ -1645,6 +1883,54 @@ impl Scanner<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// For each inode of `inos` (in that order), the first non-zero byte past the end of
+    /// file in its last page (`Some(None)`: none; `None`: not a file with a partial last page,
+    /// or not looked at), read on the context's threads: the serial checks of `sizes` use
+    /// these instead of reading each page tail (4 KiB per small file) themselves.
+    fn eof_tails(&self, inos: &[u64]) -> Vec<Option<Option<usize>>> {
+        let threads = self.ctx.threads;
+        if threads < 2 || inos.len() < 64 {
+            return Vec::new();
+        }
+        let (media, infos) = (self.ctx.media, &self.infos);
+        let overlay = self.ctx.overlay.borrow().clone();
+        let chunk = inos.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = inos
+                .chunks(chunk)
+                .map(|part| {
+                    let overlay = overlay.clone();
+                    s.spawn(move || {
+                        let reader = Ctx::new(media, false, None);
+                        reader.overlay.replace(overlay);
+                        let mut page = vec![0u8; BLOCK as usize];
+                        part.iter()
+                            .map(|ino| {
+                                let info = &infos[ino];
+                                let size = info.st.attr.size;
+                                let in_page = (size % BLOCK) as usize;
+                                if info.kind == Kind::Dir || in_page == 0 {
+                                    return None;
+                                }
+                                let &b = info.st.map.get(&(size / BLOCK))?;
+                                eof_nonzero(&reader, b * BLOCK + in_page as u64, &mut page).ok()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // A worker that panicked found nothing: the serial check reads those itself.
+            let mut all = Vec::with_capacity(inos.len());
+            for (h, part) in hs.into_iter().zip(inos.chunks(chunk)) {
+                match h.join() {
+                    Ok(v) => all.extend(v),
+                    Err(_) => all.extend(part.iter().map(|_| None)),
+                }
+            }
+            all
+        })
     }
 
     /// A clean image: blocks and inode numbers against the saved state.
