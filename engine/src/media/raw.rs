@@ -323,8 +323,8 @@ impl RawRegion {
             // SAFETY: `a_start - start < 8 <= data.len()`, so the source words `0 .. words`
             // lie inside `data` and the destination words inside the checked range, 8-aligned.
             unsafe {
-                let sp = data.as_ptr().add(a_start - start) as *const u64;
-                nt_words(a_start, words, |k| sp.add(k).read_unaligned());
+                let sp = data.as_ptr().add(a_start - start);
+                nt_words(a_start, words, SliceWords(sp));
             }
             if a_end < end {
                 let t = off + (a_end - start) as u64;
@@ -352,15 +352,11 @@ impl RawRegion {
                 "copy of [{src}, +{len}) to {dst}: unaligned or overlapping"
             )));
         }
-        let sp = s as *mut u64;
+        let sp = s as *const u64;
         // SAFETY: words `0 .. len / 8` of both ranges lie inside the mapping (checked above),
         // 8-aligned and disjoint; each source word is loaded atomically (a mapping's user may
         // store to it meanwhile).
-        unsafe {
-            nt_words(d, len_us / 8, |k| {
-                AtomicU64::from_ptr(sp.add(k)).load(Ordering::Relaxed)
-            })
-        };
+        unsafe { nt_words(d, len_us / 8, RegionWords(sp)) };
         Ok(())
     }
 
@@ -478,41 +474,104 @@ impl Drop for RawRegion {
     }
 }
 
-/// Non-temporal stores of `words` quadwords at `dst`, word `k` being `load(k)`: one `movnti`
-/// to reach 16-byte alignment, then `movntdq` (16 bytes, SSE2) per two words, a last `movnti`
-/// if one word is left. On a Xeon (Sapphire Rapids), 8-byte `movnti` stores followed by a
-/// tail store, `clwb` and `sfence` took twice as long as the same lines in 16-byte stores
-/// (482-514 against 237-290 ns for a 128-byte log entry and its commit, DESIGN.md §2).
+/// Where [`nt_words`] takes its words from.
+trait Words {
+    /// Word `k`.
+    ///
+    /// # Safety
+    /// `k` is below the count the source was made for.
+    unsafe fn word(&self, k: usize) -> u64;
+
+    /// Words `k` and `k + 1` as one 16-byte value.
+    ///
+    /// # Safety
+    /// `k + 1` is below the count the source was made for.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn pair(&self, k: usize) -> std::arch::x86_64::__m128i {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm_set_epi64x(self.word(k + 1) as i64, self.word(k) as i64) }
+    }
+}
+
+/// Words of a byte slice (any alignment): a pair is one unaligned 16-byte load.
+struct SliceWords(*const u8);
+
+impl Words for SliceWords {
+    #[inline(always)]
+    unsafe fn word(&self, k: usize) -> u64 {
+        // SAFETY: the caller's contract: bytes `8k .. 8k + 8` are inside the slice.
+        unsafe { (self.0.add(8 * k) as *const u64).read_unaligned() }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn pair(&self, k: usize) -> std::arch::x86_64::__m128i {
+        // SAFETY: the caller's contract: bytes `8k .. 8k + 16` are inside the slice.
+        unsafe { std::arch::x86_64::_mm_loadu_si128(self.0.add(8 * k) as *const _) }
+    }
+}
+
+/// Words of the region, each loaded atomically (a mapping's user may store to them).
+struct RegionWords(*const u64);
+
+impl Words for RegionWords {
+    #[inline(always)]
+    unsafe fn word(&self, k: usize) -> u64 {
+        // SAFETY: the caller's contract: word `k` is inside the mapping, 8-aligned.
+        unsafe { AtomicU64::from_ptr(self.0.add(k) as *mut u64).load(Ordering::Relaxed) }
+    }
+}
+
+/// Non-temporal stores of `words` quadwords at `dst` from `src`: one `movnti` to reach
+/// 16-byte alignment, then `movntdq` (16 bytes, SSE2) per two words, a last `movnti` if one
+/// word is left. On a Xeon (Sapphire Rapids), 8-byte `movnti` stores followed by a tail
+/// store, `clwb` and `sfence` took twice as long as the same lines in 16-byte stores (482-514
+/// against 237-290 ns for a 128-byte log entry and its commit, DESIGN.md §2).
 ///
 /// # Safety
-/// `dst` must be 8-aligned, `dst .. dst + 8 * words` mapped writable, and `load(k)` sound to
-/// call for every `k < words`.
+/// `dst` must be 8-aligned, `dst .. dst + 8 * words` mapped writable, and `src` made for at
+/// least `words` words.
 #[inline(always)]
-unsafe fn nt_words(dst: usize, words: usize, load: impl Fn(usize) -> u64) {
+unsafe fn nt_words(dst: usize, words: usize, src: impl Words) {
     let dp = dst as *mut u64;
     let mut k = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_set_epi64x, _mm_stream_si128};
         if words > 0 && !dst.is_multiple_of(16) {
             // SAFETY: the caller's contract: word 0 is inside the range, 8-aligned.
-            unsafe { nt1(dst, load(0)) };
+            unsafe { nt1(dst, src.word(0)) };
             k = 1;
         }
-        while k + 2 <= words {
-            // SAFETY: words `k, k + 1` are inside the range (the caller's contract) and
+        use std::arch::x86_64::_mm_stream_si128 as nt16;
+        // A line per iteration (the loop's own instructions were 4 of every 7).
+        while k + 8 <= words {
+            // SAFETY: words `k .. k + 8` are inside both ranges (the caller's contract) and
             // `dst + 8k` is 16-aligned (`k` is odd exactly when `dst` was not); `movntdq`
-            // stores those 16 bytes and has no other memory effect.
+            // stores 16 bytes each and has no other memory effect.
             unsafe {
-                let v = _mm_set_epi64x(load(k + 1) as i64, load(k) as i64);
-                _mm_stream_si128(dp.add(k) as *mut _, v);
+                let (a, b, c, d) = (
+                    src.pair(k),
+                    src.pair(k + 2),
+                    src.pair(k + 4),
+                    src.pair(k + 6),
+                );
+                nt16(dp.add(k) as *mut _, a);
+                nt16(dp.add(k + 2) as *mut _, b);
+                nt16(dp.add(k + 4) as *mut _, c);
+                nt16(dp.add(k + 6) as *mut _, d);
             }
+            k += 8;
+        }
+        while k + 2 <= words {
+            // SAFETY: as above, two words.
+            unsafe { nt16(dp.add(k) as *mut _, src.pair(k)) };
             k += 2;
         }
     }
     while k < words {
         // SAFETY: the caller's contract, one word.
-        unsafe { nt1(dp.add(k) as usize, load(k)) };
+        unsafe { nt1(dp.add(k) as usize, src.word(k)) };
         k += 1;
     }
 }
