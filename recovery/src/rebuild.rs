@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use novafs_engine::alloc::{BlockAlloc, InodeAlloc};
 use novafs_engine::bugs::{self, Bug};
@@ -83,6 +84,9 @@ struct Walk<'a> {
     cuts: AtomicU64,
 }
 
+/// How long the mounting thread loads a level alone before helper threads join it.
+const SPAWN_AFTER: Duration = Duration::from_micros(100);
+
 /// A reachable inode to load: (inode, the kind its directory entry says, the directory).
 type Item = (u64, Kind, u64);
 
@@ -146,38 +150,64 @@ pub fn rebuild(
         // Work is taken in grains of up to 64 items, small enough that every thread gets
         // several (a level of 100 directories is 100 grains of one on 2 threads, not 64 + 36).
         let grain = (frontier.len() / (threads * 8)).clamp(1, 64);
+        // Load one grain into `sh`; false when the level is done.
+        let grain_into = |sh: &mut Share| -> Result<bool> {
+            let start = cursor.fetch_add(grain, Ordering::Relaxed);
+            if start >= frontier.len() {
+                return Ok(false);
+            }
+            for &item in &frontier[start..(start + grain).min(frontier.len())] {
+                let (off, st) = w.load_one(item, &mut sh.next)?;
+                if st.attr.kind != Kind::Dir {
+                    sh.links.push((item.0, st.attr.nlink));
+                }
+                let (cached, dead) = (st.cache_log.tail_off != 0, st.log.dead_prefix() != 0);
+                // The inode is built here, on the walk's threads: the engine only
+                // files it (one move of the state, in parallel).
+                let inode = Arc::new(Inode::new(item.0, off, st));
+                if cached {
+                    sh.with_cache.push(inode.clone());
+                }
+                if dead {
+                    sh.dead_prefix.push(inode.clone());
+                }
+                sh.done.push(inode);
+            }
+            Ok(true)
+        };
         let work = || -> Result<Share> {
             let mut sh = Share::default();
-            loop {
-                let start = cursor.fetch_add(grain, Ordering::Relaxed);
-                if start >= frontier.len() {
-                    break;
-                }
-                for &item in &frontier[start..(start + grain).min(frontier.len())] {
-                    let (off, st) = w.load_one(item, &mut sh.next)?;
-                    if st.attr.kind != Kind::Dir {
-                        sh.links.push((item.0, st.attr.nlink));
-                    }
-                    let (cached, dead) = (st.cache_log.tail_off != 0, st.log.dead_prefix() != 0);
-                    // The inode is built here, on the walk's threads: the engine only
-                    // files it (one move of the state, in parallel).
-                    let inode = Arc::new(Inode::new(item.0, off, st));
-                    if cached {
-                        sh.with_cache.push(inode.clone());
-                    }
-                    if dead {
-                        sh.dead_prefix.push(inode.clone());
-                    }
-                    sh.done.push(inode);
-                }
-            }
+            while grain_into(&mut sh)? {}
             Ok(sh)
         };
+        // Helper threads start only once the level has taken this thread a while: a thread
+        // costs more to start (tens of microseconds on a VM: a system call, a stack mapped
+        // and unmapped) than a small level takes to load (a few microseconds per inode), and
+        // the crash harness mounts hundreds of thousands of small images (8.7k images/s per
+        // thread with helpers at every level of more than one grain, 28.6k without).
         let results: Vec<Result<Share>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..threads.min(frontier.len().div_ceil(grain)).max(1))
-                .map(|_| s.spawn(work))
-                .collect();
-            let mut results = vec![work()];
+            let began = Instant::now();
+            let mut hs = Vec::new();
+            let mut sh = Share::default();
+            let mut mine = Ok(());
+            loop {
+                match grain_into(&mut sh) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        mine = Err(e);
+                        break;
+                    }
+                }
+                if hs.is_empty()
+                    && threads > 1
+                    && cursor.load(Ordering::Relaxed) < frontier.len()
+                    && began.elapsed() >= SPAWN_AFTER
+                {
+                    hs = (1..threads).map(|_| s.spawn(work)).collect();
+                }
+            }
+            let mut results = vec![mine.map(|()| sh)];
             results.extend(hs.into_iter().map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(Error::corrupt("recovery worker panicked", "rebuild")))
