@@ -95,6 +95,9 @@ pub struct MountReport {
     /// Torn last commits of a one-fence session that recovery cut off (each was a call that
     /// had not returned when the session stopped).
     pub torn_commits_cut: u64,
+    /// The most threads that loaded one level of the tree in the recovery scan (helpers
+    /// join a level only once it has taken the mounting thread a while; 0: no scan).
+    pub recovery_threads_used: usize,
 }
 
 /// The image as a mount found it (clean) or recovery rebuilt it: what [`Engine::assemble`]

@@ -80,6 +80,7 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
             )?;
             report.inodes_scanned = rebuilt.scanned;
             report.torn_commits_cut = rebuilt.torn_cut;
+            report.recovery_threads_used = rebuilt.threads_used;
             let r = Recovered {
                 sb,
                 chunks,

@@ -37,6 +37,8 @@ pub struct Rebuilt {
     pub scanned: u64,
     /// Torn last commits cut off (one-fence sessions only).
     pub torn_cut: u64,
+    /// The most threads that loaded one level.
+    pub threads_used: usize,
 }
 
 /// A bitmap whose bits are set atomically (for the parallel walk).
@@ -144,6 +146,7 @@ pub fn rebuild(
     }
     w.seen.set(ROOT_INO);
     let mut all = Share::default();
+    let mut threads_used = 0;
     let mut frontier: Vec<Item> = vec![(ROOT_INO, Kind::Dir, ROOT_INO)];
     while !frontier.is_empty() {
         let cursor = AtomicUsize::new(0);
@@ -207,6 +210,7 @@ pub fn rebuild(
                     hs = (1..threads).map(|_| s.spawn(work)).collect();
                 }
             }
+            threads_used = threads_used.max(1 + hs.len());
             let mut results = vec![mine.map(|()| sh)];
             results.extend(hs.into_iter().map(|h| {
                 h.join()
@@ -273,6 +277,7 @@ pub fn rebuild(
         dead_prefix: all.dead_prefix,
         scanned,
         torn_cut: w.cuts.load(Ordering::Relaxed),
+        threads_used,
     })
 }
 
