@@ -196,21 +196,11 @@ pub struct DirEnt {
 }
 
 /// A file map: file page -> block, each with the logical log page of the entry that set it
-/// (GC bookkeeping, [`PageLive`]). Pages are grouped in chunks of [`CHUNK_PAGES`] consecutive
-/// pages under one B-tree key: a lookup walks a tree 32 times smaller than one keyed by page
-/// (a 64 MiB file: 512 keys instead of 16,384, two levels instead of four or five, the upper
-/// ones staying cached) and then indexes an array; ordered iteration and ranges are kept.
-/// Block 0 is never a data block (it is the superblock), so 0 marks an empty slot. A chunk
-/// costs 776 bytes however few of its pages are mapped (a sparse file costs more per page
-/// than a page-keyed tree did; bounded by the image's block count).
+/// (GC bookkeeping, [`PageLive`]). One B-tree holds both, so the write path walks one tree.
 #[derive(Clone, Debug, Default)]
 pub struct FileMap {
-    chunks: BTreeMap<u64, Box<Chunk>>,
-    len: usize,
+    inner: BTreeMap<u64, Mapped>,
 }
-
-/// Pages per [`FileMap`] chunk.
-pub const CHUNK_PAGES: u64 = 32;
 
 /// One file page's mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,184 +209,55 @@ struct Mapped {
     owner: u64,
 }
 
-/// A slot of a chunk: its page (so that iteration can lend it), block (0: empty), owner.
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    pg: u64,
-    block: u64,
-    owner: u64,
-}
-
-#[derive(Clone, Debug)]
-struct Chunk {
-    live: u32,
-    slots: [Slot; CHUNK_PAGES as usize],
-}
-
 impl FileMap {
-    #[inline]
-    fn slot(&self, pg: u64) -> Option<&Slot> {
-        let c = self.chunks.get(&(pg / CHUNK_PAGES))?;
-        let s = &c.slots[(pg % CHUNK_PAGES) as usize];
-        (s.block != 0).then_some(s)
-    }
-
     /// The block of file page `pg`.
     #[inline]
     pub fn get(&self, pg: &u64) -> Option<&u64> {
-        self.slot(*pg).map(|s| &s.block)
+        self.inner.get(pg).map(|m| &m.block)
     }
 
     /// Whether file page `pg` is mapped.
     #[inline]
     pub fn contains_key(&self, pg: &u64) -> bool {
-        self.slot(*pg).is_some()
+        self.inner.contains_key(pg)
     }
 
     /// Mapped pages.
     pub fn len(&self) -> usize {
-        self.len
+        self.inner.len()
     }
 
     /// No page mapped.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The mapped slots of chunks `lo ..= hi`, in page order.
-    fn slots(&self, lo: u64, hi: u64) -> impl DoubleEndedIterator<Item = &Slot> + '_ {
-        self.chunks
-            .range(lo..=hi)
-            .flat_map(|(_, c)| c.slots.iter())
-            .filter(|s| s.block != 0)
+        self.inner.is_empty()
     }
 
     /// (file page, block) pairs in page order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u64, &u64)> + '_ {
-        self.slots(0, u64::MAX).map(|s| (&s.pg, &s.block))
+        self.inner.iter().map(|(p, m)| (p, &m.block))
     }
 
-    /// (file page, block) pairs of the pages in `r`, in order (an empty or inverted range
-    /// has none).
+    /// (file page, block) pairs of the pages in `r`, in order.
     pub fn range(
         &self,
         r: impl std::ops::RangeBounds<u64>,
     ) -> impl DoubleEndedIterator<Item = (&u64, &u64)> + '_ {
-        use std::ops::Bound::*;
-        let lo = match r.start_bound() {
-            Included(&a) => Some(a),
-            Excluded(&a) => a.checked_add(1),
-            Unbounded => Some(0),
-        };
-        let hi = match r.end_bound() {
-            Included(&b) => Some(b),
-            Excluded(&b) => b.checked_sub(1),
-            Unbounded => Some(u64::MAX),
-        };
-        let bounds = lo.zip(hi).filter(|(lo, hi)| lo <= hi);
-        bounds.into_iter().flat_map(move |(lo, hi)| {
-            self.slots(lo / CHUNK_PAGES, hi / CHUNK_PAGES)
-                .filter(move |s| (lo..=hi).contains(&s.pg))
-                .map(|s| (&s.pg, &s.block))
-        })
+        self.inner.range(r).map(|(p, m)| (p, &m.block))
     }
 
     /// Mapped pages in order.
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &u64> + '_ {
-        self.iter().map(|(p, _)| p)
+        self.inner.keys()
     }
 
     /// Blocks, in page order.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &u64> + '_ {
-        self.iter().map(|(_, b)| b)
+        self.inner.values().map(|m| &m.block)
     }
 
     /// Forget every page.
     pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.len = 0;
-    }
-
-    /// Map page `pg` (`m.block` not 0); returns the mapping it replaces.
-    fn insert(&mut self, pg: u64, m: Mapped) -> Option<Mapped> {
-        debug_assert!(m.block != 0, "block 0 is never a data block");
-        let c = self.chunks.entry(pg / CHUNK_PAGES).or_insert_with(|| {
-            Box::new(Chunk {
-                live: 0,
-                slots: [Slot::default(); CHUNK_PAGES as usize],
-            })
-        });
-        let s = &mut c.slots[(pg % CHUNK_PAGES) as usize];
-        let old = (s.block != 0).then_some(Mapped {
-            block: s.block,
-            owner: s.owner,
-        });
-        *s = Slot {
-            pg,
-            block: m.block,
-            owner: m.owner,
-        };
-        if old.is_none() {
-            c.live += 1;
-            self.len += 1;
-        }
-        old
-    }
-
-    /// Unmap page `pg`; returns its mapping.
-    fn remove(&mut self, pg: u64) -> Option<Mapped> {
-        let key = pg / CHUNK_PAGES;
-        let c = self.chunks.get_mut(&key)?;
-        let s = &mut c.slots[(pg % CHUNK_PAGES) as usize];
-        if s.block == 0 {
-            return None;
-        }
-        let old = Mapped {
-            block: s.block,
-            owner: s.owner,
-        };
-        *s = Slot::default();
-        c.live -= 1;
-        self.len -= 1;
-        if c.live == 0 {
-            self.chunks.remove(&key);
-        }
-        Some(old)
-    }
-
-    /// The last mapped page.
-    fn last_page(&self) -> Option<u64> {
-        self.keys().next_back().copied()
-    }
-
-    /// Unmap every page at or beyond `first`; returns their mappings in page order.
-    fn split_off(&mut self, first: u64) -> Vec<Mapped> {
-        let mut tail = self.chunks.split_off(&(first / CHUNK_PAGES));
-        let mut gone = Vec::new();
-        // The first chunk of the tail may hold pages below `first`: they stay.
-        if let Some(mut c) = tail.remove(&(first / CHUNK_PAGES)) {
-            for s in c.slots.iter_mut() {
-                if s.block != 0 && s.pg >= first {
-                    gone.push(Mapped {
-                        block: s.block,
-                        owner: s.owner,
-                    });
-                    *s = Slot::default();
-                    c.live -= 1;
-                }
-            }
-            if c.live > 0 {
-                self.chunks.insert(first / CHUNK_PAGES, c);
-            }
-        }
-        for c in tail.into_values() {
-            gone.extend(c.slots.iter().filter(|s| s.block != 0).map(|s| Mapped {
-                block: s.block,
-                owner: s.owner,
-            }));
-        }
-        self.len -= gone.len();
-        gone
+        self.inner.clear();
     }
 }
 
@@ -911,11 +772,12 @@ impl InodeState {
                     // up to 2^32: a loop over every page would stall the mount).
                     let mapped: Vec<u64> = self
                         .map
+                        .inner
                         .range(*pgoff..*pgoff + n)
                         .map(|(&pg, _)| pg)
                         .collect();
                     for pg in mapped {
-                        if let Some(m) = self.map.remove(pg) {
+                        if let Some(m) = self.map.inner.remove(&pg) {
                             release(&mut self.log, m.owner);
                             freed.push(m.block);
                             self.attr.blocks -= 1;
@@ -928,7 +790,7 @@ impl InodeState {
                             block: block + i,
                             owner: at,
                         };
-                        let old = self.map.insert(pg, new);
+                        let old = self.map.inner.insert(pg, new);
                         if old.is_none_or(|m| m.owner != at) {
                             if let Some(p) = self.log.page_mut(at) {
                                 p.live += 1;
@@ -1186,12 +1048,17 @@ impl InodeState {
     pub fn truncate_map(&mut self, size: u64) -> Vec<u64> {
         let first_gone = size.div_ceil(BLOCK);
         // Most size changes leave every mapped page in place: no split (it allocates).
-        if self.map.last_page().is_none_or(|last| last < first_gone) {
+        if self
+            .map
+            .inner
+            .last_key_value()
+            .is_none_or(|(&last, _)| last < first_gone)
+        {
             return Vec::new();
         }
-        let gone = self.map.split_off(first_gone);
+        let gone = self.map.inner.split_off(&first_gone);
         self.attr.blocks -= gone.len() as u64;
-        gone.into_iter()
+        gone.into_values()
             .map(|m| {
                 release(&mut self.log, m.owner);
                 m.block
@@ -1514,84 +1381,6 @@ mod tests {
         let mut st = InodeState::new(9, &slot, Kind::File);
         st.log.live.resize(1, PageLive::default());
         st
-    }
-
-    /// The chunked file map against a page-keyed B-tree: inserts, removals, lookups, ordered
-    /// iteration both ways, ranges (empty, inverted, unbounded, at chunk edges), truncation.
-    #[test]
-    fn file_map_behaves_like_a_page_keyed_tree() {
-        use proptest::prelude::*;
-        #[derive(Debug, Clone)]
-        enum Op {
-            Insert(u64, u64),
-            Remove(u64),
-            Split(u64),
-            Range(u64, u64),
-        }
-        let page = prop_oneof![
-            0u64..200,
-            Just(u64::MAX / CHUNK_PAGES * CHUNK_PAGES),
-            0u64..4
-        ];
-        let op = prop_oneof![
-            (page.clone(), 1u64..1000).prop_map(|(p, b)| Op::Insert(p, b)),
-            page.clone().prop_map(Op::Remove),
-            page.clone().prop_map(Op::Split),
-            (page.clone(), page).prop_map(|(a, b)| Op::Range(a, b)),
-        ];
-        proptest!(ProptestConfig::with_cases(300), |(ops in proptest::collection::vec(op, 1..80))| {
-            let mut m = FileMap::default();
-            let mut model: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-            for (i, o) in ops.into_iter().enumerate() {
-                let owner = i as u64;
-                match o {
-                    Op::Insert(p, b) => {
-                        let old = m.insert(p, Mapped { block: b, owner });
-                        let want = model.insert(p, (b, owner));
-                        prop_assert_eq!(old.map(|x| (x.block, x.owner)), want);
-                    }
-                    Op::Remove(p) => {
-                        let old = m.remove(p);
-                        prop_assert_eq!(old.map(|x| (x.block, x.owner)), model.remove(&p));
-                    }
-                    Op::Split(f) => {
-                        let gone: Vec<(u64, u64)> =
-                            m.split_off(f).into_iter().map(|x| (x.block, x.owner)).collect();
-                        let want: Vec<(u64, u64)> = model.split_off(&f).into_values().collect();
-                        prop_assert_eq!(gone, want);
-                    }
-                    Op::Range(a, b) => {
-                        let got: Vec<(u64, u64)> = m.range(a..b).map(|(&p, &b)| (p, b)).collect();
-                        let want: Vec<(u64, u64)> = if a <= b {
-                            model.range(a..b).map(|(&p, &(b, _))| (p, b)).collect()
-                        } else {
-                            Vec::new()
-                        };
-                        prop_assert_eq!(got, want);
-                        let got: Vec<u64> = m.range(a..=b).rev().map(|(&p, _)| p).collect();
-                        let want: Vec<u64> = if a <= b {
-                            model.range(a..=b).rev().map(|(&p, _)| p).collect()
-                        } else {
-                            Vec::new()
-                        };
-                        prop_assert_eq!(got, want);
-                        let got: Vec<u64> = m.range(a..).map(|(&p, _)| p).collect();
-                        let want: Vec<u64> = model.range(a..).map(|(&p, _)| p).collect();
-                        prop_assert_eq!(got, want);
-                    }
-                }
-                prop_assert_eq!(m.len(), model.len());
-                let all: Vec<(u64, u64)> = m.iter().map(|(&p, &b)| (p, b)).collect();
-                let want: Vec<(u64, u64)> = model.iter().map(|(&p, &(b, _))| (p, b)).collect();
-                prop_assert_eq!(&all, &want);
-                prop_assert_eq!(m.keys().next_back().copied(), model.keys().next_back().copied());
-                for p in [0u64, 1, 31, 32, 33, 63, 64, 199] {
-                    prop_assert_eq!(m.get(&p).copied(), model.get(&p).map(|x| x.0));
-                }
-                // No empty chunk is kept.
-                prop_assert!(m.chunks.values().all(|c| c.live > 0));
-            }
-        });
     }
 
     /// Found by the `log_replay` fuzz target (fuzz/regressions/log_replay/): a hole entry of
