@@ -202,12 +202,15 @@ pub fn rebuild(
                         break;
                     }
                 }
+                let taken = cursor.load(Ordering::Relaxed);
                 if hs.is_empty()
                     && threads > 1
-                    && cursor.load(Ordering::Relaxed) < frontier.len()
+                    && taken < frontier.len()
                     && began.elapsed() >= SPAWN_AFTER
                 {
-                    hs = (1..threads).map(|_| s.spawn(work)).collect();
+                    // No more helpers than grains left.
+                    let left = (frontier.len() - taken).div_ceil(grain);
+                    hs = (1..threads.min(left + 1)).map(|_| s.spawn(work)).collect();
                 }
             }
             threads_used = threads_used.max(1 + hs.len());
