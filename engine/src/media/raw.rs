@@ -498,6 +498,8 @@ trait Words {
 struct SliceWords(*const u8);
 
 impl Words for SliceWords {
+    // Safety contracts of both methods: as in the trait (the words asked for are inside the
+    // slice the source was made from).
     #[inline(always)]
     unsafe fn word(&self, k: usize) -> u64 {
         // SAFETY: the caller's contract: bytes `8k .. 8k + 8` are inside the slice.
@@ -516,6 +518,7 @@ impl Words for SliceWords {
 struct RegionWords(*const u64);
 
 impl Words for RegionWords {
+    // Safety contract: as in the trait (the word is inside the mapping, 8-aligned).
     #[inline(always)]
     unsafe fn word(&self, k: usize) -> u64 {
         // SAFETY: the caller's contract: word `k` is inside the mapping, 8-aligned.

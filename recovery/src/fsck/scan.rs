@@ -26,7 +26,7 @@ use novafs_engine::txn::Txn;
 use novafs_engine::xattr;
 use novafs_engine::{Error, Media, Result, MAX_FILE_PAGES};
 
-use super::walk::{self, Fix, LogRef};
+use super::walk::{self, Apply, Fix, LogRef};
 use super::{Problem, ProblemKind, Progress, ProgressFn};
 
 /// Access to the image for one round: reads see the overlay of planned word stores (without
@@ -347,9 +347,39 @@ struct Scanner<'c, 'a> {
     spec_changes: u64,
 }
 
-/// Walk inode `ino`'s log (head and tail words as read) and replay it into `st`: the one
-/// walk of both the serial load and the speculative one. `owner` says which blocks belong to
+/// Walk one log chain of inode `ino` (`which`: its log or its cache log; head and tail words
+/// as read), replaying each good entry with `apply`. `owner` says which blocks belong to
 /// something already (a log page of another inode, an inode-table chunk).
+#[allow(clippy::too_many_arguments)]
+fn walk_chain(
+    ctx: &Ctx<'_>,
+    owner: &[u64],
+    ino: u64,
+    which: &'static str,
+    head: u64,
+    tail: u64,
+    bounds: Bounds,
+    salvage: bool,
+    apply: &mut Apply<'_>,
+) -> Result<walk::WalkOut> {
+    let taken = |b: u64| -> Option<String> {
+        let o = owner[b as usize];
+        (o != 0).then(|| describe(o))
+    };
+    let r = LogRef {
+        ino,
+        which,
+        head,
+        tail,
+        bounds,
+        taken: &taken,
+        salvage,
+    };
+    walk::walk(ctx, &r, apply)
+}
+
+/// Walk inode `ino`'s log and replay it into `st`: the one walk of both the serial load and
+/// the speculative one.
 #[allow(clippy::too_many_arguments)]
 fn walk_log(
     ctx: &Ctx<'_>,
@@ -361,19 +391,6 @@ fn walk_log(
     bounds: Bounds,
     st: &mut InodeState,
 ) -> Result<walk::WalkOut> {
-    let taken = |b: u64| -> Option<String> {
-        let o = owner[b as usize];
-        (o != 0).then(|| describe(o))
-    };
-    let r = LogRef {
-        ino,
-        which: "log",
-        head,
-        tail,
-        bounds,
-        taken: &taken,
-        salvage: kind == Kind::Dir,
-    };
     let mut scratch = Vec::new();
     let mut apply = |e: &Entry| {
         let res = st
@@ -385,7 +402,10 @@ fn walk_log(
         scratch.clear();
         res
     };
-    walk::walk(ctx, &r, &mut apply)
+    let salvage = kind == Kind::Dir;
+    walk_chain(
+        ctx, owner, ino, "log", head, tail, bounds, salvage, &mut apply,
+    )
 }
 
 /// The access and default ACLs of `st` that do not parse.
@@ -1173,24 +1193,18 @@ impl Scanner<'_, '_> {
             self.ctx.store_word(off + CACHE_TAIL_OFFSET, 0, true)?;
         } else if ctail != 0 {
             let chead = self.ctx.load_u64(off + CACHE_HEAD_OFFSET)?;
-            let cache = {
-                let owner = &self.owner;
-                let taken = |b: u64| -> Option<String> {
-                    let o = owner[b as usize];
-                    (o != 0).then(|| describe(o))
-                };
-                let r = LogRef {
-                    ino,
-                    which: "cache log",
-                    head: chead,
-                    tail: ctail,
-                    bounds,
-                    taken: &taken,
-                    salvage: false,
-                };
-                let mut apply = |e: &Entry| st.apply_cache(e, bounds).map_err(|e| e.to_string());
-                walk::walk(self.ctx, &r, &mut apply)?
-            };
+            let mut apply = |e: &Entry| st.apply_cache(e, bounds).map_err(|e| e.to_string());
+            let cache = walk_chain(
+                self.ctx,
+                &self.owner,
+                ino,
+                "cache log",
+                chead,
+                ctail,
+                bounds,
+                false,
+                &mut apply,
+            )?;
             self.log_issues(
                 ino,
                 off + CACHE_TAIL_OFFSET,
