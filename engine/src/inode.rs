@@ -1170,7 +1170,7 @@ impl InodeState {
     /// page that holds it. Blocks the entries replaced go to `freed`.
     pub fn apply_staged(
         &mut self,
-        staged: crate::log::Staged,
+        staged: &crate::log::Staged,
         entries: &[Entry],
         freed: &mut Vec<u64>,
     ) {

@@ -468,16 +468,17 @@ impl Staged {
     /// Make the DRAM log state match the committed append; returns, for
     /// [`crate::inode::InodeState::apply`], the logical page of the first entry and the indices
     /// of the entries that start a further page.
-    pub fn apply(self, log: &mut LogState) -> (u64, Vec<usize>) {
+    /// Applied in place (no move of the staged append out of its committed part).
+    pub fn apply(&self, log: &mut LogState) -> (u64, &[usize]) {
         if let Some(h) = self.new_head {
             log.head_block = h;
         }
         log.live.resize(log.pages.len(), PageLive::default());
         log.live
             .extend(self.new_pages.iter().map(|_| PageLive::default()));
-        log.pages.extend(self.new_pages);
+        log.pages.extend_from_slice(&self.new_pages);
         log.advance(self.new_tail, self.next_seq, self.count, self.rest_zero);
-        (self.first_page, self.page_breaks)
+        (self.first_page, &self.page_breaks)
     }
 
     /// The DRAM position of a chain staged into an empty log (a compaction's new chain),

@@ -543,6 +543,33 @@ impl<'e> Txn<'e> {
         Ok(first)
     }
 
+    /// The `Write` entry of run `r` (pgoff, block, pages) of [`Txn::write_pages`], and, where
+    /// the session checksums data (`crcs`), the run's checksum from `crc` (reset for the next
+    /// run). A hole has none.
+    fn push_run(
+        data_crcs: &mut Vec<(u64, u32)>,
+        entries: &mut Vec<Entry>,
+        r: (u64, u64, u32),
+        size: u64,
+        now: u64,
+        crcs: bool,
+        crc: &mut crc32fast::Hasher,
+    ) {
+        entries.push(Entry::Write {
+            pgoff: r.0,
+            block: r.1,
+            num_pages: r.2,
+            size,
+            mtime_ns: now,
+        });
+        if crcs {
+            let done = std::mem::take(crc).finalize();
+            if r.1 != 0 && !data_crcs.iter().any(|&(b, _)| b == r.1) {
+                data_crcs.push((r.1, done));
+            }
+        }
+    }
+
     /// Write `pages` copy-on-write into new blocks (non-temporal stores, durable at the
     /// commit's fence) and append their `Write` entries (one per run of contiguous pages and
     /// blocks, all carrying `size`) to `entries`. `map` is the file's current map. Returns the
@@ -573,19 +600,13 @@ impl<'e> Txn<'e> {
         let mut reuse = in_place.clone().into_iter();
         let mut blocks = blocks_of(&self.data[first..]);
         let mut run: Option<(u64, u64, u32)> = None; // (pgoff, block, n)
-        let push_run = |entries: &mut Vec<Entry>, r: (u64, u64, u32)| {
-            entries.push(Entry::Write {
-                pgoff: r.0,
-                block: r.1,
-                num_pages: r.2,
-                size,
-                mtime_ns: now,
-            })
-        };
         let media = self.store.media;
-        // The entries this call adds (the caller's own, e.g. a failure-atomic cache's
-        // migration, name blocks written elsewhere: no checksum, so no one-fence commit).
-        let ours = entries.len();
+        // Each data run's checksum, for a one-fence commit's `Write` entries (DESIGN.md
+        // §5.1.1): computed from the bytes each page is written from, as they are written (in
+        // cache; a read-back of what non-temporal stores just wrote misses for every line).
+        let crcs = media.data_crcs();
+        let mut run_crc = crc32fast::Hasher::new();
+        let mut outside: Vec<u8> = Vec::new(); // a patch's lines from its old block
         for (pg, content) in pages {
             let b = match content {
                 Page::Hole => 0,
@@ -594,9 +615,41 @@ impl<'e> Txn<'e> {
                 }
                 _ => blocks.next().ok_or(Error::NoSpace)?,
             };
+            run = match run {
+                Some((p0, b0, n))
+                    if p0 + n as u64 == *pg
+                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
+                        && n < u32::MAX =>
+                {
+                    Some((p0, b0, n + 1))
+                }
+                Some(r) => {
+                    Self::push_run(
+                        &mut self.data_crcs,
+                        entries,
+                        r,
+                        size,
+                        now,
+                        crcs,
+                        &mut run_crc,
+                    );
+                    Some((*pg, b, 1))
+                }
+                None => Some((*pg, b, 1)),
+            };
             match content {
-                Page::Borrowed(d) => media.write_nt(b * BLOCK, d)?,
-                Page::Owned(d) => media.write_nt(b * BLOCK, d)?,
+                Page::Borrowed(d) => {
+                    media.write_nt(b * BLOCK, d)?;
+                    if crcs {
+                        run_crc.update(d);
+                    }
+                }
+                Page::Owned(d) => {
+                    media.write_nt(b * BLOCK, d)?;
+                    if crcs {
+                        run_crc.update(d);
+                    }
+                }
                 Page::Patch { base, at, data } => {
                     const LINE: usize = 64;
                     let dst = b * BLOCK;
@@ -623,48 +676,37 @@ impl<'e> Txn<'e> {
                     }
                     mid[at - lo..at - lo + data.len()].copy_from_slice(data);
                     media.write_nt(dst + lo as u64, &mid)?;
+                    if crcs {
+                        // The page as written: old (or zero) lines, the merged ones, the rest.
+                        outside.resize(BLOCK as usize, 0);
+                        match base {
+                            Some(src) => media.read(src * BLOCK, &mut outside)?,
+                            None => outside.fill(0),
+                        }
+                        run_crc.update(&outside[..lo]);
+                        run_crc.update(&mid);
+                        run_crc.update(&outside[hi..]);
+                    }
                 }
-                Page::Zero => media.zero_nt(b * BLOCK, BLOCK)?,
+                Page::Zero => {
+                    media.zero_nt(b * BLOCK, BLOCK)?;
+                    if crcs {
+                        run_crc.update(&[0u8; BLOCK as usize]);
+                    }
+                }
                 Page::Hole => {}
             }
-            run = match run {
-                Some((p0, b0, n))
-                    if p0 + n as u64 == *pg
-                        && ((b0 == 0 && b == 0) || (b0 != 0 && b0 + n as u64 == b))
-                        && n < u32::MAX =>
-                {
-                    Some((p0, b0, n + 1))
-                }
-                Some(r) => {
-                    push_run(entries, r);
-                    Some((*pg, b, 1))
-                }
-                None => Some((*pg, b, 1)),
-            };
         }
         if let Some(r) = run {
-            push_run(entries, r);
-        }
-        if media.data_crcs() {
-            // Each data run's checksum, read back from what was just written (the same core
-            // sees its own non-temporal stores): a one-fence commit's `Write` entries carry it.
-            let mut buf = vec![0u8; BLOCK as usize];
-            for e in &entries[ours..] {
-                if let Entry::Write {
-                    block, num_pages, ..
-                } = *e
-                {
-                    if block == 0 || self.data_crcs.iter().any(|&(b, _)| b == block) {
-                        continue;
-                    }
-                    let mut h = crc32fast::Hasher::new();
-                    for k in 0..num_pages as u64 {
-                        media.read((block + k) * BLOCK, &mut buf)?;
-                        h.update(&buf);
-                    }
-                    self.data_crcs.push((block, h.finalize()));
-                }
-            }
+            Self::push_run(
+                &mut self.data_crcs,
+                entries,
+                r,
+                size,
+                now,
+                crcs,
+                &mut run_crc,
+            );
         }
         Ok(in_place)
     }
@@ -1045,33 +1087,33 @@ impl Committed {
             if matches!(slot, Part::Applied) || slot.ino() != ino {
                 continue;
             }
-            match std::mem::replace(slot, Part::Applied) {
-                Part::Applied | Part::Word { .. } | Part::Record { .. } => {}
+            match slot {
+                Part::Applied | Part::Word { .. } | Part::Record { .. } => continue,
                 Part::Append {
                     staged, entries, ..
                 } => {
                     out.log_pages_added.extend_from_slice(&staged.new_pages);
                     blocks.mark_log(&staged.new_pages);
-                    st.apply_staged(staged, &entries, &mut out.freed);
+                    st.apply_staged(staged, entries, &mut out.freed);
                     out.appended = true;
                     if out.entries.is_empty() {
-                        out.entries = entries; // no copy
+                        out.entries = std::mem::take(entries); // no copy
                     } else {
-                        out.entries.extend(entries);
+                        out.entries.append(entries);
                     }
                 }
                 Part::NewLog {
                     staged, entries, ..
                 } => {
                     blocks.mark_log(&staged.new_pages);
-                    st.apply_staged(staged, &entries, &mut out.freed);
+                    st.apply_staged(staged, entries, &mut out.freed);
                 }
                 Part::AppendCache {
                     staged, entries, ..
                 } => {
                     blocks.mark_log(&staged.new_pages);
                     staged.apply(&mut st.cache_log);
-                    for e in &entries {
+                    for e in entries.iter() {
                         st.apply_cache_checked(e);
                     }
                 }
@@ -1088,10 +1130,10 @@ impl Committed {
                     st.cache_since = None;
                 }
                 Part::DropPrefix { pages, .. } => {
-                    for p in st.log.drop_prefix(pages) {
+                    for p in st.log.drop_prefix(*pages) {
                         blocks.free_log(p);
                     }
-                    out.log_pages_freed += pages as u64;
+                    out.log_pages_freed += *pages as u64;
                 }
                 Part::ReplaceLog { fresh, .. } => {
                     let old_pages = std::mem::take(&mut st.log.pages);
@@ -1099,15 +1141,16 @@ impl Committed {
                         blocks.free_log(p);
                     }
                     out.log_pages_freed += old_pages.len() as u64;
-                    let fresh = *fresh;
                     blocks.mark_log(&fresh.log.pages);
-                    st.log = fresh.log;
-                    st.map = fresh.map;
-                    st.owners = fresh.owners;
-                    st.dir = fresh.dir;
-                    st.xattrs = fresh.xattrs;
+                    st.log = std::mem::take(&mut fresh.log);
+                    st.map = std::mem::take(&mut fresh.map);
+                    st.owners = std::mem::take(&mut fresh.owners);
+                    st.dir = std::mem::take(&mut fresh.dir);
+                    st.xattrs = std::mem::take(&mut fresh.xattrs);
                 }
             }
+            // Applied: what the part held is dropped here (nothing of it is freed on media).
+            *slot = Part::Applied;
         }
         out
     }
