@@ -133,6 +133,7 @@ impl OpenOptions {
         let inode = e.open_inode(ino)?;
         let file = File {
             engine: e.clone(),
+            path: Arc::from(p),
             inode,
             read: self.read,
             write: writable,
@@ -158,9 +159,15 @@ impl OpenOptions {
 /// handle's own cursor, starting at 0. Every `write`/`write_at` is one atomic commit, durable
 /// on return (`flush` has nothing to do); in append mode each goes to the end of the file
 /// atomically, even with other handles appending, and moves the cursor past it.
+///
+/// A failed call's error names the operation and the path the handle was opened with
+/// ([`Error::operation`], [`Error::path`]; "failed to write `/wal`: no space left"), as the
+/// `fs-err` crate does: the file may have been renamed or unlinked since.
 #[derive(Debug)]
 pub struct File {
     engine: Arc<Engine>,
+    /// The path this handle was opened with (error messages name it).
+    path: Arc<Path>,
     inode: Arc<Inode>,
     read: bool,
     write: bool,
@@ -176,6 +183,16 @@ impl File {
         self.inode.ino
     }
 
+    /// The path this handle was opened with (it may have been renamed or unlinked since).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `r`, its error naming `op` and this handle's path.
+    fn at<T>(&self, r: novafs_engine::Result<T>, op: &'static str) -> Result<T> {
+        r.map_err(|e| Error::at(e, op, &self.path))
+    }
+
     fn need_write(&self) -> novafs_engine::Result<()> {
         if self.write {
             Ok(())
@@ -187,41 +204,51 @@ impl File {
     /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at end of file). One
     /// consistent snapshot: a concurrent write is wholly in it or not.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.at(self.read_engine(buf, offset), "read")
+    }
+
+    fn read_engine(&self, buf: &mut [u8], offset: u64) -> novafs_engine::Result<usize> {
         if !self.read {
-            return Err(EngineError::BadHandle("not opened for reading").into());
+            return Err(EngineError::BadHandle("not opened for reading"));
         }
-        Ok(self.engine.read_open(&self.inode, offset, buf)?)
+        self.engine.read_open(&self.inode, offset, buf)
     }
 
     /// Fill `buf` from `offset`, or fail with `UnexpectedEof` (`io::ErrorKind::UnexpectedEof`)
     /// if the file ends first.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let n = self.read_at(buf, offset)?;
-        if n < buf.len() {
-            return Err(EngineError::UnexpectedEof.into());
-        }
-        Ok(())
+        let r = self.read_engine(buf, offset).and_then(|n| {
+            if n < buf.len() {
+                Err(EngineError::UnexpectedEof)
+            } else {
+                Ok(())
+            }
+        });
+        self.at(r, "read")
     }
 
     /// Write all of `buf` at `offset` (at the end of file in append mode): atomic and durable
     /// on return. Returns the bytes written.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
-        self.need_write()?;
         let off = if self.append { None } else { Some(offset) };
-        self.engine.write_inode(&self.inode, off, buf)?;
-        Ok(buf.len())
+        let r = self
+            .need_write()
+            .and_then(|()| self.engine.write_inode(&self.inode, off, buf));
+        self.at(r, "write").map(|_| buf.len())
     }
 
     /// Append `buf` at the end of the file, atomically and durably on return (concurrent
     /// appends never interleave); returns the offset it landed at.
     pub fn append(&self, buf: &[u8]) -> Result<u64> {
-        self.need_write()?;
-        Ok(self.engine.write_inode(&self.inode, None, buf)?)
+        let r = self
+            .need_write()
+            .and_then(|()| self.engine.write_inode(&self.inode, None, buf));
+        self.at(r, "append to")
     }
 
     /// Truncate or extend (holes read as zeros). Atomic and durable on return.
     pub fn set_len(&self, len: u64) -> Result<()> {
-        Ok(self.set_len_engine(len)?)
+        self.at(self.set_len_engine(len), "set the length of")
     }
 
     fn set_len_engine(&self, len: u64) -> novafs_engine::Result<()> {
@@ -240,25 +267,30 @@ impl File {
     /// Deallocate a range (it reads as zeros; the length is unchanged). Atomic and durable
     /// on return.
     pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
-        self.need_write()?;
-        Ok(self.engine.punch_hole(self.inode.ino, offset, len)?)
+        let r = self
+            .need_write()
+            .and_then(|()| self.engine.punch_hole(self.inode.ino, offset, len));
+        self.at(r, "punch a hole in")
     }
 
     /// Zero a range and back it with zero-filled blocks (`fallocate(FALLOC_FL_ZERO_RANGE)`),
     /// atomic and durable on return. The file grows to cover the range, unless `keep_size`
     /// (then the range stops at the end of the file).
     pub fn zero_range(&self, offset: u64, len: u64, keep_size: bool) -> Result<()> {
-        self.need_write()?;
-        Ok(self
-            .engine
-            .zero_range(self.inode.ino, offset, len, keep_size)?)
+        let r = self.need_write().and_then(|()| {
+            self.engine
+                .zero_range(self.inode.ino, offset, len, keep_size)
+        });
+        self.at(r, "zero a range of")
     }
 
     /// Allocate zeroed blocks for a range, extending the file if needed (fallocate). Atomic
     /// and durable on return.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
-        self.need_write()?;
-        Ok(self.engine.allocate(self.inode.ino, offset, len)?)
+        let r = self
+            .need_write()
+            .and_then(|()| self.engine.allocate(self.inode.ino, offset, len));
+        self.at(r, "allocate in")
     }
 
     /// Allocate zeroed blocks for a range without changing the length
@@ -266,21 +298,21 @@ impl File {
     /// `blocks`, read as zeros once the file grows over them; a later size change drops the
     /// ones beyond the new length). Atomic and durable on return.
     pub fn allocate_keep_size(&self, offset: u64, len: u64) -> Result<()> {
-        self.need_write()?;
-        Ok(self
-            .engine
-            .allocate_with(self.inode.ino, offset, len, true)?)
+        let r = self
+            .need_write()
+            .and_then(|()| self.engine.allocate_with(self.inode.ino, offset, len, true));
+        self.at(r, "allocate in")
     }
 
     /// Everything written through `write_at` is already durable; this also migrates the pages
     /// stored through mappings into the file (one atomic commit), and msyncs in Msync mode.
     pub fn sync_all(&self) -> Result<()> {
         // Like fsync(2) on any descriptor: pages dirtied through mappings are written back too.
-        match self.engine.cache_sync(&self.inode) {
-            Ok(()) | Err(EngineError::ReadOnly) => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(self.engine.sync_media()?)
+        let r = match self.engine.cache_sync(&self.inode) {
+            Ok(()) | Err(EngineError::ReadOnly) => self.engine.sync_media(),
+            Err(e) => Err(e),
+        };
+        self.at(r, "sync")
     }
 
     /// Same as [`File::sync_all`].
@@ -295,12 +327,12 @@ impl File {
     /// writing gives a read-only mapping (`prepare_write` and `write_at` fail with
     /// `BadHandle`).
     pub fn map(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
-        let inner = self.engine.map_range(&self.inode, offset, len, mode)?;
+        let inner = self.at(self.engine.map_range(&self.inode, offset, len, mode), "map")?;
         let inode = match self.engine.open_inode(self.inode.ino) {
             Ok(i) => i,
             Err(e) => {
                 self.engine.map_close(&inner);
-                return Err(e.into());
+                return self.at(Err(e), "map");
             }
         };
         Ok(Mapping {
@@ -319,15 +351,16 @@ impl File {
     /// refuses userfaultfd write-protect, and on the traced backend. A store that cannot get
     /// write access (the file shrank under it, unmount, no space) gets SIGSEGV.
     pub fn map_transparent(&self, offset: u64, len: u64, mode: MapMode) -> Result<Mapping> {
-        self.need_write()?;
-        let inner = self
-            .engine
-            .map_range_transparent(&self.inode, offset, len, mode)?;
+        let r = self.need_write().and_then(|()| {
+            self.engine
+                .map_range_transparent(&self.inode, offset, len, mode)
+        });
+        let inner = self.at(r, "map")?;
         let inode = match self.engine.open_inode(self.inode.ino) {
             Ok(i) => i,
             Err(e) => {
                 self.engine.map_close(&inner);
-                return Err(e.into());
+                return self.at(Err(e), "map");
             }
         };
         Ok(Mapping {
@@ -340,9 +373,8 @@ impl File {
 
     /// Metadata (a read).
     pub fn metadata(&self) -> Result<Metadata> {
-        Ok(Metadata {
-            attr: self.engine.attr_of(&self.inode)?,
-        })
+        let attr = self.at(self.engine.attr_of(&self.inode), "read the metadata of")?;
+        Ok(Metadata { attr })
     }
 }
 
@@ -365,16 +397,15 @@ impl io::Write for &File {
     /// Writes all of `buf` at the cursor (at the end of file in append mode) in one atomic,
     /// durable commit.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.need_write().map_err(Error::from)?;
         let at = if self.append {
             None
         } else {
             Some(self.pos.load(Ordering::Acquire))
         };
-        let off = self
-            .engine
-            .write_inode(&self.inode, at, buf)
-            .map_err(Error::from)?;
+        let r = self
+            .need_write()
+            .and_then(|()| self.engine.write_inode(&self.inode, at, buf));
+        let off = self.at(r, "write")?;
         self.pos.store(off + buf.len() as u64, Ordering::Release);
         Ok(buf.len())
     }

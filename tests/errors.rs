@@ -872,12 +872,58 @@ fn errors_name_the_operation_and_the_path() {
         assert_eq!(io.raw_os_error(), Some(errno), "{msg}");
         assert_eq!(io.kind(), kind, "{msg}");
     }
-    // Handle calls carry no path: the message is the cause's.
+    // Handle calls name the operation and the path the handle was opened with (as fs-err's
+    // File does), even after a rename; the kind and errno are the cause's.
     let f = fs.open_options().read(true).open("/d/f").unwrap();
+    assert_eq!(f.path(), std::path::Path::new("/d/f"));
+    fs.rename("/d/f", "/d/f2").unwrap();
+    let cases: [(novafs::Error, &str); 6] = [
+        (f.write_at(b"y", 0).unwrap_err(), "write"),
+        (f.append(b"y").unwrap_err(), "append to"),
+        (f.set_len(0).unwrap_err(), "set the length of"),
+        (f.punch_hole(0, 1).unwrap_err(), "punch a hole in"),
+        (
+            fs.open_options()
+                .write(true)
+                .open("/d/f2")
+                .unwrap()
+                .read_at(&mut [0u8; 1], 0)
+                .unwrap_err(),
+            "read",
+        ),
+        (
+            fs.open_file("/d/f2")
+                .unwrap()
+                .read_exact_at(&mut [0u8; 64], 0)
+                .unwrap_err(),
+            "read",
+        ),
+    ];
+    for (e, op) in cases {
+        assert_eq!(e.operation(), Some(op), "{e}");
+        assert!(e.path().is_some(), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("failed to {op} `/d/f")),
+            "{e}"
+        );
+        assert_eq!(e.raw_os_error(), Some(e.errno()));
+    }
     let e = f.write_at(b"y", 0).unwrap_err();
-    assert_eq!(e.path(), None);
-    assert_eq!(e.to_string(), e.engine_error().to_string());
+    assert_eq!(e.path(), Some(std::path::Path::new("/d/f")));
+    assert_eq!(
+        e.to_string(),
+        format!("failed to write `/d/f`: {}", e.engine_error())
+    );
     assert_eq!(e.errno(), libc::EBADF);
+    let eof = fs
+        .open_file("/d/f2")
+        .unwrap()
+        .read_exact_at(&mut [0u8; 64], 0)
+        .unwrap_err();
+    assert_eq!(eof.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(eof.path(), Some(std::path::Path::new("/d/f2")));
+    let io: std::io::Error = eof.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
 /// Every engine error converts into an `io::Error` whose `raw_os_error()` is its errno and

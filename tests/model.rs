@@ -57,6 +57,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => p().prop_map(Op::Create),
         3 => p().prop_map(Op::Mkdir),
         6 => (p(), 0u64..20_000, 0usize..9_000, any::<u8>()).prop_map(|(a, o, l, s)| Op::Write(a, o, l, s)),
+        // Small writes in the first pages, most inside one page that is already mapped: the
+        // redo writes of DESIGN.md §5.1.2 (up to 512 B, carried in the log entry).
+        3 => (p(), 0u64..12_288, 1usize..=512, any::<u8>()).prop_map(|(a, o, l, s)| Op::Write(a, o, l, s)),
         2 => (p(), 0usize..20_000, any::<u8>()).prop_map(|(a, l, s)| Op::WriteFile(a, l, s)),
         2 => (p(), 0u64..20_000).prop_map(|(a, l)| Op::Truncate(a, l)),
         1 => (p(), 0u64..20_000, 0u64..10_000).prop_map(|(a, o, l)| Op::Punch(a, o, l)),
