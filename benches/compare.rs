@@ -117,6 +117,9 @@ fn measure(cfg: &Config, cases: Vec<(Col, Batch<'_>)>) -> Vec<(Col, f64)> {
                 }
                 n = (n * 2).min(cfg.max_ops);
             }
+            if std::env::var_os("NOVAFS_BENCH_DEBUG").is_some() {
+                eprintln!("calibrated n = {n}");
+            }
             (col, b, n, Vec::with_capacity(cfg.batches))
         })
         .collect();
@@ -126,7 +129,13 @@ fn measure(cfg: &Config, cases: Vec<(Col, Batch<'_>)>) -> Vec<(Col, f64)> {
         }
     }
     runs.into_iter()
-        .map(|(col, _, _, mut v)| {
+        .map(|(col, _, n, mut v)| {
+            if std::env::var_os("NOVAFS_BENCH_DEBUG").is_some() {
+                eprintln!(
+                    "n = {n}: {:?}",
+                    v.iter().map(|x| *x as u64).collect::<Vec<_>>()
+                );
+            }
             v.sort_by(f64::total_cmp);
             (col, v[v.len() / 2])
         })
@@ -724,8 +733,16 @@ fn main() {
             cases.extend(d.case(op).map(|b| (Col::Disk, b)));
         }
         cases.extend(raw.case(op).map(|b| (Col::Raw, b)));
+        let gc0 = nova.fs.engine().gc_stats();
         for (col, v) in measure(&cfg, cases) {
             row.set(col, v);
+        }
+        if std::env::var_os("NOVAFS_BENCH_DEBUG").is_some() {
+            let gc = nova.fs.engine().gc_stats();
+            eprintln!(
+                "{}: gc fast {} thorough {} (before: fast {} thorough {})",
+                OPS[op], gc.fast_runs, gc.thorough_runs, gc0.fast_runs, gc0.thorough_runs
+            );
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Extent {
     pub len: u64,
 }
 
+/// Extents of one allocation, inline up to two (no heap allocation on the write path).
+pub type Extents = smallvec::SmallVec<[Extent; 2]>;
+
 struct Shard {
     free: BTreeMap<u64, u64>,
     /// Single blocks freed recently, reused first (LIFO: likely still in the CPU cache), merged
@@ -88,13 +91,13 @@ impl Shard {
 
     /// Take up to `want` blocks (all of them when `count` allows), preferring one contiguous
     /// run; the count follows.
-    fn take(&mut self, want: u64, out: &mut Vec<Extent>) -> u64 {
+    fn take(&mut self, want: u64, out: &mut Extents) -> u64 {
         let got = self.take_runs(want, out);
         self.count -= got;
         got
     }
 
-    fn take_runs(&mut self, want: u64, out: &mut Vec<Extent>) -> u64 {
+    fn take_runs(&mut self, want: u64, out: &mut Extents) -> u64 {
         if want == 1 {
             if let Some(b) = self.recent.pop() {
                 out.push(Extent { start: b, len: 1 });
@@ -301,9 +304,17 @@ impl BlockAlloc {
     /// locked, in index order (the order of every multi-shard lock here), the free count is
     /// their sum and the blocks come from the home shard first, then the others.
     pub fn alloc_with(&self, n: u64, use_reserve: bool) -> Result<Vec<Extent>> {
-        let mut out = Vec::new();
+        let mut out = Extents::new();
+        self.alloc_into(n, use_reserve, &mut out)?;
+        Ok(out.into_vec())
+    }
+
+    /// [`BlockAlloc::alloc_with`], the extents appended to `out` (the write path's: a change
+    /// that takes one or two extents allocates no memory for them). Nothing is appended on
+    /// failure.
+    pub fn alloc_into(&self, n: u64, use_reserve: bool, out: &mut Extents) -> Result<()> {
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
         let floor = if use_reserve { 0 } else { self.reserve };
         let k = self.shards.len();
@@ -311,9 +322,9 @@ impl BlockAlloc {
         {
             let mut sh = self.shards[home].lock();
             if sh.count >= n.saturating_add(floor) {
-                let got = sh.take(n, &mut out);
+                let got = sh.take(n, out);
                 debug_assert_eq!(got, n, "a shard's count and its extents disagree");
-                return Ok(out);
+                return Ok(());
             }
         }
         let mut all: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
@@ -323,13 +334,13 @@ impl BlockAlloc {
         }
         let mut got = 0;
         for i in 0..k {
-            got += all[(home + i) % k].take(n - got, &mut out);
+            got += all[(home + i) % k].take(n - got, out);
             if got == n {
                 break;
             }
         }
         debug_assert_eq!(got, n, "the shards' counts and their extents disagree");
-        Ok(out)
+        Ok(())
     }
 
     /// Allocate exactly one contiguous run of `n` blocks.

@@ -213,7 +213,9 @@ impl Engine {
         } else {
             (Vec::new(), false)
         };
-        let mut pages = Vec::with_capacity((last - first + 1) as usize);
+        // Inline for a write of one or two pages (no allocation).
+        let mut pages: smallvec::SmallVec<[(u64, Page<'_>); 2]> =
+            smallvec::SmallVec::with_capacity((last - first + 1) as usize);
         for pg in first..=last {
             let pg_start = pg * BLOCK;
             let lo = off.max(pg_start);
@@ -235,7 +237,7 @@ impl Engine {
             }
         }
         let size = st.attr.size.max(end);
-        self.commit_pages(i, &mut st, pages, size, pre, false, "write")?;
+        self.commit_pages(i, &mut st, &pages, size, pre, false, "write")?;
         if migrating {
             self.finish_migration(i, &mut st)?;
         }
@@ -300,7 +302,7 @@ impl Engine {
         &self,
         inode: &Inode,
         st: &mut InodeState,
-        pages: Vec<(u64, Page<'_>)>,
+        pages: &[(u64, Page<'_>)],
         size: u64,
         pre: Vec<Entry>,
         frees_space: bool,
@@ -308,7 +310,7 @@ impl Engine {
     ) -> Result<()> {
         let mut txn = self.txn(mark).frees_space(frees_space);
         let mut entries = pre;
-        let in_place = txn.write_pages(&st.map, &pages, size, now_ns(), &mut entries)?;
+        let in_place = txn.write_pages(&st.map, pages, size, now_ns(), &mut entries)?;
         txn.append(inode.ino, inode.slot_off, st, entries)?;
         let mut done = txn.commit()?;
         for b in self.apply(&mut done, inode.ino, inode.slot_off, st) {
@@ -349,7 +351,7 @@ impl Engine {
         a.mtime_ns = now;
         a.ctime_ns = now;
         pre.push(Entry::SetAttr(a));
-        self.commit_pages(i, &mut st, content_pages(data), len, pre, false, "replace")?;
+        self.commit_pages(i, &mut st, &content_pages(data), len, pre, false, "replace")?;
         if migrating {
             self.finish_migration(i, &mut st)?;
         }
@@ -438,7 +440,7 @@ impl Engine {
             // An access ACL follows the new mode (owner, mask or group, other), in this commit.
             migrate_pre.extend(crate::xattr::chmod_acl_entry(&st.xattrs, a.mode, now));
         }
-        self.commit_pages(&i, &mut st, pages, size, migrate_pre, shrinks, "setattr")?;
+        self.commit_pages(&i, &mut st, &pages, size, migrate_pre, shrinks, "setattr")?;
         if folded {
             self.finish_migration(&i, &mut st)?;
         }
@@ -517,7 +519,7 @@ impl Engine {
             Clear::Punch => "punch",
             Clear::Zero { .. } => "zero-range",
         };
-        self.commit_pages(&i, &mut st, pages, size, pre, how == Clear::Punch, mark)?;
+        self.commit_pages(&i, &mut st, &pages, size, pre, how == Clear::Punch, mark)?;
         if migrating {
             self.finish_migration(&i, &mut st)?;
         }
@@ -571,7 +573,7 @@ impl Engine {
             a.size = size;
             pre.push(Entry::SetAttr(a));
         }
-        self.commit_pages(&i, &mut st, pages, size, pre, false, "allocate")?;
+        self.commit_pages(&i, &mut st, &pages, size, pre, false, "allocate")?;
         if migrating {
             self.finish_migration(&i, &mut st)?;
         }

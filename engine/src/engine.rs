@@ -556,7 +556,7 @@ impl Engine {
         ino: u64,
         slot_off: u64,
         st: &mut InodeState,
-    ) -> Vec<u64> {
+    ) -> crate::txn::Freed {
         let old_size = st.attr.size;
         let applied = done.apply(&self.blocks, ino, st);
         if applied.appended {

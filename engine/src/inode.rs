@@ -778,7 +778,7 @@ impl InodeState {
         e: &Entry,
         ino: u64,
         bounds: Bounds,
-        freed: &mut Vec<u64>,
+        freed: &mut impl Extend<u64>,
         at: u64,
     ) -> Result<()> {
         self.check(e, ino, bounds)?;
@@ -944,7 +944,7 @@ impl InodeState {
 
     /// Apply one entry that [`Self::check`] accepted (infallible: a transaction applies its
     /// committed entries with it, after the commit point).
-    pub fn apply_checked(&mut self, e: &Entry, freed: &mut Vec<u64>, at: u64) {
+    pub fn apply_checked(&mut self, e: &Entry, freed: &mut impl Extend<u64>, at: u64) {
         match e {
             Entry::Write {
                 pgoff,
@@ -965,7 +965,7 @@ impl InodeState {
                     for pg in mapped {
                         if let Some(m) = self.map.remove(pg) {
                             release(&mut self.log, m.owner);
-                            freed.push(m.block);
+                            freed.extend([m.block]);
                             self.attr.blocks -= 1;
                         }
                     }
@@ -988,7 +988,7 @@ impl InodeState {
                         match old.map(|m| m.block) {
                             // Re-applying a mapping it already has frees nothing.
                             Some(b) if b == block + i => {}
-                            Some(b) => freed.push(b),
+                            Some(b) => freed.extend([b]),
                             None => self.attr.blocks += 1,
                         }
                     }
@@ -1172,7 +1172,7 @@ impl InodeState {
         &mut self,
         staged: &crate::log::Staged,
         entries: &[Entry],
-        freed: &mut Vec<u64>,
+        freed: &mut impl Extend<u64>,
     ) {
         let (first, breaks) = staged.apply(&mut self.log);
         let mut at = first;

@@ -315,7 +315,7 @@ pub struct Txn<'e> {
     /// The change frees space: it may use the allocator's reserve.
     frees_space: bool,
     /// Data blocks written for the change.
-    data: Vec<Extent>,
+    data: crate::alloc::Extents,
     /// Inode numbers taken for the change.
     inos: Vec<u64>,
     /// One-fence sessions: (first block, crc32) of every data run `write_pages` wrote, for
@@ -504,7 +504,7 @@ impl<'e> Txn<'e> {
             store,
             mark,
             frees_space: false,
-            data: Vec::new(),
+            data: crate::alloc::Extents::new(),
             inos: Vec::new(),
             data_crcs: Vec::new(),
             ordered: false,
@@ -533,13 +533,9 @@ impl<'e> Txn<'e> {
     /// Allocate `n` data blocks as extents appended to `self.data`; returns the index of the
     /// first new extent.
     fn alloc_extents(&mut self, n: u64) -> Result<usize> {
-        let ext = self.blocks()?.alloc_with(n, self.frees_space)?;
+        let blocks = self.blocks()?;
         let first = self.data.len();
-        if self.data.is_empty() {
-            self.data = ext; // no copy (the common case: one allocation per change)
-        } else {
-            self.data.extend(ext);
-        }
+        blocks.alloc_into(n, self.frees_space, &mut self.data)?;
         Ok(first)
     }
 
@@ -1063,11 +1059,14 @@ pub struct Committed {
     parts: Parts,
 }
 
+/// Blocks a change replaced, inline up to four (a page write frees one: no allocation).
+pub type Freed = smallvec::SmallVec<[u64; 4]>;
+
 /// What applying one inode's parts changed.
 #[derive(Default)]
 pub struct Applied {
-    /// Blocks the entries replaced (the caller frees them).
-    pub freed: Vec<u64>,
+    /// Blocks the entries replaced (the caller frees them; inline up to four).
+    pub freed: Freed,
     /// Log pages the commit released and `apply` freed (GC statistics).
     pub log_pages_freed: u64,
     /// The inode's log was appended to (GC may look at it).
