@@ -337,6 +337,7 @@ impl File {
         };
         Ok(Mapping {
             engine: self.engine.clone(),
+            path: self.path.clone(),
             inode,
             inner: Some(inner),
             writable: self.write,
@@ -365,6 +366,7 @@ impl File {
         };
         Ok(Mapping {
             engine: self.engine.clone(),
+            path: self.path.clone(),
             inode,
             inner: Some(inner),
             writable: true,
@@ -491,6 +493,8 @@ impl io::Seek for File {
 #[derive(Debug)]
 pub struct Mapping {
     engine: Arc<Engine>,
+    /// The path of the handle that made the mapping (error messages name it).
+    path: Arc<Path>,
     inode: Arc<Inode>,
     /// `Some` until drop (taken there so the addresses are unmapped before the inode goes).
     inner: Option<Arc<MapInner>>,
@@ -502,6 +506,11 @@ impl Mapping {
         self.inner
             .as_deref()
             .unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+
+    /// `r`, its error naming `op` and the path of the handle that made the mapping.
+    fn at<T>(&self, r: novafs_engine::Result<T>, op: &'static str) -> Result<T> {
+        r.map_err(|e| Error::at(e, op, &self.path))
     }
 
     /// File offset of the mapping's first byte.
@@ -549,33 +558,39 @@ impl Mapping {
     /// write cache, durably, then mapped read-write. Returns the prepared range's slice.
     /// Needs a handle opened for writing.
     pub fn prepare_write(&self, at: u64, len: u64) -> Result<VolatileSlice<'_>> {
-        if !self.writable {
-            return Err(EngineError::BadHandle("mapping of a read-only handle").into());
-        }
-        let off = self.range(at, len)?;
-        self.engine
-            .map_prepare(&self.inode, self.inner(), off, len)?;
-        Ok(self.as_slice().subslice(at as usize, len as usize)?)
+        let r = (|| {
+            if !self.writable {
+                return Err(EngineError::BadHandle("mapping of a read-only handle"));
+            }
+            let off = self.range(at, len)?;
+            self.engine
+                .map_prepare(&self.inode, self.inner(), off, len)?;
+            self.as_slice().subslice(at as usize, len as usize)
+        })();
+        self.at(r, "prepare a mapped range of")
     }
 
     /// Load `buf.len()` bytes at mapping offset `at` (a copy out of the mapped pages).
     pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize> {
-        self.range(at, buf.len() as u64)?;
-        self.engine.check_mounted()?;
-        self.as_slice().read(at as usize, buf)?;
-        Ok(buf.len())
+        let r = (|| {
+            self.range(at, buf.len() as u64)?;
+            self.engine.check_mounted()?;
+            self.as_slice().read(at as usize, buf)
+        })();
+        self.at(r, "read a mapping of").map(|_| buf.len())
     }
 
     /// Store `data` at mapping offset `at`: `prepare_write` of the range, then a store through
     /// the mapped addresses (durable after [`Mapping::persist`]).
     pub fn write_at(&self, data: &[u8], at: u64) -> Result<()> {
-        if !self.writable {
-            return Err(EngineError::BadHandle("mapping of a read-only handle").into());
-        }
-        let off = self.range(at, data.len() as u64)?;
-        Ok(self
-            .engine
-            .map_store(&self.inode, self.inner(), off, data)?)
+        let r = (|| {
+            if !self.writable {
+                return Err(EngineError::BadHandle("mapping of a read-only handle"));
+            }
+            let off = self.range(at, data.len() as u64)?;
+            self.engine.map_store(&self.inode, self.inner(), off, data)
+        })();
+        self.at(r, "store to a mapping of")
     }
 
     /// Make the stores in `[at, at + len)` durable: flush of the program's addresses + one
@@ -583,7 +598,10 @@ impl Mapping {
     #[inline]
     pub fn persist(&self, at: u64, len: u64) -> Result<()> {
         match self.inner.as_deref() {
-            Some(m) => Ok(self.engine.map_persist_at(&self.inode, m, at, len)?),
+            Some(m) => self.at(
+                self.engine.map_persist_at(&self.inode, m, at, len),
+                "persist a mapping of",
+            ),
             None => unreachable!("taken only in drop"),
         }
     }
@@ -594,7 +612,10 @@ impl Mapping {
     /// prepared again. Errors as [`File::map`]; on error the old mapping stays.
     pub fn remap(&mut self, len: u64) -> Result<()> {
         let (offset, mode) = (self.offset(), self.mode());
-        let new = self.engine.map_range(&self.inode, offset, len, mode)?;
+        let new = self.at(
+            self.engine.map_range(&self.inode, offset, len, mode),
+            "remap",
+        )?;
         if let Some(old) = self.inner.replace(new) {
             self.engine.map_close(&old);
         }
@@ -604,7 +625,7 @@ impl Mapping {
     /// msync: migrate every cached page of the file into its file map, atomically. The pages
     /// stay mapped (writable in `Sync` mode; read-only in `Atomic` mode, prepare them again).
     pub fn sync(&self) -> Result<()> {
-        Ok(self.engine.cache_sync(&self.inode)?)
+        self.at(self.engine.cache_sync(&self.inode), "sync a mapping of")
     }
 }
 

@@ -915,6 +915,17 @@ fn errors_name_the_operation_and_the_path() {
         format!("failed to write `/d/f`: {}", e.engine_error())
     );
     assert_eq!(e.errno(), libc::EBADF);
+    // A mapping's calls name the path of the handle that made it.
+    let ro = fs.open_options().read(true).open("/d/f2").unwrap();
+    let m = ro.map(0, 1, novafs::MapMode::Sync).unwrap();
+    let e = m.prepare_write(0, 1).unwrap_err();
+    assert_eq!(e.operation(), Some("prepare a mapped range of"), "{e}");
+    assert_eq!(e.path(), Some(std::path::Path::new("/d/f2")));
+    assert_eq!(e.errno(), libc::EBADF);
+    let e = m.read_at(&mut [0u8; 2], 0).unwrap_err();
+    assert_eq!(e.operation(), Some("read a mapping of"), "{e}");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    drop(m);
     let eof = fs
         .open_file("/d/f2")
         .unwrap()
