@@ -117,10 +117,10 @@ impl OpenOptions {
         let e = &self.engine;
         let ino = if self.create || self.create_new {
             let (parent, name) = path::resolve_parent(e, bytes)?;
-            match e.lookup_ent(parent, &name) {
+            match e.lookup_ent(parent, name) {
                 Ok(_) if self.create_new => return Err(Error::AlreadyExists),
                 Ok(_) => path::resolve(e, bytes, true)?,
-                Err(Error::NotFound) => match e.create(parent, &name, self.mode, 0, 0) {
+                Err(Error::NotFound) => match e.create(parent, name, self.mode, 0, 0) {
                     Ok(a) => a.ino,
                     Err(Error::AlreadyExists) if !self.create_new => path::resolve(e, bytes, true)?,
                     Err(err) => return Err(err),

@@ -362,8 +362,8 @@ impl Fs {
                 Ok(ino) => return self.engine.replace_inode(&*self.engine.inode(ino)?, data),
                 Err(Error::NotFound) => {
                     let (parent, name) = path::resolve_parent(&self.engine, p)?;
-                    match self.engine.create_with(parent, &name, 0o644, (0, 0), data) {
-                        Err(Error::AlreadyExists) => match self.engine.lookup_ent(parent, &name) {
+                    match self.engine.create_with(parent, name, 0o644, (0, 0), data) {
+                        Err(Error::AlreadyExists) => match self.engine.lookup_ent(parent, name) {
                             // A dangling symlink: its target's directory has no such name.
                             Ok(e) if e.kind == Kind::Symlink => return Err(Error::NotFound),
                             _ => continue,
@@ -387,7 +387,7 @@ impl Fs {
         let p = p.as_ref();
         let mkdir = || {
             let (parent, name) = path::resolve_parent(&self.engine, bytes(p))?;
-            self.engine.mkdir(parent, &name, mode, 0, 0)
+            self.engine.mkdir(parent, name, mode, 0, 0)
         };
         let attr = mkdir().map_err(|e| Error::at(e, "create directory", p))?;
         Ok(Metadata { attr })
@@ -441,7 +441,7 @@ impl Fs {
         let p = p.as_ref();
         let unlink = || {
             let (parent, name) = path::resolve_parent(&self.engine, bytes(p))?;
-            self.engine.unlink(parent, &name)
+            self.engine.unlink(parent, name)
         };
         unlink().map_err(|e| Error::at(e, "remove file", p))
     }
@@ -451,7 +451,7 @@ impl Fs {
         let p = p.as_ref();
         let rmdir = || {
             let (parent, name) = path::resolve_parent(&self.engine, bytes(p))?;
-            self.engine.rmdir(parent, &name)
+            self.engine.rmdir(parent, name)
         };
         rmdir().map_err(|e| Error::at(e, "remove directory", p))
     }
@@ -475,7 +475,7 @@ impl Fs {
         let rename = || {
             let (sp, sn) = path::resolve_parent(&self.engine, bytes(from))?;
             let (dp, dn) = path::resolve_parent(&self.engine, bytes(to))?;
-            self.engine.rename(sp, &sn, dp, &dn, flags)
+            self.engine.rename(sp, sn, dp, dn, flags)
         };
         rename().map_err(|e| Error::at2(e, "rename", from, to))
     }
@@ -487,7 +487,7 @@ impl Fs {
         let hard_link = || {
             let ino = path::resolve(&self.engine, bytes(original), false)?;
             let (dp, dn) = path::resolve_parent(&self.engine, bytes(link))?;
-            self.engine.link(ino, dp, &dn).map(|_| ())
+            self.engine.link(ino, dp, dn).map(|_| ())
         };
         hard_link().map_err(|e| Error::at2(e, "hard link", original, link))
     }
@@ -498,9 +498,7 @@ impl Fs {
         let (target, link) = (target.as_ref(), link.as_ref());
         let symlink = || {
             let (dp, dn) = path::resolve_parent(&self.engine, bytes(link))?;
-            self.engine
-                .symlink(dp, &dn, bytes(target), 0, 0)
-                .map(|_| ())
+            self.engine.symlink(dp, dn, bytes(target), 0, 0).map(|_| ())
         };
         symlink().map_err(|e| Error::at2(e, "create symlink", link, target))
     }
@@ -515,7 +513,7 @@ impl Fs {
         let mknod = || {
             let (dp, dn) = path::resolve_parent(&self.engine, bytes(p))?;
             self.engine
-                .mknod(dp, &dn, kind.into(), mode, 0, 0, rdev)
+                .mknod(dp, dn, kind.into(), mode, 0, 0, rdev)
                 .map(|_| ())
         };
         mknod().map_err(|e| Error::at(e, "create node", p))

@@ -5,14 +5,17 @@ use novafs_engine::{Engine, Error, Kind, Result, NAME_MAX, ROOT_INO};
 /// Symlinks followed in one resolution before `Loop`.
 const MAX_SYMLINKS: u32 = 40;
 
-fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
+/// A path's names, inline up to 8 (no allocation for the paths most calls get).
+type Components<'a> = smallvec::SmallVec<[&'a [u8]; 8]>;
+
+fn components(path: &[u8]) -> Result<Components<'_>> {
     if path.is_empty() {
         return Err(Error::InvalidPath("empty path".into()));
     }
     if path.contains(&0) {
         return Err(Error::InvalidPath("path contains NUL".into()));
     }
-    let comps: Vec<&[u8]> = path
+    let comps: Components<'_> = path
         .split(|&b| b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .collect();
@@ -59,8 +62,9 @@ pub fn resolve(engine: &Engine, path: &[u8], follow_last: bool) -> Result<u64> {
     walk(engine, ROOT_INO, &comps, follow_last, &mut 0)
 }
 
-/// Resolve the parent directory of `path` and return it with the last name.
-pub fn resolve_parent(engine: &Engine, path: &[u8]) -> Result<(u64, Vec<u8>)> {
+/// Resolve the parent directory of `path` and return it with the last name (a slice of
+/// `path`).
+pub fn resolve_parent<'p>(engine: &Engine, path: &'p [u8]) -> Result<(u64, &'p [u8])> {
     let comps = components(path)?;
     let Some((last, dirs)) = comps.split_last() else {
         return Err(Error::InvalidPath("the root has no name".into()));
@@ -71,5 +75,5 @@ pub fn resolve_parent(engine: &Engine, path: &[u8]) -> Result<(u64, Vec<u8>)> {
         ));
     }
     let parent = walk(engine, ROOT_INO, dirs, true, &mut 0)?;
-    Ok((parent, last.to_vec()))
+    Ok((parent, *last))
 }
