@@ -336,8 +336,10 @@ fn stage_into(
         });
     let mut pages = Vec::with_capacity(new_page_count as usize);
     if new_page_count > 0 {
-        for ext in alloc.alloc_with(new_page_count, opts.use_reserve)? {
-            pages.extend(ext.start..ext.start + ext.len);
+        let mut ext = crate::alloc::Extents::new();
+        alloc.alloc_log_into(new_page_count, opts.use_reserve, &mut ext)?;
+        for e in ext {
+            pages.extend(e.start..e.start + e.len);
         }
     }
     let mut new_head = None;
