@@ -539,33 +539,6 @@ impl<'e> Txn<'e> {
         Ok(first)
     }
 
-    /// The `Write` entry of run `r` (pgoff, block, pages) of [`Txn::write_pages`], and, where
-    /// the session checksums data (`crcs`), the run's checksum from `crc` (reset for the next
-    /// run). A hole has none.
-    fn push_run(
-        data_crcs: &mut Vec<(u64, u32)>,
-        entries: &mut Vec<Entry>,
-        r: (u64, u64, u32),
-        size: u64,
-        now: u64,
-        crcs: bool,
-        crc: &mut crc32fast::Hasher,
-    ) {
-        entries.push(Entry::Write {
-            pgoff: r.0,
-            block: r.1,
-            num_pages: r.2,
-            size,
-            mtime_ns: now,
-        });
-        if crcs {
-            let done = std::mem::take(crc).finalize();
-            if r.1 != 0 && !data_crcs.iter().any(|&(b, _)| b == r.1) {
-                data_crcs.push((r.1, done));
-            }
-        }
-    }
-
     /// Write `pages` copy-on-write into new blocks (non-temporal stores, durable at the
     /// commit's fence) and append their `Write` entries (one per run of contiguous pages and
     /// blocks, all carrying `size`) to `entries`. `map` is the file's current map. Returns the
@@ -603,6 +576,25 @@ impl<'e> Txn<'e> {
         let crcs = media.data_crcs();
         let mut run_crc = crc32fast::Hasher::new();
         let mut outside: Vec<u8> = Vec::new(); // a patch's lines from its old block
+                                               // Run `r` (pgoff, block, pages) ends: its `Write` entry, and its checksum (from `crc`,
+                                               // reset for the next run) where the session checksums data. A hole has none.
+        let data_crcs = &mut self.data_crcs;
+        let mut end_run =
+            |entries: &mut Vec<Entry>, r: (u64, u64, u32), crc: &mut crc32fast::Hasher| {
+                entries.push(Entry::Write {
+                    pgoff: r.0,
+                    block: r.1,
+                    num_pages: r.2,
+                    size,
+                    mtime_ns: now,
+                });
+                if crcs {
+                    let done = std::mem::take(crc).finalize();
+                    if r.1 != 0 && !data_crcs.iter().any(|&(b, _)| b == r.1) {
+                        data_crcs.push((r.1, done));
+                    }
+                }
+            };
         for (pg, content) in pages {
             let b = match content {
                 Page::Hole => 0,
@@ -620,15 +612,7 @@ impl<'e> Txn<'e> {
                     Some((p0, b0, n + 1))
                 }
                 Some(r) => {
-                    Self::push_run(
-                        &mut self.data_crcs,
-                        entries,
-                        r,
-                        size,
-                        now,
-                        crcs,
-                        &mut run_crc,
-                    );
+                    end_run(entries, r, &mut run_crc);
                     Some((*pg, b, 1))
                 }
                 None => Some((*pg, b, 1)),
@@ -694,15 +678,7 @@ impl<'e> Txn<'e> {
             }
         }
         if let Some(r) = run {
-            Self::push_run(
-                &mut self.data_crcs,
-                entries,
-                r,
-                size,
-                now,
-                crcs,
-                &mut run_crc,
-            );
+            end_run(entries, r, &mut run_crc);
         }
         Ok(in_place)
     }
