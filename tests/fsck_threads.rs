@@ -135,6 +135,20 @@ fn damage_in_a_parallel_level_is_found_and_repaired_as_serially() {
         write_at(p, l.slot_off + TAIL_OFFSET, &(l.tail + 8).to_le_bytes());
     });
     assert_eq!(r.exit_code(), 4, "{}", show(&r));
+    // Non-zero bytes past the end of a file (360 bytes) in its last page: read ahead with
+    // the load on the workers, reported and zeroed as serially.
+    let r = damaged(|p, fs| {
+        let l = layout(fs, "/big/file-050");
+        write_at(p, l.map[&0] * 4096 + 4000, &[0x77; 3]);
+    });
+    assert_eq!(r.exit_code(), 4, "{}", show(&r));
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == fsck::ProblemKind::EofBytes),
+        "{}",
+        show(&r)
+    );
 }
 
 #[test]

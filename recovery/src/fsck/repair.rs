@@ -252,6 +252,7 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
             slot_off,
             kind: Kind::Dir,
             st: Box::new(InodeState::new(ino, &slot, Kind::Dir)),
+            eof: None,
         },
     );
     Ok(ino)

@@ -221,6 +221,73 @@ pub(super) struct Info {
     pub kind: Kind,
     /// Boxed: the state is large (672 bytes) and the table of every inode grows and moves.
     pub st: Box<InodeState>,
+    /// A file's tail check, when a worker made it with the load ([`eof_of`]): `None` when not
+    /// made (the serial check of `sizes` reads the page then).
+    pub eof: Option<Eof>,
+}
+
+/// The loaded inodes by number: a dense table (inode numbers run from 1 to the end of the
+/// inode table), walked in number order without hashing or sorting.
+#[derive(Default)]
+pub(super) struct Infos {
+    slots: Vec<Option<Info>>,
+    len: usize,
+}
+
+impl Infos {
+    /// Room for inode numbers below `end`.
+    pub fn reserve(&mut self, end: u64) {
+        let end = usize::try_from(end).unwrap_or(usize::MAX);
+        if end > self.slots.len() {
+            self.slots.resize_with(end, || None);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get(&self, ino: &u64) -> Option<&Info> {
+        self.slots.get(usize::try_from(*ino).ok()?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, ino: &u64) -> Option<&mut Info> {
+        self.slots.get_mut(usize::try_from(*ino).ok()?)?.as_mut()
+    }
+
+    pub fn contains_key(&self, ino: &u64) -> bool {
+        self.get(ino).is_some()
+    }
+
+    pub fn insert(&mut self, ino: u64, info: Info) -> Option<Info> {
+        self.reserve(ino.saturating_add(1));
+        let old = self.slots[ino as usize].replace(info);
+        self.len += old.is_none() as usize;
+        old
+    }
+
+    pub fn remove(&mut self, ino: &u64) -> Option<Info> {
+        let old = self.slots.get_mut(usize::try_from(*ino).ok()?)?.take();
+        self.len -= old.is_some() as usize;
+        old
+    }
+
+    /// The inode numbers, ascending.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_some())
+            .map(|(n, _)| n as u64)
+    }
+}
+
+impl std::ops::Index<&u64> for Infos {
+    type Output = Info;
+
+    fn index(&self, ino: &u64) -> &Info {
+        self.get(ino).expect("a loaded inode")
+    }
 }
 
 /// What a round learnt, for the repairs.
@@ -228,7 +295,7 @@ pub(super) struct Model {
     pub sb: Superblock,
     pub bounds: Bounds,
     pub chunks: Vec<u64>,
-    pub infos: HashMap<u64, Info>,
+    pub infos: Infos,
     /// Per block: 0 = free, else an owner code.
     pub owner: Vec<u64>,
     /// Free slots (kind 0, unreached), ascending, a few.
@@ -325,7 +392,7 @@ struct Scanner<'c, 'a> {
     chunks: Vec<u64>,
     max_ino: u64,
     owner: Vec<u64>,
-    infos: HashMap<u64, Info>,
+    infos: Infos,
     bad: HashMap<u64, Bad>,
     reached: Bits,
     name_count: Vec<u32>,
@@ -431,12 +498,37 @@ fn eof_nonzero(ctx: &Ctx<'_>, off: u64, page: &mut [u8]) -> Result<Option<usize>
     Ok(nonzero.then(|| tail.iter().position(|&x| x != 0)).flatten())
 }
 
+/// The bytes past the end of file in its last page, read: from region offset `from` to the
+/// end of its page, the first non-zero one (relative to `from`), if any.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Eof {
+    pub from: u64,
+    pub first: Option<usize>,
+}
+
+/// For a file whose last page is partly past the end of file, that page's bytes past the end
+/// ([`Eof`]); `None` for anything else, or when the page cannot be read (the serial check
+/// then reads it and reports).
+fn eof_of(ctx: &Ctx<'_>, kind: Kind, st: &InodeState, page: &mut [u8]) -> Option<Eof> {
+    let size = st.attr.size;
+    let in_page = size % BLOCK;
+    if kind == Kind::Dir || in_page == 0 {
+        return None;
+    }
+    let &b = st.map.get(&(size / BLOCK))?;
+    let from = b * BLOCK + in_page;
+    let first = eof_nonzero(ctx, from, page).ok()?;
+    Some(Eof { from, first })
+}
+
 /// A load made ahead on a worker thread: inode `ino` whose slot, log and attributes show
 /// nothing to report (`Scanner::speculate`).
 struct Spec {
     off: u64,
     kind: Kind,
     st: Box<InodeState>,
+    /// [`eof_of`], read with the load while the state is at hand.
+    eof: Option<Eof>,
 }
 
 /// The speculative load of `ino`: the serial load's steps for an inode with nothing wrong
@@ -478,7 +570,9 @@ fn speculate_one(
         return None;
     }
     st.log = main.log;
-    Some(Spec { off, kind, st })
+    let mut page = [0u8; BLOCK as usize];
+    let eof = eof_of(ctx, kind, &st, &mut page);
+    Some(Spec { off, kind, st, eof })
 }
 
 const PRIMARY: &str = "primary superblock (block 0)";
@@ -498,7 +592,7 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         chunks: Vec::new(),
         max_ino: 0,
         owner: vec![0; sb.blocks_total as usize],
-        infos: HashMap::new(),
+        infos: Infos::default(),
         bad: HashMap::new(),
         reached: Bits::new(0),
         name_count: Vec::new(),
@@ -522,8 +616,8 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
     s.mount_state()?;
     s.journal()?;
     s.slot_scan()?;
-    // Every slot in use is loaded at most once: one table, never grown.
-    s.infos.reserve(s.slots_in_use as usize);
+    // Every inode loaded is numbered below the table's end: one table, never grown.
+    s.infos.reserve(s.max_ino);
     if !s.tree()? {
         s.out.fatal = true;
         return Ok(s.finish());
@@ -986,7 +1080,7 @@ impl Scanner<'_, '_> {
             {
                 let blk = Some(sp.off / BLOCK);
                 self.out.loaded_ahead += 1;
-                self.finish_load(ino, sp.off, blk, sp.kind, sp.st)?
+                self.finish_load(ino, sp.off, blk, sp.kind, sp.st, sp.eof)?
             }
             _ => self.load_inner(ino, expect)?,
         };
@@ -1154,7 +1248,7 @@ impl Scanner<'_, '_> {
             self.defer(i, Deferred::RemoveXattr { ino, name });
         }
         st.log = main.log;
-        self.finish_load(ino, off, blk, kind, Box::new(st))
+        self.finish_load(ino, off, blk, kind, Box::new(st), None)
     }
 
     /// The end of a load, once the log was walked: owners of its log pages, the symlink
@@ -1166,6 +1260,7 @@ impl Scanner<'_, '_> {
         blk: Option<u64>,
         kind: Kind,
         mut st: Box<InodeState>,
+        eof: Option<Eof>,
     ) -> Result<Option<Bad>> {
         let bounds = self.bounds;
         for &p in &st.log.pages {
@@ -1226,6 +1321,7 @@ impl Scanner<'_, '_> {
                 slot_off: off,
                 kind,
                 st,
+                eof,
             },
         );
         Ok(None)
@@ -1707,9 +1803,7 @@ impl Scanner<'_, '_> {
                 );
             }
         }
-        let mut inos: Vec<u64> = self.infos.keys().copied().collect();
-        inos.sort_unstable();
-        for ino in inos {
+        for ino in self.infos.keys().collect::<Vec<u64>>() {
             let info = &self.infos[&ino];
             if info.kind == Kind::Dir || !self.reached.get(ino) {
                 continue;
@@ -1733,35 +1827,22 @@ impl Scanner<'_, '_> {
         }
     }
 
+    /// The inodes loaded and reached from the root, ascending.
     fn reached_inos(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .infos
-            .keys()
-            .copied()
-            .filter(|&i| self.reached.get(i))
-            .collect();
-        v.sort_unstable();
-        v
+        self.infos.keys().filter(|&i| self.reached.get(i)).collect()
     }
 
     /// Data and write-cache blocks: each in one place only.
     fn data_blocks(&mut self) -> Result<()> {
-        for ino in self.reached_inos() {
-            let info = &self.infos[&ino];
-            let map: Vec<(u64, u64)> = info.st.map.iter().map(|(&p, &b)| (p, b)).collect();
-            // As recovery: a failure-atomic cache owns nothing; entries past the end of file
-            // are dropped (their blocks free); entries the map holds were migrated.
-            let pages = info.st.attr.size.div_ceil(BLOCK);
-            let cache: Vec<(u64, u64)> = if info.st.cache_atomic {
-                Vec::new()
-            } else {
-                let mut c: Vec<(u64, u64)> =
-                    info.st.cache.iter().filter(|&(p, _)| p < pages).collect();
-                c.sort_unstable();
-                c
-            };
+        // Walked in place, in inode order (the table is put back below).
+        let infos = std::mem::take(&mut self.infos);
+        for ino in infos.keys() {
+            if !self.reached.get(ino) {
+                continue;
+            }
+            let st = &infos[&ino].st;
             let data = own(O_DATA, ino);
-            for (pg, b) in map {
+            for (&pg, &b) in st.map.iter() {
                 let o = self.owner[b as usize];
                 if o != 0 {
                     let i = self.problem(
@@ -1788,9 +1869,17 @@ impl Scanner<'_, '_> {
                     self.owner[b as usize] = data;
                 }
             }
+            // As recovery: a failure-atomic cache owns nothing; entries past the end of file
+            // are dropped (their blocks free); entries the map holds were migrated.
+            if st.cache_atomic || st.cache.is_empty() {
+                continue;
+            }
+            let pages = st.attr.size.div_ceil(BLOCK);
+            let mut cache: Vec<(u64, u64)> = st.cache.iter().filter(|&(p, _)| p < pages).collect();
+            cache.sort_unstable();
             for (pg, b) in cache {
                 let o = self.owner[b as usize];
-                let map_same = o == data && self.infos[&ino].st.map.get(&pg) == Some(&b);
+                let map_same = o == data && st.map.get(&pg) == Some(&b);
                 if o != 0 && !map_same {
                     self.problem(
                         ProblemKind::BlockShared,
@@ -1808,6 +1897,7 @@ impl Scanner<'_, '_> {
                 }
             }
         }
+        self.infos = infos;
         Ok(())
     }
 
@@ -1815,9 +1905,7 @@ impl Scanner<'_, '_> {
     fn sizes(&mut self) -> Result<()> {
         let mut page = vec![0u8; BLOCK as usize];
         let max = MAX_FILE_PAGES * BLOCK;
-        let inos = self.reached_inos();
-        let tails = self.eof_tails(&inos);
-        for (k, ino) in inos.into_iter().enumerate() {
+        for ino in self.reached_inos() {
             let info = &self.infos[&ino];
             if info.kind == Kind::Dir {
                 continue;
@@ -1877,9 +1965,11 @@ impl Scanner<'_, '_> {
             let in_page = (size % BLOCK) as usize;
             if in_page != 0 {
                 if let Some(&b) = info.st.map.get(&(size / BLOCK)) {
-                    let first = match tails.get(k) {
-                        Some(&Some(first)) => first,
-                        _ => eof_nonzero(self.ctx, b * BLOCK + in_page as u64, &mut page)?,
+                    // Read ahead with the load, unless the state changed since (then read here).
+                    let from = b * BLOCK + in_page as u64;
+                    let first = match info.eof {
+                        Some(e) if e.from == from => e.first,
+                        _ => eof_nonzero(self.ctx, from, &mut page)?,
                     };
                     if let Some(i) = first {
                         let i = self.problem(ProblemKind::EofBytes, Some(ino), Some(b), Some(b * BLOCK + (in_page + i) as u64), format!("inode {ino}: non-zero bytes past the end of file (size {size}) in its last page (block {b})"), Some("zero them in a private copy of the page"));
@@ -1897,54 +1987,6 @@ impl Scanner<'_, '_> {
             }
         }
         Ok(())
-    }
-
-    /// For each inode of `inos` (in that order), the first non-zero byte past the end of
-    /// file in its last page (`Some(None)`: none; `None`: not a file with a partial last page,
-    /// or not looked at), read on the context's threads: the serial checks of `sizes` use
-    /// these instead of reading each page tail (4 KiB per small file) themselves.
-    fn eof_tails(&self, inos: &[u64]) -> Vec<Option<Option<usize>>> {
-        let threads = self.ctx.threads;
-        if threads < 2 || inos.len() < 64 {
-            return Vec::new();
-        }
-        let (media, infos) = (self.ctx.media, &self.infos);
-        let overlay = self.ctx.overlay.borrow().clone();
-        let chunk = inos.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let hs: Vec<_> = inos
-                .chunks(chunk)
-                .map(|part| {
-                    let overlay = overlay.clone();
-                    s.spawn(move || {
-                        let reader = Ctx::new(media, false, None);
-                        reader.overlay.replace(overlay);
-                        let mut page = vec![0u8; BLOCK as usize];
-                        part.iter()
-                            .map(|ino| {
-                                let info = &infos[ino];
-                                let size = info.st.attr.size;
-                                let in_page = (size % BLOCK) as usize;
-                                if info.kind == Kind::Dir || in_page == 0 {
-                                    return None;
-                                }
-                                let &b = info.st.map.get(&(size / BLOCK))?;
-                                eof_nonzero(&reader, b * BLOCK + in_page as u64, &mut page).ok()
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            // A worker that panicked found nothing: the serial check reads those itself.
-            let mut all = Vec::with_capacity(inos.len());
-            for (h, part) in hs.into_iter().zip(inos.chunks(chunk)) {
-                match h.join() {
-                    Ok(v) => all.extend(v),
-                    Err(_) => all.extend(part.iter().map(|_| None)),
-                }
-            }
-            all
-        })
     }
 
     /// A clean image: blocks and inode numbers against the saved state.

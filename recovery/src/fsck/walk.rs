@@ -105,6 +105,8 @@ struct Walker<'w, 'a> {
     good_end: u64,
     entries: u64,
     pages: Vec<u64>,
+    /// The pages of `pages`, as a set once there are more than [`LINEAR_PAGES`] (a short
+    /// chain is searched in `pages`: most logs are one page, and a set allocates).
     visited: HashSet<u64>,
     cut_needed: bool,
     /// An open run of `XattrChunk` entries (value pieces whose `XattrSet` has not come yet):
@@ -147,7 +149,19 @@ fn what(e: Error) -> String {
     }
 }
 
+/// Chains of at most this many pages are searched linearly for cycles.
+const LINEAR_PAGES: usize = 16;
+
 impl Walker<'_, '_> {
+    /// Whether the walk has been to `page`.
+    fn visited(&self, page: u64) -> bool {
+        if self.pages.len() > LINEAR_PAGES {
+            self.visited.contains(&page)
+        } else {
+            self.pages.contains(&page)
+        }
+    }
+
     fn issue(
         &mut self,
         kind: ProblemKind,
@@ -205,7 +219,7 @@ impl Walker<'_, '_> {
         } else {
             Mode::Continuity
         };
-        let mut buf = vec![0u8; BLOCK as usize];
+        let mut buf = [0u8; BLOCK as usize];
         let mut page = r.head;
         let mut prev: Option<u64> = None;
         loop {
@@ -241,8 +255,14 @@ impl Walker<'_, '_> {
                 );
                 break;
             }
-            self.visited.insert(page);
             self.pages.push(page);
+            if self.pages.len() > LINEAR_PAGES {
+                if self.visited.is_empty() {
+                    self.visited.extend(self.pages.iter().copied());
+                } else {
+                    self.visited.insert(page);
+                }
+            }
             if Some(page) == tail_page {
                 // Only the committed entries of the tail page are read.
                 let end = r.tail % BLOCK;
@@ -262,7 +282,7 @@ impl Walker<'_, '_> {
                         break;
                     }
                     let next = t.next;
-                    if self.visited.contains(&next) {
+                    if self.visited(next) {
                         let msg =
                             format!("{which} page {page} links back to page {next} (a cycle)");
                         if self.relink_or_cut(page, ProblemKind::LogCycle, msg)? {
@@ -488,7 +508,7 @@ impl Walker<'_, '_> {
         collect(buf, from, end, &mut out);
         let r = self.r;
         let tail_page = r.tail / BLOCK;
-        let mut seen = self.visited.clone();
+        let mut seen: HashSet<u64> = self.pages.iter().copied().collect();
         let mut cur = page;
         let mut page_buf = vec![0u8; BLOCK as usize];
         while cur != tail_page {
@@ -546,7 +566,7 @@ impl Walker<'_, '_> {
             && r.bounds.contains(r.tail / BLOCK, 1)
             && (1..=ENTRY_BYTES).contains(&(r.tail % BLOCK));
         let t = r.tail / BLOCK;
-        if !tail_ok || t == page || self.visited.contains(&t) || (r.taken)(t).is_some() {
+        if !tail_ok || t == page || self.visited(t) || (r.taken)(t).is_some() {
             return Ok(false);
         }
         if self.good_end / BLOCK != page || self.good_end == 0 {
