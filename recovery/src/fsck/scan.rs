@@ -226,15 +226,26 @@ pub(super) struct Info {
     pub eof: Option<Eof>,
 }
 
-/// The loaded inodes by number: a dense table (inode numbers run from 1 to the end of the
-/// inode table), walked in number order without hashing or sorting.
-#[derive(Default)]
-pub(super) struct Infos {
-    slots: Vec<Option<Info>>,
+/// Values by inode number: a dense table (inode numbers run from 1 to the end of the inode
+/// table), walked in number order without hashing or sorting.
+pub(super) struct Table<T> {
+    slots: Vec<Option<T>>,
     len: usize,
 }
 
-impl Infos {
+/// The loaded inodes.
+pub(super) type Infos = Table<Info>;
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Table<T> {
     /// Room for inode numbers below `end`.
     pub fn reserve(&mut self, end: u64) {
         let end = usize::try_from(end).unwrap_or(usize::MAX);
@@ -247,11 +258,11 @@ impl Infos {
         self.len
     }
 
-    pub fn get(&self, ino: &u64) -> Option<&Info> {
+    pub fn get(&self, ino: &u64) -> Option<&T> {
         self.slots.get(usize::try_from(*ino).ok()?)?.as_ref()
     }
 
-    pub fn get_mut(&mut self, ino: &u64) -> Option<&mut Info> {
+    pub fn get_mut(&mut self, ino: &u64) -> Option<&mut T> {
         self.slots.get_mut(usize::try_from(*ino).ok()?)?.as_mut()
     }
 
@@ -259,14 +270,14 @@ impl Infos {
         self.get(ino).is_some()
     }
 
-    pub fn insert(&mut self, ino: u64, info: Info) -> Option<Info> {
+    pub fn insert(&mut self, ino: u64, v: T) -> Option<T> {
         self.reserve(ino.saturating_add(1));
-        let old = self.slots[ino as usize].replace(info);
+        let old = self.slots[ino as usize].replace(v);
         self.len += old.is_none() as usize;
         old
     }
 
-    pub fn remove(&mut self, ino: &u64) -> Option<Info> {
+    pub fn remove(&mut self, ino: &u64) -> Option<T> {
         let old = self.slots.get_mut(usize::try_from(*ino).ok()?)?.take();
         self.len -= old.is_some() as usize;
         old
@@ -282,11 +293,11 @@ impl Infos {
     }
 }
 
-impl std::ops::Index<&u64> for Infos {
-    type Output = Info;
+impl<T> std::ops::Index<&u64> for Table<T> {
+    type Output = T;
 
-    fn index(&self, ino: &u64) -> &Info {
-        self.get(ino).expect("a loaded inode")
+    fn index(&self, ino: &u64) -> &T {
+        self.get(ino).expect("an inode in the table")
     }
 }
 
@@ -410,7 +421,9 @@ struct Scanner<'c, 'a> {
     root_rebuilt: bool,
     /// Loads made ahead in parallel (`speculate`), used by `load` while no change was made
     /// since (`spec_changes`).
-    spec: HashMap<u64, Spec>,
+    spec: Table<Spec>,
+    /// The inode numbers `spec` holds (to empty it without walking the whole table).
+    spec_inos: Vec<u64>,
     spec_changes: u64,
 }
 
@@ -605,7 +618,8 @@ pub(super) fn scan(ctx: &Ctx<'_>) -> Result<ScanResult> {
         torn_budget: std::sync::atomic::AtomicU64::new(sb.blocks_total),
         slots_in_use: 0,
         root_rebuilt: false,
-        spec: HashMap::new(),
+        spec: Table::default(),
+        spec_inos: Vec::new(),
         spec_changes: 0,
     };
     s.out.blocks_checked = sb.blocks_total;
@@ -1494,8 +1508,15 @@ impl Scanner<'_, '_> {
                 self.visit_dir(d, queue)?;
             }
         }
-        self.spec.clear();
+        self.clear_spec();
         Ok(())
+    }
+
+    /// Drop the loads made ahead (those of a level not used by its visit are stale).
+    fn clear_spec(&mut self) {
+        for ino in std::mem::take(&mut self.spec_inos) {
+            self.spec.remove(&ino);
+        }
     }
 
     /// Load the children of directories `dirs` not loaded yet on the context's threads,
@@ -1505,7 +1526,7 @@ impl Scanner<'_, '_> {
     /// pages counted twice against the budget, which only a crafted image exhausts).
     fn speculate(&mut self, dirs: &[u64]) {
         // Loads of an earlier level that were not used are stale.
-        self.spec.clear();
+        self.clear_spec();
         let threads = self.ctx.threads;
         if threads < 2 {
             return;
@@ -1559,9 +1580,12 @@ impl Scanner<'_, '_> {
             results.extend(hs.into_iter().filter_map(|h| h.join().ok()));
             results
         });
-        self.spec.reserve(todo.len());
+        self.spec.reserve(self.max_ino);
         for r in results {
-            self.spec.extend(r);
+            for (ino, sp) in r {
+                self.spec.insert(ino, sp);
+                self.spec_inos.push(ino);
+            }
         }
     }
 
