@@ -649,6 +649,12 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// The state of an inode no one else holds yet (being built: recovery loads a state in
+    /// place with [`load_into`]).
+    pub fn state_mut(&mut self) -> &mut InodeState {
+        self.state.get_mut()
+    }
+
     /// Inode `ino` (slot at `slot_off`) with its loaded state, no handle open.
     pub fn new(ino: u64, slot_off: u64, st: InodeState) -> Inode {
         Inode {
@@ -1272,24 +1278,65 @@ pub fn load_with(
     torn: Option<&std::sync::atomic::AtomicU64>,
     redo: bool,
 ) -> Result<(InodeState, Option<u64>)> {
-    use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
+    let (slot, kind) = read_slot(media, slot_off, ino)?;
+    let mut st = InodeState::new(ino, &slot, kind);
+    let cut = load_into(
+        media,
+        slot_off,
+        (&slot, kind),
+        ino,
+        bounds,
+        torn,
+        redo,
+        &mut st,
+    )?;
+    Ok((st, cut))
+}
+
+/// The slot of inode `ino` at `slot_off`, validated, and its kind ([`Error::NotFound`]: a
+/// free slot).
+pub fn read_slot(media: &Media, slot_off: u64, ino: u64) -> Result<(InodeSlot, Kind)> {
     let slot: InodeSlot = media.read_pod(slot_off)?;
     if slot.kind == 0 {
         return Err(Error::NotFound);
     }
     let kind = slot.validate(ino)?;
+    Ok((slot, kind))
+}
+
+/// [`load_with`] into `st`, made by `InodeState::new(ino, slot, kind)` from [`read_slot`]:
+/// the state is built where it will live (an inode's lock in its `Arc`), not moved there
+/// (it is 700 bytes, and a load returned by value was copied about nine times on its way).
+#[allow(clippy::too_many_arguments)]
+pub fn load_into(
+    media: &Media,
+    slot_off: u64,
+    (slot, kind): (&InodeSlot, Kind),
+    ino: u64,
+    bounds: Bounds,
+    torn: Option<&std::sync::atomic::AtomicU64>,
+    redo: bool,
+    st: &mut InodeState,
+) -> Result<Option<u64>> {
+    use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TAIL_OFFSET};
     let tail = media.load_u64(slot_off + TAIL_OFFSET)?;
     let head = media.load_u64(slot_off + HEAD_OFFSET)?;
-    let main = |tail| load_log(media, &slot, ino, kind, head, tail, bounds, redo);
+    if redo {
+        st.redo = Some(Vec::new());
+    }
+    let main = |tail, st: &mut InodeState| load_log(media, ino, head, tail, bounds, st);
     // One walk in the common case: a torn commit is looked for (a second walk, `torn_cut`)
     // only where this one broke, or ended inside a commit, or the last commit's data runs
     // do not match their checksums.
-    let (mut st, cut) = match torn {
-        None => (main(tail)?.0, None),
+    let cut = match torn {
+        None => {
+            main(tail, st)?;
+            None
+        }
         Some(budget) => {
-            let first = main(tail);
+            let first = main(tail, st);
             let whole = match &first {
-                Ok((_, last)) if !last.more => {
+                Ok(last) if !last.more => {
                     let whole = runs_whole(media, ino, &last.runs, budget)?;
                     if !whole {
                         // torn_cut takes these pages from the budget again.
@@ -1300,11 +1347,22 @@ pub fn load_with(
                 _ => false,
             };
             if whole {
-                (first?.0, None)
+                None
             } else {
                 match torn_cut(media, ino, head, tail, bounds, budget)? {
-                    Some(c) => (main(c)?.0, Some(c)),
-                    None => (first?.0, None),
+                    Some(c) => {
+                        // Replayed again, from a new state, up to the cut.
+                        *st = InodeState::new(ino, slot, kind);
+                        if redo {
+                            st.redo = Some(Vec::new());
+                        }
+                        main(c, st)?;
+                        Some(c)
+                    }
+                    None => {
+                        first?;
+                        None
+                    }
                 }
             }
         }
@@ -1330,26 +1388,19 @@ pub fn load_with(
         },
     )?;
     st.cache_log = cache_log;
-    Ok((st, cut))
+    Ok(cut)
 }
 
-/// Replay the log of inode `ino` (slot `slot`, of `kind`) from `head` to `tail` into a new
-/// state; also returns what the walk saw of the last commit.
-#[allow(clippy::too_many_arguments)]
+/// Replay the log of inode `ino` from `head` to `tail` into `st` (new: `InodeState::new`);
+/// also returns what the walk saw of the last commit.
 fn load_log(
     media: &Media,
-    slot: &InodeSlot,
     ino: u64,
-    kind: Kind,
     head: u64,
     tail: u64,
     bounds: Bounds,
-    redo: bool,
-) -> Result<(InodeState, LastCommit)> {
-    let mut st = InodeState::new(ino, slot, kind);
-    if redo {
-        st.redo = Some(Vec::new());
-    }
+    st: &mut InodeState,
+) -> Result<LastCommit> {
     let mut scratch = Vec::new();
     // The walk numbers pages from 0; each page's liveness record exists before its entries
     // are applied.
@@ -1375,7 +1426,7 @@ fn load_log(
     let mut live = std::mem::take(&mut st.log.live);
     live.resize(log.pages.len(), PageLive::default());
     st.log = LogState { live, ..log };
-    Ok((st, last))
+    Ok(last)
 }
 
 /// Where a torn last commit of a one-fence session ends the log of inode `ino`, if it has

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use novafs_engine::alloc::{BlockAlloc, InodeAlloc};
 use novafs_engine::bugs::{self, Bug};
 use novafs_engine::inode::{self, slot_offset, Bounds, Inode, InodeState};
+use novafs_engine::layout::inode::InodeSlot;
 use novafs_engine::layout::superblock::Superblock;
 use novafs_engine::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ROOT_INO};
 use novafs_engine::media::Media;
@@ -160,14 +161,23 @@ pub fn rebuild(
                 return Ok(false);
             }
             for &item in &frontier[start..(start + grain).min(frontier.len())] {
-                let (off, st) = w.load_one(item, &mut sh.next)?;
+                // The inode is built here, on the walk's threads, its state loaded where it
+                // will live (no moves of the state); the engine only files it.
+                let (off, slot, kind) = w.slot(item)?;
+                let mut inode = Arc::new(Inode::new(
+                    item.0,
+                    off,
+                    InodeState::new(item.0, &slot, kind),
+                ));
+                let Some(new) = Arc::get_mut(&mut inode) else {
+                    unreachable!("a new Arc has one owner");
+                };
+                w.load_one(item, off, (&slot, kind), new.state_mut(), &mut sh.next)?;
+                let st = new.state_mut();
                 if st.attr.kind != Kind::Dir {
                     sh.links.push((item.0, st.attr.nlink));
                 }
                 let (cached, dead) = (st.cache_log.tail_off != 0, st.log.dead_prefix() != 0);
-                // The inode is built here, on the walk's threads: the engine only
-                // files it (one move of the state, in parallel).
-                let inode = Arc::new(Inode::new(item.0, off, st));
                 if cached {
                     sh.with_cache.push(inode.clone());
                 }
@@ -287,24 +297,17 @@ pub fn rebuild(
 impl Walk<'_> {
     /// Load one reachable inode: check it against the entry that named it, mark its blocks,
     /// queue its unseen children.
-    /// Returns the slot's offset and the state.
+    /// Its slot is `slot` at `off` ([`Walk::slot`]); loads into `st`, made from the slot.
     fn load_one(
         &self,
         (ino, kind, parent): Item,
+        off: u64,
+        slot: (&InodeSlot, Kind),
+        st: &mut InodeState,
         next: &mut Vec<Item>,
-    ) -> Result<(u64, InodeState)> {
-        let off = slot_offset(self.chunks, ino).ok_or_else(|| {
-            Error::corrupt("inode number outside the table", format!("inode {ino}"))
-        })?;
-        let (mut st, cut) =
-            inode::load_with(self.media, off, ino, self.bounds, self.torn.as_ref(), true).map_err(
-                |e| match e {
-                    Error::NotFound => {
-                        Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
-                    }
-                    e => e,
-                },
-            )?;
+    ) -> Result<()> {
+        let torn = self.torn.as_ref();
+        let cut = inode::load_into(self.media, off, slot, ino, self.bounds, torn, true, st)?;
         if let Some(tail) = cut {
             // A torn last commit: its blocks are left unmarked (free); the shorter log is
             // made durable before anything can allocate them.
@@ -390,6 +393,20 @@ impl Walk<'_> {
                 }
             }
         }
-        Ok((off, st))
+        Ok(())
+    }
+
+    /// The slot of a reachable inode: its offset, the slot, its kind.
+    fn slot(&self, (ino, _, _): Item) -> Result<(u64, InodeSlot, Kind)> {
+        let off = slot_offset(self.chunks, ino).ok_or_else(|| {
+            Error::corrupt("inode number outside the table", format!("inode {ino}"))
+        })?;
+        let (slot, kind) = inode::read_slot(self.media, off, ino).map_err(|e| match e {
+            Error::NotFound => {
+                Error::corrupt("directory entry to a free inode", format!("inode {ino}"))
+            }
+            e => e,
+        })?;
+        Ok((off, slot, kind))
     }
 }
