@@ -113,6 +113,13 @@ pub fn check_ends(ino: u64, which: &str, head: u64, tail: u64, bounds: Bounds) -
     Ok(())
 }
 
+std::thread_local! {
+    /// A page buffer per thread, lent to one cursor at a time (a rebuild walks a log per
+    /// inode: one allocation and zero fill each, 2-3% of its instructions, without it). A
+    /// cursor made while another holds it gets a buffer of its own.
+    static PAGE_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// A walk over one log chain. An empty log (tail 0) yields nothing.
 pub struct LogCursor<'m, R: ImageRead + ?Sized = Media> {
     media: &'m R,
@@ -122,6 +129,8 @@ pub struct LogCursor<'m, R: ImageRead + ?Sized = Media> {
     tail: u64,
     /// The pages visited so far, in chain order.
     pages: Vec<u64>,
+    /// The current page's committed bytes: the thread's [`PAGE_BUF`], taken for the walk
+    /// and given back when the cursor is dropped.
     buf: Vec<u8>,
     /// Position in the current page and its committed end.
     pos: usize,
@@ -154,7 +163,7 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
             bounds,
             tail,
             pages: Vec::new(),
-            buf: Vec::new(),
+            buf: PAGE_BUF.with(|b| b.take()),
             pos: 0,
             end: 0,
             next: head,
@@ -170,8 +179,8 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
     }
 
     /// The pages, taking them.
-    pub fn into_pages(self) -> Vec<u64> {
-        self.pages
+    pub fn into_pages(mut self) -> Vec<u64> {
+        std::mem::take(&mut self.pages)
     }
 
     /// The sequence number of the last entry yielded (0 before the first).
@@ -250,6 +259,21 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
             entry,
             marks: EntryMarks::of(&self.buf[pos..]),
         }))
+    }
+}
+
+impl<R: ImageRead + ?Sized> Drop for LogCursor<'_, R> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // The larger buffer is kept (a nested cursor's may be the smaller one).
+        let _ = PAGE_BUF.try_with(|b| {
+            let held = b.take();
+            b.set(if held.capacity() >= buf.capacity() {
+                held
+            } else {
+                buf
+            });
+        });
     }
 }
 
