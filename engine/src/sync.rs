@@ -68,6 +68,11 @@ impl<T> RwLock<T> {
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         self.0.write().expect("poisoned")
     }
+
+    /// The value, through exclusive ownership of the lock.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().expect("poisoned")
+    }
 }
 
 /// A value alone on its cache lines (128 bytes: two lines, as adjacent-line prefetchers pair
