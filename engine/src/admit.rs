@@ -37,7 +37,7 @@ impl Engine {
         };
         let mut runs: Vec<(u64, u64)> = extent_runs(st.map.iter().map(|(&p, &b)| (p, b)))
             .map(|(_, b, n)| (b, u64::from(n)))
-            .chain(st.cache.iter().map(|(_, b)| (b, 1)))
+            .chain(st.cache().map.iter().map(|(_, b)| (b, 1)))
             .collect();
         // A log page of a loaded inode is no one else's block: not this inode's data or cache
         // block, nor a log page of its own (that would be the same page in two logs).
@@ -46,7 +46,7 @@ impl Engine {
                 return Err(bad("block that is a loaded inode's log page", start));
             }
         }
-        for &p in st.log.pages.iter().chain(&st.cache_log.pages) {
+        for &p in st.log.pages.iter().chain(&st.cache().log.pages) {
             if self.blocks.any_log(p, 1) {
                 return Err(bad("log page of another loaded inode", p));
             }

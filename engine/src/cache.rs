@@ -60,8 +60,8 @@ impl Engine {
             if st.attr.kind == Kind::File
                 && !st.freed
                 && end <= st.attr.size
-                && st.cache_atomic == atomic
-                && (first..=last).all(|p| st.cache.contains_key(&p))
+                && st.cache().atomic == atomic
+                && (first..=last).all(|p| st.cache().map.contains_key(&p))
             {
                 return self.store_cached(inode, &st, off, end, data);
             }
@@ -80,14 +80,14 @@ impl Engine {
                 st.attr.size
             )));
         }
-        if !st.cache.is_empty() && st.cache_atomic != atomic {
+        if !st.cache().map.is_empty() && st.cache().atomic != atomic {
             // One mode per cache generation: commit the other mode's pages first.
             self.migrate_locked(inode, &mut st)?;
         }
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
         let clean: Vec<u64> = (first..=last)
-            .filter(|p| !st.cache.contains_key(p))
+            .filter(|p| !st.cache().map.contains_key(p))
             .collect();
         if !clean.is_empty() {
             self.attach(inode, &mut st, &clean, atomic)?;
@@ -110,7 +110,7 @@ impl Engine {
             let pg = pos / BLOCK;
             let in_pg = pos % BLOCK;
             let n = (BLOCK - in_pg).min(end - pos);
-            let b = st.cache[&pg];
+            let b = st.cache().map[&pg];
             let src = &data[(pos - off) as usize..(pos - off + n) as usize];
             self.media().write(b * BLOCK + in_pg, src)?;
             inode.note_store(pg, b);
@@ -175,7 +175,7 @@ impl Engine {
             let pg = pos / BLOCK;
             let in_pg = pos % BLOCK;
             let n = (BLOCK - in_pg).min(end - pos);
-            if let Some(&b) = st.cache.get(&pg) {
+            if let Some(&b) = st.cache().map.get(&pg) {
                 self.media().flush(b * BLOCK + in_pg, n)?;
             }
             pos += n;
@@ -187,7 +187,7 @@ impl Engine {
     /// Migrate the inode's cached pages into its file map (msync / fsync of a mapping).
     pub fn cache_sync(&self, inode: &Inode) -> Result<()> {
         let _op = self.writable()?;
-        if inode.state.read().cache_log.tail_off == 0 {
+        if inode.state.read().cache().log.tail_off == 0 {
             return Ok(());
         }
         let mut st = inode.state.write();
@@ -199,11 +199,11 @@ impl Engine {
     pub(crate) fn migration_entries(&self, st: &InodeState) -> Result<Vec<Entry>> {
         let media = self.media();
         // Everything stored into the cache pages is durable before the commit's fence.
-        for b in st.cache.values() {
+        for b in st.cache().map.values() {
             media.flush(b * BLOCK, BLOCK)?;
         }
         let now = now_ns();
-        let mut sorted: Vec<(u64, u64)> = st.cache.iter().collect();
+        let mut sorted: Vec<(u64, u64)> = st.cache().map.iter().collect();
         sorted.sort_unstable();
         Ok(crate::inode::extent_runs(sorted)
             .map(|(p0, b0, n)| write_entry(p0, b0, n, st.attr.size, now))
@@ -223,10 +223,10 @@ impl Engine {
         st: &mut InodeState,
     ) -> Result<(Vec<Entry>, bool)> {
         self.maps_publish(inode.ino); // traced mappings' stores first (DESIGN §5.4.1)
-        if st.cache.is_empty() && st.cache_log.tail_off == 0 {
+        if st.cache().map.is_empty() && st.cache().log.tail_off == 0 {
             return Ok((Vec::new(), false));
         }
-        if st.cache_atomic {
+        if st.cache().atomic {
             Ok((self.migration_entries(st)?, true))
         } else {
             self.migrate_locked(inode, st)?;
@@ -240,7 +240,9 @@ impl Engine {
         // The pages belong to the file now, whatever happens next (a retry finds the cache
         // empty and only resets the cache log).
         let span = crate::mapping::cache_span(st);
-        st.cache.clear();
+        if let Some(wc) = st.wc.as_mut() {
+            wc.map.clear();
+        }
         inode.forget_last_store();
         let mut txn = self.txn("cache-reset");
         txn.reset_cache(inode.ino, inode.slot_off);
@@ -254,7 +256,7 @@ impl Engine {
     /// Migrate with the inode locked. See the module docs for the protocol.
     pub(crate) fn migrate_locked(&self, inode: &Inode, st: &mut InodeState) -> Result<()> {
         self.maps_publish(inode.ino); // traced mappings' stores first (DESIGN §5.4.1)
-        if st.cache.is_empty() && st.cache_log.tail_off == 0 {
+        if st.cache().map.is_empty() && st.cache().log.tail_off == 0 {
             return Ok(());
         }
         let entries = self.migration_entries(st)?;
@@ -282,7 +284,7 @@ impl Engine {
         for ino in inos {
             let i = self.load_inode(ino)?;
             let mut st = i.state.write();
-            if !st.freed && (include_atomic || !st.cache_atomic) {
+            if !st.freed && (include_atomic || !st.cache().atomic) {
                 self.migrate_locked(&i, &mut st)?;
             }
         }
@@ -327,11 +329,11 @@ impl Engine {
             }
             let Ok(i) = self.inode(ino) else { continue };
             let mut st = i.state.write();
-            if st.freed || st.cache.is_empty() || st.cache_atomic {
+            if st.freed || st.cache().map.is_empty() || st.cache().atomic {
                 continue;
             }
-            let old = st.cache_since.is_some_and(|t| t.elapsed() >= cfg.max_age);
-            if force || old || st.cache.len() >= cfg.max_dirty_pages {
+            let old = st.cache().since.is_some_and(|t| t.elapsed() >= cfg.max_age);
+            if force || old || st.cache().map.len() >= cfg.max_dirty_pages {
                 // One inode's failure (say no space for its log entry) must not starve the
                 // others: try it again next pass.
                 if self.migrate_locked(&i, &mut st).is_ok() {

@@ -73,7 +73,7 @@ impl Engine {
             let chunk = (BLOCK as usize - in_pg).min(n - done);
             let dst = &mut buf[done..done + chunk];
             // The write cache holds the newest copy of a page written through a mapping.
-            match st.cache.get(&pg).or_else(|| st.map.get(&pg)) {
+            match st.cache().map.get(&pg).or_else(|| st.map.get(&pg)) {
                 Some(&b) => self.media.read(b * BLOCK + in_pg as u64, dst)?,
                 None => dst.fill(0),
             }
@@ -100,11 +100,11 @@ impl Engine {
             return Err(Error::PastEnd);
         }
         let first = off / BLOCK;
-        let held = |pg: u64| st.map.contains_key(&pg) || st.cache.get(&pg).is_some();
+        let held = |pg: u64| st.map.contains_key(&pg) || st.cache().map.get(&pg).is_some();
         let at = |pg: u64| (pg * BLOCK).max(off);
         if data {
             let in_map = st.map.range(first..).next().map(|(&pg, _)| pg);
-            let in_cache = st.cache.keys().filter(|&pg| pg >= first).min();
+            let in_cache = st.cache().map.keys().filter(|&pg| pg >= first).min();
             return match in_map.into_iter().chain(in_cache).min() {
                 Some(pg) if at(pg) < size => Ok(at(pg)),
                 _ => Err(Error::PastEnd),
@@ -188,7 +188,7 @@ impl Engine {
         // A small write inside one mapped page (no write cache) is a redo write (§5.1.2).
         if first == last
             && data.len() <= REDO_WRITE_MAX
-            && st.cache.is_empty()
+            && st.cache().map.is_empty()
             && !crate::bugs::active(crate::bugs::Bug::FreeBeforeCommit)
         {
             if let Some(&block) = st.map.get(&first) {
@@ -201,11 +201,11 @@ impl Engine {
         // pages, like a sync).
         // A failure-atomic cache's migration commits together with this write (one tail
         // store): see `migrate_or_fold`.
-        let overlaps = !st.cache.is_empty() && {
-            if st.cache.len() as u64 <= last - first {
-                st.cache.keys().any(|p| (first..=last).contains(&p))
+        let overlaps = !st.cache().map.is_empty() && {
+            if st.cache().map.len() as u64 <= last - first {
+                st.cache().map.keys().any(|p| (first..=last).contains(&p))
             } else {
-                (first..=last).any(|p| st.cache.contains_key(&p))
+                (first..=last).any(|p| st.cache().map.contains_key(&p))
             }
         };
         let (pre, migrating) = if overlaps {
@@ -224,7 +224,7 @@ impl Engine {
             if hi - lo == BLOCK {
                 pages.push((pg, Page::Borrowed(src)));
             } else {
-                let base = st.cache.get(&pg).or_else(|| st.map.get(&pg)).copied();
+                let base = st.cache().map.get(&pg).or_else(|| st.map.get(&pg)).copied();
                 let at = (lo - pg_start) as usize;
                 pages.push((
                     pg,
@@ -410,7 +410,7 @@ impl Engine {
             if new.div_ceil(BLOCK) > MAX_FILE_PAGES {
                 return Err(Error::FileTooLarge);
             }
-            if !st.cache.is_empty() {
+            if !st.cache().map.is_empty() {
                 // A size change migrates the cached pages first, or with it for a
                 // failure-atomic cache (pages past a cut are then freed).
                 (migrate_pre, folded) = self.migrate_or_fold(&i, &mut st)?;
@@ -424,7 +424,7 @@ impl Engine {
             // Keep the invariant that bytes past EOF in the last page are zero.
             if new < st.attr.size && new % BLOCK != 0 {
                 let pg = new / BLOCK;
-                if let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) {
+                if let Some(&b) = st.cache().map.get(&pg).or_else(|| st.map.get(&pg)) {
                     let mut buf = vec![0u8; BLOCK as usize];
                     self.media
                         .read(b * BLOCK, &mut buf[..(new % BLOCK) as usize])?;
@@ -495,7 +495,7 @@ impl Engine {
             let lo = off.max(ps);
             let hi = end.min(ps + BLOCK);
             let zero = matches!(how, Clear::Zero { .. });
-            let Some(&b) = st.cache.get(&pg).or_else(|| st.map.get(&pg)) else {
+            let Some(&b) = st.cache().map.get(&pg).or_else(|| st.map.get(&pg)) else {
                 // A hole reads as zeros already; zeroing backs it with a zeroed block.
                 if zero {
                     pages.push((pg, Page::Zero));
@@ -559,7 +559,7 @@ impl Engine {
         // Cached pages are migrated first (or with this, for a failure-atomic cache).
         let (mut pre, migrating) = self.migrate_or_fold(&i, &mut st)?;
         let pages: Vec<(u64, Page<'_>)> = (off / BLOCK..end.div_ceil(BLOCK))
-            .filter(|pg| !st.map.contains_key(pg) && !st.cache.contains_key(pg))
+            .filter(|pg| !st.map.contains_key(pg) && !st.cache().map.contains_key(pg))
             .map(|pg| (pg, Page::Zero))
             .collect();
         let size = if keep_size {

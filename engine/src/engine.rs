@@ -313,8 +313,8 @@ impl Engine {
             log_tail: st.log.tail_off,
             next_seq: st.log.next_seq,
             map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
-            cache_log_pages: st.cache_log.pages.clone(),
-            cached: st.cache.iter().collect(),
+            cache_log_pages: st.cache().log.pages.clone(),
+            cached: st.cache().map.iter().collect(),
         })
     }
 
@@ -365,14 +365,14 @@ impl Engine {
         if st.attr.kind == Kind::Dir {
             self.quarantine_dangling_names(&st);
         }
-        if !st.cache.is_empty() {
+        if !st.cache().map.is_empty() {
             self.writeback.dirty.lock().insert(ino);
         }
         let log_pages: Vec<u64> = st
             .log
             .pages
             .iter()
-            .chain(&st.cache_log.pages)
+            .chain(&st.cache().log.pages)
             .copied()
             .collect();
         // Nothing under the shard lock may be a loom scheduling point (it is a parking_lot
@@ -611,17 +611,16 @@ impl Engine {
         for &p in &st.log.pages {
             self.blocks.free_log(p);
         }
-        for b in st.cache.values() {
+        for b in st.cache().map.values() {
             self.blocks.free(b, 1);
         }
-        for &p in &st.cache_log.pages {
+        for &p in &st.cache().log.pages {
             self.blocks.free_log(p);
         }
         st.map.clear();
-        st.cache.clear();
+        st.drop_cache();
         inode.forget_last_store();
         st.log = crate::inode::LogState::default();
-        st.cache_log = crate::inode::LogState::default();
         self.writeback.dirty.lock().remove(&inode.ino);
         // Mark the slot free (kind word = 0). Not a commit: after a crash, reachability from
         // the root decides which slots are live; this only keeps fsck's view tidy.

@@ -62,6 +62,39 @@ pub struct CacheMap {
     len: usize,
 }
 
+/// An inode's write cache (DESIGN.md §5.4): its pages, its log and how they were attached.
+/// Boxed in the inode's state and made at the first attachment: most inodes never have one,
+/// and it is 200 of the state's 700 bytes (DRAM per inode bounds recovery, §5.8).
+#[derive(Debug)]
+pub struct WriteCache {
+    /// File page -> cache block (pages written through a mapping, not yet migrated into the
+    /// file map).
+    pub map: CacheMap,
+    /// The cache log's position.
+    pub log: LogState,
+    /// The cache holds failure-atomic pages (recovery discards them).
+    pub atomic: bool,
+    /// When the oldest cached page was attached (for background writeback).
+    pub since: Option<std::time::Instant>,
+}
+
+impl WriteCache {
+    /// No page, an empty log.
+    pub const EMPTY: WriteCache = WriteCache {
+        map: CacheMap {
+            leaves: Vec::new(),
+            far: std::collections::HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
+            len: 0,
+        },
+        log: LogState::EMPTY,
+        atomic: false,
+        since: None,
+    };
+}
+
+/// What [`InodeState::cache`] shows of an inode without a write cache.
+static NO_CACHE: WriteCache = WriteCache::EMPTY;
+
 const LEAF_PAGES: usize = 512;
 const DIRECT_PAGES: u64 = 1 << 21;
 
@@ -576,15 +609,9 @@ pub struct InodeState {
     pub removed: bool,
     /// Its blocks and slot were released.
     pub freed: bool,
-    /// Write cache: file page -> cache block (pages written through a mapping, not yet
-    /// migrated into the file map).
-    pub cache: CacheMap,
-    /// The cache log's position.
-    pub cache_log: LogState,
-    /// The cache holds failure-atomic pages (recovery discards them).
-    pub cache_atomic: bool,
-    /// When the oldest cached page was attached (for background writeback).
-    pub cache_since: Option<std::time::Instant>,
+    /// The write cache, once a page was attached ([`InodeState::cache`] reads it, empty
+    /// when there is none; [`InodeState::cache_mut`] makes it).
+    pub wc: Option<Box<WriteCache>>,
     /// Recovery only (`load_with`): the redo writes of the log that no later write of their
     /// page superseded, in log order, to store in place again (DESIGN.md §5.1.2).
     pub redo: Option<Vec<Redo>>,
@@ -760,13 +787,7 @@ impl InodeState {
             dir: Default::default(),
             removed: false,
             freed: false,
-            cache: CacheMap::default(),
-            cache_log: LogState {
-                next_seq: 1,
-                ..LogState::default()
-            },
-            cache_atomic: false,
-            cache_since: None,
+            wc: None,
             xattrs: BTreeMap::new(),
             xattr_pending: Vec::new(),
             redo: None,
@@ -1213,7 +1234,7 @@ impl InodeState {
             if !bounds.contains(*block, 1) || *pgoff >= crate::layout::MAX_FILE_PAGES {
                 return Err(Error::corrupt("cache entry out of range", "cache log"));
             }
-            if self.cache.contains_key(pgoff) || (entries.len() > 1 && !seen.insert(*pgoff)) {
+            if self.cache().map.contains_key(pgoff) || (entries.len() > 1 && !seen.insert(*pgoff)) {
                 return Err(Error::corrupt("page cached twice", "cache log"));
             }
         }
@@ -1228,10 +1249,11 @@ impl InodeState {
             atomic,
         } = e
         {
-            self.cache.insert(*pgoff, *block);
-            self.cache_atomic = *atomic;
-            if self.cache_since.is_none() {
-                self.cache_since = Some(std::time::Instant::now());
+            let wc = self.cache_mut();
+            wc.map.insert(*pgoff, *block);
+            wc.atomic = *atomic;
+            if wc.since.is_none() {
+                wc.since = Some(std::time::Instant::now());
             }
         }
     }
@@ -1256,6 +1278,22 @@ impl InodeState {
     /// Public attributes.
     pub fn attr(&self) -> Attr {
         self.attr.clone()
+    }
+
+    /// The write cache (an empty one, not stored, when the inode has none).
+    #[inline]
+    pub fn cache(&self) -> &WriteCache {
+        self.wc.as_deref().unwrap_or(&NO_CACHE)
+    }
+
+    /// The write cache, made empty if the inode has none.
+    pub fn cache_mut(&mut self) -> &mut WriteCache {
+        self.wc.get_or_insert_with(|| Box::new(WriteCache::EMPTY))
+    }
+
+    /// Forget the write cache: no page, an empty log (its blocks are the caller's to free).
+    pub fn drop_cache(&mut self) {
+        self.wc = None;
     }
 }
 
@@ -1387,7 +1425,9 @@ pub fn load_into(
                 .map_err(|err| Error::corrupt(err.to_string(), where_()))
         },
     )?;
-    st.cache_log = cache_log;
+    if cache_log.tail_off != 0 || !st.cache().map.is_empty() {
+        st.cache_mut().log = cache_log;
+    }
     Ok(cut)
 }
 
@@ -1730,5 +1770,19 @@ mod tests {
         assert_eq!(st.attr.blocks, 1);
         assert_eq!(st.map.get(&(u32::MAX as u64 + 7)), Some(&21));
         assert_eq!(st.map.get(&5), None);
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// The state is most of the DRAM an inode costs, and DRAM per inode bounds recovery
+    /// (DESIGN.md §5.8): the write cache and other rare parts stay boxed.
+    #[test]
+    fn inode_state_stays_small() {
+        assert!(
+            std::mem::size_of::<super::InodeState>() <= 520,
+            "InodeState is {} bytes",
+            std::mem::size_of::<super::InodeState>()
+        );
     }
 }

@@ -57,6 +57,21 @@ pub struct LogState {
 }
 
 impl LogState {
+    /// An empty log whose first entry gets sequence number 1 (a write cache's log before its
+    /// first attachment).
+    pub const EMPTY: LogState = LogState {
+        head_block: 0,
+        tail_off: 0,
+        pages: Vec::new(),
+        next_seq: 1,
+        entries: 0,
+        first: 0,
+        live: Vec::new(),
+        gc_next: 0,
+        gc_next_pages: 0,
+        tail_zeroed: false,
+    };
+
     /// Block of the page holding the tail.
     pub fn tail_page(&self) -> Option<u64> {
         self.pages.last().copied()

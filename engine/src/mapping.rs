@@ -82,9 +82,9 @@ fn target(st: &InodeState, pg: u64, gone: &[u64], atomic: bool) -> (u64, bool) {
     if pg * BLOCK >= st.attr.size.div_ceil(BLOCK) * BLOCK || st.freed {
         return (0, false);
     }
-    if let Some(&b) = st.cache.get(&pg) {
+    if let Some(&b) = st.cache().map.get(&pg) {
         if !gone.contains(&b) {
-            return (b, st.cache_atomic == atomic);
+            return (b, st.cache().atomic == atomic);
         }
     }
     match st.map.get(&pg) {
@@ -534,7 +534,7 @@ impl Engine {
                 st.attr.size
             )));
         }
-        if !st.cache.is_empty() && st.cache_atomic != m.atomic {
+        if !st.cache().map.is_empty() && st.cache().atomic != m.atomic {
             // One mode per cache generation: commit the other mode's pages first.
             self.migrate_locked(inode, &mut st)?;
         }
@@ -542,7 +542,7 @@ impl Engine {
         let clean: Vec<u64> = pages
             .clone()
             .map(fp)
-            .filter(|p| !st.cache.contains_key(p))
+            .filter(|p| !st.cache().map.contains_key(p))
             .collect();
         if !clean.is_empty() {
             // Attaches durably, then refreshes every other mapping (read-only) to the cache
@@ -558,7 +558,7 @@ impl Engine {
         let want: Vec<Slot> = pages
             .clone()
             .map(|i| Slot {
-                block: st.cache[&fp(i)],
+                block: st.cache().map[&fp(i)],
                 writable: true,
             })
             .collect();
@@ -646,7 +646,7 @@ impl Engine {
 /// The file pages a cache holds, as `lo..hi` (empty for an empty cache).
 pub(crate) fn cache_span(st: &InodeState) -> (u64, u64) {
     let (mut lo, mut hi) = (u64::MAX, 0);
-    for p in st.cache.keys() {
+    for p in st.cache().map.keys() {
         lo = lo.min(p);
         hi = hi.max(p + 1);
     }

@@ -198,7 +198,7 @@ impl Engine {
                 engine.dir_names.note_loaded(inode.ino, &st)?;
             }
             log_pages.extend_from_slice(&st.log.pages);
-            log_pages.extend_from_slice(&st.cache_log.pages);
+            log_pages.extend_from_slice(&st.cache().log.pages);
         }
         log_pages.sort_unstable();
         engine.blocks.mark_log(&log_pages);
@@ -230,7 +230,7 @@ impl Engine {
     pub fn recover_caches(&self, candidates: &[Arc<Inode>]) -> Result<usize> {
         let with_cache: Vec<_> = candidates
             .iter()
-            .filter(|i| i.state.read().cache_log.tail_off != 0)
+            .filter(|i| i.state.read().cache().log.tail_off != 0)
             .collect();
         // First reset every failure-atomic cache: its pages were left free, and a migration
         // below may allocate them; the reset must be durable before that.
@@ -238,25 +238,20 @@ impl Engine {
         // follow (the pages are free already, nothing to give back).
         let mut reset = crate::txn::Txn::in_place(&self.media, "cache-reset");
         for i in &with_cache {
-            if i.state.read().cache_atomic {
+            if i.state.read().cache().atomic {
                 reset.store_word(crate::log::LogWords::cache(i.slot_off).tail, 0);
             }
         }
         reset.commit_in_place()?;
         for i in &with_cache {
             let mut st = i.state.write();
-            if st.cache_atomic {
-                st.cache.clear();
-                st.cache_log = crate::inode::LogState {
-                    next_seq: 1,
-                    ..Default::default()
-                };
-                st.cache_since = None;
+            if st.cache().atomic {
+                st.drop_cache();
             }
         }
         for i in &with_cache {
             let mut st = i.state.write();
-            if st.cache_log.tail_off != 0 {
+            if st.cache().log.tail_off != 0 {
                 self.migrate_locked(i, &mut st)?;
             }
         }

@@ -734,7 +734,7 @@ impl<'e> Txn<'e> {
         entries: Vec<Entry>,
     ) -> Result<()> {
         st.check_cache(&entries, self.store.bounds)?;
-        let staged = self.stage(LogWords::cache(slot_off), &st.cache_log, &entries)?;
+        let staged = self.stage(LogWords::cache(slot_off), &st.cache().log, &entries)?;
         self.parts.push(Part::AppendCache {
             ino,
             staged,
@@ -1087,22 +1087,17 @@ impl Committed {
                     staged, entries, ..
                 } => {
                     blocks.mark_log(&staged.new_pages);
-                    staged.apply(&mut st.cache_log);
+                    staged.apply(&mut st.cache_mut().log);
                     for e in entries.iter() {
                         st.apply_cache_checked(e);
                     }
                 }
                 Part::ResetCache { .. } => {
-                    for &p in &st.cache_log.pages {
+                    for &p in &st.cache().log.pages {
                         blocks.free_log(p);
                     }
-                    out.log_pages_freed += st.cache_log.pages.len() as u64;
-                    st.cache.clear();
-                    st.cache_log = LogState {
-                        next_seq: 1,
-                        ..LogState::default()
-                    };
-                    st.cache_since = None;
+                    out.log_pages_freed += st.cache().log.pages.len() as u64;
+                    st.drop_cache();
                 }
                 Part::DropPrefix { pages, .. } => {
                     for p in st.log.drop_prefix(*pages) {

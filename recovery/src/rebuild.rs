@@ -177,7 +177,7 @@ pub fn rebuild(
                 if st.attr.kind != Kind::Dir {
                     sh.links.push((item.0, st.attr.nlink));
                 }
-                let (cached, dead) = (st.cache_log.tail_off != 0, st.log.dead_prefix() != 0);
+                let (cached, dead) = (st.cache().log.tail_off != 0, st.log.dead_prefix() != 0);
                 if cached {
                     sh.with_cache.push(inode.clone());
                 }
@@ -354,25 +354,29 @@ impl Walk<'_> {
         for &b in st.map.values() {
             mark(b, "data")?;
         }
-        if st.cache_log.tail_off != 0 {
-            if st.cache_atomic {
+        if st.cache().log.tail_off != 0 {
+            if st.cache().atomic {
                 // Failure-atomic: discard what was not synced (nothing is marked, so the cache
                 // blocks and cache log pages come back free; the tail is reset by
                 // `Engine::recover_caches`).
-                st.cache.clear();
+                if let Some(wc) = st.wc.as_mut() {
+                    wc.map.clear();
+                }
             } else {
                 // A crash between a migration's two commits leaves entries whose block the
                 // file map already holds: those pages are migrated already. Entries past the
                 // end of file cannot be (a corrupt image): both are dropped, their blocks left
                 // free.
-                let map = &st.map;
                 let pages = st.attr.size.div_ceil(BLOCK);
-                st.cache
-                    .retain(|pg, b| map.get(&pg) != Some(&b) && pg < pages);
-                for &p in &st.cache_log.pages {
+                if let Some(wc) = st.wc.as_mut() {
+                    let map = &st.map;
+                    wc.map
+                        .retain(|pg, b| map.get(&pg) != Some(&b) && pg < pages);
+                }
+                for &p in &st.cache().log.pages {
                     mark(p, "cache log page")?;
                 }
-                for b in st.cache.values() {
+                for b in st.cache().map.values() {
                     mark(b, "cache")?;
                 }
             }

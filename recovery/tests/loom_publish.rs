@@ -155,9 +155,9 @@ fn assert_matches_log(e: &Engine, ino: u64, slot_off: u64, st: &InodeState) {
     );
     let r = replay(e, ino, slot_off);
     assert!(
-        r.map == st.map && r.attr.size == st.attr.size && r.cache == st.cache,
+        r.map == st.map && r.attr.size == st.attr.size && r.cache().map == st.cache().map,
         "DRAM state differs from the log: dram size {} map {:?} cache {:?}, log size {} map {:?} cache {:?}",
-        st.attr.size, st.map, st.cache, r.attr.size, r.map, r.cache
+        st.attr.size, st.map, st.cache().map, r.attr.size, r.map, r.cache().map
     );
 }
 
@@ -183,13 +183,13 @@ fn assert_blocks_accounted(e: &Engine, inos: &[u64]) {
                 mark(b, format!("page {pg} of {ino}"));
             }
         }
-        for (pg, b) in st.cache.iter() {
+        for (pg, b) in st.cache().map.iter() {
             mark(b, format!("cache page {pg} of {ino}"));
         }
         for &p in &st.log.pages {
             mark(p, format!("log page of {ino}"));
         }
-        for &p in &st.cache_log.pages {
+        for &p in &st.cache().log.pages {
             mark(p, format!("cache log page of {ino}"));
         }
     }

@@ -1320,11 +1320,11 @@ impl Scanner<'_, '_> {
                 &cache,
                 "cut the write-cache log back to the last valid entry",
             )?;
-            st.cache_log = cache.log;
+            st.cache_mut().log = cache.log;
             // As recovery: a failure-atomic cache is discarded (its blocks are free), a
             // MAP_SYNC one is migrated (its log pages and blocks are in use).
-            if !st.cache_atomic {
-                for &p in &st.cache_log.pages {
+            if !st.cache().atomic {
+                for &p in &st.cache().log.pages {
                     self.owner[p as usize] = own(O_CLOG, ino);
                 }
             }
@@ -1895,11 +1895,12 @@ impl Scanner<'_, '_> {
             }
             // As recovery: a failure-atomic cache owns nothing; entries past the end of file
             // are dropped (their blocks free); entries the map holds were migrated.
-            if st.cache_atomic || st.cache.is_empty() {
+            if st.cache().atomic || st.cache().map.is_empty() {
                 continue;
             }
             let pages = st.attr.size.div_ceil(BLOCK);
-            let mut cache: Vec<(u64, u64)> = st.cache.iter().filter(|&(p, _)| p < pages).collect();
+            let mut cache: Vec<(u64, u64)> =
+                st.cache().map.iter().filter(|&(p, _)| p < pages).collect();
             cache.sort_unstable();
             for (pg, b) in cache {
                 let o = self.owner[b as usize];
