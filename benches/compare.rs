@@ -16,6 +16,9 @@
 //! shows the per-operation median over the batches, then the target checks.
 //!
 //! `cargo bench --bench compare [-- --quick]`; other arguments (e.g. `--bench`) are ignored.
+//! `NOVAFS_BENCH_DIR=/mnt/hugeshm` puts the novafs image and the raw region (columns a and d)
+//! in another directory, e.g. a tmpfs mounted `huge=always` (2 MiB pages, as DAX pmem is
+//! mapped); the tmpfs column stays in `/dev/shm`.
 
 use std::fs;
 use std::hint::black_box;
@@ -189,6 +192,11 @@ const OPS: [&str; 11] = [
     "100 B append (a WAL record)",
 ];
 
+/// Where the novafs image and the raw region live (`NOVAFS_BENCH_DIR`, default `/dev/shm`).
+fn pmem_dir() -> PathBuf {
+    std::env::var_os("NOVAFS_BENCH_DIR").map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from)
+}
+
 fn tempdir_in(parent: &Path) -> TempDir {
     tempfile::Builder::new()
         .prefix("novafs-compare-")
@@ -275,7 +283,7 @@ struct Nova {
 
 impl Nova {
     fn new(cfg: &Config) -> Nova {
-        let dir = tempdir_in(Path::new("/dev/shm"));
+        let dir = tempdir_in(&pmem_dir());
         let image = dir.path().join("image");
         let fs = Fs::format(&image, IMAGE_BYTES, &FormatOptions::default()).expect("format");
         fs.unmount().expect("unmount");
@@ -595,7 +603,7 @@ struct Raw {
 
 impl Raw {
     fn new() -> Raw {
-        let dir = tempdir_in(Path::new("/dev/shm"));
+        let dir = tempdir_in(&pmem_dir());
         let path = dir.path().join("raw");
         let media =
             Media::create(&path, FILE_PAGES * PAGE, true, &MapOptions::default()).expect("map");

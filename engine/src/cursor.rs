@@ -202,6 +202,10 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
                 format!("inode {ino}"),
             ));
         }
+        if self.pages.capacity() == 0 {
+            // Most logs are one page: the list becomes the log's, kept in DRAM.
+            self.pages.reserve_exact(1);
+        }
         self.pages.push(page);
         let (end, next) = if page == self.tail / BLOCK {
             (self.tail % BLOCK, 0)

@@ -386,6 +386,11 @@ impl FileMap {
                     return Some(old.mapped());
                 }
                 Err(i) if self.small.len() < SMALL_PAGES => {
+                    // Most files have one page: room for exactly one at first (a vector's
+                    // first growth makes room for four, 96 bytes where 24 do).
+                    if self.small.capacity() == 0 {
+                        self.small.reserve_exact(1);
+                    }
                     self.small.insert(i, new);
                     self.len += 1;
                     return None;
@@ -1447,6 +1452,10 @@ fn load_log(
     let (log, last) = walk_log(media, ino, "log", head, tail, bounds, |e, at, where_| {
         let want = usize::try_from(at + 1).unwrap_or(usize::MAX);
         if st.log.live.len() < want {
+            if st.log.live.capacity() == 0 {
+                // Exactly what a one-page log needs (kept in DRAM for every inode).
+                st.log.live.reserve_exact(want);
+            }
             st.log.live.resize(want, PageLive::default());
         }
         st.apply(e, ino, bounds, &mut scratch, at)

@@ -490,6 +490,11 @@ impl Staged {
         if let Some(h) = self.new_head {
             log.head_block = h;
         }
+        if log.pages.capacity() == 0 {
+            // A new log: exactly its pages (most logs stay one page, kept in DRAM).
+            log.pages.reserve_exact(self.new_pages.len());
+            log.live.reserve_exact(self.new_pages.len());
+        }
         log.live.resize(log.pages.len(), PageLive::default());
         log.live
             .extend(self.new_pages.iter().map(|_| PageLive::default()));
