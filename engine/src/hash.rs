@@ -27,7 +27,11 @@ impl std::hash::Hasher for U64Hasher {
 /// A map keyed by names (a directory's index): foldhash, seeded per process, about a tenth of
 /// SipHash's instructions on short names, and still keyed, so that names chosen to collide
 /// need the process's seed.
-pub type NameMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+pub type NameMap<V> = HashMap<Name, V, foldhash::fast::RandomState>;
+
+/// A directory entry's name as a key: up to 16 bytes inline (most names), longer ones on the
+/// heap. Hashes and compares as its bytes, so lookups take `&[u8]`.
+pub type Name = smallvec::SmallVec<[u8; 16]>;
 
 /// A map keyed by inode or page numbers.
 pub type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;

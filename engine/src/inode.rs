@@ -1105,7 +1105,7 @@ impl InodeState {
                     kind: *kind,
                     log_page: at,
                 };
-                let old = self.dir.insert(name.clone().into_boxed_slice(), ent);
+                let old = self.dir.insert(crate::hash::Name::from_slice(name), ent);
                 debug_assert!(old.is_none(), "checked: the name was free");
                 if let Some(p) = self.log.page_mut(at) {
                     p.live += 1;
