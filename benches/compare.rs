@@ -694,12 +694,13 @@ fn check(ok: Option<bool>, what: &str) {
 /// of pages spread over 1 GiB costs more by itself: TLB and DRAM locality).
 struct Spread {
     media: Media,
-    blocks: Vec<u64>,
     _dir: TempDir,
 }
 
 impl Spread {
-    fn new(blocks: Vec<u64>) -> Spread {
+    /// Made at setup, with the other regions (a gigabyte of fresh memory made just before a
+    /// row disturbs that row's timings on a VM).
+    fn new() -> Spread {
         let dir = tempdir_in(&pmem_dir());
         let media = Media::create(
             &dir.path().join("spread"),
@@ -713,17 +714,14 @@ impl Spread {
         .expect("map");
         media.zero_nt(0, IMAGE_BYTES).expect("fill");
         media.fence();
-        Spread {
-            media,
-            blocks,
-            _dir: dir,
-        }
+        Spread { media, _dir: dir }
     }
 
-    fn case(&self) -> Batch<'_> {
+    /// Reads at `blocks`, the block of each file page.
+    fn case(&self, blocks: Vec<u64>) -> Batch<'_> {
         let mut buf = vec![0u8; PAGE as usize];
         timed(move |i| {
-            let b = self.blocks[page_of(i) as usize];
+            let b = blocks[page_of(i) as usize];
             self.media
                 .read(b * PAGE, black_box(&mut buf))
                 .expect("read");
@@ -761,6 +759,7 @@ fn main() {
 
     let nova = Nova::new(&cfg);
     let raw = Raw::new();
+    let spread = Spread::new();
     let shm = tempdir_in(Path::new("/dev/shm"));
     println!(
         "tmpfs column: {} ({})",
@@ -789,14 +788,12 @@ fn main() {
     println!("setup {:.1} s", start.elapsed().as_secs_f64());
 
     let mut rows = [Row::default(); OPS.len()];
-    let mut spread = None;
     for (op, row) in rows.iter_mut().enumerate() {
         let mut cases: Vec<(Col, Batch<'_>)> = Vec::new();
         cases.extend(nova.case(op).map(|b| (Col::Novafs, b)));
         if op == R4K_SPREAD {
-            // Made now: the file's blocks as the writes above left them.
-            let s: &Spread = spread.insert(Spread::new(nova.blocks()));
-            cases.push((Col::Raw, s.case()));
+            // The file's blocks as the writes above left them.
+            cases.push((Col::Raw, spread.case(nova.blocks())));
         } else {
             cases.extend(tmpfs.case(op).map(|b| (Col::Tmpfs, b)));
             if let Some(d) = &disk {
