@@ -6,6 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::data::content_pages;
 use crate::engine::{Engine, RenameFlags, MAX_FILE_PAGES, MAX_LINKS};
 use crate::error::{Error, Result};
@@ -36,12 +38,13 @@ pub fn check_name(name: &[u8]) -> Result<()> {
 
 /// Locks on several inodes, taken in inode order.
 struct Locked<'a> {
-    guards: Vec<(u64, RwLockWriteGuard<'a, InodeState>)>,
+    /// Inline: an operation locks two to four inodes.
+    guards: SmallVec<[(u64, RwLockWriteGuard<'a, InodeState>); 4]>,
 }
 
 impl<'a> Locked<'a> {
     fn new(inodes: &'a [Arc<Inode>]) -> Locked<'a> {
-        let mut refs: Vec<&'a Arc<Inode>> = inodes.iter().collect();
+        let mut refs: SmallVec<[&'a Arc<Inode>; 4]> = inodes.iter().collect();
         refs.sort_by_key(|i| i.ino);
         refs.dedup_by_key(|i| i.ino);
         Locked {
@@ -409,7 +412,8 @@ impl Engine {
             {
                 return Err(Error::RenameIntoSelf);
             }
-            let mut inodes = vec![self.inode(src_parent)?, self.inode(src.ino)?];
+            let mut inodes: SmallVec<[Arc<Inode>; 4]> =
+                smallvec::smallvec![self.inode(src_parent)?, self.inode(src.ino)?];
             if dst_parent != src_parent {
                 inodes.push(self.inode(dst_parent)?);
             }
@@ -647,7 +651,7 @@ impl Engine {
                 .expect("locked")
         };
         let mut txn = self.txn(mark).frees_space(frees_space);
-        let mut touched = Vec::with_capacity(plan.len());
+        let mut touched: SmallVec<[u64; 4]> = SmallVec::with_capacity(plan.len());
         for (ino, entries) in plan {
             txn.append(ino, slot_of(ino), l.get(ino), entries)?;
             touched.push(ino);
