@@ -300,8 +300,8 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
             unsafe {
                 std::arch::asm!(
                     "2:",
-                    "prefetcht0 [{s} + 1024]",
-                    "prefetcht0 [{s} + 1088]",
+                    "prefetcht0 [{s} + 2048]",
+                    "prefetcht0 [{s} + 2112]",
                     "movdqa xmm0, [{s}]",
                     "movdqa xmm1, [{s} + 16]",
                     "movdqa xmm2, [{s} + 32]",
