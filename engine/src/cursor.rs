@@ -128,7 +128,7 @@ pub struct LogCursor<'m, R: ImageRead + ?Sized = Media> {
     bounds: Bounds,
     tail: u64,
     /// The pages visited so far, in chain order.
-    pages: Vec<u64>,
+    pages: crate::log::LogPages,
     /// The current page's committed bytes: the thread's [`PAGE_BUF`], taken for the walk
     /// and given back when the cursor is dropped.
     buf: Vec<u8>,
@@ -162,7 +162,7 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
             which,
             bounds,
             tail,
-            pages: Vec::new(),
+            pages: crate::log::LogPages::new(),
             buf: PAGE_BUF.with(|b| b.take()),
             pos: 0,
             end: 0,
@@ -179,7 +179,7 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
     }
 
     /// The pages, taking them.
-    pub fn into_pages(mut self) -> Vec<u64> {
+    pub fn into_pages(mut self) -> crate::log::LogPages {
         std::mem::take(&mut self.pages)
     }
 
@@ -201,10 +201,6 @@ impl<'m, R: ImageRead + ?Sized> LogCursor<'m, R> {
                 format!("{} chain cycle", self.which),
                 format!("inode {ino}"),
             ));
-        }
-        if self.pages.capacity() == 0 {
-            // Most logs are one page: the list becomes the log's, kept in DRAM.
-            self.pages.reserve_exact(1);
         }
         self.pages.push(page);
         let (end, next) = if page == self.tail / BLOCK {

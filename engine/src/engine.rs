@@ -309,11 +309,11 @@ impl Engine {
         Ok(InodeLayout {
             ino,
             slot_off: i.slot_off,
-            log_pages: st.log.pages.clone(),
+            log_pages: st.log.pages.to_vec(),
             log_tail: st.log.tail_off,
             next_seq: st.log.next_seq,
             map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
-            cache_log_pages: st.cache().log.pages.clone(),
+            cache_log_pages: st.cache().log.pages.to_vec(),
             cached: st.cache().map.iter().collect(),
         })
     }

@@ -1452,10 +1452,6 @@ fn load_log(
     let (log, last) = walk_log(media, ino, "log", head, tail, bounds, |e, at, where_| {
         let want = usize::try_from(at + 1).unwrap_or(usize::MAX);
         if st.log.live.len() < want {
-            if st.log.live.capacity() == 0 {
-                // Exactly what a one-page log needs (kept in DRAM for every inode).
-                st.log.live.reserve_exact(want);
-            }
             st.log.live.resize(want, PageLive::default());
         }
         st.apply(e, ino, bounds, &mut scratch, at)

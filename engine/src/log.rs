@@ -14,6 +14,7 @@ use crate::layout::inode::{CACHE_HEAD_OFFSET, CACHE_TAIL_OFFSET, HEAD_OFFSET, TA
 use crate::layout::logpage::{PageTrailer, ENTRY_BYTES, TRAILER_OFFSET};
 use crate::layout::BLOCK;
 use crate::media::Media;
+use smallvec::SmallVec;
 
 /// Liveness of one log page, for GC (DESIGN.md §5.7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct PageLive {
     pub reach: u64,
 }
 
+/// A log's page list: one page inline (a vector's size with smallvec's `union` feature).
+pub type LogPages = SmallVec<[u64; 1]>;
+
 /// Where the log of an inode stands.
 #[derive(Clone, Debug, Default)]
 pub struct LogState {
@@ -35,8 +39,8 @@ pub struct LogState {
     pub head_block: u64,
     /// Region byte offset of the committed tail (0 = empty log).
     pub tail_off: u64,
-    /// All pages of the chain, in order.
-    pub pages: Vec<u64>,
+    /// All pages of the chain, in order (most logs have one: kept inline, no allocation).
+    pub pages: LogPages,
     /// Next entry sequence number.
     pub next_seq: u64,
     /// Entries in the log (live and dead), for GC decisions.
@@ -44,8 +48,8 @@ pub struct LogState {
     /// Logical number of `pages[0]`: pages are numbered from the start of the chain's life,
     /// so that dropping a prefix (fast GC) does not renumber the rest.
     pub first: u64,
-    /// Liveness per page, parallel to `pages`.
-    pub live: Vec<PageLive>,
+    /// Liveness per page, parallel to `pages` (inline for one page, as `pages`).
+    pub live: SmallVec<[PageLive; 1]>,
     /// Entry count at which GC looks at this log again.
     pub gc_next: u64,
     /// Page count at which GC looks at this log's length in pages again.
@@ -62,11 +66,11 @@ impl LogState {
     pub const EMPTY: LogState = LogState {
         head_block: 0,
         tail_off: 0,
-        pages: Vec::new(),
+        pages: SmallVec::new_const(),
         next_seq: 1,
         entries: 0,
         first: 0,
-        live: Vec::new(),
+        live: SmallVec::new_const(),
         gc_next: 0,
         gc_next_pages: 0,
         tail_zeroed: false,
@@ -490,11 +494,6 @@ impl Staged {
         if let Some(h) = self.new_head {
             log.head_block = h;
         }
-        if log.pages.capacity() == 0 {
-            // A new log: exactly its pages (most logs stay one page, kept in DRAM).
-            log.pages.reserve_exact(self.new_pages.len());
-            log.live.reserve_exact(self.new_pages.len());
-        }
         log.live.resize(log.pages.len(), PageLive::default());
         log.live
             .extend(self.new_pages.iter().map(|_| PageLive::default()));
@@ -509,11 +508,11 @@ impl Staged {
         LogState {
             head_block: self.new_head.unwrap_or(0),
             tail_off: self.new_tail,
-            pages: self.new_pages.clone(),
+            pages: LogPages::from_slice(&self.new_pages),
             next_seq: self.next_seq,
             entries: self.count,
             first: 0,
-            live: vec![PageLive::default(); self.new_pages.len()],
+            live: smallvec::smallvec![PageLive::default(); self.new_pages.len()],
             gc_next: 0,
             gc_next_pages: 0,
             tail_zeroed: self.rest_zero,

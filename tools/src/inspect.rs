@@ -142,7 +142,7 @@ impl Raw {
                 }
             }
         }
-        (entries, cursor.into_pages(), damage)
+        (entries, cursor.into_pages().into_vec(), damage)
     }
 }
 

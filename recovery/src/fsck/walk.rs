@@ -104,7 +104,7 @@ struct Walker<'w, 'a> {
     last_seq: u64,
     good_end: u64,
     entries: u64,
-    pages: Vec<u64>,
+    pages: novafs_engine::log::LogPages,
     /// The pages of `pages`, as a set once there are more than [`LINEAR_PAGES`] (a short
     /// chain is searched in `pages`: most logs are one page, and a set allocates).
     visited: HashSet<u64>,
@@ -130,7 +130,7 @@ pub(super) fn walk<'w>(
         last_seq: 0,
         good_end: 0,
         entries: 0,
-        pages: Vec::new(),
+        pages: Default::default(),
         visited: HashSet::new(),
         cut_needed: false,
         pieces_from: None,
