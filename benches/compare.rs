@@ -614,12 +614,29 @@ struct Raw {
     _dir: TempDir,
 }
 
+/// A raw region of `bytes` in a new directory of `pmem_dir()`, zeroed and fenced, on
+/// emulated pmem; `populate`: mapped with `MAP_POPULATE`.
+fn zeroed_region(name: &str, bytes: u64, populate: bool) -> (Media, TempDir) {
+    let dir = tempdir_in(&pmem_dir());
+    let opts = MapOptions {
+        populate,
+        ..MapOptions::default()
+    };
+    let media = Media::create(&dir.path().join(name), bytes, true, &opts).expect("map");
+    assert_eq!(
+        media.mode(),
+        MediaMode::Emulated,
+        "the raw regions must be emulated pmem"
+    );
+    media.zero_nt(0, bytes).expect("fill");
+    media.fence();
+    (media, dir)
+}
+
 impl Raw {
     fn new() -> Raw {
-        let dir = tempdir_in(&pmem_dir());
+        let (media, dir) = zeroed_region("raw", FILE_PAGES * PAGE, false);
         let path = dir.path().join("raw");
-        let media =
-            Media::create(&path, FILE_PAGES * PAGE, true, &MapOptions::default()).expect("map");
         println!(
             "raw column: {} ({}), media mode {}, flush {:?}; 4 KiB write_nt + fence, \
              64 B write + flush + fence, 4 KiB read",
@@ -628,13 +645,6 @@ impl Raw {
             media.mode(),
             media.flush_kind()
         );
-        assert_eq!(
-            media.mode(),
-            MediaMode::Emulated,
-            "the raw region must be emulated pmem"
-        );
-        media.zero_nt(0, FILE_PAGES * PAGE).expect("fill");
-        media.fence();
         Raw { media, _dir: dir }
     }
 
@@ -701,19 +711,7 @@ impl Spread {
     /// Made at setup, with the other regions (a gigabyte of fresh memory made just before a
     /// row disturbs that row's timings on a VM).
     fn new() -> Spread {
-        let dir = tempdir_in(&pmem_dir());
-        let media = Media::create(
-            &dir.path().join("spread"),
-            IMAGE_BYTES,
-            true,
-            &MapOptions {
-                populate: true,
-                ..MapOptions::default()
-            },
-        )
-        .expect("map");
-        media.zero_nt(0, IMAGE_BYTES).expect("fill");
-        media.fence();
+        let (media, dir) = zeroed_region("spread", IMAGE_BYTES, true);
         Spread { media, _dir: dir }
     }
 

@@ -64,7 +64,7 @@ pub struct CacheMap {
 
 /// An inode's write cache (DESIGN.md §5.4): its pages, its log and how they were attached.
 /// Boxed in the inode's state and made at the first attachment: most inodes never have one,
-/// and it is 200 of the state's 700 bytes (DRAM per inode bounds recovery, §5.8).
+/// and it was 184 of the state's 704 bytes (DRAM per inode bounds recovery, §5.8).
 #[derive(Debug)]
 pub struct WriteCache {
     /// File page -> cache block (pages written through a mapping, not yet migrated into the
@@ -1430,7 +1430,8 @@ pub fn load_into(
                 .map_err(|err| Error::corrupt(err.to_string(), where_()))
         },
     )?;
-    if cache_log.tail_off != 0 || !st.cache().map.is_empty() {
+    // An attachment replayed made the cache; an empty cache log leaves none.
+    if cache_log.tail_off != 0 {
         st.cache_mut().log = cache_log;
     }
     Ok(cut)

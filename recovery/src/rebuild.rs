@@ -359,9 +359,7 @@ impl Walk<'_> {
                 // Failure-atomic: discard what was not synced (nothing is marked, so the cache
                 // blocks and cache log pages come back free; the tail is reset by
                 // `Engine::recover_caches`).
-                if let Some(wc) = st.wc.as_mut() {
-                    wc.map.clear();
-                }
+                st.cache_mut().map.clear();
             } else {
                 // A crash between a migration's two commits leaves entries whose block the
                 // file map already holds: those pages are migrated already. Entries past the

@@ -555,6 +555,7 @@ fn speculate_one(
     bounds: Bounds,
     torn: Option<&std::sync::atomic::AtomicU64>,
     ino: u64,
+    page: &mut [u8],
 ) -> Option<Spec> {
     let off = (ino != 0).then(|| slot_offset(chunks, ino)).flatten()?;
     let slot: InodeSlot = ctx.read_pod(off).ok()?;
@@ -583,8 +584,7 @@ fn speculate_one(
         return None;
     }
     st.log = main.log;
-    let mut page = [0u8; BLOCK as usize];
-    let eof = eof_of(ctx, kind, &st, &mut page);
+    let eof = eof_of(ctx, kind, &st, page);
     Some(Spec { off, kind, st, eof })
 }
 
@@ -1559,6 +1559,8 @@ impl Scanner<'_, '_> {
         let work = || {
             let reader = Ctx::new(ctx.media, false, None);
             reader.overlay.replace(overlay.clone());
+            // The worker's buffer for file tails (one per worker, not one per inode).
+            let mut page = vec![0u8; BLOCK as usize];
             let mut done = Vec::new();
             loop {
                 let start = cursor.fetch_add(grain, Ordering::Relaxed);
@@ -1566,7 +1568,9 @@ impl Scanner<'_, '_> {
                     break;
                 }
                 for &ino in &todo[start..(start + grain).min(todo.len())] {
-                    if let Some(sp) = speculate_one(&reader, owner, chunks, bounds, torn, ino) {
+                    if let Some(sp) =
+                        speculate_one(&reader, owner, chunks, bounds, torn, ino, &mut page)
+                    {
                         done.push((ino, sp));
                     }
                 }
