@@ -796,17 +796,18 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Unlink(s("/A/bar")), // the last link
         Op::Unlink(s("/sym")),
         Op::Rmdir(s("/A/C")),
-        Op::Rmdir(s("/A")),                     // not empty: fails
-        Op::Rename(s("/foo"), s("/A/C/foo2")),  // across directories
-        Op::Rename(s("/foo"), s("/foo3")),      // same directory
-        Op::Rename(s("/A/bar"), s("/foo")),     // over a file with two links
-        Op::Rename(s("/sym"), s("/A/bar")),     // over a file with one link
-        Op::Rename(s("/A"), s("/B2")),          // a directory
-        Op::Rename(s("/A/C"), s("/C2")),        // a directory, across directories
-        Op::Rename(s("/A"), s("/A/C/x")),       // into itself: fails
-        Op::Rename(s("/foo"), s("/A/foolink")), // two names of one inode: no-op
-        Op::Exchange(s("/foo"), s("/A/bar")),   // swap two files across directories
-        Op::Exchange(s("/A/C"), s("/sym")),     // swap a directory and a symlink
+        Op::Rmdir(s("/A")),                       // not empty: fails
+        Op::Rename(s("/foo"), s("/A/C/foo2")),    // across directories
+        Op::Rename(s("/foo"), s("/foo3")),        // same directory
+        Op::Rename(s("/A/bar"), s("/foo")),       // over a file with two links
+        Op::Rename(s("/sym"), s("/A/bar")),       // over a file with one link
+        Op::Rename(s("/A/foolink"), s("/A/bar")), // same directory, over a file with one link
+        Op::Rename(s("/A"), s("/B2")),            // a directory
+        Op::Rename(s("/A/C"), s("/C2")),          // a directory, across directories
+        Op::Rename(s("/A"), s("/A/C/x")),         // into itself: fails
+        Op::Rename(s("/foo"), s("/A/foolink")),   // two names of one inode: no-op
+        Op::Exchange(s("/foo"), s("/A/bar")),     // swap two files across directories
+        Op::Exchange(s("/A/C"), s("/sym")),       // swap a directory and a symlink
         Op::Fsync(s("/foo")),
         Op::Grow(6 << 20), // the harness's image is 4 MiB
         Op::Remount,

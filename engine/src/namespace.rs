@@ -42,6 +42,15 @@ struct Locked<'a> {
     guards: SmallVec<[(u64, RwLockWriteGuard<'a, InodeState>); 4]>,
 }
 
+/// The slot offset of inode `ino`, one of the locked `inodes`.
+fn slot_of(inodes: &[Arc<Inode>], ino: u64) -> u64 {
+    inodes
+        .iter()
+        .find(|i| i.ino == ino)
+        .map(|i| i.slot_off)
+        .expect("locked")
+}
+
 impl<'a> Locked<'a> {
     fn new(inodes: &'a [Arc<Inode>]) -> Locked<'a> {
         let mut refs: SmallVec<[&'a Arc<Inode>; 4]> = inodes.iter().collect();
@@ -487,17 +496,30 @@ impl Engine {
                 }
                 _ => vec![],
             };
-            let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
-            if src_parent != dst_parent {
-                plan.push((dst_parent, dst_entries));
-            }
-            plan.push((src.ino, moved_entries));
-            if let Some(d) = dst {
-                plan.push((d.ino, victim_entries));
-            }
             // Only a rename that frees its victim may dip into the reserve: a plain move on a
             // full image fails with NoSpace.
-            self.commit_locked(&mut l, &inodes, plan, victim_gone, "rename")?;
+            if src_parent == dst_parent && victim_entries.is_empty() {
+                // Within one directory, with no victim that keeps other links, the names
+                // change in one append to the directory's log: two single-inode commits, the
+                // moved inode's new ctime first, no journal (DESIGN.md §5.2.1).
+                self.commit_in_order(
+                    &mut l,
+                    &inodes,
+                    [(src.ino, moved_entries), (src_parent, src_entries)],
+                    victim_gone,
+                    "rename",
+                )?;
+            } else {
+                let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
+                if src_parent != dst_parent {
+                    plan.push((dst_parent, dst_entries));
+                }
+                plan.push((src.ino, moved_entries));
+                if let Some(d) = dst {
+                    plan.push((d.ino, victim_entries));
+                }
+                self.commit_locked(&mut l, &inodes, plan, victim_gone, "rename")?;
+            }
             if let Some(d) = dst {
                 let vs = l.get(d.ino);
                 if victim_gone {
@@ -643,13 +665,7 @@ impl Engine {
         frees_space: bool,
         mark: &'static str,
     ) -> Result<()> {
-        let slot_of = |ino: u64| {
-            inodes
-                .iter()
-                .find(|i| i.ino == ino)
-                .map(|i| i.slot_off)
-                .expect("locked")
-        };
+        let slot_of = |ino: u64| slot_of(inodes, ino);
         let mut txn = self.txn(mark).frees_space(frees_space);
         let mut touched: SmallVec<[u64; 4]> = SmallVec::with_capacity(plan.len());
         for (ino, entries) in plan {
@@ -660,6 +676,32 @@ impl Engine {
         for ino in touched {
             self.apply(&mut done, ino, slot_of(ino), l.get(ino));
         }
+        Ok(())
+    }
+
+    /// Commit appends to two inodes (locked in `l`, among `inodes`) as two single-inode
+    /// transactions, in order: both are prepared first (an error before the first commit
+    /// changes nothing), then each is committed and applied. A crash between the two leaves
+    /// the first alone: for callers whose first step is harmless without the second (a new
+    /// ctime).
+    fn commit_in_order(
+        &self,
+        l: &mut Locked<'_>,
+        inodes: &[Arc<Inode>],
+        steps: [(u64, Vec<Entry>); 2],
+        frees_space: bool,
+        mark: &'static str,
+    ) -> Result<()> {
+        let slot_of = |ino: u64| slot_of(inodes, ino);
+        let [(a, first), (b, then)] = steps;
+        let mut t1 = self.txn(mark).frees_space(frees_space);
+        t1.append(a, slot_of(a), l.get(a), first)?;
+        let mut t2 = self.txn(mark).frees_space(frees_space);
+        t2.append(b, slot_of(b), l.get(b), then)?;
+        let mut done = t1.commit()?;
+        self.apply(&mut done, a, slot_of(a), l.get(a));
+        let mut done = t2.commit()?;
+        self.apply(&mut done, b, slot_of(b), l.get(b));
         Ok(())
     }
 }
