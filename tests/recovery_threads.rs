@@ -93,6 +93,15 @@ fn recovery_on_two_threads_rebuilds_what_one_thread_does() {
     );
     assert_eq!(r1.inodes_scanned, r2.inodes_scanned);
     assert_eq!(r1.inodes_scanned, 1 + 3 + 4500 + 200 + 1 + 300);
+    // Every loaded inode was filed in the cache (4,096 or more are filed on two threads).
+    for fs in [&fs1, &fs2] {
+        let cached = fs.engine().cached_inodes();
+        assert_eq!(cached.len() as u64, r1.inodes_scanned);
+        let mut inos: Vec<u64> = cached.iter().map(|i| i.ino).collect();
+        inos.sort_unstable();
+        inos.dedup();
+        assert_eq!(inos.len() as u64, r1.inodes_scanned);
+    }
     assert_eq!(one.len(), two.len());
     assert!(one == two, "the trees differ");
     assert_eq!(one["/d1/link5"], one["/d0/f5"]);

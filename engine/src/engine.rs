@@ -25,7 +25,15 @@ pub use crate::layout::MAX_FILE_PAGES;
 /// Most hard links to one file.
 pub const MAX_LINKS: u32 = 65_000;
 
-const CACHE_SHARDS: usize = 64;
+pub(crate) const CACHE_SHARDS: usize = 64;
+
+/// Inodes for one cache shard, with their numbers.
+pub(crate) type ShardList = Vec<(u64, Arc<Inode>)>;
+
+/// The inode cache's shard of inode `ino`.
+pub(crate) fn shard_of(ino: u64) -> usize {
+    (ino as usize) % CACHE_SHARDS
+}
 
 type InoMap<V> = crate::hash::U64Map<V>;
 
@@ -274,7 +282,7 @@ impl Engine {
     }
 
     fn shard(&self, ino: u64) -> &RwLock<InoMap<Arc<Inode>>> {
-        &self.cache[(ino as usize) % CACHE_SHARDS]
+        &self.cache[shard_of(ino)]
     }
 
     pub(crate) fn slot_off(&self, ino: u64) -> Option<u64> {
@@ -289,14 +297,15 @@ impl Engine {
         Ok(inode)
     }
 
-    /// Put the inodes a rebuild loaded into the cache (each shard's table sized once).
-    pub(crate) fn cache_insert_all(&self, inodes: Vec<Arc<Inode>>) {
-        let per_shard = inodes.len() / CACHE_SHARDS + 1;
-        for shard in &self.cache {
-            shard.write().reserve(per_shard + per_shard / 8);
-        }
-        for inode in inodes {
-            self.shard(inode.ino).write().insert(inode.ino, inode);
+    /// Put the inodes a rebuild loaded into the cache, shard `k` by shard (each table sized once).
+    pub(crate) fn cache_insert_shards(&self, shards: Vec<(usize, ShardList)>) {
+        for (k, inodes) in shards {
+            let mut shard = self.cache[k].write();
+            shard.reserve(inodes.len());
+            for (ino, inode) in inodes {
+                debug_assert_eq!(shard_of(ino), k);
+                shard.insert(ino, inode);
+            }
         }
     }
 

@@ -61,7 +61,7 @@ pub fn open_media(media: Arc<Media>, opts: &MountOptions) -> Result<(Arc<Engine>
                 chunks,
                 blocks,
                 inos,
-                loaded: Vec::new(),
+                loaded: Default::default(),
                 read_only: opts.read_only,
             };
             Engine::assemble(media.clone(), r)?

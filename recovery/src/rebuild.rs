@@ -18,7 +18,7 @@ use novafs_engine::layout::inode::InodeSlot;
 use novafs_engine::layout::superblock::Superblock;
 use novafs_engine::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ROOT_INO};
 use novafs_engine::media::Media;
-use novafs_engine::mount::cores;
+use novafs_engine::mount::{cores, Loaded};
 use novafs_engine::{Error, Result};
 
 /// What the rebuild found.
@@ -28,8 +28,8 @@ pub struct Rebuilt {
     /// Every inode number no directory names, free.
     pub inos: InodeAlloc,
     /// The reachable inodes, built on the walk's threads (write caches trimmed as recovery
-    /// keeps them).
-    pub loaded: Vec<Arc<Inode>>,
+    /// keeps them) and made ready for filing there.
+    pub loaded: Loaded,
     /// The loaded inodes with a write cache (for `Engine::recover_caches`).
     pub with_cache: Vec<Arc<Inode>>,
     /// The loaded inodes whose log starts with dead pages (for `Engine::gc_dead_prefixes`).
@@ -99,7 +99,7 @@ struct Share {
     /// The next level's items.
     next: Vec<Item>,
     /// The inodes loaded.
-    done: Vec<Arc<Inode>>,
+    done: Loaded,
     /// Each loaded non-directory's stored link count.
     links: Vec<(u64, u32)>,
     /// Those of `done` with a write cache, and with a dead log prefix.
@@ -235,7 +235,7 @@ pub fn rebuild(
         for r in results {
             let sh = r?;
             frontier.extend(sh.next);
-            all.done.extend(sh.done);
+            all.done.append(sh.done);
             all.links.extend(sh.links);
             all.with_cache.extend(sh.with_cache);
             all.dead_prefix.extend(sh.dead_prefix);
