@@ -1,6 +1,7 @@
 //! How a rename commits (DESIGN.md §5.2.1): within one directory, with no victim that keeps
-//! other links, it is two single-inode commits (the moved inode's new ctime, then the
-//! directory's names in one append) and never touches the undo journal; across directories,
+//! other links, it is two independent single-inode appends (the moved inode's new ctime, the
+//! directory's names in one append) under one fence, and never touches the undo journal;
+//! across directories,
 //! or over a multiply-linked victim, it is one journaled transaction. Checked on the traced
 //! backend, which sees every store and fence.
 
@@ -56,21 +57,21 @@ fn commit_of(media: &Media, fs: &Fs, op: impl FnOnce(&Fs)) -> (usize, usize) {
 }
 
 #[test]
-fn a_rename_within_one_directory_is_two_one_fence_commits_without_the_journal() {
+fn a_rename_within_one_directory_is_one_fence_without_the_journal() {
     let (media, fs) = traced();
     let before = fs.metadata("/d/a").unwrap().changed();
     std::thread::sleep(std::time::Duration::from_millis(2));
     let (fences, journaled) = commit_of(&media, &fs, |fs| fs.rename("/d/a", "/d/c").unwrap());
     assert_eq!(journaled, 0, "no journal slot is written");
     assert_eq!(
-        fences, 2,
-        "the moved inode's ctime, then the directory's names"
+        fences, 1,
+        "the moved inode's ctime and the directory's names, under one fence"
     );
     assert!(fs.metadata("/d/c").unwrap().changed() > before, "ctime");
     assert!(fs.metadata("/d/a").is_err());
     // Over a victim with one link (it goes with the directory's append).
     let (fences, journaled) = commit_of(&media, &fs, |fs| fs.rename("/d/c", "/d/b").unwrap());
-    assert_eq!((fences, journaled), (2, 0));
+    assert_eq!((fences, journaled), (1, 0));
     assert_eq!(fs.read("/d/b").unwrap(), b"/d/a");
     // And survives a crash + recovery, the victim's blocks free again (fsck-clean counts).
     let image = fs.engine().copy_image().unwrap();

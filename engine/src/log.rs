@@ -465,6 +465,18 @@ impl Staged {
         media.flush(self.tail_addr(), 8)
     }
 
+    /// The tail store of a one-fence commit without its fence (the caller fences, once for
+    /// several independent appends): store the new tail, flush it, and the entry lines an
+    /// injected bug left unflushed.
+    pub fn store_tail_unfenced(&self, media: &Media) -> Result<()> {
+        debug_assert!(self.one_fence);
+        self.store_tail(media)?;
+        for &(off, len) in &self.deferred_flush {
+            media.flush(off, len)?;
+        }
+        Ok(())
+    }
+
     /// Fence, store the new tail, flush, fence: the single-inode commit. `one_fence` (only
     /// for an append that is [`Staged::one_fence`], in a transaction that wrote nothing else
     /// that must be durable first) leaves out the first fence.

@@ -502,13 +502,8 @@ impl Engine {
                 // Within one directory, with no victim that keeps other links, the names
                 // change in one append to the directory's log: two single-inode commits, the
                 // moved inode's new ctime first, no journal (DESIGN.md §5.2.1).
-                self.commit_in_order(
-                    &mut l,
-                    &inodes,
-                    [(src.ino, moved_entries), (src_parent, src_entries)],
-                    victim_gone,
-                    "rename",
-                )?;
+                let plan = vec![(src.ino, moved_entries), (src_parent, src_entries)];
+                self.commit_independent(&mut l, &inodes, plan, victim_gone, "rename")?;
             } else {
                 let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
                 if src_parent != dst_parent {
@@ -665,8 +660,34 @@ impl Engine {
         frees_space: bool,
         mark: &'static str,
     ) -> Result<()> {
+        self.commit_plan(l, inodes, plan, self.txn(mark).frees_space(frees_space))
+    }
+
+    /// Commit appends to several inodes (locked in `l`, among `inodes`) as independent
+    /// single-inode commits ([`crate::txn::Txn::independent`]: one fence when each is a
+    /// one-fence append, else journaled): for callers whose every subset of appends is a
+    /// state POSIX allows (DESIGN.md §5.2.1).
+    fn commit_independent(
+        &self,
+        l: &mut Locked<'_>,
+        inodes: &[Arc<Inode>],
+        plan: Vec<(u64, Vec<Entry>)>,
+        frees_space: bool,
+        mark: &'static str,
+    ) -> Result<()> {
+        let txn = self.txn(mark).frees_space(frees_space).independent();
+        self.commit_plan(l, inodes, plan, txn)
+    }
+
+    /// Append each inode's entries of `plan` in `txn`, commit, apply.
+    fn commit_plan(
+        &self,
+        l: &mut Locked<'_>,
+        inodes: &[Arc<Inode>],
+        plan: Vec<(u64, Vec<Entry>)>,
+        mut txn: crate::txn::Txn<'_>,
+    ) -> Result<()> {
         let slot_of = |ino: u64| slot_of(inodes, ino);
-        let mut txn = self.txn(mark).frees_space(frees_space);
         let mut touched: SmallVec<[u64; 4]> = SmallVec::with_capacity(plan.len());
         for (ino, entries) in plan {
             txn.append(ino, slot_of(ino), l.get(ino), entries)?;
@@ -676,32 +697,6 @@ impl Engine {
         for ino in touched {
             self.apply(&mut done, ino, slot_of(ino), l.get(ino));
         }
-        Ok(())
-    }
-
-    /// Commit appends to two inodes (locked in `l`, among `inodes`) as two single-inode
-    /// transactions, in order: both are prepared first (an error before the first commit
-    /// changes nothing), then each is committed and applied. A crash between the two leaves
-    /// the first alone: for callers whose first step is harmless without the second (a new
-    /// ctime).
-    fn commit_in_order(
-        &self,
-        l: &mut Locked<'_>,
-        inodes: &[Arc<Inode>],
-        steps: [(u64, Vec<Entry>); 2],
-        frees_space: bool,
-        mark: &'static str,
-    ) -> Result<()> {
-        let slot_of = |ino: u64| slot_of(inodes, ino);
-        let [(a, first), (b, then)] = steps;
-        let mut t1 = self.txn(mark).frees_space(frees_space);
-        t1.append(a, slot_of(a), l.get(a), first)?;
-        let mut t2 = self.txn(mark).frees_space(frees_space);
-        t2.append(b, slot_of(b), l.get(b), then)?;
-        let mut done = t1.commit()?;
-        self.apply(&mut done, a, slot_of(a), l.get(a));
-        let mut done = t2.commit()?;
-        self.apply(&mut done, b, slot_of(b), l.get(b));
         Ok(())
     }
 }

@@ -9,8 +9,9 @@
 //!    dropping the `Txn`, gives back everything it allocated.
 //! 2. **Commit** ([`Txn::commit`]). One part: fence, one 8-byte store of the log's commit
 //!    word, flush, fence. Several parts (a rename, a compaction's head and tail): the undo
-//!    journal (`journal.rs`) around the stores. After it returns, the whole change survives a
-//!    crash.
+//!    journal (`journal.rs`) around the stores, unless the parts are independent one-fence
+//!    appends ([`Txn::independent`]: their tails and one fence). After it returns, the whole
+//!    change survives a crash.
 //! 3. **Apply** ([`Committed::apply`]). Infallible, DRAM only: each part's log position and
 //!    entries are applied to the locked inode state it was prepared against.
 //!
@@ -324,6 +325,8 @@ pub struct Txn<'e> {
     /// Something written at prepare that no checksum covers (a new inode's slot, copied
     /// blocks) must be durable before the commit word: the commit keeps its first fence.
     ordered: bool,
+    /// The parts are independent appends ([`Txn::independent`]): no journal.
+    independent: bool,
     parts: Parts,
 }
 
@@ -508,6 +511,7 @@ impl<'e> Txn<'e> {
             inos: Vec::new(),
             data_crcs: Vec::new(),
             ordered: false,
+            independent: false,
             parts: Parts::Empty,
         }
     }
@@ -516,6 +520,19 @@ impl<'e> Txn<'e> {
     /// allocations may dip into the reserve, so that a full image can still be emptied.
     pub fn frees_space(mut self, yes: bool) -> Txn<'e> {
         self.frees_space = yes;
+        self
+    }
+
+    /// The appends of this transaction are independent (DESIGN.md §5.2.1): the caller
+    /// vouches that a crash may keep any subset of them, as long as none allocates (each
+    /// log's append stays whole or absent, as a single-inode commit). When every part is a
+    /// one-fence append (inside its log's zeroed tail page: no new page), they commit without
+    /// the journal: every tail stored and flushed, one fence. Otherwise the journal makes
+    /// them one atomic change as for any transaction of several parts (an append that links
+    /// a page would leave a crash with blocks in use that neither the old nor the new state
+    /// has).
+    pub(crate) fn independent(mut self) -> Txn<'e> {
+        self.independent = true;
         self
     }
 
@@ -945,6 +962,24 @@ impl<'e> Txn<'e> {
                     Ok(())
                 })()
             }
+            // Independent one-fence appends (DESIGN.md §5.2.1): every tail stored and flushed,
+            // one fence; any subset may survive a crash, a torn append is cut by recovery.
+            many if self.independent
+                && !self.ordered
+                && many
+                    .iter()
+                    .all(|p| matches!(p, Part::Append { staged, .. } if staged.one_fence)) =>
+            {
+                (|| {
+                    for p in many.iter() {
+                        if let Part::Append { staged, .. } = p {
+                            staged.store_tail_unfenced(media)?;
+                        }
+                    }
+                    media.fence();
+                    Ok(())
+                })()
+            }
             many if bugs::active(Bug::SkipJournal)
                 && many.iter().all(|p| !matches!(p, Part::ReplaceLog { .. })) =>
             {
@@ -1259,6 +1294,67 @@ mod tests {
         assert!(txn
             .append(10, 4 * BLOCK, &file, vec![add(5, b"b")])
             .is_err());
+    }
+
+    /// An independent transaction (DESIGN.md §5.2.1) of one-fence appends shares one fence and
+    /// writes no journal; when one of them is not one-fence, it is journaled as any other.
+    #[test]
+    fn independent_appends_share_one_fence_without_the_journal() {
+        let f = Fixture::new();
+        f.media.set_one_fence(true);
+        let (mut a, mut b, mut c) = (state(Kind::Dir), state(Kind::Dir), state(Kind::Dir));
+        let (sa, sb, sc) = (3 * BLOCK, 3 * BLOCK + 128, 3 * BLOCK + 256);
+        for (ino, off, st, name) in [(9, sa, &mut a, b"x"), (10, sb, &mut b, b"y")] {
+            let mut txn = f.txn();
+            txn.append(ino, off, st, vec![add(5, name)]).unwrap();
+            txn.commit().unwrap().apply(&f.blocks, ino, st);
+        }
+        let journal_stores = |media: &Media| {
+            media
+                .with_trace(|t| {
+                    t.events
+                        .iter()
+                        .filter(|e| {
+                            matches!(e, crate::media::TraceEvent::Store { off, .. }
+                                if (2 * BLOCK..3 * BLOCK).contains(off))
+                        })
+                        .count()
+                })
+                .unwrap()
+        };
+        f.media.with_trace(|t| t.enabled = true);
+        let mut txn = f.txn().independent();
+        txn.append(9, sa, &a, vec![add(6, b"x2")]).unwrap();
+        txn.append(10, sb, &b, vec![add(7, b"y2")]).unwrap();
+        let mut done = txn.commit().unwrap();
+        assert_eq!(
+            shape(&f.media).matches('X').count(),
+            1,
+            "{}",
+            shape(&f.media)
+        );
+        assert_eq!(journal_stores(&f.media), 0);
+        done.apply(&f.blocks, 9, &mut a);
+        done.apply(&f.blocks, 10, &mut b);
+        assert!(done.is_applied());
+        for (st, tail_at) in [(&a, sa), (&b, sb)] {
+            let tail = f.media.load_u64(LogWords::file(tail_at).tail).unwrap();
+            assert_eq!(tail, st.log.tail_off);
+        }
+        // `c`'s log is empty: its append links a page (not one-fence), so the journal makes
+        // the two appends one atomic change.
+        f.media.with_trace(|t| t.events.clear());
+        let mut txn = f.txn().independent();
+        txn.append(11, sc, &c, vec![add(8, b"z")]).unwrap();
+        txn.append(9, sa, &a, vec![add(12, b"x3")]).unwrap();
+        let mut done = txn.commit().unwrap();
+        assert!(journal_stores(&f.media) > 0);
+        done.apply(&f.blocks, 11, &mut c);
+        done.apply(&f.blocks, 9, &mut a);
+        assert_eq!(
+            f.media.load_u64(LogWords::file(sc).tail).unwrap(),
+            c.log.tail_off
+        );
     }
 
     /// A committed transaction of two logs goes through the journal; applying it brings the
