@@ -73,6 +73,21 @@ fn a_rename_within_one_directory_is_one_fence_without_the_journal() {
     let (fences, journaled) = commit_of(&media, &fs, |fs| fs.rename("/d/c", "/d/b").unwrap());
     assert_eq!((fences, journaled), (1, 0));
     assert_eq!(fs.read("/d/b").unwrap(), b"/d/a");
+    // RENAME_EXCHANGE within one directory: the names swap in one append, both ctimes
+    // beside it, under one fence.
+    let x = novafs::RenameFlags {
+        noreplace: false,
+        exchange: true,
+    };
+    fs.write("/d/c", b"c").unwrap();
+    fs.rename("/d/c", "/d/c2").unwrap(); // a first append to /d/c's log
+    let (fences, journaled) = commit_of(&media, &fs, |fs| {
+        fs.rename_with("/d/b", "/d/c2", x).unwrap()
+    });
+    assert_eq!((fences, journaled), (1, 0));
+    assert_eq!(fs.read("/d/c2").unwrap(), b"/d/a");
+    fs.rename_with("/d/b", "/d/c2", x).unwrap();
+    fs.remove_file("/d/c2").unwrap();
     // And survives a crash + recovery, the victim's blocks free again (fsck-clean counts).
     let image = fs.engine().copy_image().unwrap();
     let (engine, _) =

@@ -808,6 +808,7 @@ pub fn seq1_ops() -> Vec<Op> {
         Op::Rename(s("/foo"), s("/A/foolink")),   // two names of one inode: no-op
         Op::Exchange(s("/foo"), s("/A/bar")),     // swap two files across directories
         Op::Exchange(s("/A/C"), s("/sym")),       // swap a directory and a symlink
+        Op::Exchange(s("/A/bar"), s("/A/C")),     // swap a file and a directory in one directory
         Op::Fsync(s("/foo")),
         Op::Grow(6 << 20), // the harness's image is 4 MiB
         Op::Remount,

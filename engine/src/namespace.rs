@@ -455,21 +455,23 @@ impl Engine {
                 name: dst_name.to_vec(),
                 mtime_ns: now,
             };
-            let mut dst_entries = Vec::new();
-            if let Some(d) = dst {
-                dst_entries.push(Entry::DirRemove {
-                    ino: d.ino,
-                    name: dst_name.to_vec(),
-                    mtime_ns: now,
-                });
-            }
-            dst_entries.push(add_dst);
+            let remove_victim = dst.map(|d| Entry::DirRemove {
+                ino: d.ino,
+                name: dst_name.to_vec(),
+                mtime_ns: now,
+            });
+            // Each list made at its final size (no regrowth).
             let (src_entries, dst_entries) = if src_parent == dst_parent {
-                let mut v = vec![remove_src];
-                v.extend(dst_entries);
+                let mut v = Vec::with_capacity(3);
+                v.push(remove_src);
+                v.extend(remove_victim);
+                v.push(add_dst);
                 (v, Vec::new())
             } else {
-                (vec![remove_src], dst_entries)
+                let mut v = Vec::with_capacity(2);
+                v.extend(remove_victim);
+                v.push(add_dst);
+                (vec![remove_src], v)
             };
             // The moved inode's ctime changes (as on ext4 and tmpfs); a directory that changes
             // parent records the new one.
@@ -646,7 +648,12 @@ impl Engine {
                     }],
                 ));
             }
-            return self.commit_locked(&mut l, &inodes, plan, false, "exchange");
+            if cross {
+                return self.commit_locked(&mut l, &inodes, plan, false, "exchange");
+            }
+            // One directory: its names swap in one append; the two ctimes are independent of
+            // it (DESIGN.md §5.2.1).
+            return self.commit_independent(&mut l, &inodes, plan, false, "exchange");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Instructions per engine operation, for `valgrind --tool=callgrind` (stable on noisy
 //! machines, unlike time). Each operation kind runs `N` times inside its own function
-//! (`op_write4k`, `op_write64`, `op_create`, `op_rename`, `op_unlink`, `op_setattr`), so that
+//! (`op_write4k`, `op_write64`, `op_create`, `op_rename`, `op_unlink`, `op_setattr`,
+//! `op_flip`: one file renamed back and forth in one directory, as the compare bench does), so that
 //! callgrind's `--toggle-collect` counts exactly those calls:
 //!
 //! ```sh
@@ -42,6 +43,18 @@ fn op_rename(fs: &Fs, n: u64) {
 }
 
 #[inline(never)]
+fn op_flip(fs: &Fs, n: u64) {
+    for i in 0..n {
+        let (a, b) = if i % 2 == 0 {
+            ("/d/x", "/d/y")
+        } else {
+            ("/d/y", "/d/x")
+        };
+        fs.rename(a, b).expect("rename");
+    }
+}
+
+#[inline(never)]
 fn op_unlink(fs: &Fs, n: u64) {
     for i in 0..n {
         fs.remove_file(format!("/d/g{i}")).expect("unlink");
@@ -76,7 +89,11 @@ fn main() {
     op_create(&fs, n);
     op_rename(&fs, n);
     op_unlink(&fs, n);
+    fs.write("/d/x", b"x").expect("write");
+    fs.rename("/d/x", "/d/y").expect("rename");
+    fs.rename("/d/y", "/d/x").expect("rename");
+    op_flip(&fs, n);
     drop(f);
     fs.unmount().expect("unmount");
-    println!("{n} of each: write4k write64 setattr create rename unlink");
+    println!("{n} of each: write4k write64 setattr create rename unlink flip");
 }
