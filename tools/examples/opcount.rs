@@ -1,6 +1,6 @@
 //! Instructions per engine operation, for `valgrind --tool=callgrind` (stable on noisy
 //! machines, unlike time). Each operation kind runs `N` times inside its own function
-//! (`op_write4k`, `op_write64`, `op_create`, `op_rename`, `op_unlink`, `op_setattr`,
+//! (`op_write4k`, `op_read4k`, `op_write64`, `op_create`, `op_rename`, `op_unlink`, `op_setattr`,
 //! `op_flip`: one file renamed back and forth in one directory, as the compare bench does), so that
 //! callgrind's `--toggle-collect` counts exactly those calls:
 //!
@@ -24,6 +24,13 @@ fn op_write4k(f: &novafs::File, n: u64, buf: &[u8]) {
 fn op_write64(f: &novafs::File, n: u64, buf: &[u8]) {
     for i in 0..n {
         f.write_at(&buf[..64], (i % 4096) * 64).expect("write_at");
+    }
+}
+
+#[inline(never)]
+fn op_read4k(f: &novafs::File, n: u64, buf: &mut [u8]) {
+    for i in 0..n {
+        f.read_at(buf, (i * 7 % 64) * 4096).expect("read_at");
     }
 }
 
@@ -84,6 +91,8 @@ fn main() {
     let buf = vec![7u8; 4096];
     f.set_len(4096 * 64).expect("set_len");
     op_write4k(&f, n, &buf);
+    let mut back = vec![0u8; 4096];
+    op_read4k(&fs.open_file("/file").expect("open"), n, &mut back);
     op_write64(&f, n, &buf);
     op_setattr(&f, n);
     op_create(&fs, n);
@@ -95,5 +104,5 @@ fn main() {
     op_flip(&fs, n);
     drop(f);
     fs.unmount().expect("unmount");
-    println!("{n} of each: write4k write64 setattr create rename unlink flip");
+    println!("{n} of each: write4k read4k write64 setattr create rename unlink flip");
 }
