@@ -51,7 +51,14 @@ const RECENT_MAX: usize = 64;
 impl Shard {
     /// Whether any block of `[lo, hi)` is free here (recently freed or in the extent map).
     fn holds_any(&self, lo: u64, hi: u64) -> bool {
-        self.recent.iter().any(|&b| b >= lo && b < hi)
+        let recent = if hi == lo + 1 {
+            // One block (every free of a data block or log page): a branch-free scan the
+            // compiler vectorises (the short-circuiting one cost ~200 instructions a call).
+            self.recent.iter().fold(false, |hit, &b| hit | (b == lo))
+        } else {
+            self.recent.iter().any(|&b| b >= lo && b < hi)
+        };
+        recent
             || self
                 .free
                 .range(..hi)
