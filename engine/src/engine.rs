@@ -289,12 +289,9 @@ impl Engine {
         slot_offset(&self.chunks.read(), ino)
     }
 
-    /// Put a loaded inode into the cache (recovery).
-    pub(crate) fn cache_insert(&self, ino: u64, st: InodeState) -> Result<Arc<Inode>> {
-        let slot_off = self.slot_off(ino).ok_or(Error::NotFound)?;
-        let inode = Arc::new(Inode::new(ino, slot_off, st));
-        self.shard(ino).write().insert(ino, inode.clone());
-        Ok(inode)
+    /// Put a new inode into the cache (its state built in place: no copy of it).
+    pub(crate) fn cache_insert(&self, inode: Arc<Inode>) {
+        self.shard(inode.ino).write().insert(inode.ino, inode);
     }
 
     /// Put the inodes a rebuild loaded into the cache, shard `k` by shard (each table sized once).

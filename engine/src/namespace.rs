@@ -202,7 +202,12 @@ impl Engine {
             ctime_ns: now,
             rdev,
         });
-        let mut child = InodeState::new(ino, &slot, kind);
+        // The state is built where it will live (the new Arc), not moved there after.
+        let mut inode = Arc::new(Inode::new(ino, slot_off, InodeState::new(ino, &slot, kind)));
+        let Some(new) = Arc::get_mut(&mut inode) else {
+            unreachable!("a new Arc has one owner");
+        };
+        let child = new.state_mut();
         // The new inode's log is prepared before anything names it: the parent's commit
         // makes the inode and its contents (and inherited ACLs) visible together (one tail
         // store: the child's log is reached only through the parent's new entry).
@@ -220,7 +225,7 @@ impl Engine {
             entries.extend(crate::layout::entry::xattr_set_entries(n, v, now));
         }
         if !entries.is_empty() {
-            (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, &child, entries)?;
+            (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, child, entries)?;
         }
         // The whole slot, including head and tail for a prepared log.
         txn.init_slot(slot_off, &slot)?;
@@ -233,9 +238,9 @@ impl Engine {
         txn.append(parent, p.slot_off, &ps, vec![pe])?;
         let mut done = txn.commit()?;
         self.apply(&mut done, parent, p.slot_off, &mut ps);
-        let _ = done.apply(&self.blocks, ino, &mut child);
+        let _ = done.apply(&self.blocks, ino, child);
         let attr = child.attr();
-        self.cache_insert(ino, child)?;
+        self.cache_insert(inode);
         Ok(attr)
     }
 
