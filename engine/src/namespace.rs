@@ -507,8 +507,9 @@ impl Engine {
             // full image fails with NoSpace.
             if src_parent == dst_parent && victim_entries.is_empty() {
                 // Within one directory, with no victim that keeps other links, the names
-                // change in one append to the directory's log: two single-inode commits, the
-                // moved inode's new ctime first, no journal (DESIGN.md §5.2.1).
+                // change in one append to the directory's log; the moved inode's new ctime is
+                // an independent append beside it: one fence and no journal when both are
+                // one-fence appends (DESIGN.md §5.2.1).
                 let plan = vec![(src.ino, moved_entries), (src_parent, src_entries)];
                 self.commit_independent(&mut l, &inodes, plan, victim_gone, "rename")?;
             } else {
