@@ -511,7 +511,8 @@ impl Engine {
                 // an independent append beside it: one fence and no journal when both are
                 // one-fence appends (DESIGN.md §5.2.1).
                 let plan = vec![(src.ino, moved_entries), (src_parent, src_entries)];
-                self.commit_independent(&mut l, &inodes, plan, victim_gone, "rename")?;
+                let txn = self.txn("rename").frees_space(victim_gone).independent();
+                self.commit_plan(&mut l, &inodes, plan, txn)?;
             } else {
                 let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
                 if src_parent != dst_parent {
@@ -659,7 +660,8 @@ impl Engine {
             }
             // One directory: its names swap in one append; the two ctimes are independent of
             // it (DESIGN.md §5.2.1).
-            return self.commit_independent(&mut l, &inodes, plan, false, "exchange");
+            let txn = self.txn("exchange").independent();
+            return self.commit_plan(&mut l, &inodes, plan, txn);
         }
     }
 
@@ -676,23 +678,10 @@ impl Engine {
         self.commit_plan(l, inodes, plan, self.txn(mark).frees_space(frees_space))
     }
 
-    /// Commit appends to several inodes (locked in `l`, among `inodes`) as independent
-    /// single-inode commits ([`crate::txn::Txn::independent`]: one fence when each is a
-    /// one-fence append, else journaled): for callers whose every subset of appends is a
-    /// state POSIX allows (DESIGN.md §5.2.1).
-    fn commit_independent(
-        &self,
-        l: &mut Locked<'_>,
-        inodes: &[Arc<Inode>],
-        plan: Vec<(u64, Vec<Entry>)>,
-        frees_space: bool,
-        mark: &'static str,
-    ) -> Result<()> {
-        let txn = self.txn(mark).frees_space(frees_space).independent();
-        self.commit_plan(l, inodes, plan, txn)
-    }
-
-    /// Append each inode's entries of `plan` in `txn`, commit, apply.
+    /// Append each inode's entries of `plan` in `txn`, commit, apply. An independent `txn`
+    /// ([`crate::txn::Txn::independent`]: one fence when each append is a one-fence append,
+    /// else journaled) is for callers whose every subset of appends is a state POSIX allows
+    /// (DESIGN.md §5.2.1).
     fn commit_plan(
         &self,
         l: &mut Locked<'_>,
