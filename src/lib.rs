@@ -473,8 +473,7 @@ impl Fs {
     ) -> Result<()> {
         let (from, to) = (from.as_ref(), to.as_ref());
         let rename = || {
-            let (sp, sn) = path::resolve_parent(&self.engine, bytes(from))?;
-            let (dp, dn) = path::resolve_parent(&self.engine, bytes(to))?;
+            let ((sp, sn), (dp, dn)) = path::resolve_parents(&self.engine, bytes(from), bytes(to))?;
             self.engine.rename(sp, sn, dp, dn, flags)
         };
         rename().map_err(|e| Error::at2(e, "rename", from, to))

@@ -64,8 +64,39 @@ pub fn resolve(engine: &Engine, path: &[u8], follow_last: bool) -> Result<u64> {
 
 /// Resolve the parent directory of `path` and return it with the last name (a slice of
 /// `path`).
-pub fn resolve_parent<'p>(engine: &Engine, path: &'p [u8]) -> Result<(u64, &'p [u8])> {
+pub fn resolve_parent<'p>(engine: &Engine, path: &'p [u8]) -> Result<Parent<'p>> {
     let comps = components(path)?;
+    let (dirs, last) = split_parent(&comps)?;
+    let parent = walk(engine, ROOT_INO, dirs, true, &mut 0)?;
+    Ok((parent, last))
+}
+
+/// A parent directory and the last name of a path in it.
+pub type Parent<'p> = (u64, &'p [u8]);
+
+/// The parents of two paths and their last names ([`resolve_parent`] of each), the directory
+/// walked once when both name it by the same components (a rename within one directory).
+pub fn resolve_parents<'p, 'q>(
+    engine: &Engine,
+    a: &'p [u8],
+    b: &'q [u8],
+) -> Result<(Parent<'p>, Parent<'q>)> {
+    // In the order of two `resolve_parent` calls: `a`'s errors come first.
+    let ca = components(a)?;
+    let (dirs_a, last_a) = split_parent(&ca)?;
+    let pa = walk(engine, ROOT_INO, dirs_a, true, &mut 0)?;
+    let cb = components(b)?;
+    let (dirs_b, last_b) = split_parent(&cb)?;
+    let pb = if dirs_a == dirs_b {
+        pa
+    } else {
+        walk(engine, ROOT_INO, dirs_b, true, &mut 0)?
+    };
+    Ok(((pa, last_a), (pb, last_b)))
+}
+
+/// A path's directory components and last name; the root and a last `..` name no entry.
+fn split_parent<'c, 'p>(comps: &'c [&'p [u8]]) -> Result<(&'c [&'p [u8]], &'p [u8])> {
     let Some((last, dirs)) = comps.split_last() else {
         return Err(Error::InvalidPath("the root has no name".into()));
     };
@@ -74,6 +105,5 @@ pub fn resolve_parent<'p>(engine: &Engine, path: &'p [u8]) -> Result<(u64, &'p [
             "a path ending in '..' names no entry".into(),
         ));
     }
-    let parent = walk(engine, ROOT_INO, dirs, true, &mut 0)?;
-    Ok((parent, *last))
+    Ok((dirs, *last))
 }
