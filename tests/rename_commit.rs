@@ -31,8 +31,8 @@ fn traced() -> (Arc<Media>, Fs) {
 
 /// (fences, stores into the journal's block) of `op`.
 fn commit_of(media: &Media, fs: &Fs, op: impl FnOnce(&Fs)) -> (usize, usize) {
-    let journal = fs.engine().superblock().journal_block * BLOCK..;
-    let journal = journal.start..journal.start + BLOCK;
+    let start = fs.engine().superblock().journal_block * BLOCK;
+    let journal = start..start + BLOCK;
     media.with_trace(|t| {
         t.events.clear();
         t.enabled = true;

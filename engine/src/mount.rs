@@ -132,7 +132,6 @@ pub struct Loaded {
     log_pages: Vec<u64>,
     /// The loaded directories.
     dirs: Vec<Arc<Inode>>,
-    len: usize,
 }
 
 impl Loaded {
@@ -150,7 +149,6 @@ impl Loaded {
             self.by_shard.resize_with(CACHE_SHARDS, Vec::new);
         }
         self.by_shard[shard_of(inode.ino)].push((inode.ino, inode));
-        self.len += 1;
     }
 
     /// Take in another thread's inodes.
@@ -163,17 +161,16 @@ impl Loaded {
         }
         self.log_pages.append(&mut other.log_pages);
         self.dirs.append(&mut other.dirs);
-        self.len += other.len;
     }
 
     /// Inodes held.
     pub fn len(&self) -> usize {
-        self.len
+        self.by_shard.iter().map(Vec::len).sum()
     }
 
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.by_shard.iter().all(Vec::is_empty)
     }
 }
 
@@ -253,11 +250,11 @@ impl Engine {
     /// Then [`Engine::start_session`].
     pub fn assemble(media: Arc<Media>, r: Recovered) -> Result<Engine> {
         let engine = Engine::new_internal(media, r.sb, r.blocks, r.inos, r.chunks, r.read_only);
+        let len = r.loaded.len();
         let Loaded {
             by_shard,
             mut log_pages,
             dirs,
-            len,
         } = r.loaded;
         for inode in &dirs {
             engine
