@@ -244,7 +244,11 @@ fn torn_commit_checks_read_no_more_than_their_budget() {
     let bounds = novafs_engine::inode::Bounds::of(&sb);
     let head = after.pages[0];
     let check = |budget: &AtomicU64| {
-        novafs_engine::inode::torn_cut(&media, after.ino, head, after.tail, bounds, budget)
+        let check = novafs_engine::inode::TornCheck {
+            budget,
+            chunks: &[],
+        };
+        novafs_engine::inode::torn_cut(&media, after.ino, head, after.tail, bounds, &check)
     };
     // The last commit names one checksummed page: a budget of one is enough, and used up.
     let one = AtomicU64::new(1);

@@ -10,7 +10,7 @@ use crate::sync::RwLock;
 
 use crate::cursor::LogCursor;
 use crate::error::{Error, Result};
-use crate::layout::entry::{attr_mask, Entry, RedoRef};
+use crate::layout::entry::{attr_mask, Entry, EntryMarks, RedoRef};
 use crate::layout::inode::InodeSlot;
 pub use crate::layout::Bounds;
 use crate::layout::{Kind, BLOCK};
@@ -1309,8 +1309,8 @@ pub fn load(media: &Media, slot_off: u64, ino: u64, bounds: Bounds) -> Result<In
 }
 
 /// [`load`] for recovery. `torn`: the last session made one-fence commits (the mount state
-/// says so), so the log's last commit may be torn; if it is ([`torn_cut`], with the data-page
-/// budget given), the state is loaded up to the end of the commit before it, and that tail is
+/// says so), so the log's last commit may be torn; if it is ([`torn_cut`], with the checks
+/// given), the state is loaded up to the end of the commit before it, and that tail is
 /// returned for the caller to store. `redo`: collect the redo writes to store again
 /// ([`InodeState::redo`]).
 pub fn load_with(
@@ -1318,7 +1318,7 @@ pub fn load_with(
     slot_off: u64,
     ino: u64,
     bounds: Bounds,
-    torn: Option<&std::sync::atomic::AtomicU64>,
+    torn: Option<&TornCheck<'_>>,
     redo: bool,
 ) -> Result<(InodeState, Option<u64>)> {
     let (slot, kind) = read_slot(media, slot_off, ino)?;
@@ -1357,7 +1357,7 @@ pub fn load_into(
     (slot, kind): (&InodeSlot, Kind),
     ino: u64,
     bounds: Bounds,
-    torn: Option<&std::sync::atomic::AtomicU64>,
+    torn: Option<&TornCheck<'_>>,
     redo: bool,
     st: &mut InodeState,
 ) -> Result<Option<u64>> {
@@ -1376,14 +1376,16 @@ pub fn load_into(
             main(tail, st)?;
             None
         }
-        Some(budget) => {
+        Some(check) => {
             let first = main(tail, st);
             let whole = match &first {
                 Ok(last) if !last.more => {
-                    let whole = runs_whole(media, ino, &last.runs, budget)?;
+                    let whole = check.whole(media, ino, &last.checks)?;
                     if !whole {
                         // torn_cut takes these pages from the budget again.
-                        budget.fetch_add(run_pages(&last.runs), Ordering::Relaxed);
+                        check
+                            .budget
+                            .fetch_add(run_pages(&last.checks.runs), Ordering::Relaxed);
                     }
                     whole
                 }
@@ -1392,7 +1394,7 @@ pub fn load_into(
             if whole {
                 None
             } else {
-                match torn_cut(media, ino, head, tail, bounds, budget)? {
+                match torn_cut(media, ino, head, tail, bounds, check)? {
                     Some(c) => {
                         // Replayed again, from a new state, up to the cut.
                         *st = InodeState::new(ino, slot, kind);
@@ -1478,20 +1480,17 @@ fn load_log(
 /// Where a torn last commit of a one-fence session ends the log of inode `ino`, if it has
 /// one (DESIGN.md §5.1): the walk breaks inside the tail page (the commit's entries were not
 /// all durable: past the old tail the page was zero), or the last entry says more of its
-/// commit follows, or a data run of the last commit does not match its checksum. The cut is
+/// commit follows, or a data run of the last commit does not match its checksum, or a new
+/// inode's slot it names does not hold the checksum its `DirAdd` carries. The cut is
 /// the end of the commit before it, which must lie in the tail page too (a one-fence commit
 /// never starts a page); anything else is not a torn commit (`None`: the load reports it).
-///
-/// `budget`: data pages all the checks of one image may still read. Whole images' last
-/// commits name distinct blocks, so the image's block count is enough; a crafted image whose
-/// logs claim the same blocks over and over fails as `Corrupt` instead of reading for hours.
 pub fn torn_cut(
     media: &Media,
     ino: u64,
     head: u64,
     tail: u64,
     bounds: Bounds,
-    budget: &std::sync::atomic::AtomicU64,
+    check: &TornCheck<'_>,
 ) -> Result<Option<u64>> {
     if tail == 0 {
         return Ok(None);
@@ -1500,23 +1499,15 @@ pub fn torn_cut(
     let in_tail_page = |b: u64| b / BLOCK == tail_page && !b.is_multiple_of(BLOCK) && b < tail;
     // End of the last entry that ends a commit, and the one before it.
     let (mut boundary, mut before) = (0u64, 0u64);
-    // Checked data runs (block, pages, crc) of the commit in progress, and of the last one.
-    let mut open: Vec<(u64, u32, u32)> = Vec::new();
-    let mut last = Vec::new();
+    // Checks of the commit in progress, and of the last one.
+    let mut open = CommitChecks::default();
+    let mut last = CommitChecks::default();
     let mut more = false;
     for item in LogCursor::new(media, ino, "log", head, tail, bounds) {
         let Ok(item) = item else {
             return Ok(in_tail_page(boundary).then_some(boundary));
         };
-        if let (
-            Some(crc),
-            Entry::Write {
-                block, num_pages, ..
-            },
-        ) = (item.marks.data_crc, &item.entry)
-        {
-            open.push((*block, *num_pages, crc));
-        }
+        open.note(&item);
         more = item.marks.more;
         if !more {
             before = boundary;
@@ -1528,12 +1519,13 @@ pub fn torn_cut(
         return Ok(in_tail_page(boundary).then_some(boundary));
     }
     if last
+        .runs
         .iter()
         .any(|&(block, pages, _)| !bounds.contains(block, u64::from(pages)))
     {
         return Ok(None); // the load reports it
     }
-    if runs_whole(media, ino, &last, budget)? {
+    if check.whole(media, ino, &last)? {
         Ok(None)
     } else {
         Ok(in_tail_page(before).then_some(before))
@@ -1559,8 +1551,8 @@ fn walk_log(
     if tail == 0 {
         return Ok((log, last));
     }
-    // Checksummed data runs of the commit in progress.
-    let mut open = Vec::new();
+    // Checks of the commit in progress.
+    let mut open = CommitChecks::default();
     let mut cursor = LogCursor::new(media, ino, which, head, tail, bounds);
     for item in cursor.by_ref() {
         let item = item?;
@@ -1568,18 +1560,10 @@ fn walk_log(
         let where_ = || format!("inode {ino} {which} page {page} offset {pos}");
         f(&item.entry, item.page_index, &where_)?;
         log.entries += 1;
-        if let (
-            Some(crc),
-            &Entry::Write {
-                block, num_pages, ..
-            },
-        ) = (item.marks.data_crc, &item.entry)
-        {
-            open.push((block, num_pages, crc));
-        }
+        open.note(&item);
         last.more = item.marks.more;
         if !last.more {
-            last.runs = std::mem::take(&mut open);
+            last.checks = std::mem::take(&mut open);
         }
     }
     log.next_seq = cursor.last_seq() + 1;
@@ -1594,8 +1578,71 @@ fn walk_log(
 struct LastCommit {
     /// The last entry says more of its commit follows (a torn commit).
     more: bool,
-    /// The checksummed data runs of the last whole commit: (first block, pages, crc32).
+    /// What the last whole commit's entries carry to check.
+    checks: CommitChecks,
+}
+
+/// What the entries of one commit carry for recovery to check (DESIGN.md §5.1.1, §5.3).
+#[derive(Default)]
+struct CommitChecks {
+    /// Checksummed data runs: (first block, pages, crc32).
     runs: Vec<(u64, u32, u32)>,
+    /// New inodes' slots: (inode, slot checksum).
+    slots: Vec<(u64, u32)>,
+}
+
+impl CommitChecks {
+    /// Take in the checks of one entry of the commit.
+    fn note(&mut self, item: &crate::cursor::LogItem) {
+        match (&item.entry, item.marks) {
+            (
+                &Entry::Write {
+                    block, num_pages, ..
+                },
+                EntryMarks {
+                    data_crc: Some(crc),
+                    ..
+                },
+            ) => self.runs.push((block, num_pages, crc)),
+            (
+                &Entry::DirAdd { ino, .. },
+                EntryMarks {
+                    slot_crc: Some(crc),
+                    ..
+                },
+            ) => self.slots.push((ino, crc)),
+            _ => {}
+        }
+    }
+}
+
+/// What recovery checks the last commit of a one-fence session's logs against (DESIGN.md
+/// §5.1.1, §5.3).
+pub struct TornCheck<'a> {
+    /// Data pages all the checks of one image may still read. Whole images' last commits
+    /// name distinct blocks, so the image's block count is enough; a crafted image whose logs
+    /// claim the same blocks over and over fails as `Corrupt` instead of reading for hours.
+    pub budget: &'a std::sync::atomic::AtomicU64,
+    /// The inode-table chunks (`read_chunks`), where the slots of new inodes are read.
+    pub chunks: &'a [u64],
+}
+
+impl TornCheck<'_> {
+    /// Whether everything `checks` names persisted: every data run matches its crc32, every
+    /// new inode's slot is valid and holds the checksum its `DirAdd` carries.
+    fn whole(&self, media: &Media, ino: u64, checks: &CommitChecks) -> Result<bool> {
+        for &(new, crc) in &checks.slots {
+            let Some(off) = slot_offset(self.chunks, new) else {
+                return Ok(false);
+            };
+            match read_slot(media, off, new) {
+                Ok((slot, _)) if slot.csum == crc => {}
+                Ok(_) | Err(Error::NotFound | Error::Corrupt { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        runs_whole(media, ino, &checks.runs, self.budget)
+    }
 }
 
 /// Data pages the checksummed runs `runs` name.

@@ -194,6 +194,9 @@ pub struct Staged {
     /// Commit with one fence: the entries stay in a tail page that was zero past the tail,
     /// and every data run they name carries its checksum (DESIGN.md §5.1).
     pub one_fence: bool,
+    /// `DirAdd` entries that carry their new inode's slot checksum (one-fence only; the
+    /// commit keeps its first fence for a new slot no entry checks, DESIGN.md §5.3).
+    pub slots_checked: usize,
     /// After the commit, the tail page is zero past the new tail ([`LogState::tail_zeroed`]).
     pub rest_zero: bool,
     /// What to zero again (and fence) if the append is given back: the entries written over
@@ -216,6 +219,18 @@ pub struct StageOptions {
     pub one_fence: bool,
 }
 
+/// What the entries of a one-fence append carry for recovery to tell a torn commit from a
+/// whole one (DESIGN.md §5.1.1, §5.3).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checks<'a> {
+    /// (first block, crc32) of every data run written for the append: its `Write` entry's
+    /// `data_crc`.
+    pub data: &'a [(u64, u32)],
+    /// (inode, slot checksum) of every new inode's slot written for it: the `slot_crc` of
+    /// the `DirAdd` that names the inode.
+    pub slots: &'a [(u64, u32)],
+}
+
 /// Write `entries` after the tail of `log`, whose head and tail words are `words`, linking
 /// new log pages as needed, and flush them. Commits nothing (see the module docs). Its log
 /// pages are allocated before anything is written: on `NoSpace` nothing was.
@@ -226,9 +241,9 @@ pub fn stage(
     log: &LogState,
     entries: &[Entry],
     opts: StageOptions,
-    data_crcs: &[(u64, u32)],
+    checks: Checks<'_>,
 ) -> Result<Staged> {
-    with_buf(|buf| stage_into(buf, media, alloc, words, log, entries, opts, data_crcs))
+    with_buf(|buf| stage_into(buf, media, alloc, words, log, entries, opts, checks))
 }
 
 /// Run `f` with an empty per-thread encoding buffer (no allocation per append); a nested or
@@ -307,7 +322,7 @@ fn stage_into(
     log: &LogState,
     entries: &[Entry],
     opts: StageOptions,
-    data_crcs: &[(u64, u32)],
+    checks: Checks<'_>,
 ) -> Result<Staged> {
     // Plan placement from the entries' lengths: which entries start a new page.
     let mut room = if log.tail_off == 0 {
@@ -339,11 +354,29 @@ fn stage_into(
     // One fence: the append stays in a tail page known zero past the tail, and every data
     // run it names has its checksum (so recovery can tell a torn commit from a whole one).
     let crc_of = |e: &Entry| match e {
-        Entry::Write { block, .. } if *block != 0 => {
-            data_crcs.iter().find(|(b, _)| b == block).map(|&(_, c)| c)
-        }
+        Entry::Write { block, .. } if *block != 0 => checks
+            .data
+            .iter()
+            .find(|(b, _)| b == block)
+            .map(|&(_, c)| c),
         _ => None,
     };
+    // The checks an entry of a one-fence append carries.
+    let marks_of = |e: &Entry, more: bool| {
+        let mut m = EntryMarks {
+            more,
+            ..EntryMarks::default()
+        };
+        match e {
+            Entry::Write { .. } => m.data_crc = crc_of(e),
+            Entry::DirAdd { ino, .. } => {
+                m.slot_crc = checks.slots.iter().find(|(i, _)| i == ino).map(|&(_, c)| c);
+            }
+            _ => {}
+        }
+        m
+    };
+    let mut slots_checked = 0;
     // The append stays in the current tail page, which is zero past the tail.
     let in_zeroed_page = log.tail_zeroed && new_page_count == 0 && log.tail_off != 0;
     let one_fence = opts.one_fence
@@ -401,10 +434,16 @@ fn stage_into(
             run_start_pos = pos;
             run_buf_start = start;
         }
-        let marks = EntryMarks {
-            more: i + 1 < entries.len(),
-            data_crc: if one_fence { crc_of(e) } else { None },
+        let more = i + 1 < entries.len();
+        let marks = if one_fence {
+            marks_of(e, more)
+        } else {
+            EntryMarks {
+                more,
+                ..EntryMarks::default()
+            }
         };
+        slots_checked += usize::from(marks.slot_crc.is_some());
         e.encode_marked(seq, marks, buf);
         seq += 1;
         debug_assert_eq!(buf.len() - start, e.len_bytes());
@@ -448,6 +487,7 @@ fn stage_into(
         page_breaks,
         deferred_flush,
         one_fence,
+        slots_checked,
         rest_zero,
         rezero,
     })

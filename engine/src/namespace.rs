@@ -228,7 +228,7 @@ impl Engine {
             (slot.log_head, slot.log_tail) = txn.new_log(ino, slot_off, child, entries)?;
         }
         // The whole slot, including head and tail for a prepared log.
-        txn.init_slot(slot_off, &slot)?;
+        txn.init_slot(ino, slot_off, &slot)?;
         let pe = Entry::DirAdd {
             ino,
             kind,

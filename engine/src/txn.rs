@@ -322,6 +322,9 @@ pub struct Txn<'e> {
     /// One-fence sessions: (first block, crc32) of every data run `write_pages` wrote, for
     /// its `Write` entry (DESIGN.md §5.1).
     data_crcs: Vec<(u64, u32)>,
+    /// One-fence sessions: (inode, slot checksum) of the new inode's slot written with an
+    /// empty log ([`Txn::init_slot`]), for the `DirAdd` that names it (DESIGN.md §5.3).
+    new_slot: Option<(u64, u32)>,
     /// Something written at prepare that no checksum covers (a new inode's slot, copied
     /// blocks) must be durable before the commit word: the commit keeps its first fence.
     ordered: bool,
@@ -445,11 +448,19 @@ impl<'e> Txn<'e> {
         });
     }
 
-    /// Write the slot of a new inode (at prepare: written and flushed; the commit's first
-    /// fence makes it durable before the entry that names the inode).
-    pub fn init_slot(&mut self, slot_off: u64, slot: &InodeSlot) -> Result<()> {
-        self.ordered = true;
+    /// Write the slot of new inode `ino` (at prepare: written and flushed). The commit's
+    /// first fence makes it durable before the entry that names the inode; in a one-fence
+    /// session a slot with an empty log needs no such fence when the `DirAdd` naming it is
+    /// a one-fence append of this transaction: that entry carries the slot's checksum and
+    /// recovery cuts the commit if the slot does not hold it (DESIGN.md §5.3).
+    pub fn init_slot(&mut self, ino: u64, slot_off: u64, slot: &InodeSlot) -> Result<()> {
         let media = self.store.media;
+        if media.one_fence() && slot.log_head == 0 && slot.log_tail == 0 && self.new_slot.is_none()
+        {
+            self.new_slot = Some((ino, slot.csum));
+        } else {
+            self.ordered = true;
+        }
         if bugs::active(Bug::NoInodeSlotFlush) {
             media.write(slot_off, bytemuck::bytes_of(slot))
         } else {
@@ -510,6 +521,7 @@ impl<'e> Txn<'e> {
             data: crate::alloc::Extents::new(),
             inos: Vec::new(),
             data_crcs: Vec::new(),
+            new_slot: None,
             ordered: false,
             independent: false,
             parts: Parts::Empty,
@@ -878,7 +890,10 @@ impl<'e> Txn<'e> {
             detached,
             one_fence: own_log && self.store.media.one_fence(),
         };
-        let crcs = &self.data_crcs;
+        let checks = log::Checks {
+            data: &self.data_crcs,
+            slots: self.new_slot.as_slice(),
+        };
         log::stage(
             self.store.media,
             self.blocks()?,
@@ -886,7 +901,7 @@ impl<'e> Txn<'e> {
             log,
             entries,
             opts,
-            crcs,
+            checks,
         )
     }
 
@@ -914,6 +929,12 @@ impl<'e> Txn<'e> {
             }
         };
         let in_place = words.iter().filter(|p| p.in_place()).count();
+        // A new slot no one-fence entry checks must be durable before any commit word.
+        let ordered = self.ordered
+            || (self.new_slot.is_some()
+                && !words
+                    .iter()
+                    .any(|p| matches!(p, Part::Append { staged, .. } if staged.slots_checked > 0)));
         if in_place > 0 && in_place < words.len() {
             self.parts = parts;
             return Err(Error::InvalidArgument(
@@ -938,7 +959,7 @@ impl<'e> Txn<'e> {
                     staged.store_tail(media) // no fence: write access granted too early
                 } else {
                     let one_fence =
-                        matches!(one, Part::Append { .. }) && staged.one_fence && !self.ordered;
+                        matches!(one, Part::Append { .. }) && staged.one_fence && !ordered;
                     staged.commit_tail(media, one_fence)
                 }
             }
@@ -965,7 +986,7 @@ impl<'e> Txn<'e> {
             // Independent one-fence appends (DESIGN.md §5.2.1): every tail stored and flushed,
             // one fence; any subset may survive a crash, a torn append is cut by recovery.
             many if self.independent
-                && !self.ordered
+                && !ordered
                 && many
                     .iter()
                     .all(|p| matches!(p, Part::Append { staged, .. } if staged.one_fence)) =>

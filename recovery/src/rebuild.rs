@@ -306,8 +306,20 @@ impl Walk<'_> {
         st: &mut InodeState,
         next: &mut Vec<Item>,
     ) -> Result<()> {
-        let torn = self.torn.as_ref();
-        let cut = inode::load_into(self.media, off, slot, ino, self.bounds, torn, true, st)?;
+        let torn = self.torn.as_ref().map(|budget| inode::TornCheck {
+            budget,
+            chunks: self.chunks,
+        });
+        let cut = inode::load_into(
+            self.media,
+            off,
+            slot,
+            ino,
+            self.bounds,
+            torn.as_ref(),
+            true,
+            st,
+        )?;
         if let Some(tail) = cut {
             // A torn last commit: its blocks are left unmarked (free); the shorter log is
             // made durable before anything can allocate them.

@@ -6,14 +6,16 @@
 //! ```
 //! Flags (format 5; 0 before): [`flags::MORE`] (the append that wrote this entry goes on with
 //! the next one), [`flags::DATA_CRC`] (a `Write` of a one-fence commit: `data_crc` holds the
-//! crc32 of its pages' data). Bodies (offsets within the first line):
+//! crc32 of its pages' data), [`flags::SLOT_CRC`] (format 6: a `DirAdd` of a one-fence create:
+//! `slot_crc` holds the new inode's slot checksum). Bodies (offsets within the first line):
 //! ```text
 //! Write    16 pgoff u64  24 block u64 (0 = hole)  32 num_pages u32  36 data_crc u32 (DATA_CRC)
 //!          40 size u64 (file size after)  48 mtime_ns u64  56 _ u64
 //! SetAttr  16 mask u32  20 mode u32  24 uid u32  28 gid u32
 //!          32 size u64  40 atime_ns u64  48 mtime_ns u64  56 ctime_ns u64
 //! Link     16 nlink u32  20 _ u32  24 ctime_ns u64  32 parent u64  40 _ [u8;24]
-//! DirAdd/  16 ino u64  24 mtime_ns u64  32 name_len u16  34 kind u8  35 _ u8  36 _ u32
+//! DirAdd/  16 ino u64  24 mtime_ns u64  32 name_len u16  34 kind u8  35 _ u8  36 slot_crc u32
+//!          (DirAdd with SLOT_CRC, else 0)
 //! DirRemove 40 name[0..24]; further lines hold name[24..] (64 bytes each)
 //! XattrSet/ 16 value_len u32  20 name_len u16  22 inline_len u16  24 ctime_ns u64  32 _ u64
 //! XattrRemove 40 name, then (XattrSet) the last inline_len bytes of the value, contiguous,
@@ -120,8 +122,12 @@ pub mod flags {
     /// A `Write` of a one-fence commit whose `data_crc` field holds the crc32 of its pages'
     /// data (a hole never has it).
     pub const DATA_CRC: u16 = 2;
+    /// A `DirAdd` of a one-fence create (format 6) whose `slot_crc` field holds the checksum
+    /// the new inode's slot was written with: recovery cuts the commit when the slot does not
+    /// hold it (DESIGN.md §5.3).
+    pub const SLOT_CRC: u16 = 4;
     /// Every flag a decoder accepts.
-    pub const ALL: u16 = MORE | DATA_CRC;
+    pub const ALL: u16 = MORE | DATA_CRC | SLOT_CRC;
 }
 
 /// The flags and data checksum of an encoded entry (see [`flags`]).
@@ -131,6 +137,8 @@ pub struct EntryMarks {
     pub more: bool,
     /// The data checksum ([`flags::DATA_CRC`]; only on a `Write` of a data run).
     pub data_crc: Option<u32>,
+    /// The new inode's slot checksum ([`flags::SLOT_CRC`]; only on a `DirAdd`).
+    pub slot_crc: Option<u32>,
 }
 
 impl EntryMarks {
@@ -140,6 +148,8 @@ impl EntryMarks {
         EntryMarks {
             more: f & flags::MORE != 0,
             data_crc: (f & flags::DATA_CRC != 0)
+                .then(|| u32::from_le_bytes([buf[36], buf[37], buf[38], buf[39]])),
+            slot_crc: (f & flags::SLOT_CRC != 0)
                 .then(|| u32::from_le_bytes([buf[36], buf[37], buf[38], buf[39]])),
         }
     }
@@ -277,7 +287,8 @@ pub struct DirEntryHead {
     pub kind: u8,
     /// Zero.
     pub reserved0: u8,
-    /// Zero.
+    /// The new inode's slot checksum when the header has [`flags::SLOT_CRC`] (a `DirAdd`
+    /// only); zero otherwise.
     pub reserved1: u32,
     /// First name bytes.
     pub name: [u8; NAME_INLINE],
@@ -744,6 +755,10 @@ impl Entry {
                 out[start + 36..start + 40].copy_from_slice(&crc.to_le_bytes());
             }
         }
+        if let (Some(crc), Entry::DirAdd { .. }) = (marks.slot_crc, self) {
+            f |= flags::SLOT_CRC;
+            out[start + 36..start + 40].copy_from_slice(&crc.to_le_bytes());
+        }
         out[start + 2..start + 4].copy_from_slice(&f.to_le_bytes());
         seal(&mut out[start..]);
     }
@@ -799,6 +814,7 @@ impl Entry {
         }
         if hdr.flags & !flags::ALL != 0
             || (hdr.flags & flags::DATA_CRC != 0 && hdr.kind != EntryKind::Write as u8)
+            || (hdr.flags & flags::SLOT_CRC != 0 && hdr.kind != EntryKind::DirAdd as u8)
         {
             return Err(bad("flags"));
         }
@@ -861,7 +877,7 @@ impl Entry {
                 // stores no child kind).
                 let padding = h.name[n0..].iter().chain(&buf[LINE_BYTES + (n - n0)..]);
                 if h.reserved0 != 0
-                    || h.reserved1 != 0
+                    || (h.reserved1 != 0 && hdr.flags & flags::SLOT_CRC == 0)
                     || (hdr.kind == 5 && h.kind != 0)
                     || padding.into_iter().any(|&b| b != 0)
                 {

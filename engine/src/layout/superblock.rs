@@ -23,8 +23,9 @@ pub const MAGIC: [u8; 8] = *b"NOVAFS\0\x01";
 /// inode-table map words, `layout::itable_map`; version 4 growable images: the inode-table map
 /// keeps the size format gave it when the image grows, so it may be smaller than
 /// `blocks_total` alone would make it, see [`Superblock::grown`]; version 5 log-entry flags,
-/// `layout::entry::flags`, and one-fence commits, DESIGN.md §5.1).
-pub const FORMAT_VERSION: u32 = 5;
+/// `layout::entry::flags`, and one-fence commits, DESIGN.md §5.1; version 6 the `DirAdd` flag
+/// `SLOT_CRC`: one-fence creates, DESIGN.md §5.3).
+pub const FORMAT_VERSION: u32 = 6;
 /// The first version whose inode-table map may be smaller than the image's size needs.
 pub const GROWN_VERSION: u32 = 4;
 /// The oldest version this build reads; a read-write mount upgrades it (DESIGN.md §5.8).

@@ -237,7 +237,7 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
     // The slot is durable before the root's commit makes it reachable (that commit fences
     // first), as in create.
     let mut txn = Txn::repair(ctx.media, alloc, model.bounds);
-    txn.init_slot(slot_off, &slot)?;
+    txn.init_slot(ino, slot_off, &slot)?;
     model.free_slots.remove(0);
     let add = Entry::DirAdd {
         ino,

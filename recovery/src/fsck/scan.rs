@@ -568,7 +568,8 @@ fn speculate_one(
     let tail = ctx.load_u64(off + TAIL_OFFSET).ok()?;
     if let Some(budget) = torn {
         // A torn last commit is cut off by the serial load (a planned store): not here.
-        let cut = novafs_engine::inode::torn_cut(ctx.media, ino, head, tail, bounds, budget);
+        let check = novafs_engine::inode::TornCheck { budget, chunks };
+        let cut = novafs_engine::inode::torn_cut(ctx.media, ino, head, tail, bounds, &check);
         if !matches!(cut, Ok(None)) {
             return None;
         }
@@ -1167,9 +1168,12 @@ impl Scanner<'_, '_> {
         if self.torn {
             // A torn last commit of a one-fence session is not damage: recovery cuts it off
             // (and so does repair, the same way); the check goes on with the shorter log.
-            let budget = &self.torn_budget;
+            let check = novafs_engine::inode::TornCheck {
+                budget: &self.torn_budget,
+                chunks: &self.chunks,
+            };
             if let Ok(Some(cut)) =
-                novafs_engine::inode::torn_cut(self.ctx.media, ino, head, tail, bounds, budget)
+                novafs_engine::inode::torn_cut(self.ctx.media, ino, head, tail, bounds, &check)
             {
                 self.out.notes.push(format!(
                     "inode {ino}: the last commit of its log is torn (a one-fence session \
