@@ -90,9 +90,9 @@ fn one_fence() -> MountOptions {
     }
 }
 
-/// A one-fence session that made `/d`, `/d/a`, then `/d/new` (a one-fence create) and
-/// crashed. Returns the image and `/d/new`'s layout.
-fn crashed(dir: &Path, mkdir: bool) -> (PathBuf, L) {
+/// A fresh image `t.img` in `dir`, mounted in a one-fence session that made `/d` and
+/// `/d/a` ("kept").
+fn session(dir: &Path) -> (PathBuf, Fs) {
     let img = dir.join("t.img");
     Fs::format(&img, 16 << 20, &Default::default())
         .unwrap()
@@ -101,6 +101,13 @@ fn crashed(dir: &Path, mkdir: bool) -> (PathBuf, L) {
     let fs = Fs::open(&img, &one_fence()).unwrap();
     fs.create_dir("/d").unwrap();
     fs.write("/d/a", b"kept").unwrap();
+    (img, fs)
+}
+
+/// A one-fence session ([`session`]) that then made `/d/new` (a one-fence create) and
+/// crashed. Returns the image and `/d/new`'s layout.
+fn crashed(dir: &Path, mkdir: bool) -> (PathBuf, L) {
+    let (img, fs) = session(dir);
     if mkdir {
         fs.create_dir("/d/new").unwrap();
     } else {
@@ -173,14 +180,7 @@ fn a_reused_slot_that_kept_its_old_contents_is_cut_off() {
     // persisted leaves the old, valid slot under the new name. The `DirAdd`'s slot checksum
     // (the generation differs) tells them apart.
     let d = scratch();
-    let img = d.path().join("t.img");
-    Fs::format(&img, 16 << 20, &Default::default())
-        .unwrap()
-        .unmount()
-        .unwrap();
-    let fs = Fs::open(&img, &one_fence()).unwrap();
-    fs.create_dir("/d").unwrap();
-    fs.write("/d/a", b"kept").unwrap();
+    let (img, fs) = session(d.path());
     fs.write("/old", b"old file").unwrap();
     let old = layout(&fs, "/old");
     let old_slot = read_at(&img, old.slot_off, 128);
