@@ -438,7 +438,7 @@ impl Engine {
         migrate_pre.push(Entry::SetAttr(a));
         if req.mode.is_some() {
             // An access ACL follows the new mode (owner, mask or group, other), in this commit.
-            migrate_pre.extend(crate::xattr::chmod_acl_entry(&st.xattrs, a.mode, now));
+            migrate_pre.extend(crate::xattr::chmod_acl_entry(st.xattrs(), a.mode, now));
         }
         self.commit_pages(&i, &mut st, &pages, size, migrate_pre, shrinks, "setattr")?;
         if folded {

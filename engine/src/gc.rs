@@ -84,7 +84,7 @@ pub fn checkpoint_entries(st: &InodeState) -> Vec<Entry> {
             }),
         );
     }
-    for (name, x) in &st.xattrs {
+    for (name, x) in st.xattrs() {
         out.extend(crate::layout::entry::xattr_set_entries(
             name, &x.value, a.ctime_ns,
         ));
@@ -120,7 +120,7 @@ pub fn needed_pages(st: &InodeState) -> u64 {
         extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
     };
     let xattrs: u64 = st
-        .xattrs
+        .xattrs()
         .iter()
         .map(|(n, x)| 2 + (n.len() + x.value.len()).div_ceil(60) as u64)
         .sum();
@@ -150,7 +150,7 @@ pub fn needed_entries(st: &InodeState) -> u64 {
         extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
     };
     let xattrs: u64 = st
-        .xattrs
+        .xattrs()
         .iter()
         .map(|(n, x)| xattr_entries(n, &x.value))
         .sum();

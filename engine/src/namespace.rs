@@ -191,7 +191,7 @@ impl Engine {
         let old: InodeSlot = self.media.read_pod(slot_off)?;
         let now = now_ns();
         // A directory's default ACL is inherited (POSIX `posix_acl_create`), in this commit.
-        let (inherit, mode) = crate::xattr::inherit_acl(&ps.xattrs, kind, mode);
+        let (inherit, mode) = crate::xattr::inherit_acl(ps.xattrs(), kind, mode);
         let mut slot = InodeSlot::fresh(NewInode {
             kind,
             generation: old.generation.wrapping_add(1),

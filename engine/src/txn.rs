@@ -835,7 +835,7 @@ impl<'e> Txn<'e> {
             && fresh.attr == st.attr
             && fresh.map == st.map
             && fresh.parent == st.parent
-            && fresh.xattrs == st.xattrs
+            && fresh.xattrs() == st.xattrs()
             && fresh.dir.len() == st.dir.len()
             && fresh.dir.iter().all(|(n, e)| {
                 st.dir
@@ -1172,7 +1172,10 @@ impl Committed {
                     st.map = std::mem::take(&mut fresh.map);
                     st.owners = std::mem::take(&mut fresh.owners);
                     st.dir = std::mem::take(&mut fresh.dir);
-                    st.xattrs = std::mem::take(&mut fresh.xattrs);
+                    let x = fresh.take_xattrs();
+                    if !x.is_empty() || !st.xattrs().is_empty() {
+                        *st.xattrs_mut() = x;
+                    }
                 }
             }
             // Applied: what the part held is dropped here (nothing of it is freed on media).

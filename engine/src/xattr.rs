@@ -228,7 +228,7 @@ impl Engine {
         if st.freed {
             return Err(Error::NotFound);
         }
-        st.xattrs
+        st.xattrs()
             .get(name)
             .map(|x| x.value.clone())
             .ok_or(Error::NoData)
@@ -242,7 +242,7 @@ impl Engine {
         if st.freed {
             return Err(Error::NotFound);
         }
-        Ok(st.xattrs.keys().map(|k| k.to_vec()).collect())
+        Ok(st.xattrs().keys().map(|k| k.to_vec()).collect())
     }
 
     /// Set extended attribute `name` of inode `ino` to `value`: one atomic, durable commit
@@ -294,7 +294,7 @@ impl Engine {
         if kind == Kind::Symlink && acl.is_some() {
             return Err(Error::NotSupported("ACLs on symbolic links"));
         }
-        let exists = st.xattrs.contains_key(name);
+        let exists = st.xattrs().contains_key(name);
         match flags {
             XattrFlags::Create if exists => return Err(Error::AlreadyExists),
             XattrFlags::Replace if !exists => return Err(Error::NoData),
@@ -345,7 +345,7 @@ impl Engine {
         if st.freed {
             return Err(Error::NotFound);
         }
-        if !st.xattrs.contains_key(name) {
+        if !st.xattrs().contains_key(name) {
             return Err(Error::NoData);
         }
         let entries = vec![Entry::XattrRemove {

@@ -490,7 +490,7 @@ fn walk_log(
 
 /// The access and default ACLs of `st` that do not parse.
 fn bad_acls(st: &InodeState) -> Vec<Vec<u8>> {
-    st.xattrs
+    st.xattrs()
         .iter()
         .filter(|(n, x)| {
             (&n[..] == xattr::ACL_ACCESS || &n[..] == xattr::ACL_DEFAULT)
@@ -578,7 +578,7 @@ fn speculate_one(
     if !main.issues.is_empty() || main.cut.is_some() || !main.salvaged.is_empty() {
         return None;
     }
-    if !st.xattr_pending.is_empty() || !bad_acls(&st).is_empty() {
+    if !st.xattr_pending().is_empty() || !bad_acls(&st).is_empty() {
         return None;
     }
     if ctx.load_u64(off + CACHE_TAIL_OFFSET).ok()? != 0 {
@@ -1236,7 +1236,7 @@ impl Scanner<'_, '_> {
         // order before their set entry); what replay cannot see is checked here.
         // Pieces at the end of the log were reported by the walk, which cut them off; the
         // state replayed them, so drop them here too.
-        if !st.xattr_pending.is_empty() && main.cut.is_none() {
+        if !st.xattr_pending().is_empty() && main.cut.is_none() {
             self.problem(
                 ProblemKind::Xattr,
                 Some(ino),
@@ -1244,13 +1244,12 @@ impl Scanner<'_, '_> {
                 None,
                 format!(
                     "inode {ino}: {} bytes of xattr value pieces at the end of the log without their set entry",
-                    st.xattr_pending.len()
+                    st.xattr_pending().len()
                 ),
                 None,
             );
         }
-        st.xattr_pending.clear();
-        st.xattr_pending_pages.clear();
+        st.clear_xattr_pending();
         for name in bad_acls(&st) {
             let i = self.problem(
                 ProblemKind::Xattr,
