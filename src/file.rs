@@ -117,14 +117,19 @@ impl OpenOptions {
         let e = &self.engine;
         let ino = if self.create || self.create_new {
             let (parent, name) = path::resolve_parent(e, bytes)?;
-            match e.lookup_ent(parent, name) {
-                Ok(_) if self.create_new => return Err(Error::AlreadyExists),
-                Ok(_) => path::resolve(e, bytes, true)?,
-                Err(Error::NotFound) => match e.create(parent, name, self.mode, 0, 0) {
-                    Ok(a) => a.ino,
-                    Err(Error::AlreadyExists) if !self.create_new => path::resolve(e, bytes, true)?,
-                    Err(err) => return Err(err),
-                },
+            // The create checks the name under the directory's lock (no lookup first: one
+            // directory round trip less per new file).
+            match e.create(parent, name, self.mode, 0, 0) {
+                Ok(a) => a.ino,
+                Err(Error::AlreadyExists) if !self.create_new => path::resolve(e, bytes, true)?,
+                // A read-only mount opens an existing file as it would without `create`
+                // (`create_new`: exists, as Linux answers `O_EXCL` before `EROFS`).
+                Err(Error::ReadOnly) if e.lookup_ent(parent, name).is_ok() => {
+                    if self.create_new {
+                        return Err(Error::AlreadyExists);
+                    }
+                    path::resolve(e, bytes, true)?
+                }
                 Err(err) => return Err(err),
             }
         } else {

@@ -428,6 +428,28 @@ fn read_only_mount_refuses_changes() {
     assert_eq!(fs.read("/f").unwrap(), b"abc");
     assert!(matches!(cause(fs.create_dir("/d")), Err(Error::ReadOnly)));
     assert_eq!(errno(Error::ReadOnly), libc::EROFS);
+    // Opening with `create` finds an existing file (as without it); a new name is refused.
+    let f = fs
+        .open_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open("/f")
+        .unwrap();
+    assert!(matches!(cause(f.write_at(b"x", 0)), Err(Error::ReadOnly)));
+    drop(f);
+    assert!(matches!(
+        cause(fs.open_options().write(true).create(true).open("/new")),
+        Err(Error::ReadOnly)
+    ));
+    assert!(matches!(
+        cause(fs.open_options().write(true).create_new(true).open("/f")),
+        Err(Error::AlreadyExists)
+    ));
+    assert!(matches!(
+        cause(fs.open_options().write(true).create_new(true).open("/new")),
+        Err(Error::ReadOnly)
+    ));
     drop(fs);
     // The read-only session left the image clean.
     let fs = Fs::open(&img, &MountOptions::default()).unwrap();

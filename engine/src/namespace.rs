@@ -188,13 +188,16 @@ impl Engine {
         let ino = self.alloc_ino()?;
         txn.alloc_ino(ino);
         let slot_off = self.slot_off(ino).ok_or(Error::NoInodes)?;
-        let old: InodeSlot = self.media.read_pod(slot_off)?;
+        // Only the old generation is needed (8 bytes, not the whole slot).
+        let old_generation = self
+            .media
+            .load_u64(slot_off + crate::layout::inode::GENERATION_OFFSET)?;
         let now = now_ns();
         // A directory's default ACL is inherited (POSIX `posix_acl_create`), in this commit.
         let (inherit, mode) = crate::xattr::inherit_acl(ps.xattrs(), kind, mode);
         let mut slot = InodeSlot::fresh(NewInode {
             kind,
-            generation: old.generation.wrapping_add(1),
+            generation: old_generation.wrapping_add(1),
             mode,
             uid,
             gid,

@@ -67,7 +67,7 @@ const _: () = {
     assert!(offset_of!(InodeSlot, log_head) == 0);
     assert!(offset_of!(InodeSlot, log_tail) == 8);
     assert!(offset_of!(InodeSlot, kind) == 16);
-    assert!(offset_of!(InodeSlot, generation) == 24);
+    assert!(offset_of!(InodeSlot, generation) == GENERATION_OFFSET as usize);
     assert!(offset_of!(InodeSlot, mode) == 32);
     assert!(offset_of!(InodeSlot, parent) == 48);
     assert!(offset_of!(InodeSlot, cache_head) == 64);
@@ -79,6 +79,8 @@ const _: () = {
 
 /// Offset of the tail word inside a slot.
 pub const TAIL_OFFSET: u64 = 8;
+/// Byte offset of the generation word (an aligned 8-byte field: a create reads only it).
+pub const GENERATION_OFFSET: u64 = 24;
 /// Offset of the head word inside a slot.
 pub const HEAD_OFFSET: u64 = 0;
 /// Offset of the write-cache log's head word.
