@@ -207,7 +207,7 @@ impl Engine {
     /// Fast GC: drop the dead prefix of the log (one transaction moving the head word).
     /// Returns pages freed.
     fn gc_fast(&self, slot_off: u64, st: &mut InodeState, ino: u64) -> Result<u64> {
-        let k = st.log.dead_prefix();
+        let k = st.log.dead_prefix_from();
         if k == 0 {
             return Ok(0);
         }
