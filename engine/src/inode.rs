@@ -1884,7 +1884,7 @@ mod size {
     #[test]
     fn inode_state_stays_small() {
         assert!(
-            std::mem::size_of::<super::InodeState>() <= 520,
+            std::mem::size_of::<super::InodeState>() <= 464,
             "InodeState is {} bytes",
             std::mem::size_of::<super::InodeState>()
         );
