@@ -161,6 +161,24 @@ fn a_create_whose_slot_was_lost_is_cut_off() {
 }
 
 #[test]
+fn fsck_repair_cuts_a_torn_create_like_recovery() {
+    let d = scratch();
+    let (img, new) = crashed(d.path(), false);
+    write_at(&img, new.slot_off, &[0; 128]);
+    let r = run(&img, true);
+    assert_eq!(r.exit_code(), 0, "{}", show(&r));
+    assert!(r.notes.iter().any(|n| n.contains("torn")), "{}", show(&r));
+    let fs = Fs::open(&img, &MountOptions::default()).unwrap();
+    assert!(
+        fs.metadata("/d/new").is_err(),
+        "the cut is stored by the repair"
+    );
+    assert_eq!(fs.read("/d/a").unwrap(), b"kept");
+    fs.unmount().unwrap();
+    assert_clean(&img);
+}
+
+#[test]
 fn a_create_whose_slot_persisted_in_part_is_cut_off() {
     // Either line of the 128-byte slot alone: the first without the second leaves the old
     // checksum (a freed slot's, here zero); the second without the first leaves a slot whose
