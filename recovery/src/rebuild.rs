@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use novafs_engine::alloc::{BlockAlloc, InodeAlloc};
 use novafs_engine::bugs::{self, Bug};
 use novafs_engine::inode::{self, slot_offset, Bounds, Inode, InodeState};
-use novafs_engine::layout::inode::InodeSlot;
+use novafs_engine::layout::inode::{InodeSlot, HEAD_OFFSET};
 use novafs_engine::layout::superblock::Superblock;
 use novafs_engine::layout::{Kind, BLOCK, CHUNK_BLOCKS, INODES_PER_CHUNK, ROOT_INO};
 use novafs_engine::media::Media;
@@ -160,7 +160,11 @@ pub fn rebuild(
             if start >= frontier.len() {
                 return Ok(false);
             }
-            for &item in &frontier[start..(start + grain).min(frontier.len())] {
+            let items = &frontier[start..(start + grain).min(frontier.len())];
+            for (j, &item) in items.iter().enumerate() {
+                // Ahead of the loads: the slot two items on, the log head page of the next
+                // one (its slot prefetched a step ago), so their misses overlap this load.
+                w.prefetch(items.get(j + 2).map(|i| i.0), items.get(j + 1).map(|i| i.0));
                 // The inode is built here, on the walk's threads, its state loaded where it
                 // will live (no moves of the state); the engine only files it.
                 let (off, slot, kind) = w.slot(item)?;
@@ -408,6 +412,19 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Prefetch hints: the slot of inode `slot`, the first lines of inode `log`'s head page
+    /// (read from its slot's head word, unchecked: a hint outside the image does nothing).
+    fn prefetch(&self, slot: Option<u64>, log: Option<u64>) {
+        if let Some(off) = slot.and_then(|i| slot_offset(self.chunks, i)) {
+            self.media.prefetch(off, 128);
+        }
+        if let Some(off) = log.and_then(|i| slot_offset(self.chunks, i)) {
+            if let Ok(head) = self.media.load_u64(off + HEAD_OFFSET) {
+                self.media.prefetch(head.saturating_mul(BLOCK), 256);
+            }
+        }
     }
 
     /// The slot of a reachable inode: its offset, the slot, its kind.

@@ -444,6 +444,15 @@ impl Media {
         Ok(v)
     }
 
+    /// Hint that the lines of `[off, off + len)` will be read soon (a rebuild asks for the
+    /// next inode's log page while it loads this one); no effect on the traced backend or
+    /// outside the region.
+    pub fn prefetch(&self, off: u64, len: usize) {
+        if let Backend::Mapped(r) = &self.backend {
+            r.prefetch(off, len);
+        }
+    }
+
     /// An aligned 8-byte atomic load.
     pub fn load_u64(&self, off: u64) -> Result<u64> {
         self.check(off, 8)?;

@@ -278,6 +278,27 @@ impl RawRegion {
         Ok(())
     }
 
+    /// Hint that the lines of `[off, off + len)` will be read soon (at most 4 lines; nothing
+    /// for a range outside the mapping).
+    pub fn prefetch(&self, off: u64, len: usize) {
+        let Ok(p) = self.at(off, len) else {
+            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        for k in 0..len.div_ceil(64).min(4) {
+            // SAFETY: `p + 64 k` lies inside the mapped range just checked (k < len / 64
+            // rounded up, and the range is at least that long past its last line start);
+            // `prefetcht0` is a hint that never faults and changes no memory.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.add(64 * k).cast::<i8>(),
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+
     /// Atomic aligned 8-byte load.
     pub fn load_u64(&self, off: u64) -> Result<u64> {
         Ok(self.word(off)?.load(Ordering::Acquire))
