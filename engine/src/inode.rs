@@ -832,6 +832,14 @@ impl InodeState {
             .unwrap_or_default()
     }
 
+    /// Replace the extended attributes with `map` (no box made for an empty map on an inode
+    /// that has none).
+    pub fn set_xattrs(&mut self, map: XattrMap) {
+        if !map.is_empty() || self.xattr.is_some() {
+            self.xattr.get_or_insert_default().map = map;
+        }
+    }
+
     /// Value bytes of an `XattrSet` whose pieces were replayed and its set entry not yet
     /// (empty between appends).
     pub fn xattr_pending(&self) -> &[u8] {

@@ -1172,10 +1172,7 @@ impl Committed {
                     st.map = std::mem::take(&mut fresh.map);
                     st.owners = std::mem::take(&mut fresh.owners);
                     st.dir = std::mem::take(&mut fresh.dir);
-                    let x = fresh.take_xattrs();
-                    if !x.is_empty() || !st.xattrs().is_empty() {
-                        *st.xattrs_mut() = x;
-                    }
+                    st.set_xattrs(fresh.take_xattrs());
                 }
             }
             // Applied: what the part held is dropped here (nothing of it is freed on media).
