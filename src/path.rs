@@ -8,21 +8,43 @@ const MAX_SYMLINKS: u32 = 40;
 /// A path's names, inline up to 8 (no allocation for the paths most calls get).
 type Components<'a> = smallvec::SmallVec<[&'a [u8]; 8]>;
 
-fn components(path: &[u8]) -> Result<Components<'_>> {
+/// The names of `path` into `out` (cleared first): split at `/`, empty names and `.` left
+/// out. One pass over the bytes, filling the caller's inline list (no move of it).
+fn components<'a>(path: &'a [u8], out: &mut Components<'a>) -> Result<()> {
     if path.is_empty() {
         return Err(Error::InvalidPath("empty path".into()));
     }
-    if path.contains(&0) {
-        return Err(Error::InvalidPath("path contains NUL".into()));
+    out.clear();
+    // The first name longer than NAME_MAX: reported after the whole path is known free of
+    // NUL (a NUL anywhere is the error a caller gets first).
+    let mut too_long = None;
+    let mut start = 0;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            b'/' => {
+                push_name(&path[start..i], out, &mut too_long);
+                start = i + 1;
+            }
+            0 => return Err(Error::InvalidPath("path contains NUL".into())),
+            _ => {}
+        }
     }
-    let comps: Components<'_> = path
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect();
-    if let Some(c) = comps.iter().find(|c| c.len() > NAME_MAX) {
-        return Err(Error::NameTooLong(c.len()));
+    push_name(&path[start..], out, &mut too_long);
+    match too_long {
+        Some(len) => Err(Error::NameTooLong(len)),
+        None => Ok(()),
     }
-    Ok(comps)
+}
+
+/// One name of a path, unless empty or `.`.
+fn push_name<'a>(name: &'a [u8], out: &mut Components<'a>, too_long: &mut Option<usize>) {
+    if name.is_empty() || name == b"." {
+        return;
+    }
+    if name.len() > NAME_MAX && too_long.is_none() {
+        *too_long = Some(name.len());
+    }
+    out.push(name);
 }
 
 fn walk(
@@ -47,7 +69,8 @@ fn walk(
             } else {
                 cur
             };
-            let tcomps = components(&target)?;
+            let mut tcomps = Components::new();
+            components(&target, &mut tcomps)?;
             cur = walk(engine, base, &tcomps, true, links)?;
         } else {
             cur = ent.ino;
@@ -58,14 +81,16 @@ fn walk(
 
 /// Resolve `path` (absolute, or relative to the root) to an inode.
 pub fn resolve(engine: &Engine, path: &[u8], follow_last: bool) -> Result<u64> {
-    let comps = components(path)?;
+    let mut comps = Components::new();
+    components(path, &mut comps)?;
     walk(engine, ROOT_INO, &comps, follow_last, &mut 0)
 }
 
 /// Resolve the parent directory of `path` and return it with the last name (a slice of
 /// `path`).
 pub fn resolve_parent<'p>(engine: &Engine, path: &'p [u8]) -> Result<Parent<'p>> {
-    let comps = components(path)?;
+    let mut comps = Components::new();
+    components(path, &mut comps)?;
     let (dirs, last) = split_parent(&comps)?;
     let parent = walk(engine, ROOT_INO, dirs, true, &mut 0)?;
     Ok((parent, last))
@@ -82,10 +107,12 @@ pub fn resolve_parents<'p, 'q>(
     b: &'q [u8],
 ) -> Result<(Parent<'p>, Parent<'q>)> {
     // In the order of two `resolve_parent` calls: `a`'s errors come first.
-    let ca = components(a)?;
+    let mut ca = Components::new();
+    components(a, &mut ca)?;
     let (dirs_a, last_a) = split_parent(&ca)?;
     let pa = walk(engine, ROOT_INO, dirs_a, true, &mut 0)?;
-    let cb = components(b)?;
+    let mut cb = Components::new();
+    components(b, &mut cb)?;
     let (dirs_b, last_b) = split_parent(&cb)?;
     let pb = if dirs_a == dirs_b {
         pa

@@ -416,6 +416,8 @@ impl Media {
         Ok(())
     }
 
+    /// Whether `[off, off + len)` is inside the region (the traced backend's check; the
+    /// mapped region makes the same one itself).
     fn check(&self, off: u64, len: usize) -> Result<()> {
         let region = self.len();
         match off.checked_add(len as u64) {
@@ -429,10 +431,13 @@ impl Media {
 
     /// Copy `buf.len()` bytes at `off` into `buf`.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.check(off, buf.len())?;
         match &self.backend {
+            // The mapped region checks the range itself (the same error).
             Backend::Mapped(r) => r.read(off, buf)?,
-            Backend::Traced(t) => t.lock().read(off, buf),
+            Backend::Traced(t) => {
+                self.check(off, buf.len())?;
+                t.lock().read(off, buf)
+            }
         }
         Ok(())
     }
@@ -455,27 +460,29 @@ impl Media {
 
     /// An aligned 8-byte atomic load.
     pub fn load_u64(&self, off: u64) -> Result<u64> {
-        self.check(off, 8)?;
-        if !off.is_multiple_of(8) {
-            return Err(Error::Corrupt {
-                what: "unaligned 8-byte load".into(),
-                location: format!("offset {off}"),
-            });
-        }
         Ok(match &self.backend {
+            // The mapped region checks range and alignment itself.
             Backend::Mapped(r) => r.load_u64(off)?,
-            Backend::Traced(t) => t.lock().load_u64(off),
+            Backend::Traced(t) => {
+                self.check(off, 8)?;
+                check_aligned(off)?;
+                t.lock().load_u64(off)
+            }
         })
     }
 
     /// A cached store: durable only after [`Media::flush`] of its lines and a [`Media::fence`].
     #[track_caller]
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.check(off, data.len())?;
-        self.check_poisoned()?;
         match &self.backend {
-            Backend::Mapped(r) => r.write(off, data)?,
-            Backend::Traced(t) => t.lock().store(off, data, false, TraceSite::caller()),
+            Backend::Mapped(r) => {
+                self.check_poisoned()?;
+                r.write(off, data)?
+            }
+            Backend::Traced(t) => {
+                self.check(off, data.len())?;
+                t.lock().store(off, data, false, TraceSite::caller())
+            }
         }
         Ok(())
     }
@@ -483,16 +490,18 @@ impl Media {
     /// A non-temporal copy: bypasses the cache, durable after the next [`Media::fence`].
     #[track_caller]
     pub fn write_nt(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.check(off, data.len())?;
-        self.check_poisoned()?;
         match &self.backend {
             Backend::Mapped(r) => {
+                self.check_poisoned()?;
                 r.write_nt(off, data)?;
                 if self.mode == MediaMode::Msync {
                     self.note_dirty(off, data.len() as u64);
                 }
             }
-            Backend::Traced(t) => t.lock().store(off, data, true, TraceSite::caller()),
+            Backend::Traced(t) => {
+                self.check(off, data.len())?;
+                t.lock().store(off, data, true, TraceSite::caller())
+            }
         }
         Ok(())
     }
@@ -540,19 +549,18 @@ impl Media {
     /// fence.
     #[track_caller]
     pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
-        self.check(off, 8)?;
-        self.check_poisoned()?;
-        if !off.is_multiple_of(8) {
-            return Err(Error::Corrupt {
-                what: "unaligned 8-byte store".into(),
-                location: format!("offset {off}"),
-            });
-        }
         match &self.backend {
-            Backend::Mapped(r) => r.store_u64(off, v)?,
-            Backend::Traced(t) => t
-                .lock()
-                .store(off, &v.to_le_bytes(), false, TraceSite::caller()),
+            // The mapped region checks range and alignment itself.
+            Backend::Mapped(r) => {
+                self.check_poisoned()?;
+                r.store_u64(off, v)?
+            }
+            Backend::Traced(t) => {
+                self.check(off, 8)?;
+                check_aligned(off)?;
+                t.lock()
+                    .store(off, &v.to_le_bytes(), false, TraceSite::caller())
+            }
         }
         Ok(())
     }
@@ -563,17 +571,21 @@ impl Media {
         if len == 0 {
             return Ok(());
         }
-        self.check(off, len as usize)?;
-        self.check_poisoned()?;
         match &self.backend {
             Backend::Mapped(r) => {
+                self.check_poisoned()?;
                 if self.mode == MediaMode::Msync {
+                    self.check(off, len as usize)?;
                     self.note_dirty(off, len);
                 } else {
+                    // The mapped region checks the range itself.
                     r.flush(off, len, self.flush_kind)?;
                 }
             }
-            Backend::Traced(t) => t.lock().flush(off, len, TraceSite::caller()),
+            Backend::Traced(t) => {
+                self.check(off, len as usize)?;
+                t.lock().flush(off, len, TraceSite::caller())
+            }
         }
         Ok(())
     }
@@ -799,6 +811,18 @@ pub type MediaRef = Arc<Media>;
 /// so a second open conflicts even within one process. On conflict, the holder's pid is looked
 /// up in `/proc/locks` (the kernel records the pid of the process that took a `flock`): no
 /// pid is written to the image, so nothing goes stale after a crash.
+/// An 8-byte word access must be aligned (single-copy atomic).
+fn check_aligned(off: u64) -> Result<()> {
+    if off.is_multiple_of(8) {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            what: "unaligned 8-byte access".into(),
+            location: format!("offset {off}"),
+        })
+    }
+}
+
 fn lock_file(file: &File) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
