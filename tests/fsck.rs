@@ -692,7 +692,7 @@ fn directory_cycle_is_broken() {
         &Entry::DirAdd {
             ino: a.ino,
             kind: Kind::Dir,
-            name: b"loop".to_vec(),
+            name: b"loop".to_vec().into(),
             mtime_ns: 1,
         },
     );

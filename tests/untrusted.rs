@@ -142,7 +142,7 @@ fn directory_entries_named_dot_or_dotdot_are_corrupt() {
             &Entry::DirAdd {
                 ino: l["/a"].ino,
                 kind: Kind::Dir,
-                name: name.to_vec(),
+                name: name.to_vec().into(),
                 mtime_ns: 1,
             },
         );
@@ -182,7 +182,7 @@ fn directory_entries_with_slash_nul_or_empty_names_are_corrupt() {
             &Entry::DirAdd {
                 ino: l["/f1"].ino,
                 kind: Kind::File,
-                name: vec![b'q'; name.len().max(1)],
+                name: vec![b'q'; name.len().max(1)].into(),
                 mtime_ns: 1,
             },
         );
@@ -208,7 +208,7 @@ fn name_dir_again(path: &Path, dir: &L, child: &L, name: &str) {
         &Entry::DirAdd {
             ino: child.ino,
             kind: Kind::Dir,
-            name: name.as_bytes().to_vec(),
+            name: name.as_bytes().to_vec().into(),
             mtime_ns: 1,
         },
     );
@@ -383,7 +383,7 @@ fn a_name_of_a_free_inode_number_never_reaches_a_new_inode() {
         &Entry::DirAdd {
             ino: free_ino,
             kind: Kind::Dir,
-            name: b"ghost".to_vec(),
+            name: b"ghost".to_vec().into(),
             mtime_ns: 1,
         },
     );

@@ -456,13 +456,21 @@ impl Engine {
             return Err(Error::NameTooLong(name.len()));
         }
         let p = self.inode(parent)?;
+        self.lookup_in(&p, name)
+    }
+
+    /// [`Engine::lookup_ent`] in directory `p`, already at hand (no second cache lookup).
+    pub(crate) fn lookup_in(&self, p: &Inode, name: &[u8]) -> Result<DirEnt> {
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong(name.len()));
+        }
         let st = p.state.read();
         if st.attr.kind != Kind::Dir {
             return Err(Error::NotADirectory);
         }
         if name == b"." {
             return Ok(DirEnt {
-                ino: parent,
+                ino: p.ino,
                 kind: Kind::Dir,
                 log_page: crate::inode::NO_OWNER,
             });

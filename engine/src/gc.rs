@@ -68,7 +68,7 @@ pub fn checkpoint_entries(st: &InodeState) -> Vec<Entry> {
         out.extend(names.into_iter().map(|(name, ent)| Entry::DirAdd {
             ino: ent.ino,
             kind: ent.kind,
-            name: name.to_vec(),
+            name: name.clone(),
             mtime_ns: a.mtime_ns,
         }));
     } else {

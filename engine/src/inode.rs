@@ -1266,6 +1266,13 @@ impl InodeState {
         freed: &mut impl Extend<u64>,
     ) {
         let (first, breaks) = staged.apply(&mut self.log);
+        if breaks.is_empty() {
+            // Every entry in one page (most appends).
+            for e in entries {
+                self.apply_checked(e, freed, first);
+            }
+            return;
+        }
         let mut at = first;
         let mut next_break = breaks.iter().peekable();
         for (i, e) in entries.iter().enumerate() {

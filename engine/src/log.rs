@@ -365,6 +365,11 @@ fn stage_into(
     opts: StageOptions,
     checks: Checks<'_>,
 ) -> Result<Staged> {
+    if let [e] = entries {
+        if !opts.detached && fits_one(log, e.len_bytes(), opts.one_fence) {
+            return stage_one(buf, media, words, log, e, checks);
+        }
+    }
     // Plan placement from the entries' lengths: which entries start a new page.
     let mut room = if log.tail_off == 0 {
         0
@@ -392,41 +397,13 @@ fn stage_into(
     } else {
         log.tail_logical()
     };
-    // One fence: the append stays in a tail page known zero past the tail, and every data
-    // run it names has its checksum (so recovery can tell a torn commit from a whole one).
-    let crc_of = |e: &Entry| match e {
-        Entry::Write { block, .. } if *block != 0 => checks
-            .data
-            .iter()
-            .find(|(b, _)| b == block)
-            .map(|&(_, c)| c),
-        _ => None,
-    };
-    // The checks an entry of a one-fence append carries.
-    let marks_of = |e: &Entry, more: bool| {
-        let mut m = EntryMarks {
-            more,
-            ..EntryMarks::default()
-        };
-        match e {
-            Entry::Write { .. } => m.data_crc = crc_of(e),
-            Entry::DirAdd { ino, .. } => {
-                m.slot_crc = checks.slots.iter().find(|(i, _)| i == ino).map(|&(_, c)| c);
-            }
-            _ => {}
-        }
-        m
-    };
     let mut slots_checked = 0;
     // The append stays in the current tail page, which is zero past the tail.
     let in_zeroed_page = log.tail_zeroed && new_page_count == 0 && log.tail_off != 0;
     let one_fence = opts.one_fence
         && !opts.detached
         && in_zeroed_page
-        && entries.iter().all(|e| match e {
-            Entry::Write { block, .. } if *block != 0 => crc_of(e).is_some(),
-            _ => true,
-        });
+        && entries.iter().all(|e| checks.covers(e));
     let mut pages = Vec::with_capacity(new_page_count as usize);
     if new_page_count > 0 {
         let mut ext = crate::alloc::Extents::new();
@@ -477,7 +454,7 @@ fn stage_into(
         }
         let more = i + 1 < entries.len();
         let marks = if one_fence {
-            marks_of(e, more)
+            checks.marks_of(e, more)
         } else {
             EntryMarks {
                 more,
@@ -534,6 +511,76 @@ fn stage_into(
     })
 }
 
+/// [`stage_into`] for one entry that [`fits_one`] the log's tail page (zero past the tail,
+/// the session's one-fence commits): the same stores and the same [`Staged`], without the
+/// placement plan of the general path (no new page, no trailer, nothing to zero).
+fn stage_one(
+    buf: &mut Vec<u8>,
+    media: &Media,
+    words: LogWords,
+    log: &LogState,
+    e: &Entry,
+    checks: Checks<'_>,
+) -> Result<Staged> {
+    let one_fence = checks.covers(e);
+    let marks = if one_fence {
+        checks.marks_of(e, false)
+    } else {
+        EntryMarks::default()
+    };
+    e.encode_marked(log.next_seq, marks, buf);
+    debug_assert_eq!(buf.len(), e.len_bytes());
+    media.write_nt(log.tail_off, buf)?;
+    let page_end = (log.tail_off - 1) / BLOCK * BLOCK + ENTRY_BYTES;
+    Ok(Staged {
+        words,
+        old_tail: log.tail_off,
+        new_tail: log.tail_off + buf.len() as u64,
+        new_head: None,
+        new_pages: Vec::new(),
+        next_seq: log.next_seq + 1,
+        count: 1,
+        first_page: log.tail_logical(),
+        page_breaks: Vec::new(),
+        deferred_flush: Vec::new(),
+        one_fence,
+        slots_checked: usize::from(marks.slot_crc.is_some()),
+        rest_zero: true,
+        rezero: Some((log.tail_off, page_end)),
+    })
+}
+
+impl Checks<'_> {
+    /// Whether a one-fence commit can check `e`: a `Write` of a data run has its run's
+    /// checksum (so recovery can tell a torn commit from a whole one); other entries need none.
+    fn covers(&self, e: &Entry) -> bool {
+        match e {
+            Entry::Write { block, .. } if *block != 0 => self.data_crc(*block).is_some(),
+            _ => true,
+        }
+    }
+
+    fn data_crc(&self, block: u64) -> Option<u32> {
+        self.data.iter().find(|(b, _)| *b == block).map(|&(_, c)| c)
+    }
+
+    /// The checks an entry of a one-fence append carries.
+    fn marks_of(&self, e: &Entry, more: bool) -> EntryMarks {
+        let mut m = EntryMarks {
+            more,
+            ..EntryMarks::default()
+        };
+        match e {
+            Entry::Write { block, .. } if *block != 0 => m.data_crc = self.data_crc(*block),
+            Entry::DirAdd { ino, .. } => {
+                m.slot_crc = self.slots.iter().find(|(i, _)| i == ino).map(|&(_, c)| c);
+            }
+            _ => {}
+        }
+        m
+    }
+}
+
 impl Staged {
     /// Region offset of the tail word.
     pub fn tail_addr(&self) -> u64 {
@@ -587,10 +634,12 @@ impl Staged {
         if let Some(h) = self.new_head {
             log.head_block = h;
         }
-        log.live.resize(log.pages.len(), PageLive::default());
-        log.live
-            .extend(self.new_pages.iter().map(|_| PageLive::default()));
-        log.pages.extend_from_slice(&self.new_pages);
+        if !self.new_pages.is_empty() {
+            log.live.resize(log.pages.len(), PageLive::default());
+            log.live
+                .extend(self.new_pages.iter().map(|_| PageLive::default()));
+            log.pages.extend_from_slice(&self.new_pages);
+        }
         log.advance(self.new_tail, self.next_seq, self.count, self.rest_zero);
         (self.first_page, &self.page_breaks)
     }

@@ -53,12 +53,19 @@ fn slot_of(inodes: &[Arc<Inode>], ino: u64) -> u64 {
 
 impl<'a> Locked<'a> {
     fn new(inodes: &'a [Arc<Inode>]) -> Locked<'a> {
-        let mut refs: SmallVec<[&'a Arc<Inode>; 4]> = inodes.iter().collect();
-        refs.sort_by_key(|i| i.ino);
-        refs.dedup_by_key(|i| i.ino);
-        Locked {
-            guards: refs.into_iter().map(|i| (i.ino, i.state.write())).collect(),
+        // Insertion in inode order, duplicates left out (two to four inodes: no sort).
+        let mut refs: SmallVec<[&'a Inode; 4]> = SmallVec::new();
+        for i in inodes {
+            let at = refs.partition_point(|r| r.ino < i.ino);
+            if refs.get(at).is_none_or(|r| r.ino != i.ino) {
+                refs.insert(at, i);
+            }
         }
+        let mut guards = SmallVec::new();
+        for i in refs {
+            guards.push((i.ino, i.state.write()));
+        }
+        Locked { guards }
     }
 
     fn get(&mut self, ino: u64) -> &mut InodeState {
@@ -235,7 +242,7 @@ impl Engine {
         let pe = Entry::DirAdd {
             ino,
             kind,
-            name: name.to_vec(),
+            name: name.into(),
             mtime_ns: now,
         };
         txn.append(parent, p.slot_off, &ps, vec![pe])?;
@@ -260,14 +267,15 @@ impl Engine {
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
         check_name(name)?;
         let _op = self.writable()?;
+        let p = self.inode(parent)?;
         loop {
-            let ent = self.lookup_ent(parent, name)?;
+            let ent = self.lookup_in(&p, name)?;
             match (dir, ent.kind == Kind::Dir) {
                 (false, true) => return Err(Error::IsADirectory),
                 (true, false) => return Err(Error::NotADirectory),
                 _ => {}
             }
-            let inodes = [self.inode(parent)?, self.inode(ent.ino)?];
+            let inodes = [p.clone(), self.inode(ent.ino)?];
             let mut l = Locked::new(&inodes);
             if l.get(parent).dir.get(name) != Some(&ent) {
                 continue; // changed under us; retry
@@ -307,7 +315,7 @@ impl Engine {
             };
             let pe = vec![Entry::DirRemove {
                 ino: ent.ino,
-                name: name.to_vec(),
+                name: name.into(),
                 mtime_ns: now,
             }];
             let last_link = dir || child_entries.is_empty();
@@ -369,7 +377,7 @@ impl Engine {
         let pe = vec![Entry::DirAdd {
             ino,
             kind,
-            name: new_name.to_vec(),
+            name: new_name.into(),
             mtime_ns: now,
         }];
         let mut txn = self.txn("link");
@@ -402,9 +410,16 @@ impl Engine {
         if flags.exchange {
             return self.exchange(src_parent, src_name, dst_parent, dst_name);
         }
+        // Each parent looked up in the cache once (the lookups and the locks use them).
+        let sp = self.inode(src_parent)?;
+        let dp = if dst_parent == src_parent {
+            sp.clone()
+        } else {
+            self.inode(dst_parent)?
+        };
         loop {
-            let src = self.lookup_ent(src_parent, src_name)?;
-            let dst = match self.lookup_ent(dst_parent, dst_name) {
+            let src = self.lookup_in(&sp, src_name)?;
+            let dst = match self.lookup_in(&dp, dst_name) {
                 Ok(d) => Some(d),
                 Err(Error::NotFound) => None,
                 Err(e) => return Err(e),
@@ -430,9 +445,9 @@ impl Engine {
                 return Err(Error::RenameIntoSelf);
             }
             let mut inodes: SmallVec<[Arc<Inode>; 4]> =
-                smallvec::smallvec![self.inode(src_parent)?, self.inode(src.ino)?];
+                smallvec::smallvec![sp.clone(), self.inode(src.ino)?];
             if dst_parent != src_parent {
-                inodes.push(self.inode(dst_parent)?);
+                inodes.push(dp.clone());
             }
             if let Some(d) = dst {
                 inodes.push(self.inode(d.ino)?);
@@ -454,18 +469,18 @@ impl Engine {
             let now = now_ns();
             let remove_src = Entry::DirRemove {
                 ino: src.ino,
-                name: src_name.to_vec(),
+                name: src_name.into(),
                 mtime_ns: now,
             };
             let add_dst = Entry::DirAdd {
                 ino: src.ino,
                 kind: src.kind,
-                name: dst_name.to_vec(),
+                name: dst_name.into(),
                 mtime_ns: now,
             };
             let remove_victim = dst.map(|d| Entry::DirRemove {
                 ino: d.ino,
-                name: dst_name.to_vec(),
+                name: dst_name.into(),
                 mtime_ns: now,
             });
             // Each list made at its final size (no regrowth).
@@ -611,13 +626,13 @@ impl Engine {
             let now = now_ns();
             let remove = |e: &DirEnt, name: &[u8]| Entry::DirRemove {
                 ino: e.ino,
-                name: name.to_vec(),
+                name: name.into(),
                 mtime_ns: now,
             };
             let add = |e: &DirEnt, name: &[u8]| Entry::DirAdd {
                 ino: e.ino,
                 kind: e.kind,
-                name: name.to_vec(),
+                name: name.into(),
                 mtime_ns: now,
             };
             let mut plan: Vec<(u64, Vec<Entry>)> = if cross {

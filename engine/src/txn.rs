@@ -1123,8 +1123,10 @@ impl Committed {
                 Part::Append {
                     staged, entries, ..
                 } => {
-                    out.log_pages_added.extend_from_slice(&staged.new_pages);
-                    blocks.mark_log(&staged.new_pages);
+                    if !staged.new_pages.is_empty() {
+                        out.log_pages_added.extend_from_slice(&staged.new_pages);
+                        blocks.mark_log(&staged.new_pages);
+                    }
                     st.apply_staged(staged, entries, &mut out.freed);
                     out.appended = true;
                     if out.entries.is_empty() {
@@ -1258,7 +1260,7 @@ mod tests {
         Entry::DirAdd {
             ino,
             kind: Kind::File,
-            name: name.to_vec(),
+            name: name.into(),
             mtime_ns: 1,
         }
     }
@@ -1292,7 +1294,7 @@ mod tests {
         let dir = state(Kind::Dir);
         let remove = |ino: u64, name: &[u8]| Entry::DirRemove {
             ino,
-            name: name.to_vec(),
+            name: name.into(),
             mtime_ns: 1,
         };
         let mut txn = f.txn();

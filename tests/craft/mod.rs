@@ -251,7 +251,7 @@ pub fn entries(path: &Path, l: &L) -> Vec<(u64, Entry)> {
 pub fn dir_entry_offset(path: &Path, l: &L, name: &[u8]) -> u64 {
     entries(path, l)
         .into_iter()
-        .find(|(_, e)| matches!(e, Entry::DirAdd { name: n, .. } if n == name))
+        .find(|(_, e)| matches!(e, Entry::DirAdd { name: n, .. } if n[..] == *name))
         .map(|(o, _)| o)
         .expect("entry")
 }

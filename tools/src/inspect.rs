@@ -354,10 +354,10 @@ fn resolve(raw: &Raw, path: &Path) -> CliResult<u64> {
         for (_, _, _, e) in entries {
             match e {
                 Entry::DirAdd { ino, name, .. } => {
-                    dir.insert(name, ino);
+                    dir.insert(name.to_vec(), ino);
                 }
                 Entry::DirRemove { name, .. } => {
-                    dir.remove(&name);
+                    dir.remove(&name[..]);
                 }
                 _ => {}
             }

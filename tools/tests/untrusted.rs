@@ -82,7 +82,7 @@ fn image(dir: &TempDir, in_dir: &str, child: &str) -> PathBuf {
     Entry::DirAdd {
         ino: child,
         kind: Kind::Dir,
-        name: b"again".to_vec(),
+        name: b"again".to_vec().into(),
         mtime_ns: 1,
     }
     .encode(seq, &mut buf);

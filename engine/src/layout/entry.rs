@@ -491,8 +491,8 @@ pub enum Entry {
         ino: u64,
         /// Child kind.
         kind: Kind,
-        /// Name.
-        name: Vec<u8>,
+        /// Name (inline up to 16 bytes: no allocation for most names).
+        name: crate::hash::Name,
         /// Dir mtime.
         mtime_ns: u64,
     },
@@ -509,8 +509,8 @@ pub enum Entry {
     DirRemove {
         /// Child that had the name.
         ino: u64,
-        /// Name.
-        name: Vec<u8>,
+        /// Name (inline up to 16 bytes).
+        name: crate::hash::Name,
         /// Dir mtime.
         mtime_ns: u64,
     },
@@ -883,13 +883,13 @@ impl Entry {
                 {
                     return Err(bad("reserved bytes"));
                 }
-                let mut name = h.name[..n0].to_vec();
+                let mut name = crate::hash::Name::from_slice(&h.name[..n0]);
                 name.extend_from_slice(&buf[LINE_BYTES..LINE_BYTES + (n - n0)]);
                 if name.iter().any(|&b| b == 0 || b == b'/') {
                     return Err(bad("name bytes"));
                 }
                 // Never stored: lookups answer them from the directory itself.
-                if name == b"." || name == b".." {
+                if name[..] == b"."[..] || name[..] == b".."[..] {
                     return Err(bad("name '.' or '..'"));
                 }
                 if hdr.kind == 4 {
@@ -1029,23 +1029,23 @@ mod tests {
             Entry::DirAdd {
                 ino: 9,
                 kind: Kind::Dir,
-                name: b"x".to_vec(),
+                name: b"x"[..].into(),
                 mtime_ns: 1,
             },
             Entry::DirAdd {
                 ino: 9,
                 kind: Kind::File,
-                name: vec![b'n'; 255],
+                name: smallvec::smallvec![b'n'; 255],
                 mtime_ns: 1,
             },
             Entry::DirRemove {
                 ino: 9,
-                name: vec![b'q'; 24],
+                name: smallvec::smallvec![b'q'; 24],
                 mtime_ns: 2,
             },
             Entry::DirRemove {
                 ino: 9,
-                name: vec![b'q'; 25],
+                name: smallvec::smallvec![b'q'; 25],
                 mtime_ns: 2,
             },
             Entry::CacheAttach {
@@ -1121,12 +1121,12 @@ mod tests {
         let add = Entry::DirAdd {
             ino: 5,
             kind: Kind::File,
-            name: b"short".to_vec(),
+            name: b"short"[..].into(),
             mtime_ns: 1,
         };
         let long = Entry::DirRemove {
             ino: 5,
-            name: vec![b'x'; 30],
+            name: smallvec::smallvec![b'x'; 30],
             mtime_ns: 1,
         };
         // (entry, byte offsets that are reserved or padding)

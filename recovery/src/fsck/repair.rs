@@ -136,7 +136,7 @@ fn apply_group(
         match d {
             Deferred::RemoveName { name, child, .. } => entries.push(Entry::DirRemove {
                 ino: *child,
-                name: name.clone(),
+                name: name.clone().into(),
                 mtime_ns: now,
             }),
             Deferred::SetNlink { nlink, .. } => entries.push(Entry::Link {
@@ -242,7 +242,7 @@ fn lost_found(ctx: &Ctx<'_>, model: &mut Model, alloc: &BlockAlloc) -> Result<u6
     let add = Entry::DirAdd {
         ino,
         kind: Kind::Dir,
-        name: LOST_FOUND.to_vec(),
+        name: LOST_FOUND.to_vec().into(),
         mtime_ns: now,
     };
     append(ctx, model, alloc, txn, ROOT_INO, std::slice::from_ref(&add))?;
@@ -281,7 +281,7 @@ fn link_lost(
         entries.push(Entry::DirAdd {
             ino,
             kind,
-            name: name.into_bytes(),
+            name: name.into_bytes().into(),
             mtime_ns: now,
         });
     }
