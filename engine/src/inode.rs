@@ -1741,7 +1741,7 @@ fn runs_whole(
     }
     let mut buf = vec![0u8; BLOCK as usize];
     for &(block, pages, crc) in runs {
-        let mut h = crc32fast::Hasher::new();
+        let mut h = crate::layout::crc_hasher();
         for k in 0..u64::from(pages) {
             media.read((block + k) * BLOCK, &mut buf)?;
             h.update(&buf);

@@ -603,7 +603,7 @@ impl<'e> Txn<'e> {
         // §5.1.1): computed from the bytes each page is written from, as they are written (in
         // cache; a read-back of what non-temporal stores just wrote misses for every line).
         let crcs = media.data_crcs();
-        let mut run_crc = crc32fast::Hasher::new();
+        let mut run_crc = crate::layout::crc_hasher();
         let mut outside: Vec<u8> = Vec::new(); // a patch's lines from its old block
                                                // Run `r` (pgoff, block, pages) ends: its `Write` entry, and its checksum (from `crc`,
                                                // reset for the next run) where the session checksums data. A hole has none.

@@ -805,7 +805,7 @@ impl Entry {
         if hdr.lines as usize * LINE_BYTES != buf.len() {
             return Err(bad("line count"));
         }
-        let mut h = crc32fast::Hasher::new();
+        let mut h = super::crc_hasher();
         h.update(&buf[..4]);
         h.update(&[0; 4]);
         h.update(&buf[8..]);

@@ -136,7 +136,7 @@ impl InodeSlot {
     /// Compute the checksum of the static part.
     pub fn compute_csum(&self) -> u32 {
         let b = bytemuck::bytes_of(self);
-        let mut h = crc32fast::Hasher::new();
+        let mut h = super::crc_hasher();
         h.update(&b[16..64]);
         h.update(&b[80..124]);
         h.finalize() ^ super::CSUM_SALT

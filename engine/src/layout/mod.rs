@@ -50,12 +50,17 @@ pub(crate) const CSUM_SALT: u32 = 0x4e4f_5641; // "NOVA"
 
 /// The checksum of a record whose checksum field has been zeroed.
 pub fn checksum(bytes: &[u8]) -> u32 {
-    // One hasher, its CPU feature detection done once, copied per record (`crc32fast::hash`
-    // detects on every call: a fifth of the cost of a one-line record's checksum).
-    static PROTO: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
-    let mut h = PROTO.get_or_init(crc32fast::Hasher::new).clone();
+    let mut h = crc_hasher();
     h.update(bytes);
     h.finalize() ^ CSUM_SALT
+}
+
+/// A fresh CRC-32 hasher: a copy of one made once (`crc32fast::Hasher::new` and
+/// `crc32fast::hash` detect the CPU's features on every call: a fifth of the cost of a
+/// one-line record's checksum).
+pub fn crc_hasher() -> crc32fast::Hasher {
+    static PROTO: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    PROTO.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 /// Time now, in nanoseconds since the Unix epoch.
