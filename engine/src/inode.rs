@@ -756,7 +756,7 @@ pub fn slot_offset(chunks: &[u64], ino: u64) -> Option<u64> {
 struct NameOverlay<'e> {
     /// Record what the entry checked next adds and removes (not for the last one).
     track: bool,
-    changed: Vec<(&'e [u8], Option<u64>)>,
+    changed: smallvec::SmallVec<[(&'e [u8], Option<u64>); 4]>,
     /// Pending xattr value bytes after the entries seen so far (None: the state's).
     xattr_pending: Option<usize>,
 }

@@ -36,6 +36,9 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Each inode's entries of one change (two to four inodes: inline).
+type Plan = SmallVec<[(u64, Vec<Entry>); 4]>;
+
 /// Locks on several inodes, taken in inode order.
 struct Locked<'a> {
     /// Inline: an operation locks two to four inodes.
@@ -528,11 +531,12 @@ impl Engine {
                 // change in one append to the directory's log; the moved inode's new ctime is
                 // an independent append beside it: one fence and no journal when both are
                 // one-fence appends (DESIGN.md §5.2.1).
-                let plan = vec![(src.ino, moved_entries), (src_parent, src_entries)];
+                let plan: Plan =
+                    smallvec::smallvec![(src.ino, moved_entries), (src_parent, src_entries)];
                 let txn = self.txn("rename").frees_space(victim_gone).independent();
                 self.commit_plan(&mut l, &inodes, plan, txn)?;
             } else {
-                let mut plan: Vec<(u64, Vec<Entry>)> = vec![(src_parent, src_entries)];
+                let mut plan: Plan = smallvec::smallvec![(src_parent, src_entries)];
                 if src_parent != dst_parent {
                     plan.push((dst_parent, dst_entries));
                 }
@@ -635,8 +639,8 @@ impl Engine {
                 name: name.into(),
                 mtime_ns: now,
             };
-            let mut plan: Vec<(u64, Vec<Entry>)> = if cross {
-                vec![
+            let mut plan: Plan = if cross {
+                smallvec::smallvec![
                     (
                         src_parent,
                         vec![remove(&src, src_name), add(&dst, src_name)],
@@ -647,7 +651,7 @@ impl Engine {
                     ),
                 ]
             } else {
-                vec![(
+                smallvec::smallvec![(
                     src_parent,
                     vec![
                         remove(&src, src_name),
@@ -689,7 +693,7 @@ impl Engine {
         &self,
         l: &mut Locked<'_>,
         inodes: &[Arc<Inode>],
-        plan: Vec<(u64, Vec<Entry>)>,
+        plan: Plan,
         frees_space: bool,
         mark: &'static str,
     ) -> Result<()> {
@@ -704,7 +708,7 @@ impl Engine {
         &self,
         l: &mut Locked<'_>,
         inodes: &[Arc<Inode>],
-        plan: Vec<(u64, Vec<Entry>)>,
+        plan: Plan,
         mut txn: crate::txn::Txn<'_>,
     ) -> Result<()> {
         let slot_of = |ino: u64| slot_of(inodes, ino);

@@ -318,7 +318,7 @@ pub struct Txn<'e> {
     /// Data blocks written for the change.
     data: crate::alloc::Extents,
     /// Inode numbers taken for the change.
-    inos: Vec<u64>,
+    inos: smallvec::SmallVec<[u64; 2]>,
     /// One-fence sessions: (first block, crc32) of every data run `write_pages` wrote, for
     /// its `Write` entry (DESIGN.md §5.1).
     data_crcs: Vec<(u64, u32)>,
@@ -519,7 +519,7 @@ impl<'e> Txn<'e> {
             mark,
             frees_space: false,
             data: crate::alloc::Extents::new(),
-            inos: Vec::new(),
+            inos: smallvec::SmallVec::new(),
             data_crcs: Vec::new(),
             new_slot: None,
             ordered: false,
@@ -915,17 +915,32 @@ impl<'e> Txn<'e> {
         if !parts.as_slice().is_empty() {
             media.mark(self.mark);
         }
-        // The parts with a commit word (no allocation when there is one, as in most changes).
-        let mut words: Vec<&Part> = Vec::new();
+        // The parts with a commit word: no allocation for up to four (every change but a
+        // large repair), in an array of references (no drop glue holding `parts` borrowed).
         let single: &Part;
+        let mut inline: [&Part; 4];
+        let mut spill: Vec<&Part> = Vec::new();
         let words: &[&Part] = match parts.as_slice() {
             [one] if one.has_word() => {
                 single = one;
                 std::slice::from_ref(&single)
             }
             all => {
-                words.extend(all.iter().filter(|p| p.has_word()));
-                &words
+                let n = all.iter().filter(|p| p.has_word()).count();
+                match all.first() {
+                    Some(first) if n <= 4 => {
+                        inline = [first; 4];
+                        for (slot, p) in inline.iter_mut().zip(all.iter().filter(|p| p.has_word()))
+                        {
+                            *slot = p;
+                        }
+                        &inline[..n]
+                    }
+                    _ => {
+                        spill.extend(all.iter().filter(|p| p.has_word()));
+                        &spill
+                    }
+                }
             }
         };
         let in_place = words.iter().filter(|p| p.in_place()).count();
