@@ -261,6 +261,7 @@ impl Media {
     }
 
     /// Whether single-inode appends commit with one fence (DESIGN.md §5.1).
+    #[inline]
     pub fn one_fence(&self) -> bool {
         self.one_fence.load(Ordering::Relaxed)
     }
@@ -312,6 +313,7 @@ impl Media {
 
     /// Msync mode: fail if an earlier durability call failed (nothing may be stored after a
     /// fence that did not make its ranges durable).
+    #[inline]
     fn check_poisoned(&self) -> Result<()> {
         if self.mode == MediaMode::Msync {
             let errno = self.msync.poisoned.load(Ordering::Acquire);
@@ -459,6 +461,7 @@ impl Media {
     }
 
     /// An aligned 8-byte atomic load.
+    #[inline]
     pub fn load_u64(&self, off: u64) -> Result<u64> {
         Ok(match &self.backend {
             // The mapped region checks range and alignment itself.
@@ -548,6 +551,7 @@ impl Media {
     /// An aligned, failure-atomic 8-byte store (the commit primitive). Durable after flush +
     /// fence.
     #[track_caller]
+    #[inline]
     pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
         match &self.backend {
             // The mapped region checks range and alignment itself.
@@ -567,6 +571,7 @@ impl Media {
 
     /// Write back the cache lines covering `[off, off + len)`.
     #[track_caller]
+    #[inline]
     pub fn flush(&self, off: u64, len: u64) -> Result<()> {
         if len == 0 {
             return Ok(());
@@ -594,6 +599,7 @@ impl Media {
     /// msync mode: after one durability call for all of them; a failed call poisons the media,
     /// see [`MsyncState`]).
     #[track_caller]
+    #[inline]
     pub fn fence(&self) {
         match &self.backend {
             Backend::Mapped(r) => {

@@ -90,6 +90,18 @@ unsafe impl Send for RawRegion {}
 // SAFETY: as above.
 unsafe impl Sync for RawRegion {}
 
+/// The error of an unaligned 8-byte access.
+#[cold]
+#[inline(never)]
+fn unaligned(off: u64) -> Error {
+    Error::Corrupt {
+        what: "unaligned 8-byte access".into(),
+        location: format!("offset {off}"),
+    }
+}
+
+#[cold]
+#[inline(never)]
 fn out_of_range(off: u64, len: u64, region: usize) -> Error {
     Error::Corrupt {
         what: "media access out of range".into(),
@@ -258,10 +270,7 @@ impl RawRegion {
     fn word(&self, off: u64) -> Result<&AtomicU64> {
         let p = self.at(off, 8)?;
         if !off.is_multiple_of(8) {
-            return Err(Error::Corrupt {
-                what: "unaligned 8-byte access".into(),
-                location: format!("offset {off}"),
-            });
+            return Err(unaligned(off));
         }
         // SAFETY: in bounds and 8-byte aligned (checked; the mapping is page aligned);
         // AtomicU64 has the layout of u64, and every access to the region is atomic.
@@ -300,6 +309,7 @@ impl RawRegion {
     }
 
     /// Atomic aligned 8-byte load.
+    #[inline]
     pub fn load_u64(&self, off: u64) -> Result<u64> {
         Ok(self.word(off)?.load(Ordering::Acquire))
     }
@@ -314,6 +324,7 @@ impl RawRegion {
     }
 
     /// Atomic aligned 8-byte store.
+    #[inline]
     pub fn store_u64(&self, off: u64, v: u64) -> Result<()> {
         self.word(off)?.store(v, Ordering::Release);
         Ok(())
@@ -382,6 +393,7 @@ impl RawRegion {
     }
 
     /// Write back the lines covering `[off, off+len)`.
+    #[inline]
     pub fn flush(&self, off: u64, len: u64, kind: FlushKind) -> Result<()> {
         let len_us = usize::try_from(len).map_err(|_| out_of_range(off, len, self.len()))?;
         let base = self.at(off, len_us)? as usize;
