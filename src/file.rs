@@ -109,33 +109,47 @@ impl OpenOptions {
     }
 
     fn open_engine(&self, p: &Path) -> novafs_engine::Result<File> {
+        /// Creates tried again after the name vanished between a create and an open.
+        const CREATE_RETRIES: u32 = 100;
         use novafs_engine::Error;
         use std::os::unix::ffi::OsStrExt;
         let bytes = p.as_os_str().as_bytes();
         let writable = self.write || self.append;
         self.validate()?;
         let e = &self.engine;
-        let ino = if self.create || self.create_new {
+        // A new file's handle and attributes come with its create (no second lookup).
+        let (inode, attr) = if self.create || self.create_new {
             let (parent, name) = path::resolve_parent(e, bytes)?;
             // The create checks the name under the directory's lock (no lookup first: one
-            // directory round trip less per new file).
-            match e.create(parent, name, self.mode, 0, 0) {
-                Ok(a) => a.ino,
-                Err(Error::AlreadyExists) if !self.create_new => path::resolve(e, bytes, true)?,
-                // A read-only mount opens an existing file as it would without `create`
-                // (`create_new`: exists, as Linux answers `O_EXCL` before `EROFS`).
-                Err(Error::ReadOnly) if e.lookup_ent(parent, name).is_ok() => {
-                    if self.create_new {
-                        return Err(Error::AlreadyExists);
+            // directory round trip less per new file). Linux's O_CREAT creates or opens
+            // atomically; here a name that another thread removes between the create's
+            // `AlreadyExists` and the open is created again (a bounded number of times: a
+            // dangling symlink's target is `NotFound` every time).
+            let mut tries = 0;
+            loop {
+                match e.create_open(parent, name, self.mode, 0, 0) {
+                    Ok((inode, attr)) => break (inode, Some(attr)),
+                    Err(Error::AlreadyExists) if !self.create_new => {
+                        match path::resolve(e, bytes, true).and_then(|ino| e.open_inode(ino)) {
+                            Ok(inode) => break (inode, None),
+                            Err(Error::NotFound) if tries < CREATE_RETRIES => tries += 1,
+                            Err(err) => return Err(err),
+                        }
                     }
-                    path::resolve(e, bytes, true)?
+                    // A read-only mount opens an existing file as it would without `create`
+                    // (`create_new`: exists, as Linux answers `O_EXCL` before `EROFS`).
+                    Err(Error::ReadOnly) if e.lookup_ent(parent, name).is_ok() => {
+                        if self.create_new {
+                            return Err(Error::AlreadyExists);
+                        }
+                        break (e.open_inode(path::resolve(e, bytes, true)?)?, None);
+                    }
+                    Err(err) => return Err(err),
                 }
-                Err(err) => return Err(err),
             }
         } else {
-            path::resolve(e, bytes, true)?
+            (e.open_inode(path::resolve(e, bytes, true)?)?, None)
         };
-        let inode = e.open_inode(ino)?;
         let file = File {
             engine: e.clone(),
             path: Arc::from(p),
@@ -145,7 +159,11 @@ impl OpenOptions {
             append: self.append,
             pos: AtomicU64::new(0),
         };
-        let attr = e.attr_of(&file.inode)?;
+        // After the handle exists: an error from here on releases it (File's drop).
+        let attr = match attr {
+            Some(a) => a,
+            None => e.attr_of(&file.inode)?,
+        };
         if attr.kind == Kind::Dir && writable {
             return Err(Error::IsADirectory);
         }

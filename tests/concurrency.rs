@@ -90,3 +90,59 @@ fn parallel_writers_and_readers() {
     assert_eq!(fs.statfs().unwrap().blocks_free, free.blocks_free);
     assert_eq!(fs.read("/m/x").unwrap(), b"moving");
 }
+
+/// A file another thread removes the moment it is created: the create still returns a handle
+/// (the handle is counted before the directory's lock is let go; before, the new inode could
+/// be freed between the create and the open, and the create failed with NotFound), the handle
+/// reads back what it writes, and closing it frees the inode (no inode or block leaked once
+/// the directory, whose log grew meanwhile, is gone too).
+#[test]
+fn a_file_removed_as_it_is_created_stays_open_until_closed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let img = dir.path().join("race.img");
+    let fs = Arc::new(Fs::format(&img, 64 << 20, &FormatOptions::default()).unwrap());
+    // The root's log gets its first page (kept for the later entries below).
+    fs.create_dir("/warm").unwrap();
+    fs.remove_dir("/warm").unwrap();
+    let before = fs.statfs().unwrap();
+    fs.create_dir("/d").unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let remover = {
+        let (fs, done) = (fs.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut removed = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                if fs.remove_file("/d/x").is_ok() {
+                    removed += 1;
+                }
+            }
+            removed
+        })
+    };
+    for i in 0..20_000u32 {
+        let opened = fs
+            .open_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open("/d/x");
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) => panic!("create {i}: {e}"),
+        };
+        f.write_at(&i.to_le_bytes(), 0).unwrap();
+        let mut back = [0u8; 4];
+        f.read_at(&mut back, 0).unwrap();
+        assert_eq!(u32::from_le_bytes(back), i);
+    }
+    done.store(true, Ordering::Relaxed);
+    let removed = remover.join().unwrap();
+    assert!(removed > 0, "the remover never met the file");
+    let _ = fs.remove_file("/d/x");
+    fs.remove_dir("/d").unwrap();
+    let after = fs.statfs().unwrap();
+    assert_eq!(after.inodes_free, before.inodes_free);
+    assert_eq!(after.blocks_free, before.blocks_free);
+}

@@ -84,7 +84,27 @@ impl<'a> Locked<'a> {
 impl Engine {
     /// Create a regular file.
     pub fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
-        self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, None)
+        self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, None, false)
+            .map(|(_, a)| a)
+    }
+
+    /// Create a regular file and open a handle on it ([`Engine::open_inode`]; released with
+    /// [`Engine::release_inode`]), in one step: the handle is counted before the parent's
+    /// lock is let go, so no unlink can free the new inode in between.
+    pub fn create_open(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Arc<Inode>, Attr)> {
+        let (inode, attr) =
+            self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, None, true)?;
+        let Some(inode) = inode else {
+            unreachable!("make_node returns the inode it opened");
+        };
+        Ok((inode, attr))
     }
 
     /// Create a FIFO, socket, or character or block device node (`rdev`: its device number,
@@ -116,7 +136,8 @@ impl Engine {
                 "device number beyond Linux's 32-bit encoding".into(),
             ));
         }
-        self.make_node(parent, name, (kind, rdev), mode, uid, gid, None)
+        self.make_node(parent, name, (kind, rdev), mode, uid, gid, None, false)
+            .map(|(_, a)| a)
     }
 
     /// Create a regular file holding `data`, in one commit: after a crash the name is absent,
@@ -134,12 +155,23 @@ impl Engine {
             return Err(Error::FileTooLarge);
         }
         let (uid, gid) = owner;
-        self.make_node(parent, name, (Kind::File, 0), mode, uid, gid, Some(data))
+        self.make_node(
+            parent,
+            name,
+            (Kind::File, 0),
+            mode,
+            uid,
+            gid,
+            Some(data),
+            false,
+        )
+        .map(|(_, a)| a)
     }
 
     /// Create a directory.
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
-        self.make_node(parent, name, (Kind::Dir, 0), mode, uid, gid, None)
+        self.make_node(parent, name, (Kind::Dir, 0), mode, uid, gid, None, false)
+            .map(|(_, a)| a)
     }
 
     /// Create a symbolic link to `target`.
@@ -164,7 +196,9 @@ impl Engine {
             uid,
             gid,
             Some(target),
+            false,
         )
+        .map(|(_, a)| a)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -177,7 +211,8 @@ impl Engine {
         uid: u32,
         gid: u32,
         content: Option<&[u8]>,
-    ) -> Result<Attr> {
+        open: bool,
+    ) -> Result<(Option<Arc<Inode>>, Attr)> {
         check_name(name)?;
         let _op = self.writable()?;
         let p = self.inode(parent)?;
@@ -220,6 +255,10 @@ impl Engine {
         let Some(new) = Arc::get_mut(&mut inode) else {
             unreachable!("a new Arc has one owner");
         };
+        if open {
+            // Counted before the parent's lock is released (an unlink takes it first).
+            *new.open.get_mut() = 1;
+        }
         let child = new.state_mut();
         // The new inode's log is prepared before anything names it: the parent's commit
         // makes the inode and its contents (and inherited ACLs) visible together (one tail
@@ -253,8 +292,9 @@ impl Engine {
         self.apply(&mut done, parent, p.slot_off, &mut ps);
         let _ = done.apply(&self.blocks, ino, child);
         let attr = child.attr();
+        let opened = open.then(|| inode.clone());
         self.cache_insert(inode);
-        Ok(attr)
+        Ok((opened, attr))
     }
 
     /// Remove the name of a non-directory.
