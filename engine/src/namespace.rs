@@ -362,13 +362,16 @@ impl Engine {
                 mtime_ns: now,
             }];
             let last_link = dir || child_entries.is_empty();
+            let child_appends = !child_entries.is_empty();
             // Removing frees space: it may use the reserve.
             let mut txn = self.txn("remove").frees_space(true);
             txn.append(parent, inodes[0].slot_off, l.get(parent), pe)?;
             txn.append(ent.ino, inodes[1].slot_off, l.get(ent.ino), child_entries)?;
             let mut done = txn.commit()?;
             self.apply(&mut done, parent, inodes[0].slot_off, l.get(parent));
-            self.apply(&mut done, ent.ino, inodes[1].slot_off, l.get(ent.ino));
+            if child_appends {
+                self.apply(&mut done, ent.ino, inodes[1].slot_off, l.get(ent.ino));
+            }
             let cs = l.get(ent.ino);
             if last_link {
                 cs.attr.nlink = 0;
@@ -754,6 +757,9 @@ impl Engine {
         let slot_of = |ino: u64| slot_of(inodes, ino);
         let mut touched: SmallVec<[u64; 4]> = SmallVec::with_capacity(plan.len());
         for (ino, entries) in plan {
+            if entries.is_empty() {
+                continue; // nothing to append, nothing to apply
+            }
             txn.append(ino, slot_of(ino), l.get(ino), entries)?;
             touched.push(ino);
         }
