@@ -505,9 +505,13 @@ fn bad_acls(st: &InodeState) -> Vec<Vec<u8>> {
 fn eof_nonzero(ctx: &Ctx<'_>, off: u64, page: &mut [u8]) -> Result<Option<usize>> {
     let tail = &mut page[..(BLOCK - off % BLOCK) as usize];
     ctx.read(off, tail)?;
-    let nonzero = tail
-        .chunks(64)
-        .any(|c| c.iter().fold(0u8, |a, &b| a | b) != 0);
+    // OR-folded 16 bytes a word, 512 bytes a step (a byte fold 64 bytes a step spent more on
+    // its test and branch than on the bytes).
+    let nonzero = tail.chunks(512).any(|c| {
+        let (words, rest) = c.as_chunks::<16>();
+        words.iter().fold(0u128, |a, w| a | u128::from_ne_bytes(*w)) != 0
+            || rest.iter().any(|&b| b != 0)
+    });
     Ok(nonzero.then(|| tail.iter().position(|&x| x != 0)).flatten())
 }
 
