@@ -1,6 +1,6 @@
 //! Instructions per engine operation, for `valgrind --tool=callgrind` (stable on noisy
 //! machines, unlike time). Each operation kind runs `N` times inside its own function
-//! (`op_write4k`, `op_read4k`, `op_write64`, `op_create`, `op_rename`, `op_unlink`, `op_setattr`,
+//! (`op_write4k`, `op_read4k`, `op_write64`, `op_append` (100 B, a WAL record), `op_create`, `op_rename`, `op_unlink`, `op_setattr`,
 //! `op_flip`: one file renamed back and forth in one directory, as the compare bench does), so that
 //! callgrind's `--toggle-collect` counts exactly those calls:
 //!
@@ -25,6 +25,13 @@ fn op_write4k(f: &novafs::File, n: u64, buf: &[u8]) {
 fn op_write64(f: &novafs::File, n: u64, buf: &[u8]) {
     for i in 0..n {
         f.write_at(&buf[..64], (i % 4096) * 64).expect("write_at");
+    }
+}
+
+#[inline(never)]
+fn op_append(f: &novafs::File, n: u64, rec: &[u8]) {
+    for _ in 0..n {
+        f.append(rec).expect("append");
     }
 }
 
@@ -101,6 +108,14 @@ fn main() {
     op_read4k(&fs.open_file("/file").expect("open"), n, &mut back);
     op_write64(&f, n, &buf);
     op_setattr(&f, n);
+    let wal = fs
+        .open_options()
+        .append(true)
+        .create(true)
+        .open("/wal")
+        .expect("create wal");
+    op_append(&wal, n, &[0x77u8; 100]);
+    drop(wal);
     let names = Names {
         f: (0..n).map(|i| format!("/d/f{i}")).collect(),
         g: (0..n).map(|i| format!("/d/g{i}")).collect(),
