@@ -632,10 +632,16 @@ impl Engine {
             self.blocks.free_log(p);
         }
         st.map.clear();
+        // Only an inode with a write cache is in the writeback set (attached pages, or a
+        // loaded cache, put it there; the reset that drops the cache takes it out): most
+        // frees take no lock shared by every inode.
+        let had_cache = st.wc.is_some();
         st.drop_cache();
         inode.forget_last_store();
         st.log = crate::inode::LogState::default();
-        self.writeback.dirty.lock().remove(&inode.ino);
+        if had_cache {
+            self.writeback.dirty.lock().remove(&inode.ino);
+        }
         // Mark the slot free (kind word = 0). Not a commit: after a crash, reachability from
         // the root decides which slots are live; this only keeps fsck's view tidy.
         self.media.store_u64(inode.slot_off + 16, 0)?;

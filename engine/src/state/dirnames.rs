@@ -44,6 +44,21 @@ impl DirNames {
     /// Committed `entries` of directory `dir` were applied: removals first, so that a name
     /// moved inside one directory stays recorded.
     pub(crate) fn note_applied(&self, dir: u64, entries: &[Entry]) {
+        // Only a removal (of a name of any kind) or a subdirectory's name concerns the map: a
+        // file's create takes no lock shared by every directory.
+        let concerns = |e: &Entry| {
+            matches!(
+                e,
+                Entry::DirRemove { .. }
+                    | Entry::DirAdd {
+                        kind: Kind::Dir,
+                        ..
+                    }
+            )
+        };
+        if !entries.iter().any(concerns) {
+            return;
+        }
         let mut m = self.named_by.lock();
         for e in entries {
             if let Entry::DirRemove { ino, .. } = e {
