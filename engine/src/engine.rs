@@ -306,6 +306,12 @@ impl Engine {
         }
     }
 
+    /// Whether block `block` is free in the allocator, as of now: for tools, tests and fault
+    /// injection that must pick a block no inode holds.
+    pub fn block_is_free(&self, block: u64) -> bool {
+        self.blocks.is_free(block)
+    }
+
     /// Where inode `ino` lives on the image, as of now (an owned snapshot taken under its
     /// shared lock): for tools, tests and fault injection that must find its log pages or
     /// blocks on the media.
