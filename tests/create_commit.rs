@@ -19,20 +19,10 @@ use craft::*;
 
 /// Fences made by `op`.
 fn fences_of(media: &Media, fs: &Fs, op: impl FnOnce(&Fs)) -> usize {
-    media.with_trace(|t| {
-        t.events.clear();
-        t.enabled = true;
-    });
-    op(fs);
-    media
-        .with_trace(|t| {
-            t.enabled = false;
-            t.events
-                .iter()
-                .filter(|e| matches!(e, TraceEvent::Fence { .. }))
-                .count()
-        })
-        .unwrap()
+    events_of(media, fs, op)
+        .iter()
+        .filter(|e| matches!(e, TraceEvent::Fence { .. }))
+        .count()
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! or over a multiply-linked victim, it is one journaled transaction. Checked on the traced
 //! backend, which sees every store and fence.
 
+mod cause;
+mod craft;
+
 use std::sync::Arc;
 
 use novafs::{FormatOptions, Fs};
@@ -33,27 +36,16 @@ fn traced() -> (Arc<Media>, Fs) {
 fn commit_of(media: &Media, fs: &Fs, op: impl FnOnce(&Fs)) -> (usize, usize) {
     let start = fs.engine().superblock().journal_block * BLOCK;
     let journal = start..start + BLOCK;
-    media.with_trace(|t| {
-        t.events.clear();
-        t.enabled = true;
-    });
-    op(fs);
-    media
-        .with_trace(|t| {
-            t.enabled = false;
-            let fences = t
-                .events
-                .iter()
-                .filter(|e| matches!(e, TraceEvent::Fence { .. }))
-                .count();
-            let journaled = t
-                .events
-                .iter()
-                .filter(|e| matches!(e, TraceEvent::Store { off, .. } if journal.contains(off)))
-                .count();
-            (fences, journaled)
-        })
-        .unwrap()
+    let events = craft::events_of(media, fs, op);
+    let fences = events
+        .iter()
+        .filter(|e| matches!(e, TraceEvent::Fence { .. }))
+        .count();
+    let journaled = events
+        .iter()
+        .filter(|e| matches!(e, TraceEvent::Store { off, .. } if journal.contains(off)))
+        .count();
+    (fences, journaled)
 }
 
 #[test]

@@ -284,7 +284,12 @@ pub fn stage(
     opts: StageOptions,
     checks: Checks<'_>,
 ) -> Result<Staged> {
-    with_buf(|buf| stage_into(buf, media, alloc, words, log, entries, opts, checks))
+    with_buf(|buf| match entries {
+        [e] if !opts.detached && fits_one(log, e.len_bytes(), opts.one_fence) => {
+            stage_one(buf, media, words, log, e, checks)
+        }
+        _ => stage_planned(buf, media, alloc, words, log, entries, opts, checks),
+    })
 }
 
 /// Run `f` with an empty per-thread encoding buffer (no allocation per append); a nested or
@@ -354,26 +359,7 @@ fn commit_word(media: &Media, addr: u64, value: u64, one_fence: bool) -> Result<
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stage_into(
-    buf: &mut Vec<u8>,
-    media: &Media,
-    alloc: &BlockAlloc,
-    words: LogWords,
-    log: &LogState,
-    entries: &[Entry],
-    opts: StageOptions,
-    checks: Checks<'_>,
-) -> Result<Staged> {
-    if let [e] = entries {
-        if !opts.detached && fits_one(log, e.len_bytes(), opts.one_fence) {
-            return stage_one(buf, media, words, log, e, checks);
-        }
-    }
-    stage_planned(buf, media, alloc, words, log, entries, opts, checks)
-}
-
-/// [`stage_into`]'s general path: entries placed by a plan of the pages they need.
+/// [`stage`]'s general path: entries placed by a plan of the pages they need.
 #[allow(clippy::too_many_arguments)]
 fn stage_planned(
     buf: &mut Vec<u8>,
@@ -526,7 +512,7 @@ fn stage_planned(
     })
 }
 
-/// [`stage_into`] for one entry that [`fits_one`] the log's tail page (zero past the tail,
+/// [`stage`] for one entry that [`fits_one`] the log's tail page (zero past the tail,
 /// the session's one-fence commits): the same stores and the same [`Staged`], without the
 /// placement plan of the general path (no new page, no trailer, nothing to zero).
 fn stage_one(

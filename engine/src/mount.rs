@@ -325,6 +325,9 @@ impl Engine {
             let mut st = i.state.write();
             if st.cache().atomic {
                 st.drop_cache();
+                // An inode without a write cache is never in the writeback set (`free_inode`
+                // relies on it).
+                self.writeback.dirty.lock().remove(&i.ino);
             }
         }
         for i in &with_cache {

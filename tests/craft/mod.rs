@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that craft damaged images (`fsck.rs`, `untrusted.rs`): a small
+//! Helpers shared by the tests that craft damaged images (`fsck.rs`, `untrusted.rs`, ...) or
+//! read the traced backend's events (`create_commit.rs`, `rename_commit.rs`): a small
 //! image with known layout, fsck runners and assertions, raw reads and writes, and entry
 //! rewriting that keeps checksums valid.
 #![allow(dead_code, reason = "each test binary uses a subset of the helpers")]
@@ -15,6 +16,26 @@ use novafs_engine::layout::entry::Entry;
 use novafs_engine::layout::{checksum, BLOCK};
 use novafs_recovery::fsck::{self, FsckOptions, FsckReport, ProblemKind};
 use tempfile::TempDir;
+
+/// The trace events of `op` on `fs`, whose engine runs on the traced `media` (recording on
+/// for `op` alone).
+pub fn events_of(
+    media: &novafs_engine::media::Media,
+    fs: &Fs,
+    op: impl FnOnce(&Fs),
+) -> Vec<novafs_engine::media::TraceEvent> {
+    media.with_trace(|t| {
+        t.events.clear();
+        t.enabled = true;
+    });
+    op(fs);
+    media
+        .with_trace(|t| {
+            t.enabled = false;
+            t.take()
+        })
+        .expect("a traced media")
+}
 
 pub fn scratch() -> TempDir {
     let mut b = tempfile::Builder::new();

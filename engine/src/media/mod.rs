@@ -418,8 +418,9 @@ impl Media {
         Ok(())
     }
 
-    /// Whether `[off, off + len)` is inside the region (the traced backend's check; the
-    /// mapped region makes the same one itself).
+    /// Whether `[off, off + len)` is inside the region: the traced backend's check, and msync
+    /// mode's before it records a range (the mapped region's accessors make the same one
+    /// themselves, with the same error).
     fn check(&self, off: u64, len: usize) -> Result<()> {
         let region = self.len();
         match off.checked_add(len as u64) {
@@ -813,11 +814,8 @@ impl Media {
 /// Shared handle to the media.
 pub type MediaRef = Arc<Media>;
 
-/// Take the image's exclusive lock: `flock(LOCK_EX | LOCK_NB)` on the open file description,
-/// so a second open conflicts even within one process. On conflict, the holder's pid is looked
-/// up in `/proc/locks` (the kernel records the pid of the process that took a `flock`): no
-/// pid is written to the image, so nothing goes stale after a crash.
-/// An 8-byte word access must be aligned (single-copy atomic).
+/// An 8-byte word access must be aligned (single-copy atomic): the traced backend's check
+/// (the mapped region makes it itself, with the same error).
 fn check_aligned(off: u64) -> Result<()> {
     if off.is_multiple_of(8) {
         Ok(())
@@ -829,6 +827,10 @@ fn check_aligned(off: u64) -> Result<()> {
     }
 }
 
+/// Take the image's exclusive lock: `flock(LOCK_EX | LOCK_NB)` on the open file description,
+/// so a second open conflicts even within one process. On conflict, the holder's pid is looked
+/// up in `/proc/locks` (the kernel records the pid of the process that took a `flock`): no
+/// pid is written to the image, so nothing goes stale after a crash.
 fn lock_file(file: &File) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
