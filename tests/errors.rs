@@ -83,7 +83,19 @@ fn names_and_paths() {
         Err(Error::InvalidPath(_))
     ));
     assert_eq!(errno(fs.create_dir("/a\0b").unwrap_err()), libc::EINVAL);
-    // Any bytes but '/' and NUL.
+    // A NUL anywhere is the error, even after a name that is too long (as before the
+    // one-pass parser: the whole path is checked for NUL first).
+    assert!(matches!(
+        cause(fs.create_dir(format!("/{long}/a\0b"))),
+        Err(Error::InvalidPath(_))
+    ));
+    // A too-long name is found past the first one, and empty names and `.` are skipped.
+    assert!(matches!(
+        cause(fs.create_dir(format!("/{ok}/{long}"))),
+        Err(Error::NameTooLong(256))
+    ));
+    fs.create_dir(format!("//./{ok}/./sub/")).unwrap();
+    assert!(fs.exists(format!("/{ok}/sub")));
     use std::os::unix::ffi::OsStrExt;
     let odd = std::ffi::OsStr::from_bytes(b"/\xff\x01 \xc3\xa9\n");
     fs.write(odd, b"odd").unwrap();
