@@ -375,6 +375,103 @@ pub(super) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     }
 }
 
+/// Whether the `n` bytes of shared memory at `src` are all zero: the loads of
+/// [`copy_out`] (aligned 8-byte atomic words; an unaligned edge is the masked word containing
+/// it) OR-folded in registers, nothing stored, a test every 512 bytes. Half the memory
+/// traffic of a copy out and a scan of the copy (fsck reads every file's bytes past its end).
+///
+/// # Safety
+/// The pages covering `src..src + n` must be mapped and readable for the call.
+pub(super) unsafe fn all_zero(src: *const u8, n: usize) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let (a, end) = (src as usize, src as usize + n);
+    let (first, last) = (a & !7, (end - 1) & !7);
+    // The words holding the first and last bytes, masked to the range (they may be one word).
+    // SAFETY: each word lies in the page of a byte of the range (caller: mapped).
+    let (w0, w1) = unsafe { (word_at(first), word_at(last)) };
+    let hi0 = if first == last { end - first } else { 8 };
+    if w0.load(Ordering::Relaxed) & byte_mask(a - first, hi0) != 0 {
+        return false;
+    }
+    if first == last {
+        return true;
+    }
+    if w1.load(Ordering::Relaxed) & byte_mask(0, end - last) != 0 {
+        return false;
+    }
+    // The whole words between them.
+    let sp = (first + 8) as *const u64;
+    let words = (last - first) / 8 - 1;
+    let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    if wide_loads_are_atomic() {
+        if (sp as usize) & 15 != 0 && words > 0 {
+            // One word first, so that the 16-byte loads are 16-byte aligned.
+            // SAFETY: word 0 of the middle (caller: mapped).
+            if unsafe { AtomicU64::from_ptr(sp as *mut u64) }.load(Ordering::Relaxed) != 0 {
+                return false;
+            }
+            k = 1;
+        }
+        let blocks = (words - k) / 16;
+        if blocks > 0 {
+            let nonzero: u64;
+            // SAFETY: `blocks * 128` bytes from `sp + k` (16-byte aligned) lie in the middle
+            // of the mapped range (caller). Aligned 16-byte loads, atomic on CPUs with AVX
+            // (checked above), as in `copy_out`; the prefetches are hints that never fault.
+            // The asm stores nothing; it touches its two registers, xmm0, xmm1 and the flags.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    "prefetcht0 [{s} + 2048]",
+                    "prefetcht0 [{s} + 2112]",
+                    "movdqa xmm0, [{s}]",
+                    "movdqa xmm1, [{s} + 16]",
+                    "por xmm0, [{s} + 32]",
+                    "por xmm1, [{s} + 48]",
+                    "por xmm0, [{s} + 64]",
+                    "por xmm1, [{s} + 80]",
+                    "por xmm0, [{s} + 96]",
+                    "por xmm1, [{s} + 112]",
+                    "por xmm0, xmm1",
+                    "ptest xmm0, xmm0",
+                    "jnz 3f",
+                    "add {s}, 128",
+                    "dec {n}",
+                    "jnz 2b",
+                    "3:",
+                    s = inout(reg) sp.add(k) => _,
+                    n = inout(reg) blocks => nonzero,
+                    out("xmm0") _, out("xmm1") _,
+                    options(nostack, readonly),
+                );
+            }
+            // The loop ran to the end (`n` = 0) unless a block held a non-zero byte.
+            if nonzero != 0 {
+                return false;
+            }
+            k += blocks * 16;
+        }
+    }
+    while k < words {
+        let step = (words - k).min(64);
+        let mut acc = 0u64;
+        for j in 0..step {
+            // SAFETY: word `k + j < words` lies strictly between the two edge words, inside
+            // the mapped range (caller); aligned (from an 8-aligned base).
+            acc |=
+                unsafe { AtomicU64::from_ptr(sp.add(k + j) as *mut u64) }.load(Ordering::Relaxed);
+        }
+        if acc != 0 {
+            return false;
+        }
+        k += step;
+    }
+    true
+}
+
 /// Store the bytes `[lo, hi)` of the word at `a` (aligned) from `v`, keeping the others: a
 /// compare-exchange loop (the other bytes may be another writer's).
 ///
@@ -1082,6 +1179,37 @@ mod tests {
                 assert_eq!(back[0], 0, "{off} {len}");
                 assert_eq!(back[len + 1], 0, "{off} {len}");
                 assert_eq!(&back[1..=len], &pattern[off..off + len], "{off} {len}");
+            }
+        }
+    }
+
+    /// The in-place zero check at every head offset and at lengths around its word and block
+    /// boundaries: one non-zero byte anywhere inside the range is seen, one just outside is
+    /// not.
+    #[test]
+    fn all_zero_sees_exactly_its_bytes() {
+        let s = Shadow::new(2).unwrap();
+        let v = s.slice(0, 2 * PAGE).unwrap();
+        v.write(0, &vec![0u8; 2 * PAGE]).unwrap();
+        // SAFETY: every range below lies inside the two mapped pages of `v`.
+        let zero = |off: usize, len: usize| unsafe { all_zero(v.as_ptr().add(off), len) };
+        for off in 1..40usize {
+            for len in [
+                0, 1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 136, 255, 256, 257, 1000, 4000,
+            ] {
+                assert!(zero(off, len), "{off} {len}");
+                let mut at: Vec<usize> = (0..len).step_by(13).collect();
+                at.extend([len.saturating_sub(1), len.saturating_sub(9)]);
+                for i in at.into_iter().filter(|&i| i < len) {
+                    v.write(off + i, &[0x80]).unwrap();
+                    assert!(!zero(off, len), "{off} {len} {i}");
+                    v.write(off + i, &[0]).unwrap();
+                }
+                for outside in [off - 1, off + len] {
+                    v.write(outside, &[0xff]).unwrap();
+                    assert!(zero(off, len), "{off} {len} outside {outside}");
+                    v.write(outside, &[0]).unwrap();
+                }
             }
         }
     }

@@ -445,6 +445,20 @@ impl Media {
         Ok(())
     }
 
+    /// Whether the `n` bytes at `off` are all zero: read in place on a mapped region (no
+    /// copy), through the shadow on the traced backend.
+    pub fn all_zero(&self, off: u64, n: usize) -> Result<bool> {
+        match &self.backend {
+            Backend::Mapped(r) => r.all_zero(off, n),
+            Backend::Traced(t) => {
+                self.check(off, n)?;
+                let mut buf = vec![0u8; n];
+                t.lock().read(off, &mut buf);
+                Ok(buf.iter().all(|&b| b == 0))
+            }
+        }
+    }
+
     /// Read a POD value at `off`.
     pub fn read_pod<T: bytemuck::Pod>(&self, off: u64) -> Result<T> {
         let mut v = T::zeroed();

@@ -287,6 +287,13 @@ impl RawRegion {
         Ok(())
     }
 
+    /// Whether the `n` bytes at `off` are all zero (read in place).
+    pub fn all_zero(&self, off: u64, n: usize) -> Result<bool> {
+        let p = self.at(off, n)?;
+        // SAFETY: the range is inside the mapping (checked).
+        Ok(unsafe { super::map::all_zero(p, n) })
+    }
+
     /// Hint that the lines of `[off, off + len)` will be read soon (at most 4 lines; nothing
     /// for a range outside the mapping).
     pub fn prefetch(&self, off: u64, len: usize) {
