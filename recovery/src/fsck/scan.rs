@@ -1545,23 +1545,19 @@ impl Scanner<'_, '_> {
             return;
         }
         let mut todo: Vec<u64> = Vec::new();
-        let mut seen = HashSet::new();
         for d in dirs {
-            for e in self.infos[d].st.dir.values() {
-                if e.ino != ROOT_INO
-                    && !self.infos.contains_key(&e.ino)
-                    && !self.bad.contains_key(&e.ino)
-                    && seen.insert(e.ino)
-                {
-                    todo.push(e.ino);
-                }
-            }
+            let named = self.infos[d].st.dir.values().map(|e| e.ino);
+            todo.extend(named.filter(|&ino| {
+                ino != ROOT_INO && !self.infos.contains_key(&ino) && !self.bad.contains_key(&ino)
+            }));
         }
+        // In number order, each once (a file with several names is named more than once).
+        todo.sort_unstable();
+        todo.dedup();
         // A few inodes are not worth the threads.
         if todo.len() < 64 {
             return;
         }
-        todo.sort_unstable();
         self.spec_changes = self.ctx.changes();
         let cursor = AtomicUsize::new(0);
         let grain = (todo.len() / (threads * 8)).clamp(1, 64);
