@@ -230,7 +230,7 @@ pub struct DirEnt {
 
 /// A file map: file page -> block, each with the logical log page of the entry that set it
 /// (GC bookkeeping, [`PageLive`]). Two forms: a file of at most [`SMALL_PAGES`] mapped pages
-/// keeps them in a sorted vector (one small allocation: most files are small); a larger one
+/// keeps them in a sorted vector (inline for one page: most files are small); a larger one
 /// moves them into chunks of [`CHUNK_PAGES`] consecutive pages under one B-tree key, so a
 /// lookup walks a tree 32 times smaller than one keyed by page (a 64 MiB file: 512 keys, two
 /// levels instead of four or five, the upper ones staying cached) and then indexes an array.
@@ -239,8 +239,9 @@ pub struct DirEnt {
 /// pages are mapped (only files past `SMALL_PAGES` pages have chunks).
 #[derive(Clone, Debug, Default)]
 pub struct FileMap {
-    /// The small form: mapped slots sorted by page (empty when `chunks` is not).
-    small: Vec<Slot>,
+    /// The small form: mapped slots sorted by page (empty when `chunks` is not); a file of
+    /// one page, the most common, keeps its slot inline (no allocation).
+    small: smallvec::SmallVec<[Slot; 1]>,
     chunks: BTreeMap<u64, Box<Chunk>>,
     len: usize,
 }
@@ -386,11 +387,6 @@ impl FileMap {
                     return Some(old.mapped());
                 }
                 Err(i) if self.small.len() < SMALL_PAGES => {
-                    // Most files have one page: room for exactly one at first (a vector's
-                    // first growth makes room for four, 96 bytes where 24 do).
-                    if self.small.capacity() == 0 {
-                        self.small.reserve_exact(1);
-                    }
                     self.small.insert(i, new);
                     self.len += 1;
                     return None;
@@ -1899,7 +1895,7 @@ mod size {
     #[test]
     fn inode_state_stays_small() {
         assert!(
-            std::mem::size_of::<super::InodeState>() <= 464,
+            std::mem::size_of::<super::InodeState>() <= 472,
             "InodeState is {} bytes",
             std::mem::size_of::<super::InodeState>()
         );
