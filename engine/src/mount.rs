@@ -379,6 +379,8 @@ impl Engine {
         for i in self.cached_inodes() {
             crate::txn::flush_unflushed(&self.media, &mut i.state.write().unflushed)?;
         }
+        // Slots freed since the last batch: their cleared kind words (§5.5).
+        self.flush_freed_slots()?;
         let free = self.blocks.extents();
         let inos = self.inos.snapshot();
         let mut buf = Vec::new();
