@@ -35,7 +35,7 @@ impl Engine {
                 format!("inode {ino} block {start}"),
             )
         };
-        let mut runs: Vec<(u64, u64)> = extent_runs(st.map.iter().map(|(&p, &b)| (p, b)))
+        let mut runs: Vec<(u64, u64)> = extent_runs(st.map.iter())
             .map(|(_, b, n)| (b, u64::from(n)))
             .chain(st.cache().map.iter().map(|(_, b)| (b, 1)))
             .collect();

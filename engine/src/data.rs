@@ -103,7 +103,7 @@ impl Engine {
         let held = |pg: u64| st.map.contains_key(&pg) || st.cache().map.get(&pg).is_some();
         let at = |pg: u64| (pg * BLOCK).max(off);
         if data {
-            let in_map = st.map.range(first..).next().map(|(&pg, _)| pg);
+            let in_map = st.map.range(first..).next().map(|(pg, _)| pg);
             let in_cache = st.cache().map.keys().filter(|&pg| pg >= first).min();
             return match in_map.into_iter().chain(in_cache).min() {
                 Some(pg) if at(pg) < size => Ok(at(pg)),

@@ -331,7 +331,7 @@ impl Engine {
             log_pages: st.log.pages.to_vec(),
             log_tail: st.log.tail_off,
             next_seq: st.log.next_seq,
-            map: st.map.iter().map(|(&p, &b)| (p, b)).collect(),
+            map: st.map.iter().collect(),
             cache_log_pages: st.cache().log.pages.to_vec(),
             cached: st.cache().map.iter().collect(),
         })
@@ -632,7 +632,7 @@ impl Engine {
         // Before its blocks go back to the allocator (see `appended`).
         crate::txn::flush_unflushed(&self.media, &mut st.unflushed)?;
         st.freed = true;
-        for &b in st.map.values() {
+        for b in st.map.values() {
             self.blocks.free(b, 1);
         }
         for &p in &st.log.pages {

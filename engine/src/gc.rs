@@ -73,14 +73,12 @@ pub fn checkpoint_entries(st: &InodeState) -> Vec<Entry> {
         }));
     } else {
         out.extend(
-            extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).map(|(pgoff, block, n)| {
-                Entry::Write {
-                    pgoff,
-                    block,
-                    num_pages: n,
-                    size: a.size,
-                    mtime_ns: a.mtime_ns,
-                }
+            extent_runs(st.map.iter()).map(|(pgoff, block, n)| Entry::Write {
+                pgoff,
+                block,
+                num_pages: n,
+                size: a.size,
+                mtime_ns: a.mtime_ns,
             }),
         );
     }
@@ -117,7 +115,7 @@ pub fn needed_pages(st: &InodeState) -> u64 {
             .map(|n| 1 + n.len().saturating_sub(24).div_ceil(64) as u64)
             .sum()
     } else {
-        extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
+        extent_runs(st.map.iter()).count() as u64
     };
     let xattrs: u64 = st
         .xattrs()
@@ -147,7 +145,7 @@ pub fn needed_entries(st: &InodeState) -> u64 {
     let body = if st.attr.kind == Kind::Dir {
         st.dir.len() as u64
     } else {
-        extent_runs(st.map.iter().map(|(&p, &b)| (p, b))).count() as u64
+        extent_runs(st.map.iter()).count() as u64
     };
     let xattrs: u64 = st
         .xattrs()

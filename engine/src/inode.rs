@@ -235,7 +235,7 @@ pub struct DirEnt {
 /// lookup walks a tree 32 times smaller than one keyed by page (a 64 MiB file: 512 keys, two
 /// levels instead of four or five, the upper ones staying cached) and then indexes an array.
 /// Iteration and ranges are in page order in both forms. Block 0 is never a data block (the
-/// superblock), so 0 marks an empty slot of a chunk. A chunk costs 776 bytes however few of its
+/// superblock), so 0 marks an empty slot of a chunk. A chunk costs 520 bytes however few of its
 /// pages are mapped (only files past `SMALL_PAGES` pages have chunks).
 #[derive(Clone, Debug, Default)]
 pub struct FileMap {
@@ -259,7 +259,7 @@ struct Mapped {
     owner: u64,
 }
 
-/// A slot: its page (so that iteration can lend it), block (0 in a chunk: empty), owner.
+/// A slot of the small form: its page, block, owner.
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     pg: u64,
@@ -276,33 +276,52 @@ impl Slot {
     }
 }
 
+/// The pages `key * CHUNK_PAGES ..` of a larger file: blocks (0: not mapped) and owners in
+/// separate arrays, so that a lookup reads one line of eight blocks (a read of a random page
+/// of a large file misses on it: the data it copies evicts the map between reads).
 #[derive(Clone, Debug)]
 struct Chunk {
     live: u32,
-    slots: [Slot; CHUNK_PAGES as usize],
+    blocks: [u64; CHUNK_PAGES as usize],
+    owners: [u64; CHUNK_PAGES as usize],
+}
+
+impl Chunk {
+    fn mapped(&self, i: usize) -> Option<Mapped> {
+        (self.blocks[i] != 0).then(|| Mapped {
+            block: self.blocks[i],
+            owner: self.owners[i],
+        })
+    }
+
+    /// Unmap slot `i` (mapped); returns its mapping.
+    fn take(&mut self, i: usize) -> Mapped {
+        let m = Mapped {
+            block: std::mem::take(&mut self.blocks[i]),
+            owner: std::mem::take(&mut self.owners[i]),
+        };
+        self.live -= 1;
+        m
+    }
 }
 
 impl FileMap {
-    #[inline]
-    fn slot(&self, pg: u64) -> Option<&Slot> {
-        if self.chunks.is_empty() {
-            return self.small.iter().find(|s| s.pg == pg);
-        }
-        let c = self.chunks.get(&(pg / CHUNK_PAGES))?;
-        let s = &c.slots[(pg % CHUNK_PAGES) as usize];
-        (s.block != 0).then_some(s)
-    }
-
     /// The block of file page `pg`.
     #[inline]
     pub fn get(&self, pg: &u64) -> Option<&u64> {
-        self.slot(*pg).map(|s| &s.block)
+        let pg = *pg;
+        if self.chunks.is_empty() {
+            return self.small.iter().find(|s| s.pg == pg).map(|s| &s.block);
+        }
+        let c = self.chunks.get(&(pg / CHUNK_PAGES))?;
+        let b = &c.blocks[(pg % CHUNK_PAGES) as usize];
+        (*b != 0).then_some(b)
     }
 
     /// Whether file page `pg` is mapped.
     #[inline]
     pub fn contains_key(&self, pg: &u64) -> bool {
-        self.slot(*pg).is_some()
+        self.get(pg).is_some()
     }
 
     /// Mapped pages.
@@ -315,21 +334,24 @@ impl FileMap {
         self.len == 0
     }
 
-    /// The mapped slots of pages `lo ..= hi`, in page order (one of the two parts is empty).
-    fn slots(&self, lo: u64, hi: u64) -> impl DoubleEndedIterator<Item = &Slot> + '_ {
-        let small = self.small.iter();
+    /// The mapped (page, block) pairs of pages `lo ..= hi`, in page order (one of the two
+    /// parts is empty).
+    fn pairs(&self, lo: u64, hi: u64) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
+        let small = self.small.iter().map(|s| (s.pg, s.block));
         let chunks = self
             .chunks
             .range(lo / CHUNK_PAGES..=hi / CHUNK_PAGES)
-            .flat_map(|(_, c)| c.slots.iter());
+            .flat_map(|(&k, c)| {
+                (0..CHUNK_PAGES).map(move |i| (k * CHUNK_PAGES + i, c.blocks[i as usize]))
+            });
         small
             .chain(chunks)
-            .filter(move |s| s.block != 0 && (lo..=hi).contains(&s.pg))
+            .filter(move |&(pg, b)| b != 0 && (lo..=hi).contains(&pg))
     }
 
     /// (file page, block) pairs in page order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u64, &u64)> + '_ {
-        self.slots(0, u64::MAX).map(|s| (&s.pg, &s.block))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
+        self.pairs(0, u64::MAX)
     }
 
     /// (file page, block) pairs of the pages in `r`, in order (an empty or inverted range
@@ -337,7 +359,7 @@ impl FileMap {
     pub fn range(
         &self,
         r: impl std::ops::RangeBounds<u64>,
-    ) -> impl DoubleEndedIterator<Item = (&u64, &u64)> + '_ {
+    ) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
         use std::ops::Bound::*;
         let lo = match r.start_bound() {
             Included(&a) => Some(a),
@@ -352,16 +374,16 @@ impl FileMap {
         let bounds = lo.zip(hi).filter(|(lo, hi)| lo <= hi);
         bounds
             .into_iter()
-            .flat_map(move |(lo, hi)| self.slots(lo, hi).map(|s| (&s.pg, &s.block)))
+            .flat_map(move |(lo, hi)| self.pairs(lo, hi))
     }
 
     /// Mapped pages in order.
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &u64> + '_ {
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
         self.iter().map(|(p, _)| p)
     }
 
     /// Blocks, in page order.
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &u64> + '_ {
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
         self.iter().map(|(_, b)| b)
     }
 
@@ -411,12 +433,14 @@ impl FileMap {
         let c = self.chunks.entry(s.pg / CHUNK_PAGES).or_insert_with(|| {
             Box::new(Chunk {
                 live: 0,
-                slots: [Slot::default(); CHUNK_PAGES as usize],
+                blocks: [0; CHUNK_PAGES as usize],
+                owners: [0; CHUNK_PAGES as usize],
             })
         });
-        let slot = &mut c.slots[(s.pg % CHUNK_PAGES) as usize];
-        let old = (slot.block != 0).then(|| slot.mapped());
-        *slot = s;
+        let i = (s.pg % CHUNK_PAGES) as usize;
+        let old = c.mapped(i);
+        c.blocks[i] = s.block;
+        c.owners[i] = s.owner;
         if old.is_none() {
             c.live += 1;
         }
@@ -432,13 +456,11 @@ impl FileMap {
         }
         let key = pg / CHUNK_PAGES;
         let c = self.chunks.get_mut(&key)?;
-        let s = &mut c.slots[(pg % CHUNK_PAGES) as usize];
-        if s.block == 0 {
+        let i = (pg % CHUNK_PAGES) as usize;
+        if c.blocks[i] == 0 {
             return None;
         }
-        let old = s.mapped();
-        *s = Slot::default();
-        c.live -= 1;
+        let old = c.take(i);
         self.len -= 1;
         if c.live == 0 {
             self.chunks.remove(&key);
@@ -448,7 +470,7 @@ impl FileMap {
 
     /// The last mapped page.
     fn last_page(&self) -> Option<u64> {
-        self.keys().next_back().copied()
+        self.keys().next_back()
     }
 
     /// Unmap every page at or beyond `first`; returns their mappings in page order.
@@ -463,11 +485,9 @@ impl FileMap {
         let mut gone = Vec::new();
         // The first chunk of the tail may hold pages below `first`: they stay.
         if let Some(mut c) = tail.remove(&(first / CHUNK_PAGES)) {
-            for s in c.slots.iter_mut() {
-                if s.block != 0 && s.pg >= first {
-                    gone.push(s.mapped());
-                    *s = Slot::default();
-                    c.live -= 1;
+            for i in (first % CHUNK_PAGES) as usize..CHUNK_PAGES as usize {
+                if c.blocks[i] != 0 {
+                    gone.push(c.take(i));
                 }
             }
             if c.live > 0 {
@@ -475,7 +495,7 @@ impl FileMap {
             }
         }
         for c in tail.into_values() {
-            gone.extend(c.slots.iter().filter(|s| s.block != 0).map(|s| s.mapped()));
+            gone.extend((0..CHUNK_PAGES as usize).filter_map(|i| c.mapped(i)));
         }
         self.len -= gone.len();
         gone
@@ -1041,7 +1061,7 @@ impl InodeState {
                     let mapped: Vec<u64> = self
                         .map
                         .range(*pgoff..*pgoff + n)
-                        .map(|(&pg, _)| pg)
+                        .map(|(pg, _)| pg)
                         .collect();
                     for pg in mapped {
                         if let Some(m) = self.map.remove(pg) {
@@ -1816,30 +1836,30 @@ mod tests {
                         prop_assert_eq!(gone, want);
                     }
                     Op::Range(a, b) => {
-                        let got: Vec<(u64, u64)> = m.range(a..b).map(|(&p, &b)| (p, b)).collect();
+                        let got: Vec<(u64, u64)> = m.range(a..b).collect();
                         let want: Vec<(u64, u64)> = if a <= b {
                             model.range(a..b).map(|(&p, &(b, _))| (p, b)).collect()
                         } else {
                             Vec::new()
                         };
                         prop_assert_eq!(got, want);
-                        let got: Vec<u64> = m.range(a..=b).rev().map(|(&p, _)| p).collect();
+                        let got: Vec<u64> = m.range(a..=b).rev().map(|(p, _)| p).collect();
                         let want: Vec<u64> = if a <= b {
                             model.range(a..=b).rev().map(|(&p, _)| p).collect()
                         } else {
                             Vec::new()
                         };
                         prop_assert_eq!(got, want);
-                        let got: Vec<u64> = m.range(a..).map(|(&p, _)| p).collect();
+                        let got: Vec<u64> = m.range(a..).map(|(p, _)| p).collect();
                         let want: Vec<u64> = model.range(a..).map(|(&p, _)| p).collect();
                         prop_assert_eq!(got, want);
                     }
                 }
                 prop_assert_eq!(m.len(), model.len());
-                let all: Vec<(u64, u64)> = m.iter().map(|(&p, &b)| (p, b)).collect();
+                let all: Vec<(u64, u64)> = m.iter().collect();
                 let want: Vec<(u64, u64)> = model.iter().map(|(&p, &(b, _))| (p, b)).collect();
                 prop_assert_eq!(&all, &want);
-                prop_assert_eq!(m.keys().next_back().copied(), model.keys().next_back().copied());
+                prop_assert_eq!(m.keys().next_back(), model.keys().next_back().copied());
                 for p in [0u64, 1, 31, 32, 33, 63, 64, 199] {
                     prop_assert_eq!(m.get(&p).copied(), model.get(&p).map(|x| x.0));
                 }

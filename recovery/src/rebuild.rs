@@ -367,7 +367,7 @@ impl Walk<'_> {
         for &p in &st.log.pages {
             mark(p, "log page")?;
         }
-        for &b in st.map.values() {
+        for b in st.map.values() {
             mark(b, "data")?;
         }
         if st.cache().log.tail_off != 0 {

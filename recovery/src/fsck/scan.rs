@@ -1879,7 +1879,7 @@ impl Scanner<'_, '_> {
             }
             let st = &infos[&ino].st;
             let data = own(O_DATA, ino);
-            for (&pg, &b) in st.map.iter() {
+            for (pg, b) in st.map.iter() {
                 let o = self.owner[b as usize];
                 if o != 0 {
                     let i = self.problem(
@@ -1950,12 +1950,7 @@ impl Scanner<'_, '_> {
             }
             let size = info.st.attr.size;
             let first_beyond = size.div_ceil(BLOCK);
-            let beyond: Vec<(u64, u64)> = info
-                .st
-                .map
-                .range(first_beyond..)
-                .map(|(&p, &b)| (p, b))
-                .collect();
+            let beyond: Vec<(u64, u64)> = info.st.map.range(first_beyond..).collect();
             // Pages beyond the size are blocks allocated past the end (fallocate KEEP_SIZE):
             // they must hold only zeros. The size the data supports: up to the last non-zero
             // byte of the last page.
@@ -1969,7 +1964,7 @@ impl Scanner<'_, '_> {
             }
             if size > max || new_size != size {
                 if size > max {
-                    let last = info.st.map.keys().next_back().copied();
+                    let last = info.st.map.keys().next_back();
                     new_size = last.map_or(0, |p| (p + 1) * BLOCK).min(max);
                 }
                 let msg = if size > max {
