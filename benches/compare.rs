@@ -178,8 +178,9 @@ const LOOKUP_BIG_ONE: usize = 8;
 const LOOKUP_SMALL: usize = 9;
 const APPEND: usize = 10;
 const R4K_SPREAD: usize = 11;
+const W4K_FLOOR: usize = 12;
 
-const OPS: [&str; 12] = [
+const OPS: [&str; 13] = [
     "4 KiB write_at",
     "4 KiB read_at",
     "64 B write_at",
@@ -192,7 +193,12 @@ const OPS: [&str; 12] = [
     "lookup, 10-entry dir (all names, cycled)",
     "100 B append (a WAL record)",
     "4 KiB read_at; raw: at the file's block offsets",
+    "4 KiB write_at; raw: its commit's persistence alone",
 ];
+
+/// The raw region's log area (after the 64 MiB of data pages): entry lines written in turn,
+/// then the tail word's page.
+const LOG_LINES: u64 = 16 * 1024;
 
 /// Where the novafs image and the raw region live (`NOVAFS_BENCH_DIR`, default `/dev/shm`).
 fn pmem_dir() -> PathBuf {
@@ -635,7 +641,7 @@ fn zeroed_region(name: &str, bytes: u64, populate: bool) -> (Media, TempDir) {
 
 impl Raw {
     fn new() -> Raw {
-        let (media, dir) = zeroed_region("raw", FILE_PAGES * PAGE, false);
+        let (media, dir) = zeroed_region("raw", FILE_PAGES * PAGE + LOG_LINES * 64 + PAGE, false);
         let path = dir.path().join("raw");
         println!(
             "raw column: {} ({}), media mode {}, flush {:?}; 4 KiB write_nt + fence, \
@@ -669,6 +675,23 @@ impl Raw {
                 m.flush(off, 64).expect("flush");
                 m.fence();
             }),
+            // What any copy-on-write 4 KiB write with a logged commit must persist (DESIGN.md
+            // §5.1): the page (non-temporal), one 64 B log entry (non-temporal), a fence (both
+            // durable before the commit word), the 8 B tail word stored and flushed, a fence.
+            W4K_FLOOR => {
+                let log = FILE_PAGES * PAGE;
+                let tail = log + LOG_LINES * 64;
+                timed(move |i| {
+                    m.write_nt(page_of(i) * PAGE, black_box(&page))
+                        .expect("write_nt");
+                    m.write_nt(log + (i % LOG_LINES) * 64, black_box(&line))
+                        .expect("write_nt");
+                    m.fence();
+                    m.store_u64(tail, i).expect("store");
+                    m.flush(tail, 8).expect("flush");
+                    m.fence();
+                })
+            }
             _ => return None,
         })
     }
@@ -792,6 +815,10 @@ fn main() {
         if op == R4K_SPREAD {
             // The file's blocks as the writes above left them.
             cases.push((Col::Raw, spread.case(nova.blocks())));
+        } else if op == W4K_FLOOR {
+            // novafs's 4 KiB write again, against the floor of its commit protocol.
+            cases.extend(nova.case(W4K).map(|b| (Col::Novafs, b)));
+            cases.extend(raw.case(op).map(|b| (Col::Raw, b)));
         } else {
             cases.extend(tmpfs.case(op).map(|b| (Col::Tmpfs, b)));
             if let Some(d) = &disk {
@@ -844,6 +871,13 @@ fn main() {
     check(
         below(rows[W4K].novafs, rows[W4K].tmpfs, 1.0),
         "(2) novafs 4 KiB write_at < tmpfs pwrite",
+    );
+    println!(
+        "     (1b, informational) novafs 4 KiB write_at / its commit's persistence alone \
+         (page + entry non-temporal, fence, tail store + flush, fence): {}; that floor / raw \
+         4 KiB nt copy + fence: {}",
+        ratio(rows[W4K_FLOOR].novafs, rows[W4K_FLOOR].raw),
+        ratio(rows[W4K_FLOOR].raw, rows[W4K].raw),
     );
     for (row, op) in [(CREATE, "create"), (UNLINK, "unlink"), (RENAME, "rename")] {
         check(
