@@ -75,3 +75,35 @@ fn a_clean_unmount_flushes_the_freed_slots_before_its_clean_word() {
     assert!(r.was_clean, "{r:?}");
     assert_eq!(r.errors_found, 0, "{r:?}");
 }
+
+#[test]
+fn a_full_batch_of_freed_slots_is_flushed_at_once() {
+    let media = Arc::new(Media::traced(32 << 20));
+    let engine = novafs::Engine::format_media(media.clone(), &FormatOptions::default()).unwrap();
+    let fs = Fs::from_engine(engine, Default::default());
+    fs.create_dir("/d").unwrap();
+    // More than one batch (512): the first batch's words are flushed by the unlink that
+    // fills it, the rest wait for the unmount.
+    let names: Vec<String> = (0..600).map(|i| format!("/d/f{i}")).collect();
+    for n in &names {
+        fs.create(n).unwrap();
+    }
+    let words: Vec<u64> = names.iter().map(|n| kind_word(&fs, n)).collect();
+    let unlinks = events_of(&media, &fs, |fs| {
+        for n in &names {
+            fs.remove_file(n).unwrap();
+        }
+    });
+    let flushed = words
+        .iter()
+        .filter(|&&w| flushes(&unlinks, w / 64 * 64) > 0)
+        .count();
+    assert_eq!(flushed, 512, "one full batch flushed during the unlinks");
+    let unmount = events_of(&media, &fs, |fs| fs.engine().unmount().unwrap());
+    drop(fs);
+    let late = words
+        .iter()
+        .filter(|&&w| flushes(&unmount, w / 64 * 64) > 0)
+        .count();
+    assert!(late >= 600 - 512, "the rest flushed at unmount ({late})");
+}
