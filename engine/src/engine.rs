@@ -676,7 +676,7 @@ impl Engine {
             if l.len() < FREED_SLOTS_BATCH {
                 return Ok(());
             }
-            std::mem::take(&mut *l)
+            std::mem::replace(&mut *l, Vec::with_capacity(FREED_SLOTS_BATCH))
         };
         for off in batch {
             self.media.flush(off, 8)?;
