@@ -178,7 +178,7 @@ fn assert_blocks_accounted(e: &Engine, inos: &[u64]) {
     for &ino in inos {
         let i = e.inode(ino).unwrap();
         let st = i.loom_state().read();
-        for (&pg, &b) in st.map.iter() {
+        for (pg, b) in st.map.iter() {
             if b != 0 {
                 mark(b, format!("page {pg} of {ino}"));
             }
