@@ -807,8 +807,7 @@ impl Entry {
         }
         // The checksum over the entry with its checksum field zeroed: a one-line entry (most)
         // copied and checked in one piece (two 4-byte updates cost as much as the line).
-        let csum = if let Ok(line) = <[u8; LINE_BYTES]>::try_from(buf) {
-            let mut line = line;
+        let csum = if let Ok(mut line) = <[u8; LINE_BYTES]>::try_from(buf) {
             line[4..8].fill(0);
             super::checksum(&line)
         } else {

@@ -921,6 +921,40 @@ mod tests {
         );
     }
 
+    /// `all_zero` answers alike on both backends (the mapped region's loads in place, the
+    /// traced one's shadow), and refuses a range past the end on both.
+    #[test]
+    fn all_zero_agrees_on_both_backends() {
+        let path = std::path::PathBuf::from(format!(
+            "/dev/shm/.novafs-all-zero-test-{}.img",
+            std::process::id()
+        ));
+        let opts = MapOptions {
+            force_emulated: true,
+            ..MapOptions::default()
+        };
+        let mapped = Media::create(&path, 4 * 4096, true, &opts).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let traced = Media::traced(4 * 4096);
+        for m in [&mapped, &traced] {
+            m.write(5000, &[7]).unwrap();
+        }
+        for (off, n) in [
+            (0, 4096),
+            (4096, 903),
+            (4096, 904),
+            (5001, 3000),
+            (4999, 2),
+            (0, 0),
+        ] {
+            let want = !(off..off + n as u64).contains(&5000);
+            assert_eq!(mapped.all_zero(off, n).unwrap(), want, "{off} {n}");
+            assert_eq!(traced.all_zero(off, n).unwrap(), want, "{off} {n}");
+        }
+        assert!(mapped.all_zero(4 * 4096 - 8, 9).is_err());
+        assert!(traced.all_zero(4 * 4096 - 8, 9).is_err());
+    }
+
     #[test]
     fn lock_holder_is_read_from_proc_locks() {
         let text = "1: POSIX  ADVISORY  WRITE 77 00:2d:99 0 EOF\n\
